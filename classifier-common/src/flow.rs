@@ -1,0 +1,113 @@
+//! The flow table's key and value.
+//!
+//! A flow is named from the LAN side: the *client* is the host on the gateway's LAN
+//! interface, the *server* the host beyond it, whichever of them sent the first packet.
+//! Both directions of a connection therefore share one entry: XDP on LAN ingress counts
+//! client→server (upload), TC on LAN egress counts server→client (download).
+
+/// IP protocol numbers the datapath tells apart.
+pub mod ip_proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Flow table key: the 5-tuple, client side first.
+///
+/// Addresses are 16 bytes; IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291
+/// §2.5.5.2) so one table holds both families. Ports are in host byte order; they are 0 for
+/// protocols without ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub client_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    pub protocol: u8,
+    /// Explicit padding: the kernel hashes every key byte, so it must always be zero.
+    pub _pad: [u8; 3],
+}
+
+/// Packets and bytes in one direction. Bytes are layer-3 bytes (IP header and payload, as
+/// IPFIX's octetDeltaCount counts them): no Ethernet header, no VLAN tags, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DirectionCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Bits of [`FlowEntry::flags`].
+pub mod flow_flags {
+    /// The first packet of this flow was seen going server→client (not initiated from the LAN).
+    pub const STARTED_DOWNSTREAM: u8 = 1 << 0;
+}
+
+/// Flow table value: counters both ways plus what the datapath learnt about the flow.
+///
+/// The counters are updated with atomic adds from any CPU; the timestamps and TCP flag
+/// unions with plain stores, where a lost race costs nothing that matters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEntry {
+    /// `bpf_ktime_get_boot_ns()` of the first packet (CLOCK_BOOTTIME, ns).
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_boot_ns()` of the latest packet.
+    pub last_seen_ns: u64,
+    /// Client → server.
+    pub upload: DirectionCounters,
+    /// Server → client.
+    pub download: DirectionCounters,
+    /// 802.1Q VLAN id the client's packets carried, 0 when untagged.
+    pub vlan_id: u16,
+    /// Union of the TCP flags seen client → server.
+    pub tcp_flags_upload: u8,
+    /// Union of the TCP flags seen server → client.
+    pub tcp_flags_download: u8,
+    /// [`flow_flags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    /// Reserved for classification (category, application, method, verdict): kept zero
+    /// until the classifier fills them, so the value layout does not change under pinned maps.
+    pub reserved: [u64; 4],
+}
+
+/// TCP flag bits as they appear in the header's 13th byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Stores an IPv4 address the way [`FlowKey`] holds it: IPv4-mapped IPv6.
+#[inline(always)]
+pub const fn ipv4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_fixed() {
+        // The kernel sees these sizes through pinned maps: a change needs a migration.
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 88);
+        assert_eq!(core::mem::align_of::<FlowEntry>(), 8);
+    }
+
+    #[test]
+    fn ipv4_is_mapped() {
+        assert_eq!(
+            ipv4_mapped([192, 0, 2, 1]),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1]
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Types and parsers shared by the kernel side (the BPF programs in `classifier-ebpf`) and
+//! the user side (the `classifier` daemon and its tests).
+//!
+//! Everything here is `no_std`, `#[repr(C)]` where it crosses the kernel boundary, and free
+//! of allocation, so one implementation is unit-tested on the host and runs in the kernel.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod flow;
+pub mod maps;
+pub mod parse;
+pub mod stats;
+
+#[cfg(feature = "user")]
+mod user;

@@ -1,0 +1,47 @@
+//! Global datapath counters: what the programs saw that belongs to no flow, and how the flow
+//! table is doing. One per-CPU array slot per counter; the daemon sums the CPUs.
+
+/// Index of a counter in the `STATS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Every packet either program looked at.
+    Packets = 0,
+    /// Ethernet frames that carry neither IPv4 nor IPv6 (ARP, LLDP, ...): passed.
+    NotIp = 1,
+    /// IP fragments: passed untouched, not attributed to a flow (no ports to key them by).
+    Fragments = 2,
+    /// Headers that are truncated or inconsistent: passed, never attributed to a flow.
+    Malformed = 3,
+    /// New entries in the flow table.
+    FlowsCreated = 4,
+    /// A new flow could not be stored (the kernel refused the insert).
+    FlowInsertFailed = 5,
+}
+
+impl Stat {
+    /// Number of counters; the size of the `STATS` array.
+    pub const COUNT: u32 = 6;
+
+    /// All counters, in index order.
+    pub const ALL: [Stat; Self::COUNT as usize] = [
+        Stat::Packets,
+        Stat::NotIp,
+        Stat::Fragments,
+        Stat::Malformed,
+        Stat::FlowsCreated,
+        Stat::FlowInsertFailed,
+    ];
+
+    /// Stable snake_case name, used in logs, JSON and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::Packets => "packets",
+            Stat::NotIp => "not_ip",
+            Stat::Fragments => "fragments",
+            Stat::Malformed => "malformed",
+            Stat::FlowsCreated => "flows_created",
+            Stat::FlowInsertFailed => "flow_insert_failed",
+        }
+    }
+}

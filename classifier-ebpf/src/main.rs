@@ -1,0 +1,100 @@
+//! The classifier's kernel side: one BPF object whose programs share the maps in
+//! [`maps`].
+//!
+//! - `lan_ingress` (XDP, gateway LAN interface, ingress): sees every client→server packet
+//!   first; counts it against its flow.
+//! - `lan_egress` (TC, gateway LAN interface, egress): sees every server→client packet;
+//!   counts it against the same flow.
+//! - `empty_xdp`: does nothing; the baseline that benchmarks divide by.
+//!
+//! Built only for `bpfel-unknown-none` (see `classifier-user/build.rs`); on the host the
+//! crate compiles to a stub so `cargo clippy --workspace` lints the same source.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// `atomic_xadd` (see atomic.rs); Debian's BPF `core` is built with RUSTC_BOOTSTRAP.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+
+mod atomic;
+mod flows;
+mod maps;
+mod packet;
+mod stats;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use classifier_common::{
+    parse::{PacketBytes, PacketMeta, Parsed, parse_headers},
+    stats::Stat,
+};
+
+use crate::{
+    flows::{Direction, WireCount},
+    packet::DirectPacket,
+};
+
+/// Client→server packets on the LAN interface. Always passes: classification and
+/// enforcement come later; a packet we cannot parse is passed and counted, never dropped.
+#[xdp]
+pub fn lan_ingress(ctx: XdpContext) -> u32 {
+    observe(&DirectPacket::xdp(&ctx), 1, Direction::Upload);
+    xdp_action::XDP_PASS
+}
+
+/// Server→client packets leaving the LAN interface. `TC_ACT_PIPE` hands the packet on to
+/// whatever runs after us (with TCX: the next program, then the default action).
+#[classifier]
+pub fn lan_egress(ctx: TcContext) -> i32 {
+    // SAFETY: `skb` is the program's context pointer, valid for the whole run.
+    let segments = unsafe { (*ctx.skb.skb).gso_segs };
+    observe(&DirectPacket::tc(&ctx), segments, Direction::Download);
+    TC_ACT_PIPE
+}
+
+/// `TC_ACT_PIPE` from linux/pkt_cls.h, typed as TC programs return it (the generated
+/// bindings' type differs between targets).
+const TC_ACT_PIPE: i32 = 3;
+
+/// Baseline for benchmarks: the cost of running any XDP program at all.
+#[xdp]
+pub fn empty_xdp(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Parses the packet and counts it against its flow, or against the global counter that
+/// says why it has none. `segments` is the skb's GSO segment count (1 in XDP).
+#[inline(always)]
+fn observe<P: PacketBytes>(packet: &P, segments: u32, direction: Direction) {
+    stats::bump(Stat::Packets);
+    let mut meta = PacketMeta::default();
+    match parse_headers(packet, &mut meta) {
+        Ok(Parsed::Ip) => flows::account(&meta, WireCount::of(&meta, segments), direction),
+        Ok(Parsed::NotIp) => stats::bump(Stat::NotIp),
+        Ok(Parsed::Fragment) => stats::bump(Stat::Fragments),
+        Err(_) => stats::bump(Stat::Malformed),
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable path that does not end in an exit, so a reachable
+    // panic fails the load; this body is never run.
+    loop {}
+}
+
+/// GPL-compatible licence: required for helpers such as `bpf_ktime_get_boot_ns`.
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "classifier-ebpf is a BPF object: it is built for bpfel-unknown-none by classifier-user's build script"
+    );
+    std::process::exit(2);
+}

@@ -1,0 +1,99 @@
+//! `classifier lab`: the network-namespace lab.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use crate::{
+    lab::{self, Lab, LabSpec, demo::DemoOptions},
+    preflight,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Run the demo: a lab, the daemon on its gateway, clients downloading over IPv4 and
+    /// IPv6, live per-flow counters; everything is removed at the end.
+    Demo {
+        /// How long the clients generate traffic.
+        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// How often the daemon prints its flow table.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+        report_interval: Duration,
+    },
+    /// Bring a lab up and keep it until Ctrl-C, to explore with `ip netns exec`.
+    Up {
+        /// Number of client hosts.
+        #[arg(long, default_value_t = 2)]
+        clients: usize,
+    },
+    /// Remove lab namespaces and pins left by runs that were killed.
+    Down {
+        /// Also remove labs whose creating process still runs.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub fn execute(command: LabCommand) -> anyhow::Result<()> {
+    preflight::require_root("lab")?;
+    match command {
+        LabCommand::Demo {
+            duration,
+            report_interval,
+        } => lab::demo::run(&DemoOptions {
+            binary: std::env::current_exe().context("locating the classifier binary")?,
+            duration,
+            report_interval,
+        }),
+        LabCommand::Up { clients } => hold_lab_up(clients),
+        LabCommand::Down { all } => remove_leftovers(all),
+    }
+}
+
+fn hold_lab_up(clients: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(clients >= 1, "--clients must be at least 1");
+    let lab = Lab::up(&LabSpec { clients })?;
+    println!("lab {} is up; Ctrl-C removes it", lab.id);
+    for client in &lab.clients {
+        println!(
+            "  client   ip netns exec {} bash   ({}, {})",
+            client.netns, client.ipv4, client.ipv6
+        );
+    }
+    println!(
+        "  gateway  ip netns exec {} bash   (lan0, wan0)",
+        lab.gateway.netns
+    );
+    println!(
+        "  server   ip netns exec {} bash   ({}, {})",
+        lab.server.netns, lab.server.ipv4, lab.server.ipv6
+    );
+    println!(
+        "  daemon   classifier run --netns {} --iface lan0 --pin-dir {}",
+        lab.gateway.netns,
+        lab.pin_dir().display()
+    );
+    // The lab's signal handler tears it down and exits on Ctrl-C.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn remove_leftovers(all: bool) -> anyhow::Result<()> {
+    let report = lab::cleanup::remove_leftovers(all)?;
+    for netns in &report.removed_namespaces {
+        println!("removed network namespace {netns}");
+    }
+    for dir in &report.removed_pin_dirs {
+        println!("removed pin directory {}", dir.display());
+    }
+    for netns in &report.skipped_live {
+        println!("kept {netns}: its process still runs (use --all to remove it anyway)");
+    }
+    if report.removed_namespaces.is_empty() && report.removed_pin_dirs.is_empty() {
+        println!("no lab leftovers");
+    }
+    Ok(())
+}

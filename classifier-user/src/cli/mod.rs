@@ -1,0 +1,92 @@
+//! The `classifier` command line: one binary, one subcommand per job.
+
+mod flows;
+mod lab;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run the daemon on the gateway's LAN interface (as root)
+  classifier run --iface eth1
+
+  # Show the ten largest flows of the running daemon, or all of them as JSON
+  classifier flows --top 10
+  classifier flows --json
+
+  # See it work on a lab of network namespaces (as root)
+  classifier lab demo
+
+  # Remove lab namespaces left behind by a killed test run
+  classifier lab down";
+
+/// eBPF traffic classifier for organisation edge gateways.
+///
+/// An XDP program on the gateway's LAN interface and a TC program on its egress count every
+/// flow in the kernel; the daemon loads them, pins their maps under /sys/fs/bpf, and reports.
+#[derive(Debug, Parser)]
+#[command(name = "classifier", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log filter, e.g. `info`, `debug`, `classifier_user=debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: load and attach the datapath and report per-flow counters.
+    Run(run::RunArgs),
+    /// Show the flows of a running daemon (read from its pinned flow table).
+    Flows(flows::FlowsArgs),
+    /// A lab of network namespaces (clients, gateway, server) for demos and tests.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+}
+
+/// Parses the command line, runs the subcommand, and turns an error into one line on
+/// stderr and exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Run(args) => run::execute(&args),
+        Command::Flows(args) => flows::execute(&args),
+        Command::Lab(command) => lab::execute(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    use std::io::IsTerminal as _;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

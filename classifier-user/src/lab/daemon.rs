@@ -1,0 +1,107 @@
+//! Running the real `classifier run` binary on the lab's gateway, as the demo and the
+//! end-to-end tests do.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use super::{Lab, shell};
+
+/// How long a daemon may take to load, verify and attach before we give up on it.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `classifier run` process attached to a lab's gateway. Killed if dropped while running.
+pub struct DaemonProcess {
+    child: Child,
+    pid_file: PathBuf,
+    pub pin_dir: PathBuf,
+}
+
+/// Options beyond the ones every lab daemon gets.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    /// Extra arguments for `classifier run`.
+    pub extra_args: Vec<String>,
+    /// Whether the daemon's stdout goes to ours (the demo) or nowhere (tests).
+    pub show_output: bool,
+}
+
+impl DaemonProcess {
+    /// Starts `binary run` on the lab gateway's LAN interface and waits until it has attached.
+    pub fn start(binary: &Path, lab: &Lab, options: &DaemonOptions) -> anyhow::Result<Self> {
+        let pin_dir = lab.pin_dir();
+        let pid_file = std::env::temp_dir().join(format!("classifier-lab-{}.pid", lab.id));
+        let _ = std::fs::remove_file(&pid_file);
+        let mut command = Command::new(binary);
+        command
+            .arg("run")
+            .args(["--netns", &lab.gateway.netns])
+            .args(["--iface", lab.gateway.iface])
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .args(&options.extra_args)
+            .stdin(Stdio::null());
+        if !options.show_output {
+            command.stdout(Stdio::null());
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut daemon = Self {
+            child,
+            pid_file,
+            pin_dir,
+        };
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.pid_file.exists() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("classifier run exited before attaching ({status}); its errors are above");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("classifier run did not attach within {READY_TIMEOUT:?}")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the daemon to shut down cleanly (SIGTERM) and returns how it exited.
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)
+            .context("signalling the daemon")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("classifier run did not stop within {READY_TIMEOUT:?} of SIGTERM")
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        shell::stop_child(&mut self.child);
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}

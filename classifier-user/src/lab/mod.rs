@@ -1,0 +1,139 @@
+//! A lab of network namespaces: clients on a LAN switch, a gateway that forwards between its
+//! LAN and WAN interfaces (where the classifier attaches), and a server host standing in for
+//! the Internet. The demo and the end-to-end tests share it.
+//!
+//! ```text
+//!  client ns (eth0) ─┐
+//!  client ns (eth0) ─┤ switch ns (br0) ── lan0 [gateway ns] wan0 ── eth0 [server ns]
+//!                    ┘   192.0.2.0/24        forwarding      198.51.100.0/24   203.0.113.0/24
+//!                        2001:db8:1::/64                     2001:db8:2::/64   2001:db8:3::/64
+//! ```
+//!
+//! Safety rules the lab keeps: everything lives in namespaces it creates (names start with
+//! [`NETNS_PREFIX`]), nothing is created in the root namespace, only documentation address
+//! ranges are used, and no namespace has a default route, so nothing can leave the lab.
+//! Teardown runs on drop, on SIGINT/SIGTERM (see [`cleanup`]), and `classifier lab down`
+//! removes what a killed run left behind.
+
+pub mod cleanup;
+pub mod daemon;
+pub mod demo;
+pub mod http;
+mod shell;
+pub mod topology;
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use anyhow::Context as _;
+pub use shell::run as run_command;
+pub use topology::{Host, LabSpec};
+
+/// Every namespace the lab creates starts with this.
+pub const NETNS_PREFIX: &str = "clab-";
+/// Pin directories of lab daemons: `/sys/fs/bpf/classifier-lab-<lab id>`.
+pub const PIN_DIR_PREFIX: &str = "/sys/fs/bpf/classifier-lab-";
+
+/// A running lab. Dropping it tears it down.
+pub struct Lab {
+    /// `<owner pid>-<sequence>`: unique on this machine while the owner lives.
+    pub id: String,
+    pub gateway: Host,
+    pub server: Host,
+    pub clients: Vec<Host>,
+    switch_netns: String,
+    /// Processes started in the lab, stopped before the namespaces go.
+    children: Mutex<Vec<Child>>,
+}
+
+impl Lab {
+    /// Creates the namespaces, links, addresses and routes of `spec`. On failure, whatever
+    /// was created is removed before the error returns.
+    pub fn up(spec: &LabSpec) -> anyhow::Result<Self> {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        anyhow::ensure!(
+            (1..=topology::MAX_CLIENTS).contains(&spec.clients),
+            "a lab has 1 to {} clients, not {}",
+            topology::MAX_CLIENTS,
+            spec.clients
+        );
+        cleanup::install_signal_handler();
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let netns = |role: &str| format!("{NETNS_PREFIX}{id}-{role}");
+        let lab = Self {
+            gateway: topology::gateway(netns("gw")),
+            server: topology::server(netns("srv")),
+            clients: (0..spec.clients)
+                .map(|i| topology::client(netns(&format!("c{}", i + 1)), i))
+                .collect(),
+            switch_netns: netns("sw"),
+            children: Mutex::new(Vec::new()),
+            id,
+        };
+        cleanup::register(&lab.id, lab.namespaces(), lab.pin_dir());
+        topology::build(&lab).with_context(|| format!("bringing up lab {}", lab.id))?;
+        Ok(lab)
+    }
+
+    /// All of the lab's namespaces.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names = vec![
+            self.switch_netns.clone(),
+            self.gateway.netns.clone(),
+            self.server.netns.clone(),
+        ];
+        names.extend(self.clients.iter().map(|c| c.netns.clone()));
+        names
+    }
+
+    /// The pin directory a daemon in this lab uses.
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from(format!("{PIN_DIR_PREFIX}{}", self.id))
+    }
+
+    /// A command that runs `program` inside `host`'s namespace (`ip netns exec`).
+    pub fn command(host: &Host, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &host.netns, program]);
+        command
+    }
+
+    /// Starts `command` and keeps it, to be stopped at teardown.
+    pub fn spawn(&self, mut command: Command) -> anyhow::Result<u32> {
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        Ok(pid)
+    }
+
+    /// Stops the lab's processes and removes its namespaces and pins.
+    fn tear_down(&self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        for child in children.iter_mut() {
+            shell::stop_child(child);
+        }
+        children.clear();
+        cleanup::remove_lab(&self.id);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.tear_down();
+    }
+}

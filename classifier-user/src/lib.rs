@@ -1,0 +1,19 @@
+//! The user side of the gateway traffic classifier: the daemon (`classifier run`), the
+//! command-line tool around it, and the network-namespace lab its demo and tests use.
+//!
+//! Modules are named after what they do:
+//! - [`preflight`]: the checks that make a start fail early with a fix in the message;
+//! - [`netns`]: entering network namespaces;
+//! - [`loader`]: loading the BPF object, pinning its maps, attaching its programs;
+//! - [`flows`]: reading the flow table into records people can read;
+//! - [`metrics`]: the datapath's global counters;
+//! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
+//! - [`cli`]: the subcommands.
+
+pub mod cli;
+pub mod flows;
+pub mod lab;
+pub mod loader;
+pub mod metrics;
+pub mod netns;
+pub mod preflight;

@@ -1,0 +1,344 @@
+//! Loading the BPF object, pinning its maps and attaching its programs to the gateway's
+//! LAN interface.
+//!
+//! The maps are pinned by name under a pin directory (`/sys/fs/bpf/classifier` by default)
+//! so that the flow table outlives the daemon process; a daemon started on an existing pin
+//! directory re-uses the maps it finds there. A clean shutdown detaches the programs and
+//! removes the pins.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    util::KernelVersion,
+};
+use classifier_common::{
+    flow::{FlowEntry, FlowKey},
+    maps,
+};
+use tracing::{debug, warn};
+
+/// The BPF object built by build.rs from `classifier-ebpf`, embedded in the binary so the
+/// kernel side and the user side always come from the same build.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/classifier-ebpf.o"));
+
+/// Default directory for the daemon's pinned maps.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/classifier";
+
+/// Names of the programs in [`EBPF_OBJECT`].
+pub mod program {
+    /// XDP, LAN ingress: client → server.
+    pub const LAN_INGRESS: &str = "lan_ingress";
+    /// TC, LAN egress: server → client.
+    pub const LAN_EGRESS: &str = "lan_egress";
+    /// XDP that only passes: the benchmarks' baseline.
+    pub const EMPTY_XDP: &str = "empty_xdp";
+}
+
+/// How to attach XDP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeChoice {
+    /// Native (driver) mode, falling back to generic mode when the driver lacks XDP.
+    #[default]
+    Auto,
+    /// Native mode only: fail if the driver cannot run XDP.
+    Native,
+    /// Generic (skb) mode: works on any interface, slower.
+    Generic,
+}
+
+/// The mode XDP ended up attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for XdpAttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            XdpAttachMode::Native => "native",
+            XdpAttachMode::Generic => "generic",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(
+        "interface `{iface}` already has an XDP program: see it with `bpftool net show dev \
+         {iface}` and detach it, or stop the classifier that runs there"
+    )]
+    XdpBusy { iface: String },
+    #[error("attaching XDP to `{iface}` in {mode} mode")]
+    Xdp {
+        iface: String,
+        mode: XdpAttachMode,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("attaching TC egress to `{iface}`")]
+    Tc {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+}
+
+/// The loaded datapath: programs, maps and, once attached, the links that hold the programs
+/// on the interface (dropping the `Ebpf` detaches them).
+pub struct Datapath {
+    ebpf: Ebpf,
+    pins: Option<PinDir>,
+}
+
+/// A pin directory and whether this process made it (and so may remove it on failure).
+struct PinDir {
+    path: PathBuf,
+    created: bool,
+}
+
+impl Datapath {
+    /// Loads the object with private, unpinned maps: for tests, benchmarks and offline use.
+    pub fn load() -> anyhow::Result<Self> {
+        let ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .context("loading the BPF object")?;
+        let mut datapath = Self { ebpf, pins: None };
+        datapath.load_programs()?;
+        Ok(datapath)
+    }
+
+    /// Loads the object with its maps pinned under `pin_dir`, re-using maps already pinned
+    /// there. On failure, a pin directory this call created is removed again.
+    pub fn load_pinned(pin_dir: &Path) -> anyhow::Result<Self> {
+        let created = !pin_dir.exists();
+        std::fs::create_dir_all(pin_dir)
+            .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+        let pins = PinDir {
+            path: pin_dir.to_owned(),
+            created,
+        };
+        let loaded = Self::load_with_pins(&pins);
+        if loaded.is_err() && pins.created {
+            remove_pins(&pins.path);
+        }
+        let ebpf = loaded?;
+        let mut datapath = Self {
+            ebpf,
+            pins: Some(pins),
+        };
+        if let Err(err) = datapath.load_programs() {
+            datapath.remove_pins_if_created();
+            return Err(err);
+        }
+        Ok(datapath)
+    }
+
+    fn load_with_pins(pins: &PinDir) -> anyhow::Result<Ebpf> {
+        let paths: Vec<(&str, PathBuf)> = maps::PINNED_MAPS
+            .iter()
+            .map(|name| (*name, pins.path.join(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader.load(EBPF_OBJECT).with_context(|| {
+            format!(
+                "loading the BPF object with maps pinned in {}",
+                pins.path.display()
+            )
+        })
+    }
+
+    /// Loads (verifies) every program in the object.
+    fn load_programs(&mut self) -> anyhow::Result<()> {
+        for name in [program::LAN_INGRESS, program::EMPTY_XDP] {
+            self.xdp(name)?
+                .load()
+                .with_context(|| format!("the kernel refused XDP program `{name}`"))?;
+        }
+        self.tc(program::LAN_EGRESS)?
+            .load()
+            .with_context(|| format!("the kernel refused TC program `{}`", program::LAN_EGRESS))?;
+        Ok(())
+    }
+
+    /// The XDP program `name`, for attaching or `BPF_PROG_TEST_RUN`.
+    pub fn xdp(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program `{name}` in the BPF object"))?
+            .try_into()
+            .with_context(|| format!("program `{name}` is not XDP"))
+    }
+
+    /// The TC program `name`, for attaching or `BPF_PROG_TEST_RUN`.
+    pub fn tc(&mut self, name: &str) -> anyhow::Result<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program `{name}` in the BPF object"))?
+            .try_into()
+            .with_context(|| format!("program `{name}` is not TC"))
+    }
+
+    /// Attaches XDP to the LAN interface's ingress and TC to its egress.
+    pub fn attach_lan(
+        &mut self,
+        iface: &str,
+        mode: XdpModeChoice,
+    ) -> Result<XdpAttachMode, AttachError> {
+        let xdp_mode = self.attach_xdp(iface, mode)?;
+        self.attach_tc_egress(iface)?;
+        Ok(xdp_mode)
+    }
+
+    fn attach_xdp(
+        &mut self,
+        iface: &str,
+        mode: XdpModeChoice,
+    ) -> Result<XdpAttachMode, AttachError> {
+        let program = self
+            .xdp(program::LAN_INGRESS)
+            .expect("lan_ingress is loaded by Datapath::load*");
+        let attach = |program: &mut Xdp, mode: XdpAttachMode| {
+            let flags = match mode {
+                XdpAttachMode::Native => XdpMode::Driver,
+                XdpAttachMode::Generic => XdpMode::Skb,
+            };
+            program
+                .attach(iface, flags)
+                .map(|_| mode)
+                .map_err(|source| xdp_attach_error(iface, mode, source))
+        };
+        match mode {
+            XdpModeChoice::Native => attach(program, XdpAttachMode::Native),
+            XdpModeChoice::Generic => attach(program, XdpAttachMode::Generic),
+            XdpModeChoice::Auto => match attach(program, XdpAttachMode::Native) {
+                Err(AttachError::Xdp { source, .. }) => {
+                    warn!(
+                        interface = iface,
+                        reason = %error_chain(&source),
+                        "native XDP unavailable, falling back to generic XDP (slower)"
+                    );
+                    attach(program, XdpAttachMode::Generic)
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn attach_tc_egress(&mut self, iface: &str) -> Result<(), AttachError> {
+        // Kernels before 6.6 attach TC programs through a clsact qdisc (aya uses TCX links
+        // from 6.6 on). An existing clsact is fine: adding it again fails harmlessly.
+        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+            let _ = tc::qdisc_add_clsact(iface);
+        }
+        let program = self
+            .tc(program::LAN_EGRESS)
+            .expect("lan_egress is loaded by Datapath::load*");
+        program
+            .attach(iface, TcAttachType::Egress)
+            .map(|_| ())
+            .map_err(|source| AttachError::Tc {
+                iface: iface.to_owned(),
+                source,
+            })
+    }
+
+    /// The flow table.
+    pub fn flow_table(&self) -> anyhow::Result<HashMap<&MapData, FlowKey, FlowEntry>> {
+        let map = self.ebpf.map(maps::FLOWS).context("no FLOWS map")?;
+        HashMap::try_from(map).context("FLOWS is not a hash map")
+    }
+
+    /// The global per-CPU counters.
+    pub fn stats_table(&self) -> anyhow::Result<PerCpuArray<&MapData, u64>> {
+        let map = self.ebpf.map(maps::STATS).context("no STATS map")?;
+        PerCpuArray::try_from(map).context("STATS is not a per-CPU array")
+    }
+
+    /// Detaches the programs and removes the pinned maps.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        let Self { ebpf, pins } = self;
+        // Dropping the Ebpf closes the link file descriptors, which detaches the programs.
+        drop(ebpf);
+        if let Some(pins) = pins {
+            unpin_all(&pins.path)?;
+        }
+        Ok(())
+    }
+
+    fn remove_pins_if_created(&mut self) {
+        if let Some(pins) = self.pins.as_ref().filter(|p| p.created) {
+            remove_pins(&pins.path);
+        }
+    }
+}
+
+fn xdp_attach_error(iface: &str, mode: XdpAttachMode, source: ProgramError) -> AttachError {
+    let busy = match &source {
+        ProgramError::SyscallError(e) => {
+            e.io_error.raw_os_error() == Some(nix::errno::Errno::EBUSY as i32)
+        }
+        _ => error_chain(&source).contains("Device or resource busy"),
+    };
+    if busy {
+        AttachError::XdpBusy {
+            iface: iface.to_owned(),
+        }
+    } else {
+        AttachError::Xdp {
+            iface: iface.to_owned(),
+            mode,
+            source,
+        }
+    }
+}
+
+/// "outer: inner: innermost", for one-line logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Removes our pins from `dir`, then `dir` itself if nothing else is left in it.
+fn unpin_all(dir: &Path) -> anyhow::Result<()> {
+    for name in maps::PINNED_MAPS {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("unpinning {}", path.display())),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => debug!(pin_dir = %dir.display(), "maps unpinned"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(pin_dir = %dir.display(), error = %e, "pin directory not removed (not empty?)")
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort [`unpin_all`] on an error path, where the first error is the one to report.
+fn remove_pins(dir: &Path) {
+    if let Err(e) = unpin_all(dir) {
+        warn!(error = %format!("{e:#}"), "cleaning up after a failed start");
+    }
+}

@@ -1,0 +1,55 @@
+//! The datapath's global counters ([`Stat`]), summed over CPUs.
+
+use std::{borrow::Borrow, path::Path};
+
+use anyhow::Context as _;
+use aya::maps::{Map, MapData, PerCpuArray};
+use classifier_common::{maps, stats::Stat};
+use serde::{Serialize, Serializer, ser::SerializeMap as _};
+
+/// A snapshot of every global counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatapathStats {
+    values: [u64; Stat::COUNT as usize],
+}
+
+impl DatapathStats {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.values[stat as usize]
+    }
+}
+
+impl Serialize for DatapathStats {
+    /// `{"packets": n, "not_ip": n, ...}`, named by [`Stat::name`].
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(Stat::ALL.len()))?;
+        for stat in Stat::ALL {
+            map.serialize_entry(stat.name(), &self.get(stat))?;
+        }
+        map.end()
+    }
+}
+
+/// Sums each counter over all CPUs.
+pub fn read_stats<T: Borrow<MapData>>(
+    table: &PerCpuArray<T, u64>,
+) -> anyhow::Result<DatapathStats> {
+    let mut stats = DatapathStats::default();
+    for stat in Stat::ALL {
+        let per_cpu = table
+            .get(&(stat as u32), 0)
+            .with_context(|| format!("reading counter {}", stat.name()))?;
+        stats.values[stat as usize] = per_cpu.iter().sum();
+    }
+    Ok(stats)
+}
+
+/// The counters of the datapath pinned under `pin_dir`.
+pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<DatapathStats> {
+    let path = pin_dir.join(maps::STATS);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("no counters pinned at {}", path.display()))?;
+    let table: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::from_map_data(data)?)
+        .context("STATS has an unexpected layout")?;
+    read_stats(&table)
+}

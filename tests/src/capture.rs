@@ -1,0 +1,175 @@
+//! An independent witness of what crossed the wire: tcpdump in a lab namespace, its pcap
+//! read back and tallied per direction, to compare with the daemon's counters.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use classifier_user::{
+    flows::Counters,
+    lab::{Host, Lab},
+};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use pcap_file::pcap::PcapReader;
+
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `tcpdump -w` on a lab host's interface.
+pub struct Capture {
+    child: Child,
+    path: PathBuf,
+    /// tcpdump's stderr lines, collected by a reader thread until it exits.
+    stderr_lines: mpsc::Receiver<String>,
+}
+
+impl Capture {
+    /// Starts capturing on `host`'s interface with a BPF `filter`; returns once tcpdump
+    /// reports that it listens.
+    pub fn start(host: &Host, filter: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "classifier-capture-{}-{}.pcap",
+            host.netns,
+            std::process::id()
+        ));
+        let mut child = Lab::command(host, "tcpdump")
+            // --immediate-mode: without it tcpdump takes packets from the kernel in blocks
+            // handed over on a timeout, and exits on SIGTERM without reading the last block,
+            // silently (those are not counted as dropped).
+            .args(["-i", host.iface, "-n", "--immediate-mode", "-U", "-w"])
+            .arg(&path)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tcpdump (is it installed? `cargo xtask setup`)")?;
+        let stderr = child.stderr.take().expect("piped");
+        let (lines_tx, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut capture = Self {
+            child,
+            path,
+            stderr_lines,
+        };
+        loop {
+            match capture.stderr_lines.recv_timeout(START_TIMEOUT) {
+                Ok(line) if line.contains("listening on") => return Ok(capture),
+                Ok(_) => continue,
+                Err(_) => {
+                    capture.stop();
+                    bail!("tcpdump did not start listening within {START_TIMEOUT:?}");
+                }
+            }
+        }
+    }
+
+    /// Stops tcpdump and returns the packets it wrote. Fails if tcpdump reports that the
+    /// kernel dropped packets: a witness that missed some is no witness.
+    pub fn finish(mut self) -> anyhow::Result<Vec<CapturedPacket>> {
+        self.stop();
+        let summary: Vec<String> = self.stderr_lines.try_iter().collect();
+        let dropped = summary
+            .iter()
+            .find(|line| line.contains("dropped by kernel"))
+            .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok());
+        if dropped != Some(0) {
+            bail!("tcpdump's capture is incomplete or unreadable: {summary:?}");
+        }
+        let file = std::fs::File::open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        let mut reader = PcapReader::new(file).context("reading tcpdump's pcap")?;
+        let mut packets = Vec::new();
+        while let Some(packet) = reader.next_packet() {
+            if let Some(parsed) = CapturedPacket::parse(&packet?.data) {
+                packets.push(parsed);
+            }
+        }
+        Ok(packets)
+    }
+
+    fn stop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A captured IP packet: its endpoints and layer-3 length.
+#[derive(Clone, Copy, Debug)]
+pub struct CapturedPacket {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub l3_len: u64,
+}
+
+impl CapturedPacket {
+    fn parse(frame: &[u8]) -> Option<Self> {
+        let sliced = SlicedPacket::from_ethernet(frame).ok()?;
+        let (src_ip, dst_ip, l3_len): (IpAddr, IpAddr, u64) = match sliced.net? {
+            NetSlice::Ipv4(ip) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+                ip.header().total_len().into(),
+            ),
+            NetSlice::Ipv6(ip) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+                40 + u64::from(ip.header().payload_length()),
+            ),
+            _ => return None,
+        };
+        let (sport, dport) = match sliced.transport? {
+            TransportSlice::Tcp(tcp) => (tcp.source_port(), tcp.destination_port()),
+            TransportSlice::Udp(udp) => (udp.source_port(), udp.destination_port()),
+            _ => return None,
+        };
+        Some(Self {
+            src: SocketAddr::new(src_ip, sport),
+            dst: SocketAddr::new(dst_ip, dport),
+            l3_len,
+        })
+    }
+}
+
+/// Packets and bytes of the flow between `client` and `server`: (upload, download).
+pub fn tally(
+    packets: &[CapturedPacket],
+    client: SocketAddr,
+    server: SocketAddr,
+) -> (Counters, Counters) {
+    let mut upload = Counters::default();
+    let mut download = Counters::default();
+    for packet in packets {
+        let direction = if (packet.src, packet.dst) == (client, server) {
+            &mut upload
+        } else if (packet.src, packet.dst) == (server, client) {
+            &mut download
+        } else {
+            continue;
+        };
+        direction.packets += 1;
+        direction.bytes += packet.l3_len;
+    }
+    (upload, download)
+}

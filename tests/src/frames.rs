@@ -1,0 +1,161 @@
+//! Ethernet frames for datapath tests, built with etherparse.
+
+use etherparse::{PacketBuilder, VlanId};
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const CLIENT_V4: [u8; 4] = [192, 0, 2, 10];
+pub const SERVER_V4: [u8; 4] = [203, 0, 113, 10];
+pub const CLIENT_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+pub const SERVER_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Which way a frame travels through the gateway's LAN interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// Client → server: XDP on LAN ingress.
+    Up,
+    /// Server → client: TC on LAN egress.
+    Down,
+}
+
+/// A TCP segment over IPv4 between the test client and server.
+pub fn tcp4(way: Way, client_port: u16, server_port: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = match way {
+        Way::Up => (CLIENT_V4, SERVER_V4, client_port, server_port),
+        Way::Down => (SERVER_V4, CLIENT_V4, server_port, client_port),
+    };
+    let builder = ethernet(way)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    with_tcp_flags(builder, flags).build(payload)
+}
+
+/// A TCP segment over IPv6.
+pub fn tcp6(way: Way, client_port: u16, server_port: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = match way {
+        Way::Up => (CLIENT_V6, SERVER_V6, client_port, server_port),
+        Way::Down => (SERVER_V6, CLIENT_V6, server_port, client_port),
+    };
+    let builder = ethernet(way)
+        .ipv6(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    with_tcp_flags(builder, flags).build(payload)
+}
+
+/// A UDP datagram over IPv4.
+pub fn udp4(way: Way, client_port: u16, server_port: u16, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = match way {
+        Way::Up => (CLIENT_V4, SERVER_V4, client_port, server_port),
+        Way::Down => (SERVER_V4, CLIENT_V4, server_port, client_port),
+    };
+    ethernet(way)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .build(payload)
+}
+
+/// A UDP datagram over IPv6.
+pub fn udp6(way: Way, client_port: u16, server_port: u16, payload: &[u8]) -> Vec<u8> {
+    let (src, dst, sport, dport) = match way {
+        Way::Up => (CLIENT_V6, SERVER_V6, client_port, server_port),
+        Way::Down => (SERVER_V6, CLIENT_V6, server_port, client_port),
+    };
+    ethernet(way)
+        .ipv6(src, dst, 64)
+        .udp(sport, dport)
+        .build(payload)
+}
+
+/// A UDP datagram over IPv4 in an 802.1Q-tagged frame.
+pub fn udp4_vlan(vlan: u16, client_port: u16, server_port: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .single_vlan(VlanId::try_new(vlan).expect("valid VLAN id"))
+        .ipv4(CLIENT_V4, SERVER_V4, 64)
+        .udp(client_port, server_port);
+    builder.build(payload)
+}
+
+/// An ICMP echo request from the client.
+pub fn ping4(payload: &[u8]) -> Vec<u8> {
+    ethernet(Way::Up)
+        .ipv4(CLIENT_V4, SERVER_V4, 64)
+        .icmpv4_echo_request(7, 1)
+        .build(payload)
+}
+
+/// An ARP request (not IP).
+pub fn arp() -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&0x0806u16.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&CLIENT_V4);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&SERVER_V4);
+    frame
+}
+
+/// The first fragment of a UDP datagram (more-fragments flag set).
+pub fn udp4_first_fragment() -> Vec<u8> {
+    let mut frame = udp4(Way::Up, 5000, 5001, &[0xab; 64]);
+    frame[14 + 6] |= 0x20;
+    frame
+}
+
+/// Layer-3 length of a frame built here (everything after the Ethernet header and tags).
+pub fn l3_len(frame: &[u8]) -> u64 {
+    let tagged = u16::from_be_bytes([frame[12], frame[13]]) == 0x8100;
+    (frame.len() - if tagged { 18 } else { 14 }) as u64
+}
+
+fn ethernet(way: Way) -> etherparse::PacketBuilderStep<etherparse::Ethernet2Header> {
+    match way {
+        Way::Up => PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC),
+        Way::Down => PacketBuilder::ethernet2(GATEWAY_MAC, CLIENT_MAC),
+    }
+}
+
+fn with_tcp_flags(
+    mut builder: etherparse::PacketBuilderStep<etherparse::TcpHeader>,
+    flags: &str,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+    for flag in flags.chars() {
+        builder = match flag {
+            'S' => builder.syn(),
+            'A' => builder.ack(1),
+            'F' => builder.fin(),
+            'R' => builder.rst(),
+            'P' => builder.psh(),
+            other => panic!("unknown TCP flag {other}"),
+        };
+    }
+    builder
+}
+
+/// The last step of an etherparse builder, whatever the transport.
+pub trait Buildable {
+    fn build(self, payload: &[u8]) -> Vec<u8>;
+}
+
+macro_rules! buildable {
+    ($($header:ty),*) => {$(
+        impl Buildable for etherparse::PacketBuilderStep<$header> {
+            fn build(self, payload: &[u8]) -> Vec<u8> {
+                let mut frame = Vec::with_capacity(self.size(payload.len()));
+                self.write(&mut frame, payload).expect("frame fits");
+                frame
+            }
+        }
+    )*};
+}
+
+buildable!(
+    etherparse::TcpHeader,
+    etherparse::UdpHeader,
+    etherparse::Icmpv4Header
+);

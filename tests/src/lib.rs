@@ -1,0 +1,42 @@
+//! Helpers shared by the datapath and lab tests and the datapath benchmark.
+//!
+//! These tests load real BPF programs and build real network namespaces, so they need root.
+//! Under CI (`CI=true`) a missing privilege fails the test with a message; elsewhere the
+//! test says it is skipped and returns.
+
+pub mod capture;
+pub mod frames;
+pub mod run;
+
+use std::path::PathBuf;
+
+/// True when the test may proceed. Without root: panics under CI, otherwise prints why the
+/// test is skipped and returns false.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let under_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !under_ci,
+        "{test} needs root (BPF and network namespaces) and CI=true: run the tests as root \
+         with `cargo xtask test`"
+    );
+    eprintln!("SKIPPED {test}: needs root; run `sudo -E cargo xtask test`");
+    false
+}
+
+/// The `classifier` binary under test: $CLASSIFIER_BIN (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn classifier_bin() -> PathBuf {
+    let path = std::env::var_os("CLASSIFIER_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/classifier"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} not found: build it with `cargo build -p classifier-user` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}

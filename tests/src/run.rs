@@ -1,0 +1,56 @@
+//! Running the datapath's programs on frames with `BPF_PROG_TEST_RUN`.
+
+use aya::{TestRunOptions, programs::TestRun as _};
+use classifier_user::loader::{Datapath, program};
+
+use crate::frames::Way;
+
+/// XDP_PASS: the frame continues into the stack.
+pub const XDP_PASS: u32 = 2;
+/// TC_ACT_PIPE: on to the next program / the default action.
+pub const TC_ACT_PIPE: u32 = 3;
+
+/// Runs the program for `way` (XDP for uploads, TC for downloads) once on `frame` and
+/// returns its verdict.
+pub fn run_frame(datapath: &mut Datapath, way: Way, frame: &[u8]) -> u32 {
+    try_run_frame(datapath, way, frame)
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN ({way:?}) failed on {frame:02x?}: {e:?}"))
+}
+
+/// [`run_frame`], returning the kernel's refusal instead of panicking. The skb test harness
+/// (TC) refuses frames whose IP header is incomplete with EINVAL: such a frame never reaches
+/// TC egress for real, the IP stack drops it first.
+pub fn try_run_frame(
+    datapath: &mut Datapath,
+    way: Way,
+    frame: &[u8],
+) -> Result<u32, aya::programs::ProgramError> {
+    let options = TestRunOptions {
+        data_in: Some(frame),
+        repeat: 1,
+        ..Default::default()
+    };
+    let result = match way {
+        Way::Up => datapath
+            .xdp(program::LAN_INGRESS)
+            .unwrap()
+            .test_run(options),
+        Way::Down => datapath.tc(program::LAN_EGRESS).unwrap().test_run(options),
+    };
+    result.map(|r| r.return_value)
+}
+
+/// Average nanoseconds per run of the XDP program `name` over `repeat` runs on `frame`,
+/// as the kernel measures it.
+pub fn xdp_ns_per_run(datapath: &mut Datapath, name: &str, frame: &[u8], repeat: u32) -> f64 {
+    let result = datapath
+        .xdp(name)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name} failed: {e:?}"));
+    result.duration.as_nanos() as f64
+}

@@ -1,0 +1,56 @@
+//! The README's demo command works: a lab comes up, flows are counted and shown, and
+//! everything is removed at the end.
+
+use std::process::Command;
+
+use classifier_tests::{classifier_bin, privileged};
+
+#[test]
+fn demo_shows_counted_flows_and_cleans_up() {
+    if !privileged("demo_shows_counted_flows_and_cleans_up") {
+        return;
+    }
+    let output = Command::new(classifier_bin())
+        .args(["lab", "demo", "--duration", "3s", "--report-interval", "1s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed: {stdout}\n{stderr}");
+    let final_table = stdout
+        .split("== final flow table")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no final table in: {stdout}"));
+    // An IPv4 and an IPv6 download, each with bytes counted both ways.
+    for server in ["203.0.113.10:80", "[2001:db8:3::10]:80"] {
+        let line = final_table
+            .lines()
+            .find(|l| l.starts_with("tcp") && l.contains(server))
+            .unwrap_or_else(|| panic!("no flow to {server} in: {final_table}"));
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        assert!(
+            numbers.len() >= 4 && numbers[..4].iter().all(|&n| n > 0),
+            "counters of {line}"
+        );
+    }
+    assert!(!stdout.contains("error"), "demo reported errors: {stdout}");
+    let printed: Vec<&str> = stdout
+        .split_whitespace()
+        .filter(|word| word.starts_with("clab-"))
+        .collect();
+    assert!(
+        !printed.is_empty(),
+        "the demo names its namespaces: {stdout}"
+    );
+    let listing = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for netns in printed {
+        assert!(
+            !listing.contains(netns),
+            "{netns} is still there after the demo"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Project tasks. The README's two commands are `cargo xtask demo` and `cargo xtask test`;
+//! both start with `setup`, which installs whatever this machine lacks.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Project tasks: set-up, demo, tests, benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (Debian packages, bpf-linker, bpffs mount).
+    /// Idempotent: a second run only checks.
+    Setup,
+    /// Set up, build, and run the demo: a lab of network namespaces with the daemon on its
+    /// gateway and live per-flow counters.
+    Demo {
+        /// Arguments for `classifier lab demo`, e.g. `-- --duration 60s`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, check formatting and lints, and run every test (unit, BPF datapath, lab).
+    Test {
+        /// Extra arguments for `cargo test`, e.g. `-- --nocapture`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up and run the benchmarks (ratios measured in one run; results in target/bench).
+    Bench {
+        /// Fewer repetitions: a quick look rather than figures to publish.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Demo { args } => {
+            setup::run()?;
+            step("build", cargo(&["build", "--package", "classifier-user"]))?;
+            let binary = root.join("target/debug/classifier");
+            let mut command = Command::new(&binary);
+            command.args(["lab", "demo"]).args(args);
+            step("demo", command)
+        }
+        Task::Test { args } => {
+            setup::run()?;
+            step("format", cargo(&["fmt", "--all", "--", "--check"]))?;
+            step(
+                "lints",
+                cargo(&[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )?;
+            step("build", cargo(&["build", "--workspace", "--bins"]))?;
+            let mut test = cargo(&["test", "--workspace", "--no-fail-fast"]);
+            test.args(args)
+                .env("CLASSIFIER_BIN", root.join("target/debug/classifier"));
+            step("tests", test)
+        }
+        Task::Bench { quick } => {
+            setup::run()?;
+            let mut bench = cargo(&[
+                "run",
+                "--release",
+                "--package",
+                "classifier-tests",
+                "--bin",
+                "datapath-bench",
+                "--",
+            ]);
+            if quick {
+                bench.arg("--quick");
+            }
+            step("datapath benchmark", bench)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args);
+    command
+}
+
+/// Runs one step, printing its name and duration, failing with its name.
+fn step(name: &str, mut command: Command) -> anyhow::Result<()> {
+    eprintln!("==> {name}");
+    let started = Instant::now();
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    eprintln!("<== {name}: {status} in {:.1?}", started.elapsed());
+    if !status.success() {
+        bail!("step `{name}` failed ({status})");
+    }
+    Ok(())
+}

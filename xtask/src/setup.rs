@@ -1,0 +1,132 @@
+//! Installs what this project needs on a fresh Debian 12 machine, and does nothing (fast)
+//! where it is already present.
+
+use std::{process::Command, time::Instant};
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages, and why each is here.
+const PACKAGES: &[&str] = &[
+    // Debian's rustc 1.96 with a prebuilt `core` for the BPF targets (docs/toolchain.md).
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    // bpf-linker links against LLVM 22.
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "clang-22",
+    "lld-22",
+    // Inspecting loaded programs and maps.
+    "bpftool",
+    // The lab: namespaces, veths, offload settings.
+    "iproute2",
+    "ethtool",
+    "procps",
+    // Real clients and capture in the lab tests.
+    "curl",
+    "iputils-ping",
+    "tcpdump",
+    // `setpriv`, to run a start-up test as an unprivileged user.
+    "util-linux",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const BPFFS: &str = "/sys/fs/bpf";
+
+pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    install_packages()?;
+    install_bpf_linker()?;
+    mount_bpffs()?;
+    eprintln!("setup: everything present ({:.1?})", started.elapsed());
+    Ok(())
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn install_packages() -> anyhow::Result<()> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {}; run `cargo xtask setup` as root to install them",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing {}", missing.join(" "));
+    run_checked(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn missing_packages() -> anyhow::Result<Vec<String>> {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
+        .args(PACKAGES)
+        .output()
+        .context("running dpkg-query (is this Debian?)")?;
+    // Unknown packages go to stderr and are missing too.
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let installed: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, status)| status.starts_with("ii"))
+        .map(|(name, _)| name)
+        .collect();
+    Ok(PACKAGES
+        .iter()
+        .filter(|p| !installed.contains(p))
+        .map(|p| p.to_string())
+        .collect())
+}
+
+fn install_bpf_linker() -> anyhow::Result<()> {
+    let current = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(output) = current
+        && String::from_utf8_lossy(&output.stdout).contains(BPF_LINKER_VERSION)
+    {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    run_checked(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22", "--locked"])
+            .env("LLVM_PREFIX", LLVM_PREFIX),
+    )
+}
+
+fn mount_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let mounted = mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.nth(1) == Some(BPFFS) && fields.next() == Some("bpf")
+    });
+    if mounted {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("{BPFFS} is not mounted; run `cargo xtask setup` as root to mount it");
+    }
+    eprintln!("setup: mounting bpffs on {BPFFS}");
+    run_checked(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
+}
+
+fn run_checked(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
