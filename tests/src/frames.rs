@@ -22,12 +22,23 @@ pub enum Way {
     Down,
 }
 
+/// (source address, destination address, source port, destination port) for `way`.
+fn endpoints<A: Copy>(
+    way: Way,
+    client: A,
+    server: A,
+    client_port: u16,
+    server_port: u16,
+) -> (A, A, u16, u16) {
+    match way {
+        Way::Up => (client, server, client_port, server_port),
+        Way::Down => (server, client, server_port, client_port),
+    }
+}
+
 /// A TCP segment over IPv4 between the test client and server.
 pub fn tcp4(way: Way, client_port: u16, server_port: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
-    let (src, dst, sport, dport) = match way {
-        Way::Up => (CLIENT_V4, SERVER_V4, client_port, server_port),
-        Way::Down => (SERVER_V4, CLIENT_V4, server_port, client_port),
-    };
+    let (src, dst, sport, dport) = endpoints(way, CLIENT_V4, SERVER_V4, client_port, server_port);
     let builder = ethernet(way)
         .ipv4(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
@@ -36,10 +47,7 @@ pub fn tcp4(way: Way, client_port: u16, server_port: u16, flags: &str, payload: 
 
 /// A TCP segment over IPv6.
 pub fn tcp6(way: Way, client_port: u16, server_port: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
-    let (src, dst, sport, dport) = match way {
-        Way::Up => (CLIENT_V6, SERVER_V6, client_port, server_port),
-        Way::Down => (SERVER_V6, CLIENT_V6, server_port, client_port),
-    };
+    let (src, dst, sport, dport) = endpoints(way, CLIENT_V6, SERVER_V6, client_port, server_port);
     let builder = ethernet(way)
         .ipv6(src, dst, 64)
         .tcp(sport, dport, 1000, 64240);
@@ -48,10 +56,7 @@ pub fn tcp6(way: Way, client_port: u16, server_port: u16, flags: &str, payload: 
 
 /// A UDP datagram over IPv4.
 pub fn udp4(way: Way, client_port: u16, server_port: u16, payload: &[u8]) -> Vec<u8> {
-    let (src, dst, sport, dport) = match way {
-        Way::Up => (CLIENT_V4, SERVER_V4, client_port, server_port),
-        Way::Down => (SERVER_V4, CLIENT_V4, server_port, client_port),
-    };
+    let (src, dst, sport, dport) = endpoints(way, CLIENT_V4, SERVER_V4, client_port, server_port);
     ethernet(way)
         .ipv4(src, dst, 64)
         .udp(sport, dport)
@@ -60,10 +65,7 @@ pub fn udp4(way: Way, client_port: u16, server_port: u16, payload: &[u8]) -> Vec
 
 /// A UDP datagram over IPv6.
 pub fn udp6(way: Way, client_port: u16, server_port: u16, payload: &[u8]) -> Vec<u8> {
-    let (src, dst, sport, dport) = match way {
-        Way::Up => (CLIENT_V6, SERVER_V6, client_port, server_port),
-        Way::Down => (SERVER_V6, CLIENT_V6, server_port, client_port),
-    };
+    let (src, dst, sport, dport) = endpoints(way, CLIENT_V6, SERVER_V6, client_port, server_port);
     ethernet(way)
         .ipv6(src, dst, 64)
         .udp(sport, dport)

@@ -8,7 +8,7 @@ pub mod capture;
 pub mod frames;
 pub mod run;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// True when the test may proceed. Without root: panics under CI, otherwise prints why the
 /// test is skipped and returns false.
@@ -39,4 +39,20 @@ pub fn classifier_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The output of `classifier flows --json` for the daemon pinned at `pin_dir`: one JSON
+/// object per line.
+pub fn flows_json(pin_dir: &Path) -> String {
+    let output = std::process::Command::new(classifier_bin())
+        .args(["flows", "--json", "--pin-dir"])
+        .arg(pin_dir)
+        .output()
+        .expect("classifier flows runs");
+    assert!(
+        output.status.success(),
+        "classifier flows: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

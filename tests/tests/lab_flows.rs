@@ -9,7 +9,7 @@ use std::{
 
 use classifier_tests::{
     capture::{self, Capture},
-    classifier_bin, privileged,
+    classifier_bin, flows_json, privileged,
 };
 use classifier_user::{
     flows::Counters,
@@ -79,7 +79,7 @@ fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     std::thread::sleep(Duration::from_millis(500));
     let captured = capture.finish().unwrap();
 
-    let flows = flows_json(&daemon.pin_dir);
+    let flows = flows_of(&daemon.pin_dir);
     for (server_ip, client_port, body_len) in downloads {
         let client_ip = match server_ip {
             IpAddr::V4(_) => IpAddr::from(client.ipv4),
@@ -164,19 +164,9 @@ fn curl_download(client: &classifier_user::lab::Host, server: IpAddr, local_port
     );
 }
 
-/// `classifier flows --json` against the daemon's pin directory.
-fn flows_json(pin_dir: &std::path::Path) -> Vec<JsonFlow> {
-    let output = Command::new(classifier_bin())
-        .args(["flows", "--json", "--pin-dir"])
-        .arg(pin_dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "classifier flows: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+/// `classifier flows --json` against the daemon's pin directory, parsed.
+fn flows_of(pin_dir: &std::path::Path) -> Vec<JsonFlow> {
+    flows_json(pin_dir)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()

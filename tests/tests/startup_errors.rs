@@ -2,11 +2,11 @@
 //! cause and the fix, and nothing left behind.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Output},
 };
 
-use classifier_tests::{classifier_bin, privileged};
+use classifier_tests::{classifier_bin, flows_json, privileged};
 use classifier_user::lab::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
@@ -161,7 +161,7 @@ fn interface_with_an_xdp_program_is_refused_and_the_first_keeps_working() {
         "{}",
         String::from_utf8_lossy(&ping.stderr)
     );
-    let flows = flows_of(&first.pin_dir);
+    let flows = flows_json(&first.pin_dir);
     assert!(
         flows.contains(&format!("\"server\":\"{}:0\"", lab.server.ipv4)),
         "ping flow missing from {flows}"
@@ -209,14 +209,4 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     assert!(stderr.contains("falling back to generic XDP"), "{stderr}");
     assert!(stderr.contains("xdp_mode=generic"), "{stderr}");
     assert!(!pin_dir.exists());
-}
-
-fn flows_of(pin_dir: &Path) -> String {
-    let output = Command::new(classifier_bin())
-        .args(["flows", "--json", "--pin-dir"])
-        .arg(pin_dir)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -56,23 +56,12 @@ fn hold_lab_up(clients: usize) -> anyhow::Result<()> {
     anyhow::ensure!(clients >= 1, "--clients must be at least 1");
     let lab = Lab::up(&LabSpec { clients })?;
     println!("lab {} is up; Ctrl-C removes it", lab.id);
-    for client in &lab.clients {
-        println!(
-            "  client   ip netns exec {} bash   ({}, {})",
-            client.netns, client.ipv4, client.ipv6
-        );
-    }
+    print!("{}", lab.describe());
+    println!("enter a host with `ip netns exec NAMESPACE bash`; run the daemon with");
     println!(
-        "  gateway  ip netns exec {} bash   (lan0, wan0)",
-        lab.gateway.netns
-    );
-    println!(
-        "  server   ip netns exec {} bash   ({}, {})",
-        lab.server.netns, lab.server.ipv4, lab.server.ipv6
-    );
-    println!(
-        "  daemon   classifier run --netns {} --iface lan0 --pin-dir {}",
+        "  classifier run --netns {} --iface {} --pin-dir {}",
         lab.gateway.netns,
+        lab.gateway.iface,
         lab.pin_dir().display()
     );
     // The lab's signal handler tears it down and exits on Ctrl-C.

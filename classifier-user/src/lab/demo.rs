@@ -36,7 +36,7 @@ pub struct DemoOptions {
 pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     println!("== bringing up the lab (network namespaces, nothing in the root namespace)");
     let lab = Lab::up(&LabSpec::default())?;
-    describe(&lab);
+    print!("{}", lab.describe());
     let _server = HttpServer::start(
         &lab.server.netns,
         &[
@@ -73,23 +73,6 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     println!("== daemon stopped ({status}): programs detached, maps unpinned; removing the lab");
     drop(lab);
     Ok(())
-}
-
-fn describe(lab: &Lab) {
-    for client in &lab.clients {
-        println!(
-            "   client  {:<24} {} {}",
-            client.netns, client.ipv4, client.ipv6
-        );
-    }
-    println!(
-        "   gateway {:<24} lan0 + wan0 (forwarding)",
-        lab.gateway.netns
-    );
-    println!(
-        "   server  {:<24} {} {}",
-        lab.server.netns, lab.server.ipv4, lab.server.ipv6
-    );
 }
 
 fn drive_traffic(lab: &Lab, duration: Duration) {

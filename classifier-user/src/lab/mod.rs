@@ -96,6 +96,28 @@ impl Lab {
         names
     }
 
+    /// One line per host: role, namespace, addresses; for people exploring the lab.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        for client in &self.clients {
+            text += &format!(
+                "  client   {:<22} {} {}\n",
+                client.netns, client.ipv4, client.ipv6
+            );
+        }
+        text += &format!(
+            "  gateway  {:<22} {} (LAN) + {} (WAN), forwarding\n",
+            self.gateway.netns,
+            topology::GATEWAY_LAN_IFACE,
+            topology::GATEWAY_WAN_IFACE
+        );
+        text += &format!(
+            "  server   {:<22} {} {}\n",
+            self.server.netns, self.server.ipv4, self.server.ipv6
+        );
+        text
+    }
+
     /// The pin directory a daemon in this lab uses.
     pub fn pin_dir(&self) -> PathBuf {
         PathBuf::from(format!("{PIN_DIR_PREFIX}{}", self.id))
