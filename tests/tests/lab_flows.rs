@@ -48,13 +48,19 @@ impl From<Counters> for JsonCounters {
 }
 
 const HTTP_PORT: u16 = 80;
+/// Resolved by the clients' lab /etc/hosts to the server's service addresses.
+const SERVER_NAME: &str = "downloads.example.test";
 
 #[test]
 fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     if !privileged("daemon_counts_each_flow_exactly_as_it_crossed_the_wire") {
         return;
     }
-    let lab = Lab::up(&LabSpec::default()).expect("lab comes up");
+    let lab = Lab::up(&LabSpec {
+        server_names: vec![SERVER_NAME.into()],
+        ..LabSpec::default()
+    })
+    .expect("lab comes up");
     let _server = HttpServer::start(
         &lab.server.netns,
         &[
@@ -129,11 +135,10 @@ fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     }
 }
 
+/// Downloads `len` bytes by name, over the address family of `server`, from `local_port`.
 fn curl_download(client: &classifier_user::lab::Host, server: IpAddr, local_port: u16, len: u64) {
-    let url = match server {
-        IpAddr::V4(v4) => format!("http://{v4}/bytes/{len}"),
-        IpAddr::V6(v6) => format!("http://[{v6}]/bytes/{len}"),
-    };
+    let family = if server.is_ipv4() { "--ipv4" } else { "--ipv6" };
+    let url = format!("http://{SERVER_NAME}/bytes/{len}");
     let output = Lab::command(client, "curl")
         .args([
             "--silent",
@@ -143,12 +148,8 @@ fn curl_download(client: &classifier_user::lab::Host, server: IpAddr, local_port
             "--output",
             "/dev/null",
         ])
-        .args([
-            "--local-port",
-            &local_port.to_string(),
-            "--write-out",
-            "%{size_download}",
-        ])
+        .args(["--local-port", &local_port.to_string(), family])
+        .args(["--write-out", "%{size_download} %{remote_ip}"])
         .arg(&url)
         .output()
         .expect("curl runs");
@@ -159,8 +160,8 @@ fn curl_download(client: &classifier_user::lab::Host, server: IpAddr, local_port
     );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        len.to_string(),
-        "body size of {url}"
+        format!("{len} {server}"),
+        "body size and address of {url} {family}"
     );
 }
 

@@ -91,7 +91,11 @@ fn missing_interface_is_named_with_its_namespace() {
     if !privileged("missing_interface_is_named_with_its_namespace") {
         return;
     }
-    let lab = Lab::up(&LabSpec { clients: 1 }).unwrap();
+    let lab = Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .unwrap();
     let pin_dir = unique_pin_dir("noiface");
     let output = classifier(&[
         "run",
@@ -120,7 +124,11 @@ fn interface_with_an_xdp_program_is_refused_and_the_first_keeps_working() {
     if !privileged("interface_with_an_xdp_program_is_refused") {
         return;
     }
-    let lab = Lab::up(&LabSpec { clients: 1 }).unwrap();
+    let lab = Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .unwrap();
     let first = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
     let pin_dir = unique_pin_dir("busy");
     let output = classifier(&[
@@ -174,7 +182,11 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     if !privileged("interface_without_native_xdp_falls_back_to_generic") {
         return;
     }
-    let lab = Lab::up(&LabSpec { clients: 1 }).unwrap();
+    let lab = Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .unwrap();
     let pin_dir = unique_pin_dir("generic");
     let pid_file =
         std::env::temp_dir().join(format!("classifier-generic-{}.pid", std::process::id()));

@@ -54,7 +54,10 @@ pub fn execute(command: LabCommand) -> anyhow::Result<()> {
 
 fn hold_lab_up(clients: usize) -> anyhow::Result<()> {
     anyhow::ensure!(clients >= 1, "--clients must be at least 1");
-    let lab = Lab::up(&LabSpec { clients })?;
+    let lab = Lab::up(&LabSpec {
+        clients,
+        ..LabSpec::default()
+    })?;
     println!("lab {} is up; Ctrl-C removes it", lab.id);
     print!("{}", lab.describe());
     println!("enter a host with `ip netns exec NAMESPACE bash`; run the daemon with");

@@ -64,6 +64,7 @@ fn remove_netns(netns: &str) {
         }
     }
     let _ = run("ip", &["netns", "del", netns]);
+    let _ = std::fs::remove_dir_all(super::topology::netns_etc_dir(netns));
 }
 
 fn remove_pin_dir(dir: &Path) {

@@ -81,7 +81,7 @@ impl Lab {
             id,
         };
         cleanup::register(&lab.id, lab.namespaces(), lab.pin_dir());
-        topology::build(&lab).with_context(|| format!("bringing up lab {}", lab.id))?;
+        topology::build(&lab, spec).with_context(|| format!("bringing up lab {}", lab.id))?;
         Ok(lab)
     }
 

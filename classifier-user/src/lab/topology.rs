@@ -13,12 +13,24 @@ pub const MAX_CLIENTS: usize = 90;
 pub struct LabSpec {
     /// Client hosts on the LAN switch (at least one).
     pub clients: usize,
+    /// Names the clients resolve to the server host's service addresses (IPv4 and IPv6),
+    /// through `/etc/netns/<client namespace>/hosts`: real names (www.youtube.com) reach lab
+    /// servers, and nothing else resolves (the clients get no DNS server).
+    pub server_names: Vec<String>,
 }
 
 impl Default for LabSpec {
     fn default() -> Self {
-        Self { clients: 2 }
+        Self {
+            clients: 2,
+            server_names: Vec::new(),
+        }
     }
+}
+
+/// Where `ip netns exec NAME` finds files it bind-mounts over /etc.
+pub fn netns_etc_dir(netns: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(netns)
 }
 
 /// One host of the lab: its namespace, its interface there and its addresses.
@@ -96,7 +108,7 @@ pub(super) fn client(netns: String, index: usize) -> Host {
 }
 
 /// Creates and wires every namespace of `lab`.
-pub(super) fn build(lab: &Lab) -> anyhow::Result<()> {
+pub(super) fn build(lab: &Lab, spec: &LabSpec) -> anyhow::Result<()> {
     for netns in lab.namespaces() {
         run("ip", &["netns", "add", &netns])?;
         ip(&netns, &["link", "set", "lo", "up"])?;
@@ -106,7 +118,26 @@ pub(super) fn build(lab: &Lab) -> anyhow::Result<()> {
     build_server(&lab.server, &lab.gateway.netns)?;
     for (index, client) in lab.clients.iter().enumerate() {
         build_client(client, index, &lab.switch_netns)?;
+        write_name_files(&client.netns, &spec.server_names)?;
     }
+    Ok(())
+}
+
+/// The client's /etc/hosts (lab names → service addresses) and an empty resolv.conf, so no
+/// name lookup ever leaves the namespace.
+fn write_name_files(netns: &str, server_names: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = netns_etc_dir(netns);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut hosts = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    for name in server_names {
+        hosts += &format!("{SERVICE_V4} {name}\n{SERVICE_V6} {name}\n");
+    }
+    std::fs::write(dir.join("hosts"), hosts)?;
+    std::fs::write(
+        dir.join("resolv.conf"),
+        "# classifier lab: no DNS server; names come from /etc/hosts\n",
+    )?;
     Ok(())
 }
 
