@@ -68,10 +68,22 @@ pub struct FlowEntry {
     pub tcp_flags_download: u8,
     /// [`flow_flags`] bits.
     pub flags: u8,
+    /// Where classification stands ([`crate::classify::state`]).
+    pub class_state: u8,
+    /// How the flow was classified ([`crate::classify::Method`] as u8).
+    pub method: u8,
+    /// [`crate::classify::class_flags`] bits.
+    pub class_flags: u8,
+    /// Category id from the compiled policy (0: uncategorized).
+    pub category: u16,
+    /// Application id: a built-in protocol ([`crate::classify::app`]) or a policy app.
+    pub app: u16,
+    /// Client payload packets (or QUIC Initials) the classifier has looked at.
+    pub inspected: u8,
     pub _pad: [u8; 3],
-    /// Reserved for classification (category, application, method, verdict): kept zero
-    /// until the classifier fills them, so the value layout does not change under pinned maps.
-    pub reserved: [u64; 4],
+    /// Reserved for policy (group, verdict) and enforcement counters: zero until used, so
+    /// the value layout does not change under pinned maps.
+    pub reserved: [u64; 3],
 }
 
 /// TCP flag bits as they appear in the header's 13th byte.
@@ -100,6 +112,7 @@ mod tests {
         // The kernel sees these sizes through pinned maps: a change needs a migration.
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
         assert_eq!(core::mem::size_of::<FlowEntry>(), 88);
+        assert_eq!(core::mem::offset_of!(FlowEntry, category), 56);
         assert_eq!(core::mem::align_of::<FlowEntry>(), 8);
     }
 

@@ -8,6 +8,10 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod classify;
+pub mod config;
+pub mod domain;
+pub mod event;
 pub mod flow;
 pub mod maps;
 pub mod parse;

@@ -13,5 +13,62 @@ pub const FLOWS_MAX_ENTRIES: usize = 262_144;
 /// Global per-CPU counters indexed by [`crate::stats::Stat`].
 pub const STATS: &str = "STATS";
 
-/// Every map the daemon pins under its pin directory, in the order it pins them.
-pub const PINNED_MAPS: [&str; 2] = [FLOWS, STATS];
+/// Domain suffix hash → category and application ([`crate::domain`]).
+pub const DOMAINS: &str = "DOMAINS";
+/// Size the object declares; the loader sizes the map to the compiled lists.
+pub const DOMAINS_DEFAULT_ENTRIES: usize = 65_536;
+
+/// (protocol, port) → category and application.
+pub const PORTS: &str = "PORTS";
+/// Every TCP and UDP port could have a rule.
+pub const PORTS_MAX_ENTRIES: usize = 131_072;
+
+/// Built-in protocol (app id) → the category the policy gives it (e.g. bittorrent → file
+/// sharing, quic → quic).
+pub const PROTOCOL_CATEGORIES: &str = "PROTO_CATS";
+
+/// BitTorrent peers (address, port) seen recently: later flows to them are BitTorrent too.
+pub const PEERS: &str = "PEERS";
+pub const PEERS_MAX_ENTRIES: usize = 65_536;
+
+/// Per-flow reassembly of a ClientHello or HTTP request that spans segments. Entries live
+/// only while a flow is being classified; at ~6 KiB each, 2 Ki entries are ~12 MiB.
+pub const REASSEMBLY: &str = "REASM";
+pub const REASSEMBLY_MAX_ENTRIES: usize = 2048;
+
+/// Per-CPU scratch stream buffer for a single-segment ClientHello or request.
+pub const SCRATCH: &str = "SCRATCH";
+
+/// Ring buffer of [`crate::event`]s to the daemon.
+pub const EVENTS: &str = "EVENTS";
+/// 4 MiB: ~13,000 classification events or ~2,000 QUIC Initials between two reads.
+pub const EVENTS_BYTES: usize = 4 << 20;
+
+/// Classifications the daemon made for the datapath (QUIC: after decrypting the Initial).
+pub const CLASS_RESULTS: &str = "CLASS_RESULTS";
+pub const CLASS_RESULTS_MAX_ENTRIES: usize = 16_384;
+
+/// One [`crate::config::Config`].
+pub const CONFIG: &str = "CONFIG";
+
+/// Tail-call targets of the fast path ([`crate::config::tail`]).
+pub const CLASSIFIERS: &str = "CLASSIFIERS";
+
+/// Per-CPU hand-over between the classification programs ([`crate::config::ClassifyJob`]).
+pub const JOBS: &str = "JOBS";
+
+/// Every map the daemon pins under its pin directory. The program array is not pinned: its
+/// entries are program file descriptors that belong to the loading process.
+pub const PINNED_MAPS: [&str; 11] = [
+    FLOWS,
+    STATS,
+    DOMAINS,
+    PORTS,
+    PROTOCOL_CATEGORIES,
+    PEERS,
+    REASSEMBLY,
+    SCRATCH,
+    EVENTS,
+    CLASS_RESULTS,
+    CONFIG,
+];

@@ -17,11 +17,27 @@ pub enum Stat {
     FlowsCreated = 4,
     /// A new flow could not be stored (the kernel refused the insert).
     FlowInsertFailed = 5,
+    /// Flows whose class came from a name (SNI, Host, QUIC).
+    ClassifiedByName = 6,
+    /// Flows classified as BitTorrent (signature, tracker or peer cache).
+    ClassifiedBittorrent = 7,
+    /// Flows classified by a port rule alone.
+    ClassifiedByPort = 8,
+    /// ClientHellos seen but not readable (out of order, record-fragmented, too large).
+    TlsUnparsed = 9,
+    /// ClientHellos or requests that spanned several segments and were reassembled.
+    Reassembled = 10,
+    /// A flow waiting for reassembly lost its buffer (evicted under load).
+    ReassemblyLost = 11,
+    /// QUIC Initials handed to the daemon.
+    QuicToDaemon = 12,
+    /// Events dropped because the ring buffer was full (the daemon is behind).
+    EventsDropped = 13,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 14;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -31,6 +47,14 @@ impl Stat {
         Stat::Malformed,
         Stat::FlowsCreated,
         Stat::FlowInsertFailed,
+        Stat::ClassifiedByName,
+        Stat::ClassifiedBittorrent,
+        Stat::ClassifiedByPort,
+        Stat::TlsUnparsed,
+        Stat::Reassembled,
+        Stat::ReassemblyLost,
+        Stat::QuicToDaemon,
+        Stat::EventsDropped,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -42,6 +66,14 @@ impl Stat {
             Stat::Malformed => "malformed",
             Stat::FlowsCreated => "flows_created",
             Stat::FlowInsertFailed => "flow_insert_failed",
+            Stat::ClassifiedByName => "classified_by_name",
+            Stat::ClassifiedBittorrent => "classified_bittorrent",
+            Stat::ClassifiedByPort => "classified_by_port",
+            Stat::TlsUnparsed => "tls_unparsed",
+            Stat::Reassembled => "reassembled",
+            Stat::ReassemblyLost => "reassembly_lost",
+            Stat::QuicToDaemon => "quic_to_daemon",
+            Stat::EventsDropped => "events_dropped",
         }
     }
 }

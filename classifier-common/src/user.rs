@@ -1,6 +1,11 @@
 //! User-space only: lets the shared types be read from and written to maps with aya.
 
-use crate::flow::{DirectionCounters, FlowEntry, FlowKey};
+use crate::{
+    config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, StreamBuf},
+    domain::DomainEntry,
+    event::{ClassifiedEvent, PayloadEvent},
+    flow::{DirectionCounters, FlowEntry, FlowKey},
+};
 
 // SAFETY: plain `#[repr(C)]` data of integers and byte arrays with explicit padding fields:
 // every bit pattern is valid and there are no implicit padding bytes.
@@ -9,3 +14,21 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowEntry {}
 // SAFETY: as above.
 unsafe impl aya::Pod for DirectionCounters {}
+// SAFETY: as above: #[repr(C)] integers and byte arrays, padding spelled out.
+unsafe impl aya::Pod for DomainEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PortKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ClassResult {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PeerKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Config {}
+// SAFETY: as above.
+unsafe impl aya::Pod for StreamBuf {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ClassifiedEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PayloadEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ClassifyJob {}

@@ -40,31 +40,48 @@ impl WireCount {
     }
 }
 
-/// Counts a packet (`meta`, `count`) against its flow, creating the flow if it is new.
+/// Nanoseconds since boot, the clock of every timestamp in the maps.
 #[inline(always)]
-pub fn account(meta: &PacketMeta, count: WireCount, direction: Direction) {
+pub fn now_ns() -> u64 {
     // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
-    let key = flow_key(meta, direction);
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Counts a packet (`meta`, `count`) against its flow, creating the flow if it is new.
+/// Returns the flow's entry, unless the table refused it.
+#[inline(always)]
+pub fn account(
+    key: &FlowKey,
+    meta: &PacketMeta,
+    count: WireCount,
+    direction: Direction,
+) -> Option<*mut FlowEntry> {
+    let now = now_ns();
     if let Some(entry) = FLOWS.get_ptr_mut(key) {
         add_packet(entry, meta, count, direction, now);
-        return;
+        return Some(entry);
     }
     let entry = new_entry(meta, count, direction, now);
     if FLOWS.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
         stats::bump(Stat::FlowsCreated);
-        return;
+        return FLOWS.get_ptr_mut(key);
     }
     // Another CPU created the flow between our lookup and insert: count on its entry.
     match FLOWS.get_ptr_mut(key) {
-        Some(entry) => add_packet(entry, meta, count, direction, now),
-        None => stats::bump(Stat::FlowInsertFailed),
+        Some(entry) => {
+            add_packet(entry, meta, count, direction, now);
+            Some(entry)
+        }
+        None => {
+            stats::bump(Stat::FlowInsertFailed);
+            None
+        }
     }
 }
 
 /// The flow's key: the LAN client is the source of uploads and the destination of downloads.
 #[inline(always)]
-fn flow_key(meta: &PacketMeta, direction: Direction) -> FlowKey {
+pub fn flow_key(meta: &PacketMeta, direction: Direction) -> FlowKey {
     let (client_addr, client_port, server_addr, server_port) = match direction {
         Direction::Upload => (meta.src_addr, meta.src_port, meta.dst_addr, meta.dst_port),
         Direction::Download => (meta.dst_addr, meta.dst_port, meta.src_addr, meta.src_port),

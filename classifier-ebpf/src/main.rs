@@ -2,7 +2,9 @@
 //! [`maps`].
 //!
 //! - `lan_ingress` (XDP, gateway LAN interface, ingress): sees every client→server packet
-//!   first; counts it against its flow.
+//!   first; counts it against its flow, and tail-calls `classify_upload` while the flow's
+//!   class is not settled.
+//! - `classify_upload` (XDP, tail call): TLS SNI, HTTP Host, QUIC, BitTorrent, ports.
 //! - `lan_egress` (TC, gateway LAN interface, egress): sees every server→client packet;
 //!   counts it against the same flow.
 //! - `empty_xdp`: does nothing; the baseline that benchmarks divide by.
@@ -15,6 +17,8 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod atomic;
+mod bounded_loop;
+mod classify;
 mod flows;
 mod maps;
 mod packet;
@@ -26,21 +30,56 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use classifier_common::{
+    classify::state,
+    config::tail,
+    flow::FlowEntry,
     parse::{PacketBytes, PacketMeta, Parsed, parse_headers},
     stats::Stat,
 };
 
 use crate::{
     flows::{Direction, WireCount},
+    maps::CLASSIFIERS,
     packet::DirectPacket,
 };
 
-/// Client→server packets on the LAN interface. Always passes: classification and
-/// enforcement come later; a packet we cannot parse is passed and counted, never dropped.
+/// Client→server packets on the LAN interface: counted, then classified while the flow's
+/// class is open. A packet we cannot parse is passed and counted, never dropped.
 #[xdp]
 pub fn lan_ingress(ctx: XdpContext) -> u32 {
-    observe(&DirectPacket::xdp(&ctx), 1, Direction::Upload);
+    let Some(entry) = observe(&DirectPacket::xdp(&ctx), 1, Direction::Upload) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: the flow's map value, live for this program run.
+    if unsafe { (*entry).class_state } != state::DONE {
+        // SAFETY: tail calls end this program; on failure (no program loaded) we pass.
+        unsafe { CLASSIFIERS.tail_call(&ctx, tail::CLASSIFY_UPLOAD) };
+    }
     xdp_action::XDP_PASS
+}
+
+/// Classification of an open flow's client→server packet (tail call from `lan_ingress`).
+#[xdp]
+pub fn classify_upload(ctx: XdpContext) -> u32 {
+    classify::classify_upload(&ctx)
+}
+
+/// The flow's first bytes as a TLS ClientHello (tail call from `classify_upload`).
+#[xdp]
+pub fn parse_tls(ctx: XdpContext) -> u32 {
+    classify::parse_tls(&ctx)
+}
+
+/// The flow's first bytes as an HTTP request (tail call from `classify_upload`).
+#[xdp]
+pub fn parse_http(ctx: XdpContext) -> u32 {
+    classify::parse_http(&ctx)
+}
+
+/// A found server name to the flow's class (tail call from `parse_tls` / `parse_http`).
+#[xdp]
+pub fn name_lookup(ctx: XdpContext) -> u32 {
+    classify::name_lookup(&ctx)
 }
 
 /// Server→client packets leaving the LAN interface. `TC_ACT_PIPE` hands the packet on to
@@ -49,7 +88,7 @@ pub fn lan_ingress(ctx: XdpContext) -> u32 {
 pub fn lan_egress(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the program's context pointer, valid for the whole run.
     let segments = unsafe { (*ctx.skb.skb).gso_segs };
-    observe(&DirectPacket::tc(&ctx), segments, Direction::Download);
+    let _ = observe(&DirectPacket::tc(&ctx), segments, Direction::Download);
     TC_ACT_PIPE
 }
 
@@ -63,17 +102,33 @@ pub fn empty_xdp(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Parses the packet and counts it against its flow, or against the global counter that
-/// says why it has none. `segments` is the skb's GSO segment count (1 in XDP).
+/// Parses the packet and counts it against its flow (returned), or against the global
+/// counter that says why it has none. `segments` is the skb's GSO segment count (1 in XDP).
 #[inline(always)]
-fn observe<P: PacketBytes>(packet: &P, segments: u32, direction: Direction) {
+fn observe<P: PacketBytes>(
+    packet: &P,
+    segments: u32,
+    direction: Direction,
+) -> Option<*mut FlowEntry> {
     stats::bump(Stat::Packets);
     let mut meta = PacketMeta::default();
     match parse_headers(packet, &mut meta) {
-        Ok(Parsed::Ip) => flows::account(&meta, WireCount::of(&meta, segments), direction),
-        Ok(Parsed::NotIp) => stats::bump(Stat::NotIp),
-        Ok(Parsed::Fragment) => stats::bump(Stat::Fragments),
-        Err(_) => stats::bump(Stat::Malformed),
+        Ok(Parsed::Ip) => {
+            let key = flows::flow_key(&meta, direction);
+            flows::account(&key, &meta, WireCount::of(&meta, segments), direction)
+        }
+        Ok(Parsed::NotIp) => {
+            stats::bump(Stat::NotIp);
+            None
+        }
+        Ok(Parsed::Fragment) => {
+            stats::bump(Stat::Fragments);
+            None
+        }
+        Err(_) => {
+            stats::bump(Stat::Malformed);
+            None
+        }
     }
 }
 

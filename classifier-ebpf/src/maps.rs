@@ -1,18 +1,28 @@
 //! Every map of the datapath, in one place. Names and sizes come from
 //! `classifier_common::maps`, which the daemon reads too.
 //!
-//! The daemon pins each of these under its pin directory (`/sys/fs/bpf/classifier` by
-//! default) so that flow state outlives the daemon process.
+//! The daemon pins these under its pin directory (`/sys/fs/bpf/classifier` by default) so
+//! that flow state and the policy tables outlive the daemon process.
 
 use aya_ebpf::{
-    btf_maps::{LruHashMap, PerCpuArray},
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use classifier_common::{
+    classify::app,
+    config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, StreamBuf, tail},
+    domain::DomainEntry,
     flow::{FlowEntry, FlowKey},
-    maps::FLOWS_MAX_ENTRIES,
+    maps::{
+        CLASS_RESULTS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES, EVENTS_BYTES, FLOWS_MAX_ENTRIES,
+        PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
+    },
     stats::Stat,
 };
+
+/// Sparse tables grow as the daemon fills them instead of reserving their maximum.
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
 /// The flow table: one entry per 5-tuple, client side first. LRU so that a full table
 /// evicts the coldest flow instead of refusing new ones; the daemon reads the entries out
@@ -23,3 +33,51 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry, FLOWS_MAX_ENTRIES> = LruHashMap
 /// Global counters ([`Stat`]), per CPU so that counting costs no atomic operation.
 #[btf_map]
 pub static STATS: PerCpuArray<u64, { Stat::COUNT as usize }> = PerCpuArray::new();
+
+/// Domain suffix hash → category and application. Sized by the loader to the policy's
+/// lists (up to millions of entries); a lookup costs the same at any size.
+#[btf_map]
+pub static DOMAINS: HashMap<u64, DomainEntry, DOMAINS_DEFAULT_ENTRIES, NO_PREALLOC> =
+    HashMap::new();
+
+/// (protocol, server port) → category and application, for flows no name classifies.
+#[btf_map]
+pub static PORTS: HashMap<PortKey, ClassResult, PORTS_MAX_ENTRIES, NO_PREALLOC> = HashMap::new();
+
+/// Built-in protocol (app id) → the category the policy gives it.
+#[btf_map]
+pub static PROTO_CATS: Array<u16, { app::BUILTIN_COUNT as usize }> = Array::new();
+
+/// BitTorrent peers seen recently → when (boot ns). LRU: old peers fall out by themselves.
+#[btf_map]
+pub static PEERS: LruHashMap<PeerKey, u64, PEERS_MAX_ENTRIES> = LruHashMap::new();
+
+/// Flows whose ClientHello or request spans segments → the bytes so far.
+#[btf_map]
+pub static REASM: LruHashMap<FlowKey, StreamBuf, REASSEMBLY_MAX_ENTRIES> = LruHashMap::new();
+
+/// A stream buffer per CPU for the common case, a ClientHello in one segment: too big for
+/// the 512-byte stack, and no per-flow entry is needed when it parses at once.
+#[btf_map]
+pub static SCRATCH: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
+
+/// Events to the daemon: classified flows (with their names) and QUIC Initials.
+#[btf_map]
+pub static EVENTS: RingBuf<u8, EVENTS_BYTES> = RingBuf::new();
+
+/// Classes the daemon worked out (QUIC server names), picked up by the flow's next packet.
+#[btf_map]
+pub static CLASS_RESULTS: LruHashMap<FlowKey, ClassResult, CLASS_RESULTS_MAX_ENTRIES> =
+    LruHashMap::new();
+
+/// The datapath's settings, written by the daemon.
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();
+
+/// Programs the fast path tail-calls ([`tail`]).
+#[btf_map]
+pub static CLASSIFIERS: ProgramArray<{ tail::COUNT as usize }> = ProgramArray::new();
+
+/// Hand-over between the classification programs of one packet (one CPU runs them all).
+#[btf_map]
+pub static JOBS: PerCpuArray<ClassifyJob, 1> = PerCpuArray::new();

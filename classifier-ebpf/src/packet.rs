@@ -1,7 +1,13 @@
 //! [`PacketBytes`] over direct packet access, for both program types.
 
-use aya_ebpf::programs::{TcContext, XdpContext};
-use classifier_common::parse::PacketBytes;
+use aya_ebpf::{
+    helpers::generated::bpf_xdp_load_bytes,
+    programs::{TcContext, XdpContext},
+};
+use classifier_common::{
+    config::{STREAM_CAP, STREAM_SLACK, StreamBuf},
+    parse::PacketBytes,
+};
 
 /// Bytes TC makes sure are in the skb's linear area before parsing: Ethernet, two VLAN
 /// tags, an IPv6 header with a few extension headers and a TCP header with options.
@@ -61,5 +67,147 @@ impl PacketBytes for DirectPacket {
         }
         // SAFETY: checked just above to lie inside the packet; [u8; N] has alignment 1.
         Some(unsafe { *(ptr as *const [u8; N]) })
+    }
+}
+
+/// An XDP frame read through `bpf_xdp_load_bytes`: every read is bounds-checked by the
+/// helper at run time, so no packet-pointer arithmetic has to convince the verifier. For
+/// the classifier's payload reads at offsets computed from lengths in the packet, where
+/// LLVM otherwise rewrites the pointer arithmetic into forms the verifier rejects (see
+/// docs/verifier-notes.md). Costs a helper call per read: slow path only.
+pub struct HelperPacket<'a> {
+    ctx: &'a XdpContext,
+}
+
+impl<'a> HelperPacket<'a> {
+    #[inline(always)]
+    pub fn new(ctx: &'a XdpContext) -> Self {
+        Self { ctx }
+    }
+}
+
+impl PacketBytes for HelperPacket<'_> {
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let mut bytes = [0u8; N];
+        // SAFETY: the helper writes at most N bytes into `bytes` and checks the frame.
+        let result = unsafe {
+            bpf_xdp_load_bytes(
+                self.ctx.ctx,
+                offset as u32,
+                bytes.as_mut_ptr().cast(),
+                N as u32,
+            )
+        };
+        (result == 0).then_some(bytes)
+    }
+}
+
+/// A stream buffer (a map value) read as the client's first stream bytes.
+pub struct StreamView {
+    base: *const u8,
+    len: usize,
+}
+
+impl StreamView {
+    /// The collected bytes of `buf`.
+    ///
+    /// # Safety
+    /// `buf` must point to a live map value for the rest of the program run.
+    #[inline(always)]
+    pub unsafe fn of(buf: *const StreamBuf) -> Self {
+        // SAFETY: forwarded from the caller.
+        let len = unsafe { (*buf).len } as usize;
+        Self {
+            // SAFETY: as above; `bytes` is a field of the same value.
+            base: unsafe { (&raw const (*buf).bytes).cast::<u8>() },
+            len: if len > STREAM_CAP { STREAM_CAP } else { len },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl PacketBytes for StreamView {
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        // LLVM knows more about `offset` than the verifier (e.g. that a loop index is ≥ 1)
+        // and folds that into negative constant offsets the verifier rejects: hide it.
+        let offset = verifier_opaque(offset);
+        // First the bound the verifier needs (inside the map value), then the logical one.
+        if offset > STREAM_CAP + STREAM_SLACK - N {
+            return None;
+        }
+        if offset + N > self.len {
+            return None;
+        }
+        // SAFETY: `offset + N` is within the value's `bytes` (checked above); alignment 1.
+        Some(unsafe { *(self.base.add(offset) as *const [u8; N]) })
+    }
+}
+
+/// `value`, with everything the compiler knows about it forgotten: the verifier then sees
+/// exactly the bounds checks that follow, in the register they are made on. (An empty
+/// inline-asm barrier, as C's `barrier_var()`; costs a stack store and load.)
+#[inline(always)]
+pub fn verifier_opaque(value: usize) -> usize {
+    core::hint::black_box(value)
+}
+
+/// Copies up to `len` bytes of the XDP frame at `from` to `dst`, never more than `CAP`.
+/// Returns the bytes copied (0 when `len` is 0).
+///
+/// The helper's length must be provably in 1..=CAP for the verifier; callers usually know
+/// `len ≥ 1`, and LLVM would then drop the zero check, so `len` is made opaque first.
+///
+/// # Safety
+/// `dst` must be valid for `CAP` bytes of writes (the verifier checks this too).
+#[inline(always)]
+pub unsafe fn xdp_load<const CAP: usize>(
+    ctx: &XdpContext,
+    from: usize,
+    dst: *mut u8,
+    len: usize,
+) -> Result<usize, ()> {
+    let len = verifier_opaque(len);
+    let n = if len < CAP { len } else { CAP };
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: 1 ≤ n ≤ CAP bytes at `dst` (caller); the helper checks the frame side.
+    let result = unsafe { bpf_xdp_load_bytes(ctx.ctx, from as u32, dst.cast(), n as u32) };
+    if result < 0 { Err(()) } else { Ok(n) }
+}
+
+/// Copies `len` bytes of the XDP frame at `from` to the end of `buf`, up to the stream cap.
+/// Returns the bytes copied (fewer than `len` when the buffer fills).
+///
+/// # Safety
+/// `buf` must point to a live map value for the rest of the program run.
+#[inline(always)]
+pub unsafe fn append_from_xdp(
+    ctx: &XdpContext,
+    buf: *mut StreamBuf,
+    from: usize,
+    len: usize,
+) -> Result<usize, ()> {
+    // SAFETY: forwarded from the caller.
+    let pos = unsafe { (*buf).len } as usize;
+    if pos >= STREAM_CAP {
+        return Err(());
+    }
+    let room = STREAM_CAP - pos;
+    let len = if len < room { len } else { room };
+    // pos < STREAM_CAP (the mask shows it to the verifier) and a copy of at most
+    // STREAM_SLACK - 1 bytes therefore ends inside `bytes` (STREAM_CAP + STREAM_SLACK long).
+    let pos = pos & (STREAM_CAP - 1);
+    // SAFETY: `bytes + pos` has STREAM_SLACK - 1 writable bytes (above); `buf` is live.
+    unsafe {
+        let dst = (&raw mut (*buf).bytes).cast::<u8>().add(pos);
+        let n = xdp_load::<{ STREAM_SLACK - 1 }>(ctx, from, dst, len)?;
+        (*buf).len = (pos + n) as u32;
+        Ok(n)
     }
 }

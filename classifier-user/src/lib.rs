@@ -16,4 +16,5 @@ pub mod lab;
 pub mod loader;
 pub mod metrics;
 pub mod netns;
+pub mod policy;
 pub mod preflight;

@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray},
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
     util::KernelVersion,
 };
@@ -38,6 +38,24 @@ pub mod program {
     pub const LAN_INGRESS: &str = "lan_ingress";
     /// TC, LAN egress: server → client.
     pub const LAN_EGRESS: &str = "lan_egress";
+    /// XDP, tail-called by LAN_INGRESS while a flow's class is open.
+    pub const CLASSIFY_UPLOAD: &str = "classify_upload";
+    /// XDP, tail-called: a flow's first bytes as a TLS ClientHello.
+    pub const PARSE_TLS: &str = "parse_tls";
+    /// XDP, tail-called: a flow's first bytes as an HTTP request.
+    pub const PARSE_HTTP: &str = "parse_http";
+    /// XDP, tail-called: a found name to the flow's class.
+    pub const NAME_LOOKUP: &str = "name_lookup";
+    /// The tail-call table: (index in CLASSIFIERS, program).
+    pub const TAIL_CALLS: [(u32, &str); 4] = [
+        (
+            classifier_common::config::tail::CLASSIFY_UPLOAD,
+            CLASSIFY_UPLOAD,
+        ),
+        (classifier_common::config::tail::PARSE_TLS, PARSE_TLS),
+        (classifier_common::config::tail::PARSE_HTTP, PARSE_HTTP),
+        (classifier_common::config::tail::NAME_LOOKUP, NAME_LOOKUP),
+    ];
     /// XDP that only passes: the benchmarks' baseline.
     pub const EMPTY_XDP: &str = "empty_xdp";
 }
@@ -159,9 +177,13 @@ impl Datapath {
         })
     }
 
-    /// Loads (verifies) every program in the object.
+    /// Loads (verifies) every program in the object and fills the tail-call table.
     fn load_programs(&mut self) -> anyhow::Result<()> {
-        for name in [program::LAN_INGRESS, program::EMPTY_XDP] {
+        let tail_calls = program::TAIL_CALLS.iter().map(|(_, name)| *name);
+        for name in [program::LAN_INGRESS, program::EMPTY_XDP]
+            .into_iter()
+            .chain(tail_calls)
+        {
             self.xdp(name)?
                 .load()
                 .with_context(|| format!("the kernel refused XDP program `{name}`"))?;
@@ -169,6 +191,27 @@ impl Datapath {
         self.tc(program::LAN_EGRESS)?
             .load()
             .with_context(|| format!("the kernel refused TC program `{}`", program::LAN_EGRESS))?;
+        self.fill_tail_calls()
+    }
+
+    fn fill_tail_calls(&mut self) -> anyhow::Result<()> {
+        for (index, name) in program::TAIL_CALLS {
+            let fd = self
+                .xdp(name)?
+                .fd()
+                .with_context(|| format!("{name} has no file descriptor"))?
+                .try_clone()
+                .with_context(|| format!("duplicating {name}'s file descriptor"))?;
+            let map = self
+                .ebpf
+                .map_mut(maps::CLASSIFIERS)
+                .context("no CLASSIFIERS map")?;
+            let mut table: ProgramArray<&mut MapData> =
+                ProgramArray::try_from(map).context("CLASSIFIERS is not a program array")?;
+            table
+                .set(index, &fd, 0)
+                .with_context(|| format!("installing {name} as tail call {index}"))?;
+        }
         Ok(())
     }
 

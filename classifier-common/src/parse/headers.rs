@@ -66,6 +66,8 @@ pub struct PacketMeta {
     pub dst_port: u16,
     /// TCP flags byte, 0 for other protocols.
     pub tcp_flags: u8,
+    /// TCP sequence number, 0 for other protocols.
+    pub tcp_seq: u32,
     /// Layer-3 length: the IP header and everything it says follows it.
     pub l3_len: u16,
     /// Offset of the IP header from the start of the frame.
@@ -226,6 +228,7 @@ fn parse_transport<P: PacketBytes + ?Sized>(
             meta.src_port = u16::from_be_bytes([header[0], header[1]]);
             meta.dst_port = u16::from_be_bytes([header[2], header[3]]);
             meta.tcp_flags = header[13];
+            meta.tcp_seq = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
             data_offset
         }
         ip_proto::UDP => {

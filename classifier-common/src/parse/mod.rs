@@ -5,7 +5,11 @@
 //! in TC, and the host implements over a byte slice for unit tests. Every parser is a
 //! bounded sequence of steps: no unbounded loop, no offset used before it is checked.
 
+pub mod bittorrent;
 pub mod headers;
+pub mod http;
+pub mod quic;
+pub mod tls;
 
 pub use headers::{PacketMeta, ParseError, Parsed, parse_headers};
 

@@ -49,6 +49,7 @@ fn ipv4_tcp_gives_five_tuple_and_payload() {
     assert_eq!(meta.dst_addr, ipv4_mapped(SERVER_V4));
     assert_eq!((meta.src_port, meta.dst_port), (40000, 443));
     assert_eq!(meta.tcp_flags, tcp_flags::SYN);
+    assert_eq!(meta.tcp_seq, 1);
     assert_eq!(meta.l3_offset, 14);
     assert_eq!(meta.l4_offset, 34);
     assert_eq!(meta.payload_offset, 54);

@@ -1,0 +1,47 @@
+//! Events the datapath sends the daemon through the `EVENTS` ring buffer. Every event starts
+//! with its kind byte.
+
+use crate::flow::FlowKey;
+
+pub mod kind {
+    /// [`super::ClassifiedEvent`]: a flow got its class (sent once per flow).
+    pub const FLOW_CLASSIFIED: u8 = 1;
+    /// [`super::PayloadEvent`]: a QUIC client Initial datagram, for the daemon to decrypt.
+    pub const QUIC_INITIAL: u8 = 2;
+}
+
+/// Longest name an event carries (a DNS name is at most 255 bytes).
+pub const NAME_CAP: usize = 256;
+/// Most payload bytes a [`PayloadEvent`] carries (a 1500-byte MTU's UDP payload fits).
+pub const PAYLOAD_CAP: usize = 2048;
+
+/// A flow's classification and the name (SNI or Host) it was classified by.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ClassifiedEvent {
+    pub kind: u8,
+    /// [`crate::classify::Method`] as u8.
+    pub method: u8,
+    pub class_flags: u8,
+    pub name_len: u8,
+    pub category: u16,
+    pub app: u16,
+    pub key: FlowKey,
+    /// The name as it was on the wire (case kept), `name_len` bytes.
+    pub name: [u8; NAME_CAP],
+}
+
+/// A datagram handed to the daemon.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PayloadEvent {
+    pub kind: u8,
+    pub _pad: u8,
+    /// Bytes of `data` that are the datagram's UDP payload.
+    pub len: u16,
+    /// The datagram's original length, when longer than [`PAYLOAD_CAP`].
+    pub original_len: u16,
+    pub _pad2: [u8; 2],
+    pub key: FlowKey,
+    pub data: [u8; PAYLOAD_CAP],
+}

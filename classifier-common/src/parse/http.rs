@@ -1,0 +1,290 @@
+//! An HTTP/1.x request's Host header, and whether it is a BitTorrent tracker announce.
+//!
+//! Like the ClientHello, a request may arrive in several segments: the parser reports
+//! `NeedMore` until it has seen the Host header or the end of the headers.
+
+use core::ops::ControlFlow;
+
+use super::PacketBytes;
+
+/// Request methods that open a plain HTTP request (with their trailing space).
+const METHODS: [&[u8]; 8] = [
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+];
+/// Longest method above.
+const LONGEST_METHOD: usize = 8;
+/// Bytes scanned for the Host header: request line and headers beyond this are not read.
+pub const MAX_SCAN: usize = 2048;
+/// A tracker announce carries its torrent's hash in the query (BEP 3).
+const INFO_HASH: &[u8; 10] = b"info_hash=";
+const MAX_NAME_LEN: usize = 255;
+
+/// The parts of a request the classifier uses; offsets are into the parsed bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// Offset of the Host value (without port), valid when `host_len > 0`.
+    pub host_offset: u16,
+    pub host_len: u16,
+    /// The request line's query has `info_hash=`: a BitTorrent tracker announce.
+    pub tracker_announce: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpStatus {
+    /// Does not start with an HTTP method.
+    NotHttp,
+    /// A request whose Host header has not arrived yet.
+    NeedMore,
+    /// Done: the Host was found, or the headers ended without one.
+    Complete,
+}
+
+/// Parses a client's first stream bytes `[0, len)` as an HTTP/1.x request: the method,
+/// then [`RequestScanner`] over the bytes one at a time (the datapath runs the same steps in
+/// a `bpf_loop`).
+pub fn parse_request<P: PacketBytes + ?Sized>(p: &P, len: usize, out: &mut Request) -> HttpStatus {
+    if let Some(status) = check_method(p, len) {
+        return status;
+    }
+    let mut scanner = RequestScanner::new(len);
+    for index in 0..scanner.scan_end() {
+        if let ControlFlow::Break(()) = scanner.step(p, index) {
+            break;
+        }
+    }
+    *out = scanner.request;
+    scanner.status()
+}
+
+/// `Some(status)` when the bytes are not (yet) a request: not HTTP, or too short to tell.
+#[inline(always)]
+pub fn check_method<P: PacketBytes + ?Sized>(p: &P, len: usize) -> Option<HttpStatus> {
+    match method_len(p, len) {
+        MethodMatch::No => Some(HttpStatus::NotHttp),
+        MethodMatch::TooShort => Some(HttpStatus::NeedMore),
+        MethodMatch::Yes => None,
+    }
+}
+
+/// Where the scanner is in the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    /// In the request line (where a tracker's `info_hash=` would be).
+    RequestLine,
+    /// At the first byte of a header line (or of the blank line ending the headers).
+    LineStart,
+    /// Inside a header line that is not Host.
+    OtherHeader,
+    /// Inside `Host:`, this many bytes from its end.
+    HostName(u8),
+    /// After `Host:`, before the value.
+    HostSpace,
+    /// In the Host value.
+    HostValue,
+    /// Done: the status is final.
+    Finished,
+}
+
+/// An HTTP request read one byte at a time: finds the Host value and notes a tracker
+/// announce. Each [`RequestScanner::step`] looks at one byte (and a few after it).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestScanner {
+    pub request: Request,
+    position: Position,
+    len: usize,
+    value_start: usize,
+    /// One past the value's last byte that is not a space or tab.
+    value_end: usize,
+    bracketed: bool,
+    /// Set when a Host value or the end of the headers was reached.
+    complete: bool,
+}
+
+impl RequestScanner {
+    pub fn new(len: usize) -> Self {
+        Self {
+            request: Request::default(),
+            position: Position::RequestLine,
+            len,
+            value_start: 0,
+            value_end: 0,
+            bracketed: false,
+            complete: false,
+        }
+    }
+
+    /// Bytes to scan: the request, up to [`MAX_SCAN`].
+    pub fn scan_end(&self) -> usize {
+        if self.len < MAX_SCAN {
+            self.len
+        } else {
+            MAX_SCAN
+        }
+    }
+
+    /// The result once the steps are over.
+    pub fn status(&self) -> HttpStatus {
+        if self.complete || self.len >= MAX_SCAN {
+            HttpStatus::Complete // a Host beyond what we read is not looked for
+        } else {
+            HttpStatus::NeedMore
+        }
+    }
+
+    /// Looks at byte `index` (called with 0, 1, 2, ... in order); `Break` once done.
+    #[inline(always)]
+    pub fn step<P: PacketBytes + ?Sized>(&mut self, p: &P, index: usize) -> ControlFlow<()> {
+        if index >= self.scan_end() || self.position == Position::Finished {
+            return ControlFlow::Break(());
+        }
+        let Some([byte]) = p.read::<1>(index) else {
+            return ControlFlow::Break(());
+        };
+        match self.position {
+            Position::RequestLine => self.request_line(p, index, byte),
+            Position::LineStart => self.line_start(p, index, byte),
+            Position::OtherHeader => {
+                if byte == b'\n' {
+                    self.position = Position::LineStart;
+                }
+            }
+            Position::HostName(left) => {
+                self.position = if left > 1 {
+                    Position::HostName(left - 1)
+                } else {
+                    Position::HostSpace
+                };
+            }
+            Position::HostSpace => {
+                if byte != b' ' && byte != b'\t' {
+                    self.bracketed = byte == b'[';
+                    self.value_start = if self.bracketed { index + 1 } else { index };
+                    self.value_end = self.value_start;
+                    self.position = Position::HostValue;
+                    self.host_value(index, byte);
+                }
+            }
+            Position::HostValue => self.host_value(index, byte),
+            Position::Finished => {}
+        }
+        if self.position == Position::Finished {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    #[inline(always)]
+    fn request_line<P: PacketBytes + ?Sized>(&mut self, p: &P, index: usize, byte: u8) {
+        if (byte == b'?' || byte == b'&') && p.read::<10>(index + 1) == Some(*INFO_HASH) {
+            self.request.tracker_announce = true;
+        }
+        if byte == b'\n' {
+            self.position = Position::LineStart;
+        }
+    }
+
+    #[inline(always)]
+    fn line_start<P: PacketBytes + ?Sized>(&mut self, p: &P, index: usize, byte: u8) {
+        let blank = byte == b'\n' || (byte == b'\r' && p.read::<2>(index) == Some(*b"\r\n"));
+        if blank {
+            self.finish();
+        } else if is_host_header(p, index) {
+            self.position = Position::HostName(4); // "ost:" still to pass
+        } else if byte != b'\n' {
+            self.position = Position::OtherHeader;
+        }
+    }
+
+    /// A byte of the Host value: the value ends at the line end, a port, or `]`.
+    #[inline(always)]
+    fn host_value(&mut self, index: usize, byte: u8) {
+        let ends = match byte {
+            b'\r' | b'\n' => true,
+            b':' => !self.bracketed,
+            b']' => self.bracketed,
+            _ => false,
+        };
+        if ends {
+            let value_len = self.value_end.saturating_sub(self.value_start);
+            if value_len > 0 && value_len <= MAX_NAME_LEN {
+                self.request.host_offset = self.value_start as u16;
+                self.request.host_len = value_len as u16;
+            }
+            self.finish();
+        } else if index.saturating_sub(self.value_start) > MAX_NAME_LEN {
+            self.finish(); // longer than any name: not a name
+        } else if byte != b' ' && byte != b'\t' && !(self.bracketed && byte == b'[') {
+            self.value_end = index + 1;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.complete = true;
+        self.position = Position::Finished;
+    }
+}
+
+enum MethodMatch {
+    Yes,
+    No,
+    /// The bytes so far are the start of a method.
+    TooShort,
+}
+
+#[inline(always)]
+fn method_len<P: PacketBytes + ?Sized>(p: &P, len: usize) -> MethodMatch {
+    let mut start = [0u8; LONGEST_METHOD];
+    let available = if len < LONGEST_METHOD {
+        len
+    } else {
+        LONGEST_METHOD
+    };
+    for (i, slot) in start.iter_mut().enumerate().take(available) {
+        match p.read::<1>(i) {
+            Some([b]) => *slot = b,
+            None => return MethodMatch::No,
+        }
+    }
+    let mut prefix_of_some = false;
+    for method in METHODS {
+        if available >= method.len() && start[..method.len()] == *method {
+            return MethodMatch::Yes;
+        }
+        if available < method.len() && start[..available] == method[..available] {
+            prefix_of_some = true;
+        }
+    }
+    if prefix_of_some && available > 0 {
+        MethodMatch::TooShort
+    } else {
+        MethodMatch::No
+    }
+}
+
+/// `Host:` in any letter case at `offset`.
+#[inline(always)]
+fn is_host_header<P: PacketBytes + ?Sized>(p: &P, offset: usize) -> bool {
+    match p.read::<5>(offset) {
+        Some(name) => {
+            let lower = [
+                name[0] | 0x20,
+                name[1] | 0x20,
+                name[2] | 0x20,
+                name[3] | 0x20,
+            ];
+            lower == *b"host" && name[4] == b':'
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+use std::{vec, vec::Vec};
+
+use super::*;
+
+/// A ClientHello record built from parts, for tests.
+struct Hello {
+    extensions: Vec<(u16, Vec<u8>)>,
+    session_id: Vec<u8>,
+    record_version: [u8; 2],
+}
+
+impl Hello {
+    fn new() -> Self {
+        Self {
+            extensions: Vec::new(),
+            session_id: vec![0x5a; 32],
+            record_version: [3, 1],
+        }
+    }
+
+    fn ext(mut self, ext_type: u16, data: Vec<u8>) -> Self {
+        self.extensions.push((ext_type, data));
+        self
+    }
+
+    fn sni(self, name: &str) -> Self {
+        let name = name.as_bytes();
+        let mut data = Vec::new();
+        data.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        data.push(SNI_HOST_NAME);
+        data.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        data.extend_from_slice(name);
+        self.ext(EXT_SERVER_NAME, data)
+    }
+
+    /// The record: header, handshake header, body.
+    fn bytes(&self) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[0x11; RANDOM_LEN]);
+        body.push(self.session_id.len() as u8);
+        body.extend_from_slice(&self.session_id);
+        let suites: [u16; 4] = [0x0a0a, 0x1301, 0x1302, 0xc02b]; // GREASE first, like Chrome
+        body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+        for suite in suites {
+            body.extend_from_slice(&suite.to_be_bytes());
+        }
+        body.extend_from_slice(&[1, 0]); // compression: null
+        let mut extensions = Vec::new();
+        for (ext_type, data) in &self.extensions {
+            extensions.extend_from_slice(&ext_type.to_be_bytes());
+            extensions.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            extensions.extend_from_slice(data);
+        }
+        body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+        body.extend_from_slice(&extensions);
+        let mut handshake = vec![HANDSHAKE_CLIENT_HELLO];
+        handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        handshake.extend_from_slice(&body);
+        let mut record = vec![
+            CONTENT_TYPE_HANDSHAKE,
+            self.record_version[0],
+            self.record_version[1],
+        ];
+        record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+        record.extend_from_slice(&handshake);
+        record
+    }
+}
+
+/// A Chrome-like ClientHello: GREASE, many extensions in a shuffled order, an ML-KEM-sized
+/// key share that pushes the server name past the first 1448-byte segment.
+fn chrome_like(name: &str) -> Vec<u8> {
+    Hello::new()
+        .ext(0x2a2a, vec![]) // GREASE
+        .ext(0x0033, vec![0x44; 1250]) // key_share with X25519MLKEM768
+        .ext(0x0010, b"\x00\x0c\x02h2\x08http/1.1".to_vec()) // ALPN
+        .ext(0x0023, vec![0x77; 200]) // session ticket
+        .ext(0xfe0d, vec![0x00; 250]) // (GREASE) ECH
+        .sni(name)
+        .ext(0x002b, vec![0x04, 0x03, 0x04, 0x03, 0x03]) // supported_versions
+        .ext(0x1a1a, vec![0]) // GREASE
+        .bytes()
+}
+
+fn parse(bytes: &[u8]) -> (TlsStatus, ClientHello) {
+    let mut hello = ClientHello::default();
+    let status = parse_record(bytes, bytes.len(), 4096, &mut hello);
+    (status, hello)
+}
+
+fn sni_of(bytes: &[u8]) -> &str {
+    let (status, hello) = parse(bytes);
+    assert_eq!(status, TlsStatus::Complete);
+    let start = hello.sni_offset as usize;
+    core::str::from_utf8(&bytes[start..start + hello.sni_len as usize]).unwrap()
+}
+
+#[test]
+fn server_name_is_found_whatever_the_extension_order() {
+    let plain = Hello::new().sni("www.youtube.com").bytes();
+    assert_eq!(sni_of(&plain), "www.youtube.com");
+    let late = Hello::new()
+        .ext(0x000a, vec![0, 4, 0, 0x1d, 0, 0x17])
+        .ext(0x0015, vec![0; 300]) // padding
+        .sni("open.spotify.com")
+        .bytes();
+    assert_eq!(sni_of(&late), "open.spotify.com");
+    let chrome = chrome_like("rr3---sn-aigl6nzr.googlevideo.com");
+    assert!(
+        chrome.len() > 1448,
+        "the test hello must not fit one segment"
+    );
+    assert_eq!(sni_of(&chrome), "rr3---sn-aigl6nzr.googlevideo.com");
+}
+
+#[test]
+fn ech_is_reported_and_the_outer_name_kept() {
+    let (status, hello) = parse(&chrome_like("public.example.com"));
+    assert_eq!(status, TlsStatus::Complete);
+    assert!(hello.ech);
+    assert!(!parse(&Hello::new().sni("a.example").bytes()).1.ech);
+}
+
+#[test]
+fn no_server_name_is_complete_without_a_name() {
+    let (status, hello) = parse(&Hello::new().ext(0x000d, vec![0, 2, 4, 3]).bytes());
+    assert_eq!(status, TlsStatus::Complete);
+    assert_eq!(hello.sni_len, 0);
+}
+
+#[test]
+fn partial_records_ask_for_the_total() {
+    let record = chrome_like("www.netflix.com");
+    for cut in [1, 4] {
+        assert_eq!(
+            parse(&record[..cut]).0,
+            TlsStatus::NeedMore { total: 0 },
+            "cut {cut}"
+        );
+    }
+    for cut in [9, 100, 1448, record.len() - 1] {
+        assert_eq!(
+            parse(&record[..cut]).0,
+            TlsStatus::NeedMore {
+                total: record.len() as u16
+            },
+            "cut {cut}"
+        );
+    }
+}
+
+#[test]
+fn other_traffic_is_not_tls() {
+    for bytes in [
+        &b"GET / HTTP/1.1\r\n"[..],
+        b"\x13BitTorrent protocol",
+        b"\x17\x03\x03\x00\x10application data",
+        b"\x16\x03\x03\x00\x04\x02\x00\x00\x00", // ServerHello, not ClientHello
+        b"\x16\x05\x01\x00\x10",                 // version 5.x
+    ] {
+        assert_eq!(parse(bytes).0, TlsStatus::NotTls, "{bytes:02x?}");
+    }
+}
+
+#[test]
+fn record_fragmentation_and_size_limits_are_unparsable() {
+    let mut fragmented = Hello::new().sni("www.twitch.tv").bytes();
+    let shorter = (fragmented.len() - 5 - 20) as u16; // the record ends before the message
+    fragmented[3..5].copy_from_slice(&shorter.to_be_bytes());
+    assert_eq!(
+        parse(&fragmented).0,
+        TlsStatus::Unparsable(Unparsable::RecordFragmented)
+    );
+    let big = chrome_like("www.twitch.tv");
+    let mut hello = ClientHello::default();
+    assert_eq!(
+        parse_record(&big[..], big.len(), 1024, &mut hello),
+        TlsStatus::Unparsable(Unparsable::TooLarge)
+    );
+}
+
+#[test]
+fn lengths_pointing_past_their_container_are_malformed_never_a_name() {
+    let good = Hello::new().sni("www.bbc.co.uk").bytes();
+    let sni_ext = good.windows(2).rposition(|w| w == [0, 0]).unwrap();
+    // Corrupt each byte of the server_name extension and its list in turn: the result is
+    // either the right name, no name, or malformed — never a wrong name.
+    for index in sni_ext.saturating_sub(6)..good.len() {
+        for value in [0x00, 0x01, 0x7f, 0xff] {
+            let mut bytes = good.clone();
+            bytes[index] = value;
+            let (status, hello) = parse(&bytes);
+            if status == TlsStatus::Complete && hello.sni_len > 0 {
+                let start = hello.sni_offset as usize;
+                let name = &bytes[start..start + hello.sni_len as usize];
+                assert!(
+                    name.len() <= MAX_NAME_LEN && start + name.len() <= bytes.len(),
+                    "byte {index} = {value:#x}"
+                );
+            }
+        }
+    }
+    let mut zero_name = Hello::new().sni("x").bytes();
+    let last = zero_name.len() - 1;
+    zero_name[last - 2..last].copy_from_slice(&[0, 0]); // name length 0
+    assert!(matches!(
+        parse(&zero_name[..last]).0,
+        TlsStatus::Unparsable(_) | TlsStatus::NeedMore { .. }
+    ));
+}
+
+#[test]
+fn longest_legal_name_is_accepted_and_longer_refused() {
+    let longest = "a".repeat(MAX_NAME_LEN);
+    assert_eq!(sni_of(&Hello::new().sni(&longest).bytes()), longest);
+    let too_long = "a".repeat(MAX_NAME_LEN + 1);
+    assert_eq!(
+        parse(&Hello::new().sni(&too_long).bytes()).0,
+        TlsStatus::Unparsable(Unparsable::Malformed)
+    );
+}
+
+#[test]
+fn bare_handshake_as_quic_carries_it() {
+    let record = chrome_like("www.youtube.com");
+    let handshake = &record[RECORD_HEADER_LEN..];
+    let mut hello = ClientHello::default();
+    assert_eq!(
+        parse_handshake(handshake, handshake.len(), &mut hello),
+        TlsStatus::Complete
+    );
+    let start = hello.sni_offset as usize;
+    assert_eq!(
+        &handshake[start..start + hello.sni_len as usize],
+        b"www.youtube.com"
+    );
+    assert!(matches!(
+        parse_handshake(&handshake[..500], 500, &mut ClientHello::default()),
+        TlsStatus::NeedMore { .. }
+    ));
+}
+
+#[test]
+fn every_prefix_and_random_bytes_never_panic() {
+    let record = chrome_like("www.example.com");
+    for cut in 0..record.len() {
+        let _ = parse(&record[..cut]);
+    }
+    let mut state = 0x1234_5678_9abc_def0u64;
+    for _ in 0..20_000 {
+        let mut bytes = record.clone();
+        for _ in 0..4 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let index = (state % bytes.len() as u64) as usize;
+            bytes[index] = (state >> 32) as u8;
+        }
+        let (status, hello) = parse(&bytes);
+        if status == TlsStatus::Complete && hello.sni_len > 0 {
+            assert!(hello.sni_offset as usize + hello.sni_len as usize <= bytes.len());
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! UDP flows: QUIC Initials (to the daemon, which reads their server name) and BitTorrent
+//! DHT, uTP and UDP tracker datagrams.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    programs::XdpContext,
+};
+use classifier_common::{
+    classify::{Method, app, state},
+    config::{ClassResult, Config},
+    event::{PAYLOAD_CAP, PayloadEvent, kind},
+    flow::{FlowEntry, FlowKey},
+    parse::{
+        PacketMeta,
+        bittorrent::{self, BtSignature},
+        quic,
+    },
+    stats::Stat,
+};
+
+use super::apply::{finish, protocol_category, set_bittorrent, set_class};
+use crate::{
+    maps::{CLASS_RESULTS, EVENTS},
+    packet::{HelperPacket, xdp_load},
+    stats,
+};
+
+/// Initials of one flow handed to the daemon at most: Chrome's post-quantum ClientHello
+/// needs two; retransmissions add nothing.
+const MAX_QUIC_INITIALS: u8 = 3;
+/// Client packets a QUIC flow may wait for the daemon's answer before it is left at
+/// "QUIC, name unknown".
+const MAX_QUIC_PENDING_PACKETS: u64 = 64;
+
+/// The first datagram of a UDP flow.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn inspect(
+    ctx: &XdpContext,
+    packet: &HelperPacket<'_>,
+    meta: &PacketMeta,
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    config: &Config,
+) -> u32 {
+    let offset = meta.payload_offset as usize;
+    let len = meta.payload_len as usize;
+    if quic::client_initial_version(packet, offset, len).is_some() {
+        let class = ClassResult {
+            category: protocol_category(app::QUIC),
+            app: app::QUIC,
+            method: Method::None as u8,
+            ..ClassResult::default()
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            set_class(entry, class);
+            if config.quic_mode == classifier_common::config::quic_mode::CLASSIFY {
+                send_initial(ctx, meta, key);
+                (*entry).class_state = state::QUIC_PENDING;
+                return hold(config);
+            }
+            (*entry).method = Method::Quic as u8;
+            finish(key, entry, None);
+        }
+        return XDP_PASS;
+    }
+    if let Some(signature) = bittorrent::udp_signature(packet, offset, len) {
+        let method = match signature {
+            BtSignature::Dht => Method::BtDht,
+            BtSignature::Utp => Method::BtUtp,
+            BtSignature::UdpTrackerConnect | BtSignature::Handshake => Method::BtTracker,
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { set_bittorrent(key, entry, method) };
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { finish(key, entry, None) };
+    XDP_PASS
+}
+
+/// A later client packet of a QUIC flow whose Initial is with the daemon: apply its answer
+/// if it has come, hand over further Initials (the ClientHello may span two), hold or pass.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn pending(
+    ctx: &XdpContext,
+    packet: &HelperPacket<'_>,
+    meta: &PacketMeta,
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    config: &Config,
+) -> u32 {
+    if let Some(result) = CLASS_RESULTS.get_ptr(key) {
+        // SAFETY: a live map value; the flow's live entry (caller).
+        unsafe {
+            set_class(entry, *result);
+            let _ = CLASS_RESULTS.remove(key);
+            // The daemon made this class and knows the name: no event back to it.
+            (*entry).class_state = state::DONE;
+        }
+        stats::bump(Stat::ClassifiedByName);
+        return XDP_PASS;
+    }
+    // SAFETY: the flow's live entry (caller).
+    unsafe {
+        let initial = quic::client_initial_version(
+            packet,
+            meta.payload_offset as usize,
+            meta.payload_len as usize,
+        );
+        if initial.is_some() && (*entry).inspected < MAX_QUIC_INITIALS {
+            (*entry).inspected += 1;
+            send_initial(ctx, meta, key);
+        }
+        if (*entry).upload.packets > MAX_QUIC_PENDING_PACKETS {
+            (*entry).method = Method::Quic as u8;
+            finish(key, entry, None);
+            return XDP_PASS;
+        }
+    }
+    hold(config)
+}
+
+/// XDP verdict for a QUIC flow waiting for the daemon.
+#[inline(always)]
+fn hold(config: &Config) -> u32 {
+    if config.quic_hold != 0 {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    }
+}
+
+/// Copies the datagram's UDP payload into a [`PayloadEvent`] for the daemon.
+#[inline(always)]
+fn send_initial(ctx: &XdpContext, meta: &PacketMeta, key: &FlowKey) {
+    let Some(mut slot) = EVENTS.reserve_untyped::<PayloadEvent>(0) else {
+        stats::bump(Stat::EventsDropped);
+        return;
+    };
+    let event = slot.as_mut_ptr();
+    // SAFETY: `event` is ring buffer memory reserved for a PayloadEvent, whose `data` holds
+    // PAYLOAD_CAP bytes.
+    let copied = unsafe {
+        (*event).kind = kind::QUIC_INITIAL;
+        (*event).original_len = meta.payload_len;
+        (*event).key = *key;
+        xdp_load::<PAYLOAD_CAP>(
+            ctx,
+            meta.payload_offset as usize,
+            (&raw mut (*event).data).cast(),
+            meta.payload_len as usize,
+        )
+    };
+    match copied {
+        // SAFETY: as above.
+        Ok(len) if len > 0 => unsafe { (*event).len = len as u16 },
+        _ => {
+            slot.discard(0);
+            return;
+        }
+    }
+    slot.submit(0);
+    stats::bump(Stat::QuicToDaemon);
+}

@@ -1,0 +1,380 @@
+//! Categories, applications, domains, ports and protocols → the tables the datapath looks
+//! things up in.
+
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    net::IpAddr,
+    path::Path,
+};
+
+use classifier_common::{
+    classify::{Method, app, class_flags},
+    config::{ClassResult, PortKey},
+    domain::{self, DomainEntry, SuffixHash},
+    flow::ip_proto,
+};
+
+use super::{
+    file::PolicyFile,
+    lists,
+    source::{FieldPath, PolicyError, Source},
+};
+
+/// The datapath's lookup tables for one policy, and the names behind their ids.
+#[derive(Debug, Default)]
+pub struct ClassTables {
+    /// Category names; id = index + 1 (0 is "uncategorized").
+    pub categories: Vec<String>,
+    /// Policy application names; id = FIRST_POLICY_APP + index.
+    pub apps: Vec<String>,
+    /// Domain hash → entry, as the `DOMAINS` map holds it.
+    pub domains: HashMap<u64, DomainEntry>,
+    pub ports: Vec<(PortKey, ClassResult)>,
+    /// Built-in protocol (app id) → category id.
+    pub protocol_categories: [u16; app::BUILTIN_COUNT as usize],
+    pub report: CompileReport,
+}
+
+/// What compiling noticed that is worth telling the operator.
+#[derive(Debug, Default)]
+pub struct CompileReport {
+    /// Domains read (inline and from lists), before de-duplication.
+    pub domains_read: usize,
+    /// Domains listed more than once; the first listing (in file order) wins.
+    pub duplicates: usize,
+    /// Different domains whose 64-bit hashes collide (astronomically rare); the first kept.
+    pub collisions: Vec<(String, String)>,
+    /// List lines that are not domains.
+    pub list_lines_skipped: usize,
+    pub list_skipped_examples: Vec<String>,
+}
+
+impl ClassTables {
+    pub fn category_id(&self, name: &str) -> Option<u16> {
+        self.categories
+            .iter()
+            .position(|c| c == name)
+            .map(|i| i as u16 + 1)
+    }
+
+    /// The category's name, `uncategorized` for 0.
+    pub fn category_name(&self, id: u16) -> &str {
+        match id {
+            0 => "uncategorized",
+            id => self
+                .categories
+                .get(id as usize - 1)
+                .map_or("unknown-category", String::as_str),
+        }
+    }
+
+    /// The application's name: a policy app, a built-in protocol, or `unknown`.
+    pub fn app_name(&self, id: u16) -> &str {
+        if id >= app::FIRST_POLICY_APP {
+            self.apps
+                .get((id - app::FIRST_POLICY_APP) as usize)
+                .map_or("unknown-app", String::as_str)
+        } else {
+            app::builtin_name(id).unwrap_or("unknown")
+        }
+    }
+
+    /// The longest listed suffix of `name`, as the datapath finds it (used for names the
+    /// daemon reads itself, such as QUIC's).
+    pub fn lookup(&self, name: &str) -> Option<DomainEntry> {
+        let mut best = None;
+        domain::for_each_suffix(name.as_bytes(), |hash| {
+            if let Some(entry) = self.find(&hash) {
+                best = Some(entry);
+            }
+        });
+        best
+    }
+
+    fn find(&self, hash: &SuffixHash) -> Option<DomainEntry> {
+        self.domains
+            .get(&hash.key)
+            .filter(|entry| entry.check == hash.check)
+            .copied()
+    }
+}
+
+/// A domain as the tables key it: lowercase, no trailing dot, no `*.` wildcard prefix
+/// (every domain covers its subdomains anyway). Refuses what cannot be a DNS name.
+pub fn normalize_domain(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let name = trimmed
+        .strip_prefix("*.")
+        .or_else(|| trimmed.strip_prefix('.'))
+        .unwrap_or(trimmed);
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name.is_empty() || name.len() > domain::MAX_NAME_LEN {
+        return Err(format!("`{raw}` is not a domain name (length)"));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Err(format!("`{raw}` is an address, not a domain name"));
+    }
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !name.split('.').all(valid_label) {
+        return Err(format!(
+            "`{raw}` is not a domain name (letters, digits, '-' and '_' between dots; \
+             write internationalised names in punycode, xn--...)"
+        ));
+    }
+    Ok(name)
+}
+
+/// Builds the tables from the parsed file. Lists are read relative to `base_dir`.
+pub fn compile(
+    file: &PolicyFile,
+    source: &Source<'_>,
+    base_dir: &Path,
+) -> Result<ClassTables, PolicyError> {
+    let mut tables = ClassTables {
+        categories: file.categories.keys().cloned().collect(),
+        apps: file.apps.keys().cloned().collect(),
+        ..ClassTables::default()
+    };
+    if tables.categories.len() >= u16::MAX as usize {
+        return Err(source.error_at(&FieldPath::root().key("categories"), "too many categories"));
+    }
+    let mut builder = DomainBuilder::default();
+    // Applications first: an app's domains are more specific than a category's plain list.
+    for (index, (name, section)) in file.apps.iter().enumerate() {
+        let path = FieldPath::root().key("apps").key(name);
+        let category = tables.category_id(&section.category).ok_or_else(|| {
+            source.error_at(
+                &path.key("category"),
+                format!(
+                    "no category `{}` (categories: {})",
+                    section.category,
+                    tables.categories.join(", ")
+                ),
+            )
+        })?;
+        let app = app::FIRST_POLICY_APP + index as u16;
+        let class = ClassResult {
+            category,
+            app,
+            ..ClassResult::default()
+        };
+        builder.add_inline(&section.domains, class, source, &path.key("domains"))?;
+        add_ports(
+            &mut tables.ports,
+            &section.ports,
+            class,
+            source,
+            &path.key("ports"),
+        )?;
+    }
+    for (index, (name, section)) in file.categories.iter().enumerate() {
+        let path = FieldPath::root().key("categories").key(name);
+        let class = ClassResult {
+            category: index as u16 + 1,
+            ..ClassResult::default()
+        };
+        builder.add_inline(&section.domains, class, source, &path.key("domains"))?;
+        for (i, list) in section.lists.iter().enumerate() {
+            let list_path = base_dir.join(list);
+            let contents = lists::read_list(&list_path).map_err(|e| {
+                source.error_at(
+                    &path.key("lists").index(i),
+                    format!(
+                        "cannot read {}: {e}",
+                        lists::list_file(&list_path).display()
+                    ),
+                )
+            })?;
+            builder.report.list_lines_skipped += contents.skipped;
+            let room = 5usize.saturating_sub(builder.report.list_skipped_examples.len());
+            builder
+                .report
+                .list_skipped_examples
+                .extend(contents.skipped_examples.into_iter().take(room));
+            for domain in contents.domains {
+                builder.add(domain, class);
+            }
+        }
+        add_ports(
+            &mut tables.ports,
+            &section.ports,
+            class,
+            source,
+            &path.key("ports"),
+        )?;
+        for (i, protocol) in section.protocols.iter().enumerate() {
+            let id = builtin_protocol(protocol).ok_or_else(|| {
+                source.error_at(
+                    &path.key("protocols").index(i),
+                    format!("unknown protocol `{protocol}` (known: bittorrent, quic, tls, http)"),
+                )
+            })?;
+            tables.protocol_categories[id as usize] = class.category;
+        }
+    }
+    tables.domains = builder.table;
+    tables.report = builder.report;
+    Ok(tables)
+}
+
+fn builtin_protocol(name: &str) -> Option<u16> {
+    (1..app::BUILTIN_COUNT).find(|id| app::builtin_name(*id) == Some(name))
+}
+
+#[derive(Default)]
+struct DomainBuilder {
+    table: HashMap<u64, DomainEntry>,
+    /// The domain behind each key, to tell duplicates from collisions.
+    names: HashMap<u64, String>,
+    report: CompileReport,
+}
+
+impl DomainBuilder {
+    fn add_inline(
+        &mut self,
+        domains: &[String],
+        class: ClassResult,
+        source: &Source<'_>,
+        path: &FieldPath,
+    ) -> Result<(), PolicyError> {
+        for (i, raw) in domains.iter().enumerate() {
+            let domain = normalize_domain(raw).map_err(|e| source.error_at(&path.index(i), e))?;
+            self.add(domain, class);
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, domain: String, class: ClassResult) {
+        self.report.domains_read += 1;
+        let hash = domain::domain_hash(domain.as_bytes());
+        match self.names.entry(hash.key) {
+            Entry::Occupied(existing) => {
+                if *existing.get() == domain {
+                    self.report.duplicates += 1;
+                } else {
+                    self.report
+                        .collisions
+                        .push((existing.get().clone(), domain));
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(domain);
+                self.table.insert(
+                    hash.key,
+                    DomainEntry {
+                        check: hash.check,
+                        category: class.category,
+                        app: class.app,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Port rules: `tcp/443`, `udp/6881-6889`, `tcp+udp/6969`, expanded to one entry per port.
+fn add_ports(
+    ports: &mut Vec<(PortKey, ClassResult)>,
+    specs: &[String],
+    class: ClassResult,
+    source: &Source<'_>,
+    path: &FieldPath,
+) -> Result<(), PolicyError> {
+    for (i, spec) in specs.iter().enumerate() {
+        let (protocols, range) =
+            parse_port_spec(spec).map_err(|e| source.error_at(&path.index(i), e))?;
+        for protocol in protocols {
+            for port in range.clone() {
+                let rule = ClassResult {
+                    method: Method::Port as u8,
+                    class_flags: class_flags::PORT_PROVISIONAL,
+                    ..class
+                };
+                ports.push((
+                    PortKey {
+                        protocol,
+                        _pad: 0,
+                        port,
+                    },
+                    rule,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_port_spec(spec: &str) -> Result<(Vec<u8>, std::ops::RangeInclusive<u16>), String> {
+    let usage = || format!("`{spec}`: write a port as tcp/PORT, udp/FIRST-LAST or tcp+udp/PORT");
+    let (protocols, ports) = spec.split_once('/').ok_or_else(usage)?;
+    let protocols = match protocols.trim() {
+        "tcp" => vec![ip_proto::TCP],
+        "udp" => vec![ip_proto::UDP],
+        "tcp+udp" | "udp+tcp" | "any" => vec![ip_proto::TCP, ip_proto::UDP],
+        _ => return Err(usage()),
+    };
+    let parse = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let range = match ports.split_once('-') {
+        Some((first, last)) => parse(first).zip(parse(last)).ok_or_else(usage)?,
+        None => {
+            let port = parse(ports).ok_or_else(usage)?;
+            (port, port)
+        }
+    };
+    if range.0 > range.1 {
+        return Err(format!("`{spec}`: the range runs backwards"));
+    }
+    Ok((protocols, range.0..=range.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_normalised_or_refused() {
+        assert_eq!(
+            normalize_domain("WWW.YouTube.com.").unwrap(),
+            "www.youtube.com"
+        );
+        assert_eq!(
+            normalize_domain("*.googlevideo.com").unwrap(),
+            "googlevideo.com"
+        );
+        assert_eq!(normalize_domain(".bbc.co.uk").unwrap(), "bbc.co.uk");
+        assert_eq!(
+            normalize_domain("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        for bad in [
+            "",
+            "192.0.2.1",
+            "2001:db8::1",
+            "http://x.com/",
+            "a..b",
+            "bücher.example",
+            "has space.com",
+        ] {
+            assert!(normalize_domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(parse_port_spec("tcp/443").unwrap(), (vec![6], 443..=443));
+        assert_eq!(
+            parse_port_spec("udp/6881-6889").unwrap(),
+            (vec![17], 6881..=6889)
+        );
+        assert_eq!(parse_port_spec("tcp+udp/6969").unwrap().0, vec![6, 17]);
+        for bad in ["443", "sctp/1", "tcp/0", "tcp/70000", "tcp/9-1", "tcp/x"] {
+            assert!(parse_port_spec(bad).is_err(), "{bad}");
+        }
+    }
+}

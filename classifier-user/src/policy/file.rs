@@ -1,0 +1,124 @@
+//! The policy file as written (TOML), before validation. See `policy/council-default.toml`
+//! for a commented example of every section.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub site: SiteSection,
+    /// Categories by name, in the order written (ids follow that order).
+    #[serde(default)]
+    pub categories: IndexMap<String, CategorySection>,
+    /// Applications by name: named sets of domains inside a category.
+    #[serde(default)]
+    pub apps: IndexMap<String, AppSection>,
+    #[serde(default)]
+    pub quic: QuicSection,
+    #[serde(default)]
+    pub bittorrent: BittorrentSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    #[serde(default)]
+    pub name: String,
+    /// IANA time zone the schedules are written in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+impl Default for SiteSection {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            timezone: default_timezone(),
+        }
+    }
+}
+
+fn default_timezone() -> String {
+    "Europe/London".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategorySection {
+    #[serde(default)]
+    pub description: String,
+    /// Domains (and everything under them): `example.com` covers `www.example.com`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// UT1/Shallalist-style lists: a directory holding a `domains` file, or a file; one
+    /// domain per line, `#` comments. Relative paths are from the policy file's directory.
+    #[serde(default)]
+    pub lists: Vec<PathBuf>,
+    /// Ports for flows no name classifies: `tcp/1935`, `udp/6881-6889`, `tcp+udp/6969`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Built-in protocol detections that put a flow in this category: `bittorrent`, `quic`.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    pub category: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicSection {
+    /// `classify`: the daemon reads the server name from the Initial (default);
+    /// `protocol-only`: every QUIC flow gets the category of the `quic` protocol.
+    #[serde(default = "default_quic_mode")]
+    pub mode: String,
+    /// Drop a QUIC flow's packets while its name is being read (the browser retransmits).
+    #[serde(default)]
+    pub hold_until_classified: bool,
+}
+
+impl Default for QuicSection {
+    fn default() -> Self {
+        Self {
+            mode: default_quic_mode(),
+            hold_until_classified: false,
+        }
+    }
+}
+
+fn default_quic_mode() -> String {
+    "classify".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BittorrentSection {
+    /// How long a peer seen in BitTorrent traffic keeps later flows to it BitTorrent.
+    #[serde(default = "default_peer_ttl")]
+    pub peer_ttl: String,
+}
+
+impl Default for BittorrentSection {
+    fn default() -> Self {
+        Self {
+            peer_ttl: default_peer_ttl(),
+        }
+    }
+}
+
+fn default_peer_ttl() -> String {
+    "10m".into()
+}

@@ -1,0 +1,119 @@
+//! The policy: what the council's written policy says, as a file the daemon enforces.
+//!
+//! - [`file`]: the TOML as written;
+//! - [`source`]: errors that name file, line and field;
+//! - [`classes`]: categories, applications, domains, ports, protocols → datapath tables;
+//! - [`lists`]: UT1/Shallalist domain list directories.
+//!
+//! A policy that fails to load changes nothing: the caller keeps the policy in force.
+
+pub mod classes;
+pub mod file;
+pub mod lists;
+pub mod source;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use classifier_common::config::{Config, quic_mode};
+
+pub use self::{
+    classes::ClassTables,
+    source::{FieldPath, PolicyError},
+};
+use self::{file::PolicyFile, source::Source};
+
+/// The default council policy, shipped in the binary (and as a file to copy and edit).
+pub const DEFAULT_POLICY: &str = include_str!("../../policy/council-default.toml");
+/// How the default policy is named in messages.
+pub const DEFAULT_POLICY_NAME: &str = "(built-in council-default.toml)";
+
+/// A validated policy, ready to install.
+#[derive(Debug)]
+pub struct Policy {
+    /// Where it came from, for messages.
+    pub origin: String,
+    pub site_name: String,
+    pub timezone: jiff::tz::TimeZone,
+    pub classes: ClassTables,
+    /// The datapath settings the policy implies.
+    pub datapath: Config,
+}
+
+impl Policy {
+    /// Reads and validates the policy file at `path`.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            message: format!("cannot read the policy: {e}"),
+        })?;
+        let base_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_owned);
+        Self::parse(&text, path, &base_dir)
+    }
+
+    /// The built-in default council policy.
+    pub fn default_council() -> Self {
+        Self::parse(
+            DEFAULT_POLICY,
+            Path::new(DEFAULT_POLICY_NAME),
+            Path::new("."),
+        )
+        .expect("the built-in policy is valid (tested)")
+    }
+
+    /// Validates policy text; `origin` names it in errors, `base_dir` anchors list paths.
+    pub fn parse(text: &str, origin: &Path, base_dir: &Path) -> Result<Self, PolicyError> {
+        let source = Source::new(origin, text);
+        let file: PolicyFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        let timezone = jiff::tz::TimeZone::get(&file.site.timezone).map_err(|e| {
+            source.error_at(
+                &FieldPath::root().key("site").key("timezone"),
+                format!("unknown time zone `{}`: {e}", file.site.timezone),
+            )
+        })?;
+        let classes = classes::compile(&file, &source, base_dir)?;
+        let datapath = datapath_config(&file, &source)?;
+        Ok(Self {
+            origin: origin.display().to_string(),
+            site_name: file.site.name,
+            timezone,
+            classes,
+            datapath,
+        })
+    }
+}
+
+fn datapath_config(file: &PolicyFile, source: &Source<'_>) -> Result<Config, PolicyError> {
+    let quic_mode = match file.quic.mode.as_str() {
+        "classify" => quic_mode::CLASSIFY,
+        "protocol-only" => quic_mode::PROTOCOL_ONLY,
+        other => {
+            return Err(source.error_at(
+                &FieldPath::root().key("quic").key("mode"),
+                format!("`{other}`: choose `classify` or `protocol-only`"),
+            ));
+        }
+    };
+    let peer_ttl: Duration = humantime::parse_duration(&file.bittorrent.peer_ttl).map_err(|e| {
+        source.error_at(
+            &FieldPath::root().key("bittorrent").key("peer_ttl"),
+            format!("`{}`: {e} (e.g. `10m`)", file.bittorrent.peer_ttl),
+        )
+    })?;
+    Ok(Config {
+        quic_mode,
+        quic_hold: file.quic.hold_until_classified as u8,
+        peer_ttl_secs: peer_ttl.as_secs().min(u32::MAX as u64) as u32,
+        ..Config::default()
+    })
+}
+
+#[cfg(test)]
+mod tests;
