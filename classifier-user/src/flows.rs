@@ -1,22 +1,24 @@
 //! Reading the kernel's flow table into [`FlowRecord`]s, and showing them.
 
 use std::{
+    collections::HashMap as StdHashMap,
     io::{self, Write},
     net::{IpAddr, Ipv6Addr, SocketAddr},
-    path::Path,
 };
 
 use anyhow::Context as _;
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use classifier_common::{
+    classify::{Method, class_flags},
     flow::{DirectionCounters, FlowEntry, FlowKey, flow_flags, ip_proto},
-    maps,
 };
 use jiff::{SignedDuration, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::ClassTables;
 
 /// One flow as people and programs outside the daemon see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRecord {
     /// The LAN-side host.
     pub client: SocketAddr,
@@ -35,10 +37,23 @@ pub struct FlowRecord {
     pub vlan: Option<u16>,
     /// True when the first packet came from the server side.
     pub server_initiated: bool,
+    /// The server name the flow was classified by (TLS SNI, HTTP Host, QUIC SNI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Category name (`uncategorized` when none matched).
+    pub category: String,
+    /// Application: a policy app (youtube), a protocol (tls, bittorrent) or `unknown`.
+    pub app: String,
+    /// How the class was found: sni, host, quic, bt-handshake, ..., port, none.
+    pub method: String,
+    /// The ClientHello carried ECH (or GREASE ECH).
+    pub ech: bool,
+    /// A ClientHello was seen but could not be read.
+    pub tls_unparsed: bool,
 }
 
 /// Packets and layer-3 bytes in one direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
@@ -54,7 +69,13 @@ impl From<DirectionCounters> for Counters {
 }
 
 impl FlowRecord {
-    pub fn from_entry(key: &FlowKey, entry: &FlowEntry, clock: &BootClock) -> Self {
+    pub fn from_entry(
+        key: &FlowKey,
+        entry: &FlowEntry,
+        clock: &BootClock,
+        classes: &ClassTables,
+        name: Option<&str>,
+    ) -> Self {
         let client = socket_addr(key.client_addr, key.client_port);
         let server = socket_addr(key.server_addr, key.server_port);
         Self {
@@ -67,6 +88,12 @@ impl FlowRecord {
             last_seen: clock.timestamp(entry.last_seen_ns),
             vlan: (entry.vlan_id != 0).then_some(entry.vlan_id),
             server_initiated: entry.flags & flow_flags::STARTED_DOWNSTREAM != 0,
+            name: name.filter(|n| !n.is_empty()).map(str::to_owned),
+            category: classes.category_name(entry.category).to_owned(),
+            app: classes.app_name(entry.app).to_owned(),
+            method: Method::from_u8(entry.method).name().to_owned(),
+            ech: entry.class_flags & class_flags::ECH != 0,
+            tls_unparsed: entry.class_flags & class_flags::TLS_UNPARSED != 0,
         }
     }
 
@@ -107,6 +134,16 @@ fn socket_addr(addr: [u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// `tcp 192.0.2.10:40000 -> 203.0.113.10:443`, for logs.
+pub fn describe_key(key: &FlowKey) -> String {
+    format!(
+        "{} {} -> {}",
+        protocol_name(key.protocol),
+        socket_addr(key.client_addr, key.client_port),
+        socket_addr(key.server_addr, key.server_port)
+    )
+}
+
 /// The protocol's usual name, or its number.
 pub fn protocol_name(protocol: u8) -> String {
     match protocol {
@@ -118,54 +155,89 @@ pub fn protocol_name(protocol: u8) -> String {
     }
 }
 
-/// Every flow in `table`, largest first.
+/// The names flows were classified by, as the datapath's events delivered them (once per
+/// flow). Bounded: names of flows that left the flow table are dropped at each report.
+#[derive(Debug, Default)]
+pub struct FlowNames {
+    names: StdHashMap<FlowKey, String>,
+}
+
+impl FlowNames {
+    /// Beyond this many names (flows the table already evicted), new ones are not kept.
+    const MAX: usize = 1 << 20;
+
+    pub fn insert(&mut self, key: FlowKey, name: String) {
+        if self.names.len() < Self::MAX || self.names.contains_key(&key) {
+            self.names.insert(key, name);
+        }
+    }
+
+    pub fn get(&self, key: &FlowKey) -> Option<&str> {
+        self.names.get(key).map(String::as_str)
+    }
+
+    /// Forgets names of flows not in `live`.
+    pub fn retain_live(&mut self, live: &std::collections::HashSet<FlowKey>) {
+        self.names.retain(|key, _| live.contains(key));
+    }
+}
+
+/// Every flow in `table` with its class and name, largest first.
 pub fn read_table<T: std::borrow::Borrow<MapData>>(
     table: &HashMap<T, FlowKey, FlowEntry>,
-) -> anyhow::Result<Vec<FlowRecord>> {
+    classes: &ClassTables,
+    names: &FlowNames,
+) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
     let clock = BootClock::now()?;
     let mut records = Vec::new();
     for item in table.iter() {
         // An entry evicted or deleted while we iterate ends the walk early with an error;
         // the next read sees the table again, so report what we have.
         let Ok((key, entry)) = item else { break };
-        records.push(FlowRecord::from_entry(&key, &entry, &clock));
+        let record = FlowRecord::from_entry(&key, &entry, &clock, classes, names.get(&key));
+        records.push((key, record));
     }
-    records.sort_by_key(|r| std::cmp::Reverse(r.total_bytes()));
+    records.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_bytes()));
     Ok(records)
-}
-
-/// Every flow in the table pinned under `pin_dir` by a running daemon.
-pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<Vec<FlowRecord>> {
-    let path = pin_dir.join(maps::FLOWS);
-    let data = MapData::from_pin(&path).with_context(|| {
-        format!(
-            "no flow table pinned at {}: is `classifier run` running with --pin-dir {}?",
-            path.display(),
-            pin_dir.display()
-        )
-    })?;
-    let map = Map::from_map_data(data).context("reading the pinned flow table")?;
-    let table: HashMap<MapData, FlowKey, FlowEntry> =
-        HashMap::try_from(map).context("the pinned FLOWS map has an unexpected layout")?;
-    read_table(&table)
 }
 
 /// Writes `records` (the first `top` of them) as an aligned table.
 pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> io::Result<()> {
     writeln!(
         out,
-        "{:<9} {:<41} {:<41} {:>9} {:>12} {:>9} {:>12} {:>8}",
-        "PROTO", "CLIENT", "SERVER", "UP PKTS", "UP BYTES", "DN PKTS", "DN BYTES", "AGE"
+        "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:>9} {:>12} {:>9} {:>12} {:>6}",
+        "PROTO",
+        "CLIENT",
+        "SERVER",
+        "NAME",
+        "CATEGORY",
+        "APP",
+        "METHOD",
+        "UP PKTS",
+        "UP BYTES",
+        "DN PKTS",
+        "DN BYTES",
+        "AGE"
     )?;
     let now = Timestamp::now();
     for record in records.iter().take(top) {
         let age = now.duration_since(record.first_seen).as_secs();
+        let mut method = record.method.clone();
+        if record.tls_unparsed {
+            method.push_str("!unparsed");
+        } else if record.ech {
+            method.push_str("+ech");
+        }
         writeln!(
             out,
-            "{:<9} {:<41} {:<41} {:>9} {:>12} {:>9} {:>12} {:>7}s",
+            "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:>9} {:>12} {:>9} {:>12} {:>5}s",
             record.protocol,
             record.client.to_string(),
             record.server.to_string(),
+            shorten(record.name.as_deref().unwrap_or("-"), 28),
+            shorten(&record.category, 17),
+            shorten(&record.app, 14),
+            method,
             record.upload.packets,
             record.upload.bytes,
             record.download.packets,
@@ -177,6 +249,16 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
         writeln!(out, "... and {} more flows", records.len() - top)?;
     }
     Ok(())
+}
+
+/// `text`, cut with an ellipsis to at most `width` characters.
+fn shorten(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{kept}…")
+    }
 }
 
 #[cfg(test)]

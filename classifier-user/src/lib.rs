@@ -5,12 +5,20 @@
 //! - [`preflight`]: the checks that make a start fail early with a fix in the message;
 //! - [`netns`]: entering network namespaces;
 //! - [`loader`]: loading the BPF object, pinning its maps, attaching its programs;
+//! - [`policy`]: the policy file: categories, applications, domains, ports;
+//! - [`tables`]: writing a policy's lookup tables into the datapath's maps;
+//! - [`events`]: what the datapath reports through its ring buffer;
 //! - [`flows`]: reading the flow table into records people can read;
 //! - [`metrics`]: the datapath's global counters;
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
+//! - [`daemon`]: the running daemon's state, event handling and reporting;
+//! - [`control`]: the control socket the CLI asks the daemon through;
 //! - [`cli`]: the subcommands.
 
 pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod events;
 pub mod flows;
 pub mod lab;
 pub mod loader;
@@ -18,3 +26,4 @@ pub mod metrics;
 pub mod netns;
 pub mod policy;
 pub mod preflight;
+pub mod tables;

@@ -14,14 +14,17 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, ProgramArray},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
     util::KernelVersion,
 };
 use classifier_common::{
+    config::{ClassResult, Config},
     flow::{FlowEntry, FlowKey},
-    maps,
+    maps::{self, DOMAINS_DEFAULT_ENTRIES},
 };
+
+use crate::{policy::ClassTables, tables};
 use tracing::{debug, warn};
 
 /// The BPF object built by build.rs from `classifier-ebpf`, embedded in the binary so the
@@ -126,7 +129,13 @@ struct PinDir {
 impl Datapath {
     /// Loads the object with private, unpinned maps: for tests, benchmarks and offline use.
     pub fn load() -> anyhow::Result<Self> {
+        Self::load_sized(DOMAINS_DEFAULT_ENTRIES as u32)
+    }
+
+    /// [`Datapath::load`] with room for `domains` domain entries.
+    pub fn load_sized(domains: u32) -> anyhow::Result<Self> {
         let ebpf = EbpfLoader::new()
+            .map_max_entries(maps::DOMAINS, domains)
             .load(EBPF_OBJECT)
             .context("loading the BPF object")?;
         let mut datapath = Self { ebpf, pins: None };
@@ -135,8 +144,9 @@ impl Datapath {
     }
 
     /// Loads the object with its maps pinned under `pin_dir`, re-using maps already pinned
-    /// there. On failure, a pin directory this call created is removed again.
-    pub fn load_pinned(pin_dir: &Path) -> anyhow::Result<Self> {
+    /// there, and room for `domains` domain entries in a new domain table. On failure, a pin
+    /// directory this call created is removed again.
+    pub fn load_pinned(pin_dir: &Path, domains: u32) -> anyhow::Result<Self> {
         let created = !pin_dir.exists();
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
@@ -144,7 +154,7 @@ impl Datapath {
             path: pin_dir.to_owned(),
             created,
         };
-        let loaded = Self::load_with_pins(&pins);
+        let loaded = Self::load_with_pins(&pins, domains);
         if loaded.is_err() && pins.created {
             remove_pins(&pins.path);
         }
@@ -160,12 +170,13 @@ impl Datapath {
         Ok(datapath)
     }
 
-    fn load_with_pins(pins: &PinDir) -> anyhow::Result<Ebpf> {
+    fn load_with_pins(pins: &PinDir, domains: u32) -> anyhow::Result<Ebpf> {
         let paths: Vec<(&str, PathBuf)> = maps::PINNED_MAPS
             .iter()
             .map(|name| (*name, pins.path.join(name)))
             .collect();
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(maps::DOMAINS, domains);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -307,6 +318,30 @@ impl Datapath {
     pub fn stats_table(&self) -> anyhow::Result<PerCpuArray<&MapData, u64>> {
         let map = self.ebpf.map(maps::STATS).context("no STATS map")?;
         PerCpuArray::try_from(map).context("STATS is not a per-CPU array")
+    }
+
+    /// Writes the policy's lookup tables and settings into the datapath's maps, removing
+    /// entries the policy no longer has.
+    pub fn install_tables(&mut self, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
+        tables::install(&mut self.ebpf, tables, config)
+    }
+
+    /// The ring buffer of events, taken out so the daemon can wait on it on its own.
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .context("no EVENTS map (already taken?)")?;
+        RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+    }
+
+    /// Where the daemon puts the classes it works out (QUIC server names).
+    pub fn class_results(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, ClassResult>> {
+        let map = self
+            .ebpf
+            .map_mut(maps::CLASS_RESULTS)
+            .context("no CLASS_RESULTS map")?;
+        HashMap::try_from(map).context("CLASS_RESULTS is not a hash map")
     }
 
     /// Detaches the programs and removes the pinned maps.

@@ -41,12 +41,12 @@ pub fn classifier_bin() -> PathBuf {
     path
 }
 
-/// The output of `classifier flows --json` for the daemon pinned at `pin_dir`: one JSON
+/// The output of `classifier flows --json` for the daemon on `control_socket`: one JSON
 /// object per line.
-pub fn flows_json(pin_dir: &Path) -> String {
+pub fn flows_json(control_socket: &Path) -> String {
     let output = std::process::Command::new(classifier_bin())
-        .args(["flows", "--json", "--pin-dir"])
-        .arg(pin_dir)
+        .args(["flows", "--json", "--control-socket"])
+        .arg(control_socket)
         .output()
         .expect("classifier flows runs");
     assert!(

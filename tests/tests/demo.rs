@@ -11,7 +11,7 @@ fn demo_shows_counted_flows_and_cleans_up() {
         return;
     }
     let output = Command::new(classifier_bin())
-        .args(["lab", "demo", "--duration", "3s", "--report-interval", "1s"])
+        .args(["lab", "demo", "--duration", "4s", "--report-interval", "2s"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -21,20 +21,28 @@ fn demo_shows_counted_flows_and_cleans_up() {
         .split("== final flow table")
         .nth(1)
         .unwrap_or_else(|| panic!("no final table in: {stdout}"));
-    // An IPv4 and an IPv6 download, each with bytes counted both ways.
-    for server in ["203.0.113.10:80", "[2001:db8:3::10]:80"] {
-        let line = final_table
-            .lines()
-            .find(|l| l.starts_with("tcp") && l.contains(server))
-            .unwrap_or_else(|| panic!("no flow to {server} in: {final_table}"));
-        let numbers: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        assert!(
-            numbers.len() >= 4 && numbers[..4].iter().all(|&n| n > 0),
-            "counters of {line}"
-        );
+    // The first sites the clients visit, classified by name, over IPv4 and IPv6, with
+    // counters both ways.
+    for (name, category, app, method) in [
+        ("www.youtube.com", "streaming-video", "youtube", "sni"),
+        ("www.bbc.co.uk", "uncategorized", "http", "host"),
+    ] {
+        for family in ["203.0.113.10", "[2001:db8:3::10]"] {
+            let line = final_table
+                .lines()
+                .find(|l| l.contains(name) && l.contains(family))
+                .unwrap_or_else(|| panic!("no {name} flow to {family} in: {final_table}"));
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert!(
+                fields.contains(&category) && fields.contains(&app) && fields.contains(&method),
+                "{name}: expected {category} / {app} / {method} in: {line}"
+            );
+            let counters: Vec<u64> = fields.iter().filter_map(|f| f.parse().ok()).collect();
+            assert!(
+                counters.len() >= 4 && counters[counters.len() - 4..].iter().all(|&n| n > 0),
+                "counters of {line}"
+            );
+        }
     }
     assert!(!stdout.contains("error"), "demo reported errors: {stdout}");
     let printed: Vec<&str> = stdout

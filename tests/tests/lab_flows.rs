@@ -85,7 +85,7 @@ fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     std::thread::sleep(Duration::from_millis(500));
     let captured = capture.finish().unwrap();
 
-    let flows = flows_of(&daemon.pin_dir);
+    let flows = flows_of(&daemon.control_socket);
     for (server_ip, client_port, body_len) in downloads {
         let client_ip = match server_ip {
             IpAddr::V4(_) => IpAddr::from(client.ipv4),
@@ -166,8 +166,8 @@ fn curl_download(client: &classifier_user::lab::Host, server: IpAddr, local_port
 }
 
 /// `classifier flows --json` against the daemon's pin directory, parsed.
-fn flows_of(pin_dir: &std::path::Path) -> Vec<JsonFlow> {
-    flows_json(pin_dir)
+fn flows_of(control_socket: &std::path::Path) -> Vec<JsonFlow> {
+    flows_json(control_socket)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()

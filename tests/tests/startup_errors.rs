@@ -169,7 +169,7 @@ fn interface_with_an_xdp_program_is_refused_and_the_first_keeps_working() {
         "{}",
         String::from_utf8_lossy(&ping.stderr)
     );
-    let flows = flows_json(&first.pin_dir);
+    let flows = flows_json(&first.control_socket);
     assert!(
         flows.contains(&format!("\"server\":\"{}:0\"", lab.server.ipv4)),
         "ping flow missing from {flows}"

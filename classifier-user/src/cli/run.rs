@@ -1,30 +1,41 @@
 //! `classifier run`: the daemon.
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use clap::Args;
 use tracing::info;
 
+use aya::maps::{MapData, RingBuf};
+
 use crate::{
-    flows,
-    loader::{DEFAULT_PIN_DIR, Datapath, XdpModeChoice},
-    metrics, netns, preflight,
+    control,
+    daemon::{self, Reporting, Shared, State},
+    flows::FlowNames,
+    loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
+    netns,
+    policy::Policy,
+    preflight, tables,
 };
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   classifier run --iface eth1
+  classifier run --iface eth1 --policy /etc/classifier/policy.toml
   classifier run --iface lan0 --netns gw --print-flows --report-interval 2s")]
 pub struct RunArgs {
     /// The gateway's LAN-facing interface: XDP on its ingress, TC on its egress.
     #[arg(long, short = 'i', value_name = "IFACE")]
     iface: String,
+
+    /// Policy file (TOML); without it, the built-in default council policy. Check a file
+    /// first with `classifier policy check FILE`.
+    #[arg(long, short = 'p', value_name = "FILE")]
+    policy: Option<PathBuf>,
 
     /// Network namespace the interface is in (as made by `ip netns add`). Only the network
     /// namespace is entered: maps are still pinned in the host's /sys/fs/bpf.
@@ -34,6 +45,10 @@ pub struct RunArgs {
     /// Directory on a BPF filesystem where the maps are pinned; an existing one is re-used.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+
+    /// Unix socket where `classifier flows` and `classifier status` reach the daemon.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
 
     /// XDP attach mode: native (driver) is fastest; auto falls back to generic with a warning.
     #[arg(long, value_enum, default_value_t)]
@@ -59,14 +74,20 @@ pub struct RunArgs {
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     preflight::require_root("run")?;
     preflight::require_kernel_btf()?;
+    // Before touching the kernel: a policy that does not load stops the start here.
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default_council(),
+    };
     if let Some(name) = &args.netns {
         netns::enter(name)?;
     }
     preflight::require_interface(&args.iface, args.netns.as_deref())?;
     preflight::require_bpffs(&args.pin_dir)?;
 
-    let mut datapath = Datapath::load_pinned(&args.pin_dir)?;
-    let outcome = attach_and_serve(&mut datapath, args);
+    let capacity = tables::domain_capacity(policy.classes.domains.len());
+    let datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
+    let (datapath, outcome) = run_daemon(datapath, policy, args);
     let shutdown = datapath.shutdown();
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
@@ -77,62 +98,82 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     outcome.and(shutdown)
 }
 
-fn attach_and_serve(datapath: &mut Datapath, args: &RunArgs) -> anyhow::Result<()> {
+/// Installs the policy's tables, attaches, and serves until a signal. Returns the
+/// datapath whatever happened, so the caller can detach and unpin it.
+fn run_daemon(
+    mut datapath: Datapath,
+    policy: Policy,
+    args: &RunArgs,
+) -> (Datapath, anyhow::Result<()>) {
+    let (events, xdp_mode) = match prepare(&mut datapath, &policy, args) {
+        Ok(prepared) => prepared,
+        Err(err) => return (datapath, Err(err)),
+    };
+    // Built after entering the namespace: worker threads inherit the caller's namespace.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return (datapath, Err(err).context("starting the async runtime")),
+    };
+    let control = {
+        let _guard = runtime.enter();
+        match control::bind(&args.control_socket) {
+            Ok(listener) => listener,
+            Err(err) => return (datapath, Err(err)),
+        }
+    };
+    if let Some(pid_file) = &args.pid_file
+        && let Err(err) = write_pid_file(pid_file)
+    {
+        let _ = std::fs::remove_file(&args.control_socket);
+        return (datapath, Err(err));
+    }
+    let shared = Shared::new(State {
+        datapath,
+        policy,
+        names: FlowNames::default(),
+        interface: args.iface.clone(),
+        xdp_mode,
+        started: Instant::now(),
+    });
+    let reporting = Reporting {
+        interval: args.report_interval,
+        print_flows: args.print_flows,
+        top: args.top,
+    };
+    let served = runtime.block_on(daemon::serve(shared.clone(), events, control, reporting));
+    drop(runtime);
+    let _ = std::fs::remove_file(&args.control_socket);
+    let state = shared
+        .into_inner()
+        .expect("no task holds the state once the runtime has stopped");
+    (state.datapath, served)
+}
+
+/// The policy's tables in the maps, the event ring taken out, the programs attached.
+fn prepare(
+    datapath: &mut Datapath,
+    policy: &Policy,
+    args: &RunArgs,
+) -> anyhow::Result<(RingBuf<MapData>, XdpAttachMode)> {
+    datapath.install_tables(&policy.classes, &policy.datapath)?;
+    let events = datapath.take_events()?;
     let xdp_mode = datapath.attach_lan(&args.iface, args.xdp_mode)?;
     info!(
         interface = %args.iface,
         xdp_mode = %xdp_mode,
         pin_dir = %args.pin_dir.display(),
+        policy = %policy.origin,
+        domains = policy.classes.domains.len(),
         "datapath attached: XDP on ingress, TC on egress"
     );
-    if let Some(pid_file) = &args.pid_file {
-        write_pid_file(pid_file)?;
-    }
-    // Built after entering the namespace: worker threads inherit the caller's namespace.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(report_until_stopped(datapath, args))
+    Ok((events, xdp_mode))
 }
 
 fn write_pid_file(path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing pid file {}", path.display()))
-}
-
-async fn report_until_stopped(datapath: &Datapath, args: &RunArgs) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut ticks = tokio::time::interval(args.report_interval);
-    ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => report(datapath, args)?,
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-        }
-    }
-    info!("shutting down");
-    Ok(())
-}
-
-fn report(datapath: &Datapath, args: &RunArgs) -> anyhow::Result<()> {
-    let records = flows::read_table(&datapath.flow_table()?)?;
-    let stats = metrics::read_stats(&datapath.stats_table()?)?;
-    info!(
-        flows = records.len(),
-        packets = stats.get(classifier_common::stats::Stat::Packets),
-        malformed = stats.get(classifier_common::stats::Stat::Malformed),
-        fragments = stats.get(classifier_common::stats::Stat::Fragments),
-        "datapath counters"
-    );
-    if args.print_flows {
-        let mut out = std::io::stdout().lock();
-        flows::write_table(&mut out, &records, args.top)?;
-        writeln!(out)?;
-    }
-    Ok(())
 }

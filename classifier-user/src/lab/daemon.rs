@@ -14,6 +14,10 @@ use nix::{
 };
 
 use super::{Lab, shell};
+use crate::{
+    control::{self, Request},
+    flows::FlowRecord,
+};
 
 /// How long a daemon may take to load, verify and attach before we give up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,6 +27,7 @@ pub struct DaemonProcess {
     child: Child,
     pid_file: PathBuf,
     pub pin_dir: PathBuf,
+    pub control_socket: PathBuf,
 }
 
 /// Options beyond the ones every lab daemon gets.
@@ -40,6 +45,7 @@ impl DaemonProcess {
         let pin_dir = lab.pin_dir();
         let pid_file = std::env::temp_dir().join(format!("classifier-lab-{}.pid", lab.id));
         let _ = std::fs::remove_file(&pid_file);
+        let control_socket = lab.control_socket();
         let mut command = Command::new(binary);
         command
             .arg("run")
@@ -49,6 +55,8 @@ impl DaemonProcess {
             .arg(&pin_dir)
             .arg("--pid-file")
             .arg(&pid_file)
+            .arg("--control-socket")
+            .arg(&control_socket)
             .args(&options.extra_args)
             .stdin(Stdio::null());
         if !options.show_output {
@@ -61,6 +69,7 @@ impl DaemonProcess {
             child,
             pid_file,
             pin_dir,
+            control_socket,
         };
         daemon.wait_ready()?;
         Ok(daemon)
@@ -82,6 +91,14 @@ impl DaemonProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The daemon's flows, asked through its control socket (as `classifier flows`).
+    pub fn flows(&self) -> anyhow::Result<Vec<FlowRecord>> {
+        control::ask(&self.control_socket, &Request::Flows)?
+            .iter()
+            .map(|line| serde_json::from_str(line).context("reading a flow record"))
+            .collect()
     }
 
     /// Asks the daemon to shut down cleanly (SIGTERM) and returns how it exited.

@@ -13,12 +13,23 @@ use super::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
     http::HttpServer,
+    tls::{self, TlsServer},
     topology::{SERVICE_V4, SERVICE_V6},
 };
 use crate::flows;
 
-/// Download sizes the clients take turns at, in bytes.
-const DOWNLOAD_SIZES: [u64; 4] = [64 * 1024, 1024 * 1024, 256 * 1024, 4 * 1024 * 1024];
+/// What the clients visit, in turn: (URL scheme, name, what the default policy makes of it).
+/// The names resolve to the lab's server through the clients' hosts files.
+const SITES: [(&str, &str); 8] = [
+    ("https", "www.youtube.com"),
+    ("http", "www.bbc.co.uk"),
+    ("https", "rr4---sn-demo.googlevideo.com"),
+    ("https", "open.spotify.com"),
+    ("https", "www.bet365.com"),
+    ("https", "www.dropbox.com"),
+    ("https", "music.youtube.com"),
+    ("https", "intranet.example.gov.uk"),
+];
 /// Upper bound on traffic rounds whatever the duration: the demo's traffic is bounded.
 const MAX_ROUNDS: usize = 600;
 const PAUSE_BETWEEN_ROUNDS: Duration = Duration::from_secs(1);
@@ -35,15 +46,20 @@ pub struct DemoOptions {
 
 pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     println!("== bringing up the lab (network namespaces, nothing in the root namespace)");
-    let lab = Lab::up(&LabSpec::default())?;
+    let names: Vec<String> = SITES.iter().map(|(_, name)| (*name).to_owned()).collect();
+    let lab = Lab::up(&LabSpec {
+        server_names: names.clone(),
+        ..LabSpec::default()
+    })?;
     print!("{}", lab.describe());
-    let _server = HttpServer::start(
+    let _http = HttpServer::start(
         &lab.server.netns,
         &[
             SocketAddr::new(SERVICE_V4.into(), HTTP_PORT),
             SocketAddr::new(SERVICE_V6.into(), HTTP_PORT),
         ],
     )?;
+    let _https = TlsServer::start(&lab, &names)?;
     println!(
         "== starting `classifier run` on the gateway's {}",
         lab.gateway.iface
@@ -61,13 +77,14 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         },
     )?;
     println!(
-        "== clients download from {SERVICE_V4} and [{SERVICE_V6}] for {}",
+        "== clients visit {} sites (HTTPS and HTTP, IPv4 and IPv6) for {}",
+        SITES.len(),
         humantime::format_duration(options.duration)
     );
     drive_traffic(&lab, options.duration);
 
-    println!("== final flow table (read from the pinned map, as `classifier flows` does)");
-    let records = flows::read_pinned(&daemon.pin_dir)?;
+    println!("== final flow table (asked of the daemon, as `classifier flows` does)");
+    let records = daemon.flows()?;
     flows::write_table(&mut std::io::stdout().lock(), &records, 30)?;
     let status = daemon.stop()?;
     println!("== daemon stopped ({status}): programs detached, maps unpinned; removing the lab");
@@ -81,15 +98,17 @@ fn drive_traffic(lab: &Lab, duration: Duration) {
         if Instant::now() >= deadline {
             break;
         }
+        // Each round, every client visits the same site: even clients over IPv4, odd ones
+        // over IPv6.
+        let (scheme, name) = SITES[round % SITES.len()];
+        let size = tls::FILE_SIZES[round % tls::FILE_SIZES.len()];
         for (index, client) in lab.clients.iter().enumerate() {
-            let turn = round + index;
-            let size = DOWNLOAD_SIZES[turn % DOWNLOAD_SIZES.len()];
-            let url = if turn % 2 == 0 {
-                format!("http://{SERVICE_V4}/bytes/{size}")
-            } else {
-                format!("http://[{SERVICE_V6}]/bytes/{size}")
+            let family = if index % 2 == 0 { "--ipv4" } else { "--ipv6" };
+            let url = match scheme {
+                "https" => format!("https://{name}/bytes-{size}"),
+                _ => format!("http://{name}/bytes/{size}"),
             };
-            if let Err(e) = curl(client, &url) {
+            if let Err(e) = curl(client, family, &url) {
                 eprintln!("   {} {url}: {e:#}", client.netns);
             }
         }
@@ -97,17 +116,11 @@ fn drive_traffic(lab: &Lab, duration: Duration) {
     }
 }
 
-fn curl(client: &super::Host, url: &str) -> anyhow::Result<()> {
+fn curl(client: &super::Host, family: &str, url: &str) -> anyhow::Result<()> {
+    // --insecure: the lab's server has a self-signed certificate.
     let output = Lab::command(client, "curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--output",
-            "/dev/null",
-            "--max-time",
-            "10",
-            url,
-        ])
+        .args(["--silent", "--show-error", "--insecure", family])
+        .args(["--output", "/dev/null", "--max-time", "10", url])
         .output()
         .context("running curl (is it installed? `cargo xtask setup`)")?;
     anyhow::ensure!(

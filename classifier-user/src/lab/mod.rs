@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod demo;
 pub mod http;
 mod shell;
+pub mod tls;
 pub mod topology;
 
 use std::{
@@ -116,6 +117,11 @@ impl Lab {
             self.server.netns, self.server.ipv4, self.server.ipv6
         );
         text
+    }
+
+    /// The control socket a daemon in this lab answers on.
+    pub fn control_socket(&self) -> PathBuf {
+        PathBuf::from(format!("/run/classifier/lab-{}.sock", self.id))
     }
 
     /// The pin directory a daemon in this lab uses.

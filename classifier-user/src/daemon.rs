@@ -1,0 +1,258 @@
+//! The daemon: the datapath attached and fed the policy's tables, its events read, its
+//! counters reported, and questions answered on the control socket.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use classifier_common::{classify::Method, flow::FlowKey};
+use serde::Serialize;
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, unix::AsyncFd},
+    net::{UnixListener, UnixStream},
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    control::{self, ErrorReply, Request},
+    events::{self, Event},
+    flows::{self, FlowNames, FlowRecord},
+    loader::{Datapath, XdpAttachMode},
+    metrics::{self, DatapathStats},
+    policy::Policy,
+};
+
+/// What the running daemon holds: the datapath, the policy in force, and what the events
+/// told it.
+pub struct State {
+    pub datapath: Datapath,
+    pub policy: Policy,
+    pub names: FlowNames,
+    pub interface: String,
+    pub xdp_mode: XdpAttachMode,
+    pub started: Instant,
+}
+
+/// The answer to a status request.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub interface: String,
+    pub xdp_mode: String,
+    pub policy: String,
+    pub categories: usize,
+    pub domains: usize,
+    pub uptime_seconds: u64,
+    pub flows: usize,
+    pub datapath: DatapathStats,
+}
+
+impl State {
+    /// Every flow, with class and name, largest first.
+    pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
+        flows::read_table(
+            &self.datapath.flow_table()?,
+            &self.policy.classes,
+            &self.names,
+        )
+    }
+
+    pub fn status(&self) -> anyhow::Result<Status> {
+        Ok(Status {
+            interface: self.interface.clone(),
+            xdp_mode: self.xdp_mode.to_string(),
+            policy: self.policy.origin.clone(),
+            categories: self.policy.classes.categories.len(),
+            domains: self.policy.classes.domains.len(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            flows: self.datapath.flow_table()?.keys().count(),
+            datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
+        })
+    }
+
+    /// Acts on one datapath event.
+    pub fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Classified {
+                key,
+                category,
+                app,
+                method,
+                name,
+                ..
+            } => {
+                debug!(
+                    flow = %flows::describe_key(&key),
+                    name = %name,
+                    category = self.policy.classes.category_name(category),
+                    app = self.policy.classes.app_name(app),
+                    method = Method::from_u8(method).name(),
+                    "flow classified"
+                );
+                if !name.is_empty() {
+                    self.names.insert(key, name);
+                }
+            }
+            Event::QuicInitial { .. } => {
+                // Handled once the QUIC Initial reader lands (see the quic module).
+            }
+        }
+    }
+
+    /// Forgets what it knows about flows that left the flow table.
+    fn prune(&mut self, live: &HashSet<FlowKey>) {
+        self.names.retain_live(live);
+    }
+}
+
+/// The shared state, locked for one short operation at a time.
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<State>>);
+
+impl Shared {
+    pub fn new(state: State) -> Self {
+        Self(Arc::new(Mutex::new(state)))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands the state back once every task has let go of it.
+    pub fn into_inner(self) -> Option<State> {
+        Arc::into_inner(self.0).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// How the daemon reports.
+pub struct Reporting {
+    pub interval: Duration,
+    pub print_flows: bool,
+    pub top: usize,
+}
+
+/// Runs until SIGTERM or SIGINT: reports, reads events, answers the control socket.
+pub async fn serve(
+    shared: Shared,
+    events: RingBuf<MapData>,
+    control: UnixListener,
+    reporting: Reporting,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    // SAFETY: the ring buffer owns its map file descriptor, open and unchanged until the
+    // AsyncFd (which owns the ring buffer) is dropped.
+    let mut events =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("watching the event ring buffer")?;
+    let mut ticks = tokio::time::interval(reporting.interval);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => report(&shared, &reporting)?,
+            ready = events.readable_mut() => {
+                let mut guard = ready.context("waiting for events")?;
+                drain_events(&shared, guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            accepted = control.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(stream, &shared).await {
+                            debug!(error = %format!("{e:#}"), "control request failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "control socket accept failed"),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    info!("shutting down");
+    Ok(())
+}
+
+/// Reads every event waiting in the ring buffer.
+pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) {
+    let mut state = shared.lock();
+    while let Some(record) = ring.next() {
+        if let Some(event) = events::decode(&record) {
+            state.handle_event(event);
+        }
+    }
+}
+
+fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
+    let mut state = shared.lock();
+    let flows = state.flows()?;
+    let live: HashSet<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
+    state.prune(&live);
+    let stats = metrics::read_stats(&state.datapath.stats_table()?)?;
+    drop(state);
+    info!(flows = flows.len(), counters = %serde_json::to_string(&stats)?, "datapath counters");
+    if reporting.print_flows {
+        use std::io::Write as _;
+        let records: Vec<FlowRecord> = flows.into_iter().map(|(_, r)| r).collect();
+        let mut out = std::io::stdout().lock();
+        flows::write_table(&mut out, &records, reporting.top)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Answers one control connection: one request line, JSON lines back.
+async fn answer(stream: UnixStream, shared: &Shared) -> anyhow::Result<()> {
+    let credentials = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    if !control::peer_allowed(credentials.uid(), credentials.gid()) {
+        let refusal = ErrorReply {
+            error: format!("needs root or the `{}` group", control::ADMIN_GROUP),
+        };
+        write
+            .write_all(format!("{}\n", serde_json::to_string(&refusal)?).as_bytes())
+            .await?;
+        return Ok(());
+    }
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => respond(shared, &request),
+        Err(e) => Err(anyhow::anyhow!("bad request: {e}")),
+    };
+    let text = match reply {
+        Ok(lines) => lines,
+        Err(e) => format!(
+            "{}\n",
+            serde_json::to_string(&ErrorReply {
+                error: format!("{e:#}")
+            })?
+        ),
+    };
+    write.write_all(text.as_bytes()).await?;
+    Ok(())
+}
+
+fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
+    let state = shared.lock();
+    let mut text = String::new();
+    match request {
+        Request::Flows => {
+            for (_, record) in state.flows()? {
+                text += &serde_json::to_string(&record)?;
+                text.push('\n');
+            }
+        }
+        Request::Status => {
+            text += &serde_json::to_string(&state.status()?)?;
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
