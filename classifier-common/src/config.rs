@@ -30,7 +30,8 @@ impl Default for Config {
         Self {
             quic_mode: quic_mode::CLASSIFY,
             quic_hold: 0,
-            max_inspected: 4,
+            // A 4 KiB ClientHello at a 536-byte MSS is 8 segments.
+            max_inspected: 8,
             _pad: 0,
             peer_ttl_secs: 600,
         }

@@ -5,7 +5,7 @@
 //! of allocation, so one implementation is unit-tested on the host and runs in the kernel.
 #![no_std]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 extern crate std;
 
 pub mod classify;
@@ -17,5 +17,7 @@ pub mod maps;
 pub mod parse;
 pub mod stats;
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 #[cfg(feature = "user")]
 mod user;

@@ -24,6 +24,7 @@ use crate::{
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
     policy::Policy,
+    quic::{self, QuicNames, QuicVerdict},
 };
 
 /// What the running daemon holds: the datapath, the policy in force, and what the events
@@ -32,6 +33,8 @@ pub struct State {
     pub datapath: Datapath,
     pub policy: Policy,
     pub names: FlowNames,
+    /// QUIC flows whose Initials are being read.
+    pub quic: QuicNames,
     pub interface: String,
     pub xdp_mode: XdpAttachMode,
     pub started: Instant,
@@ -96,9 +99,37 @@ impl State {
                     self.names.insert(key, name);
                 }
             }
-            Event::QuicInitial { .. } => {
-                // Handled once the QUIC Initial reader lands (see the quic module).
+            Event::QuicInitial { key, datagram, .. } => {
+                if let Some(verdict) = self.quic.add(key, datagram) {
+                    self.classify_quic(key, &verdict);
+                }
             }
+        }
+    }
+
+    /// Tells the datapath the class of a QUIC flow whose Initials have been read.
+    fn classify_quic(&mut self, key: FlowKey, verdict: &QuicVerdict) {
+        let class = quic::class_of(verdict, &self.policy.classes);
+        match verdict {
+            QuicVerdict::Named(name) => {
+                debug!(
+                    flow = %flows::describe_key(&key),
+                    name = %name,
+                    category = self.policy.classes.category_name(class.category),
+                    "QUIC flow classified"
+                );
+                self.names.insert(key, name.clone());
+            }
+            QuicVerdict::Unreadable(reason) => {
+                debug!(flow = %flows::describe_key(&key), reason = %reason, "QUIC Initials unreadable");
+            }
+        }
+        let written = self
+            .datapath
+            .class_results()
+            .and_then(|mut results| Ok(results.insert(key, class, 0)?));
+        if let Err(e) = written {
+            warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
         }
     }
 

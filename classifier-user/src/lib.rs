@@ -26,4 +26,5 @@ pub mod metrics;
 pub mod netns;
 pub mod policy;
 pub mod preflight;
+pub mod quic;
 pub mod tables;

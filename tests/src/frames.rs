@@ -38,11 +38,42 @@ fn endpoints<A: Copy>(
 
 /// A TCP segment over IPv4 between the test client and server.
 pub fn tcp4(way: Way, client_port: u16, server_port: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
+    tcp4_seq(way, client_port, server_port, flags, 1000, payload)
+}
+
+/// [`tcp4`] with sequence number `seq`.
+pub fn tcp4_seq(
+    way: Way,
+    client_port: u16,
+    server_port: u16,
+    flags: &str,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let (src, dst, sport, dport) = endpoints(way, CLIENT_V4, SERVER_V4, client_port, server_port);
     let builder = ethernet(way)
         .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1000, 64240);
+        .tcp(sport, dport, seq, 64240);
     with_tcp_flags(builder, flags).build(payload)
+}
+
+/// The client's `stream` (starting at sequence number `seq`) cut into segments of at most
+/// `mss` bytes, as TCP sends it after the handshake.
+pub fn tcp4_stream(
+    client_port: u16,
+    server_port: u16,
+    seq: u32,
+    stream: &[u8],
+    mss: usize,
+) -> Vec<Vec<u8>> {
+    stream
+        .chunks(mss)
+        .scan(seq, |next, chunk| {
+            let segment = tcp4_seq(Way::Up, client_port, server_port, "PA", *next, chunk);
+            *next = next.wrapping_add(chunk.len() as u32);
+            Some(segment)
+        })
+        .collect()
 }
 
 /// A TCP segment over IPv6.
@@ -87,6 +118,19 @@ pub fn ping4(payload: &[u8]) -> Vec<u8> {
         .ipv4(CLIENT_V4, SERVER_V4, 64)
         .icmpv4_echo_request(7, 1)
         .build(payload)
+}
+
+/// A datagram shaped like a QUIC v1 client Initial (long header, type Initial, padded to
+/// 1200 bytes); its protected payload is filler, as the datapath never decrypts.
+pub fn quic_initial_like(client_port: u16) -> Vec<u8> {
+    let mut datagram = vec![0u8; 1200];
+    datagram[0] = 0xc3;
+    datagram[1..5].copy_from_slice(&1u32.to_be_bytes());
+    datagram[5] = 8; // destination connection id length
+    for (i, byte) in datagram[6..].iter_mut().enumerate() {
+        *byte = (i * 7) as u8;
+    }
+    udp4(Way::Up, client_port, 443, &datagram)
 }
 
 /// An ARP request (not IP).

@@ -77,7 +77,7 @@ pub unsafe fn finish(key: &FlowKey, entry: *mut FlowEntry, name: Option<NameRef<
         (Method::from_u8((*entry).method), (*entry).class_flags)
     };
     count_class(method);
-    if method != Method::None || flags != 0 {
+    if method != Method::None || flags & class_flags::REPORTED != 0 {
         // SAFETY: forwarded from the caller.
         unsafe { emit_classified(key, entry, name) };
     }
@@ -109,7 +109,7 @@ unsafe fn emit_classified(key: &FlowKey, entry: *mut FlowEntry, name: Option<Nam
     unsafe {
         (*event).kind = kind::FLOW_CLASSIFIED;
         (*event).method = (*entry).method;
-        (*event).class_flags = (*entry).class_flags;
+        (*event).class_flags = (*entry).class_flags & class_flags::REPORTED;
         (*event).category = (*entry).category;
         (*event).app = (*entry).app;
         (*event).key = *key;

@@ -10,7 +10,7 @@ use core::ops::ControlFlow;
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
     classify::{Method, app, class_flags, state},
-    config::{STREAM_CAP, stream_kind, tail},
+    config::{Config, STREAM_CAP, stream_kind, tail},
     flow::{FlowEntry, FlowKey},
     parse::{
         PacketBytes, PacketMeta, bittorrent,
@@ -248,7 +248,9 @@ impl LoopBody for HttpScan<'_> {
 /// the scratch buffer into a REASM entry for the flow; a later one waits, within limits.
 #[inline(always)]
 unsafe fn keep_for_more(job: &Job, key: &FlowKey, kind: u8) {
-    let max_inspected = CONFIG.get(0).map_or(4, |c| c.max_inspected);
+    let max_inspected = CONFIG
+        .get(0)
+        .map_or(Config::default().max_inspected, |c| c.max_inspected);
     // SAFETY: the job's values are live (caller).
     unsafe {
         if job.in_reassembly() {
@@ -271,20 +273,25 @@ unsafe fn keep_for_more(job: &Job, key: &FlowKey, kind: u8) {
     }
 }
 
-/// The stream cannot be read: a ClientHello is reported as unparsed, not as unknown.
+/// The stream cannot be read: a ClientHello is reported as unparsed, not as unknown; a
+/// request stays HTTP.
 ///
 /// # Safety
 /// `entry` must point to the flow's live map value.
 #[inline(always)]
 pub unsafe fn give_up(key: &FlowKey, entry: *mut FlowEntry, kind: u8) {
-    if kind == stream_kind::TLS {
+    let protocol = if kind == stream_kind::TLS {
         stats::bump(Stat::TlsUnparsed);
         // SAFETY: forwarded from the caller.
-        unsafe {
-            (*entry).class_flags |= class_flags::TLS_UNPARSED;
-            if (*entry).app == app::UNKNOWN {
-                (*entry).app = app::TLS;
-            }
+        unsafe { (*entry).class_flags |= class_flags::TLS_UNPARSED };
+        app::TLS
+    } else {
+        app::HTTP
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if (*entry).app == app::UNKNOWN {
+            (*entry).app = protocol;
         }
     }
     // SAFETY: forwarded from the caller.

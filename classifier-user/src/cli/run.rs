@@ -18,7 +18,9 @@ use crate::{
     loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
     netns,
     policy::Policy,
-    preflight, tables,
+    preflight,
+    quic::QuicNames,
+    tables,
 };
 
 #[derive(Debug, Args)]
@@ -135,6 +137,7 @@ fn run_daemon(
         datapath,
         policy,
         names: FlowNames::default(),
+        quic: QuicNames::default(),
         interface: args.iface.clone(),
         xdp_mode,
         started: Instant::now(),

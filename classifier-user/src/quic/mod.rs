@@ -1,0 +1,163 @@
+//! QUIC server names: the datapath hands the daemon a QUIC flow's client Initials; the
+//! daemon opens them (RFC 9001 / RFC 9369 Initial keys, derived from the connection id the
+//! client sent in the clear), reads the ClientHello's server name, and tells the datapath
+//! the flow's class. A post-quantum ClientHello spans two Initials, so datagrams are kept
+//! per flow until the ClientHello is whole.
+
+pub mod initial;
+
+use std::collections::{HashMap, VecDeque};
+
+use classifier_common::{
+    classify::{Method, app},
+    config::ClassResult,
+    flow::FlowKey,
+    parse::tls::{self, ClientHello, TlsStatus},
+};
+
+use self::initial::QuicError;
+use crate::policy::ClassTables;
+
+/// Flows whose Initials are being collected at once; the oldest is dropped beyond this.
+const MAX_PENDING_FLOWS: usize = 4096;
+
+/// What the Initials of one flow came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuicVerdict {
+    /// The ClientHello's server name (empty when it has none).
+    Named(String),
+    /// The Initials could not be opened or read: QUIC, name unknown.
+    Unreadable(String),
+}
+
+/// Client Initials of QUIC flows, kept until their ClientHello is complete.
+#[derive(Default)]
+pub struct QuicNames {
+    pending: HashMap<FlowKey, Vec<Vec<u8>>>,
+    order: VecDeque<FlowKey>,
+}
+
+impl QuicNames {
+    /// Adds one datagram of `key`'s flow; returns the verdict once there is one.
+    pub fn add(&mut self, key: FlowKey, datagram: Vec<u8>) -> Option<QuicVerdict> {
+        if !self.pending.contains_key(&key) {
+            if self.order.len() >= MAX_PENDING_FLOWS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.pending.remove(&oldest);
+            }
+            self.order.push_back(key);
+        }
+        let datagrams = self.pending.entry(key).or_default();
+        datagrams.push(datagram);
+        let views: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        let verdict = match initial::client_hello_from_initials(&views) {
+            Err(QuicError::Incomplete { .. }) if views.len() < initial::MAX_DATAGRAMS => {
+                return None;
+            }
+            Ok(client_hello) => server_name(&client_hello),
+            Err(e) => QuicVerdict::Unreadable(e.to_string()),
+        };
+        self.pending.remove(&key);
+        self.order.retain(|k| *k != key);
+        Some(verdict)
+    }
+}
+
+/// The server name in a ClientHello handshake message.
+fn server_name(client_hello: &[u8]) -> QuicVerdict {
+    let mut hello = ClientHello::default();
+    match tls::parse_handshake(client_hello, client_hello.len(), &mut hello) {
+        TlsStatus::Complete => {
+            let start = hello.sni_offset as usize;
+            let name = &client_hello[start..start + hello.sni_len as usize];
+            QuicVerdict::Named(String::from_utf8_lossy(name).into_owned())
+        }
+        other => QuicVerdict::Unreadable(format!("ClientHello not readable: {other:?}")),
+    }
+}
+
+/// The class a QUIC flow gets from its verdict: a listed name's category and application,
+/// otherwise the category the policy gives QUIC itself.
+pub fn class_of(verdict: &QuicVerdict, classes: &ClassTables) -> ClassResult {
+    let quic_category = classes.protocol_categories[app::QUIC as usize];
+    let listed = match verdict {
+        QuicVerdict::Named(name) => classes.lookup(name),
+        QuicVerdict::Unreadable(_) => None,
+    };
+    ClassResult {
+        category: listed.map_or(quic_category, |d| d.category),
+        app: listed
+            .map(|d| d.app)
+            .filter(|a| *a != app::UNKNOWN)
+            .unwrap_or(app::QUIC),
+        method: Method::Quic as u8,
+        ..ClassResult::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use classifier_common::testing::{chrome_like, handshake_of};
+
+    use super::{initial::QuicVersion, *};
+    use crate::policy::Policy;
+
+    /// A post-quantum-sized ClientHello for `name`, over two Initials as Chrome sends it.
+    fn two_initials(name: &str) -> [Vec<u8>; 2] {
+        let record = chrome_like(name);
+        let hello = handshake_of(&record);
+        let (first, second) = hello.split_at(1000);
+        let dcid = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
+        [
+            initial::testing::client_initial(QuicVersion::V1, &dcid, 0, 0, first),
+            initial::testing::client_initial(QuicVersion::V1, &dcid, 1, 1000, second),
+        ]
+    }
+
+    #[test]
+    fn a_split_client_hello_is_named_once_both_initials_are_in() {
+        let [first, second] = two_initials("rr1---sn-abc.googlevideo.com");
+        let key = FlowKey::default();
+        let mut names = QuicNames::default();
+        assert_eq!(names.add(key, first), None, "half a ClientHello: wait");
+        let verdict = names.add(key, second).expect("whole now");
+        assert_eq!(
+            verdict,
+            QuicVerdict::Named("rr1---sn-abc.googlevideo.com".into())
+        );
+        let policy = Policy::default_council();
+        let class = class_of(&verdict, &policy.classes);
+        assert_eq!(
+            policy.classes.category_name(class.category),
+            "streaming-video"
+        );
+        assert_eq!(policy.classes.app_name(class.app), "youtube");
+        assert_eq!(class.method, Method::Quic as u8);
+    }
+
+    #[test]
+    fn unreadable_initials_get_the_quic_category() {
+        let mut names = QuicNames::default();
+        let verdict = names.add(FlowKey::default(), vec![0xc3; 1200]).unwrap();
+        assert!(matches!(verdict, QuicVerdict::Unreadable(_)), "{verdict:?}");
+        let policy = Policy::default_council();
+        let class = class_of(&verdict, &policy.classes);
+        assert_eq!(policy.classes.category_name(class.category), "quic");
+        assert_eq!(class.app, app::QUIC);
+    }
+
+    #[test]
+    fn pending_flows_are_bounded() {
+        let [first, _] = two_initials("www.youtube.com");
+        let mut names = QuicNames::default();
+        for port in 0..(MAX_PENDING_FLOWS as u16 + 10) {
+            let key = FlowKey {
+                client_port: port,
+                ..FlowKey::default()
+            };
+            assert_eq!(names.add(key, first.clone()), None);
+        }
+        assert_eq!(names.pending.len(), MAX_PENDING_FLOWS);
+    }
+}

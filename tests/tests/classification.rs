@@ -1,0 +1,533 @@
+//! Classification by the real programs (BPF_PROG_TEST_RUN) with the default council
+//! policy installed: frames in; class, method, flags and the name events out.
+
+use aya::maps::{MapData, RingBuf};
+use classifier_common::{
+    flow::{FlowKey, ip_proto, ipv4_mapped},
+    stats::Stat,
+    testing::{Hello, chrome_like},
+};
+use classifier_tests::{
+    frames::{self, CLIENT_V4, SERVER_V4, Way},
+    privileged,
+    run::run_frame,
+};
+use classifier_user::{
+    daemon::State,
+    events::{self, Event},
+    flows::{BootClock, FlowNames, FlowRecord},
+    loader::{Datapath, XdpAttachMode},
+    metrics,
+    policy::Policy,
+    quic::{
+        QuicNames,
+        initial::{QuicVersion, testing::client_initial},
+    },
+};
+
+/// The daemon's state around a test datapath with the default policy, and its events.
+struct Harness {
+    state: State,
+    events: RingBuf<MapData>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let policy = Policy::default_council();
+        let mut datapath = Datapath::load().expect("the kernel loads the datapath");
+        datapath
+            .install_tables(&policy.classes, &policy.datapath)
+            .unwrap();
+        let events = datapath.take_events().unwrap();
+        let state = State {
+            datapath,
+            policy,
+            names: FlowNames::default(),
+            quic: QuicNames::default(),
+            interface: "test".into(),
+            xdp_mode: XdpAttachMode::Native,
+            started: std::time::Instant::now(),
+        };
+        Self { state, events }
+    }
+
+    /// Runs the frames, then lets the daemon's event handling see what they produced.
+    fn send(&mut self, frames: &[(Way, Vec<u8>)]) -> Vec<Event> {
+        let mut seen = Vec::new();
+        for (way, frame) in frames {
+            run_frame(&mut self.state.datapath, *way, frame);
+            while let Some(record) = self.events.next() {
+                if let Some(event) = events::decode(&record) {
+                    seen.push(event.clone());
+                    self.state.handle_event(event);
+                }
+            }
+        }
+        seen
+    }
+
+    fn record(&self, key: &FlowKey) -> FlowRecord {
+        let table = self.state.datapath.flow_table().unwrap();
+        let entry = table
+            .get(key, 0)
+            .unwrap_or_else(|e| panic!("no flow {key:?}: {e}"));
+        FlowRecord::from_entry(
+            key,
+            &entry,
+            &BootClock::now().unwrap(),
+            &self.state.policy.classes,
+            self.state.names.get(key),
+        )
+    }
+
+    fn stat(&self, stat: Stat) -> u64 {
+        metrics::read_stats(&self.state.datapath.stats_table().unwrap())
+            .unwrap()
+            .get(stat)
+    }
+}
+
+fn key(protocol: u8, client_port: u16, server_port: u16) -> FlowKey {
+    FlowKey {
+        client_addr: ipv4_mapped(CLIENT_V4),
+        server_addr: ipv4_mapped(SERVER_V4),
+        client_port,
+        server_port,
+        protocol,
+        _pad: [0; 3],
+    }
+}
+
+/// What a flow must come out as.
+struct Expected {
+    name: Option<&'static str>,
+    category: &'static str,
+    app: &'static str,
+    method: &'static str,
+    ech: bool,
+    tls_unparsed: bool,
+}
+
+const fn named(
+    name: &'static str,
+    category: &'static str,
+    app: &'static str,
+    method: &'static str,
+) -> Expected {
+    Expected {
+        name: Some(name),
+        category,
+        app,
+        method,
+        ech: false,
+        tls_unparsed: false,
+    }
+}
+
+const fn unnamed(category: &'static str, app: &'static str, method: &'static str) -> Expected {
+    Expected {
+        name: None,
+        category,
+        app,
+        method,
+        ech: false,
+        tls_unparsed: false,
+    }
+}
+
+type Frames = Vec<(Way, Vec<u8>)>;
+
+/// One row: a flow's frames, through a fresh datapath, and what the flow must come out as.
+struct Case {
+    name: &'static str,
+    key: FlowKey,
+    frames: Frames,
+    expected: Expected,
+}
+
+/// A TCP row: handshake from `port` to `server_port`, then `stream` in `mss`-byte segments.
+fn tcp_case(
+    name: &'static str,
+    port: u16,
+    server_port: u16,
+    stream: &[u8],
+    mss: usize,
+    expected: Expected,
+) -> Case {
+    Case {
+        name,
+        key: key(ip_proto::TCP, port, server_port),
+        frames: tcp_flow(port, server_port, stream, mss),
+        expected,
+    }
+}
+
+fn run_cases(cases: Vec<Case>) {
+    for case in cases {
+        let mut harness = Harness::new();
+        harness.send(&case.frames);
+        check(&harness, case.name, &case.key, &case.expected);
+    }
+}
+
+/// A TCP flow from client port `port` to `server_port`: handshake, then `stream` cut into
+/// `mss`-byte segments.
+fn tcp_flow(port: u16, server_port: u16, stream: &[u8], mss: usize) -> Frames {
+    let mut frames = vec![
+        (
+            Way::Up,
+            frames::tcp4_seq(Way::Up, port, server_port, "S", 999, b""),
+        ),
+        (
+            Way::Down,
+            frames::tcp4(Way::Down, port, server_port, "SA", b""),
+        ),
+        (
+            Way::Up,
+            frames::tcp4_seq(Way::Up, port, server_port, "A", 1000, b""),
+        ),
+    ];
+    frames.extend(
+        frames::tcp4_stream(port, server_port, 1000, stream, mss)
+            .into_iter()
+            .map(|f| (Way::Up, f)),
+    );
+    frames
+}
+
+fn check(harness: &Harness, case: &str, key: &FlowKey, expected: &Expected) {
+    let record = harness.record(key);
+    let got = (
+        record.name.as_deref(),
+        record.category.as_str(),
+        record.app.as_str(),
+        record.method.as_str(),
+        record.ech,
+        record.tls_unparsed,
+    );
+    let want = (
+        expected.name,
+        expected.category,
+        expected.app,
+        expected.method,
+        expected.ech,
+        expected.tls_unparsed,
+    );
+    assert_eq!(
+        got, want,
+        "{case}: (name, category, app, method, ech, tls-unparsed)"
+    );
+}
+
+#[test]
+fn tls_client_hellos_whole_split_and_broken() {
+    if !privileged("tls_client_hellos_whole_split_and_broken") {
+        return;
+    }
+    let chrome = chrome_like("rr3---sn-aigl6nzr.googlevideo.com");
+    let sni_offset = chrome.windows(4).position(|w| w == b"rr3-").unwrap();
+    assert!(
+        sni_offset > 1448,
+        "the test ClientHello has its name in the second segment"
+    );
+    let mut fragmented = Hello::new().sni("www.twitch.tv").bytes();
+    let short = (fragmented.len() - 5 - 40) as u16;
+    fragmented[3..5].copy_from_slice(&short.to_be_bytes());
+    let mut bad_sni_length = Hello::new().sni("www.netflix.com").bytes();
+    let at = bad_sni_length
+        .windows(15)
+        .position(|w| w == b"www.netflix.com")
+        .unwrap();
+    bad_sni_length[at - 1] = 0xff; // the name's length points past the extension
+    let long_name: &'static str = format!("{}.example", "a".repeat(255 - ".example".len())).leak();
+    let youtube_cdn = "rr3---sn-aigl6nzr.googlevideo.com";
+    let with_ech = |expected: Expected| Expected {
+        ech: true,
+        ..expected
+    };
+    let unparsed = || Expected {
+        tls_unparsed: true,
+        ..unnamed("uncategorized", "tls", "none")
+    };
+    let hello = |name: &str| Hello::new().sni(name).bytes();
+    run_cases(vec![
+        tcp_case(
+            "one segment, TLS 1.3",
+            41001,
+            443,
+            &hello("www.youtube.com"),
+            1448,
+            named("www.youtube.com", "streaming-video", "youtube", "sni"),
+        ),
+        tcp_case(
+            "post-quantum ClientHello in two segments, name in the second",
+            41002,
+            443,
+            &chrome,
+            1448,
+            with_ech(named(youtube_cdn, "streaming-video", "youtube", "sni")),
+        ),
+        tcp_case(
+            "three segments",
+            41003,
+            443,
+            &chrome,
+            700,
+            with_ech(named(youtube_cdn, "streaming-video", "youtube", "sni")),
+        ),
+        tcp_case(
+            "record-fragmented ClientHello",
+            41004,
+            443,
+            &fragmented,
+            1448,
+            unparsed(),
+        ),
+        tcp_case(
+            "name length past its extension",
+            41005,
+            443,
+            &bad_sni_length,
+            1448,
+            unparsed(),
+        ),
+        tcp_case(
+            "upper case and a trailing dot: matched, reported as sent",
+            41006,
+            443,
+            &hello("WWW.Bet365.COM."),
+            1448,
+            named("WWW.Bet365.COM.", "gambling", "tls", "sni"),
+        ),
+        tcp_case(
+            "punycode name, not listed",
+            41007,
+            443,
+            &hello("xn--bcher-kva.example"),
+            1448,
+            named("xn--bcher-kva.example", "uncategorized", "tls", "sni"),
+        ),
+        tcp_case(
+            "255-byte name",
+            41008,
+            443,
+            &hello(long_name),
+            1448,
+            named(long_name, "uncategorized", "tls", "sni"),
+        ),
+        tcp_case(
+            "longest listed suffix wins",
+            41009,
+            443,
+            &hello("music.youtube.com"),
+            1448,
+            named(
+                "music.youtube.com",
+                "streaming-audio",
+                "youtube-music",
+                "sni",
+            ),
+        ),
+        tcp_case(
+            "no server name",
+            41010,
+            443,
+            &Hello::new().ext(0x000d, vec![0, 2, 4, 3]).bytes(),
+            1448,
+            unnamed("uncategorized", "tls", "none"),
+        ),
+    ]);
+}
+
+#[test]
+fn split_client_hello_survives_retransmission_but_not_reordering() {
+    if !privileged("split_client_hello_survives_retransmission_but_not_reordering") {
+        return;
+    }
+    let chrome = chrome_like("www.netflix.com");
+    let segments = frames::tcp4_stream(42001, 443, 1000, &chrome, 1448);
+    let mut harness = Harness::new();
+    harness.send(&[
+        (Way::Up, segments[0].clone()),
+        (Way::Up, segments[0].clone()), // retransmitted before the second arrives
+        (Way::Up, segments[1].clone()),
+    ]);
+    check(
+        &harness,
+        "retransmission",
+        &key(ip_proto::TCP, 42001, 443),
+        &Expected {
+            ech: true,
+            ..named("www.netflix.com", "streaming-video", "netflix", "sni")
+        },
+    );
+    assert_eq!(harness.stat(Stat::Reassembled), 1);
+
+    let reordered = frames::tcp4_stream(42002, 443, 1000, &chrome, 700);
+    let mut harness = Harness::new();
+    harness.send(&[
+        (Way::Up, reordered[0].clone()),
+        (Way::Up, reordered[2].clone()),
+    ]);
+    check(
+        &harness,
+        "a segment missing: not parsed, not guessed",
+        &key(ip_proto::TCP, 42002, 443),
+        &Expected {
+            tls_unparsed: true,
+            ..unnamed("uncategorized", "tls", "none")
+        },
+    );
+    assert_eq!(harness.stat(Stat::TlsUnparsed), 1);
+}
+
+#[test]
+fn http_requests_and_trackers() {
+    if !privileged("http_requests_and_trackers") {
+        return;
+    }
+    run_cases(vec![
+        tcp_case(
+            "Host header",
+            43001,
+            80,
+            b"GET / HTTP/1.1\r\nUser-Agent: curl/7.88\r\nHost: open.spotify.com\r\n\r\n",
+            1448,
+            named("open.spotify.com", "streaming-audio", "spotify", "host"),
+        ),
+        tcp_case(
+            // Three segments: the Host line is cut in two.
+            "request split across segments",
+            43002,
+            80,
+            b"GET /iplayer HTTP/1.1\r\nHost: www.bbc.co.uk\r\nAccept: */*\r\n\r\n",
+            25,
+            named("www.bbc.co.uk", "uncategorized", "http", "host"),
+        ),
+        tcp_case(
+            "BitTorrent tracker announce",
+            43003,
+            6969,
+            b"GET /announce?info_hash=%12%34&peer_id=-AR1360-&port=6881 HTTP/1.1\r\n\
+              Host: tracker.example.org\r\n\r\n",
+            1448,
+            named(
+                "tracker.example.org",
+                "file-sharing",
+                "bittorrent",
+                "bt-tracker",
+            ),
+        ),
+    ]);
+}
+
+#[test]
+fn bittorrent_signatures_and_the_peer_cache() {
+    if !privileged("bittorrent_signatures_and_the_peer_cache") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let mut handshake = b"\x13BitTorrent protocol".to_vec();
+    handshake.extend_from_slice(&[0u8; 48]);
+    harness.send(&tcp_flow(44001, 51413, &handshake, 1448));
+    check(
+        &harness,
+        "peer-wire handshake",
+        &key(ip_proto::TCP, 44001, 51413),
+        &unnamed("file-sharing", "bittorrent", "bt-handshake"),
+    );
+
+    // A later, encrypted (MSE/PE) connection to the same peer has no signature at all.
+    let encrypted: Vec<u8> = (0..96u32).map(|i| (i * 37 + 11) as u8).collect();
+    harness.send(&tcp_flow(44002, 51413, &encrypted, 1448));
+    check(
+        &harness,
+        "encrypted flow to a known peer",
+        &key(ip_proto::TCP, 44002, 51413),
+        &unnamed("file-sharing", "bittorrent", "peer-cache"),
+    );
+
+    let dht = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+    let mut utp = [0u8; 20];
+    utp[0] = 0x41;
+    let mut connect = vec![0, 0, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0];
+    connect.extend_from_slice(&[9, 9, 9, 9]);
+    for (case, port, server_port, payload, method) in [
+        ("DHT query", 44003u16, 6881u16, dht.to_vec(), "bt-dht"),
+        ("uTP SYN", 44004, 40000, utp.to_vec(), "bt-utp"),
+        ("UDP tracker connect", 44005, 1337, connect, "bt-tracker"),
+    ] {
+        harness.send(&[(Way::Up, frames::udp4(Way::Up, port, server_port, &payload))]);
+        check(
+            &harness,
+            case,
+            &key(ip_proto::UDP, port, server_port),
+            &unnamed("file-sharing", "bittorrent", method),
+        );
+    }
+    // Port 6881 itself is a known peer by now (the DHT case): take another BitTorrent port.
+    harness.send(&tcp_flow(44006, 6887, b"SSH-2.0-OpenSSH_9.2\r\n", 1448));
+    check(
+        &harness,
+        "port rule",
+        &key(ip_proto::TCP, 44006, 6887),
+        &unnamed("file-sharing", "unknown", "port"),
+    );
+}
+
+#[test]
+fn quic_initials_are_named_by_the_daemon_and_the_class_handed_back() {
+    if !privileged("quic_initials_are_named_by_the_daemon") {
+        return;
+    }
+    let record = chrome_like("rr5---sn-q4fl6n6s.googlevideo.com");
+    let hello = classifier_common::testing::handshake_of(&record);
+    let (first, second) = hello.split_at(1100);
+    let dcid = [7u8; 8];
+    let initials = [
+        client_initial(QuicVersion::V1, &dcid, 0, 0, first),
+        client_initial(QuicVersion::V1, &dcid, 1, 1100, second),
+    ];
+    let mut harness = Harness::new();
+    let quic_key = key(ip_proto::UDP, 45001, 443);
+    let sent = harness.send(&[(Way::Up, frames::udp4(Way::Up, 45001, 443, &initials[0]))]);
+    assert!(
+        matches!(&sent[..], [Event::QuicInitial { datagram, truncated: false, .. }] if *datagram == initials[0]),
+        "the first Initial goes to the daemon whole: {sent:?}"
+    );
+    check(
+        &harness,
+        "waiting for the second Initial",
+        &quic_key,
+        &unnamed("quic", "quic", "none"),
+    );
+    harness.send(&[(Way::Up, frames::udp4(Way::Up, 45001, 443, &initials[1]))]);
+    // The daemon has written the class; the flow's next packet picks it up.
+    harness.send(&[(
+        Way::Up,
+        frames::udp4(Way::Up, 45001, 443, b"short header packet"),
+    )]);
+    check(
+        &harness,
+        "named from the decrypted ClientHello",
+        &quic_key,
+        &named(
+            "rr5---sn-q4fl6n6s.googlevideo.com",
+            "streaming-video",
+            "youtube",
+            "quic",
+        ),
+    );
+    assert_eq!(harness.stat(Stat::QuicToDaemon), 2);
+
+    // Something that only looks like an Initial: unreadable, so QUIC of unknown name.
+    let mut harness = Harness::new();
+    let lookalike = frames::quic_initial_like(45002);
+    harness.send(&[(Way::Up, lookalike.clone()), (Way::Up, lookalike)]);
+    check(
+        &harness,
+        "unreadable Initial",
+        &key(ip_proto::UDP, 45002, 443),
+        &unnamed("quic", "quic", "quic"),
+    );
+}
