@@ -69,7 +69,8 @@ pub struct ClassifyJob {
     pub protocol_app: u16,
     pub name_offset: u16,
     pub name_len: u16,
-    pub _pad2: [u8; 2],
+    /// Layer-3 length of the packet being classified (for the blocked counters).
+    pub packet_l3_len: u16,
 }
 
 /// Key of the `PORTS` map.

@@ -80,10 +80,22 @@ pub struct FlowEntry {
     pub app: u16,
     /// Client payload packets (or QUIC Initials) the classifier has looked at.
     pub inspected: u8,
-    pub _pad: [u8; 3],
-    /// Reserved for policy (group, verdict) and enforcement counters: zero until used, so
-    /// the value layout does not change under pinned maps.
-    pub reserved: [u64; 3],
+    /// The policy's verdict for the flow ([`crate::policy::verdict`]), as last worked out.
+    pub verdict: u8,
+    /// The client's group, once looked up (see `policy_flags`).
+    pub group: u16,
+    /// The policy generation `verdict` was worked out under: a new policy, period or
+    /// exception bumps the generation and every flow works its verdict out again.
+    pub policy_gen: u32,
+    /// The category `verdict` was worked out for (classification may change it).
+    pub verdict_category: u16,
+    /// [`crate::policy::policy_flags`] bits.
+    pub policy_flags: u8,
+    pub _pad: u8,
+    /// Packets and bytes dropped by a block verdict.
+    pub blocked: DirectionCounters,
+    /// Packets and bytes put into a shaping class.
+    pub shaped: DirectionCounters,
 }
 
 /// TCP flag bits as they appear in the header's 13th byte.
@@ -111,8 +123,9 @@ mod tests {
     fn layouts_are_fixed() {
         // The kernel sees these sizes through pinned maps: a change needs a migration.
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowEntry>(), 88);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 104);
         assert_eq!(core::mem::offset_of!(FlowEntry, category), 56);
+        assert_eq!(core::mem::offset_of!(FlowEntry, blocked), 72);
         assert_eq!(core::mem::align_of::<FlowEntry>(), 8);
     }
 

@@ -15,6 +15,7 @@ pub mod event;
 pub mod flow;
 pub mod maps;
 pub mod parse;
+pub mod policy;
 pub mod stats;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -57,9 +57,24 @@ pub const CLASSIFIERS: &str = "CLASSIFIERS";
 /// Per-CPU hand-over between the classification programs ([`crate::config::ClassifyJob`]).
 pub const JOBS: &str = "JOBS";
 
+/// Client prefix (IPv4-mapped, LPM) → group id.
+pub const GROUP_PREFIXES: &str = "GROUP_PREFIXES";
+pub const GROUP_PREFIXES_MAX_ENTRIES: usize = 16_384;
+/// VLAN id → group id.
+pub const GROUP_VLANS: &str = "GROUP_VLANS";
+pub const GROUP_VLANS_MAX_ENTRIES: usize = 4096;
+/// (table, group, category) → verdict ([`crate::policy`]).
+pub const ACTIONS: &str = "ACTIONS";
+pub const ACTIONS_MAX_ENTRIES: usize = 131_072;
+/// (client, category) → allowed by an exception.
+pub const CLIENT_EXCEPTIONS: &str = "CLIENT_EXC";
+pub const CLIENT_EXCEPTIONS_MAX_ENTRIES: usize = 16_384;
+/// One u32: the policy generation (its low bit picks the action table in force).
+pub const POLICY_GEN: &str = "POLICY_GEN";
+
 /// Every map the daemon pins under its pin directory. The program array is not pinned: its
 /// entries are program file descriptors that belong to the loading process.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 16] = [
     FLOWS,
     STATS,
     DOMAINS,
@@ -71,4 +86,9 @@ pub const PINNED_MAPS: [&str; 11] = [
     EVENTS,
     CLASS_RESULTS,
     CONFIG,
+    GROUP_PREFIXES,
+    GROUP_VLANS,
+    ACTIONS,
+    CLIENT_EXCEPTIONS,
+    POLICY_GEN,
 ];

@@ -33,11 +33,13 @@ pub enum Stat {
     QuicToDaemon = 12,
     /// Events dropped because the ring buffer was full (the daemon is behind).
     EventsDropped = 13,
+    /// Packets dropped by a block verdict.
+    Blocked = 14,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -55,6 +57,7 @@ impl Stat {
         Stat::ReassemblyLost,
         Stat::QuicToDaemon,
         Stat::EventsDropped,
+        Stat::Blocked,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -74,6 +77,7 @@ impl Stat {
             Stat::ReassemblyLost => "reassembly_lost",
             Stat::QuicToDaemon => "quic_to_daemon",
             Stat::EventsDropped => "events_dropped",
+            Stat::Blocked => "blocked",
         }
     }
 }

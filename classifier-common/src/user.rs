@@ -5,6 +5,7 @@ use crate::{
     domain::DomainEntry,
     event::{ClassifiedEvent, PayloadEvent},
     flow::{DirectionCounters, FlowEntry, FlowKey},
+    policy::{ActionEntry, ActionKey, ExceptionKey, VlanKey},
 };
 
 // SAFETY: plain `#[repr(C)]` data of integers and byte arrays with explicit padding fields:
@@ -32,3 +33,11 @@ unsafe impl aya::Pod for ClassifiedEvent {}
 unsafe impl aya::Pod for PayloadEvent {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ClassifyJob {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ActionKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ActionEntry {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ExceptionKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for VlanKey {}

@@ -19,6 +19,7 @@
 mod atomic;
 mod bounded_loop;
 mod classify;
+mod enforce;
 mod flows;
 mod maps;
 mod packet;
@@ -32,7 +33,7 @@ use aya_ebpf::{
 use classifier_common::{
     classify::state,
     config::tail,
-    flow::FlowEntry,
+    flow::{FlowEntry, FlowKey},
     parse::{PacketBytes, PacketMeta, Parsed, parse_headers},
     stats::Stat,
 };
@@ -47,13 +48,18 @@ use crate::{
 /// class is open. A packet we cannot parse is passed and counted, never dropped.
 #[xdp]
 pub fn lan_ingress(ctx: XdpContext) -> u32 {
-    let Some(entry) = observe(&DirectPacket::xdp(&ctx), 1, Direction::Upload) else {
+    let Some(seen) = observe(&DirectPacket::xdp(&ctx), 1, Direction::Upload) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: the flow's map value, live for this program run.
-    if unsafe { (*entry).class_state } != state::DONE {
-        // SAFETY: tail calls end this program; on failure (no program loaded) we pass.
+    if unsafe { (*seen.entry).class_state } != state::DONE {
+        // SAFETY: tail calls end this program; the classifier gives the verdict then. On
+        // failure (no program loaded) the flow is judged as it stands.
         unsafe { CLASSIFIERS.tail_call(&ctx, tail::CLASSIFY_UPLOAD) };
+    }
+    // SAFETY: as above.
+    if unsafe { enforce::blocks(&seen.key, seen.entry, seen.count.bytes) } {
+        return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
 }
@@ -88,13 +94,28 @@ pub fn name_lookup(ctx: XdpContext) -> u32 {
 pub fn lan_egress(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the program's context pointer, valid for the whole run.
     let segments = unsafe { (*ctx.skb.skb).gso_segs };
-    let _ = observe(&DirectPacket::tc(&ctx), segments, Direction::Download);
+    let Some(seen) = observe(&DirectPacket::tc(&ctx), segments, Direction::Download) else {
+        return TC_ACT_PIPE;
+    };
+    // SAFETY: the flow's map value, live for this program run.
+    if unsafe { enforce::blocks(&seen.key, seen.entry, seen.count.bytes) } {
+        return TC_ACT_SHOT;
+    }
     TC_ACT_PIPE
 }
 
 /// `TC_ACT_PIPE` from linux/pkt_cls.h, typed as TC programs return it (the generated
 /// bindings' type differs between targets).
 const TC_ACT_PIPE: i32 = 3;
+/// `TC_ACT_SHOT`: drop.
+const TC_ACT_SHOT: i32 = 2;
+
+/// A packet counted against its flow.
+struct Seen {
+    key: FlowKey,
+    entry: *mut FlowEntry,
+    count: WireCount,
+}
 
 /// Baseline for benchmarks: the cost of running any XDP program at all.
 #[xdp]
@@ -105,17 +126,15 @@ pub fn empty_xdp(_ctx: XdpContext) -> u32 {
 /// Parses the packet and counts it against its flow (returned), or against the global
 /// counter that says why it has none. `segments` is the skb's GSO segment count (1 in XDP).
 #[inline(always)]
-fn observe<P: PacketBytes>(
-    packet: &P,
-    segments: u32,
-    direction: Direction,
-) -> Option<*mut FlowEntry> {
+fn observe<P: PacketBytes>(packet: &P, segments: u32, direction: Direction) -> Option<Seen> {
     stats::bump(Stat::Packets);
     let mut meta = PacketMeta::default();
     match parse_headers(packet, &mut meta) {
         Ok(Parsed::Ip) => {
             let key = flows::flow_key(&meta, direction);
-            flows::account(&key, &meta, WireCount::of(&meta, segments), direction)
+            let count = WireCount::of(&meta, segments);
+            let entry = flows::account(&key, &meta, count, direction)?;
+            Some(Seen { key, entry, count })
         }
         Ok(Parsed::NotIp) => {
             stats::bump(Stat::NotIp);

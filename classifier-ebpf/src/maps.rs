@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use classifier_common::{
@@ -15,9 +15,11 @@ use classifier_common::{
     domain::DomainEntry,
     flow::{FlowEntry, FlowKey},
     maps::{
-        CLASS_RESULTS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES, EVENTS_BYTES, FLOWS_MAX_ENTRIES,
-        PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
+        ACTIONS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES,
+        DOMAINS_DEFAULT_ENTRIES, EVENTS_BYTES, FLOWS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
+        GROUP_VLANS_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
     },
+    policy::{ActionEntry, ActionKey, ExceptionKey, GroupPrefixData, VlanKey},
     stats::Stat,
 };
 
@@ -81,3 +83,29 @@ pub static CLASSIFIERS: ProgramArray<{ tail::COUNT as usize }> = ProgramArray::n
 /// Hand-over between the classification programs of one packet (one CPU runs them all).
 #[btf_map]
 pub static JOBS: PerCpuArray<ClassifyJob, 1> = PerCpuArray::new();
+
+/// (table, client prefix, IPv4-mapped) → group id: the longest prefix wins.
+#[btf_map]
+pub static GROUP_PREFIXES: LpmTrie<GroupPrefixData, u16, GROUP_PREFIXES_MAX_ENTRIES> =
+    LpmTrie::new();
+
+/// (table, VLAN id) → group id (VLANs are looked at before prefixes).
+#[btf_map]
+pub static GROUP_VLANS: HashMap<VlanKey, u16, GROUP_VLANS_MAX_ENTRIES, NO_PREALLOC> =
+    HashMap::new();
+
+/// (table, group, category) → verdict; two tables, the generation's low bit picks one.
+/// (group, category) pairs without an entry are allowed.
+#[btf_map]
+pub static ACTIONS: HashMap<ActionKey, ActionEntry, ACTIONS_MAX_ENTRIES, NO_PREALLOC> =
+    HashMap::new();
+
+/// (client, category, table) triples an unexpired exception allows.
+#[btf_map]
+pub static CLIENT_EXC: HashMap<ExceptionKey, u8, CLIENT_EXCEPTIONS_MAX_ENTRIES, NO_PREALLOC> =
+    HashMap::new();
+
+/// The policy generation: bumped by the daemon at every change of tables, period or
+/// exceptions; its low bit is the action table in force.
+#[btf_map]
+pub static POLICY_GEN: Array<u32, 1> = Array::new();

@@ -326,6 +326,12 @@ impl Datapath {
         tables::install(&mut self.ebpf, tables, config)
     }
 
+    /// Makes `tables` the policy in force (see [`tables::swap_policy`]); returns the new
+    /// generation.
+    pub fn swap_policy(&mut self, tables: &tables::DecisionTables) -> anyhow::Result<u32> {
+        tables::swap_policy(&mut self.ebpf, tables)
+    }
+
     /// The ring buffer of events, taken out so the daemon can wait on it on its own.
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self

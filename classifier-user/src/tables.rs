@@ -1,17 +1,26 @@
-//! Writing a policy's lookup tables (domains, ports, protocol categories) and settings
-//! into the datapath's maps.
+//! Writing a policy into the datapath's maps: the lookup tables (domains, ports, protocol
+//! categories) and settings, and the double-buffered decision tables (groups, verdicts,
+//! exceptions) swapped in by one generation bump.
 
 use std::collections::HashSet;
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData},
+    maps::{
+        Array, HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use classifier_common::{
     config::{ClassResult, Config, PortKey},
     domain::DomainEntry,
+    flow::ipv4_mapped,
     maps,
+    policy::{
+        ActionEntry, ActionKey, ExceptionKey, GroupPrefixData, VlanKey, group_prefix_data,
+        group_prefix_len, mapped_prefix_len, table_of,
+    },
 };
 
 use crate::policy::ClassTables;
@@ -77,6 +86,165 @@ fn install_ports(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {
         .keys()
         .filter_map(Result::ok)
         .filter(|key| !wanted.contains(key))
+        .collect();
+    for key in stale {
+        let _ = map.remove(&key);
+    }
+    Ok(())
+}
+
+/// One table of the policy as the datapath holds it, for one period and moment: groups,
+/// the non-allow (group, category) verdicts, and the clients' active exceptions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DecisionTables {
+    pub prefixes: Vec<(ipnet::IpNet, u16)>,
+    pub vlans: Vec<(u16, u16)>,
+    /// (group, category) → entry; pairs not listed are allowed.
+    pub actions: Vec<((u16, u16), ActionEntry)>,
+    /// (client, category) pairs an exception allows.
+    pub client_exceptions: Vec<(std::net::IpAddr, u16)>,
+}
+
+/// Writes `tables` into the idle half of every policy map, then makes it the one in force
+/// by bumping the generation (one 4-byte write). Returns the new generation.
+pub fn swap_policy(ebpf: &mut Ebpf, tables: &DecisionTables) -> anyhow::Result<u32> {
+    let generation = current_generation(ebpf)?;
+    let next = generation.wrapping_add(1);
+    let table = table_of(next);
+    fill_prefixes(ebpf, table, &tables.prefixes)?;
+    fill_vlans(ebpf, table, &tables.vlans)?;
+    fill_actions(ebpf, table, &tables.actions)?;
+    fill_exceptions(ebpf, table, &tables.client_exceptions)?;
+    let mut word: Array<&mut MapData, u32> = Array::try_from(
+        ebpf.map_mut(maps::POLICY_GEN)
+            .context("no POLICY_GEN map")?,
+    )?;
+    word.set(0, next, 0)
+        .context("switching to the new policy tables")?;
+    Ok(next)
+}
+
+/// The generation in force.
+pub fn current_generation(ebpf: &Ebpf) -> anyhow::Result<u32> {
+    let word: Array<&MapData, u32> =
+        Array::try_from(ebpf.map(maps::POLICY_GEN).context("no POLICY_GEN map")?)?;
+    Ok(word.get(&0, 0)?)
+}
+
+fn fill_prefixes(
+    ebpf: &mut Ebpf,
+    table: u8,
+    prefixes: &[(ipnet::IpNet, u16)],
+) -> anyhow::Result<()> {
+    let mut trie: LpmTrie<&mut MapData, GroupPrefixData, u16> = LpmTrie::try_from(
+        ebpf.map_mut(maps::GROUP_PREFIXES)
+            .context("no GROUP_PREFIXES map")?,
+    )?;
+    let stale: Vec<Key<GroupPrefixData>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| key.data()[0] == table)
+        .collect();
+    for key in stale {
+        let _ = trie.remove(&key);
+    }
+    for (net, group) in prefixes {
+        let (addr, len) = mapped(net);
+        let key = Key::new(group_prefix_len(len), group_prefix_data(table, addr));
+        trie.insert(&key, group, 0)
+            .with_context(|| format!("writing group prefix {net}"))?;
+    }
+    Ok(())
+}
+
+/// A prefix in the IPv4-mapped address space the datapath keys clients by.
+fn mapped(net: &ipnet::IpNet) -> ([u8; 16], u32) {
+    match net {
+        ipnet::IpNet::V4(v4) => (
+            ipv4_mapped(v4.network().octets()),
+            mapped_prefix_len(v4.prefix_len()),
+        ),
+        ipnet::IpNet::V6(v6) => (v6.network().octets(), v6.prefix_len() as u32),
+    }
+}
+
+fn mapped_addr(addr: std::net::IpAddr) -> [u8; 16] {
+    match addr.to_canonical() {
+        std::net::IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn fill_vlans(ebpf: &mut Ebpf, table: u8, vlans: &[(u16, u16)]) -> anyhow::Result<()> {
+    let mut map: HashMap<&mut MapData, VlanKey, u16> = HashMap::try_from(
+        ebpf.map_mut(maps::GROUP_VLANS)
+            .context("no GROUP_VLANS map")?,
+    )?;
+    replace_table(&mut map, |key: &VlanKey| key.table == table)?;
+    for (vlan, group) in vlans {
+        let key = VlanKey {
+            table,
+            _pad: 0,
+            vlan: *vlan,
+        };
+        map.insert(key, group, 0).context("writing VLAN groups")?;
+    }
+    Ok(())
+}
+
+fn fill_actions(
+    ebpf: &mut Ebpf,
+    table: u8,
+    actions: &[((u16, u16), ActionEntry)],
+) -> anyhow::Result<()> {
+    let mut map: HashMap<&mut MapData, ActionKey, ActionEntry> =
+        HashMap::try_from(ebpf.map_mut(maps::ACTIONS).context("no ACTIONS map")?)?;
+    replace_table(&mut map, |key: &ActionKey| key.table == table)?;
+    for ((group, category), entry) in actions {
+        let key = ActionKey {
+            table,
+            _pad: 0,
+            group: *group,
+            category: *category,
+            _pad2: 0,
+        };
+        map.insert(key, entry, 0)
+            .context("writing the action table")?;
+    }
+    Ok(())
+}
+
+fn fill_exceptions(
+    ebpf: &mut Ebpf,
+    table: u8,
+    exceptions: &[(std::net::IpAddr, u16)],
+) -> anyhow::Result<()> {
+    let mut map: HashMap<&mut MapData, ExceptionKey, u8> = HashMap::try_from(
+        ebpf.map_mut(maps::CLIENT_EXCEPTIONS)
+            .context("no CLIENT_EXC map")?,
+    )?;
+    replace_table(&mut map, |key: &ExceptionKey| key.table == table)?;
+    for (client, category) in exceptions {
+        let key = ExceptionKey {
+            client_addr: mapped_addr(*client),
+            category: *category,
+            table,
+            _pad: 0,
+        };
+        map.insert(key, 1, 0).context("writing client exceptions")?;
+    }
+    Ok(())
+}
+
+/// Removes the keys of one table (the idle one) before it is filled again.
+fn replace_table<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    map: &mut HashMap<&mut MapData, K, V>,
+    in_table: impl Fn(&K) -> bool,
+) -> anyhow::Result<()> {
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| in_table(k))
         .collect();
     for key in stale {
         let _ = map.remove(&key);

@@ -130,10 +130,11 @@ pub fn parse_handshake<P: PacketBytes + ?Sized>(
 /// Fewer than 5 bytes: a TLS record in the making, or not TLS at all.
 #[inline(always)]
 fn need_more_or_not_tls<P: PacketBytes + ?Sized>(p: &P, len: usize) -> TlsStatus {
+    if len == 0 || len >= RECORD_HEADER_LEN {
+        return TlsStatus::NotTls;
+    }
     match p.read::<1>(0) {
-        Some([CONTENT_TYPE_HANDSHAKE]) if len < RECORD_HEADER_LEN => {
-            TlsStatus::NeedMore { total: 0 }
-        }
+        Some([CONTENT_TYPE_HANDSHAKE]) => TlsStatus::NeedMore { total: 0 },
         _ => TlsStatus::NotTls,
     }
 }
@@ -216,13 +217,15 @@ fn parse_server_name<P: PacketBytes + ?Sized>(
         if offset + 3 > list_end {
             return Ok(());
         }
-        let entry = p.read::<3>(offset).ok_or(())?;
-        let name_len = u16::from_be_bytes([entry[1], entry[2]]) as usize;
+        // Type and length read apart: an odd-sized read is assembled with shifts, which in
+        // BPF once shifted a pointer on a path the verifier explores (verifier-notes.md).
+        let [name_type] = p.read::<1>(offset).ok_or(())?;
+        let name_len = u16::from_be_bytes(p.read::<2>(offset + 1).ok_or(())?) as usize;
         let name = offset + 3;
         if name + name_len > list_end {
             return Err(());
         }
-        if entry[0] == SNI_HOST_NAME && out.sni_len == 0 {
+        if name_type == SNI_HOST_NAME && out.sni_len == 0 {
             if name_len == 0 || name_len > MAX_NAME_LEN {
                 return Err(());
             }

@@ -1,7 +1,10 @@
 //! The hand-over between classification programs: this CPU's [`ClassifyJob`], the flow it
 //! is about, and the stream buffer holding the flow's first bytes.
 
-use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    programs::XdpContext,
+};
 use classifier_common::{
     config::{ClassifyJob, StreamBuf},
     flow::FlowEntry,
@@ -43,6 +46,18 @@ impl Job {
         unsafe { (*self.job).in_reassembly != 0 }
     }
 
+    /// The verdict for the packet being classified, under the flow's class so far: a
+    /// ClientHello that makes its flow blocked is itself dropped.
+    #[inline(always)]
+    pub fn verdict(&self) -> u32 {
+        // SAFETY: live map values (see `current`).
+        let blocked = unsafe {
+            let job = &*self.job;
+            crate::enforce::blocks(&job.key, self.entry, job.packet_l3_len as u64)
+        };
+        if blocked { XDP_DROP } else { XDP_PASS }
+    }
+
     /// Drops the flow's reassembly entry once classification is over.
     #[inline(always)]
     pub fn release_buffer(&self, completed: bool) {
@@ -56,9 +71,9 @@ impl Job {
     }
 }
 
-/// Sets this CPU's job for the flow `key`.
+/// Sets this CPU's job for the flow `key`, whose current packet has `l3_len` bytes.
 #[inline(always)]
-pub fn start(key: &classifier_common::flow::FlowKey, in_reassembly: bool) -> bool {
+pub fn start(key: &classifier_common::flow::FlowKey, in_reassembly: bool, l3_len: u16) -> bool {
     let Some(job) = JOBS.get_ptr_mut(0) else {
         return false;
     };
@@ -67,6 +82,7 @@ pub fn start(key: &classifier_common::flow::FlowKey, in_reassembly: bool) -> boo
         *job = ClassifyJob {
             key: *key,
             in_reassembly: in_reassembly as u8,
+            packet_l3_len: l3_len,
             ..ClassifyJob::default()
         };
     }

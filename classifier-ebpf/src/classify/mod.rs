@@ -17,7 +17,10 @@ mod stream;
 pub use name::name_lookup;
 pub use stream::{parse_http, parse_tls};
 
-use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    programs::XdpContext,
+};
 use classifier_common::{
     classify::{Method, app, class_flags, state},
     config::{Config, PeerKey, PortKey},
@@ -47,14 +50,22 @@ pub fn classify_upload(ctx: &XdpContext) -> u32 {
     };
     let config = CONFIG.get(0).copied().unwrap_or_default();
     // SAFETY: `entry` is the flow's map value, live for this program run.
-    unsafe {
+    let verdict = unsafe {
         match (*entry).class_state {
             state::INSPECTING => inspect(ctx, &packet, &meta, &key, entry, &config),
             state::REASSEMBLING => stream::continue_reassembly(ctx, &meta, &key, entry),
             state::QUIC_PENDING => datagram::pending(ctx, &packet, &meta, &key, entry, &config),
             _ => XDP_PASS,
         }
+    };
+    if verdict != XDP_PASS {
+        return verdict; // a QUIC flow held while its name is read
     }
+    // SAFETY: as above.
+    if unsafe { crate::enforce::blocks(&key, entry, meta.l3_len as u64) } {
+        return XDP_DROP;
+    }
+    XDP_PASS
 }
 
 #[inline(always)]

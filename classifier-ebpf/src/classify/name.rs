@@ -50,7 +50,7 @@ pub fn name_lookup(_ctx: &XdpContext) -> u32 {
         finish(&found.key, job.entry, Some(name));
         job.release_buffer(true);
     }
-    XDP_PASS
+    job.verdict()
 }
 
 /// The flow's class from its name: the listed domain's category and application, or, for

@@ -72,7 +72,7 @@ pub unsafe fn inspect_first(
         (*buf).len = 0;
         (*buf).kind = kind;
         (*buf).next_seq = meta.tcp_seq.wrapping_add(len as u32);
-        if append_from_xdp(ctx, buf, offset, len).is_err() || !job::start(key, false) {
+        if append_from_xdp(ctx, buf, offset, len).is_err() || !job::start(key, false, meta.l3_len) {
             finish(key, entry, None);
             return XDP_PASS;
         }
@@ -118,7 +118,7 @@ pub unsafe fn continue_reassembly(
         }
         (*buf).next_seq = (*buf).next_seq.wrapping_add(len as u32);
         (*entry).inspected = (*entry).inspected.saturating_add(1);
-        if !job::start(key, true) {
+        if !job::start(key, true, meta.l3_len) {
             return XDP_PASS;
         }
         job::hand_over(ctx, parser_for(kind))
@@ -177,7 +177,7 @@ pub fn parse_tls(ctx: &XdpContext) -> u32 {
             }
         }
     }
-    XDP_PASS
+    job.verdict()
 }
 
 /// The `parse_http` program: the job's bytes as an HTTP request.
@@ -212,7 +212,7 @@ pub fn parse_http(ctx: &XdpContext) -> u32 {
                     }
                     finish(&key, job.entry, None);
                     job.release_buffer(true);
-                    return XDP_PASS;
+                    return job.verdict();
                 }
                 let found = &mut *job.job;
                 found.method = Method::Host as u8;
@@ -228,7 +228,7 @@ pub fn parse_http(ctx: &XdpContext) -> u32 {
             }
         }
     }
-    XDP_PASS
+    job.verdict()
 }
 
 /// The HTTP scanner's steps as a `bpf_loop` body.

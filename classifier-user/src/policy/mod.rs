@@ -8,8 +8,11 @@
 //! A policy that fails to load changes nothing: the caller keeps the policy in force.
 
 pub mod classes;
+pub mod exceptions;
 pub mod file;
+pub mod groups;
 pub mod lists;
+pub mod rules;
 pub mod source;
 
 use std::{

@@ -1,0 +1,116 @@
+//! The policy's verdict for a flow, worked out once per policy generation and category,
+//! and applied: blocked uploads are dropped at XDP, blocked downloads at TC.
+
+use aya_ebpf::btf_maps::lpm_trie::Key;
+use classifier_common::{
+    flow::{FlowEntry, FlowKey},
+    policy::{
+        ActionEntry, ActionKey, ExceptionKey, VlanKey, group_prefix_data, group_prefix_len,
+        policy_flags, table_of, verdict,
+    },
+    stats::Stat,
+};
+
+use crate::{
+    atomic,
+    maps::{ACTIONS, CLIENT_EXC, GROUP_PREFIXES, GROUP_VLANS, POLICY_GEN},
+    stats,
+};
+
+/// The flow's verdict under the policy in force, from the flow's cache when neither the
+/// generation nor the category has changed since it was worked out.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn verdict_of(key: &FlowKey, entry: *mut FlowEntry) -> u8 {
+    let generation = POLICY_GEN.get(0).copied().unwrap_or(0);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let category = (*entry).category;
+        let decided = (*entry).policy_flags & policy_flags::DECIDED != 0;
+        if decided && (*entry).policy_gen == generation {
+            if (*entry).verdict_category == category {
+                return (*entry).verdict;
+            }
+        } else {
+            // A new generation may move the client to another group.
+            (*entry).group = group_of(key, (*entry).vlan_id, table_of(generation));
+        }
+        let verdict = work_out(key, (*entry).group, category, generation).verdict;
+        (*entry).verdict = verdict;
+        (*entry).policy_gen = generation;
+        (*entry).verdict_category = category;
+        (*entry).policy_flags |= policy_flags::DECIDED;
+        verdict
+    }
+}
+
+/// Exceptions first, then the action table in force; allowed when neither says more.
+#[inline(always)]
+fn work_out(key: &FlowKey, group: u16, category: u16, generation: u32) -> ActionEntry {
+    let exception = ExceptionKey {
+        client_addr: key.client_addr,
+        category,
+        table: table_of(generation),
+        _pad: 0,
+    };
+    if CLIENT_EXC.get_ptr(exception).is_some() {
+        return ActionEntry::default();
+    }
+    let action = ActionKey {
+        table: table_of(generation),
+        _pad: 0,
+        group,
+        category,
+        _pad2: 0,
+    };
+    match ACTIONS.get_ptr(action) {
+        // SAFETY: a map value pointer, valid for this program run.
+        Some(entry) => unsafe { *entry },
+        None => ActionEntry::default(),
+    }
+}
+
+/// The client's group in `table`: its VLAN's if one is claimed, else the longest prefix,
+/// else 0 (`default`).
+#[inline(always)]
+fn group_of(key: &FlowKey, vlan_id: u16, table: u8) -> u16 {
+    let vlan = VlanKey {
+        table,
+        _pad: 0,
+        vlan: vlan_id,
+    };
+    if vlan_id != 0
+        && let Some(group) = GROUP_VLANS.get_ptr(vlan)
+    {
+        // SAFETY: a map value pointer, valid for this program run.
+        return unsafe { *group };
+    }
+    let lookup = Key::new(
+        group_prefix_len(128),
+        group_prefix_data(table, key.client_addr),
+    );
+    GROUP_PREFIXES.get(&lookup).copied().unwrap_or(0)
+}
+
+/// Whether the packet is to be dropped; counts it as blocked if so.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn blocks(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> bool {
+    // SAFETY: forwarded from the caller.
+    if unsafe { verdict_of(key, entry) } != verdict::BLOCK {
+        return false;
+    }
+    stats::bump(Stat::Blocked);
+    // SAFETY: forwarded from the caller; counters are shared between CPUs.
+    unsafe {
+        // One counter pair: packets blocked, whichever way they were going.
+        let counters = &raw mut (*entry).blocked;
+        atomic::add(&raw mut (*counters).packets, 1);
+        atomic::add(&raw mut (*counters).bytes, l3_len);
+    }
+    true
+}
