@@ -17,6 +17,15 @@ pub struct PolicyFile {
     /// Applications by name: named sets of domains inside a category.
     #[serde(default)]
     pub apps: IndexMap<String, AppSection>,
+    /// Groups of clients by name.
+    #[serde(default)]
+    pub groups: IndexMap<String, super::groups::GroupSection>,
+    /// Rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<super::rules::RuleSection>,
+    /// Exceptions granted in the policy itself (the CLI keeps its own in an exceptions file).
+    #[serde(default)]
+    pub exceptions: Vec<super::exceptions::ExceptionSection>,
     #[serde(default)]
     pub quic: QuicSection,
     #[serde(default)]

@@ -8,6 +8,7 @@
 //! A policy that fails to load changes nothing: the caller keeps the policy in force.
 
 pub mod classes;
+pub mod decide;
 pub mod exceptions;
 pub mod file;
 pub mod groups;
@@ -24,6 +25,9 @@ use classifier_common::config::{Config, quic_mode};
 
 pub use self::{
     classes::ClassTables,
+    exceptions::Exception,
+    groups::Groups,
+    rules::{Action, Rule},
     source::{FieldPath, PolicyError},
 };
 use self::{file::PolicyFile, source::Source};
@@ -41,6 +45,11 @@ pub struct Policy {
     pub site_name: String,
     pub timezone: jiff::tz::TimeZone,
     pub classes: ClassTables,
+    pub groups: Groups,
+    pub rules: Vec<Rule>,
+    pub exceptions: Vec<Exception>,
+    /// Every period the rules may name.
+    pub periods: Vec<String>,
     /// The datapath settings the policy implies.
     pub datapath: Config,
 }
@@ -82,12 +91,38 @@ impl Policy {
             )
         })?;
         let classes = classes::compile(&file, &source, base_dir)?;
+        let groups = Groups::compile(&file.groups, &source)?;
+        let periods: Vec<String> = ["working", "lunch", "outside"].map(String::from).to_vec();
+        let category = |name: &str| classes.category_id(name);
+        let group = |name: &str| groups.id(name);
+        let rules = rules::compile(
+            &file.rules,
+            &rules::Names {
+                category: &category,
+                group: &group,
+                periods: &periods,
+            },
+            &source,
+        )?;
+        let exceptions = exceptions::compile(
+            &file.exceptions,
+            &exceptions::Names {
+                category: &category,
+                group: &group,
+            },
+            &timezone,
+            &source,
+        )?;
         let datapath = datapath_config(&file, &source)?;
         Ok(Self {
             origin: origin.display().to_string(),
             site_name: file.site.name,
             timezone,
             classes,
+            groups,
+            rules,
+            exceptions,
+            periods,
             datapath,
         })
     }

@@ -161,3 +161,221 @@ fn ut1_list_directories_are_read_and_bad_lines_counted() {
     assert!(policy.classes.lookup("www.casino-example.org").is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+mod decisions {
+    use std::net::IpAddr;
+
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::policy::{Action, decide::Reason};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn decide(policy: &Policy, client: &str, category: &str, period: &str, when: &str) -> Decision {
+        let client: IpAddr = client.parse().unwrap();
+        let category = policy.classes.category_id(category).unwrap();
+        policy.decide(client, None, category, period, at(when))
+    }
+
+    use crate::policy::decide::Decision;
+
+    #[test]
+    fn default_policy_follows_the_council_policies() {
+        let policy = Policy::default_council();
+        let now = "2026-11-23T10:00:00Z";
+        let staff = "192.0.2.10";
+        for forbidden in ["adult", "gambling", "gaming", "cloud-storage", "doh"] {
+            for period in ["working", "lunch", "outside"] {
+                assert_eq!(
+                    decide(&policy, staff, forbidden, period, now).action,
+                    Action::Block,
+                    "{forbidden} in {period}"
+                );
+            }
+        }
+        assert_eq!(
+            decide(&policy, staff, "file-sharing", "working", now).action,
+            Action::Block
+        );
+        assert!(matches!(
+            decide(&policy, staff, "file-sharing", "outside", now).action,
+            Action::Shape(_)
+        ));
+        let clips = decide(&policy, staff, "streaming-video", "working", now);
+        let Action::Shape(shaping) = &clips.action else {
+            panic!("{clips:?}")
+        };
+        assert!(shaping.per_client && shaping.allowance.is_some());
+        assert_eq!(
+            decide(&policy, staff, "quic", "working", now).action,
+            Action::Block
+        );
+        assert_eq!(
+            decide(&policy, staff, "quic", "lunch", now).action,
+            Action::Allow
+        );
+        let news = decide(&policy, staff, "streaming-video", "working", now);
+        assert_eq!(
+            news.reason,
+            Reason::Rule {
+                rule: 5,
+                description: policy.rules[4].description.clone()
+            }
+        );
+        assert_eq!(
+            policy
+                .groups
+                .name(decide(&policy, "192.0.2.200", "quic", "working", now).group),
+            "guest-wifi"
+        );
+        assert_eq!(
+            policy
+                .groups
+                .name(decide(&policy, "192.0.2.5", "quic", "working", now).group),
+            "ict"
+        );
+        assert_eq!(
+            policy.groups.name(
+                policy
+                    .groups
+                    .group_of("198.51.100.7".parse().unwrap(), None)
+            ),
+            "default"
+        );
+        assert_eq!(
+            policy.groups.name(
+                policy
+                    .groups
+                    .group_of("203.0.113.9".parse().unwrap(), Some(30))
+            ),
+            "guest-wifi"
+        );
+    }
+
+    #[test]
+    fn exceptions_apply_until_they_expire_and_clients_before_groups() {
+        let text = format!(
+            "{}\n[[exceptions]]\nclient = \"192.0.2.42\"\ncategories = [\"cloud-storage\"]\napproved_by = \"A. Manager\"\nreference = \"RITM1\"\nreason = \"Dropbox evidence\"\nexpires = \"2027-03-31\"\n\n[[exceptions]]\ngroup = \"ict\"\ncategories = [\"gaming\"]\napproved_by = \"Head of ICT\"\nreference = \"RITM2\"\nreason = \"Testing\"\nexpires = \"2027-01-01T00:00:00Z\"\n",
+            DEFAULT_POLICY
+        );
+        let policy = Policy::parse(&text, Path::new("p.toml"), Path::new(".")).unwrap();
+        let before = "2027-03-31T22:59:59Z"; // 23:59:59 BST on the last day
+        let after = "2027-03-31T23:00:00Z";
+        let allowed = decide(&policy, "192.0.2.42", "cloud-storage", "working", before);
+        assert_eq!(allowed.action, Action::Allow);
+        assert!(
+            matches!(allowed.reason, Reason::ClientException { ref reference, .. } if reference == "RITM1")
+        );
+        assert_eq!(
+            decide(&policy, "192.0.2.42", "cloud-storage", "working", after).action,
+            Action::Block
+        );
+        assert_eq!(
+            decide(&policy, "192.0.2.43", "cloud-storage", "working", before).action,
+            Action::Block
+        );
+        assert!(matches!(
+            decide(
+                &policy,
+                "192.0.2.5",
+                "gaming",
+                "working",
+                "2026-12-31T12:00:00Z"
+            )
+            .reason,
+            Reason::GroupException { .. }
+        ));
+        assert_eq!(
+            decide(
+                &policy,
+                "192.0.2.5",
+                "gaming",
+                "working",
+                "2027-01-01T00:00:00Z"
+            )
+            .action,
+            Action::Block
+        );
+        assert_eq!(
+            policy.next_expiry(at("2026-12-01T00:00:00Z")),
+            Some(at("2027-01-01T00:00:00Z"))
+        );
+
+        let tables = policy.decision_tables("working", at(before));
+        assert!(tables.client_exceptions.contains(&(
+            "192.0.2.42".parse().unwrap(),
+            policy.classes.category_id("cloud-storage").unwrap()
+        )));
+        assert!(
+            policy
+                .decision_tables("working", at(after))
+                .client_exceptions
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn rules_and_exceptions_errors_are_located() {
+        let cases = [
+            (
+                "[[rules]]\ncategories = \"gamblng\"\naction = \"block\"\n",
+                "rules[0].categories",
+                "no category `gamblng`",
+            ),
+            (
+                "[categories.x]\n[[rules]]\ncategories = \"x\"\nperiods = [\"lunchtime\"]\naction = \"block\"\n",
+                "rules[0].periods[0]",
+                "no period `lunchtime`",
+            ),
+            (
+                "[[rules]]\naction = \"shape\"\n",
+                "rules[0].action",
+                "needs a `rate`",
+            ),
+            (
+                "[[rules]]\naction = \"shape\"\nrate = \"2mbps\"\n",
+                "rules[0].rate",
+                "bytes per second",
+            ),
+            (
+                "[[rules]]\naction = \"block\"\nrate = \"2mbit\"\n",
+                "rules[0].rate",
+                "only goes with",
+            ),
+            (
+                "[[rules]]\naction = \"deny\"\n",
+                "rules[0].action",
+                "choose `allow`, `block` or `shape`",
+            ),
+            (
+                "[groups.a]\nprefixes = [\"192.0.2.1/24\"]\n",
+                "groups.a.prefixes[0]",
+                "host bits",
+            ),
+            (
+                "[groups.a]\nvlans = [5000]\n",
+                "groups.a.vlans[0]",
+                "1 to 4094",
+            ),
+            ("[groups.default]\n", "groups.default", "unmatched clients"),
+            (
+                "[categories.x]\n[[exceptions]]\nclient = \"192.0.2.1\"\ncategories = [\"x\"]\napproved_by = \"\"\nreference = \"R\"\nreason = \"r\"\nexpires = \"2027-01-01\"\n",
+                "exceptions[0].approved_by",
+                "approval on record",
+            ),
+            (
+                "[categories.x]\n[[exceptions]]\nclient = \"192.0.2.1\"\ncategories = [\"x\"]\napproved_by = \"a\"\nreference = \"R\"\nreason = \"r\"\nexpires = \"soon\"\n",
+                "exceptions[0].expires",
+                "write a date",
+            ),
+        ];
+        for (text, field, message) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
+    }
+}
