@@ -8,6 +8,9 @@ pub mod kind {
     pub const FLOW_CLASSIFIED: u8 = 1;
     /// [`super::PayloadEvent`]: a QUIC client Initial datagram, for the daemon to decrypt.
     pub const QUIC_INITIAL: u8 = 2;
+    /// [`super::PayloadEvent`]: a BitTorrent tracker's reply (HTTP or UDP), whose peers the
+    /// daemon puts in the peer cache.
+    pub const TRACKER_REPLY: u8 = 3;
 }
 
 /// Longest name an event carries (a DNS name is at most 255 bytes).

@@ -91,7 +91,9 @@ pub struct FlowEntry {
     pub verdict_category: u16,
     /// [`crate::policy::policy_flags`] bits.
     pub policy_flags: u8,
-    pub _pad: u8,
+    /// Server→client payload packets of a BitTorrent tracker flow handed to the daemon
+    /// (which reads the peers they list into the peer cache).
+    pub tracker_replies: u8,
     /// Packets and bytes dropped by a block verdict.
     pub blocked: DirectionCounters,
     /// Packets and bytes put into a shaping class.

@@ -35,11 +35,13 @@ pub enum Stat {
     EventsDropped = 13,
     /// Packets dropped by a block verdict.
     Blocked = 14,
+    /// BitTorrent tracker replies handed to the daemon for their peer lists.
+    TrackerRepliesToDaemon = 15,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -58,6 +60,7 @@ impl Stat {
         Stat::QuicToDaemon,
         Stat::EventsDropped,
         Stat::Blocked,
+        Stat::TrackerRepliesToDaemon,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -78,6 +81,7 @@ impl Stat {
             Stat::QuicToDaemon => "quic_to_daemon",
             Stat::EventsDropped => "events_dropped",
             Stat::Blocked => "blocked",
+            Stat::TrackerRepliesToDaemon => "tracker_replies_to_daemon",
         }
     }
 }

@@ -97,6 +97,8 @@ pub fn lan_egress(ctx: TcContext) -> i32 {
     let Some(seen) = observe(&DirectPacket::tc(&ctx), segments, Direction::Download) else {
         return TC_ACT_PIPE;
     };
+    // SAFETY: as below.
+    unsafe { classify::tracker::forward_reply(&ctx, &seen.meta, &seen.key, seen.entry) };
     // SAFETY: the flow's map value, live for this program run.
     if unsafe { enforce::blocks(&seen.key, seen.entry, seen.count.bytes) } {
         return TC_ACT_SHOT;
@@ -115,6 +117,7 @@ struct Seen {
     key: FlowKey,
     entry: *mut FlowEntry,
     count: WireCount,
+    meta: PacketMeta,
 }
 
 /// Baseline for benchmarks: the cost of running any XDP program at all.
@@ -134,7 +137,12 @@ fn observe<P: PacketBytes>(packet: &P, segments: u32, direction: Direction) -> O
             let key = flows::flow_key(&meta, direction);
             let count = WireCount::of(&meta, segments);
             let entry = flows::account(&key, &meta, count, direction)?;
-            Some(Seen { key, entry, count })
+            Some(Seen {
+                key,
+                entry,
+                count,
+                meta,
+            })
         }
         Ok(Parsed::NotIp) => {
             stats::bump(Stat::NotIp);

@@ -1,7 +1,7 @@
 //! [`PacketBytes`] over direct packet access, for both program types.
 
 use aya_ebpf::{
-    helpers::generated::bpf_xdp_load_bytes,
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
 use classifier_common::{
@@ -178,6 +178,28 @@ pub unsafe fn xdp_load<const CAP: usize>(
     }
     // SAFETY: 1 ≤ n ≤ CAP bytes at `dst` (caller); the helper checks the frame side.
     let result = unsafe { bpf_xdp_load_bytes(ctx.ctx, from as u32, dst.cast(), n as u32) };
+    if result < 0 { Err(()) } else { Ok(n) }
+}
+
+/// [`xdp_load`] for an skb (TC): copies up to `CAP` of `len` bytes at `from` to `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `CAP` bytes of writes.
+#[inline(always)]
+pub unsafe fn skb_load<const CAP: usize>(
+    ctx: &TcContext,
+    from: usize,
+    dst: *mut u8,
+    len: usize,
+) -> Result<usize, ()> {
+    let len = verifier_opaque(len);
+    let n = if len < CAP { len } else { CAP };
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: 1 ≤ n ≤ CAP bytes at `dst` (caller); the helper checks the packet side.
+    let result =
+        unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), from as u32, dst.cast(), n as u32) };
     if result < 0 { Err(()) } else { Ok(n) }
 }
 

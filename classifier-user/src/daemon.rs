@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use classifier_common::{classify::Method, flow::FlowKey};
+use classifier_common::flow::FlowKey;
 use serde::Serialize;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, unix::AsyncFd},
@@ -19,12 +19,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     control::{self, ErrorReply, Request},
-    events::{self, Event},
-    flows::{self, FlowNames, FlowRecord},
+    events::Learned,
+    flows::{self, FlowRecord},
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
     policy::Policy,
-    quic::{self, QuicNames, QuicVerdict},
 };
 
 /// What the running daemon holds: the datapath, the policy in force, and what the events
@@ -32,9 +31,8 @@ use crate::{
 pub struct State {
     pub datapath: Datapath,
     pub policy: Policy,
-    pub names: FlowNames,
-    /// QUIC flows whose Initials are being read.
-    pub quic: QuicNames,
+    /// Flow names and QUIC flows being read, from the datapath's events.
+    pub learned: Learned,
     pub interface: String,
     pub xdp_mode: XdpAttachMode,
     pub started: Instant,
@@ -58,8 +56,8 @@ impl State {
     pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
         flows::read_table(
             &self.datapath.flow_table()?,
-            &self.policy.classes,
-            &self.names,
+            &self.policy,
+            &self.learned.names,
         )
     }
 
@@ -76,66 +74,9 @@ impl State {
         })
     }
 
-    /// Acts on one datapath event.
-    pub fn handle_event(&mut self, event: Event) {
-        match event {
-            Event::Classified {
-                key,
-                category,
-                app,
-                method,
-                name,
-                ..
-            } => {
-                debug!(
-                    flow = %flows::describe_key(&key),
-                    name = %name,
-                    category = self.policy.classes.category_name(category),
-                    app = self.policy.classes.app_name(app),
-                    method = Method::from_u8(method).name(),
-                    "flow classified"
-                );
-                if !name.is_empty() {
-                    self.names.insert(key, name);
-                }
-            }
-            Event::QuicInitial { key, datagram, .. } => {
-                if let Some(verdict) = self.quic.add(key, datagram) {
-                    self.classify_quic(key, &verdict);
-                }
-            }
-        }
-    }
-
-    /// Tells the datapath the class of a QUIC flow whose Initials have been read.
-    fn classify_quic(&mut self, key: FlowKey, verdict: &QuicVerdict) {
-        let class = quic::class_of(verdict, &self.policy.classes);
-        match verdict {
-            QuicVerdict::Named(name) => {
-                debug!(
-                    flow = %flows::describe_key(&key),
-                    name = %name,
-                    category = self.policy.classes.category_name(class.category),
-                    "QUIC flow classified"
-                );
-                self.names.insert(key, name.clone());
-            }
-            QuicVerdict::Unreadable(reason) => {
-                debug!(flow = %flows::describe_key(&key), reason = %reason, "QUIC Initials unreadable");
-            }
-        }
-        let written = self
-            .datapath
-            .class_results()
-            .and_then(|mut results| Ok(results.insert(key, class, 0)?));
-        if let Err(e) = written {
-            warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
-        }
-    }
-
     /// Forgets what it knows about flows that left the flow table.
     fn prune(&mut self, live: &HashSet<FlowKey>) {
-        self.names.retain_live(live);
+        self.learned.names.retain_live(live);
     }
 }
 
@@ -212,12 +153,11 @@ pub async fn serve(
 
 /// Reads every event waiting in the ring buffer.
 pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) {
-    let mut state = shared.lock();
-    while let Some(record) = ring.next() {
-        if let Some(event) = events::decode(&record) {
-            state.handle_event(event);
-        }
-    }
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    state
+        .learned
+        .drain(ring, &mut state.datapath, &state.policy);
 }
 
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {

@@ -1,9 +1,23 @@
 //! Events from the datapath's ring buffer: flows that got their class (with the name they
-//! got it by), and QUIC Initials for the daemon to read.
+//! got it by), and QUIC Initials for the daemon to read; and [`Learned`], what the daemon
+//! (or an offline replay) keeps of them.
+
+use std::net::{IpAddr, Ipv6Addr};
 
 use classifier_common::{
+    classify::Method,
+    config::PeerKey,
     event::{ClassifiedEvent, PayloadEvent, kind},
-    flow::FlowKey,
+    flow::{FlowKey, ip_proto, ipv4_mapped},
+};
+use tracing::{debug, warn};
+
+use crate::{
+    bittorrent,
+    flows::{self, FlowNames},
+    loader::Datapath,
+    policy::Policy,
+    quic::{self, QuicNames, QuicVerdict},
 };
 
 /// One decoded event.
@@ -24,6 +38,11 @@ pub enum Event {
         datagram: Vec<u8>,
         /// The datagram was longer than the event could carry.
         truncated: bool,
+    },
+    TrackerReply {
+        key: FlowKey,
+        /// The reply packet's TCP or UDP payload.
+        payload: Vec<u8>,
     },
 }
 
@@ -51,6 +70,14 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
                 truncated: event.original_len as usize > len,
             })
         }
+        kind::TRACKER_REPLY => {
+            let event: PayloadEvent = read(bytes)?;
+            let len = (event.len as usize).min(event.data.len());
+            Some(Event::TrackerReply {
+                key: event.key,
+                payload: event.data[..len].to_vec(),
+            })
+        }
         _ => None,
     }
 }
@@ -63,6 +90,134 @@ fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     // SAFETY: enough bytes (checked); T is plain data valid for any bit pattern (Pod), and
     // read_unaligned makes no alignment assumption.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// What the events taught: flow names, and QUIC flows whose Initials are being read.
+#[derive(Default)]
+pub struct Learned {
+    pub names: FlowNames,
+    pub quic: QuicNames,
+}
+
+impl Learned {
+    /// Acts on one datapath event: keeps the name, or reads QUIC Initials and hands the
+    /// class they give back to the datapath.
+    pub fn apply(&mut self, event: Event, datapath: &mut Datapath, policy: &Policy) {
+        match event {
+            Event::Classified {
+                key,
+                category,
+                app,
+                method,
+                name,
+                ..
+            } => {
+                debug!(
+                    flow = %flows::describe_key(&key),
+                    name = %name,
+                    category = policy.classes.category_name(category),
+                    app = policy.classes.app_name(app),
+                    method = Method::from_u8(method).name(),
+                    "flow classified"
+                );
+                if !name.is_empty() {
+                    self.names.insert(key, name);
+                }
+            }
+            Event::QuicInitial { key, datagram, .. } => {
+                if let Some(verdict) = self.quic.add(key, datagram) {
+                    self.classify_quic(key, &verdict, datapath, policy);
+                }
+            }
+            Event::TrackerReply { key, payload } => learn_peers(&key, &payload, datapath),
+        }
+    }
+
+    /// Reads every event waiting in the datapath's ring buffer.
+    pub fn drain(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        datapath: &mut Datapath,
+        policy: &Policy,
+    ) {
+        while let Some(record) = ring.next() {
+            if let Some(event) = decode(&record) {
+                drop(record);
+                self.apply(event, datapath, policy);
+            }
+        }
+    }
+
+    /// Tells the datapath the class of a QUIC flow whose Initials have been read.
+    fn classify_quic(
+        &mut self,
+        key: FlowKey,
+        verdict: &QuicVerdict,
+        datapath: &mut Datapath,
+        policy: &Policy,
+    ) {
+        let class = quic::class_of(verdict, &policy.classes);
+        match verdict {
+            QuicVerdict::Named { name, .. } => {
+                debug!(
+                    flow = %flows::describe_key(&key),
+                    name = %name,
+                    category = policy.classes.category_name(class.category),
+                    "QUIC flow classified"
+                );
+                self.names.insert(key, name.clone());
+            }
+            QuicVerdict::Unreadable(reason) => {
+                debug!(flow = %flows::describe_key(&key), reason = %reason, "QUIC Initials unreadable");
+            }
+        }
+        let written = datapath
+            .class_results()
+            .and_then(|mut results| Ok(results.insert(key, class, 0)?));
+        if let Err(e) = written {
+            warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
+        }
+    }
+}
+
+/// Puts the peers a tracker reply lists into the datapath's peer cache, as seen now.
+fn learn_peers(key: &FlowKey, reply: &[u8], datapath: &mut Datapath) {
+    let udp = key.protocol == ip_proto::UDP;
+    let ipv6_tracker = Ipv6Addr::from(key.server_addr).to_ipv4_mapped().is_none();
+    let peers = bittorrent::tracker_reply_peers(reply, udp, ipv6_tracker);
+    if peers.is_empty() {
+        return;
+    }
+    let learned = boot_time_ns().and_then(|now| {
+        let mut cache = datapath.peer_cache()?;
+        for peer in &peers {
+            let addr = match peer.ip() {
+                IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            let key = PeerKey {
+                addr,
+                port: peer.port(),
+                _pad: [0; 2],
+            };
+            cache.insert(key, now, 0)?;
+        }
+        Ok(())
+    });
+    match learned {
+        Ok(()) => debug!(
+            tracker = %flows::describe_key(key),
+            peers = peers.len(),
+            "peers learnt from a tracker reply"
+        ),
+        Err(e) => warn!(error = %format!("{e:#}"), "could not fill the peer cache"),
+    }
+}
+
+/// CLOCK_BOOTTIME in ns: the clock the datapath stamps the peer cache with.
+fn boot_time_ns() -> anyhow::Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
+    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
 #[cfg(test)]

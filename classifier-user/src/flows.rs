@@ -11,11 +11,12 @@ use aya::maps::{HashMap, MapData};
 use classifier_common::{
     classify::{Method, class_flags},
     flow::{DirectionCounters, FlowEntry, FlowKey, flow_flags, ip_proto},
+    policy::{policy_flags, verdict},
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::ClassTables;
+use crate::policy::Policy;
 
 /// One flow as people and programs outside the daemon see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,15 @@ pub struct FlowRecord {
     pub ech: bool,
     /// A ClientHello was seen but could not be read.
     pub tls_unparsed: bool,
+    /// The client's group under the policy in force (`default` when none matched).
+    pub group: String,
+    /// allow, block or shape, as the datapath last worked it out; `undecided` before the
+    /// datapath has looked the flow up (e.g. a flow adopted from an older datapath).
+    pub verdict: String,
+    /// Dropped by a block verdict, both ways together.
+    pub blocked: Counters,
+    /// Put into a shaping class, both ways together.
+    pub shaped: Counters,
 }
 
 /// Packets and layer-3 bytes in one direction.
@@ -73,9 +83,11 @@ impl FlowRecord {
         key: &FlowKey,
         entry: &FlowEntry,
         clock: &BootClock,
-        classes: &ClassTables,
+        policy: &Policy,
         name: Option<&str>,
     ) -> Self {
+        let classes = &policy.classes;
+        let decided = entry.policy_flags & policy_flags::DECIDED != 0;
         let client = socket_addr(key.client_addr, key.client_port);
         let server = socket_addr(key.server_addr, key.server_port);
         Self {
@@ -94,6 +106,14 @@ impl FlowRecord {
             method: Method::from_u8(entry.method).name().to_owned(),
             ech: entry.class_flags & class_flags::ECH != 0,
             tls_unparsed: entry.class_flags & class_flags::TLS_UNPARSED != 0,
+            group: policy.groups.name(entry.group).to_owned(),
+            verdict: if decided {
+                verdict::name(entry.verdict).to_owned()
+            } else {
+                "undecided".to_owned()
+            },
+            blocked: entry.blocked.into(),
+            shaped: entry.shaped.into(),
         }
     }
 
@@ -185,7 +205,7 @@ impl FlowNames {
 /// Every flow in `table` with its class and name, largest first.
 pub fn read_table<T: std::borrow::Borrow<MapData>>(
     table: &HashMap<T, FlowKey, FlowEntry>,
-    classes: &ClassTables,
+    policy: &Policy,
     names: &FlowNames,
 ) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
     let clock = BootClock::now()?;
@@ -194,7 +214,7 @@ pub fn read_table<T: std::borrow::Borrow<MapData>>(
         // An entry evicted or deleted while we iterate ends the walk early with an error;
         // the next read sees the table again, so report what we have.
         let Ok((key, entry)) = item else { break };
-        let record = FlowRecord::from_entry(&key, &entry, &clock, classes, names.get(&key));
+        let record = FlowRecord::from_entry(&key, &entry, &clock, policy, names.get(&key));
         records.push((key, record));
     }
     records.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_bytes()));

@@ -8,13 +8,16 @@
 //! - [`policy`]: the policy file: categories, applications, domains, ports;
 //! - [`tables`]: writing a policy's lookup tables into the datapath's maps;
 //! - [`events`]: what the datapath reports through its ring buffer;
+//! - [`bittorrent`]: tracker replies read for the peer cache;
 //! - [`flows`]: reading the flow table into records people can read;
 //! - [`metrics`]: the datapath's global counters;
+//! - [`replay`]: captures run through the real datapath offline (`classify-pcap`);
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
 //! - [`control`]: the control socket the CLI asks the daemon through;
 //! - [`cli`]: the subcommands.
 
+pub mod bittorrent;
 pub mod cli;
 pub mod control;
 pub mod daemon;
@@ -27,4 +30,5 @@ pub mod netns;
 pub mod policy;
 pub mod preflight;
 pub mod quic;
+pub mod replay;
 pub mod tables;

@@ -19,7 +19,7 @@ use aya::{
     util::KernelVersion,
 };
 use classifier_common::{
-    config::{ClassResult, Config},
+    config::{ClassResult, Config, PeerKey},
     flow::{FlowEntry, FlowKey},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
 };
@@ -348,6 +348,12 @@ impl Datapath {
             .map_mut(maps::CLASS_RESULTS)
             .context("no CLASS_RESULTS map")?;
         HashMap::try_from(map).context("CLASS_RESULTS is not a hash map")
+    }
+
+    /// The BitTorrent peer cache: peer endpoint → CLOCK_BOOTTIME ns it was last seen.
+    pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
+        let map = self.ebpf.map_mut(maps::PEERS).context("no PEERS map")?;
+        HashMap::try_from(map).context("PEERS is not a hash map")
     }
 
     /// Detaches the programs and removes the pinned maps.

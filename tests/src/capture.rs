@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead as _, BufReader},
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::mpsc,
     time::Duration,
@@ -79,15 +79,7 @@ impl Capture {
     /// Stops tcpdump and returns the packets it wrote. Fails if tcpdump reports that the
     /// kernel dropped packets: a witness that missed some is no witness.
     pub fn finish(mut self) -> anyhow::Result<Vec<CapturedPacket>> {
-        self.stop();
-        let summary: Vec<String> = self.stderr_lines.try_iter().collect();
-        let dropped = summary
-            .iter()
-            .find(|line| line.contains("dropped by kernel"))
-            .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok());
-        if dropped != Some(0) {
-            bail!("tcpdump's capture is incomplete or unreadable: {summary:?}");
-        }
+        self.stop_complete()?;
         let file = std::fs::File::open(&self.path)
             .with_context(|| format!("opening {}", self.path.display()))?;
         let mut reader = PcapReader::new(file).context("reading tcpdump's pcap")?;
@@ -98,6 +90,28 @@ impl Capture {
             }
         }
         Ok(packets)
+    }
+
+    /// Stops tcpdump and copies its pcap file to `dest`; fails like [`Capture::finish`].
+    pub fn save(mut self, dest: &Path) -> anyhow::Result<()> {
+        self.stop_complete()?;
+        std::fs::copy(&self.path, dest)
+            .with_context(|| format!("copying {} to {}", self.path.display(), dest.display()))?;
+        Ok(())
+    }
+
+    /// Stops tcpdump; fails unless it reports that the kernel dropped nothing.
+    fn stop_complete(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let summary: Vec<String> = self.stderr_lines.try_iter().collect();
+        let dropped = summary
+            .iter()
+            .find(|line| line.contains("dropped by kernel"))
+            .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok());
+        if dropped != Some(0) {
+            bail!("tcpdump's capture is incomplete or unreadable: {summary:?}");
+        }
+        Ok(())
     }
 
     fn stop(&mut self) {

@@ -7,6 +7,8 @@
 pub mod capture;
 pub mod frames;
 pub mod run;
+pub mod tracker;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 

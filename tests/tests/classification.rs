@@ -13,22 +13,25 @@ use classifier_tests::{
     run::run_frame,
 };
 use classifier_user::{
-    daemon::State,
-    events::{self, Event},
-    flows::{BootClock, FlowNames, FlowRecord},
-    loader::{Datapath, XdpAttachMode},
+    events::{self, Event, Learned},
+    flows::{BootClock, FlowRecord},
+    loader::Datapath,
     metrics,
     policy::Policy,
-    quic::{
-        QuicNames,
-        initial::{QuicVersion, testing::client_initial},
-    },
+    quic::initial::{QuicVersion, testing::client_initial},
 };
 
 /// The daemon's state around a test datapath with the default policy, and its events.
 struct Harness {
-    state: State,
+    state: Offline,
     events: RingBuf<MapData>,
+}
+
+/// What the daemon holds for classification, without an interface.
+struct Offline {
+    datapath: Datapath,
+    policy: Policy,
+    learned: Learned,
 }
 
 impl Harness {
@@ -39,14 +42,10 @@ impl Harness {
             .install_tables(&policy.classes, &policy.datapath)
             .unwrap();
         let events = datapath.take_events().unwrap();
-        let state = State {
+        let state = Offline {
             datapath,
             policy,
-            names: FlowNames::default(),
-            quic: QuicNames::default(),
-            interface: "test".into(),
-            xdp_mode: XdpAttachMode::Native,
-            started: std::time::Instant::now(),
+            learned: Learned::default(),
         };
         Self { state, events }
     }
@@ -59,7 +58,10 @@ impl Harness {
             while let Some(record) = self.events.next() {
                 if let Some(event) = events::decode(&record) {
                     seen.push(event.clone());
-                    self.state.handle_event(event);
+                    let state = &mut self.state;
+                    state
+                        .learned
+                        .apply(event, &mut state.datapath, &state.policy);
                 }
             }
         }
@@ -75,8 +77,8 @@ impl Harness {
             key,
             &entry,
             &BootClock::now().unwrap(),
-            &self.state.policy.classes,
-            self.state.names.get(key),
+            &self.state.policy,
+            self.state.learned.names.get(key),
         )
     }
 
@@ -509,14 +511,17 @@ fn quic_initials_are_named_by_the_daemon_and_the_class_handed_back() {
     )]);
     check(
         &harness,
-        "named from the decrypted ClientHello",
+        "named from the decrypted ClientHello (GREASE ECH, as Chrome sends, reported)",
         &quic_key,
-        &named(
-            "rr5---sn-q4fl6n6s.googlevideo.com",
-            "streaming-video",
-            "youtube",
-            "quic",
-        ),
+        &Expected {
+            ech: true,
+            ..named(
+                "rr5---sn-q4fl6n6s.googlevideo.com",
+                "streaming-video",
+                "youtube",
+                "quic",
+            )
+        },
     );
     assert_eq!(harness.stat(Stat::QuicToDaemon), 2);
 

@@ -26,7 +26,12 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (Debian packages, bpf-linker, bpffs mount).
     /// Idempotent: a second run only checks.
-    Setup,
+    Setup {
+        /// Also the browsers and BitTorrent clients that tests/captures/regenerate.sh
+        /// records (the tests themselves only read the committed captures).
+        #[arg(long)]
+        captures: bool,
+    },
     /// Set up, build, and run the demo: a lab of network namespaces with the daemon on its
     /// gateway and live per-flow counters.
     Demo {
@@ -53,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     match cli.task {
-        Task::Setup => setup::run(),
+        Task::Setup { captures } => setup::run_with(setup::Extras { captures }),
         Task::Demo { args } => {
             setup::run()?;
             step("build", cargo(&["build", "--package", "classifier-user"]))?;

@@ -28,15 +28,46 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     // `setpriv`, to run a start-up test as an unprivileged user.
     "util-linux",
+    // Throughput through the lab gateway (shaping tests, benchmarks).
+    "iperf3",
+];
+
+/// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
+/// tests/captures/regenerate.sh runs): the real clients and servers it records. The tests
+/// read the committed captures and need none of these.
+const CAPTURE_PACKAGES: &[&str] = &[
+    // openssl s_server/s_client and the lab CA.
+    "openssl",
+    "chromium",
+    "firefox-esr",
+    "aria2",
+    // Transmission, with transmission-create.
+    "transmission-cli",
+    // certutil, to make Firefox trust the lab CA.
+    "libnss3-tools",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPFFS: &str = "/sys/fs/bpf";
 
+/// What to install beyond the build and test tools.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extras {
+    /// The clients tests/captures/regenerate.sh records.
+    pub captures: bool,
+}
+
 pub fn run() -> anyhow::Result<()> {
+    run_with(Extras::default())
+}
+
+pub fn run_with(extras: Extras) -> anyhow::Result<()> {
     let started = Instant::now();
-    install_packages()?;
+    install_packages(PACKAGES)?;
+    if extras.captures {
+        install_packages(CAPTURE_PACKAGES)?;
+    }
     install_bpf_linker()?;
     mount_bpffs()?;
     eprintln!("setup: everything present ({:.1?})", started.elapsed());
@@ -47,8 +78,8 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn install_packages() -> anyhow::Result<()> {
-    let missing = missing_packages()?;
+fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing = missing_packages(packages)?;
     if missing.is_empty() {
         return Ok(());
     }
@@ -68,10 +99,10 @@ fn install_packages() -> anyhow::Result<()> {
     )
 }
 
-fn missing_packages() -> anyhow::Result<Vec<String>> {
+fn missing_packages(packages: &[&str]) -> anyhow::Result<Vec<String>> {
     let output = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
-        .args(PACKAGES)
+        .args(packages)
         .output()
         .context("running dpkg-query (is this Debian?)")?;
     // Unknown packages go to stderr and are missing too.
@@ -82,7 +113,7 @@ fn missing_packages() -> anyhow::Result<Vec<String>> {
         .filter(|(_, status)| status.starts_with("ii"))
         .map(|(name, _)| name)
         .collect();
-    Ok(PACKAGES
+    Ok(packages
         .iter()
         .filter(|p| !installed.contains(p))
         .map(|p| p.to_string())

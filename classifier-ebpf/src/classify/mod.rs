@@ -13,6 +13,7 @@ mod datagram;
 mod job;
 mod name;
 mod stream;
+pub mod tracker;
 
 pub use name::name_lookup;
 pub use stream::{parse_http, parse_tls};

@@ -54,15 +54,16 @@ pub unsafe fn inspect_first(
         }
         return XDP_PASS;
     }
-    let kind = match packet.read::<2>(offset) {
-        Some([0x16, _]) => stream_kind::TLS,
-        Some([first, _]) if first.is_ascii_uppercase() => stream_kind::HTTP,
-        // Anything else (SSH, a 1-byte segment, encrypted BitTorrent...): nothing to read.
-        _ => {
-            // SAFETY: forwarded from the caller.
-            unsafe { finish(key, entry, None) };
-            return XDP_PASS;
-        }
+    // A TLS handshake record (type 22, version 3.x), or three capitals of an HTTP method:
+    // random bytes (an MSE exchange) then rarely pass for either.
+    let kind = match packet.read::<3>(offset) {
+        Some([0x16, 0x03, _]) => stream_kind::TLS,
+        Some(start) if start.iter().all(u8::is_ascii_uppercase) => stream_kind::HTTP,
+        // Anything else (SSH, a 1-byte segment, a BitTorrent encryption (MSE) exchange...):
+        // nothing to read here, but keep looking at the next few client packets (the caller
+        // stops at `max_inspected`): aria2 and others send the plaintext handshake after an
+        // MSE exchange that settled on no encryption.
+        _ => return XDP_PASS,
     };
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
         return XDP_PASS;

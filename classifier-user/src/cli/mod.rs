@@ -1,5 +1,6 @@
 //! The `classifier` command line: one binary, one subcommand per job.
 
+mod classify_pcap;
 mod flows;
 mod lab;
 mod run;
@@ -17,6 +18,9 @@ Examples:
   # Show the ten largest flows of the running daemon, or all of them as JSON
   classifier flows --top 10
   classifier flows --json
+
+  # What the policy would do with the flows of a capture, before deploying it
+  classifier classify-pcap capture.pcapng --policy new-policy.toml
 
   # See it work on a lab of network namespaces (as root)
   classifier lab demo
@@ -45,6 +49,8 @@ enum Command {
     Run(run::RunArgs),
     /// Show the flows of a running daemon (read from its pinned flow table).
     Flows(flows::FlowsArgs),
+    /// Classify the flows of a pcap/pcapng capture with the real datapath, offline.
+    ClassifyPcap(classify_pcap::ClassifyPcapArgs),
     /// A lab of network namespaces (clients, gateway, server) for demos and tests.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -58,6 +64,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::execute(&args),
         Command::Flows(args) => flows::execute(&args),
+        Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),
     };
     match result {

@@ -14,13 +14,11 @@ use aya::maps::{MapData, RingBuf};
 use crate::{
     control,
     daemon::{self, Reporting, Shared, State},
-    flows::FlowNames,
+    events::Learned,
     loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
     netns,
     policy::Policy,
-    preflight,
-    quic::QuicNames,
-    tables,
+    preflight, tables,
 };
 
 #[derive(Debug, Args)]
@@ -136,8 +134,7 @@ fn run_daemon(
     let shared = Shared::new(State {
         datapath,
         policy,
-        names: FlowNames::default(),
-        quic: QuicNames::default(),
+        learned: Learned::default(),
         interface: args.iface.clone(),
         xdp_mode,
         started: Instant::now(),

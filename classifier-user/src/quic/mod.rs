@@ -9,7 +9,7 @@ pub mod initial;
 use std::collections::{HashMap, VecDeque};
 
 use classifier_common::{
-    classify::{Method, app},
+    classify::{Method, app, class_flags},
     config::ClassResult,
     flow::FlowKey,
     parse::tls::{self, ClientHello, TlsStatus},
@@ -25,7 +25,11 @@ const MAX_PENDING_FLOWS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuicVerdict {
     /// The ClientHello's server name (empty when it has none).
-    Named(String),
+    Named {
+        name: String,
+        /// The ClientHello offered ECH (extension 0xfe0d), real or GREASE.
+        ech: bool,
+    },
     /// The Initials could not be opened or read: QUIC, name unknown.
     Unreadable(String),
 }
@@ -71,7 +75,10 @@ fn server_name(client_hello: &[u8]) -> QuicVerdict {
         TlsStatus::Complete => {
             let start = hello.sni_offset as usize;
             let name = &client_hello[start..start + hello.sni_len as usize];
-            QuicVerdict::Named(String::from_utf8_lossy(name).into_owned())
+            QuicVerdict::Named {
+                name: String::from_utf8_lossy(name).into_owned(),
+                ech: hello.ech,
+            }
         }
         other => QuicVerdict::Unreadable(format!("ClientHello not readable: {other:?}")),
     }
@@ -81,9 +88,9 @@ fn server_name(client_hello: &[u8]) -> QuicVerdict {
 /// otherwise the category the policy gives QUIC itself.
 pub fn class_of(verdict: &QuicVerdict, classes: &ClassTables) -> ClassResult {
     let quic_category = classes.protocol_categories[app::QUIC as usize];
-    let listed = match verdict {
-        QuicVerdict::Named(name) => classes.lookup(name),
-        QuicVerdict::Unreadable(_) => None,
+    let (listed, ech) = match verdict {
+        QuicVerdict::Named { name, ech } => (classes.lookup(name), *ech),
+        QuicVerdict::Unreadable(_) => (None, false),
     };
     ClassResult {
         category: listed.map_or(quic_category, |d| d.category),
@@ -92,6 +99,7 @@ pub fn class_of(verdict: &QuicVerdict, classes: &ClassTables) -> ClassResult {
             .filter(|a| *a != app::UNKNOWN)
             .unwrap_or(app::QUIC),
         method: Method::Quic as u8,
+        class_flags: if ech { class_flags::ECH } else { 0 },
         ..ClassResult::default()
     }
 }
@@ -124,7 +132,11 @@ mod tests {
         let verdict = names.add(key, second).expect("whole now");
         assert_eq!(
             verdict,
-            QuicVerdict::Named("rr1---sn-abc.googlevideo.com".into())
+            QuicVerdict::Named {
+                name: "rr1---sn-abc.googlevideo.com".into(),
+                // Like Chrome, the test ClientHello carries a GREASE ECH extension.
+                ech: true,
+            }
         );
         let policy = Policy::default_council();
         let class = class_of(&verdict, &policy.classes);
@@ -134,6 +146,7 @@ mod tests {
         );
         assert_eq!(policy.classes.app_name(class.app), "youtube");
         assert_eq!(class.method, Method::Quic as u8);
+        assert_eq!(class.class_flags, class_flags::ECH);
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! `classifier classify-pcap`: a capture through the real datapath, one line per flow.
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    flows::FlowRecord,
+    policy::Policy,
+    replay::{Moment, Replay, ReplayCounts},
+};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Each flow's packets run through the same BPF programs the gateway runs (BPF_PROG_TEST_RUN,
+so it needs root or CAP_BPF), with the policy's tables installed; the verdict is the one the
+datapath works out for the period asked about.
+
+Examples:
+  # What would the default council policy do with this capture in working hours?
+  classifier classify-pcap lunchtime.pcapng
+
+  # A candidate policy, at lunch, as JSON lines for jq
+  classifier classify-pcap capture.pcap --policy new-policy.toml --period lunch --json")]
+pub struct ClassifyPcapArgs {
+    /// The capture: pcap or pcapng; Ethernet, Linux cooked (`tcpdump -i any`) or raw IP.
+    pub file: PathBuf,
+
+    /// Policy file (default: the built-in council policy).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// The schedule period whose rules give the verdicts (e.g. working, lunch, outside).
+    #[arg(long, default_value = "working")]
+    pub period: String,
+
+    /// The moment exceptions are judged at (RFC 3339; default: now).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<jiff::Timestamp>,
+
+    /// One JSON object per flow (client, server, proto, name, category, app, method, verdict).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One flow as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct JsonFlow<'a> {
+    client: String,
+    server: String,
+    proto: &'a str,
+    name: Option<&'a str>,
+    category: &'a str,
+    app: &'a str,
+    method: &'a str,
+    verdict: &'a str,
+    group: &'a str,
+    ech: bool,
+    tls_unparsed: bool,
+    upload_packets: u64,
+    upload_bytes: u64,
+    download_packets: u64,
+    download_bytes: u64,
+}
+
+pub fn execute(args: &ClassifyPcapArgs) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::default_council(),
+    };
+    if !policy.periods.contains(&args.period) {
+        anyhow::bail!(
+            "--period {}: the policy has no such period (it has: {})",
+            args.period,
+            policy.periods.join(", ")
+        );
+    }
+    let moment = Moment {
+        period: args.period.clone(),
+        at: args.at.unwrap_or_else(jiff::Timestamp::now),
+    };
+    let origin = policy.origin.clone();
+    let mut replay = Replay::new(policy, &moment).context(
+        "loading the datapath to replay the capture (needs root or CAP_BPF, and a mounted bpffs)",
+    )?;
+    replay.file(&args.file)?;
+    let replayed = replay.finish()?;
+    let mut out = io::stdout().lock();
+    for (index, flow) in replayed.flows.iter().enumerate() {
+        if args.json {
+            serde_json::to_writer(&mut out, &json_flow(flow))?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", ndpi_style_line(index + 1, flow))?;
+        }
+    }
+    eprintln!(
+        "{}: {}; {} flows; policy {origin}, period `{}`",
+        args.file.display(),
+        describe_counts(&replayed.counts),
+        replayed.flows.len(),
+        moment.period
+    );
+    Ok(())
+}
+
+fn json_flow(flow: &FlowRecord) -> JsonFlow<'_> {
+    JsonFlow {
+        client: flow.client.to_string(),
+        server: flow.server.to_string(),
+        proto: &flow.protocol,
+        name: flow.name.as_deref(),
+        category: &flow.category,
+        app: &flow.app,
+        method: &flow.method,
+        verdict: &flow.verdict,
+        group: &flow.group,
+        ech: flow.ech,
+        tls_unparsed: flow.tls_unparsed,
+        upload_packets: flow.upload.packets,
+        upload_bytes: flow.upload.bytes,
+        download_packets: flow.download.packets,
+        download_bytes: flow.download.bytes,
+    }
+}
+
+/// `  1  TCP 192.0.2.10:42904 <-> 203.0.113.10:443 [name: ...][proto: tls/sni]...`, as
+/// nDPI's ndpiReader lists flows.
+fn ndpi_style_line(index: usize, flow: &FlowRecord) -> String {
+    let mut line = format!(
+        "{index:>4}  {} {} <-> {}",
+        flow.protocol.to_uppercase(),
+        flow.client,
+        flow.server
+    );
+    if let Some(name) = &flow.name {
+        line.push_str(&format!(" [name: {name}]"));
+    }
+    line.push_str(&format!(
+        " [app: {}][method: {}][cat: {}][group: {}][verdict: {}]",
+        flow.app, flow.method, flow.category, flow.group, flow.verdict
+    ));
+    if flow.ech {
+        line.push_str("[ECH]");
+    }
+    if flow.tls_unparsed {
+        line.push_str("[TLS unparsed]");
+    }
+    line.push_str(&format!(
+        "[{} pkts/{} bytes <-> {} pkts/{} bytes]",
+        flow.upload.packets, flow.upload.bytes, flow.download.packets, flow.download.bytes
+    ));
+    line
+}
+
+fn describe_counts(counts: &ReplayCounts) -> String {
+    let mut text = format!(
+        "{} packets ({} client→server, {} server→client",
+        counts.packets, counts.upload, counts.download
+    );
+    if counts.not_ip > 0 {
+        text.push_str(&format!(", {} not IP", counts.not_ip));
+    }
+    if counts.refused > 0 {
+        text.push_str(&format!(", {} refused by the test harness", counts.refused));
+    }
+    text.push(')');
+    text
+}
