@@ -72,9 +72,12 @@ pub const CLIENT_EXCEPTIONS_MAX_ENTRIES: usize = 16_384;
 /// One u32: the policy generation (its low bit picks the action table in force).
 pub const POLICY_GEN: &str = "POLICY_GEN";
 
-/// Every map the daemon pins under its pin directory. The program array is not pinned: its
-/// entries are program file descriptors that belong to the loading process.
-pub const PINNED_MAPS: [&str; 16] = [
+/// Every map the daemon pins under its pin directory. The tail-call table is pinned too:
+/// the kernel empties a program array once no process or pin holds it, which would stop
+/// classification while a restarted daemon is on its way; a new daemon writes its own
+/// programs into it.
+pub const PINNED_MAPS: [&str; 17] = [
+    CLASSIFIERS,
     FLOWS,
     STATS,
     DOMAINS,

@@ -27,6 +27,11 @@ pub enum Request {
     Flows,
     /// One `Status` object.
     Status,
+    /// Read the policy file again: one `ReloadReport`, or an error naming file, line and
+    /// field (the running policy stays).
+    Reload,
+    /// The policy in force: one `policy::show::Summary`.
+    ShowPolicy,
 }
 
 /// A refusal or failure, as the one line of a response.
@@ -44,13 +49,7 @@ pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         let _ = chown_to_admin_group(dir);
     }
     if path.exists() {
-        if StdUnixStream::connect(path).is_ok() {
-            bail!(
-                "another classifier daemon answers on {}: stop it first, or give this one \
-                 --control-socket",
-                path.display()
-            );
-        }
+        refuse_if_answered(path)?;
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
@@ -59,6 +58,18 @@ pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     let _ = chown_to_admin_group(path);
     Ok(listener)
+}
+
+/// Fails when a daemon answers on `path`: a second one must not take over its datapath.
+pub fn refuse_if_answered(path: &Path) -> anyhow::Result<()> {
+    if StdUnixStream::connect(path).is_ok() {
+        bail!(
+            "another classifier daemon answers on {}: stop it first (`systemctl stop \
+             classifier`), or give this one its own --control-socket and --pin-dir",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn chown_to_admin_group(path: &Path) -> anyhow::Result<()> {

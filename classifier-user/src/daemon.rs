@@ -21,33 +21,49 @@ use crate::{
     control::{self, ErrorReply, Request},
     events::Learned,
     flows::{self, FlowRecord},
+    in_force::InForce,
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
-    policy::Policy,
 };
 
 /// What the running daemon holds: the datapath, the policy in force, and what the events
 /// told it.
 pub struct State {
     pub datapath: Datapath,
-    pub policy: Policy,
+    /// The policy, period and decision tables in force.
+    pub in_force: InForce,
     /// Flow names and QUIC flows being read, from the datapath's events.
     pub learned: Learned,
     pub interface: String,
     pub xdp_mode: XdpAttachMode,
+    /// The attachments were taken over from a previous daemon.
+    pub adopted: bool,
     pub started: Instant,
 }
 
 /// The answer to a status request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Status {
     pub interface: String,
     pub xdp_mode: String,
+    /// The programs went into attachments a previous daemon left (a restart).
+    pub adopted: bool,
     pub policy: String,
+    pub period: String,
+    pub period_reason: String,
+    pub policy_generation: u32,
+    pub next_change: Option<jiff::Timestamp>,
     pub categories: usize,
     pub domains: usize,
+    pub rules: usize,
+    pub exceptions_active: usize,
     pub uptime_seconds: u64,
     pub flows: usize,
+    /// Dropped by block verdicts, over the flows in the table.
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+    /// Put into shaping classes, over the flows in the table.
+    pub shaped_bytes: u64,
     pub datapath: DatapathStats,
 }
 
@@ -56,20 +72,38 @@ impl State {
     pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
         flows::read_table(
             &self.datapath.flow_table()?,
-            &self.policy,
+            &self.in_force.policy,
             &self.learned.names,
         )
     }
 
     pub fn status(&self) -> anyhow::Result<Status> {
+        let flows = self.flows()?;
+        let in_force = &self.in_force;
+        let now = jiff::Timestamp::now();
         Ok(Status {
             interface: self.interface.clone(),
             xdp_mode: self.xdp_mode.to_string(),
-            policy: self.policy.origin.clone(),
-            categories: self.policy.classes.categories.len(),
-            domains: self.policy.classes.domains.len(),
+            adopted: self.adopted,
+            policy: in_force.policy.origin.clone(),
+            period: in_force.period.clone(),
+            period_reason: in_force.period_reason.clone(),
+            policy_generation: in_force.generation,
+            next_change: in_force.next_change,
+            categories: in_force.policy.classes.categories.len(),
+            domains: in_force.policy.classes.domains.len(),
+            rules: in_force.policy.rules.len(),
+            exceptions_active: in_force
+                .policy
+                .exceptions
+                .iter()
+                .filter(|e| e.is_active(now))
+                .count(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            flows: self.datapath.flow_table()?.keys().count(),
+            flows: flows.len(),
+            blocked_packets: flows.iter().map(|(_, f)| f.blocked.packets).sum(),
+            blocked_bytes: flows.iter().map(|(_, f)| f.blocked.bytes).sum(),
+            shaped_bytes: flows.iter().map(|(_, f)| f.shaped.bytes).sum(),
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
         })
     }
@@ -106,16 +140,32 @@ pub struct Reporting {
     pub top: usize,
 }
 
-/// Runs until SIGTERM or SIGINT: reports, reads events, answers the control socket.
+/// How the daemon ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM, SIGINT: detach the programs and remove the pins.
+    Stop,
+    /// SIGUSR1: leave the datapath attached and enforcing for the next daemon (an upgrade
+    /// or restart without a gap).
+    KeepDatapath,
+}
+
+/// Runs until SIGTERM, SIGINT or SIGUSR1: reports, reads events, answers the control
+/// socket, follows the clock and reloads on SIGHUP.
 pub async fn serve(
     shared: Shared,
     events: RingBuf<MapData>,
     control: UnixListener,
     reporting: Reporting,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut hand_over = signal(SignalKind::user_defined1())?;
+    // Schedule boundaries and exception expiries are acted on within a second.
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // SAFETY: the ring buffer owns its map file descriptor, open and unchanged until the
     // AsyncFd (which owns the ring buffer) is dropped.
     let mut events =
@@ -143,12 +193,46 @@ pub async fn serve(
                 }
                 Err(e) => warn!(error = %e, "control socket accept failed"),
             },
+            _ = clock.tick() => on_clock(&shared),
+            _ = hangup.recv() => {
+                info!("SIGHUP: reloading the policy");
+                let _ = reload(&shared);
+            }
+            _ = hand_over.recv() => {
+                info!("SIGUSR1: exiting, leaving the datapath to the next daemon");
+                return Ok(Exit::KeepDatapath);
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
     info!("shutting down");
-    Ok(())
+    Ok(Exit::Stop)
+}
+
+/// Works the decisions out again when the period changes or an exception expires.
+fn on_clock(shared: &Shared) {
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    if let Err(e) = state
+        .in_force
+        .on_clock(&mut state.datapath, jiff::Timestamp::now())
+    {
+        warn!(error = %format!("{e:#}"), "could not put the new period's decisions in force");
+    }
+}
+
+/// Reloads the policy file; a bad one is logged and changes nothing.
+fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    let reloaded = state
+        .in_force
+        .reload(&mut state.datapath, jiff::Timestamp::now());
+    if let Err(e) = &reloaded {
+        warn!(error = %format!("{e:#}"), "policy reload refused");
+    }
+    reloaded
 }
 
 /// Reads every event waiting in the ring buffer.
@@ -157,7 +241,7 @@ pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) {
     let state = &mut *guard;
     state
         .learned
-        .drain(ring, &mut state.datapath, &state.policy);
+        .drain(ring, &mut state.datapath, &state.in_force.policy);
 }
 
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
@@ -211,6 +295,9 @@ async fn answer(stream: UnixStream, shared: &Shared) -> anyhow::Result<()> {
 }
 
 fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
+    if *request == Request::Reload {
+        return Ok(format!("{}\n", serde_json::to_string(&reload(shared)?)?));
+    }
     let state = shared.lock();
     let mut text = String::new();
     match request {
@@ -224,6 +311,14 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
             text += &serde_json::to_string(&state.status()?)?;
             text.push('\n');
         }
+        Request::ShowPolicy => {
+            text += &serde_json::to_string(&crate::policy::show::Summary::of(
+                &state.in_force.policy,
+                Some(&state.in_force.period),
+            ))?;
+            text.push('\n');
+        }
+        Request::Reload => unreachable!("answered above"),
     }
     Ok(text)
 }

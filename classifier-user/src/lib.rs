@@ -13,6 +13,7 @@
 //! - [`metrics`]: the datapath's global counters;
 //! - [`replay`]: captures run through the real datapath offline (`classify-pcap`);
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
+//! - [`in_force`]: the policy in force: period, generation, reload;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
 //! - [`control`]: the control socket the CLI asks the daemon through;
 //! - [`cli`]: the subcommands.
@@ -23,6 +24,7 @@ pub mod control;
 pub mod daemon;
 pub mod events;
 pub mod flows;
+pub mod in_force;
 pub mod lab;
 pub mod loader;
 pub mod metrics;

@@ -30,6 +30,18 @@ impl Serialize for DatapathStats {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for DatapathStats {
+    /// What [`Serialize`] wrote; counters this version does not know are ignored.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let named = std::collections::BTreeMap::<String, u64>::deserialize(deserializer)?;
+        let mut stats = Self::default();
+        for stat in Stat::ALL {
+            stats.values[stat as usize] = named.get(stat.name()).copied().unwrap_or(0);
+        }
+        Ok(stats)
+    }
+}
+
 /// Sums each counter over all CPUs.
 pub fn read_stats<T: Borrow<MapData>>(
     table: &PerCpuArray<T, u64>,

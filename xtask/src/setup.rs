@@ -30,14 +30,14 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     // Throughput through the lab gateway (shaping tests, benchmarks).
     "iperf3",
+    // The lab's TLS server (openssl s_server) and its certificates.
+    "openssl",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
 /// tests/captures/regenerate.sh runs): the real clients and servers it records. The tests
 /// read the committed captures and need none of these.
 const CAPTURE_PACKAGES: &[&str] = &[
-    // openssl s_server/s_client and the lab CA.
-    "openssl",
     "chromium",
     "firefox-esr",
     "aria2",

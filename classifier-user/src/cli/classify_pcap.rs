@@ -22,8 +22,11 @@ so it needs root or CAP_BPF), with the policy's tables installed; the verdict is
 datapath works out for the period asked about.
 
 Examples:
-  # What would the default council policy do with this capture in working hours?
+  # What would the default council policy do with this capture now?
   classifier classify-pcap lunchtime.pcapng
+
+  # ... on Monday morning (working hours)
+  classifier classify-pcap lunchtime.pcapng --at 2026-11-23T10:00:00Z
 
   # A candidate policy, at lunch, as JSON lines for jq
   classifier classify-pcap capture.pcap --policy new-policy.toml --period lunch --json")]
@@ -35,13 +38,15 @@ pub struct ClassifyPcapArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
-    /// The schedule period whose rules give the verdicts (e.g. working, lunch, outside).
-    #[arg(long, default_value = "working")]
-    pub period: String,
-
-    /// The moment exceptions are judged at (RFC 3339; default: now).
+    /// The moment the verdicts are given for: its schedule period and the exceptions valid
+    /// then (RFC 3339, e.g. 2026-11-23T10:00:00Z; default: now).
     #[arg(long, value_name = "TIME")]
     pub at: Option<jiff::Timestamp>,
+
+    /// Give the verdicts of this schedule period (working, lunch, outside, ...) instead of
+    /// the one in force at --at.
+    #[arg(long)]
+    pub period: Option<String>,
 
     /// One JSON object per flow (client, server, proto, name, category, app, method, verdict).
     #[arg(long)]
@@ -73,17 +78,16 @@ pub fn execute(args: &ClassifyPcapArgs) -> anyhow::Result<()> {
         Some(path) => Policy::load(path)?,
         None => Policy::default_council(),
     };
-    if !policy.periods.contains(&args.period) {
-        anyhow::bail!(
-            "--period {}: the policy has no such period (it has: {})",
-            args.period,
+    let at = args.at.unwrap_or_else(jiff::Timestamp::now);
+    let period = match &args.period {
+        Some(period) if !policy.periods.contains(period) => anyhow::bail!(
+            "--period {period}: the policy has no such period (it has: {})",
             policy.periods.join(", ")
-        );
-    }
-    let moment = Moment {
-        period: args.period.clone(),
-        at: args.at.unwrap_or_else(jiff::Timestamp::now),
+        ),
+        Some(period) => period.clone(),
+        None => policy.schedule.period_at(at).name,
     };
+    let moment = Moment { period, at };
     let origin = policy.origin.clone();
     let mut replay = Replay::new(policy, &moment).context(
         "loading the datapath to replay the capture (needs root or CAP_BPF, and a mounted bpffs)",

@@ -3,7 +3,9 @@
 mod classify_pcap;
 mod flows;
 mod lab;
+mod policy;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 
@@ -14,6 +16,13 @@ const EXAMPLES: &str = "\
 Examples:
   # Run the daemon on the gateway's LAN interface (as root)
   classifier run --iface eth1
+
+  # What is in force now, and why may this PC not watch YouTube?
+  classifier status
+  classifier policy explain 192.0.2.10 www.youtube.com
+
+  # Check an edited policy, then make the daemon read it (a bad file changes nothing)
+  classifier policy check /etc/classifier/policy.toml && classifier policy reload
 
   # Show the ten largest flows of the running daemon, or all of them as JSON
   classifier flows --top 10
@@ -47,8 +56,13 @@ struct Cli {
 enum Command {
     /// Run the daemon: load and attach the datapath and report per-flow counters.
     Run(run::RunArgs),
+    /// What the running daemon enforces: interface, policy, period in force, counters.
+    Status(status::StatusArgs),
     /// Show the flows of a running daemon (read from its pinned flow table).
     Flows(flows::FlowsArgs),
+    /// Check, reload, show and explain the policy.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Classify the flows of a pcap/pcapng capture with the real datapath, offline.
     ClassifyPcap(classify_pcap::ClassifyPcapArgs),
     /// A lab of network namespaces (clients, gateway, server) for demos and tests.
@@ -63,7 +77,9 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Run(args) => run::execute(&args),
+        Command::Status(args) => status::execute(&args),
         Command::Flows(args) => flows::execute(&args),
+        Command::Policy(command) => policy::execute(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),
     };

@@ -13,8 +13,9 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{
     control,
-    daemon::{self, Reporting, Shared, State},
+    daemon::{self, Exit, Reporting, Shared, State},
     events::Learned,
+    in_force::InForce,
     loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
     netns,
     policy::Policy,
@@ -85,17 +86,33 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     preflight::require_interface(&args.iface, args.netns.as_deref())?;
     preflight::require_bpffs(&args.pin_dir)?;
 
+    // Before touching the pinned datapath: a running daemon must not be taken over.
+    control::refuse_if_answered(&args.control_socket)?;
     let capacity = tables::domain_capacity(policy.classes.domains.len());
     let datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
     let (datapath, outcome) = run_daemon(datapath, policy, args);
-    let shutdown = datapath.shutdown();
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
-    if outcome.is_ok() && shutdown.is_ok() {
-        info!(pin_dir = %args.pin_dir.display(), "programs detached, maps unpinned");
+    match outcome {
+        Ok(Exit::KeepDatapath) => {
+            // Dropping closes our descriptors only: the pinned attachments and maps stay.
+            drop(datapath);
+            info!(
+                pin_dir = %args.pin_dir.display(),
+                "exited leaving the datapath attached and enforcing: the next `classifier run` \
+                 takes it over"
+            );
+            Ok(())
+        }
+        outcome => {
+            let shutdown = datapath.shutdown();
+            if outcome.is_ok() && shutdown.is_ok() {
+                info!(pin_dir = %args.pin_dir.display(), "programs detached, maps unpinned");
+            }
+            outcome.map(drop).and(shutdown)
+        }
     }
-    outcome.and(shutdown)
 }
 
 /// Installs the policy's tables, attaches, and serves until a signal. Returns the
@@ -104,8 +121,8 @@ fn run_daemon(
     mut datapath: Datapath,
     policy: Policy,
     args: &RunArgs,
-) -> (Datapath, anyhow::Result<()>) {
-    let (events, xdp_mode) = match prepare(&mut datapath, &policy, args) {
+) -> (Datapath, anyhow::Result<Exit>) {
+    let (events, xdp_mode, in_force) = match prepare(&mut datapath, policy, args) {
         Ok(prepared) => prepared,
         Err(err) => return (datapath, Err(err)),
     };
@@ -131,12 +148,14 @@ fn run_daemon(
         let _ = std::fs::remove_file(&args.control_socket);
         return (datapath, Err(err));
     }
+    let adopted = datapath.adopted();
     let shared = Shared::new(State {
         datapath,
-        policy,
+        in_force,
         learned: Learned::default(),
         interface: args.iface.clone(),
         xdp_mode,
+        adopted,
         started: Instant::now(),
     });
     let reporting = Reporting {
@@ -153,24 +172,34 @@ fn run_daemon(
     (state.datapath, served)
 }
 
-/// The policy's tables in the maps, the event ring taken out, the programs attached.
+/// The policy's tables in the maps and its decisions for now in force, the event ring
+/// taken out, then the programs attached (or put into a previous daemon's attachments):
+/// a fresh datapath enforces from its first packet.
 fn prepare(
     datapath: &mut Datapath,
-    policy: &Policy,
+    policy: Policy,
     args: &RunArgs,
-) -> anyhow::Result<(RingBuf<MapData>, XdpAttachMode)> {
-    datapath.install_tables(&policy.classes, &policy.datapath)?;
+) -> anyhow::Result<(RingBuf<MapData>, XdpAttachMode, InForce)> {
+    let in_force = InForce::install(
+        policy,
+        args.policy.clone(),
+        datapath,
+        jiff::Timestamp::now(),
+    )?;
     let events = datapath.take_events()?;
     let xdp_mode = datapath.attach_lan(&args.iface, args.xdp_mode)?;
     info!(
         interface = %args.iface,
         xdp_mode = %xdp_mode,
+        adopted = datapath.adopted(),
         pin_dir = %args.pin_dir.display(),
-        policy = %policy.origin,
-        domains = policy.classes.domains.len(),
+        policy = %in_force.policy.origin,
+        domains = in_force.policy.classes.domains.len(),
+        period = %in_force.period,
+        generation = in_force.generation,
         "datapath attached: XDP on ingress, TC on egress"
     );
-    Ok((events, xdp_mode))
+    Ok((events, xdp_mode, in_force))
 }
 
 fn write_pid_file(path: &Path) -> anyhow::Result<()> {

@@ -67,13 +67,10 @@ fn remove_netns(netns: &str) {
     let _ = std::fs::remove_dir_all(super::topology::netns_etc_dir(netns));
 }
 
+/// Removes a lab daemon's pins: maps, and the pinned attachments under `links/` that a
+/// killed daemon leaves (the namespace going away has detached them already).
 fn remove_pin_dir(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
-        let _ = std::fs::remove_dir(dir);
-    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// What [`remove_leftovers`] did.

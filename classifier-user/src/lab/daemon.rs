@@ -101,6 +101,20 @@ impl DaemonProcess {
             .collect()
     }
 
+    /// The daemon's status, asked through its control socket (as `classifier status`).
+    pub fn status(&self) -> anyhow::Result<crate::daemon::Status> {
+        let lines = control::ask(&self.control_socket, &Request::Status)?;
+        serde_json::from_str(lines.first().context("no status")?).context("reading the status")
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would end it, and waits for it to be gone.
+    /// Its pinned datapath stays attached.
+    pub fn kill_hard(mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing the daemon")?;
+        self.child.wait().context("waiting for the killed daemon")?;
+        Ok(())
+    }
+
     /// Asks the daemon to shut down cleanly (SIGTERM) and returns how it exited.
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)

@@ -81,6 +81,14 @@ impl ClassTables {
 
     /// The longest listed suffix of `name`, as the datapath finds it (used for names the
     /// daemon reads itself, such as QUIC's).
+    /// The category a port rule gives (protocol, port), if any.
+    pub fn port_category(&self, protocol: u8, port: u16) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|(key, _)| key.protocol == protocol && key.port == port)
+            .map(|(_, class)| class.category)
+    }
+
     pub fn lookup(&self, name: &str) -> Option<DomainEntry> {
         let mut best = None;
         domain::for_each_suffix(name.as_bytes(), |hash| {

@@ -11,7 +11,7 @@ use super::{Action, Policy, rules};
 use crate::tables::DecisionTables;
 
 /// What decided, for explanations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Reason {
     /// An exception for this client (its reference and approver).

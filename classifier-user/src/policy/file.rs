@@ -26,6 +26,9 @@ pub struct PolicyFile {
     /// Exceptions granted in the policy itself (the CLI keeps its own in an exceptions file).
     #[serde(default)]
     pub exceptions: Vec<super::exceptions::ExceptionSection>,
+    /// When which period is in force; absent: the council schedule (see
+    /// [`super::schedule::ScheduleSection::default`]).
+    pub schedule: Option<super::schedule::ScheduleSection>,
     #[serde(default)]
     pub quic: QuicSection,
     #[serde(default)]

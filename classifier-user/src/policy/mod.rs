@@ -14,6 +14,8 @@ pub mod file;
 pub mod groups;
 pub mod lists;
 pub mod rules;
+pub mod schedule;
+pub mod show;
 pub mod source;
 
 use std::{
@@ -48,7 +50,9 @@ pub struct Policy {
     pub groups: Groups,
     pub rules: Vec<Rule>,
     pub exceptions: Vec<Exception>,
-    /// Every period the rules may name.
+    /// Which period is in force when.
+    pub schedule: schedule::Schedule,
+    /// Every period the rules may name (the schedule's).
     pub periods: Vec<String>,
     /// The datapath settings the policy implies.
     pub datapath: Config,
@@ -92,7 +96,9 @@ impl Policy {
         })?;
         let classes = classes::compile(&file, &source, base_dir)?;
         let groups = Groups::compile(&file.groups, &source)?;
-        let periods: Vec<String> = ["working", "lunch", "outside"].map(String::from).to_vec();
+        let schedule = schedule::compile(&file.schedule.clone().unwrap_or_default(), &timezone)
+            .map_err(|(path, message)| source.error_at(&path, message))?;
+        let periods = schedule.periods();
         let category = |name: &str| classes.category_id(name);
         let group = |name: &str| groups.id(name);
         let rules = rules::compile(
@@ -122,6 +128,7 @@ impl Policy {
             groups,
             rules,
             exceptions,
+            schedule,
             periods,
             datapath,
         })

@@ -379,3 +379,90 @@ mod decisions {
         }
     }
 }
+
+mod explain {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::policy::show::{Summary, parse_target};
+
+    fn explain(client: &str, target: &str, when: &str) -> crate::policy::show::Explanation {
+        let policy = Policy::default_council();
+        let client: IpAddr = client.parse().unwrap();
+        policy.explain(
+            client,
+            &parse_target(target).unwrap(),
+            when.parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_schedule_decides_which_rule_applies() {
+        // Monday 23 November 2026 (GMT): working hours, lunch, evening; Saturday.
+        let working = explain("192.0.2.10", "www.youtube.com", "2026-11-23T10:00:00Z");
+        assert_eq!(
+            (working.group.as_str(), working.category.as_str()),
+            ("staff", "streaming-video")
+        );
+        assert_eq!(working.period, "working");
+        assert!(
+            working.action.starts_with("shape 1mbit"),
+            "{}",
+            working.action
+        );
+        assert!(working.render().contains("rule 5"), "{}", working.render());
+
+        let lunch = explain("192.0.2.10", "www.youtube.com", "2026-11-23T12:30:00Z");
+        assert_eq!(lunch.period, "lunch");
+        assert!(
+            lunch.period_reason.contains("12:00-13:00"),
+            "{}",
+            lunch.period_reason
+        );
+        assert!(lunch.action.starts_with("shape 5mbit"), "{}", lunch.action);
+
+        let saturday = explain("192.0.2.10", "www.youtube.com", "2026-11-28T10:00:00Z");
+        assert_eq!(saturday.period, "outside");
+    }
+
+    #[test]
+    fn forbidden_categories_ports_and_unlisted_names() {
+        let gambling = explain("192.0.2.200", "www.bet365.com", "2026-11-28T10:00:00Z");
+        assert_eq!(gambling.group, "guest-wifi");
+        assert_eq!(gambling.action, "block");
+        let torrent = explain("192.0.2.10", "tcp/6881", "2026-11-23T10:00:00Z");
+        assert_eq!(torrent.category, "file-sharing");
+        assert_eq!(torrent.action, "block");
+        let unlisted = explain(
+            "192.0.2.10",
+            "intranet.example.gov.uk",
+            "2026-11-23T10:00:00Z",
+        );
+        assert_eq!(unlisted.category, "uncategorized");
+        assert_eq!(unlisted.action, "allow");
+        assert!(unlisted.category_reason.contains("no listed domain"));
+        assert!(parse_target("192.0.2.1").is_err());
+        assert!(parse_target("tcp/99999").is_err());
+    }
+
+    #[test]
+    fn show_lists_rules_in_order_with_their_actions() {
+        let summary = Summary::of(&Policy::default_council(), Some("working"));
+        assert_eq!(summary.periods, ["lunch", "working", "outside"]);
+        assert_eq!(summary.rules[0].number, 1);
+        assert_eq!(summary.rules[0].action, "block");
+        let text = summary.render();
+        assert!(text.contains("in force: working"), "{text}");
+        assert!(text.contains("streaming-video"), "{text}");
+    }
+
+    #[test]
+    fn rules_may_name_only_the_schedule_s_periods() {
+        let err = parse(
+            "[schedule]\ndefault = \"open\"\n[categories.x]\n[[rules]]\ncategories = \"x\"\nperiods = \"working\"\naction = \"block\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "rules[0].periods[0]", "{err}");
+        assert!(err.message.contains("open"), "{err}");
+    }
+}

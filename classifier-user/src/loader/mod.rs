@@ -3,8 +3,12 @@
 //!
 //! The maps are pinned by name under a pin directory (`/sys/fs/bpf/classifier` by default)
 //! so that the flow table outlives the daemon process; a daemon started on an existing pin
-//! directory re-uses the maps it finds there. A clean shutdown detaches the programs and
-//! removes the pins.
+//! directory re-uses the maps it finds there. The attachments are pinned too ([`links`]):
+//! if the daemon dies, its programs stay attached and keep counting and enforcing, and the
+//! next daemon swaps its own programs in atomically. A clean shutdown detaches the programs
+//! and removes the pins.
+
+mod links;
 
 use std::{
     io,
@@ -15,7 +19,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, links::PinnedLink, tc},
     util::KernelVersion,
 };
 use classifier_common::{
@@ -25,7 +29,7 @@ use classifier_common::{
 };
 
 use crate::{policy::ClassTables, tables};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// The BPF object built by build.rs from `classifier-ebpf`, embedded in the binary so the
 /// kernel side and the user side always come from the same build.
@@ -111,6 +115,13 @@ pub enum AttachError {
         #[source]
         source: ProgramError,
     },
+    #[error("pinning or adopting the {what} attachment of `{iface}` (in the pin directory)")]
+    Pin {
+        iface: String,
+        what: &'static str,
+        #[source]
+        source: links::PinError,
+    },
 }
 
 /// The loaded datapath: programs, maps and, once attached, the links that hold the programs
@@ -118,6 +129,11 @@ pub enum AttachError {
 pub struct Datapath {
     ebpf: Ebpf,
     pins: Option<PinDir>,
+    /// Pinned attachments (pinned datapaths only), released on a clean shutdown.
+    links: Vec<PinnedLink>,
+    link_pins: Option<links::LinkPins>,
+    /// The attachments were a previous daemon's, taken over.
+    adopted: bool,
 }
 
 /// A pin directory and whether this process made it (and so may remove it on failure).
@@ -138,7 +154,13 @@ impl Datapath {
             .map_max_entries(maps::DOMAINS, domains)
             .load(EBPF_OBJECT)
             .context("loading the BPF object")?;
-        let mut datapath = Self { ebpf, pins: None };
+        let mut datapath = Self {
+            ebpf,
+            pins: None,
+            links: Vec::new(),
+            link_pins: None,
+            adopted: false,
+        };
         datapath.load_programs()?;
         Ok(datapath)
     }
@@ -162,6 +184,9 @@ impl Datapath {
         let mut datapath = Self {
             ebpf,
             pins: Some(pins),
+            links: Vec::new(),
+            link_pins: None,
+            adopted: false,
         };
         if let Err(err) = datapath.load_programs() {
             datapath.remove_pins_if_created();
@@ -171,6 +196,7 @@ impl Datapath {
     }
 
     fn load_with_pins(pins: &PinDir, domains: u32) -> anyhow::Result<Ebpf> {
+        check_pinned_maps(&pins.path, domains)?;
         let paths: Vec<(&str, PathBuf)> = maps::PINNED_MAPS
             .iter()
             .map(|name| (*name, pins.path.join(name)))
@@ -244,15 +270,25 @@ impl Datapath {
             .with_context(|| format!("program `{name}` is not TC"))
     }
 
-    /// Attaches XDP to the LAN interface's ingress and TC to its egress.
+    /// Attaches XDP to the LAN interface's ingress and TC to its egress. A pinned datapath
+    /// pins its attachments, or takes over those a previous daemon left on `iface`.
     pub fn attach_lan(
         &mut self,
         iface: &str,
         mode: XdpModeChoice,
     ) -> Result<XdpAttachMode, AttachError> {
+        self.link_pins = self
+            .pins
+            .as_ref()
+            .map(|pins| links::LinkPins::new(&pins.path, iface));
         let xdp_mode = self.attach_xdp(iface, mode)?;
         self.attach_tc_egress(iface)?;
         Ok(xdp_mode)
+    }
+
+    /// True when the programs went into attachments a previous daemon left.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     fn attach_xdp(
@@ -260,52 +296,75 @@ impl Datapath {
         iface: &str,
         mode: XdpModeChoice,
     ) -> Result<XdpAttachMode, AttachError> {
-        let program = self
-            .xdp(program::LAN_INGRESS)
-            .expect("lan_ingress is loaded by Datapath::load*");
-        let attach = |program: &mut Xdp, mode: XdpAttachMode| {
-            let flags = match mode {
-                XdpAttachMode::Native => XdpMode::Driver,
-                XdpAttachMode::Generic => XdpMode::Skb,
-            };
-            program
-                .attach(iface, flags)
-                .map(|_| mode)
-                .map_err(|source| xdp_attach_error(iface, mode, source))
+        let pin_error = |source| AttachError::Pin {
+            iface: iface.to_owned(),
+            what: "XDP",
+            source,
         };
-        match mode {
-            XdpModeChoice::Native => attach(program, XdpAttachMode::Native),
-            XdpModeChoice::Generic => attach(program, XdpAttachMode::Generic),
-            XdpModeChoice::Auto => match attach(program, XdpAttachMode::Native) {
-                Err(AttachError::Xdp { source, .. }) => {
-                    warn!(
-                        interface = iface,
-                        reason = %error_chain(&source),
-                        "native XDP unavailable, falling back to generic XDP (slower)"
-                    );
-                    attach(program, XdpAttachMode::Generic)
-                }
-                other => other,
-            },
+        let existing = self.link_pins.as_ref().and_then(|p| p.existing_xdp());
+        let program = self
+            .ebpf
+            .program_mut(program::LAN_INGRESS)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("lan_ingress is loaded by Datapath::load*");
+        if let Some((path, pinned_mode)) = existing {
+            let pinned = links::adopt_xdp(program, &path).map_err(pin_error)?;
+            self.links.push(pinned);
+            self.adopted = true;
+            info!(interface = iface, xdp_mode = %pinned_mode, "took over the XDP attachment a previous daemon left");
+            return Ok(pinned_mode);
         }
+        let (link_id, attached_mode) = attach_xdp_fresh(program, iface, mode)?;
+        if let Some(pins) = &self.link_pins {
+            let link = program
+                .take_link(link_id)
+                .map_err(|e| pin_error(Box::new(e)))?;
+            let pinned = pins.pin_xdp(link, attached_mode).map_err(pin_error)?;
+            self.links.push(pinned);
+        }
+        Ok(attached_mode)
     }
 
     fn attach_tc_egress(&mut self, iface: &str) -> Result<(), AttachError> {
+        let pin_error = |source| AttachError::Pin {
+            iface: iface.to_owned(),
+            what: "TC egress",
+            source,
+        };
+        let existing = self.link_pins.as_ref().and_then(|p| p.existing_tc_egress());
+        let program = self
+            .ebpf
+            .program_mut(program::LAN_EGRESS)
+            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+            .expect("lan_egress is loaded by Datapath::load*");
+        if let Some(path) = existing {
+            let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
+            self.links.push(pinned);
+            info!(
+                interface = iface,
+                "took over the TC egress attachment a previous daemon left"
+            );
+            return Ok(());
+        }
         // Kernels before 6.6 attach TC programs through a clsact qdisc (aya uses TCX links
         // from 6.6 on). An existing clsact is fine: adding it again fails harmlessly.
         if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
             let _ = tc::qdisc_add_clsact(iface);
         }
-        let program = self
-            .tc(program::LAN_EGRESS)
-            .expect("lan_egress is loaded by Datapath::load*");
-        program
+        let link_id = program
             .attach(iface, TcAttachType::Egress)
-            .map(|_| ())
             .map_err(|source| AttachError::Tc {
                 iface: iface.to_owned(),
                 source,
-            })
+            })?;
+        if let Some(pins) = &self.link_pins {
+            let link = program
+                .take_link(link_id)
+                .map_err(|e| pin_error(Box::new(e)))?;
+            let pinned = pins.pin_tc_egress(link).map_err(pin_error)?;
+            self.links.push(pinned);
+        }
+        Ok(())
     }
 
     /// The flow table.
@@ -350,17 +409,43 @@ impl Datapath {
         HashMap::try_from(map).context("CLASS_RESULTS is not a hash map")
     }
 
+    /// Entries the domain table has room for.
+    pub fn domain_capacity(&self) -> anyhow::Result<u32> {
+        match self.ebpf.map(maps::DOMAINS).context("no DOMAINS map")? {
+            aya::maps::Map::HashMap(data) => Ok(data
+                .info()
+                .context("reading the domain table's size")?
+                .max_entries()),
+            _ => anyhow::bail!("DOMAINS is not a hash map"),
+        }
+    }
+
     /// The BitTorrent peer cache: peer endpoint → CLOCK_BOOTTIME ns it was last seen.
     pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
         let map = self.ebpf.map_mut(maps::PEERS).context("no PEERS map")?;
         HashMap::try_from(map).context("PEERS is not a hash map")
     }
 
-    /// Detaches the programs and removes the pinned maps.
+    /// Detaches the programs and removes the pinned attachments and maps.
     pub fn shutdown(self) -> anyhow::Result<()> {
-        let Self { ebpf, pins } = self;
-        // Dropping the Ebpf closes the link file descriptors, which detaches the programs.
+        let Self {
+            ebpf,
+            pins,
+            links,
+            link_pins,
+            ..
+        } = self;
+        // Dropping the Ebpf closes the programs' own descriptors (and unpinned links, which
+        // detaches them); a pinned link goes once its pin is removed as well.
         drop(ebpf);
+        for link in links {
+            links::release(link).context("removing a pinned attachment")?;
+        }
+        if let Some(link_pins) = link_pins {
+            link_pins
+                .remove_dirs()
+                .context("removing the attachments' pin directory")?;
+        }
         if let Some(pins) = pins {
             unpin_all(&pins.path)?;
         }
@@ -371,6 +456,75 @@ impl Datapath {
         if let Some(pins) = self.pins.as_ref().filter(|p| p.created) {
             remove_pins(&pins.path);
         }
+    }
+}
+
+/// Fails with the fix when maps a previous daemon pinned cannot serve this one: a flow
+/// table of another layout (another version), or a domain table too small for the policy.
+/// The kernel would otherwise refuse the programs with a verifier message, or worse.
+fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
+    use aya::maps::MapInfo;
+    let fix = format!(
+        "stop any daemon using {dir}, then remove it (`rm -r {dir}`; flow counters start          again from zero) and start again",
+        dir = pin_dir.display()
+    );
+    let flows = pin_dir.join(maps::FLOWS);
+    if flows.exists() {
+        let info =
+            MapInfo::from_pin(&flows).with_context(|| format!("reading {}", flows.display()))?;
+        let (key, value) = (size_of::<FlowKey>() as u32, size_of::<FlowEntry>() as u32);
+        anyhow::ensure!(
+            info.key_size() == key && info.value_size() == value,
+            "the flow table pinned in {} was made by another classifier version ({}-byte              keys and {}-byte entries; this version uses {key} and {value}): {fix}",
+            pin_dir.display(),
+            info.key_size(),
+            info.value_size()
+        );
+    }
+    let domain_table = pin_dir.join(maps::DOMAINS);
+    if domain_table.exists() {
+        let info = MapInfo::from_pin(&domain_table)
+            .with_context(|| format!("reading {}", domain_table.display()))?;
+        anyhow::ensure!(
+            info.max_entries() >= domains,
+            "the domain table pinned in {} has room for {} entries; this policy needs {domains}: {fix}",
+            pin_dir.display(),
+            info.max_entries()
+        );
+    }
+    Ok(())
+}
+
+/// Attaches XDP in the mode asked for (auto: native, else generic with a warning).
+fn attach_xdp_fresh(
+    program: &mut Xdp,
+    iface: &str,
+    mode: XdpModeChoice,
+) -> Result<(aya::programs::xdp::XdpLinkId, XdpAttachMode), AttachError> {
+    let mut attach = |mode: XdpAttachMode| {
+        let flags = match mode {
+            XdpAttachMode::Native => XdpMode::Driver,
+            XdpAttachMode::Generic => XdpMode::Skb,
+        };
+        program
+            .attach(iface, flags)
+            .map(|id| (id, mode))
+            .map_err(|source| xdp_attach_error(iface, mode, source))
+    };
+    match mode {
+        XdpModeChoice::Native => attach(XdpAttachMode::Native),
+        XdpModeChoice::Generic => attach(XdpAttachMode::Generic),
+        XdpModeChoice::Auto => match attach(XdpAttachMode::Native) {
+            Err(AttachError::Xdp { source, .. }) => {
+                warn!(
+                    interface = iface,
+                    reason = %error_chain(&source),
+                    "native XDP unavailable, falling back to generic XDP (slower)"
+                );
+                attach(XdpAttachMode::Generic)
+            }
+            other => other,
+        },
     }
 }
 

@@ -1,0 +1,166 @@
+//! `classifier policy check|reload|show|explain`.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::{
+    control::{self, Request},
+    in_force::ReloadReport,
+    policy::{
+        Policy,
+        show::{Summary, parse_target},
+    },
+};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file without touching the kernel: every error names file, line and
+    /// field.
+    #[command(after_help = "\
+Examples:
+  classifier policy check /etc/classifier/policy.toml && systemctl reload classifier")]
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+    /// Make the running daemon read its policy file again (as SIGHUP does). A file that does
+    /// not validate is refused and the policy in force stays.
+    Reload(SocketArgs),
+    /// The policy: categories, groups, periods, rules and exceptions. Without --policy, the
+    /// running daemon's, with the period in force.
+    Show {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Show this file instead of asking the daemon.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which group, category, period, rule and exception decide what a client may do with a
+    /// site or port, and why. Works without a daemon.
+    #[command(after_help = "\
+Examples:
+  # Can this staff PC watch YouTube now?
+  classifier policy explain 192.0.2.10 www.youtube.com
+
+  # And at lunch on Monday, under a policy not deployed yet?
+  classifier policy explain 192.0.2.10 www.youtube.com --at 2026-11-23T12:30:00Z --policy new.toml
+
+  # A port: BitTorrent's, as JSON
+  classifier policy explain 192.0.2.140 tcp/6881 --json")]
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocketArgs {
+    /// The running daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The client's address.
+    client: IpAddr,
+    /// A domain as in an SNI or Host (www.example.com), or a port (tcp/6881, udp/443, 443).
+    target: String,
+    /// The moment to answer for (RFC 3339, e.g. 2026-11-23T12:30:00Z; default: now).
+    #[arg(long, value_name = "TIME")]
+    at: Option<jiff::Timestamp>,
+    /// The policy file to ask (default: the built-in council policy).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn execute(command: &PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check { file } => check(file),
+        PolicyCommand::Reload(socket) => reload(socket),
+        PolicyCommand::Show {
+            socket,
+            policy,
+            json,
+        } => show(socket, policy.as_deref(), *json),
+        PolicyCommand::Explain(args) => explain(args),
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<()> {
+    let policy = Policy::load(file)?;
+    let report = &policy.classes.report;
+    println!(
+        "{}: valid: {} categories, {} domains, {} groups, {} rules, {} exceptions; periods {}",
+        file.display(),
+        policy.classes.categories.len(),
+        policy.classes.domains.len(),
+        policy.groups.len(),
+        policy.rules.len(),
+        policy.exceptions.len(),
+        policy.periods.join(", ")
+    );
+    if report.list_lines_skipped > 0 {
+        println!(
+            "note: {} list lines were not domains and were skipped (e.g. {})",
+            report.list_lines_skipped,
+            report.list_skipped_examples.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn reload(socket: &SocketArgs) -> anyhow::Result<()> {
+    let lines = control::ask(&socket.control_socket, &Request::Reload)?;
+    let report: ReloadReport =
+        serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?;
+    println!(
+        "reloaded {}: {} categories, {} domains, {} rules; period {} in force (generation {})",
+        report.policy,
+        report.categories,
+        report.domains,
+        report.rules,
+        report.period,
+        report.generation
+    );
+    Ok(())
+}
+
+fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let summary = match file {
+        Some(file) => Summary::of(&Policy::load(file)?, None),
+        None => {
+            let lines = control::ask(&socket.control_socket, &Request::ShowPolicy)?;
+            serde_json::from_str(lines.first().context("no answer")?)
+                .context("the daemon's answer")?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(())
+}
+
+fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
+    let policy = match &args.policy {
+        Some(file) => Policy::load(file)?,
+        None => Policy::default_council(),
+    };
+    let target = parse_target(&args.target).map_err(anyhow::Error::msg)?;
+    let at = args.at.unwrap_or_else(jiff::Timestamp::now);
+    let explanation = policy.explain(args.client, &target, at);
+    if args.json {
+        println!("{}", serde_json::to_string(&explanation)?);
+    } else {
+        print!("{}", explanation.render());
+    }
+    Ok(())
+}

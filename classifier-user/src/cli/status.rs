@@ -1,0 +1,65 @@
+//! `classifier status`: what the running daemon enforces, and its counters.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    control::{self, Request},
+    daemon::Status,
+};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  classifier status
+  classifier status --json | jq .period")]
+pub struct StatusArgs {
+    /// The running daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+
+    /// The status as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
+    let lines = control::ask(&args.control_socket, &Request::Status)?;
+    let line = lines.first().context("the daemon sent no status")?;
+    if args.json {
+        println!("{line}");
+        return Ok(());
+    }
+    let status: Status = serde_json::from_str(line).context("the daemon's status")?;
+    let next = status
+        .next_change
+        .map_or_else(|| "none".to_owned(), |t| t.to_string());
+    println!(
+        "interface:  {} (XDP {}{})",
+        status.interface,
+        status.xdp_mode,
+        if status.adopted {
+            ", taken over from the previous daemon"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "policy:     {} ({} categories, {} domains, {} rules, {} exceptions active)",
+        status.policy, status.categories, status.domains, status.rules, status.exceptions_active
+    );
+    println!(
+        "period:     {} ({}); next change {next}",
+        status.period, status.period_reason
+    );
+    println!("generation: {}", status.policy_generation);
+    println!(
+        "flows:      {} in the table; blocked {} packets / {} bytes; shaped {} bytes",
+        status.flows, status.blocked_packets, status.blocked_bytes, status.shaped_bytes
+    );
+    println!("uptime:     {} s", status.uptime_seconds);
+    println!("datapath:   {}", serde_json::to_string(&status.datapath)?);
+    Ok(())
+}

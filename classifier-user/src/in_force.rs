@@ -1,0 +1,176 @@
+//! The policy in force: which policy, which schedule period and which generation of the
+//! decision tables the datapath enforces, and how that changes — at each schedule boundary
+//! and exception expiry (the clock), and on reload (a new file).
+//!
+//! Every change is one [`swap_policy`](crate::loader::Datapath::swap_policy): the new tables
+//! are written into the idle half of the double-buffered maps, then one 4-byte write makes
+//! them the ones in force, so no packet sees a half-written table. A policy file that does
+//! not load changes nothing.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+use serde::Serialize;
+use tracing::info;
+
+use crate::{loader::Datapath, policy::Policy, tables};
+
+/// What the datapath enforces now.
+#[derive(Debug)]
+pub struct InForce {
+    pub policy: Policy,
+    /// The file it was read from; `None` for the built-in default policy.
+    pub file: Option<PathBuf>,
+    pub period: String,
+    /// Why `period` is the one in force (for `status` and logs).
+    pub period_reason: String,
+    /// Generation of the decision tables in the datapath.
+    pub generation: u32,
+    pub applied_at: Timestamp,
+    /// When the period changes or an exception expires: the tables are worked out again.
+    pub next_change: Option<Timestamp>,
+}
+
+/// The answer to `policy reload`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    pub policy: String,
+    pub period: String,
+    pub generation: u32,
+    pub categories: usize,
+    pub domains: usize,
+    pub rules: usize,
+}
+
+impl InForce {
+    /// Installs `policy`'s classification tables and its decisions for `now`.
+    pub fn install(
+        policy: Policy,
+        file: Option<PathBuf>,
+        datapath: &mut Datapath,
+        now: Timestamp,
+    ) -> anyhow::Result<Self> {
+        datapath.install_tables(&policy.classes, &policy.datapath)?;
+        let mut in_force = Self {
+            policy,
+            file,
+            period: String::new(),
+            period_reason: String::new(),
+            generation: 0,
+            applied_at: now,
+            next_change: None,
+        };
+        in_force.decide_again(datapath, now)?;
+        Ok(in_force)
+    }
+
+    /// Works the decisions out for `now` and swaps them in: the period's rules, the
+    /// exceptions still valid.
+    pub fn decide_again(&mut self, datapath: &mut Datapath, now: Timestamp) -> anyhow::Result<()> {
+        let period = self.policy.schedule.period_at(now);
+        let tables = self.policy.decision_tables(&period.name, now);
+        let generation = datapath
+            .swap_policy(&tables)
+            .context("swapping the decision tables")?;
+        let next_change = [
+            self.policy.schedule.next_change(now),
+            self.policy.next_expiry(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if period.name != self.period {
+            info!(
+                from = %self.period,
+                to = %period.name,
+                why = %period.reason,
+                generation,
+                "schedule period in force"
+            );
+        }
+        self.period = period.name;
+        self.period_reason = period.reason;
+        self.generation = generation;
+        self.applied_at = now;
+        self.next_change = next_change;
+        Ok(())
+    }
+
+    /// At or after the next change: decides again. Returns whether it did.
+    pub fn on_clock(&mut self, datapath: &mut Datapath, now: Timestamp) -> anyhow::Result<bool> {
+        match self.next_change {
+            Some(change) if now >= change => {
+                self.log_expired_exceptions(now);
+                self.decide_again(datapath, now)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Reads the policy file again and, when it is valid, puts it in force; otherwise the
+    /// running policy stays and the error names file, line and field.
+    pub fn reload(
+        &mut self,
+        datapath: &mut Datapath,
+        now: Timestamp,
+    ) -> anyhow::Result<ReloadReport> {
+        let Some(file) = self.file.clone() else {
+            anyhow::bail!(
+                "the daemon runs the built-in policy: there is no file to reload (start it with \
+                 --policy FILE)"
+            );
+        };
+        let policy = Policy::load(&file).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nthe policy in force is unchanged ({})",
+                self.policy.origin
+            )
+        })?;
+        let needed = tables::domain_capacity(policy.classes.domains.len());
+        let room = datapath.domain_capacity()?;
+        anyhow::ensure!(
+            needed <= room,
+            "{}: {} domains need a domain table of {needed} entries, the datapath has {room}: \
+             restart the daemon to grow it; the policy in force is unchanged",
+            file.display(),
+            policy.classes.domains.len()
+        );
+        datapath.install_tables(&policy.classes, &policy.datapath)?;
+        let previous = std::mem::replace(&mut self.policy, policy);
+        if let Err(e) = self.decide_again(datapath, now) {
+            // Put the old decisions back with the old policy's classes.
+            self.policy = previous;
+            datapath.install_tables(&self.policy.classes, &self.policy.datapath)?;
+            self.decide_again(datapath, now)?;
+            return Err(e);
+        }
+        info!(policy = %self.policy.origin, generation = self.generation, "policy reloaded");
+        Ok(self.report())
+    }
+
+    pub fn report(&self) -> ReloadReport {
+        ReloadReport {
+            policy: self.policy.origin.clone(),
+            period: self.period.clone(),
+            generation: self.generation,
+            categories: self.policy.classes.categories.len(),
+            domains: self.policy.classes.domains.len(),
+            rules: self.policy.rules.len(),
+        }
+    }
+
+    fn log_expired_exceptions(&self, now: Timestamp) {
+        for exception in &self.policy.exceptions {
+            if exception.expires > self.applied_at && exception.expires <= now {
+                info!(
+                    reference = %exception.reference,
+                    approved_by = %exception.approved_by,
+                    expired = %exception.expires,
+                    "exception expired: no longer applied"
+                );
+            }
+        }
+    }
+}

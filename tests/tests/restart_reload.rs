@@ -1,0 +1,339 @@
+//! The daemon's life under live traffic, in a lab of network namespaces with real clients
+//! and servers: killed with SIGKILL, the datapath it left goes on counting and blocking and
+//! the next daemon takes it over with its counters; a policy reload changes the verdict of
+//! new and running flows; a bad policy file changes nothing.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use classifier_tests::{
+    capture::{self, Capture},
+    classifier_bin, privileged,
+};
+use classifier_user::{
+    flows::FlowRecord,
+    lab::{
+        Host, Lab, LabSpec,
+        daemon::{DaemonOptions, DaemonProcess},
+        http::HttpServer,
+        topology::{SERVICE_V4, SERVICE_V6},
+    },
+};
+
+/// Served over plain HTTP (classified by Host) by the lab's HTTP server.
+const DOWNLOADS: &str = "downloads.example.test";
+/// A gambling site the policies below always block.
+const GAMBLING: &str = "www.bet365.com";
+const HTTP_PORT: u16 = 80;
+
+/// A policy whose period is always `working`, so the verdicts do not depend on the clock.
+fn policy(downloads_blocked: bool) -> String {
+    let mut text = String::from(
+        r#"
+[site]
+name = "Lab"
+
+[schedule]
+default = "working"
+
+[categories.lab-downloads]
+domains = ["example.test"]
+
+[categories.gambling]
+domains = ["bet365.com"]
+
+[[rules]]
+description = "Gambling: blocked"
+categories = "gambling"
+action = "block"
+"#,
+    );
+    if downloads_blocked {
+        text.push_str(
+            r#"
+[[rules]]
+description = "Lab downloads: blocked since this reload"
+categories = "lab-downloads"
+action = "block"
+"#,
+        );
+    }
+    text
+}
+
+/// The lab, its HTTP server, and a policy file the daemon runs with.
+struct Setup {
+    lab: Lab,
+    _http: HttpServer,
+    policy_file: PathBuf,
+}
+
+impl Setup {
+    fn new(policy_text: &str) -> Self {
+        let lab = Lab::up(&LabSpec {
+            server_names: vec![DOWNLOADS.into(), GAMBLING.into()],
+            ..LabSpec::default()
+        })
+        .expect("lab comes up");
+        let http = HttpServer::start(
+            &lab.server.netns,
+            &[
+                SocketAddr::new(SERVICE_V4.into(), HTTP_PORT),
+                SocketAddr::new(SERVICE_V6.into(), HTTP_PORT),
+            ],
+        )
+        .unwrap();
+        let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
+        std::fs::write(&policy_file, policy_text).unwrap();
+        Self {
+            lab,
+            _http: http,
+            policy_file,
+        }
+    }
+
+    fn start_daemon(&self) -> DaemonProcess {
+        let options = DaemonOptions {
+            extra_args: vec!["--policy".into(), self.policy_file.display().to_string()],
+            ..DaemonOptions::default()
+        };
+        DaemonProcess::start(&classifier_bin(), &self.lab, &options).expect("daemon starts")
+    }
+
+    fn client(&self) -> &Host {
+        &self.lab.clients[0]
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.policy_file);
+    }
+}
+
+/// A download of `len` bytes from `local_port` at `rate` bytes/s, running in the background.
+fn slow_download(client: &Host, local_port: u16, len: u64, rate: &str) -> Child {
+    Lab::command(client, "curl")
+        .args([
+            "--silent",
+            "--ipv4",
+            "--max-time",
+            "30",
+            "--output",
+            "/dev/null",
+        ])
+        .args([
+            "--limit-rate",
+            rate,
+            "--local-port",
+            &local_port.to_string(),
+        ])
+        .args(["--write-out", "%{size_download}"])
+        .arg(format!("http://{DOWNLOADS}/bytes/{len}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl starts")
+}
+
+/// Waits (bounded) for curl; returns whether it succeeded and the bytes it received.
+fn finish(mut curl: Child) -> (bool, u64) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while curl.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "curl did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = curl.wait_with_output().unwrap();
+    let size = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (output.status.success(), size)
+}
+
+/// Whether a new HTTPS connection to `name` fails within a few seconds (blocked) rather
+/// than being answered.
+fn tls_blocked(client: &Host, name: &str) -> bool {
+    let output = Lab::command(client, "curl")
+        .args([
+            "--silent",
+            "--ipv4",
+            "--insecure",
+            "--max-time",
+            "3",
+            "--output",
+            "/dev/null",
+        ])
+        .args(["--write-out", "%{http_code}"])
+        .arg(format!("https://{name}/"))
+        .output()
+        .expect("curl runs");
+    !output.status.success()
+}
+
+fn flow_from_port(flows: &[FlowRecord], port: u16) -> FlowRecord {
+    flows
+        .iter()
+        .find(|f| f.client.port() == port)
+        .cloned()
+        .unwrap_or_else(|| panic!("no flow from port {port} in {flows:#?}"))
+}
+
+#[test]
+fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over() {
+    if !privileged("after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over") {
+        return;
+    }
+    let setup = Setup::new(&policy(false));
+    let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
+    let client = setup.client();
+    let daemon = setup.start_daemon();
+    assert!(!daemon.status().unwrap().adopted);
+    assert!(tls_blocked(client, GAMBLING), "the policy blocks gambling");
+
+    // 2 MB at 400 kB/s: about five seconds, through the kill and the restart.
+    const PORT: u16 = 40100;
+    const LEN: u64 = 2_000_000;
+    let capture = Capture::start(client, &format!("tcp port {PORT}")).unwrap();
+    let curl = slow_download(client, PORT, LEN, "400k", 30);
+    std::thread::sleep(Duration::from_millis(1000));
+    daemon.kill_hard().unwrap();
+
+    // No daemon: the pinned programs still classify and block new flows.
+    assert!(
+        tls_blocked(client, GAMBLING),
+        "still blocked while no daemon runs"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+
+    let daemon = setup.start_daemon();
+    let status = daemon.status().unwrap();
+    assert!(
+        status.adopted,
+        "the new daemon took the attachments over: {status:?}"
+    );
+    assert!(
+        tls_blocked(client, GAMBLING),
+        "blocked under the new daemon"
+    );
+
+    let (ok, size) = finish(curl);
+    assert!(
+        ok && size == LEN,
+        "the download went on through the restart: {size} of {LEN}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let captured = capture.finish().unwrap();
+
+    // Counters kept counting: the flow, begun under the first daemon, has every byte that
+    // crossed the wire, as tcpdump saw them.
+    let flow = flow_from_port(&daemon.flows().unwrap(), PORT);
+    let (up, down) = capture::tally(&captured, flow.client, flow.server);
+    assert_eq!(
+        (flow.upload.packets, flow.upload.bytes),
+        (up.packets, up.bytes),
+        "upload"
+    );
+    assert_eq!(
+        (flow.download.packets, flow.download.bytes),
+        (down.packets, down.bytes),
+        "download"
+    );
+
+    let pin_dir = daemon.pin_dir.clone();
+    let exit = daemon.stop().unwrap();
+    assert!(exit.success(), "{exit}");
+    assert!(
+        !pin_dir.exists(),
+        "a clean stop removes the pinned maps and attachments"
+    );
+    assert!(!gateway_has_xdp(&setup.lab), "a clean stop detaches XDP");
+}
+
+#[test]
+fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
+    if !privileged("a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing") {
+        return;
+    }
+    let setup = Setup::new(&policy(false));
+    let client = setup.client();
+    let daemon = setup.start_daemon();
+    let before = daemon.status().unwrap();
+    assert_eq!(before.period, "working");
+
+    // A bad file: refused with file, line and field; nothing changes.
+    std::fs::write(
+        &setup.policy_file,
+        policy(false) + "\n[[rules]]\naction = \"explode\"\n",
+    )
+    .unwrap();
+    let refused = reload(&daemon.control_socket);
+    assert!(!refused.status.success(), "a bad policy is refused");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    let file = setup.policy_file.display().to_string();
+    assert!(
+        message.contains(&file)
+            && message.contains("rules[1].action")
+            && message.contains("unchanged"),
+        "the refusal names file, line and field: {message}"
+    );
+    let after_bad = daemon.status().unwrap();
+    assert_eq!(
+        after_bad.policy_generation, before.policy_generation,
+        "no swap"
+    );
+    assert_eq!(after_bad.rules, before.rules);
+
+    // A running download, allowed so far.
+    const PORT: u16 = 40200;
+    let curl = slow_download(client, PORT, 3_000_000, "300k", 15);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        flow_from_port(&daemon.flows().unwrap(), PORT).verdict,
+        "allow"
+    );
+
+    // The reload blocks it where it runs.
+    std::fs::write(&setup.policy_file, policy(true)).unwrap();
+    let reloaded = reload(&daemon.control_socket);
+    assert!(
+        reloaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reloaded.stderr)
+    );
+    let (ok, size) = finish(curl);
+    assert!(
+        !ok && size < 3_000_000,
+        "the running download was cut: {size} bytes, ok={ok}"
+    );
+    let flow = flow_from_port(&daemon.flows().unwrap(), PORT);
+    assert_eq!(flow.verdict, "block");
+    assert!(flow.blocked.packets > 0, "{flow:?}");
+    assert!(daemon.status().unwrap().policy_generation > before.policy_generation);
+
+    // And new flows are blocked from their first request.
+    let (ok, size) = finish(slow_download(client, 40201, 10_000, "1M", 4));
+    assert!(!ok && size == 0, "a new download is blocked: {size} bytes");
+    daemon.stop().unwrap();
+}
+
+fn reload(control_socket: &Path) -> std::process::Output {
+    Command::new(classifier_bin())
+        .args(["policy", "reload", "--control-socket"])
+        .arg(control_socket)
+        .output()
+        .expect("classifier policy reload runs")
+}
+
+/// Whether the gateway's LAN interface still has an XDP program.
+fn gateway_has_xdp(lab: &Lab) -> bool {
+    let output = Command::new("ip")
+        .args(["-n", &lab.gateway.netns, "link", "show", lab.gateway.iface])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&output.stdout).contains("xdp")
+}
