@@ -115,17 +115,12 @@ impl Drop for Setup {
     }
 }
 
-/// A download of `len` bytes from `local_port` at `rate` bytes/s, running in the background.
-fn slow_download(client: &Host, local_port: u16, len: u64, rate: &str) -> Child {
+/// A download of `len` bytes from `local_port` at `rate` bytes/s, running in the background,
+/// given up after `max_seconds`.
+fn slow_download(client: &Host, local_port: u16, len: u64, rate: &str, max_seconds: u32) -> Child {
     Lab::command(client, "curl")
-        .args([
-            "--silent",
-            "--ipv4",
-            "--max-time",
-            "30",
-            "--output",
-            "/dev/null",
-        ])
+        .args(["--silent", "--ipv4", "--output", "/dev/null"])
+        .args(["--max-time", &max_seconds.to_string()])
         .args([
             "--limit-rate",
             rate,
