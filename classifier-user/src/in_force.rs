@@ -7,21 +7,23 @@
 //! them the ones in force, so no packet sees a half-written table. A policy file that does
 //! not load changes nothing.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 use jiff::Timestamp;
 use serde::Serialize;
 use tracing::info;
 
-use crate::{loader::Datapath, policy::Policy, tables};
+use crate::{
+    loader::Datapath,
+    policy::{Policy, PolicySources},
+    tables,
+};
 
 /// What the datapath enforces now.
 #[derive(Debug)]
 pub struct InForce {
     pub policy: Policy,
-    /// The file it was read from; `None` for the built-in default policy.
-    pub file: Option<PathBuf>,
+    /// The files it was read from (reload reads them again).
+    pub sources: PolicySources,
     pub period: String,
     /// Why `period` is the one in force (for `status` and logs).
     pub period_reason: String,
@@ -47,14 +49,14 @@ impl InForce {
     /// Installs `policy`'s classification tables and its decisions for `now`.
     pub fn install(
         policy: Policy,
-        file: Option<PathBuf>,
+        sources: PolicySources,
         datapath: &mut Datapath,
         now: Timestamp,
     ) -> anyhow::Result<Self> {
         datapath.install_tables(&policy.classes, &policy.datapath)?;
         let mut in_force = Self {
             policy,
-            file,
+            sources,
             period: String::new(),
             period_reason: String::new(),
             generation: 0,
@@ -80,7 +82,8 @@ impl InForce {
         .into_iter()
         .flatten()
         .min();
-        if period.name != self.period {
+        // The first decision is logged with the attachment, once it has worked.
+        if period.name != self.period && !self.period.is_empty() {
             info!(
                 from = %self.period,
                 to = %period.name,
@@ -109,32 +112,30 @@ impl InForce {
         }
     }
 
-    /// Reads the policy file again and, when it is valid, puts it in force; otherwise the
-    /// running policy stays and the error names file, line and field.
+    /// Reads the policy and exceptions files again and, when they are valid, puts them in
+    /// force; otherwise the running policy stays and the error names file, line and field.
     pub fn reload(
         &mut self,
         datapath: &mut Datapath,
         now: Timestamp,
     ) -> anyhow::Result<ReloadReport> {
-        let Some(file) = self.file.clone() else {
-            anyhow::bail!(
-                "the daemon runs the built-in policy: there is no file to reload (start it with \
-                 --policy FILE)"
-            );
-        };
-        let policy = Policy::load(&file).map_err(|e| {
+        let policy = self.sources.load().map_err(|e| {
             anyhow::anyhow!(
                 "{e}\nthe policy in force is unchanged ({})",
                 self.policy.origin
             )
         })?;
+        let file = self
+            .sources
+            .policy
+            .as_deref()
+            .map_or_else(|| policy.origin.clone(), |p| p.display().to_string());
         let needed = tables::domain_capacity(policy.classes.domains.len());
         let room = datapath.domain_capacity()?;
         anyhow::ensure!(
             needed <= room,
-            "{}: {} domains need a domain table of {needed} entries, the datapath has {room}: \
+            "{file}: {} domains need a domain table of {needed} entries, the datapath has {room}: \
              restart the daemon to grow it; the policy in force is unchanged",
-            file.display(),
             policy.classes.domains.len()
         );
         datapath.install_tables(&policy.classes, &policy.datapath)?;

@@ -168,3 +168,117 @@ fn groups_exceptions_and_a_new_generation_decide_again() {
     let entry = datapath.flow_table().unwrap().get(&key(47001), 0).unwrap();
     assert_eq!(entry.group, staff);
 }
+
+/// A schedule that changes at a known moment: from `working` (streaming blocked) to
+/// `lunch` (allowed), and an exception that expires an hour later.
+const TIMED_POLICY: &str = r#"
+[schedule]
+default = "outside"
+[[schedule.period]]
+name = "lunch"
+days = "daily"
+hours = "12:00-13:00"
+[[schedule.period]]
+name = "working"
+days = "daily"
+hours = "08:00-12:00"
+
+[categories.streaming-video]
+domains = ["youtube.com"]
+[categories.gambling]
+domains = ["bet365.com"]
+
+[[rules]]
+description = "No streaming at work"
+categories = "streaming-video"
+periods = "working"
+action = "block"
+[[rules]]
+description = "No gambling"
+categories = "gambling"
+action = "block"
+
+[[exceptions]]
+client = "192.0.2.10"
+categories = ["gambling"]
+approved_by = "test"
+reference = "T-1"
+reason = "expires at 13:00 UTC"
+expires = "2026-11-23T13:00:00Z"
+"#;
+
+#[test]
+fn the_clock_swaps_the_tables_at_period_boundaries_and_exception_expiry() {
+    use classifier_user::{in_force::InForce, policy::PolicySources};
+    if !privileged("the_clock_swaps_the_tables_at_period_boundaries_and_exception_expiry") {
+        return;
+    }
+    let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+    let policy = Policy::parse(
+        TIMED_POLICY,
+        std::path::Path::new("timed.toml"),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let mut datapath = Datapath::load().unwrap();
+    // Monday 23 November 2026 (GMT = UTC), 11:59:59: working.
+    let mut in_force = InForce::install(
+        policy,
+        PolicySources::default(),
+        &mut datapath,
+        at("2026-11-23T11:59:59Z"),
+    )
+    .unwrap();
+    assert_eq!(in_force.period, "working");
+    assert_eq!(in_force.next_change, Some(at("2026-11-23T12:00:00Z")));
+    assert_eq!(open_tls(&mut datapath, 46001, "www.youtube.com"), XDP_DROP);
+    assert_eq!(
+        open_tls(&mut datapath, 46002, "www.bet365.com"),
+        XDP_PASS,
+        "excepted"
+    );
+
+    // Not yet: nothing changes.
+    assert!(
+        !in_force
+            .on_clock(&mut datapath, at("2026-11-23T11:59:59Z"))
+            .unwrap()
+    );
+    // The boundary: lunch, and the running blocked flow passes from its next packet.
+    let generation = in_force.generation;
+    assert!(
+        in_force
+            .on_clock(&mut datapath, at("2026-11-23T12:00:00Z"))
+            .unwrap()
+    );
+    assert_eq!(in_force.period, "lunch");
+    assert_eq!(in_force.generation, generation + 1);
+    let next = frames::tcp4_seq(Way::Up, 46001, 443, "PA", 2000, b"more");
+    assert_eq!(
+        run_frame(&mut datapath, Way::Up, &next),
+        XDP_PASS,
+        "lunch: allowed"
+    );
+    assert_eq!(in_force.next_change, Some(at("2026-11-23T13:00:00Z")));
+
+    // 13:00: outside hours, and the exception has expired: gambling is blocked again, on
+    // the running flow too; streaming is allowed.
+    assert!(
+        in_force
+            .on_clock(&mut datapath, at("2026-11-23T13:00:00Z"))
+            .unwrap()
+    );
+    assert_eq!(in_force.period, "outside");
+    let next = frames::tcp4_seq(Way::Up, 46002, 443, "PA", 2000, b"more");
+    assert_eq!(
+        run_frame(&mut datapath, Way::Up, &next),
+        XDP_DROP,
+        "exception expired"
+    );
+    let next = frames::tcp4_seq(Way::Up, 46001, 443, "PA", 2004, b"more");
+    assert_eq!(
+        run_frame(&mut datapath, Way::Up, &next),
+        XDP_PASS,
+        "outside: streaming allowed"
+    );
+}

@@ -1,6 +1,7 @@
 //! The `classifier` command line: one binary, one subcommand per job.
 
 mod classify_pcap;
+mod exceptions;
 mod flows;
 mod lab;
 mod policy;
@@ -63,6 +64,9 @@ enum Command {
     /// Check, reload, show and explain the policy.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// List, grant and end exceptions (kept in an exceptions file beside the policy).
+    #[command(subcommand)]
+    Exceptions(exceptions::ExceptionsCommand),
     /// Classify the flows of a pcap/pcapng capture with the real datapath, offline.
     ClassifyPcap(classify_pcap::ClassifyPcapArgs),
     /// A lab of network namespaces (clients, gateway, server) for demos and tests.
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::execute(&args),
         Command::Flows(args) => flows::execute(&args),
         Command::Policy(command) => policy::execute(&command),
+        Command::Exceptions(command) => exceptions::execute(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),
     };

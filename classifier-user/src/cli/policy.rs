@@ -76,6 +76,9 @@ pub struct ExplainArgs {
     /// The policy file to ask (default: the built-in council policy).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// The exceptions file to add (read when it exists).
+    #[arg(long, value_name = "FILE", default_value = crate::policy::DEFAULT_EXCEPTIONS_FILE)]
+    exceptions: PathBuf,
     #[arg(long)]
     json: bool,
 }
@@ -150,10 +153,11 @@ fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
-    let policy = match &args.policy {
-        Some(file) => Policy::load(file)?,
-        None => Policy::default_council(),
-    };
+    let policy = crate::policy::PolicySources {
+        policy: args.policy.clone(),
+        exceptions: Some(args.exceptions.clone()),
+    }
+    .load()?;
     let target = parse_target(&args.target).map_err(anyhow::Error::msg)?;
     let at = args.at.unwrap_or_else(jiff::Timestamp::now);
     let explanation = policy.explain(args.client, &target, at);

@@ -18,7 +18,7 @@ use crate::{
     in_force::InForce,
     loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
     netns,
-    policy::Policy,
+    policy::{self, Policy, PolicySources},
     preflight, tables,
 };
 
@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// first with `classifier policy check FILE`.
     #[arg(long, short = 'p', value_name = "FILE")]
     policy: Option<PathBuf>,
+
+    /// Exceptions file kept by `classifier exceptions add|expire`; read when it exists.
+    #[arg(long, value_name = "FILE", default_value = policy::DEFAULT_EXCEPTIONS_FILE)]
+    exceptions: PathBuf,
 
     /// Network namespace the interface is in (as made by `ip netns add`). Only the network
     /// namespace is entered: maps are still pinned in the host's /sys/fs/bpf.
@@ -76,10 +80,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     preflight::require_root("run")?;
     preflight::require_kernel_btf()?;
     // Before touching the kernel: a policy that does not load stops the start here.
-    let policy = match &args.policy {
-        Some(path) => Policy::load(path)?,
-        None => Policy::default_council(),
-    };
+    let policy = sources(args).load()?;
     if let Some(name) = &args.netns {
         netns::enter(name)?;
     }
@@ -180,12 +181,7 @@ fn prepare(
     policy: Policy,
     args: &RunArgs,
 ) -> anyhow::Result<(RingBuf<MapData>, XdpAttachMode, InForce)> {
-    let in_force = InForce::install(
-        policy,
-        args.policy.clone(),
-        datapath,
-        jiff::Timestamp::now(),
-    )?;
+    let in_force = InForce::install(policy, sources(args), datapath, jiff::Timestamp::now())?;
     let events = datapath.take_events()?;
     let xdp_mode = datapath.attach_lan(&args.iface, args.xdp_mode)?;
     info!(
@@ -200,6 +196,13 @@ fn prepare(
         "datapath attached: XDP on ingress, TC on egress"
     );
     Ok((events, xdp_mode, in_force))
+}
+
+fn sources(args: &RunArgs) -> PolicySources {
+    PolicySources {
+        policy: args.policy.clone(),
+        exceptions: Some(args.exceptions.clone()),
+    }
 }
 
 fn write_pid_file(path: &Path) -> anyhow::Result<()> {

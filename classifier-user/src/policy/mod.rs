@@ -58,7 +58,63 @@ pub struct Policy {
     pub datapath: Config,
 }
 
+/// Where the exceptions the CLI adds and expires are kept, unless told otherwise.
+pub const DEFAULT_EXCEPTIONS_FILE: &str = "/etc/classifier/exceptions.toml";
+
+/// Where a policy comes from: a policy file (or the built-in one) and the exceptions file
+/// `classifier exceptions add|expire` maintains (read when it exists).
+#[derive(Debug, Clone, Default)]
+pub struct PolicySources {
+    pub policy: Option<PathBuf>,
+    pub exceptions: Option<PathBuf>,
+}
+
+impl PolicySources {
+    /// Reads and validates both files: an error names file, line and field.
+    pub fn load(&self) -> Result<Policy, PolicyError> {
+        let mut policy = match &self.policy {
+            Some(path) => Policy::load(path)?,
+            None => Policy::default_council(),
+        };
+        if let Some(file) = self.exceptions.as_deref().filter(|f| f.exists()) {
+            policy.add_exceptions_from(file)?;
+        }
+        Ok(policy)
+    }
+}
+
 impl Policy {
+    /// Adds the exceptions of an exceptions file, validated against this policy's
+    /// categories and groups.
+    pub fn add_exceptions_from(&mut self, path: &Path) -> Result<(), PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            field: "(file)".into(),
+            message: format!("cannot read the exceptions file: {e}"),
+        })?;
+        let source = Source::new(path, &text);
+        let file: exceptions::ExceptionsFile =
+            toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
+        let category = |name: &str| self.classes.category_id(name);
+        let group = |name: &str| self.groups.id(name);
+        let mut added = exceptions::compile(
+            &file.exceptions,
+            &exceptions::Names {
+                category: &category,
+                group: &group,
+            },
+            &self.timezone,
+            &source,
+        )?;
+        for exception in &mut added {
+            exception.origin = format!("{}: {}", path.display(), exception.origin);
+        }
+        self.exceptions.extend(added);
+        Ok(())
+    }
+
     /// Reads and validates the policy file at `path`.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
