@@ -313,6 +313,25 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
     // And new flows are blocked from their first request.
     let (ok, size) = finish(slow_download(client, 40201, 10_000, "1M", 4));
     assert!(!ok && size == 0, "a new download is blocked: {size} bytes");
+
+    // SIGHUP reloads too: back to the first policy, downloads allowed again.
+    std::fs::write(&setup.policy_file, policy(false)).unwrap();
+    let generation = daemon.status().unwrap().policy_generation;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.status().unwrap().policy_generation == generation {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, size) = finish(slow_download(client, 40202, 10_000, "1M", 10));
+    assert!(
+        ok && size == 10_000,
+        "allowed again after SIGHUP: {size} bytes"
+    );
     daemon.stop().unwrap();
 }
 

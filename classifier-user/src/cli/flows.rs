@@ -15,6 +15,7 @@ use crate::{
 Examples:
   classifier flows --top 10
   classifier flows --category streaming-video
+  classifier flows --verdict block
   classifier flows --json | jq 'select(.download.bytes > 1000000)'")]
 pub struct FlowsArgs {
     /// The running daemon's control socket.
@@ -36,6 +37,10 @@ pub struct FlowsArgs {
     /// Only flows of this category (e.g. streaming-video).
     #[arg(long, value_name = "NAME")]
     category: Option<String>,
+
+    /// Only flows with this verdict.
+    #[arg(long, value_parser = ["allow", "block", "shape", "undecided"])]
+    verdict: Option<String>,
 }
 
 pub fn execute(args: &FlowsArgs) -> anyhow::Result<()> {
@@ -48,6 +53,7 @@ pub fn execute(args: &FlowsArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     records.retain(|r| args.client.is_none_or(|c| r.client.ip() == c));
     records.retain(|r| args.category.as_ref().is_none_or(|c| &r.category == c));
+    records.retain(|r| args.verdict.as_ref().is_none_or(|v| &r.verdict == v));
     let top = args.top.unwrap_or(records.len());
     let mut out = std::io::stdout().lock();
     if args.json {
