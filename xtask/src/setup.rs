@@ -7,8 +7,11 @@ use anyhow::{Context as _, bail};
 
 /// Debian packages, and why each is here.
 const PACKAGES: &[&str] = &[
-    // Debian's rustc 1.96 with a prebuilt `core` for the BPF targets (docs/toolchain.md).
+    // Debian's rustc 1.96 with a prebuilt `core` for the BPF targets (docs/toolchain.md),
+    // and its cargo: only a recommendation of rustc-web, which `--no-install-recommends`
+    // leaves out, so it is named here.
     "rustc-web",
+    "cargo-web",
     "libstd-rust-web-dev-bpf",
     // bpf-linker links against LLVM 22.
     "llvm-22-dev",
