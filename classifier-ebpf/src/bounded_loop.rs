@@ -31,8 +31,12 @@ pub fn bounded_loop<B: LoopBody>(count: u32, body: &mut B) {
 extern "C" fn trampoline<B: LoopBody>(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `&mut B` `bounded_loop` passed, alive during the loop.
     let body = unsafe { &mut *ctx.cast::<B>() };
-    match body.step(index as u32) {
+    let stop = match body.step(index as u32) {
         ControlFlow::Continue(()) => 0,
         ControlFlow::Break(()) => 1,
-    }
+    };
+    // The verifier wants the return value provably 0 or 1. LLVM may compute it from state
+    // it knows to be 0 or 1 (a bool byte), which the verifier only sees as 0..=255: the
+    // opaque value and the mask make the bound explicit.
+    (crate::packet::verifier_opaque(stop) & 1) as i64
 }

@@ -151,10 +151,21 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(
     if fragment_bits != 0 {
         return Ok(None);
     }
-    let l4 = l3 + header_len;
+    let mut l4 = l3 + header_len;
+    // IPsec AH in transport mode authenticates without encrypting: the transport header
+    // follows it (RFC 4302; its length is in 4-octet units, minus 2).
+    if meta.protocol == IPV6_EXT_AUTH {
+        let [next, len] = pkt.read(l4).ok_or(ParseError::Truncated)?;
+        let ah_len = (len as usize + 2) * 4;
+        if header_len + ah_len > total_len {
+            return Err(ParseError::Invalid);
+        }
+        meta.protocol = next;
+        l4 += ah_len;
+    }
     meta.l4_offset = l4 as u16;
     meta.payload_offset = l4 as u16;
-    meta.payload_len = (total_len - header_len) as u16;
+    meta.payload_len = (l3 + total_len - l4) as u16;
     Ok(Some(l4))
 }
 
@@ -171,14 +182,18 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(
         return Err(ParseError::Invalid);
     }
     let payload_len = u16::from_be_bytes([fixed[4], fixed[5]]) as usize;
+    // A 65,535-byte payload and its header do not fit the u16 lengths: no such packet
+    // crosses an Ethernet link, so the lengths are capped rather than wrapped (found by
+    // fuzzing: a wrapped length put the payload past the packet).
+    let l3_len = (IPV6_HEADER_LEN + payload_len).min(u16::MAX as usize);
     meta.ip_version = 6;
-    meta.l3_len = (IPV6_HEADER_LEN + payload_len) as u16;
+    meta.l3_len = l3_len as u16;
     meta.src_addr = pkt.read(l3 + 8).ok_or(ParseError::Truncated)?;
     meta.dst_addr = pkt.read(l3 + 24).ok_or(ParseError::Truncated)?;
 
     let mut next_header = fixed[6];
     let mut offset = l3 + IPV6_HEADER_LEN;
-    let end = l3 + IPV6_HEADER_LEN + payload_len;
+    let end = l3 + l3_len;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let ext_len = match next_header {
             IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_DEST_OPTS => {

@@ -103,6 +103,9 @@ pub struct RequestScanner {
     /// One past the value's last byte that is not a space or tab.
     value_end: usize,
     bracketed: bool,
+    /// A space or tab came after the value's first bytes: only more spaces may follow
+    /// (a name has no blanks inside; `www.bbc /x` is no Host).
+    blank_in_value: bool,
     /// Set when a Host value or the end of the headers was reached.
     complete: bool,
 }
@@ -116,6 +119,7 @@ impl RequestScanner {
             value_start: 0,
             value_end: 0,
             bracketed: false,
+            blank_in_value: false,
             complete: false,
         }
     }
@@ -221,7 +225,14 @@ impl RequestScanner {
             self.finish();
         } else if index.saturating_sub(self.value_start) > MAX_NAME_LEN {
             self.finish(); // longer than any name: not a name
-        } else if byte != b' ' && byte != b'\t' && !(self.bracketed && byte == b'[') {
+        } else if byte == b' ' || byte == b'\t' {
+            if self.bracketed {
+                self.finish(); // an address literal has no blanks: not a name
+            }
+            self.blank_in_value |= self.value_end > self.value_start;
+        } else if self.blank_in_value {
+            self.finish(); // a blank inside the value: not a name
+        } else if !(self.bracketed && byte == b'[') {
             self.value_end = index + 1;
         }
     }

@@ -248,3 +248,47 @@ fn every_truncation_is_an_error_never_a_panic() {
         }
     }
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/packet_headers.rs): IPv4 with IPsec AH in transport
+/// mode was keyed as protocol 51 without ports; the TCP header after AH is the flow's.
+#[test]
+fn ipv4_ipsec_ah_is_walked_to_the_transport_header() {
+    let plain = tcp_v4(b"hello");
+    let (ip_start, tcp_start) = (14, 34);
+    // AH: next header TCP, length 4 (= (4 + 2) * 4 = 24 bytes), reserved, SPI, sequence, ICV.
+    let mut ah = vec![6u8, 4, 0, 0];
+    ah.extend_from_slice(&[0x11; 20]);
+    let mut frame = plain[..tcp_start].to_vec();
+    frame.extend_from_slice(&ah);
+    frame.extend_from_slice(&plain[tcp_start..]);
+    frame[ip_start + 9] = 51;
+    let total = u16::from_be_bytes([frame[ip_start + 2], frame[ip_start + 3]]) + ah.len() as u16;
+    frame[ip_start + 2..ip_start + 4].copy_from_slice(&total.to_be_bytes());
+    let meta = meta_of(&frame);
+    assert_eq!(meta.protocol, ip_proto::TCP);
+    assert_eq!((meta.src_port, meta.dst_port), (40000, 443));
+    assert_eq!(meta.l4_offset as usize, tcp_start + ah.len());
+    assert_eq!(meta.payload_len, 5);
+    assert_eq!(&frame[meta.payload_offset as usize..], b"hello");
+    // An AH longer than the packet is refused, not read past.
+    frame[tcp_start + 1] = 200;
+    assert_eq!(kind_of(&frame), Err(ParseError::Invalid));
+}
+
+/// Found by fuzzing (fuzz/fuzz_targets/packet_headers.rs): an IPv6 payload length near
+/// 65,535 wrapped the u16 layer-3 length; it is capped now, and the payload stays inside it.
+#[test]
+fn an_ipv6_length_that_does_not_fit_is_capped_not_wrapped() {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .ipv6(CLIENT_V6, SERVER_V6, 64)
+        .udp(40000, 443);
+    let mut bytes = Vec::new();
+    builder.write(&mut bytes, b"x").unwrap();
+    bytes[14 + 4..14 + 6].copy_from_slice(&u16::MAX.to_be_bytes());
+    let meta = meta_of(&bytes);
+    assert_eq!(meta.l3_len, u16::MAX);
+    assert!(
+        meta.payload_offset as usize + meta.payload_len as usize
+            <= meta.l3_offset as usize + meta.l3_len as usize
+    );
+}

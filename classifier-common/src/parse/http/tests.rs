@@ -110,3 +110,21 @@ fn oversized_values_and_headers_never_yield_a_bogus_name() {
         "a Host beyond the scan window is not read"
     );
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/http_request.rs): a blank inside the Host value made
+/// a name with a space in it. Blanks around the value are fine; inside, there is no name.
+#[test]
+fn a_host_with_a_blank_inside_is_no_name() {
+    assert_eq!(
+        host_of(b"GET / HTTP/1.1\r\nHost: www.bbc /byuk\r\n\r\n"),
+        None
+    );
+    assert_eq!(
+        host_of(b"GET / HTTP/1.1\r\nHost: www.bbc\t.co.uk\r\n\r\n"),
+        None
+    );
+    assert_eq!(
+        host_of(b"GET / HTTP/1.1\r\nHost:   www.bbc.co.uk  \r\n\r\n"),
+        Some("www.bbc.co.uk")
+    );
+}
