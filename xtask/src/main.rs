@@ -45,6 +45,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Fuzz the packet parsers the datapath runs (cargo-fuzz, libFuzzer): each target for
+    /// `--seconds`, new inputs kept in target/fuzz-corpus, crashes in fuzz/artifacts.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (tls_client_hello, http_request, packet_headers, udp_signatures).
+        target: Option<String>,
+    },
     /// Set up and run the benchmarks (ratios measured in one run; results in target/bench).
     Bench {
         /// Fewer repetitions: a quick look rather than figures to publish.
@@ -87,6 +96,7 @@ fn main() -> anyhow::Result<()> {
                 .env("CLASSIFIER_BIN", root.join("target/debug/classifier"));
             step("tests", test)
         }
+        Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),
         Task::Bench { quick } => {
             setup::run()?;
             let mut bench = cargo(&[
@@ -129,6 +139,50 @@ fn step(name: &str, mut command: Command) -> anyhow::Result<()> {
     eprintln!("<== {name}: {status} in {:.1?}", started.elapsed());
     if !status.success() {
         bail!("step `{name}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// The cargo-fuzz targets in fuzz/Cargo.toml.
+const FUZZ_TARGETS: [&str; 4] = [
+    "tls_client_hello",
+    "http_request",
+    "packet_headers",
+    "udp_signatures",
+];
+
+/// Runs the fuzz targets. cargo-fuzz needs nightly compiler flags (sanitizers): the stable
+/// toolchain here accepts them with RUSTC_BOOTSTRAP=1.
+fn fuzz(root: &Path, seconds: u64, only: Option<&str>) -> anyhow::Result<()> {
+    let has_cargo_fuzz = cargo(&["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_fuzz {
+        step(
+            "install cargo-fuzz",
+            cargo(&["install", "cargo-fuzz", "--locked", "--version", "0.13.2"]),
+        )?;
+    }
+    let targets: Vec<&str> = match only {
+        Some(target) if FUZZ_TARGETS.contains(&target) => vec![target],
+        Some(target) => bail!(
+            "no fuzz target `{target}`; there are {}",
+            FUZZ_TARGETS.join(", ")
+        ),
+        None => FUZZ_TARGETS.to_vec(),
+    };
+    for target in targets {
+        let work = root.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&work)?;
+        let mut run = cargo(&["fuzz", "run", target]);
+        run.current_dir(root.join("fuzz"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .arg(&work)
+            .arg(root.join("fuzz/corpus").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1");
+        step(&format!("fuzz {target} for {seconds} s"), run)?;
     }
     Ok(())
 }
