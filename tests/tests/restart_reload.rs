@@ -115,20 +115,16 @@ impl Drop for Setup {
     }
 }
 
-/// A download of `len` bytes from `local_port` at `rate` bytes/s, running in the background,
-/// given up after `max_seconds`.
-fn slow_download(client: &Host, local_port: u16, len: u64, rate: &str, max_seconds: u32) -> Child {
+/// A download of `len` bytes from `local_port` that the server paces at `rate` bytes/s
+/// (so it is still crossing the gateway seconds later), running in the background, given
+/// up after `max_seconds`.
+fn slow_download(client: &Host, local_port: u16, len: u64, rate: u64, max_seconds: u32) -> Child {
     Lab::command(client, "curl")
         .args(["--silent", "--ipv4", "--output", "/dev/null"])
         .args(["--max-time", &max_seconds.to_string()])
-        .args([
-            "--limit-rate",
-            rate,
-            "--local-port",
-            &local_port.to_string(),
-        ])
+        .args(["--local-port", &local_port.to_string()])
         .args(["--write-out", "%{size_download}"])
-        .arg(format!("http://{DOWNLOADS}/bytes/{len}"))
+        .arg(format!("http://{DOWNLOADS}/bytes/{len}?rate={rate}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -194,7 +190,7 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
     const PORT: u16 = 40100;
     const LEN: u64 = 2_000_000;
     let capture = Capture::start(client, &format!("tcp port {PORT}")).unwrap();
-    let curl = slow_download(client, PORT, LEN, "400k", 30);
+    let curl = slow_download(client, PORT, LEN, 400_000, 30);
     std::thread::sleep(Duration::from_millis(1000));
     daemon.kill_hard().unwrap();
 
@@ -285,7 +281,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
 
     // A running download, allowed so far.
     const PORT: u16 = 40200;
-    let curl = slow_download(client, PORT, 3_000_000, "300k", 15);
+    let curl = slow_download(client, PORT, 3_000_000, 300_000, 15);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         flow_from_port(&daemon.flows().unwrap(), PORT).verdict,
@@ -311,7 +307,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
     assert!(daemon.status().unwrap().policy_generation > before.policy_generation);
 
     // And new flows are blocked from their first request.
-    let (ok, size) = finish(slow_download(client, 40201, 10_000, "1M", 4));
+    let (ok, size) = finish(slow_download(client, 40201, 10_000, 1_000_000, 4));
     assert!(!ok && size == 0, "a new download is blocked: {size} bytes");
 
     // SIGHUP reloads too: back to the first policy, downloads allowed again.
@@ -327,7 +323,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (ok, size) = finish(slow_download(client, 40202, 10_000, "1M", 10));
+    let (ok, size) = finish(slow_download(client, 40202, 10_000, 1_000_000, 10));
     assert!(
         ok && size == 10_000,
         "allowed again after SIGHUP: {size} bytes"

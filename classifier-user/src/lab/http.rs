@@ -1,5 +1,8 @@
 //! A minimal HTTP/1.1 server for the lab's server host: `GET /bytes/N` answers with exactly
-//! N bytes of body, so tests know what must have crossed the wire.
+//! N bytes of body, so tests know what must have crossed the wire; `GET /bytes/N?rate=R`
+//! sends them at R bytes a second, so a download is still crossing the gateway seconds
+//! later (a client-side limit does not do that: the server fills the client's socket
+//! buffers at full speed and the client only reads them slowly).
 //!
 //! It runs on threads that entered the server's network namespace; the rest of the process
 //! stays where it was.
@@ -12,7 +15,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -104,10 +107,10 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
         line.clear();
     }
     let mut stream = stream;
-    match requested_body_len(&request_line) {
-        Some(len) => {
-            stream.write_all(response_head(len).as_bytes())?;
-            write_body(&mut stream, len)?;
+    match parse_request(&request_line) {
+        Some(request) => {
+            stream.write_all(response_head(request.len).as_bytes())?;
+            write_body(&mut stream, request.len, request.rate)?;
         }
         None => stream.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -116,20 +119,47 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     stream.flush()
 }
 
-/// N from `GET /bytes/N HTTP/1.1`, if N is within [`MAX_BODY`].
-fn requested_body_len(request_line: &str) -> Option<u64> {
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next()?, parts.next()?);
-    let len: u64 = path.strip_prefix("/bytes/")?.parse().ok()?;
-    (method == "GET" && len <= MAX_BODY).then_some(len)
+/// What a client asked for.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    /// Body bytes, at most [`MAX_BODY`].
+    len: u64,
+    /// Bytes a second, when paced.
+    rate: Option<u64>,
 }
 
-fn write_body(stream: &mut TcpStream, mut remaining: u64) -> std::io::Result<()> {
+/// `GET /bytes/N HTTP/1.1` or `GET /bytes/N?rate=R HTTP/1.1`, N within [`MAX_BODY`], R > 0.
+fn parse_request(request_line: &str) -> Option<Request> {
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next()?, parts.next()?);
+    let path = path.strip_prefix("/bytes/")?;
+    let (len, rate) = match path.split_once("?rate=") {
+        Some((len, rate)) => (len, Some(rate.parse().ok().filter(|&r: &u64| r > 0)?)),
+        None => (path, None),
+    };
+    let len: u64 = len.parse().ok()?;
+    (method == "GET" && len <= MAX_BODY).then_some(Request { len, rate })
+}
+
+/// Sends `remaining` bytes, at `rate` bytes a second if given: each chunk leaves no earlier
+/// than its share of the rate allows since the start.
+fn write_body(
+    stream: &mut TcpStream,
+    mut remaining: u64,
+    rate: Option<u64>,
+) -> std::io::Result<()> {
     let chunk = [b'x'; 16 * 1024];
+    let started = Instant::now();
+    let mut sent = 0u64;
     while remaining > 0 {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
         let n = remaining.min(chunk.len() as u64) as usize;
         stream.write_all(&chunk[..n])?;
         remaining -= n as u64;
+        sent += n as u64;
     }
     Ok(())
 }
@@ -140,17 +170,29 @@ mod tests {
 
     #[test]
     fn only_bounded_byte_requests_are_served() {
+        let len = |request_line| parse_request(request_line).map(|r| r.len);
+        assert_eq!(len("GET /bytes/1000 HTTP/1.1\r\n"), Some(1000));
+        assert_eq!(len("GET /bytes/0 HTTP/1.1\r\n"), Some(0));
+        assert_eq!(len("POST /bytes/10 HTTP/1.1\r\n"), None);
+        assert_eq!(len("GET /bytes/2000000000 HTTP/1.1\r\n"), None);
+        assert_eq!(len("GET /other HTTP/1.1\r\n"), None);
+        assert_eq!(len(""), None);
+    }
+
+    #[test]
+    fn a_rate_paces_the_body() {
         assert_eq!(
-            requested_body_len("GET /bytes/1000 HTTP/1.1\r\n"),
-            Some(1000)
+            parse_request("GET /bytes/1000?rate=250000 HTTP/1.1\r\n"),
+            Some(Request {
+                len: 1000,
+                rate: Some(250_000)
+            })
         );
-        assert_eq!(requested_body_len("GET /bytes/0 HTTP/1.1\r\n"), Some(0));
-        assert_eq!(requested_body_len("POST /bytes/10 HTTP/1.1\r\n"), None);
         assert_eq!(
-            requested_body_len("GET /bytes/2000000000 HTTP/1.1\r\n"),
+            parse_request("GET /bytes/1000 HTTP/1.1\r\n").unwrap().rate,
             None
         );
-        assert_eq!(requested_body_len("GET /other HTTP/1.1\r\n"), None);
-        assert_eq!(requested_body_len(""), None);
+        assert_eq!(parse_request("GET /bytes/1000?rate=0 HTTP/1.1\r\n"), None);
+        assert_eq!(parse_request("GET /bytes/1000?rate=x HTTP/1.1\r\n"), None);
     }
 }
