@@ -16,6 +16,8 @@ use std::{
 const BPF_TARGET: &str = "bpfel-unknown-none";
 const BPF_PROFILE: &str = "bpf";
 const BPF_CRATE: &str = "classifier-ebpf";
+/// The crate's binaries: the datapath, and the lab's pass-through XDP program.
+const BPF_OBJECTS: [&str; 2] = ["classifier-ebpf", "lab-xdp-pass"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -46,13 +48,13 @@ fn main() {
     let target_dir = workspace.join("target").join("bpf");
     build_object(&cargo, &rustc, &workspace, &target_dir);
 
-    let built = target_dir
-        .join(BPF_TARGET)
-        .join(BPF_PROFILE)
-        .join(BPF_CRATE);
-    let embedded = out_dir.join("classifier-ebpf.o");
-    std::fs::copy(&built, &embedded)
-        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), embedded.display()));
+    let built = target_dir.join(BPF_TARGET).join(BPF_PROFILE);
+    for object in BPF_OBJECTS {
+        let (built, embedded) = (built.join(object), out_dir.join(format!("{object}.o")));
+        std::fs::copy(&built, &embedded).unwrap_or_else(|e| {
+            panic!("copying {} to {}: {e}", built.display(), embedded.display())
+        });
+    }
 }
 
 /// The tool at `$var`, or at `default`; stops the build with the fix when it is missing.

@@ -29,6 +29,8 @@ pub mod verdict {
 pub mod policy_flags {
     /// `verdict` and `group` were worked out (under `policy_gen`).
     pub const DECIDED: u8 = 1 << 0;
+    /// The verdict is a block that tells the client at once (TCP reset).
+    pub const FAIL_FAST: u8 = 1 << 1;
 }
 
 /// Key of the `ACTIONS` map.

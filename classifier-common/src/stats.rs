@@ -37,11 +37,13 @@ pub enum Stat {
     Blocked = 14,
     /// BitTorrent tracker replies handed to the daemon for their peer lists.
     TrackerRepliesToDaemon = 15,
+    /// Blocked TCP packets answered with a reset to the client (fail-fast).
+    ResetsSent = 16,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -61,6 +63,7 @@ impl Stat {
         Stat::EventsDropped,
         Stat::Blocked,
         Stat::TrackerRepliesToDaemon,
+        Stat::ResetsSent,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -82,6 +85,7 @@ impl Stat {
             Stat::EventsDropped => "events_dropped",
             Stat::Blocked => "blocked",
             Stat::TrackerRepliesToDaemon => "tracker_replies_to_daemon",
+            Stat::ResetsSent => "resets_sent",
         }
     }
 }

@@ -37,12 +37,16 @@ pub unsafe fn verdict_of(key: &FlowKey, entry: *mut FlowEntry) -> u8 {
             // A new generation may move the client to another group.
             (*entry).group = group_of(key, (*entry).vlan_id, table_of(generation));
         }
-        let verdict = work_out(key, (*entry).group, category, generation).verdict;
-        (*entry).verdict = verdict;
+        let action = work_out(key, (*entry).group, category, generation);
+        (*entry).verdict = action.verdict;
         (*entry).policy_gen = generation;
         (*entry).verdict_category = category;
-        (*entry).policy_flags |= policy_flags::DECIDED;
-        verdict
+        (*entry).policy_flags = if action.fail_fast != 0 {
+            (*entry).policy_flags | policy_flags::DECIDED | policy_flags::FAIL_FAST
+        } else {
+            ((*entry).policy_flags | policy_flags::DECIDED) & !policy_flags::FAIL_FAST
+        };
+        action.verdict
     }
 }
 
@@ -94,6 +98,15 @@ fn group_of(key: &FlowKey, vlan_id: u16, table: u8) -> u16 {
     GROUP_PREFIXES.get(&lookup).copied().unwrap_or(0)
 }
 
+/// What happens to a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Pass,
+    Drop,
+    /// Drop, and tell the client at once (a TCP reset at XDP).
+    DropAndReset,
+}
+
 /// Whether the packet is to be dropped; counts it as blocked if so.
 ///
 /// # Safety
@@ -101,8 +114,18 @@ fn group_of(key: &FlowKey, vlan_id: u16, table: u8) -> u16 {
 #[inline(always)]
 pub unsafe fn blocks(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> bool {
     // SAFETY: forwarded from the caller.
+    unsafe { fate(key, entry, l3_len) != Fate::Pass }
+}
+
+/// The packet's [`Fate`] under the flow's verdict; counts it as blocked unless it passes.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn fate(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> Fate {
+    // SAFETY: forwarded from the caller.
     if unsafe { verdict_of(key, entry) } != verdict::BLOCK {
-        return false;
+        return Fate::Pass;
     }
     stats::bump(Stat::Blocked);
     // SAFETY: forwarded from the caller; counters are shared between CPUs.
@@ -111,6 +134,34 @@ pub unsafe fn blocks(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> bool 
         let counters = &raw mut (*entry).blocked;
         atomic::add(&raw mut (*counters).packets, 1);
         atomic::add(&raw mut (*counters).bytes, l3_len);
+        if (*entry).policy_flags & policy_flags::FAIL_FAST != 0 {
+            return Fate::DropAndReset;
+        }
     }
-    true
+    Fate::Drop
+}
+
+/// XDP's action for a client's packet: pass, drop, or (fail-fast blocks of TCP) the packet
+/// turned into a reset to the client and sent back.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn upload_action(
+    ctx: &aya_ebpf::programs::XdpContext,
+    meta: &classifier_common::parse::PacketMeta,
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+) -> u32 {
+    use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX};
+    // SAFETY: forwarded from the caller.
+    match unsafe { fate(key, entry, meta.l3_len as u64) } {
+        Fate::Pass => XDP_PASS,
+        Fate::Drop => XDP_DROP,
+        Fate::DropAndReset if crate::reset::tcp_reset(ctx, meta) => {
+            stats::bump(Stat::ResetsSent);
+            XDP_TX
+        }
+        Fate::DropAndReset => XDP_DROP,
+    }
 }

@@ -23,6 +23,7 @@ mod enforce;
 mod flows;
 mod maps;
 mod packet;
+mod reset;
 mod stats;
 
 use aya_ebpf::{
@@ -58,10 +59,7 @@ pub fn lan_ingress(ctx: XdpContext) -> u32 {
         unsafe { CLASSIFIERS.tail_call(&ctx, tail::CLASSIFY_UPLOAD) };
     }
     // SAFETY: as above.
-    if unsafe { enforce::blocks(&seen.key, seen.entry, seen.count.bytes) } {
-        return xdp_action::XDP_DROP;
-    }
-    xdp_action::XDP_PASS
+    unsafe { enforce::upload_action(&ctx, &seen.meta, &seen.key, seen.entry) }
 }
 
 /// Classification of an open flow's client→server packet (tail call from `lan_ingress`).

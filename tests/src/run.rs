@@ -40,6 +40,27 @@ pub fn try_run_frame(
     result.map(|r| r.return_value)
 }
 
+/// XDP_TX: the frame (rewritten) goes back out of the interface it came in on.
+pub const XDP_TX: u32 = 3;
+
+/// Runs the XDP program of LAN ingress on `frame` and returns its verdict and the frame as
+/// the program left it.
+pub fn run_upload_out(datapath: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = datapath
+        .xdp(program::LAN_INGRESS)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed on {frame:02x?}: {e:?}"));
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
 /// Average nanoseconds per run of the XDP program `name` over `repeat` runs on `frame`,
 /// as the kernel measures it.
 pub fn xdp_ns_per_run(datapath: &mut Datapath, name: &str, frame: &[u8], repeat: u32) -> f64 {

@@ -11,7 +11,7 @@ use classifier_common::{
 use classifier_tests::{
     frames::{self, CLIENT_V4, SERVER_V4, Way},
     privileged,
-    run::{TC_ACT_PIPE, XDP_PASS, run_frame},
+    run::{TC_ACT_PIPE, XDP_PASS, XDP_TX, run_frame, run_upload_out},
 };
 use classifier_user::{loader::Datapath, metrics, policy::Policy, tables::DecisionTables};
 
@@ -231,7 +231,11 @@ fn the_clock_swaps_the_tables_at_period_boundaries_and_exception_expiry() {
     .unwrap();
     assert_eq!(in_force.period, "working");
     assert_eq!(in_force.next_change, Some(at("2026-11-23T12:00:00Z")));
-    assert_eq!(open_tls(&mut datapath, 46001, "www.youtube.com"), XDP_DROP);
+    assert_eq!(
+        open_tls(&mut datapath, 46001, "www.youtube.com"),
+        XDP_TX,
+        "blocked: the ClientHello is answered with a reset"
+    );
     assert_eq!(
         open_tls(&mut datapath, 46002, "www.bet365.com"),
         XDP_PASS,
@@ -272,8 +276,8 @@ fn the_clock_swaps_the_tables_at_period_boundaries_and_exception_expiry() {
     let next = frames::tcp4_seq(Way::Up, 46002, 443, "PA", 2000, b"more");
     assert_eq!(
         run_frame(&mut datapath, Way::Up, &next),
-        XDP_DROP,
-        "exception expired"
+        XDP_TX,
+        "exception expired: the running flow is reset"
     );
     let next = frames::tcp4_seq(Way::Up, 46001, 443, "PA", 2004, b"more");
     assert_eq!(
@@ -281,4 +285,97 @@ fn the_clock_swaps_the_tables_at_period_boundaries_and_exception_expiry() {
         XDP_PASS,
         "outside: streaming allowed"
     );
+}
+
+/// Fail-fast: the blocked ClientHello comes back as a reset from the server, valid to the
+/// last checksum, for IPv4 and IPv6; a blocked client's own reset is only dropped.
+#[test]
+fn a_blocked_client_hello_comes_back_as_a_valid_reset() {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    if !privileged("a_blocked_client_hello_comes_back_as_a_valid_reset") {
+        return;
+    }
+    let policy = Policy::default_council();
+    let mut datapath = datapath(&policy);
+    let monday = "2026-11-23T10:00:00Z".parse::<jiff::Timestamp>().unwrap();
+    datapath
+        .swap_policy(&policy.decision_tables("working", monday))
+        .unwrap();
+    let hello = Hello::new().sni("www.bet365.com").bytes();
+    for (port, v6) in [(47001u16, false), (47002, true)] {
+        let (syn, ack, client_hello) = if v6 {
+            (
+                frames::tcp6(Way::Up, port, 443, "S", b""),
+                frames::tcp6(Way::Up, port, 443, "A", b""),
+                frames::tcp6(Way::Up, port, 443, "PA", &hello),
+            )
+        } else {
+            (
+                frames::tcp4(Way::Up, port, 443, "S", b""),
+                frames::tcp4(Way::Up, port, 443, "A", b""),
+                frames::tcp4(Way::Up, port, 443, "PA", &hello),
+            )
+        };
+        assert_eq!(run_frame(&mut datapath, Way::Up, &syn), XDP_PASS);
+        assert_eq!(run_frame(&mut datapath, Way::Up, &ack), XDP_PASS);
+        let (action, reply) = run_upload_out(&mut datapath, &client_hello);
+        assert_eq!(
+            action, XDP_TX,
+            "v6={v6}: the blocked ClientHello is answered"
+        );
+
+        let sent = SlicedPacket::from_ethernet(&client_hello).unwrap();
+        let back = SlicedPacket::from_ethernet(&reply).unwrap();
+        let (Some(TransportSlice::Tcp(sent_tcp)), Some(TransportSlice::Tcp(rst))) =
+            (&sent.transport, &back.transport)
+        else {
+            panic!("not TCP: {reply:02x?}");
+        };
+        assert!(
+            rst.rst() && rst.ack() && !rst.syn() && !rst.fin(),
+            "RST+ACK"
+        );
+        assert_eq!((rst.source_port(), rst.destination_port()), (443, port));
+        assert_eq!(rst.sequence_number(), sent_tcp.acknowledgment_number());
+        assert_eq!(
+            rst.acknowledgment_number(),
+            sent_tcp.sequence_number() + hello.len() as u32
+        );
+        assert!(rst.payload().is_empty());
+        let Some(ethernet) = back.link.as_ref().and_then(|l| l.to_header()) else {
+            panic!("no Ethernet header");
+        };
+        let ethernet = match ethernet {
+            etherparse::LinkHeader::Ethernet2(e) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ethernet.destination,
+            frames::CLIENT_MAC,
+            "back to the client"
+        );
+        match back.net.as_ref().unwrap() {
+            NetSlice::Ipv4(ip) => {
+                let header = ip.header().to_header();
+                assert_eq!(header.source, SERVER_V4);
+                assert_eq!(header.destination, CLIENT_V4);
+                assert_eq!(header.header_checksum, header.calc_header_checksum());
+                let checksum = rst.to_header().calc_checksum_ipv4(&header, &[]).unwrap();
+                assert_eq!(rst.checksum(), checksum, "TCP checksum");
+            }
+            NetSlice::Ipv6(ip) => {
+                let header = ip.header().to_header();
+                assert_eq!(header.source, frames::SERVER_V6);
+                assert_eq!(header.destination, frames::CLIENT_V6);
+                let checksum = rst.to_header().calc_checksum_ipv6(&header, &[]).unwrap();
+                assert_eq!(rst.checksum(), checksum, "TCP checksum");
+            }
+            NetSlice::Arp(_) => unreachable!(),
+        }
+    }
+    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    assert_eq!(stats.get(Stat::ResetsSent), 2);
+    // A reset from the client itself is dropped, never answered.
+    let reset = frames::tcp4(Way::Up, 47001, 443, "R", b"");
+    assert_eq!(run_frame(&mut datapath, Way::Up, &reset), XDP_DROP);
 }

@@ -58,6 +58,22 @@ impl Job {
         if blocked { XDP_DROP } else { XDP_PASS }
     }
 
+    /// [`Job::verdict`], and for a fail-fast block of a TCP flow the packet turned into a
+    /// reset to the client (XDP_TX): the packet that named a blocked site ends the visit.
+    #[inline(always)]
+    pub fn verdict_answering(&self, ctx: &aya_ebpf::programs::XdpContext) -> u32 {
+        use classifier_common::parse::{PacketMeta, Parsed, parse_headers};
+        let mut meta = PacketMeta::default();
+        if parse_headers(&crate::packet::DirectPacket::xdp(ctx), &mut meta) != Ok(Parsed::Ip) {
+            return self.verdict();
+        }
+        // SAFETY: live map values (see `current`).
+        unsafe {
+            let job = &*self.job;
+            crate::enforce::upload_action(ctx, &meta, &job.key, self.entry)
+        }
+    }
+
     /// Drops the flow's reassembly entry once classification is over.
     #[inline(always)]
     pub fn release_buffer(&self, completed: bool) {

@@ -18,10 +18,7 @@ pub mod tracker;
 pub use name::name_lookup;
 pub use stream::{parse_http, parse_tls};
 
-use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
     classify::{Method, app, class_flags, state},
     config::{Config, PeerKey, PortKey},
@@ -63,10 +60,7 @@ pub fn classify_upload(ctx: &XdpContext) -> u32 {
         return verdict; // a QUIC flow held while its name is read
     }
     // SAFETY: as above.
-    if unsafe { crate::enforce::blocks(&key, entry, meta.l3_len as u64) } {
-        return XDP_DROP;
-    }
-    XDP_PASS
+    unsafe { crate::enforce::upload_action(ctx, &meta, &key, entry) }
 }
 
 #[inline(always)]

@@ -24,7 +24,7 @@ use crate::{
 
 /// Classifies the job's flow by the name the parser found, and finishes it.
 #[inline(always)]
-pub fn name_lookup(_ctx: &XdpContext) -> u32 {
+pub fn name_lookup(ctx: &XdpContext) -> u32 {
     let Some(job) = Job::current() else {
         return XDP_PASS;
     };
@@ -50,7 +50,7 @@ pub fn name_lookup(_ctx: &XdpContext) -> u32 {
         finish(&found.key, job.entry, Some(name));
         job.release_buffer(true);
     }
-    job.verdict()
+    job.verdict_answering(ctx)
 }
 
 /// The flow's class from its name: the listed domain's category and application, or, for

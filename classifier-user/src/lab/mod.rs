@@ -22,6 +22,7 @@ pub mod http;
 mod shell;
 pub mod tls;
 pub mod topology;
+mod xdp_tx;
 
 use std::{
     path::PathBuf,
@@ -51,6 +52,8 @@ pub struct Lab {
     switch_netns: String,
     /// Processes started in the lab, stopped before the namespaces go.
     children: Mutex<Vec<Child>>,
+    /// On the switch port facing the gateway, so the gateway's XDP_TX resets arrive.
+    _gateway_port_xdp: Option<xdp_tx::PassThrough>,
 }
 
 impl Lab {
@@ -71,7 +74,7 @@ impl Lab {
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
         let netns = |role: &str| format!("{NETNS_PREFIX}{id}-{role}");
-        let lab = Self {
+        let mut lab = Self {
             gateway: topology::gateway(netns("gw")),
             server: topology::server(netns("srv")),
             clients: (0..spec.clients)
@@ -79,10 +82,15 @@ impl Lab {
                 .collect(),
             switch_netns: netns("sw"),
             children: Mutex::new(Vec::new()),
+            _gateway_port_xdp: None,
             id,
         };
         cleanup::register(&lab.id, lab.namespaces(), lab.pin_dir());
         topology::build(&lab, spec).with_context(|| format!("bringing up lab {}", lab.id))?;
+        lab._gateway_port_xdp = Some(xdp_tx::deliver_xdp_tx_frames(
+            &lab.switch_netns,
+            topology::SWITCH_GATEWAY_PORT,
+        )?);
         Ok(lab)
     }
 

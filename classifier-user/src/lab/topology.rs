@@ -141,6 +141,9 @@ fn write_name_files(netns: &str, server_names: &[String]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The switch's port facing the gateway's LAN interface.
+pub const SWITCH_GATEWAY_PORT: &str = "p-gw";
+
 fn build_switch(sw: &str) -> anyhow::Result<()> {
     // A plain learning bridge; no IPv6 of its own, so it adds no traffic to the LAN.
     sysctl(sw, "net.ipv6.conf.all.disable_ipv6=1")?;
@@ -150,8 +153,8 @@ fn build_switch(sw: &str) -> anyhow::Result<()> {
 }
 
 fn build_gateway(gw: &Host, sw: &str) -> anyhow::Result<()> {
-    veth(&gw.netns, GATEWAY_LAN_IFACE, sw, "p-gw")?;
-    attach_to_switch(sw, "p-gw")?;
+    veth(&gw.netns, GATEWAY_LAN_IFACE, sw, SWITCH_GATEWAY_PORT)?;
+    attach_to_switch(sw, SWITCH_GATEWAY_PORT)?;
     sysctl(&gw.netns, "net.ipv4.ip_forward=1")?;
     sysctl(&gw.netns, "net.ipv6.conf.all.forwarding=1")?;
     add_addrs(&gw.netns, GATEWAY_LAN_IFACE, GATEWAY_LAN_V4, GATEWAY_LAN_V6)?;

@@ -1,0 +1,250 @@
+//! Failing fast: the client of a blocked TCP flow gets a reset from the "server" at once
+//! (the packet that was to be dropped is turned into it and sent back out of the LAN
+//! interface with XDP_TX), so a visit to a blocked site ends in one round trip instead of
+//! hanging until the browser's timeout.
+//!
+//! Only the plain layouts are answered: IPv4 without options and IPv6 without extension
+//! headers, (up to two VLAN tags). Anything else is dropped silently, as without fail-fast.
+
+use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
+use classifier_common::{
+    flow::{ip_proto, tcp_flags},
+    parse::PacketMeta,
+};
+
+const ETH_ADDR_LEN: usize = 6;
+const IPV4_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
+const TCP_HEADER_LEN: usize = 20;
+/// Ethernet and two VLAN tags: the most the parser puts before the IP header.
+const MAX_L3_OFFSET: usize = 22;
+const REPLY_TTL: u8 = 64;
+
+/// Turns the client's TCP packet described by `meta` into a reset to the client. Returns
+/// false (frame unchanged or not worth sending) when the layout is not one it answers.
+#[inline(always)]
+pub fn tcp_reset(ctx: &XdpContext, meta: &PacketMeta) -> bool {
+    if meta.protocol != ip_proto::TCP || meta.tcp_flags & tcp_flags::RST != 0 {
+        return false; // never answer a reset with a reset
+    }
+    let l3 = meta.l3_offset as usize;
+    let ip_len = if meta.ip_version == 4 {
+        IPV4_HEADER_LEN
+    } else {
+        IPV6_HEADER_LEN
+    };
+    if l3 > MAX_L3_OFFSET || meta.l4_offset as usize != l3 + ip_len {
+        return false;
+    }
+    let Some(their_ack) = read_u32(ctx, l3 + ip_len + 8) else {
+        return false;
+    };
+    // SYN and FIN take a sequence number each.
+    let mut consumed = meta.payload_len as u32;
+    if meta.tcp_flags & tcp_flags::SYN != 0 {
+        consumed += 1;
+    }
+    if meta.tcp_flags & tcp_flags::FIN != 0 {
+        consumed += 1;
+    }
+    let reply = Reply {
+        // RFC 9293 §3.10.7.1: answer an ACK with its acknowledgement as our sequence number.
+        seq: if meta.tcp_flags & tcp_flags::ACK != 0 {
+            their_ack
+        } else {
+            0
+        },
+        ack: meta.tcp_seq.wrapping_add(consumed),
+    };
+    if !shrink_to(ctx, l3 + ip_len + TCP_HEADER_LEN) {
+        return false;
+    }
+    // The frame moved: every pointer is taken again, and checked.
+    let start = ctx.data();
+    let l3 = l3 & 0x1f; // ≤ MAX_L3_OFFSET, as checked above; the mask shows it to the verifier
+    if meta.ip_version == 4 {
+        if start + l3 + IPV4_HEADER_LEN + TCP_HEADER_LEN > ctx.data_end() {
+            return false;
+        }
+        // SAFETY: the Ethernet, IPv4 and TCP headers are inside the frame (checked above).
+        unsafe {
+            swap_macs(start as *mut u8);
+            let ip = (start + l3) as *mut u8;
+            write_ipv4(ip);
+            let tcp = ip.add(IPV4_HEADER_LEN);
+            write_tcp(tcp, &reply);
+            write_be16(tcp.add(16), tcp_checksum(tcp, ip.add(12), 4));
+        }
+    } else {
+        if start + l3 + IPV6_HEADER_LEN + TCP_HEADER_LEN > ctx.data_end() {
+            return false;
+        }
+        // SAFETY: the Ethernet, IPv6 and TCP headers are inside the frame (checked above).
+        unsafe {
+            swap_macs(start as *mut u8);
+            let ip = (start + l3) as *mut u8;
+            write_ipv6(ip);
+            let tcp = ip.add(IPV6_HEADER_LEN);
+            write_tcp(tcp, &reply);
+            write_be16(tcp.add(16), tcp_checksum(tcp, ip.add(8), 16));
+        }
+    }
+    true
+}
+
+struct Reply {
+    seq: u32,
+    ack: u32,
+}
+
+#[inline(always)]
+fn read_u32(ctx: &XdpContext, offset: usize) -> Option<u32> {
+    let ptr = ctx.data() + offset;
+    if ptr + 4 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: checked to lie inside the frame; read unaligned.
+    Some(u32::from_be_bytes(unsafe { *(ptr as *const [u8; 4]) }))
+}
+
+/// Cuts the frame to `len` bytes (the TCP payload and options go).
+#[inline(always)]
+fn shrink_to(ctx: &XdpContext, len: usize) -> bool {
+    let current = ctx.data_end() - ctx.data();
+    if current < len {
+        return false;
+    }
+    let delta = (current - len) as i32;
+    // SAFETY: the helper checks the frame; a negative delta only shrinks it.
+    delta == 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, -delta) } == 0
+}
+
+/// # Safety
+/// `frame` must have 12 writable bytes.
+#[inline(always)]
+unsafe fn swap_macs(frame: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let destination = *(frame as *const [u8; ETH_ADDR_LEN]);
+        let source = *(frame.add(ETH_ADDR_LEN) as *const [u8; ETH_ADDR_LEN]);
+        *(frame as *mut [u8; ETH_ADDR_LEN]) = source;
+        *(frame.add(ETH_ADDR_LEN) as *mut [u8; ETH_ADDR_LEN]) = destination;
+    }
+}
+
+/// The reply's IPv4 header: addresses swapped, 40 bytes long, a fresh checksum.
+///
+/// # Safety
+/// `ip` must have 20 writable bytes.
+#[inline(always)]
+unsafe fn write_ipv4(ip: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        swap::<4>(ip.add(12), ip.add(16));
+        *ip = 0x45;
+        write_be16(ip.add(2), (IPV4_HEADER_LEN + TCP_HEADER_LEN) as u16);
+        write_be16(ip.add(4), 0); // identification
+        write_be16(ip.add(6), 0x4000); // don't fragment
+        *ip.add(8) = REPLY_TTL;
+        *ip.add(9) = ip_proto::TCP;
+        write_be16(ip.add(10), 0);
+        let checksum = fold(sum_words(ip, IPV4_HEADER_LEN / 2));
+        write_be16(ip.add(10), checksum);
+    }
+}
+
+/// The reply's IPv6 header: addresses swapped, a 20-byte payload.
+///
+/// # Safety
+/// `ip` must have 40 writable bytes.
+#[inline(always)]
+unsafe fn write_ipv6(ip: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        swap::<16>(ip.add(8), ip.add(24));
+        *(ip as *mut [u8; 4]) = [0x60, 0, 0, 0];
+        write_be16(ip.add(4), TCP_HEADER_LEN as u16);
+        *ip.add(6) = ip_proto::TCP;
+        *ip.add(7) = REPLY_TTL;
+    }
+}
+
+/// # Safety
+/// `tcp` must have 20 writable bytes.
+#[inline(always)]
+unsafe fn write_tcp(tcp: *mut u8, reply: &Reply) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        swap::<2>(tcp, tcp.add(2));
+        *(tcp.add(4) as *mut [u8; 4]) = reply.seq.to_be_bytes();
+        *(tcp.add(8) as *mut [u8; 4]) = reply.ack.to_be_bytes();
+        *tcp.add(12) = (TCP_HEADER_LEN as u8 / 4) << 4;
+        *tcp.add(13) = tcp_flags::RST | tcp_flags::ACK;
+        write_be16(tcp.add(14), 0); // window
+        write_be16(tcp.add(16), 0); // checksum, computed last
+        write_be16(tcp.add(18), 0); // urgent pointer
+    }
+}
+
+/// The TCP checksum over the pseudo-header (the two addresses of `addr_len` bytes at
+/// `addrs`, protocol, length) and the 20-byte header.
+///
+/// # Safety
+/// `tcp` must have 20 readable bytes and `addrs` 2 × `addr_len`.
+#[inline(always)]
+unsafe fn tcp_checksum(tcp: *const u8, addrs: *const u8, addr_len: usize) -> u16 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let mut sum = if addr_len == 4 {
+            sum_words(addrs, 4)
+        } else {
+            sum_words(addrs, 16)
+        };
+        sum += ip_proto::TCP as u32 + TCP_HEADER_LEN as u32;
+        sum += sum_words(tcp, TCP_HEADER_LEN / 2);
+        fold(sum)
+    }
+}
+
+/// The sum of `words` big-endian 16-bit words at `ptr`.
+///
+/// # Safety
+/// `ptr` must have 2 × `words` readable bytes.
+#[inline(always)]
+unsafe fn sum_words(ptr: *const u8, words: usize) -> u32 {
+    let mut sum = 0u32;
+    for i in 0..words {
+        // SAFETY: forwarded from the caller.
+        let word = unsafe { *(ptr.add(2 * i) as *const [u8; 2]) };
+        sum += u16::from_be_bytes(word) as u32;
+    }
+    sum
+}
+
+/// One's-complement fold of a 32-bit sum into the checksum field's value.
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// # Safety
+/// `ptr` must have 2 writable bytes.
+#[inline(always)]
+unsafe fn write_be16(ptr: *mut u8, value: u16) {
+    // SAFETY: forwarded from the caller.
+    unsafe { *(ptr as *mut [u8; 2]) = value.to_be_bytes() };
+}
+
+/// # Safety
+/// `a` and `b` must each have `N` readable and writable bytes.
+#[inline(always)]
+unsafe fn swap<const N: usize>(a: *mut u8, b: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let first = *(a as *const [u8; N]);
+        *(a as *mut [u8; N]) = *(b as *const [u8; N]);
+        *(b as *mut [u8; N]) = first;
+    }
+}
