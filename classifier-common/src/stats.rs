@@ -39,11 +39,13 @@ pub enum Stat {
     TrackerRepliesToDaemon = 15,
     /// Blocked TCP packets answered with a reset to the client (fail-fast).
     ResetsSent = 16,
+    /// Blocked UDP packets answered with ICMP "administratively prohibited" (fail-fast).
+    UnreachablesSent = 17,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -64,6 +66,7 @@ impl Stat {
         Stat::Blocked,
         Stat::TrackerRepliesToDaemon,
         Stat::ResetsSent,
+        Stat::UnreachablesSent,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -86,6 +89,7 @@ impl Stat {
             Stat::Blocked => "blocked",
             Stat::TrackerRepliesToDaemon => "tracker_replies_to_daemon",
             Stat::ResetsSent => "resets_sent",
+            Stat::UnreachablesSent => "unreachables_sent",
         }
     }
 }

@@ -141,8 +141,8 @@ pub unsafe fn fate(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> Fate {
     Fate::Drop
 }
 
-/// XDP's action for a client's packet: pass, drop, or (fail-fast blocks of TCP) the packet
-/// turned into a reset to the client and sent back.
+/// XDP's action for a client's packet: pass, drop, or (fail-fast blocks) the packet turned
+/// into a reset (TCP) or an ICMP unreachable (UDP) to the client and sent back.
 ///
 /// # Safety
 /// `entry` must point to the flow's live map value.
@@ -160,6 +160,10 @@ pub unsafe fn upload_action(
         Fate::Drop => XDP_DROP,
         Fate::DropAndReset if crate::reset::tcp_reset(ctx, meta) => {
             stats::bump(Stat::ResetsSent);
+            XDP_TX
+        }
+        Fate::DropAndReset if crate::reset::udp_unreachable(ctx, meta) => {
+            stats::bump(Stat::UnreachablesSent);
             XDP_TX
         }
         Fate::DropAndReset => XDP_DROP,

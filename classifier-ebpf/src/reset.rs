@@ -1,12 +1,20 @@
-//! Failing fast: the client of a blocked TCP flow gets a reset from the "server" at once
-//! (the packet that was to be dropped is turned into it and sent back out of the LAN
-//! interface with XDP_TX), so a visit to a blocked site ends in one round trip instead of
-//! hanging until the browser's timeout.
+//! Failing fast: the client of a blocked flow is told at once, so a visit to a blocked site
+//! ends in one round trip instead of hanging until the browser's timeout. The packet that
+//! was to be dropped is turned into the answer and sent back out of the LAN interface with
+//! XDP_TX:
+//! - TCP: a reset from the "server";
+//! - UDP (QUIC, BitTorrent's DHT and uTP, ...): ICMP destination unreachable,
+//!   "communication administratively prohibited" (ICMPv6: "prohibited by administrative
+//!   policy"), quoting the client's IP and UDP headers so its stack finds the socket; a
+//!   browser then falls back from QUIC to TCP, where the name is visible, at once.
 //!
 //! Only the plain layouts are answered: IPv4 without options and IPv6 without extension
 //! headers, (up to two VLAN tags). Anything else is dropped silently, as without fail-fast.
 
-use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use classifier_common::{
     flow::{ip_proto, tcp_flags},
     parse::PacketMeta,
@@ -16,6 +24,8 @@ const ETH_ADDR_LEN: usize = 6;
 const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 const TCP_HEADER_LEN: usize = 20;
+const UDP_HEADER_LEN: usize = 8;
+const ICMP_HEADER_LEN: usize = 8;
 /// Ethernet and two VLAN tags: the most the parser puts before the IP header.
 const MAX_L3_OFFSET: usize = 22;
 const REPLY_TTL: u8 = 64;
@@ -90,6 +100,160 @@ pub fn tcp_reset(ctx: &XdpContext, meta: &PacketMeta) -> bool {
         }
     }
     true
+}
+
+/// Turns the client's UDP packet described by `meta` into an ICMP "administratively
+/// prohibited" to the client. Returns false (the frame is then only dropped) when the
+/// layout is not one it answers.
+#[inline(always)]
+pub fn udp_unreachable(ctx: &XdpContext, meta: &PacketMeta) -> bool {
+    if meta.protocol != ip_proto::UDP {
+        return false;
+    }
+    let l3 = meta.l3_offset as usize;
+    let v4 = meta.ip_version == 4;
+    let ip_len = if v4 { IPV4_HEADER_LEN } else { IPV6_HEADER_LEN };
+    if l3 > MAX_L3_OFFSET || meta.l4_offset as usize != l3 + ip_len {
+        return false;
+    }
+    // In front of the client's IP and UDP headers (which stay where they are, quoted) go a
+    // new IP header and the ICMP header; the Ethernet header moves to the new front.
+    let added = ip_len + ICMP_HEADER_LEN;
+    // SAFETY: the helper checks the frame's headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(added as i32)) } != 0 {
+        return false;
+    }
+    let quoted = ip_len + UDP_HEADER_LEN;
+    if !shrink_to(ctx, l3 + added + quoted) {
+        return false;
+    }
+    let start = ctx.data();
+    let l3 = l3 & 0x1f; // ≤ MAX_L3_OFFSET, as checked above; the mask shows it to the verifier
+    if v4 {
+        if start + l3 + 2 * IPV4_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN > ctx.data_end() {
+            return false;
+        }
+        // SAFETY: the new front, the moved Ethernet header and the quoted headers are inside
+        // the frame (checked above).
+        unsafe {
+            let front = start as *mut u8;
+            move_ethernet(front, front.add(IPV4_HEADER_LEN + ICMP_HEADER_LEN), l3);
+            swap_macs(front);
+            let ip = front.add(l3);
+            let original = ip.add(IPV4_HEADER_LEN + ICMP_HEADER_LEN);
+            write_icmp_ipv4(ip, original);
+            let icmp = ip.add(IPV4_HEADER_LEN);
+            write_icmp_header(icmp, ICMP_UNREACHABLE, ICMP_ADMIN_PROHIBITED);
+            let checksum = fold(sum_words(
+                icmp,
+                (ICMP_HEADER_LEN + IPV4_HEADER_LEN + UDP_HEADER_LEN) / 2,
+            ));
+            write_be16(icmp.add(2), checksum);
+        }
+    } else {
+        if start + l3 + 2 * IPV6_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN > ctx.data_end() {
+            return false;
+        }
+        // SAFETY: as for IPv4.
+        unsafe {
+            let front = start as *mut u8;
+            move_ethernet(front, front.add(IPV6_HEADER_LEN + ICMP_HEADER_LEN), l3);
+            swap_macs(front);
+            let ip = front.add(l3);
+            let original = ip.add(IPV6_HEADER_LEN + ICMP_HEADER_LEN);
+            let icmp_len = ICMP_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
+            write_icmp_ipv6(ip, original, icmp_len as u16);
+            let icmp = ip.add(IPV6_HEADER_LEN);
+            write_icmp_header(icmp, ICMPV6_UNREACHABLE, ICMPV6_ADMIN_PROHIBITED);
+            // The pseudo-header: both addresses, the length and the next header (58).
+            let mut sum = sum_words(ip.add(8), 16);
+            sum += icmp_len as u32 + ip_proto::ICMPV6 as u32;
+            sum += sum_words(icmp, icmp_len / 2);
+            write_be16(icmp.add(2), fold(sum));
+        }
+    }
+    true
+}
+
+/// ICMP type 3 (destination unreachable), code 13 (communication administratively
+/// prohibited, RFC 1812 §5.2.7.1).
+const ICMP_UNREACHABLE: u8 = 3;
+const ICMP_ADMIN_PROHIBITED: u8 = 13;
+/// ICMPv6 type 1 (destination unreachable), code 1 (communication with destination
+/// administratively prohibited, RFC 4443 §3.1).
+const ICMPV6_UNREACHABLE: u8 = 1;
+const ICMPV6_ADMIN_PROHIBITED: u8 = 1;
+
+/// Copies the `len`-byte link header (Ethernet and VLAN tags) from `from` to `to`, which
+/// lies before it: the regions do not overlap (the shift is at least 28 bytes, the header
+/// at most 22).
+///
+/// # Safety
+/// `from` must have `len` readable bytes and `to` `len` writable ones.
+#[inline(always)]
+unsafe fn move_ethernet(to: *mut u8, from: *const u8, len: usize) {
+    // Whole 2-byte words: a link header is 14, 18 or 22 bytes long.
+    for i in 0..MAX_L3_OFFSET / 2 {
+        if 2 * i >= len {
+            break;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { *(to.add(2 * i) as *mut [u8; 2]) = *(from.add(2 * i) as *const [u8; 2]) };
+    }
+}
+
+/// The ICMP message's IPv4 header, from the quoted one at `original`: from its destination
+/// to its source, 56 bytes long, a fresh checksum.
+///
+/// # Safety
+/// `ip` must have 20 writable bytes and `original` 20 readable ones.
+#[inline(always)]
+unsafe fn write_icmp_ipv4(ip: *mut u8, original: *const u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        *ip = 0x45;
+        *ip.add(1) = 0xc0; // precedence "internetwork control", as routers send ICMP
+        write_be16(
+            ip.add(2),
+            (2 * IPV4_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN) as u16,
+        );
+        write_be16(ip.add(4), 0); // identification
+        write_be16(ip.add(6), 0); // may be fragmented
+        *ip.add(8) = REPLY_TTL;
+        *ip.add(9) = ip_proto::ICMP;
+        write_be16(ip.add(10), 0);
+        *(ip.add(12) as *mut [u8; 4]) = *(original.add(16) as *const [u8; 4]);
+        *(ip.add(16) as *mut [u8; 4]) = *(original.add(12) as *const [u8; 4]);
+        let checksum = fold(sum_words(ip, IPV4_HEADER_LEN / 2));
+        write_be16(ip.add(10), checksum);
+    }
+}
+
+/// The ICMPv6 message's IPv6 header, from the quoted one at `original`.
+///
+/// # Safety
+/// `ip` must have 40 writable bytes and `original` 40 readable ones.
+#[inline(always)]
+unsafe fn write_icmp_ipv6(ip: *mut u8, original: *const u8, payload_len: u16) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        *(ip as *mut [u8; 4]) = [0x60, 0, 0, 0];
+        write_be16(ip.add(4), payload_len);
+        *ip.add(6) = ip_proto::ICMPV6;
+        *ip.add(7) = REPLY_TTL;
+        *(ip.add(8) as *mut [u8; 16]) = *(original.add(24) as *const [u8; 16]);
+        *(ip.add(24) as *mut [u8; 16]) = *(original.add(8) as *const [u8; 16]);
+    }
+}
+
+/// Type, code, a zero checksum (computed last) and the four unused bytes.
+///
+/// # Safety
+/// `icmp` must have 8 writable bytes.
+#[inline(always)]
+unsafe fn write_icmp_header(icmp: *mut u8, kind: u8, code: u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { *(icmp as *mut [u8; 8]) = [kind, code, 0, 0, 0, 0, 0, 0] };
 }
 
 struct Reply {

@@ -379,3 +379,95 @@ fn a_blocked_client_hello_comes_back_as_a_valid_reset() {
     let reset = frames::tcp4(Way::Up, 47001, 443, "R", b"");
     assert_eq!(run_frame(&mut datapath, Way::Up, &reset), XDP_DROP);
 }
+
+/// The one's-complement sum of `bytes` as 16-bit big-endian words, folded: a message whose
+/// checksum is right sums to 0xffff.
+fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Fail-fast for UDP: a blocked DHT query (file sharing at work) comes back as ICMP
+/// "administratively prohibited" (code 13, etherparse's `FilterProhibited`) from the server, quoting the query's IP and UDP headers,
+/// with valid checksums, for IPv4 and IPv6.
+#[test]
+fn a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited() {
+    use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+    if !privileged("a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited") {
+        return;
+    }
+    let policy = Policy::default_council();
+    let mut datapath = datapath(&policy);
+    let monday = "2026-11-23T10:00:00Z".parse::<jiff::Timestamp>().unwrap();
+    datapath
+        .swap_policy(&policy.decision_tables("working", monday))
+        .unwrap();
+    let dht = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+    for (port, v6) in [(48001u16, false), (48002, true)] {
+        let query = if v6 {
+            frames::udp6(Way::Up, port, 6881, dht)
+        } else {
+            frames::udp4(Way::Up, port, 6881, dht)
+        };
+        let (action, reply) = run_upload_out(&mut datapath, &query);
+        assert_eq!(action, XDP_TX, "v6={v6}: the blocked query is answered");
+
+        let back = SlicedPacket::from_ethernet(&reply)
+            .unwrap_or_else(|e| panic!("v6={v6}: {e:?} in {reply:02x?}"));
+        let Some(etherparse::LinkSlice::Ethernet2(ethernet)) = &back.link else {
+            panic!("no Ethernet header");
+        };
+        assert_eq!(ethernet.destination(), frames::CLIENT_MAC, "to the client");
+        assert_eq!(ethernet.source(), frames::GATEWAY_MAC);
+        // What the ICMP message quotes: the query's IP header and its UDP header, as sent.
+        let ip_len = if v6 { 40 } else { 20 };
+        let quoted = &query[14..14 + ip_len + 8];
+        match (back.net.as_ref().unwrap(), back.transport.as_ref()) {
+            (NetSlice::Ipv4(ip), Some(TransportSlice::Icmpv4(icmp))) => {
+                let header = ip.header().to_header();
+                assert_eq!((header.source, header.destination), (SERVER_V4, CLIENT_V4));
+                assert_eq!(header.header_checksum, header.calc_header_checksum());
+                assert_eq!(header.total_len as usize, 20 + 8 + quoted.len());
+                assert!(matches!(
+                    icmp.icmp_type(),
+                    Icmpv4Type::DestinationUnreachable(
+                        etherparse::icmpv4::DestUnreachableHeader::FilterProhibited
+                    )
+                ));
+                assert_eq!(icmp.payload(), quoted);
+                assert_eq!(ones_complement_sum(icmp.slice()), 0xffff, "ICMP checksum");
+            }
+            (NetSlice::Ipv6(ip), Some(TransportSlice::Icmpv6(icmp))) => {
+                let header = ip.header().to_header();
+                assert_eq!(
+                    (header.source, header.destination),
+                    (frames::SERVER_V6, frames::CLIENT_V6)
+                );
+                assert!(matches!(
+                    icmp.icmp_type(),
+                    Icmpv6Type::DestinationUnreachable(
+                        etherparse::icmpv6::DestUnreachableCode::Prohibited
+                    )
+                ));
+                assert_eq!(icmp.payload(), quoted);
+                let mut pseudo = Vec::new();
+                pseudo.extend_from_slice(&header.source);
+                pseudo.extend_from_slice(&header.destination);
+                pseudo.extend_from_slice(&(icmp.slice().len() as u32).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, ip_proto::ICMPV6]);
+                pseudo.extend_from_slice(icmp.slice());
+                assert_eq!(ones_complement_sum(&pseudo), 0xffff, "ICMPv6 checksum");
+            }
+            other => panic!("v6={v6}: not ICMP: {other:?}"),
+        }
+        assert_eq!(reply.len(), 14 + ip_len + 8 + quoted.len(), "nothing more");
+    }
+    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    assert_eq!(stats.get(Stat::UnreachablesSent), 2);
+}

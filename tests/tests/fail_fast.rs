@@ -1,14 +1,24 @@
 //! Fail-fast in the lab: a real client (curl) visiting a blocked site over TLS is answered
 //! with a TCP reset by the gateway and fails at once with "connection reset", not after a
-//! timeout; an allowed site on the same server completes.
+//! timeout; an allowed site on the same server completes. A blocked UDP flow is answered
+//! with ICMP "administratively prohibited", which the client's own socket reports.
 
-use std::{net::SocketAddr, process::Output};
+use std::{
+    io::ErrorKind,
+    net::{SocketAddr, UdpSocket},
+    process::Output,
+    time::Duration,
+};
 
 use classifier_tests::{classifier_bin, privileged};
-use classifier_user::lab::{
-    Host, Lab, LabSpec,
-    daemon::{DaemonOptions, DaemonProcess},
-    tls::TlsServer,
+use classifier_user::{
+    lab::{
+        Host, Lab, LabSpec,
+        daemon::{DaemonOptions, DaemonProcess},
+        tls::TlsServer,
+        topology::{SERVICE_V4, SERVICE_V6},
+    },
+    netns,
 };
 
 const BLOCKED: &str = "www.bet365.com";
@@ -77,5 +87,79 @@ fn a_blocked_tls_site_fails_at_once_with_a_reset() {
         .map(|f| f.server)
         .collect();
     assert_eq!(blocked.len(), 2, "one blocked flow per family: {blocked:?}");
+    daemon.stop().unwrap();
+}
+
+/// File sharing blocked at every hour, so the verdict does not depend on the clock.
+const FILE_SHARING_BLOCKED: &str = r#"
+[site]
+name = "Lab"
+
+[schedule]
+default = "working"
+
+[categories.file-sharing]
+protocols = ["bittorrent"]
+
+[[rules]]
+description = "No file sharing"
+categories = "file-sharing"
+action = "block"
+"#;
+
+/// Sends a DHT query from a connected UDP socket in `client`'s namespace and returns the
+/// error the socket then reports (bounded wait: `None` means nothing came back).
+fn dht_query_error(client: &Host, server: SocketAddr) -> Option<ErrorKind> {
+    netns::run_in(&client.netns, move || {
+        let any: SocketAddr = if server.is_ipv4() {
+            "0.0.0.0:0".parse()?
+        } else {
+            "[::]:0".parse()?
+        };
+        let socket = UdpSocket::bind(any)?;
+        socket.connect(server)?;
+        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+        socket.send(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe")?;
+        let mut buffer = [0u8; 1500];
+        Ok(match socket.recv(&mut buffer) {
+            Ok(_) => Some(ErrorKind::Other), // an answer: the query was not blocked
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => Some(e.kind()),
+        })
+    })
+    .expect("the client's socket works")
+}
+
+#[test]
+fn a_blocked_udp_flow_is_told_with_icmp_administratively_prohibited() {
+    if !privileged("a_blocked_udp_flow_is_told_with_icmp_administratively_prohibited") {
+        return;
+    }
+    let lab = Lab::up(&LabSpec::default()).expect("lab comes up");
+    let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
+    std::fs::write(&policy_file, FILE_SHARING_BLOCKED).unwrap();
+    let options = DaemonOptions {
+        extra_args: vec!["--policy".into(), policy_file.display().to_string()],
+        ..DaemonOptions::default()
+    };
+    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let _ = std::fs::remove_file(&policy_file);
+    let client = &lab.clients[0];
+
+    // Linux reports ICMP "administratively prohibited" on a connected socket as "host
+    // unreachable" (IPv4) and "permission denied" (ICMPv6).
+    let v4 = dht_query_error(client, SocketAddr::new(SERVICE_V4.into(), 6881));
+    assert_eq!(v4, Some(ErrorKind::HostUnreachable), "IPv4");
+    let v6 = dht_query_error(client, SocketAddr::new(SERVICE_V6.into(), 6881));
+    assert_eq!(v6, Some(ErrorKind::PermissionDenied), "IPv6");
+
+    let status = daemon.status().unwrap();
+    assert_eq!(
+        status
+            .datapath
+            .get(classifier_common::stats::Stat::UnreachablesSent),
+        2,
+        "{status:?}"
+    );
     daemon.stop().unwrap();
 }
