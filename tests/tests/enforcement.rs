@@ -287,6 +287,18 @@ fn the_clock_swaps_the_tables_at_period_boundaries_and_exception_expiry() {
     );
 }
 
+/// The datapath with the council's default policy and the decisions of a Monday morning
+/// in working hours.
+fn council_datapath_at_work() -> Datapath {
+    let policy = Policy::default_council();
+    let mut datapath = datapath(&policy);
+    let monday = "2026-11-23T10:00:00Z".parse::<jiff::Timestamp>().unwrap();
+    datapath
+        .swap_policy(&policy.decision_tables("working", monday))
+        .unwrap();
+    datapath
+}
+
 /// Fail-fast: the blocked ClientHello comes back as a reset from the server, valid to the
 /// last checksum, for IPv4 and IPv6; a blocked client's own reset is only dropped.
 #[test]
@@ -295,12 +307,7 @@ fn a_blocked_client_hello_comes_back_as_a_valid_reset() {
     if !privileged("a_blocked_client_hello_comes_back_as_a_valid_reset") {
         return;
     }
-    let policy = Policy::default_council();
-    let mut datapath = datapath(&policy);
-    let monday = "2026-11-23T10:00:00Z".parse::<jiff::Timestamp>().unwrap();
-    datapath
-        .swap_policy(&policy.decision_tables("working", monday))
-        .unwrap();
+    let mut datapath = council_datapath_at_work();
     let hello = Hello::new().sni("www.bet365.com").bytes();
     for (port, v6) in [(47001u16, false), (47002, true)] {
         let (syn, ack, client_hello) = if v6 {
@@ -394,20 +401,15 @@ fn ones_complement_sum(bytes: &[u8]) -> u16 {
 }
 
 /// Fail-fast for UDP: a blocked DHT query (file sharing at work) comes back as ICMP
-/// "administratively prohibited" (code 13, etherparse's `FilterProhibited`) from the server, quoting the query's IP and UDP headers,
-/// with valid checksums, for IPv4 and IPv6.
+/// "administratively prohibited" (code 13, etherparse's `FilterProhibited`) from the
+/// server, quoting the query's IP and UDP headers, with valid checksums, for IPv4 and IPv6.
 #[test]
 fn a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited() {
     use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
     if !privileged("a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited") {
         return;
     }
-    let policy = Policy::default_council();
-    let mut datapath = datapath(&policy);
-    let monday = "2026-11-23T10:00:00Z".parse::<jiff::Timestamp>().unwrap();
-    datapath
-        .swap_policy(&policy.decision_tables("working", monday))
-        .unwrap();
+    let mut datapath = council_datapath_at_work();
     let dht = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
     for (port, v6) in [(48001u16, false), (48002, true)] {
         let query = if v6 {
