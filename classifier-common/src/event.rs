@@ -11,6 +11,8 @@ pub mod kind {
     /// [`super::PayloadEvent`]: a BitTorrent tracker's reply (HTTP or UDP), whose peers the
     /// daemon puts in the peer cache.
     pub const TRACKER_REPLY: u8 = 3;
+    /// [`super::ShapeClientEvent`]: a client under a per-client rule needs its own HTB class.
+    pub const SHAPE_CLIENT: u8 = 4;
 }
 
 /// Longest name an event carries (a DNS name is at most 255 bytes).
@@ -47,4 +49,19 @@ pub struct PayloadEvent {
     pub _pad2: [u8; 2],
     pub key: FlowKey,
     pub data: [u8; PAYLOAD_CAP],
+}
+
+/// A client of a per-client shaping rule has no HTB class of its own yet: the daemon makes
+/// one and writes it into `CLIENT_CLASSES`. Sent once per flow and policy generation;
+/// until the class is there the flow's packets go into the rule's shared class.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ShapeClientEvent {
+    pub kind: u8,
+    pub _pad: u8,
+    /// The rule's shape class.
+    pub class: u16,
+    pub _pad2: u32,
+    /// The client (IPv4-mapped).
+    pub client_addr: [u8; 16],
 }

@@ -96,8 +96,13 @@ pub struct FlowEntry {
     pub tracker_replies: u8,
     /// Packets and bytes dropped by a block verdict.
     pub blocked: DirectionCounters,
-    /// Packets and bytes put into a shaping class.
+    /// Packets and bytes put into a shaping class (or, with the policer, dropped by it).
     pub shaped: DirectionCounters,
+    /// The shape class of a shape verdict (0: none), worked out with `verdict`.
+    pub shape_class: u16,
+    /// [`crate::shaping::flow_shape_flags`] bits.
+    pub shape_flags: u8,
+    pub _pad: [u8; 5],
 }
 
 /// TCP flag bits as they appear in the header's 13th byte.
@@ -125,7 +130,7 @@ mod tests {
     fn layouts_are_fixed() {
         // The kernel sees these sizes through pinned maps: a change needs a migration.
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowEntry>(), 104);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 112);
         assert_eq!(core::mem::offset_of!(FlowEntry, category), 56);
         assert_eq!(core::mem::offset_of!(FlowEntry, blocked), 72);
         assert_eq!(core::mem::align_of::<FlowEntry>(), 8);

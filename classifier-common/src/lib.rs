@@ -16,6 +16,7 @@ pub mod flow;
 pub mod maps;
 pub mod parse;
 pub mod policy;
+pub mod shaping;
 pub mod stats;
 
 #[cfg(any(test, feature = "test-util"))]

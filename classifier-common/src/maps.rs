@@ -7,7 +7,7 @@
 pub const FLOWS: &str = "FLOWS";
 /// 256 Ki flows: a council site with a few thousand clients keeps well under this, and an
 /// LRU map evicts the least recently used flow rather than refusing new ones.
-/// Memory: 256 Ki × (40 B key + 88 B value + ~64 B kernel overhead) ≈ 50 MiB.
+/// Memory: 256 Ki × (40 B key + 112 B value + ~64 B kernel overhead) ≈ 54 MiB.
 pub const FLOWS_MAX_ENTRIES: usize = 262_144;
 
 /// Global per-CPU counters indexed by [`crate::stats::Stat`].
@@ -72,11 +72,23 @@ pub const CLIENT_EXCEPTIONS_MAX_ENTRIES: usize = 16_384;
 /// One u32: the policy generation (its low bit picks the action table in force).
 pub const POLICY_GEN: &str = "POLICY_GEN";
 
+/// (table, shape class) → [`crate::shaping::ShapeRule`], double-buffered with the actions.
+pub const SHAPERS: &str = "SHAPERS";
+/// Token buckets: clients' short-clip allowances and the policer's buckets.
+pub const BUCKETS: &str = "BUCKETS";
+/// 64 Ki buckets: an allowance and a policer bucket for each of 32 Ki clients; LRU, so a
+/// bucket idle long enough to have refilled anyway is the one that goes.
+pub const BUCKETS_MAX_ENTRIES: usize = 65_536;
+/// (client, shape class) → the minor id of the client's own HTB class.
+pub const CLIENT_CLASSES: &str = "CLIENT_CLASSES";
+/// Minor ids 0x100..=0xffff: at most this many per-client classes at once.
+pub const CLIENT_CLASSES_MAX_ENTRIES: usize = 0xff00;
+
 /// Every map the daemon pins under its pin directory. The tail-call table is pinned too:
 /// the kernel empties a program array once no process or pin holds it, which would stop
 /// classification while a restarted daemon is on its way; a new daemon writes its own
 /// programs into it.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 20] = [
     CLASSIFIERS,
     FLOWS,
     STATS,
@@ -94,4 +106,7 @@ pub const PINNED_MAPS: [&str; 17] = [
     ACTIONS,
     CLIENT_EXCEPTIONS,
     POLICY_GEN,
+    SHAPERS,
+    BUCKETS,
+    CLIENT_CLASSES,
 ];

@@ -41,11 +41,19 @@ pub enum Stat {
     ResetsSent = 16,
     /// Blocked UDP packets answered with ICMP "administratively prohibited" (fail-fast).
     UnreachablesSent = 17,
+    /// Packets of shaped flows put into an HTB class (shared or a client's own).
+    Shaped = 18,
+    /// Packets of shaped flows the policer dropped (its bucket was empty).
+    PolicerDropped = 19,
+    /// Packets of shaped flows passed at full speed on the client's short-clip allowance.
+    AllowancePassed = 20,
+    /// Requests to the daemon for a client's own HTB class (per-client rules).
+    ClientClassRequested = 21,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 22;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -67,6 +75,10 @@ impl Stat {
         Stat::TrackerRepliesToDaemon,
         Stat::ResetsSent,
         Stat::UnreachablesSent,
+        Stat::Shaped,
+        Stat::PolicerDropped,
+        Stat::AllowancePassed,
+        Stat::ClientClassRequested,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -90,6 +102,10 @@ impl Stat {
             Stat::TrackerRepliesToDaemon => "tracker_replies_to_daemon",
             Stat::ResetsSent => "resets_sent",
             Stat::UnreachablesSent => "unreachables_sent",
+            Stat::Shaped => "shaped",
+            Stat::PolicerDropped => "policer_dropped",
+            Stat::AllowancePassed => "allowance_passed",
+            Stat::ClientClassRequested => "client_class_requested",
         }
     }
 }

@@ -3,9 +3,10 @@
 use crate::{
     config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, StreamBuf},
     domain::DomainEntry,
-    event::{ClassifiedEvent, PayloadEvent},
+    event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent},
     flow::{DirectionCounters, FlowEntry, FlowKey},
     policy::{ActionEntry, ActionKey, ExceptionKey, VlanKey},
+    shaping::{BucketKey, ClientClassKey, ShapeRule, TokenBucket},
 };
 
 // SAFETY: plain `#[repr(C)]` data of integers and byte arrays with explicit padding fields:
@@ -41,3 +42,13 @@ unsafe impl aya::Pod for ActionEntry {}
 unsafe impl aya::Pod for ExceptionKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for VlanKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ShapeRule {}
+// SAFETY: as above.
+unsafe impl aya::Pod for BucketKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for TokenBucket {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ClientClassKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ShapeClientEvent {}

@@ -8,6 +8,7 @@ use classifier_common::{
         ActionEntry, ActionKey, ExceptionKey, VlanKey, group_prefix_data, group_prefix_len,
         policy_flags, table_of, verdict,
     },
+    shaping::flow_shape_flags,
     stats::Stat,
 };
 
@@ -39,6 +40,9 @@ pub unsafe fn verdict_of(key: &FlowKey, entry: *mut FlowEntry) -> u8 {
         }
         let action = work_out(key, (*entry).group, category, generation);
         (*entry).verdict = action.verdict;
+        (*entry).shape_class = action.shape_class;
+        // A new verdict may need a client class of another rule: ask again if so.
+        (*entry).shape_flags &= !flow_shape_flags::CLASS_ASKED;
         (*entry).policy_gen = generation;
         (*entry).verdict_category = category;
         (*entry).policy_flags = if action.fail_fast != 0 {

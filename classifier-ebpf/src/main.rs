@@ -6,7 +6,9 @@
 //!   class is not settled.
 //! - `classify_upload` (XDP, tail call): TLS SNI, HTTP Host, QUIC, BitTorrent, ports.
 //! - `lan_egress` (TC, gateway LAN interface, egress): sees every server→client packet;
-//!   counts it against the same flow.
+//!   counts it against the same flow, drops it if blocked, shapes it if shaped.
+//! - `wan_egress` (TC, gateway WAN interface, egress): client→server packets on their way
+//!   out, after XDP counted them: shapes the uploads of shaped flows.
 //! - `empty_xdp`: does nothing; the baseline that benchmarks divide by.
 //!
 //! Built only for `bpfel-unknown-none` (see `classifier-user/build.rs`); on the host the
@@ -24,6 +26,7 @@ mod flows;
 mod maps;
 mod packet;
 mod reset;
+mod shape;
 mod stats;
 
 use aya_ebpf::{
@@ -101,14 +104,60 @@ pub fn lan_egress(ctx: TcContext) -> i32 {
     if unsafe { enforce::blocks(&seen.key, seen.entry, seen.count.bytes) } {
         return TC_ACT_SHOT;
     }
-    TC_ACT_PIPE
+    // SAFETY: as above; `blocks` has worked the verdict out.
+    unsafe { shape_if_shaped(&ctx, &seen.key, seen.entry, seen.count) }
+}
+
+/// Client→server packets leaving the WAN interface: the uploads of shaped flows go into
+/// their class. Counted already by `lan_ingress`; only looked up here. A packet of no
+/// known flow (the gateway's own, or rewritten by NAT on the way) passes untouched.
+#[classifier]
+pub fn wan_egress(ctx: TcContext) -> i32 {
+    let mut meta = PacketMeta::default();
+    if !matches!(
+        parse_headers(&DirectPacket::tc(&ctx), &mut meta),
+        Ok(Parsed::Ip)
+    ) {
+        return TC_ACT_PIPE;
+    }
+    let key = flows::flow_key(&meta, Direction::Upload);
+    let Some(entry) = maps::FLOWS.get_ptr_mut(key) else {
+        return TC_ACT_PIPE;
+    };
+    // SAFETY: as in lan_egress.
+    let segments = unsafe { (*ctx.skb.skb).gso_segs };
+    // SAFETY: the flow's map value, live for this program run.
+    unsafe {
+        enforce::verdict_of(&key, entry);
+        shape_if_shaped(&ctx, &key, entry, WireCount::of(&meta, segments))
+    }
+}
+
+/// [`shape::shape_skb`] for a flow whose verdict (worked out) is `shape`; else pass.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+unsafe fn shape_if_shaped(
+    ctx: &TcContext,
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    count: WireCount,
+) -> i32 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if (*entry).verdict != classifier_common::policy::verdict::SHAPE {
+            return TC_ACT_PIPE;
+        }
+        shape::shape_skb(ctx, key, entry, count)
+    }
 }
 
 /// `TC_ACT_PIPE` from linux/pkt_cls.h, typed as TC programs return it (the generated
 /// bindings' type differs between targets).
-const TC_ACT_PIPE: i32 = 3;
+pub(crate) const TC_ACT_PIPE: i32 = 3;
 /// `TC_ACT_SHOT`: drop.
-const TC_ACT_SHOT: i32 = 2;
+pub(crate) const TC_ACT_SHOT: i32 = 2;
 
 /// A packet counted against its flow.
 struct Seen {

@@ -15,11 +15,13 @@ use classifier_common::{
     domain::DomainEntry,
     flow::{FlowEntry, FlowKey},
     maps::{
-        ACTIONS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES,
-        DOMAINS_DEFAULT_ENTRIES, EVENTS_BYTES, FLOWS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
-        GROUP_VLANS_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
+        ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
+        CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
+        EVENTS_BYTES, FLOWS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES, GROUP_VLANS_MAX_ENTRIES,
+        PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
     },
     policy::{ActionEntry, ActionKey, ExceptionKey, GroupPrefixData, VlanKey},
+    shaping::{BucketKey, ClientClassKey, MAX_SHAPE_CLASSES, ShapeRule, TokenBucket},
     stats::Stat,
 };
 
@@ -109,3 +111,18 @@ pub static CLIENT_EXC: HashMap<ExceptionKey, u8, CLIENT_EXCEPTIONS_MAX_ENTRIES, 
 /// exceptions; its low bit is the action table in force.
 #[btf_map]
 pub static POLICY_GEN: Array<u32, 1> = Array::new();
+
+/// (table, shape class) → the shaping rule ([`classifier_common::shaping::shaper_index`]);
+/// written into the idle table with the actions, in force with the same generation.
+#[btf_map]
+pub static SHAPERS: Array<ShapeRule, { 2 * MAX_SHAPE_CLASSES as usize }> = Array::new();
+
+/// Short-clip allowances and policer buckets. LRU: a bucket idle for long has refilled,
+/// and a new one starts full, so losing it changes nothing.
+#[btf_map]
+pub static BUCKETS: LruHashMap<BucketKey, TokenBucket, BUCKETS_MAX_ENTRIES> = LruHashMap::new();
+
+/// (client, shape class) → minor id of the client's own HTB class, made by the daemon.
+#[btf_map]
+pub static CLIENT_CLASSES: HashMap<ClientClassKey, u16, CLIENT_CLASSES_MAX_ENTRIES, NO_PREALLOC> =
+    HashMap::new();

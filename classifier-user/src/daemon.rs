@@ -24,6 +24,7 @@ use crate::{
     in_force::InForce,
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
+    shaping::{Shaper, ShapingStatus},
 };
 
 /// What the running daemon holds: the datapath, the policy in force, and what the events
@@ -34,6 +35,8 @@ pub struct State {
     pub in_force: InForce,
     /// Flow names and QUIC flows being read, from the datapath's events.
     pub learned: Learned,
+    /// The HTB classes (or policer) the shape verdicts use.
+    pub shaper: Shaper,
     pub interface: String,
     pub xdp_mode: XdpAttachMode,
     /// The attachments were taken over from a previous daemon.
@@ -64,6 +67,7 @@ pub struct Status {
     pub blocked_bytes: u64,
     /// Put into shaping classes, over the flows in the table.
     pub shaped_bytes: u64,
+    pub shaping: ShapingStatus,
     pub datapath: DatapathStats,
 }
 
@@ -104,8 +108,30 @@ impl State {
             blocked_packets: flows.iter().map(|(_, f)| f.blocked.packets).sum(),
             blocked_bytes: flows.iter().map(|(_, f)| f.blocked.bytes).sum(),
             shaped_bytes: flows.iter().map(|(_, f)| f.shaped.bytes).sum(),
+            shaping: self.shaper.status(),
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
         })
+    }
+
+    /// Puts the policy's shape rules into the shaper; a failure is logged, and shaped
+    /// flows then pass unshaped rather than stop.
+    pub fn apply_shaping(&mut self) {
+        let policy = &self.in_force.policy;
+        if let Err(e) = self
+            .shaper
+            .apply(policy.shaping, &policy.shapers(), &mut self.datapath)
+        {
+            warn!(error = %format!("{e:#}"), "could not set up shaping");
+        }
+    }
+
+    /// Gives the clients the datapath asked about their own shaping classes.
+    fn add_client_classes(&mut self) {
+        for (class, client) in std::mem::take(&mut self.learned.client_classes_wanted) {
+            if let Err(e) = self.shaper.add_client(class, client, &mut self.datapath) {
+                warn!(error = %format!("{e:#}"), "could not give a client its shaping class");
+            }
+        }
     }
 
     /// Forgets what it knows about flows that left the flow table.
@@ -229,8 +255,9 @@ fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
     let reloaded = state
         .in_force
         .reload(&mut state.datapath, jiff::Timestamp::now());
-    if let Err(e) = &reloaded {
-        warn!(error = %format!("{e:#}"), "policy reload refused");
+    match &reloaded {
+        Ok(_) => state.apply_shaping(),
+        Err(e) => warn!(error = %format!("{e:#}"), "policy reload refused"),
     }
     reloaded
 }
@@ -242,6 +269,7 @@ pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) {
     state
         .learned
         .drain(ring, &mut state.datapath, &state.in_force.policy);
+    state.add_client_classes();
 }
 
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use classifier_common::{
     classify::Method,
     config::PeerKey,
-    event::{ClassifiedEvent, PayloadEvent, kind},
+    event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent, kind},
     flow::{FlowKey, ip_proto, ipv4_mapped},
 };
 use tracing::{debug, warn};
@@ -44,6 +44,8 @@ pub enum Event {
         /// The reply packet's TCP or UDP payload.
         payload: Vec<u8>,
     },
+    /// A client of per-client shaping rule `class` needs its own HTB class.
+    ShapeClient { class: u16, client_addr: [u8; 16] },
 }
 
 /// Decodes a ring buffer record, or `None` for one we do not know (a newer datapath).
@@ -78,6 +80,13 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
                 payload: event.data[..len].to_vec(),
             })
         }
+        kind::SHAPE_CLIENT => {
+            let event: ShapeClientEvent = read(bytes)?;
+            Some(Event::ShapeClient {
+                class: event.class,
+                client_addr: event.client_addr,
+            })
+        }
         _ => None,
     }
 }
@@ -92,11 +101,14 @@ fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// What the events taught: flow names, and QUIC flows whose Initials are being read.
+/// What the events taught: flow names, QUIC flows whose Initials are being read, and
+/// clients waiting for their own shaping class.
 #[derive(Default)]
 pub struct Learned {
     pub names: FlowNames,
     pub quic: QuicNames,
+    /// (rule class, client) pairs the datapath asked a class for, for the shaper.
+    pub client_classes_wanted: Vec<(u16, [u8; 16])>,
 }
 
 impl Learned {
@@ -130,6 +142,9 @@ impl Learned {
                 }
             }
             Event::TrackerReply { key, payload } => learn_peers(&key, &payload, datapath),
+            Event::ShapeClient { class, client_addr } => {
+                self.client_classes_wanted.push((class, client_addr));
+            }
         }
     }
 

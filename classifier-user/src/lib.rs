@@ -12,6 +12,7 @@
 //! - [`flows`]: reading the flow table into records people can read;
 //! - [`metrics`]: the datapath's global counters;
 //! - [`replay`]: captures run through the real datapath offline (`classify-pcap`);
+//! - [`shaping`]: the HTB qdiscs and classes shape verdicts put packets into (netlink);
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`in_force`]: the policy in force: period, generation, reload;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
@@ -33,4 +34,5 @@ pub mod policy;
 pub mod preflight;
 pub mod quic;
 pub mod replay;
+pub mod shaping;
 pub mod tables;

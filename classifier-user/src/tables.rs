@@ -21,6 +21,7 @@ use classifier_common::{
         ActionEntry, ActionKey, ExceptionKey, GroupPrefixData, VlanKey, group_prefix_data,
         group_prefix_len, mapped_prefix_len, table_of,
     },
+    shaping::{MAX_SHAPE_CLASSES, ShapeRule, shaper_index},
 };
 
 use crate::policy::ClassTables;
@@ -103,6 +104,8 @@ pub struct DecisionTables {
     pub actions: Vec<((u16, u16), ActionEntry)>,
     /// (client, category) pairs an exception allows.
     pub client_exceptions: Vec<(std::net::IpAddr, u16)>,
+    /// Shape class → how the datapath shapes it.
+    pub shapers: Vec<(u16, ShapeRule)>,
 }
 
 /// Writes `tables` into the idle half of every policy map, then makes it the one in force
@@ -115,6 +118,7 @@ pub fn swap_policy(ebpf: &mut Ebpf, tables: &DecisionTables) -> anyhow::Result<u
     fill_vlans(ebpf, table, &tables.vlans)?;
     fill_actions(ebpf, table, &tables.actions)?;
     fill_exceptions(ebpf, table, &tables.client_exceptions)?;
+    fill_shapers(ebpf, table, &tables.shapers)?;
     let mut word: Array<&mut MapData, u32> = Array::try_from(
         ebpf.map_mut(maps::POLICY_GEN)
             .context("no POLICY_GEN map")?,
@@ -232,6 +236,23 @@ fn fill_exceptions(
             _pad: 0,
         };
         map.insert(key, 1, 0).context("writing client exceptions")?;
+    }
+    Ok(())
+}
+
+/// Writes every class of the idle table: the policy's rules, and empty ones (rate 0:
+/// pass) for classes it does not use.
+fn fill_shapers(ebpf: &mut Ebpf, table: u8, shapers: &[(u16, ShapeRule)]) -> anyhow::Result<()> {
+    let mut array: Array<&mut MapData, ShapeRule> =
+        Array::try_from(ebpf.map_mut(maps::SHAPERS).context("no SHAPERS map")?)?;
+    for class in 0..MAX_SHAPE_CLASSES as u16 {
+        let rule = shapers
+            .iter()
+            .find(|(c, _)| *c == class)
+            .map_or_else(ShapeRule::default, |(_, rule)| *rule);
+        array
+            .set(shaper_index(table, class), rule, 0)
+            .context("writing the shaping rules")?;
     }
     Ok(())
 }

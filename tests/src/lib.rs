@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod frames;
+pub mod iperf;
 pub mod run;
 pub mod tracker;
 pub mod wire;

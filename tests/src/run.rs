@@ -75,3 +75,30 @@ pub fn xdp_ns_per_run(datapath: &mut Datapath, name: &str, frame: &[u8], repeat:
         .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name} failed: {e:?}"));
     result.duration.as_nanos() as f64
 }
+
+/// `offsetof(struct __sk_buff, priority)`.
+const SKB_PRIORITY_OFFSET: usize = 32;
+/// `sizeof(struct __sk_buff)` on this kernel's UAPI.
+const SKB_CTX_SIZE: usize = 192;
+
+/// Runs the TC program `name` once on `frame`; returns its verdict and the skb's
+/// `priority` as the program left it (how shaping picks an HTB class).
+pub fn run_tc_priority(datapath: &mut Datapath, name: &str, frame: &[u8]) -> (u32, u32) {
+    let mut ctx = vec![0u8; SKB_CTX_SIZE];
+    let result = datapath
+        .tc(name)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_out: Some(&mut ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name} failed: {e:?}"));
+    let priority = u32::from_ne_bytes(
+        ctx[SKB_PRIORITY_OFFSET..SKB_PRIORITY_OFFSET + 4]
+            .try_into()
+            .unwrap(),
+    );
+    (result.return_value, priority)
+}

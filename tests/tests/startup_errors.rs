@@ -202,6 +202,9 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     .arg(&pin_dir)
     .arg("--pid-file")
     .arg(&pid_file)
+    // Its own socket: the test beside it expects the default one to be free.
+    .arg("--control-socket")
+    .arg(lab.control_socket())
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();

@@ -99,19 +99,33 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),
         Task::Bench { quick } => {
             setup::run()?;
-            let mut bench = cargo(&[
-                "run",
-                "--release",
-                "--package",
-                "classifier-tests",
-                "--bin",
-                "datapath-bench",
-                "--",
-            ]);
-            if quick {
-                bench.arg("--quick");
+            for (what, bin) in [
+                ("datapath benchmark", "datapath-bench"),
+                ("shaping benchmark", "shaping-bench"),
+            ] {
+                let mut bench = cargo(&[
+                    "run",
+                    "--release",
+                    "--package",
+                    "classifier-tests",
+                    "--bin",
+                    bin,
+                    "--",
+                ]);
+                if quick {
+                    bench.arg("--quick");
+                }
+                if bin == "shaping-bench" {
+                    // The lab's daemon: the release build the benchmark itself was built with.
+                    bench.env("CLASSIFIER_BIN", root.join("target/release/classifier"));
+                    step(
+                        "build",
+                        cargo(&["build", "--release", "--package", "classifier-user"]),
+                    )?;
+                }
+                step(what, bench)?;
             }
-            step("datapath benchmark", bench)
+            Ok(())
         }
     }
 }

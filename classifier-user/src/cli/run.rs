@@ -19,19 +19,27 @@ use crate::{
     loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
     netns,
     policy::{self, Policy, PolicySources},
-    preflight, tables,
+    preflight,
+    shaping::{Egress, Shaper},
+    tables,
 };
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   classifier run --iface eth1
-  classifier run --iface eth1 --policy /etc/classifier/policy.toml
+  classifier run --iface eth1 --wan eth0 --policy /etc/classifier/policy.toml
   classifier run --iface lan0 --netns gw --print-flows --report-interval 2s")]
 pub struct RunArgs {
-    /// The gateway's LAN-facing interface: XDP on its ingress, TC on its egress.
+    /// The gateway's LAN-facing interface: XDP on its ingress, TC on its egress (where
+    /// downloads are shaped).
     #[arg(long, short = 'i', value_name = "IFACE")]
     iface: String,
+
+    /// The gateway's WAN-facing interface, where uploads are shaped (TC on its egress).
+    /// Without it, shape rules slow downloads only.
+    #[arg(long, value_name = "IFACE")]
+    wan: Option<String>,
 
     /// Policy file (TOML); without it, the built-in default council policy. Check a file
     /// first with `classifier policy check FILE`.
@@ -85,13 +93,16 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
         netns::enter(name)?;
     }
     preflight::require_interface(&args.iface, args.netns.as_deref())?;
+    if let Some(wan) = &args.wan {
+        preflight::require_interface(wan, args.netns.as_deref())?;
+    }
     preflight::require_bpffs(&args.pin_dir)?;
 
     // Before touching the pinned datapath: a running daemon must not be taken over.
     control::refuse_if_answered(&args.control_socket)?;
     let capacity = tables::domain_capacity(policy.classes.domains.len());
     let datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
-    let (datapath, outcome) = run_daemon(datapath, policy, args);
+    let (datapath, shaper, outcome) = run_daemon(datapath, policy, args);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
@@ -107,6 +118,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
         outcome => {
+            if let Some(mut shaper) = shaper {
+                shaper.stop();
+            }
             let shutdown = datapath.shutdown();
             if outcome.is_ok() && shutdown.is_ok() {
                 info!(pin_dir = %args.pin_dir.display(), "programs detached, maps unpinned");
@@ -117,15 +131,20 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// Installs the policy's tables, attaches, and serves until a signal. Returns the
-/// datapath whatever happened, so the caller can detach and unpin it.
+/// datapath (and the shaper, once there is one) whatever happened, so the caller can
+/// detach and unpin it.
 fn run_daemon(
     mut datapath: Datapath,
     policy: Policy,
     args: &RunArgs,
-) -> (Datapath, anyhow::Result<Exit>) {
+) -> (Datapath, Option<Shaper>, anyhow::Result<Exit>) {
     let (events, xdp_mode, in_force) = match prepare(&mut datapath, policy, args) {
         Ok(prepared) => prepared,
-        Err(err) => return (datapath, Err(err)),
+        Err(err) => return (datapath, None, Err(err)),
+    };
+    let shaper = match egresses(args) {
+        Ok(interfaces) => Shaper::new(interfaces),
+        Err(err) => return (datapath, None, Err(err)),
     };
     // Built after entering the namespace: worker threads inherit the caller's namespace.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -134,31 +153,40 @@ fn run_daemon(
         .build()
     {
         Ok(runtime) => runtime,
-        Err(err) => return (datapath, Err(err).context("starting the async runtime")),
+        Err(err) => {
+            return (
+                datapath,
+                Some(shaper),
+                Err(err).context("starting the async runtime"),
+            );
+        }
     };
     let control = {
         let _guard = runtime.enter();
         match control::bind(&args.control_socket) {
             Ok(listener) => listener,
-            Err(err) => return (datapath, Err(err)),
+            Err(err) => return (datapath, Some(shaper), Err(err)),
         }
     };
     if let Some(pid_file) = &args.pid_file
         && let Err(err) = write_pid_file(pid_file)
     {
         let _ = std::fs::remove_file(&args.control_socket);
-        return (datapath, Err(err));
+        return (datapath, Some(shaper), Err(err));
     }
     let adopted = datapath.adopted();
-    let shared = Shared::new(State {
+    let mut state = State {
         datapath,
         in_force,
         learned: Learned::default(),
+        shaper,
         interface: args.iface.clone(),
         xdp_mode,
         adopted,
         started: Instant::now(),
-    });
+    };
+    state.apply_shaping();
+    let shared = Shared::new(state);
     let reporting = Reporting {
         interval: args.report_interval,
         print_flows: args.print_flows,
@@ -170,7 +198,16 @@ fn run_daemon(
     let state = shared
         .into_inner()
         .expect("no task holds the state once the runtime has stopped");
-    (state.datapath, served)
+    (state.datapath, Some(state.shaper), served)
+}
+
+/// The interfaces shaping manages: the LAN's egress (downloads), the WAN's (uploads).
+fn egresses(args: &RunArgs) -> anyhow::Result<Vec<Egress>> {
+    let mut interfaces = vec![Egress::new(&args.iface, "downloads")?];
+    if let Some(wan) = &args.wan {
+        interfaces.push(Egress::new(wan, "uploads")?);
+    }
+    Ok(interfaces)
 }
 
 /// The policy's tables in the maps and its decisions for now in force, the event ring
@@ -184,8 +221,12 @@ fn prepare(
     let in_force = InForce::install(policy, sources(args), datapath, jiff::Timestamp::now())?;
     let events = datapath.take_events()?;
     let xdp_mode = datapath.attach_lan(&args.iface, args.xdp_mode)?;
+    if let Some(wan) = &args.wan {
+        datapath.attach_wan(wan)?;
+    }
     info!(
         interface = %args.iface,
+        wan = args.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
         adopted = datapath.adopted(),
         pin_dir = %args.pin_dir.display(),

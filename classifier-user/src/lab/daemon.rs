@@ -40,7 +40,8 @@ pub struct DaemonOptions {
 }
 
 impl DaemonProcess {
-    /// Starts `binary run` on the lab gateway's LAN interface and waits until it has attached.
+    /// Starts `binary run` on the lab gateway's LAN interface (and its WAN interface, where
+    /// uploads are shaped) and waits until it has attached.
     pub fn start(binary: &Path, lab: &Lab, options: &DaemonOptions) -> anyhow::Result<Self> {
         let pin_dir = lab.pin_dir();
         let pid_file = std::env::temp_dir().join(format!("classifier-lab-{}.pid", lab.id));
@@ -51,6 +52,7 @@ impl DaemonProcess {
             .arg("run")
             .args(["--netns", &lab.gateway.netns])
             .args(["--iface", lab.gateway.iface])
+            .args(["--wan", super::topology::GATEWAY_WAN_IFACE])
             .arg("--pin-dir")
             .arg(&pin_dir)
             .arg("--pid-file")

@@ -26,6 +26,7 @@ use classifier_common::{
     config::{ClassResult, Config, PeerKey},
     flow::{FlowEntry, FlowKey},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
+    shaping::{BucketKey, ClientClassKey, TokenBucket},
 };
 
 use crate::{policy::ClassTables, tables};
@@ -45,6 +46,8 @@ pub mod program {
     pub const LAN_INGRESS: &str = "lan_ingress";
     /// TC, LAN egress: server → client.
     pub const LAN_EGRESS: &str = "lan_egress";
+    /// TC, WAN egress: client → server, for shaping uploads.
+    pub const WAN_EGRESS: &str = "wan_egress";
     /// XDP, tail-called by LAN_INGRESS while a flow's class is open.
     pub const CLASSIFY_UPLOAD: &str = "classify_upload";
     /// XDP, tail-called: a flow's first bytes as a TLS ClientHello.
@@ -131,7 +134,8 @@ pub struct Datapath {
     pins: Option<PinDir>,
     /// Pinned attachments (pinned datapaths only), released on a clean shutdown.
     links: Vec<PinnedLink>,
-    link_pins: Option<links::LinkPins>,
+    /// Where each attached interface's links are pinned (pinned datapaths only).
+    link_pins: Vec<links::LinkPins>,
     /// The attachments were a previous daemon's, taken over.
     adopted: bool,
 }
@@ -158,7 +162,7 @@ impl Datapath {
             ebpf,
             pins: None,
             links: Vec::new(),
-            link_pins: None,
+            link_pins: Vec::new(),
             adopted: false,
         };
         datapath.load_programs()?;
@@ -185,7 +189,7 @@ impl Datapath {
             ebpf,
             pins: Some(pins),
             links: Vec::new(),
-            link_pins: None,
+            link_pins: Vec::new(),
             adopted: false,
         };
         if let Err(err) = datapath.load_programs() {
@@ -225,9 +229,11 @@ impl Datapath {
                 .load()
                 .with_context(|| format!("the kernel refused XDP program `{name}`"))?;
         }
-        self.tc(program::LAN_EGRESS)?
-            .load()
-            .with_context(|| format!("the kernel refused TC program `{}`", program::LAN_EGRESS))?;
+        for name in [program::LAN_EGRESS, program::WAN_EGRESS] {
+            self.tc(name)?
+                .load()
+                .with_context(|| format!("the kernel refused TC program `{name}`"))?;
+        }
         self.fill_tail_calls()
     }
 
@@ -277,13 +283,26 @@ impl Datapath {
         iface: &str,
         mode: XdpModeChoice,
     ) -> Result<XdpAttachMode, AttachError> {
-        self.link_pins = self
-            .pins
-            .as_ref()
-            .map(|pins| links::LinkPins::new(&pins.path, iface));
-        let xdp_mode = self.attach_xdp(iface, mode)?;
-        self.attach_tc_egress(iface)?;
+        let pins = self.link_pins_for(iface);
+        let xdp_mode = self.attach_xdp(iface, mode, pins.as_ref())?;
+        self.attach_tc_egress(iface, program::LAN_EGRESS, pins.as_ref())?;
+        self.link_pins.extend(pins);
         Ok(xdp_mode)
+    }
+
+    /// Attaches TC to the WAN interface's egress, where uploads are shaped; pinned and
+    /// taken over on restart as the LAN attachments are.
+    pub fn attach_wan(&mut self, iface: &str) -> Result<(), AttachError> {
+        let pins = self.link_pins_for(iface);
+        self.attach_tc_egress(iface, program::WAN_EGRESS, pins.as_ref())?;
+        self.link_pins.extend(pins);
+        Ok(())
+    }
+
+    fn link_pins_for(&self, iface: &str) -> Option<links::LinkPins> {
+        self.pins
+            .as_ref()
+            .map(|pins| links::LinkPins::new(&pins.path, iface))
     }
 
     /// True when the programs went into attachments a previous daemon left.
@@ -295,13 +314,14 @@ impl Datapath {
         &mut self,
         iface: &str,
         mode: XdpModeChoice,
+        link_pins: Option<&links::LinkPins>,
     ) -> Result<XdpAttachMode, AttachError> {
         let pin_error = |source| AttachError::Pin {
             iface: iface.to_owned(),
             what: "XDP",
             source,
         };
-        let existing = self.link_pins.as_ref().and_then(|p| p.existing_xdp());
+        let existing = link_pins.and_then(|p| p.existing_xdp());
         let program = self
             .ebpf
             .program_mut(program::LAN_INGRESS)
@@ -315,7 +335,7 @@ impl Datapath {
             return Ok(pinned_mode);
         }
         let (link_id, attached_mode) = attach_xdp_fresh(program, iface, mode)?;
-        if let Some(pins) = &self.link_pins {
+        if let Some(pins) = link_pins {
             let link = program
                 .take_link(link_id)
                 .map_err(|e| pin_error(Box::new(e)))?;
@@ -325,23 +345,29 @@ impl Datapath {
         Ok(attached_mode)
     }
 
-    fn attach_tc_egress(&mut self, iface: &str) -> Result<(), AttachError> {
+    fn attach_tc_egress(
+        &mut self,
+        iface: &str,
+        program_name: &str,
+        link_pins: Option<&links::LinkPins>,
+    ) -> Result<(), AttachError> {
         let pin_error = |source| AttachError::Pin {
             iface: iface.to_owned(),
             what: "TC egress",
             source,
         };
-        let existing = self.link_pins.as_ref().and_then(|p| p.existing_tc_egress());
+        let existing = link_pins.and_then(|p| p.existing_tc_egress());
         let program = self
             .ebpf
-            .program_mut(program::LAN_EGRESS)
+            .program_mut(program_name)
             .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-            .expect("lan_egress is loaded by Datapath::load*");
+            .expect("the TC programs are loaded by Datapath::load*");
         if let Some(path) = existing {
             let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
             self.links.push(pinned);
             info!(
                 interface = iface,
+                program = program_name,
                 "took over the TC egress attachment a previous daemon left"
             );
             return Ok(());
@@ -357,7 +383,7 @@ impl Datapath {
                 iface: iface.to_owned(),
                 source,
             })?;
-        if let Some(pins) = &self.link_pins {
+        if let Some(pins) = link_pins {
             let link = program
                 .take_link(link_id)
                 .map_err(|e| pin_error(Box::new(e)))?;
@@ -420,6 +446,21 @@ impl Datapath {
         }
     }
 
+    /// Clients' own HTB classes under per-client shaping rules.
+    pub fn client_classes(&mut self) -> anyhow::Result<HashMap<&mut MapData, ClientClassKey, u16>> {
+        let map = self
+            .ebpf
+            .map_mut(maps::CLIENT_CLASSES)
+            .context("no CLIENT_CLASSES map")?;
+        HashMap::try_from(map).context("CLIENT_CLASSES is not a hash map")
+    }
+
+    /// Token buckets (allowances and policers), for tests and status.
+    pub fn buckets(&self) -> anyhow::Result<HashMap<&MapData, BucketKey, TokenBucket>> {
+        let map = self.ebpf.map(maps::BUCKETS).context("no BUCKETS map")?;
+        HashMap::try_from(map).context("BUCKETS is not a hash map")
+    }
+
     /// The BitTorrent peer cache: peer endpoint → CLOCK_BOOTTIME ns it was last seen.
     pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
         let map = self.ebpf.map_mut(maps::PEERS).context("no PEERS map")?;
@@ -441,7 +482,7 @@ impl Datapath {
         for link in links {
             links::release(link).context("removing a pinned attachment")?;
         }
-        if let Some(link_pins) = link_pins {
+        for link_pins in link_pins {
             link_pins
                 .remove_dirs()
                 .context("removing the attachments' pin directory")?;

@@ -3,12 +3,54 @@
 
 use std::net::IpAddr;
 
-use classifier_common::policy::{ActionEntry, verdict};
+use classifier_common::{
+    policy::{ActionEntry, verdict},
+    shaping::{ShapeRule, allowance_rate, shape_flags},
+};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{Action, Policy, rules};
+use super::{Action, Policy, ShapingMethod, rules};
 use crate::tables::DecisionTables;
+
+/// A shape rule's class: one per rule, its position counted from 1 (HTB minor ids start
+/// at 1; `policy check` keeps it below [`classifier_common::shaping::MAX_SHAPE_CLASSES`]).
+pub fn shape_class(rule: &rules::Rule) -> u16 {
+    rule.index as u16 + 1
+}
+
+/// The policer's bucket depth: 200 ms at the rate, and never less than two of the largest
+/// packets TC sees (GSO super-packets of 64 KiB), which it could otherwise never pass.
+fn policer_burst(rate_bytes: u64) -> u64 {
+    (rate_bytes / 5).max(2 * 65_536)
+}
+
+fn shape_rule(shaping: &rules::Shaping, method: ShapingMethod) -> ShapeRule {
+    let rate_bytes = shaping.rate_bps / 8;
+    let mut flags = 0;
+    if shaping.per_client {
+        flags |= shape_flags::PER_CLIENT;
+    }
+    if method == ShapingMethod::Policer {
+        flags |= shape_flags::POLICER;
+    }
+    let (allowance_bytes, allowance_refill) = match &shaping.allowance {
+        Some(allowance) => {
+            flags |= shape_flags::ALLOWANCE;
+            let period_ns = allowance.per.as_nanos().min(u64::MAX as u128) as u64;
+            (allowance.bytes, allowance_rate(allowance.bytes, period_ns))
+        }
+        None => (0, 0),
+    };
+    ShapeRule {
+        rate_bytes,
+        burst_bytes: policer_burst(rate_bytes),
+        allowance_bytes,
+        allowance_refill,
+        flags,
+        _pad: 0,
+    }
+}
 
 /// What decided, for explanations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -111,6 +153,7 @@ impl Policy {
                 }
             }
         }
+        tables.shapers = self.shapers();
         for exception in self.exceptions.iter().filter(|e| e.is_active(at)) {
             if let super::exceptions::Target::Client(client) = exception.target {
                 for category in &exception.categories {
@@ -119,6 +162,19 @@ impl Policy {
             }
         }
         tables
+    }
+
+    /// Every shape rule as the datapath applies it, by shape class.
+    pub fn shapers(&self) -> Vec<(u16, ShapeRule)> {
+        self.rules
+            .iter()
+            .filter_map(|rule| match &rule.action {
+                Action::Shape(shaping) => {
+                    Some((shape_class(rule), shape_rule(shaping, self.shaping)))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The group's verdict for a category, `None` when it is allowed.
@@ -147,8 +203,7 @@ impl Policy {
             }),
             Action::Shape(_) => Some(ActionEntry {
                 verdict: verdict::SHAPE,
-                // One shaping class per rule (HTB minor ids start at 1).
-                shape_class: rule.index as u16 + 1,
+                shape_class: shape_class(rule),
                 ..ActionEntry::default()
             }),
         }

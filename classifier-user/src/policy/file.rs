@@ -33,6 +33,8 @@ pub struct PolicyFile {
     pub quic: QuicSection,
     #[serde(default)]
     pub bittorrent: BittorrentSection,
+    #[serde(default)]
+    pub shaping: ShapingSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,4 +135,26 @@ impl Default for BittorrentSection {
 
 fn default_peer_ttl() -> String {
     "10m".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingSection {
+    /// `htb`: HTB classes on the LAN and WAN interfaces' egress (default; TCP-friendly,
+    /// queues instead of dropping); `policer`: a token bucket in the datapath that drops
+    /// what exceeds the rate, where HTB cannot be used (another qdisc owns the interface).
+    #[serde(default = "default_shaping_method")]
+    pub method: String,
+}
+
+impl Default for ShapingSection {
+    fn default() -> Self {
+        Self {
+            method: default_shaping_method(),
+        }
+    }
+}
+
+fn default_shaping_method() -> String {
+    "htb".into()
 }

@@ -24,6 +24,7 @@ use std::{
 };
 
 use classifier_common::config::{Config, quic_mode};
+use serde::Serialize;
 
 pub use self::{
     classes::ClassTables,
@@ -56,6 +57,28 @@ pub struct Policy {
     pub periods: Vec<String>,
     /// The datapath settings the policy implies.
     pub datapath: Config,
+    /// How shape verdicts are enforced.
+    pub shaping: ShapingMethod,
+}
+
+/// How shape verdicts are enforced (`[shaping] method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShapingMethod {
+    /// HTB classes on the interfaces' egress, made by the daemon over netlink.
+    #[default]
+    Htb,
+    /// A token bucket in the datapath: what exceeds the rate is dropped.
+    Policer,
+}
+
+impl std::fmt::Display for ShapingMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShapingMethod::Htb => "htb",
+            ShapingMethod::Policer => "policer",
+        })
+    }
 }
 
 /// Where the exceptions the CLI adds and expires are kept, unless told otherwise.
@@ -176,6 +199,8 @@ impl Policy {
             &source,
         )?;
         let datapath = datapath_config(&file, &source)?;
+        let shaping = shaping_method(&file, &source)?;
+        rules::check_shape_classes(&rules, &source)?;
         Ok(Self {
             origin: origin.display().to_string(),
             site_name: file.site.name,
@@ -187,7 +212,21 @@ impl Policy {
             schedule,
             periods,
             datapath,
+            shaping,
         })
+    }
+}
+
+fn shaping_method(file: &PolicyFile, source: &Source<'_>) -> Result<ShapingMethod, PolicyError> {
+    match file.shaping.method.as_str() {
+        "htb" => Ok(ShapingMethod::Htb),
+        "policer" => Ok(ShapingMethod::Policer),
+        other => Err(source.error_at(
+            &FieldPath::root().key("shaping").key("method"),
+            format!(
+                "`{other}`: choose `htb` (queue in HTB classes) or `policer` (drop above the rate)"
+            ),
+        )),
     }
 }
 

@@ -221,6 +221,24 @@ fn compile_rule(
     })
 }
 
+/// Refuses a shape rule whose class id (its position, counted from 1) does not fit the
+/// datapath's shape classes.
+pub fn check_shape_classes(rules: &[Rule], source: &Source<'_>) -> Result<(), PolicyError> {
+    let last = classifier_common::shaping::MAX_SHAPE_CLASSES as usize - 1;
+    match rules
+        .iter()
+        .find(|rule| matches!(rule.action, Action::Shape(_)) && rule.index + 1 > last)
+    {
+        Some(rule) => Err(source.error_at(
+            &FieldPath::root().key("rules").index(rule.index),
+            format!(
+                "a shape rule must be among the first {last} rules (its class id is its position)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn compile_action(
     section: &RuleSection,
     path: &FieldPath,

@@ -362,6 +362,11 @@ mod decisions {
             ),
             ("[groups.default]\n", "groups.default", "unmatched clients"),
             (
+                "[shaping]\nmethod = \"fast\"\n",
+                "shaping.method",
+                "choose `htb`",
+            ),
+            (
                 "[categories.x]\n[[exceptions]]\nclient = \"192.0.2.1\"\ncategories = [\"x\"]\napproved_by = \"\"\nreference = \"R\"\nreason = \"r\"\nexpires = \"2027-01-01\"\n",
                 "exceptions[0].approved_by",
                 "approval on record",
@@ -378,6 +383,46 @@ mod decisions {
             assert!(err.message.contains(message), "{err}");
         }
     }
+}
+
+#[test]
+fn shape_rules_become_the_datapath_s_shapers() {
+    use classifier_common::shaping::shape_flags;
+    let policy = parse(
+        "[categories.video]\n[categories.files]\n\
+         [[rules]]\ncategories = \"files\"\naction = \"block\"\n\
+         [[rules]]\ncategories = \"video\"\naction = \"shape\"\nrate = \"2mbit\"\n\
+         share = \"per-client\"\nallowance = \"36MB/hour\"\n\
+         [shaping]\nmethod = \"policer\"\n",
+    )
+    .unwrap();
+    let shapers = policy.shapers();
+    assert_eq!(shapers.len(), 1);
+    let (class, rule) = shapers[0];
+    assert_eq!(class, 2, "the class is the rule's position, from 1");
+    assert_eq!(rule.rate_bytes, 250_000);
+    assert_eq!(rule.allowance_bytes, 36_000_000);
+    assert_eq!(rule.allowance_refill, 10_000, "36 MB an hour: 10 kB/s");
+    assert_eq!(
+        rule.flags,
+        shape_flags::PER_CLIENT | shape_flags::POLICER | shape_flags::ALLOWANCE
+    );
+    assert!(
+        rule.burst_bytes >= 2 * 65_536,
+        "the policer passes a GSO packet"
+    );
+}
+
+#[test]
+fn a_shape_rule_beyond_the_datapath_s_classes_is_refused() {
+    let mut text = String::from("[categories.video]\n");
+    for _ in 0..255 {
+        text += "[[rules]]\ncategories = \"video\"\naction = \"allow\"\n";
+    }
+    text += "[[rules]]\ncategories = \"video\"\naction = \"shape\"\nrate = \"1mbit\"\n";
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field, "rules[255]", "{err}");
+    assert!(err.message.contains("first 255 rules"), "{err}");
 }
 
 mod explain {

@@ -1,0 +1,203 @@
+//! Shaping at TC egress, for flows whose verdict is `shape`: downloads on the LAN
+//! interface, uploads on the WAN interface.
+//!
+//! A shaped packet is first offered to the client's short-clip allowance (passed at full
+//! speed while it lasts); after that it goes into the rule's HTB class by `skb->priority`
+//! (HTB reads the priority before any filter, and TCX runs before the qdisc), or, with the
+//! policer, passes or drops by the rule's token bucket.
+
+use aya_ebpf::programs::TcContext;
+use classifier_common::{
+    event::{ShapeClientEvent, kind},
+    flow::{FlowEntry, FlowKey},
+    policy::table_of,
+    shaping::{
+        BucketKey, ClientClassKey, ShapeRule, TokenBucket, bucket_kind, flow_shape_flags,
+        htb_priority, shape_flags, shaper_index,
+    },
+    stats::Stat,
+};
+
+use crate::{
+    atomic,
+    flows::{WireCount, now_ns},
+    maps::{BUCKETS, CLIENT_CLASSES, EVENTS, POLICY_GEN, SHAPERS},
+    stats,
+};
+
+/// What shaping does with a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shaped {
+    /// Pass untouched (allowance left, the policer's tokens, or no rule in force).
+    Pass,
+    /// Pass into the HTB class with this `skb->priority`.
+    Class(u32),
+    /// The policer's bucket is empty: drop.
+    Drop,
+}
+
+/// Shapes a packet of a flow whose verdict is `shape` (worked out by the caller).
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn shape(key: &FlowKey, entry: *mut FlowEntry, count: WireCount) -> Shaped {
+    // SAFETY: forwarded from the caller.
+    let class = unsafe { (*entry).shape_class };
+    let table = table_of(POLICY_GEN.get(0).copied().unwrap_or(0));
+    let Some(rule) = SHAPERS.get(shaper_index(table, class)).copied() else {
+        return Shaped::Pass;
+    };
+    if rule.rate_bytes == 0 {
+        // A class the daemon has not filled in (never in a consistent table).
+        return Shaped::Pass;
+    }
+    let now = now_ns();
+    if rule.flags & shape_flags::ALLOWANCE != 0 && within_allowance(key, class, &rule, count, now) {
+        stats::bump(Stat::AllowancePassed);
+        return Shaped::Pass;
+    }
+    // SAFETY: forwarded from the caller; counters are shared between CPUs.
+    unsafe {
+        let counters = &raw mut (*entry).shaped;
+        atomic::add(&raw mut (*counters).packets, count.packets);
+        atomic::add(&raw mut (*counters).bytes, count.bytes);
+    }
+    if rule.flags & shape_flags::POLICER != 0 {
+        if police(key, class, &rule, count, now) {
+            return Shaped::Pass;
+        }
+        stats::bump(Stat::PolicerDropped);
+        return Shaped::Drop;
+    }
+    stats::bump(Stat::Shaped);
+    // SAFETY: forwarded from the caller.
+    Shaped::Class(htb_priority(unsafe { htb_minor(key, entry, class, &rule) }))
+}
+
+/// Applies [`shape`]'s answer to the skb; returns the TC action.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn shape_skb(
+    ctx: &TcContext,
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    count: WireCount,
+) -> i32 {
+    // SAFETY: forwarded from the caller.
+    match unsafe { shape(key, entry, count) } {
+        Shaped::Pass => crate::TC_ACT_PIPE,
+        Shaped::Class(priority) => {
+            // SAFETY: `skb` is the program's context; TC programs may write `priority`.
+            unsafe { (*ctx.skb.skb).priority = priority };
+            crate::TC_ACT_PIPE
+        }
+        Shaped::Drop => crate::TC_ACT_SHOT,
+    }
+}
+
+/// Takes the packet from the client's allowance under the rule; false once it is spent.
+#[inline(always)]
+fn within_allowance(
+    key: &FlowKey,
+    class: u16,
+    rule: &ShapeRule,
+    count: WireCount,
+    now: u64,
+) -> bool {
+    let bucket = BucketKey {
+        client_addr: key.client_addr,
+        class,
+        kind: bucket_kind::ALLOWANCE,
+        _pad: 0,
+    };
+    take(
+        &bucket,
+        count.bytes,
+        rule.allowance_refill,
+        rule.allowance_bytes,
+        now,
+    )
+}
+
+/// Takes the packet from the policer's bucket: the client's own (per-client rules) or
+/// the rule's shared one.
+#[inline(always)]
+fn police(key: &FlowKey, class: u16, rule: &ShapeRule, count: WireCount, now: u64) -> bool {
+    let client_addr = if rule.flags & shape_flags::PER_CLIENT != 0 {
+        key.client_addr
+    } else {
+        [0; 16]
+    };
+    let bucket = BucketKey {
+        client_addr,
+        class,
+        kind: bucket_kind::POLICER,
+        _pad: 0,
+    };
+    take(&bucket, count.bytes, rule.rate_bytes, rule.burst_bytes, now)
+}
+
+/// [`TokenBucket::take`] on the bucket in `BUCKETS`, made full when it is not there.
+#[inline(always)]
+fn take(key: &BucketKey, bytes: u64, per_second: u64, depth: u64, now: u64) -> bool {
+    if let Some(bucket) = BUCKETS.get_ptr_mut(key) {
+        // SAFETY: a map value pointer, valid for this program run; a race with another
+        // CPU costs a packet's worth of tokens (see TokenBucket).
+        return unsafe { (*bucket).take(bytes, per_second, depth, now) };
+    }
+    let mut bucket = TokenBucket::full(depth, now);
+    let taken = bucket.take(bytes, per_second, depth, now);
+    // A full LRU map evicts; a failed insert leaves the next packet to try again.
+    let _ = BUCKETS.insert(key, bucket, 0);
+    taken
+}
+
+/// The HTB class for the packet: the client's own under a per-client rule, once the
+/// daemon has made it (asked for once per flow and generation); the rule's until then.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+unsafe fn htb_minor(key: &FlowKey, entry: *mut FlowEntry, class: u16, rule: &ShapeRule) -> u16 {
+    if rule.flags & shape_flags::PER_CLIENT == 0 {
+        return class;
+    }
+    let client = ClientClassKey {
+        client_addr: key.client_addr,
+        class,
+        _pad: [0; 2],
+    };
+    if let Some(minor) = CLIENT_CLASSES.get_ptr(client) {
+        // SAFETY: a map value pointer, valid for this program run.
+        return unsafe { *minor };
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if (*entry).shape_flags & flow_shape_flags::CLASS_ASKED == 0 {
+            (*entry).shape_flags |= flow_shape_flags::CLASS_ASKED;
+            ask_for_client_class(key, class);
+        }
+    }
+    class
+}
+
+fn ask_for_client_class(key: &FlowKey, class: u16) {
+    let Some(mut slot) = EVENTS.reserve_untyped::<ShapeClientEvent>(0) else {
+        stats::bump(Stat::EventsDropped);
+        return;
+    };
+    let event = slot.as_mut_ptr();
+    // SAFETY: ring buffer memory reserved for a ShapeClientEvent.
+    unsafe {
+        (*event).kind = kind::SHAPE_CLIENT;
+        (*event)._pad = 0;
+        (*event).class = class;
+        (*event)._pad2 = 0;
+        (*event).client_addr = key.client_addr;
+    }
+    slot.submit(0);
+    stats::bump(Stat::ClientClassRequested);
+}

@@ -1,0 +1,448 @@
+//! Shaping in the lab, with real TCP flows (iperf3, curl) through the gateway and the real
+//! daemon making its HTB classes: shaped downloads and uploads run near their rate while
+//! an unshaped flow beside them is not slowed; a shared rate is shared between clients and
+//! a per-client rate is each client's; the short-clip allowance lets the first bytes
+//! through at full speed; the end of working hours lifts the limit on a running flow.
+//!
+//! Rates are measured by iperf3 on the receiving side. Bounds are generous (these machines
+//! are shared): HTB itself is accurate to a few percent.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use classifier_tests::{
+    classifier_bin,
+    iperf::{self, Measured, Way},
+    privileged,
+};
+use classifier_user::lab::{
+    Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    http::HttpServer,
+    topology::SERVICE_V4,
+};
+
+/// iperf3 ports and the categories the policies below give them. An iperf3 server runs
+/// one test at a time: a second client uses the port 10 up.
+const SHARED_PORT: u16 = 5201;
+const PER_CLIENT_PORT: u16 = 5202;
+const UNSHAPED_PORT: u16 = 5209;
+const SECOND_CLIENT: u16 = 10;
+
+/// 4 Mbit/s, as the policies write it.
+const RATE_BPS: f64 = 4_000_000.0;
+
+fn always_working(rules: &str) -> String {
+    format!(
+        r#"
+[site]
+name = "Shaping lab"
+
+[schedule]
+default = "working"
+
+[categories.bulk-shared]
+ports = ["tcp/{SHARED_PORT}", "tcp/{shared_2}"]
+[categories.bulk-per-client]
+ports = ["tcp/{PER_CLIENT_PORT}", "tcp/{per_client_2}"]
+[categories.clips]
+domains = ["clips.example.test"]
+{rules}"#,
+        shared_2 = SHARED_PORT + SECOND_CLIENT,
+        per_client_2 = PER_CLIENT_PORT + SECOND_CLIENT,
+    )
+}
+
+const SHAPE_RULES: &str = r#"
+[[rules]]
+description = "Bulk: 4 Mbit/s for everyone together"
+categories = "bulk-shared"
+action = "shape"
+rate = "4mbit"
+[[rules]]
+description = "Bulk: 4 Mbit/s each"
+categories = "bulk-per-client"
+action = "shape"
+rate = "4mbit"
+share = "per-client"
+"#;
+
+/// A lab, a policy file and the daemon running it.
+struct Setup {
+    lab: Lab,
+    policy_file: PathBuf,
+    daemon: Option<DaemonProcess>,
+}
+
+impl Setup {
+    fn new(policy: &str, clients: usize) -> Self {
+        let lab = Lab::up(&LabSpec {
+            clients,
+            server_names: vec!["clips.example.test".into()],
+        })
+        .expect("lab comes up");
+        let policy_file = std::env::temp_dir().join(format!("classifier-shaping-{}.toml", lab.id));
+        std::fs::write(&policy_file, policy).unwrap();
+        let options = DaemonOptions {
+            extra_args: vec!["--policy".into(), policy_file.display().to_string()],
+            ..DaemonOptions::default()
+        };
+        let daemon =
+            DaemonProcess::start(&classifier_bin(), &lab, &options).expect("daemon starts");
+        Self {
+            lab,
+            policy_file,
+            daemon: Some(daemon),
+        }
+    }
+
+    fn daemon(&self) -> &DaemonProcess {
+        self.daemon.as_ref().expect("running")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            let _ = daemon.stop();
+        }
+        let _ = std::fs::remove_file(&self.policy_file);
+    }
+}
+
+fn assert_near_rate(measured: &Measured, rate: f64, what: &str) {
+    assert_ratio_within(measured, rate, 0.7..=1.15, what);
+}
+
+fn assert_ratio_within(
+    measured: &Measured,
+    rate: f64,
+    bounds: std::ops::RangeInclusive<f64>,
+    what: &str,
+) {
+    let ratio = measured.bits_per_second / rate;
+    eprintln!(
+        "{what}: {:.2} Mbit/s, {ratio:.3} of the rate",
+        measured.bits_per_second / 1e6
+    );
+    assert!(
+        bounds.contains(&ratio),
+        "{what}: {:.2} Mbit/s for a {:.2} Mbit/s rate (ratio {ratio:.2})",
+        measured.bits_per_second / 1e6,
+        rate / 1e6
+    );
+}
+
+#[test]
+fn shaped_flows_run_near_their_rate_and_an_unshaped_one_beside_them_is_not_slowed() {
+    if !privileged("shaped_flows_run_near_their_rate_and_an_unshaped_one_beside_them_is_not_slowed")
+    {
+        return;
+    }
+    let setup = Setup::new(&always_working(SHAPE_RULES), 2);
+    let lab = &setup.lab;
+    for port in [SHARED_PORT, UNSHAPED_PORT] {
+        iperf::serve(lab, port);
+    }
+    let status = setup.daemon().status().unwrap();
+    assert_eq!(status.shaping.method, "htb");
+    assert_eq!(status.shaping.rules, 2, "{:?}", status.shaping);
+    assert!(
+        status.shaping.edt_pacing.contains("sch_fq"),
+        "the daemon says whether EDT pacing is possible: {:?}",
+        status.shaping
+    );
+
+    // A shaped download for 12 s; an unshaped one for 4 s in the middle of it.
+    let client = &lab.clients[0];
+    let shaped = iperf::start(client, SERVICE_V4, SHARED_PORT, Way::Download, 12, 1000);
+    std::thread::sleep(Duration::from_secs(4));
+    let unshaped = iperf::start(client, SERVICE_V4, UNSHAPED_PORT, Way::Download, 4, 1000);
+    let unshaped = unshaped.finish();
+    let shaped = shaped.finish();
+    assert_near_rate(&shaped, RATE_BPS, "shaped download");
+    assert!(
+        unshaped.bits_per_second > 10.0 * RATE_BPS,
+        "the unshaped download beside it ran at full speed: {:.1} Mbit/s",
+        unshaped.bits_per_second / 1e6
+    );
+
+    // Uploads are shaped on the WAN side the same way.
+    let upload = iperf::start(client, SERVICE_V4, SHARED_PORT, Way::Upload, 10, 1000).finish();
+    assert_near_rate(&upload, RATE_BPS, "shaped upload");
+    let status = setup.daemon().status().unwrap();
+    assert!(status.shaped_bytes > 0, "{status:?}");
+    assert!(
+        status.datapath.get(classifier_common::stats::Stat::Shaped) > 0,
+        "{:?}",
+        status.datapath
+    );
+}
+
+#[test]
+fn a_shared_rate_is_shared_between_clients_and_a_per_client_rate_is_each_clients() {
+    if !privileged("a_shared_rate_is_shared_between_clients_and_a_per_client_rate_is_each_clients")
+    {
+        return;
+    }
+    let setup = Setup::new(&always_working(SHAPE_RULES), 2);
+    let lab = &setup.lab;
+    for port in [SHARED_PORT, PER_CLIENT_PORT] {
+        iperf::serve(lab, port);
+        iperf::serve(lab, port + SECOND_CLIENT);
+    }
+    let both = |port: u16| {
+        let runs: Vec<_> = lab
+            .clients
+            .iter()
+            .zip([port, port + SECOND_CLIENT])
+            .map(|(client, port)| iperf::start(client, SERVICE_V4, port, Way::Download, 10, 1000))
+            .collect();
+        runs.into_iter().map(iperf::Run::finish).collect::<Vec<_>>()
+    };
+
+    let shared = both(SHARED_PORT);
+    let together = Measured {
+        bits_per_second: shared.iter().map(|m| m.bits_per_second).sum(),
+        intervals: Vec::new(),
+    };
+    assert_near_rate(
+        &together,
+        RATE_BPS,
+        "two clients on a shared 4mbit rule, together",
+    );
+
+    let per_client = both(PER_CLIENT_PORT);
+    for (i, measured) in per_client.iter().enumerate() {
+        assert_near_rate(
+            measured,
+            RATE_BPS,
+            &format!("client {} on a per-client 4mbit rule", i + 1),
+        );
+    }
+    let status = setup.daemon().status().unwrap();
+    assert_eq!(
+        status.shaping.client_classes, 2,
+        "each client got its own class: {:?}",
+        status.shaping
+    );
+}
+
+#[test]
+fn the_policer_fallback_holds_a_download_to_its_rate() {
+    if !privileged("the_policer_fallback_holds_a_download_to_its_rate") {
+        return;
+    }
+    let policy = format!(
+        "{}\n[shaping]\nmethod = \"policer\"\n",
+        always_working(SHAPE_RULES)
+    );
+    let setup = Setup::new(&policy, 1);
+    iperf::serve(&setup.lab, SHARED_PORT);
+    let status = setup.daemon().status().unwrap();
+    assert_eq!(status.shaping.method, "policer");
+    let measured = iperf::start(
+        &setup.lab.clients[0],
+        SERVICE_V4,
+        SHARED_PORT,
+        Way::Download,
+        10,
+        1000,
+    )
+    .finish();
+    // A policer drops rather than queues, and TCP backs off below the rate: a wider band.
+    assert_ratio_within(&measured, RATE_BPS, 0.4..=1.15, "policed download");
+    let status = setup.daemon().status().unwrap();
+    assert!(
+        status
+            .datapath
+            .get(classifier_common::stats::Stat::PolicerDropped)
+            > 0,
+        "{:?}",
+        status.datapath
+    );
+}
+
+/// A clip server: plain HTTP on the lab's server, classified by Host.
+fn clip_server(lab: &Lab) -> HttpServer {
+    HttpServer::start(&lab.server.netns, &[SocketAddr::new(SERVICE_V4.into(), 80)]).unwrap()
+}
+
+/// Downloads `len` bytes of clips from `client`; returns the seconds it took.
+fn fetch_clip(client: &classifier_user::lab::Host, len: u64) -> f64 {
+    let started = Instant::now();
+    let output = Lab::command(client, "curl")
+        .args([
+            "--silent",
+            "--ipv4",
+            "--max-time",
+            "40",
+            "--output",
+            "/dev/null",
+        ])
+        .args(["--write-out", "%{size_download}"])
+        .arg(format!("http://clips.example.test/bytes/{len}"))
+        .stderr(Stdio::null())
+        .output()
+        .expect("curl runs");
+    let size: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        output.status.success() && size == len,
+        "clip download: {size} of {len}"
+    );
+    started.elapsed().as_secs_f64()
+}
+
+#[test]
+fn the_short_clip_allowance_passes_the_first_bytes_at_full_speed_then_shapes() {
+    if !privileged("the_short_clip_allowance_passes_the_first_bytes_at_full_speed_then_shapes") {
+        return;
+    }
+    // 2 Mbit/s after 3 MB an hour per client.
+    let rules = r#"
+[[rules]]
+description = "Clips: 3 MB an hour at full speed, then 2 Mbit/s"
+categories = "clips"
+action = "shape"
+rate = "2mbit"
+allowance = "3MB/hour"
+"#;
+    let setup = Setup::new(&always_working(rules), 2);
+    let _http = clip_server(&setup.lab);
+    let [first, second] = [&setup.lab.clients[0], &setup.lab.clients[1]];
+
+    // Within the allowance: 2.5 MB at full speed (at 2 Mbit/s it would take 10 s).
+    let fast = fetch_clip(first, 2_500_000);
+    // The rest of the allowance (0.5 MB) and then 1.5 MB at 2 Mbit/s: about 6 s.
+    let slowed = fetch_clip(first, 2_000_000);
+    // Another client has its own allowance.
+    let other = fetch_clip(second, 2_500_000);
+    eprintln!("allowance: {fast:.2} s within, {slowed:.2} s beyond, {other:.2} s another client");
+    assert!(fast < 2.0, "within the allowance: 2.5 MB took {fast:.2} s");
+    assert!(
+        slowed > 4.0,
+        "beyond the allowance the clip is shaped: 2 MB took {slowed:.2} s"
+    );
+    assert!(
+        other < 2.0,
+        "another client's allowance is its own: {other:.2} s"
+    );
+    let status = setup.daemon().status().unwrap();
+    assert!(
+        status
+            .datapath
+            .get(classifier_common::stats::Stat::AllowancePassed)
+            > 0,
+        "{:?}",
+        status.datapath
+    );
+}
+
+/// A policy whose `lunch` starts at `lunch_starts` (UTC): working hours until then.
+fn lunch_at(lunch_starts: jiff::civil::Time) -> String {
+    let start = lunch_starts.strftime("%H:%M");
+    // Past midnight, the period simply crosses it.
+    let end = lunch_starts
+        .wrapping_add(jiff::SignedDuration::from_mins(30))
+        .strftime("%H:%M");
+    let rules = r#"
+[[rules]]
+description = "Bulk: 4 Mbit/s in working hours"
+categories = "bulk-shared"
+periods = "working"
+action = "shape"
+rate = "4mbit"
+"#;
+    always_working(rules).replace(
+        "[schedule]\ndefault = \"working\"",
+        &format!(
+            "[schedule]\ndefault = \"working\"\n[[schedule.period]]\nname = \"lunch\"\ndays = \"daily\"\nhours = \"{start}-{end}\""
+        ),
+    ).replace("name = \"Shaping lab\"", "name = \"Shaping lab\"\ntimezone = \"UTC\"")
+}
+
+#[test]
+fn lunch_lifts_the_limit_on_a_running_flow_within_a_second() {
+    if !privileged("lunch_lifts_the_limit_on_a_running_flow_within_a_second") {
+        return;
+    }
+    // Lunch starts at the first whole minute more than 15 s away: time to bring the lab
+    // up and measure the shaped rate first.
+    let boundary = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(75))
+        .unwrap()
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Minute)
+                .mode(jiff::RoundMode::Trunc),
+        )
+        .unwrap();
+    let time_of_day = boundary.to_zoned(jiff::tz::TimeZone::UTC).time();
+    let setup = Setup::new(&lunch_at(time_of_day), 1);
+    iperf::serve(&setup.lab, SHARED_PORT);
+    assert_eq!(setup.daemon().status().unwrap().period, "working");
+
+    let until_boundary = boundary
+        .duration_since(jiff::Timestamp::now())
+        .as_secs_f64();
+    let seconds = until_boundary.ceil() as u32 + 5;
+    let measured = iperf::start(
+        &setup.lab.clients[0],
+        SERVICE_V4,
+        SHARED_PORT,
+        Way::Download,
+        seconds,
+        250,
+    )
+    .finish();
+    assert_eq!(setup.daemon().status().unwrap().period, "lunch");
+    let at = boundary.as_millisecond() as f64 / 1000.0;
+    let before: Vec<f64> = measured
+        .intervals
+        .iter()
+        .filter(|(start, end, _)| *start > at - 8.0 && *end < at - 0.5)
+        .map(|(_, _, bps)| *bps)
+        .collect();
+    let after_a_second: Vec<f64> = measured
+        .intervals
+        .iter()
+        .filter(|(start, _, _)| *start >= at + 1.0)
+        .map(|(_, _, bps)| *bps)
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let timeline: Vec<String> = measured
+        .intervals
+        .iter()
+        .map(|(start, _, bps)| format!("{:+.2}s {:.1}", start - at, bps / 1e6))
+        .collect();
+    eprintln!(
+        "working: {:.2} Mbit/s, from a second into lunch: {:.2} Mbit/s; Mbit/s around the \
+         boundary: {}",
+        mean(&before) / 1e6,
+        mean(&after_a_second) / 1e6,
+        timeline.join(", ")
+    );
+    assert!(
+        !before.is_empty() && !after_a_second.is_empty(),
+        "{measured:?}"
+    );
+    let working = mean(&before);
+    assert!(
+        (0.6 * RATE_BPS..=1.3 * RATE_BPS).contains(&working),
+        "shaped in working hours: {:.2} Mbit/s",
+        working / 1e6
+    );
+    let first_after = after_a_second[0];
+    assert!(
+        first_after > 5.0 * RATE_BPS,
+        "a second into lunch the flow runs unshaped: {:.2} Mbit/s",
+        first_after / 1e6
+    );
+}

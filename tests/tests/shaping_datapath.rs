@@ -1,0 +1,182 @@
+//! Shape verdicts in the real programs (BPF_PROG_TEST_RUN): the short-clip allowance passes
+//! a client's first bytes untouched, then its packets get the HTB class of their rule as
+//! `skb->priority`, downloads on the LAN egress and uploads on the WAN egress alike; a
+//! per-client rule asks the daemon for the client's own class and uses it once it is
+//! there; the policer passes a burst and then drops.
+
+use classifier_common::{
+    flow::{FlowKey, ip_proto, ipv4_mapped},
+    shaping::{ClientClassKey, htb_priority},
+    stats::Stat,
+    testing::Hello,
+};
+use classifier_tests::{
+    frames::{self, CLIENT_V4, SERVER_V4, Way},
+    privileged,
+    run::{TC_ACT_PIPE, XDP_PASS, run_frame, run_tc_priority},
+};
+use classifier_user::{
+    events::{self, Event},
+    loader::{Datapath, program},
+    metrics,
+    policy::Policy,
+};
+
+const TC_ACT_SHOT: u32 = 2;
+const PORT: u16 = 48001;
+/// Download and upload frames carry this much payload (1040 bytes at layer 3).
+const PAYLOAD: usize = 1000;
+
+fn policy(rule: &str, method: &str) -> Policy {
+    let text = format!(
+        "[schedule]\ndefault = \"working\"\n[categories.video]\ndomains = [\"youtube.com\"]\n\
+         [[rules]]\ncategories = \"video\"\naction = \"shape\"\nrate = \"2mbit\"\n{rule}\n\
+         [shaping]\nmethod = \"{method}\"\n"
+    );
+    Policy::parse(&text, "shaping.toml".as_ref(), ".".as_ref()).unwrap()
+}
+
+/// The datapath with `policy` in force and a video flow from PORT opened and classified.
+fn datapath_with_video_flow(policy: &Policy) -> Datapath {
+    let mut datapath = Datapath::load().expect("the kernel loads the datapath");
+    datapath
+        .install_tables(&policy.classes, &policy.datapath)
+        .unwrap();
+    datapath
+        .swap_policy(&policy.decision_tables("working", jiff::Timestamp::now()))
+        .unwrap();
+    for (way, frame) in [
+        (Way::Up, frames::tcp4(Way::Up, PORT, 443, "S", b"")),
+        (Way::Down, frames::tcp4(Way::Down, PORT, 443, "SA", b"")),
+        (Way::Up, frames::tcp4(Way::Up, PORT, 443, "A", b"")),
+    ] {
+        run_frame(&mut datapath, way, &frame);
+    }
+    let hello = Hello::new().sni("www.youtube.com").bytes();
+    let hello = frames::tcp4(Way::Up, PORT, 443, "PA", &hello);
+    assert_eq!(
+        run_frame(&mut datapath, Way::Up, &hello),
+        XDP_PASS,
+        "a shaped flow passes XDP"
+    );
+    datapath
+}
+
+fn download(datapath: &mut Datapath) -> (u32, u32) {
+    let frame = frames::tcp4(Way::Down, PORT, 443, "A", &[0; PAYLOAD]);
+    run_tc_priority(datapath, program::LAN_EGRESS, &frame)
+}
+
+fn upload_leaving_wan(datapath: &mut Datapath) -> (u32, u32) {
+    let frame = frames::tcp4(Way::Up, PORT, 443, "A", &[0; PAYLOAD]);
+    run_tc_priority(datapath, program::WAN_EGRESS, &frame)
+}
+
+fn flow_key() -> FlowKey {
+    FlowKey {
+        client_addr: ipv4_mapped(CLIENT_V4),
+        server_addr: ipv4_mapped(SERVER_V4),
+        client_port: PORT,
+        server_port: 443,
+        protocol: ip_proto::TCP,
+        _pad: [0; 3],
+    }
+}
+
+#[test]
+fn the_allowance_passes_the_first_bytes_then_packets_get_their_rule_s_class() {
+    if !privileged("the_allowance_passes_the_first_bytes_then_packets_get_their_rule_s_class") {
+        return;
+    }
+    // 3000 bytes: two 1040-byte packets fit, the third does not.
+    let mut datapath = datapath_with_video_flow(&policy("allowance = \"3kB/hour\"", "htb"));
+    assert_eq!(
+        download(&mut datapath),
+        (TC_ACT_PIPE, 0),
+        "within the allowance"
+    );
+    assert_eq!(
+        download(&mut datapath),
+        (TC_ACT_PIPE, 0),
+        "within the allowance"
+    );
+    let class_1 = htb_priority(1);
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, class_1), "shaped");
+    assert_eq!(
+        upload_leaving_wan(&mut datapath),
+        (TC_ACT_PIPE, class_1),
+        "the upload is shaped on the WAN egress: the allowance is the client's, both ways"
+    );
+    let entry = datapath.flow_table().unwrap().get(&flow_key(), 0).unwrap();
+    assert_eq!(entry.shaped.packets, 2);
+    assert_eq!(entry.shaped.bytes, 2 * 1040);
+    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    assert_eq!(stats.get(Stat::AllowancePassed), 2);
+    assert_eq!(stats.get(Stat::Shaped), 2);
+
+    // The WAN program counts nothing itself: the upload was counted at XDP.
+    assert_eq!(
+        entry.upload.packets, 3,
+        "SYN, ACK and ClientHello at XDP only"
+    );
+}
+
+#[test]
+fn a_per_client_rule_asks_for_the_client_s_class_and_uses_it_once_there() {
+    if !privileged("a_per_client_rule_asks_for_the_client_s_class_and_uses_it_once_there") {
+        return;
+    }
+    let mut datapath = datapath_with_video_flow(&policy("share = \"per-client\"", "htb"));
+    let mut ring = datapath.take_events().unwrap();
+    assert_eq!(
+        download(&mut datapath),
+        (TC_ACT_PIPE, htb_priority(1)),
+        "the rule's class until the client has its own"
+    );
+    download(&mut datapath);
+    let mut asked = Vec::new();
+    while let Some(record) = ring.next() {
+        if let Some(Event::ShapeClient { class, client_addr }) = events::decode(&record) {
+            asked.push((class, client_addr));
+        }
+    }
+    assert_eq!(
+        asked,
+        vec![(1, ipv4_mapped(CLIENT_V4))],
+        "asked once for the flow"
+    );
+    let client = ClientClassKey {
+        client_addr: ipv4_mapped(CLIENT_V4),
+        class: 1,
+        _pad: [0; 2],
+    };
+    datapath
+        .client_classes()
+        .unwrap()
+        .insert(client, 0x100, 0)
+        .unwrap();
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, htb_priority(0x100)));
+    assert_eq!(
+        upload_leaving_wan(&mut datapath),
+        (TC_ACT_PIPE, htb_priority(0x100))
+    );
+}
+
+#[test]
+fn the_policer_passes_its_burst_then_drops() {
+    if !privileged("the_policer_passes_its_burst_then_drops") {
+        return;
+    }
+    let mut datapath = datapath_with_video_flow(&policy("", "policer"));
+    // The bucket is 128 KiB deep (two GSO packets) and refills at 250 kB/s: the first 100
+    // packets (104 kB) pass, and 200 (208 kB) cannot all pass in the milliseconds this takes.
+    let verdicts: Vec<(u32, u32)> = (0..200).map(|_| download(&mut datapath)).collect();
+    assert!(
+        verdicts[..100].iter().all(|v| *v == (TC_ACT_PIPE, 0)),
+        "the burst passes, with no class: {verdicts:?}"
+    );
+    let dropped = verdicts.iter().filter(|(v, _)| *v == TC_ACT_SHOT).count();
+    assert!(dropped > 0, "beyond the burst the policer drops");
+    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    assert_eq!(stats.get(Stat::PolicerDropped), dropped as u64);
+}
