@@ -2,7 +2,6 @@
 //! counters reported, and questions answered on the control socket.
 
 use std::{
-    collections::HashSet,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -24,6 +23,7 @@ use crate::{
     in_force::InForce,
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
+    recorder::{self, RecentlyEnded, Recorder, RecorderStats},
     shaping::{Shaper, ShapingStatus},
 };
 
@@ -42,6 +42,10 @@ pub struct State {
     /// The attachments were taken over from a previous daemon.
     pub adopted: bool,
     pub started: Instant,
+    /// What the recorder did (it runs beside the state, in the serve loop).
+    pub recorded: RecorderStats,
+    /// Flows that ended in the last minute, still shown by `classifier flows`.
+    pub recent: RecentlyEnded,
 }
 
 /// The answer to a status request.
@@ -68,6 +72,8 @@ pub struct Status {
     /// Put into shaping classes, over the flows in the table.
     pub shaped_bytes: u64,
     pub shaping: ShapingStatus,
+    #[serde(default)]
+    pub records: RecorderStats,
     pub datapath: DatapathStats,
 }
 
@@ -109,6 +115,7 @@ impl State {
             blocked_bytes: flows.iter().map(|(_, f)| f.blocked.bytes).sum(),
             shaped_bytes: flows.iter().map(|(_, f)| f.shaped.bytes).sum(),
             shaping: self.shaper.status(),
+            records: self.recorded,
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
         })
     }
@@ -132,11 +139,6 @@ impl State {
                 warn!(error = %format!("{e:#}"), "could not give a client its shaping class");
             }
         }
-    }
-
-    /// Forgets what it knows about flows that left the flow table.
-    fn prune(&mut self, live: &HashSet<FlowKey>) {
-        self.learned.names.retain_live(live);
     }
 }
 
@@ -183,6 +185,7 @@ pub async fn serve(
     events: RingBuf<MapData>,
     control: UnixListener,
     reporting: Reporting,
+    mut recorder: Recorder,
 ) -> anyhow::Result<Exit> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
@@ -200,9 +203,12 @@ pub async fn serve(
             .context("watching the event ring buffer")?;
     let mut ticks = tokio::time::interval(reporting.interval);
     ticks.tick().await;
+    let mut walks = tokio::time::interval(recorder::WALK_EVERY);
+    walks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => report(&shared, &reporting)?,
+            _ = walks.tick() => recorder.walk(&shared),
             ready = events.readable_mut() => {
                 let mut guard = ready.context("waiting for events")?;
                 drain_events(&shared, guard.get_inner_mut());
@@ -233,6 +239,7 @@ pub async fn serve(
         }
     }
     info!("shutting down");
+    recorder.finish(&shared);
     Ok(Exit::Stop)
 }
 
@@ -273,10 +280,8 @@ pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) {
 }
 
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
-    let mut state = shared.lock();
+    let state = shared.lock();
     let flows = state.flows()?;
-    let live: HashSet<FlowKey> = flows.iter().map(|(key, _)| *key).collect();
-    state.prune(&live);
     let stats = metrics::read_stats(&state.datapath.stats_table()?)?;
     drop(state);
     info!(flows = flows.len(), counters = %serde_json::to_string(&stats)?, "datapath counters");
@@ -326,12 +331,16 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
     if *request == Request::Reload {
         return Ok(format!("{}\n", serde_json::to_string(&reload(shared)?)?));
     }
-    let state = shared.lock();
+    let mut state = shared.lock();
     let mut text = String::new();
     match request {
         Request::Flows => {
             for (_, record) in state.flows()? {
                 text += &serde_json::to_string(&record)?;
+                text.push('\n');
+            }
+            for (_, _, record) in state.recent.records() {
+                text += &serde_json::to_string(record)?;
                 text.push('\n');
             }
         }

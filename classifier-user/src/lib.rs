@@ -9,12 +9,14 @@
 //! - [`tables`]: writing a policy's lookup tables into the datapath's maps;
 //! - [`events`]: what the datapath reports through its ring buffer;
 //! - [`bittorrent`]: tracker replies read for the peer cache;
-//! - [`flows`]: reading the flow table into records people can read;
+//! - [`flows`]: reading the flow table into records people can read, and when flows end;
+//! - [`store`]: ended flows in an SQLite file, retention, the queries exports use;
 //! - [`metrics`]: the datapath's global counters;
 //! - [`replay`]: captures run through the real datapath offline (`classify-pcap`);
 //! - [`shaping`]: the HTB qdiscs and classes shape verdicts put packets into (netlink);
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`in_force`]: the policy in force: period, generation, reload;
+//! - [`recorder`]: ended flows out of the table and into the store, the retention job;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
 //! - [`control`]: the control socket the CLI asks the daemon through;
 //! - [`cli`]: the subcommands.
@@ -33,6 +35,8 @@ pub mod netns;
 pub mod policy;
 pub mod preflight;
 pub mod quic;
+pub mod recorder;
 pub mod replay;
 pub mod shaping;
+pub mod store;
 pub mod tables;

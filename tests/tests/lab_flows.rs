@@ -172,3 +172,163 @@ fn flows_of(control_socket: &std::path::Path) -> Vec<JsonFlow> {
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
 }
+
+/// The flow store, end to end: flows that closed (FIN), went idle, or were live when the
+/// daemon stopped are all in the SQLite file, each with the counters tcpdump saw, the name
+/// and class the datapath gave it, the reason it ended and the client's MAC.
+#[test]
+fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
+    use classifier_user::store::{EndReason, Filter, FlowStore};
+    if !privileged("ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire") {
+        return;
+    }
+    let lab = Lab::up(&LabSpec {
+        server_names: vec![SERVER_NAME.into()],
+        ..LabSpec::default()
+    })
+    .expect("lab comes up");
+    let _server = HttpServer::start(
+        &lab.server.netns,
+        &[
+            SocketAddr::new(SERVICE_V4.into(), HTTP_PORT),
+            SocketAddr::new(SERVICE_V6.into(), HTTP_PORT),
+        ],
+    )
+    .unwrap();
+    // A short idle timeout, so the UDP flow ends within the test.
+    std::fs::create_dir_all(lab.data_dir()).unwrap();
+    let policy = lab.data_dir().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}\n[records]\nidle_timeout = \"3s\"\n",
+            classifier_user::policy::DEFAULT_POLICY
+        ),
+    )
+    .unwrap();
+    let options = DaemonOptions {
+        extra_args: vec!["--policy".into(), policy.display().to_string()],
+        ..DaemonOptions::default()
+    };
+    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+
+    let client = &lab.clients[0];
+    let client_mac = interface_mac(client);
+    let capture = Capture::start(client, "tcp port 40011 or tcp port 40012").unwrap();
+    curl_download(client, SERVICE_V4.into(), 40011, 400_000);
+    curl_download(client, SERVICE_V6.into(), 40012, 200_000);
+    let idle_udp = SocketAddr::new(IpAddr::from(client.ipv4), 40013);
+    send_udp(
+        client,
+        idle_udp,
+        SocketAddr::new(SERVICE_V4.into(), 5001),
+        3,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let captured = capture.finish().unwrap();
+
+    // Closed flows are recorded once the close linger (5 s) is over, the UDP one after its
+    // 3 s of idleness; the daemon walks the table every 2 s.
+    let store = FlowStore::open(&lab.store_path()).expect("the daemon made the store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stored = Vec::new();
+    while std::time::Instant::now() < deadline {
+        stored = store.query(&Filter::default()).unwrap();
+        let ports: Vec<u16> = stored.iter().map(|s| s.flow.client.port()).collect();
+        if [40011, 40012, 40013].iter().all(|p| ports.contains(p)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let by_port = |port: u16| {
+        let found: Vec<_> = stored
+            .iter()
+            .filter(|s| s.flow.client.port() == port)
+            .collect();
+        assert_eq!(found.len(), 1, "one record for port {port} in {stored:#?}");
+        found[0].clone()
+    };
+    for (port, server_ip) in [
+        (40011, IpAddr::from(SERVICE_V4)),
+        (40012, IpAddr::from(SERVICE_V6)),
+    ] {
+        let record = by_port(port);
+        let flow = &record.flow;
+        let client_addr = SocketAddr::new(
+            if server_ip.is_ipv4() {
+                client.ipv4.into()
+            } else {
+                client.ipv6.into()
+            },
+            port,
+        );
+        assert_eq!(flow.client, client_addr);
+        assert_eq!(flow.server, SocketAddr::new(server_ip, HTTP_PORT));
+        let (wire_up, wire_down) = capture::tally(&captured, client_addr, flow.server);
+        assert_eq!(
+            JsonCounters::from(flow.upload),
+            wire_up.into(),
+            "{port}: upload vs tcpdump"
+        );
+        assert_eq!(
+            JsonCounters::from(flow.download),
+            wire_down.into(),
+            "{port}: download vs tcpdump"
+        );
+        assert_eq!(flow.ended, Some(EndReason::Fin), "{port}");
+        assert_eq!(flow.name.as_deref(), Some(SERVER_NAME), "{port}");
+        assert_eq!(flow.method, "host", "{port}");
+        assert_eq!(flow.verdict, "allow", "{port}");
+        assert_eq!(
+            flow.client_mac.as_deref(),
+            Some(client_mac.as_str()),
+            "{port}"
+        );
+        assert!(flow.last_seen > flow.first_seen);
+    }
+    let udp = by_port(40013);
+    assert_eq!(udp.flow.ended, Some(EndReason::Idle));
+    assert_eq!(udp.flow.protocol, "udp");
+    assert_eq!(udp.flow.upload.packets, 3);
+    // Taken out of the table: the daemon lists it a minute longer, marked ended.
+    let live = flows_json(&daemon.control_socket);
+    let udp_line = live
+        .lines()
+        .find(|l| l.contains("\"client\":\"192.0.2.") && l.contains(":40013\""))
+        .unwrap_or_else(|| panic!("the ended UDP flow is still listed: {live}"));
+    assert!(udp_line.contains("\"ended\":\"idle\""), "{udp_line}");
+
+    // A flow still live when the daemon stops is recorded too.
+    let at_stop = SocketAddr::new(IpAddr::from(client.ipv4), 40014);
+    send_udp(client, at_stop, SocketAddr::new(SERVICE_V4.into(), 5001), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let status = daemon.stop().unwrap();
+    assert!(status.success(), "daemon exit: {status}");
+    let stored = store.query(&Filter::default()).unwrap();
+    let stopped: Vec<_> = stored.iter().filter(|s| s.flow.client == at_stop).collect();
+    assert_eq!(stopped.len(), 1, "{stored:#?}");
+    assert_eq!(stopped[0].flow.ended, Some(EndReason::Stopped));
+    assert_eq!(store.count().unwrap(), stored.len() as u64);
+}
+
+/// The MAC address of `host`'s lab interface.
+fn interface_mac(host: &classifier_user::lab::Host) -> String {
+    let output = Lab::command(host, "cat")
+        .arg(format!("/sys/class/net/{}/address", host.iface))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Sends `count` small datagrams from `from` (inside `host`) to `to`, bounded.
+fn send_udp(host: &classifier_user::lab::Host, from: SocketAddr, to: SocketAddr, count: usize) {
+    classifier_user::netns::run_in(&host.netns, move || {
+        let socket = std::net::UdpSocket::bind(from)?;
+        for _ in 0..count {
+            socket.send_to(b"lab datagram", to)?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    })
+    .unwrap();
+}

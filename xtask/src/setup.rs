@@ -35,6 +35,8 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     // The lab's TLS server (openssl s_server) and its certificates.
     "openssl",
+    // A real IPFIX collector (nfcapd) and reader (nfdump) for the export tests.
+    "nfdump",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which

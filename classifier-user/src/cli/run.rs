@@ -20,8 +20,9 @@ use crate::{
     netns,
     policy::{self, Policy, PolicySources},
     preflight,
+    recorder::{RecentlyEnded, Recorder, RecorderStats},
     shaping::{Egress, Shaper},
-    tables,
+    store, tables,
 };
 
 #[derive(Debug, Args)]
@@ -78,6 +79,15 @@ pub struct RunArgs {
     /// How many flows (largest first) --print-flows shows.
     #[arg(long, value_name = "N", default_value_t = 20)]
     top: usize,
+
+    /// The flow store (SQLite): every ended flow is recorded there, and kept as long as the
+    /// policy's `[records] retention` allows. `classifier export` reads it.
+    #[arg(long, value_name = "FILE", default_value = store::DEFAULT_STORE)]
+    store: PathBuf,
+
+    /// Record nothing: ended flows are only counted.
+    #[arg(long, conflicts_with = "store")]
+    no_store: bool,
 
     /// Write the daemon's PID to FILE once the datapath is attached (removed at exit).
     #[arg(long, value_name = "FILE")]
@@ -146,6 +156,11 @@ fn run_daemon(
         Ok(interfaces) => Shaper::new(interfaces),
         Err(err) => return (datapath, None, Err(err)),
     };
+    let store = (!args.no_store).then(|| args.store.clone());
+    let recorder = match Recorder::open(store, &args.iface) {
+        Ok(recorder) => recorder,
+        Err(err) => return (datapath, Some(shaper), Err(err)),
+    };
     // Built after entering the namespace: worker threads inherit the caller's namespace.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -184,6 +199,8 @@ fn run_daemon(
         xdp_mode,
         adopted,
         started: Instant::now(),
+        recorded: RecorderStats::default(),
+        recent: RecentlyEnded::default(),
     };
     state.apply_shaping();
     let shared = Shared::new(state);
@@ -192,7 +209,13 @@ fn run_daemon(
         print_flows: args.print_flows,
         top: args.top,
     };
-    let served = runtime.block_on(daemon::serve(shared.clone(), events, control, reporting));
+    let served = runtime.block_on(daemon::serve(
+        shared.clone(),
+        events,
+        control,
+        reporting,
+        recorder,
+    ));
     drop(runtime);
     let _ = std::fs::remove_file(&args.control_socket);
     let state = shared

@@ -59,6 +59,25 @@ pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
         "flows:      {} in the table; blocked {} packets / {} bytes; shaped {} bytes",
         status.flows, status.blocked_packets, status.blocked_bytes, status.shaped_bytes
     );
+    let shaping = &status.shaping;
+    println!(
+        "shaping:    {} on {}; {} rules, {} client classes; EDT pacing: {}",
+        shaping.method,
+        if shaping.interfaces.is_empty() {
+            "no interface".to_owned()
+        } else {
+            shaping.interfaces.join(", ")
+        },
+        shaping.rules,
+        shaping.client_classes,
+        shaping.edt_pacing
+    );
+    let records = &status.records;
+    println!(
+        "records:    {} flows ended and recorded ({} found evicted by the LRU table); {} could \
+         not be written",
+        records.flows_ended, records.flows_evicted, records.records_failed
+    );
     println!("uptime:     {} s", status.uptime_seconds);
     println!("datapath:   {}", serde_json::to_string(&status.datapath)?);
     Ok(())

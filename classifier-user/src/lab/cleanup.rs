@@ -34,6 +34,12 @@ pub(super) fn remove_lab(id: &str) {
         remove_netns(netns);
     }
     remove_pin_dir(&pin_dir);
+    let _ = std::fs::remove_dir_all(data_dir(id));
+}
+
+/// A lab's files (flow store, audit log, exports): under the temporary directory.
+pub(super) fn data_dir(id: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("classifier-lab-{id}"))
 }
 
 /// On SIGINT or SIGTERM, tears down every live lab of this process, then exits with 130.

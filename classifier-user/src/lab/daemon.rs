@@ -59,6 +59,8 @@ impl DaemonProcess {
             .arg(&pid_file)
             .arg("--control-socket")
             .arg(&control_socket)
+            .arg("--store")
+            .arg(lab.store_path())
             .args(&options.extra_args)
             .stdin(Stdio::null());
         if !options.show_output {

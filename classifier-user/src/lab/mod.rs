@@ -132,6 +132,17 @@ impl Lab {
         PathBuf::from(format!("/run/classifier/lab-{}.sock", self.id))
     }
 
+    /// Where a daemon in this lab keeps its flow store and an export its audit log;
+    /// removed with the lab.
+    pub fn data_dir(&self) -> PathBuf {
+        cleanup::data_dir(&self.id)
+    }
+
+    /// The flow store a daemon in this lab writes.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir().join("flows.sqlite")
+    }
+
     /// The pin directory a daemon in this lab uses.
     pub fn pin_dir(&self) -> PathBuf {
         PathBuf::from(format!("{PIN_DIR_PREFIX}{}", self.id))

@@ -399,6 +399,12 @@ impl Datapath {
         HashMap::try_from(map).context("FLOWS is not a hash map")
     }
 
+    /// The flow table, to take ended flows out of.
+    pub fn flow_table_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, FlowEntry>> {
+        let map = self.ebpf.map_mut(maps::FLOWS).context("no FLOWS map")?;
+        HashMap::try_from(map).context("FLOWS is not a hash map")
+    }
+
     /// The global per-CPU counters.
     pub fn stats_table(&self) -> anyhow::Result<PerCpuArray<&MapData, u64>> {
         let map = self.ebpf.map(maps::STATS).context("no STATS map")?;

@@ -35,6 +35,8 @@ pub struct PolicyFile {
     pub bittorrent: BittorrentSection,
     #[serde(default)]
     pub shaping: ShapingSection,
+    #[serde(default)]
+    pub records: RecordsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,4 +159,44 @@ impl Default for ShapingSection {
 
 fn default_shaping_method() -> String {
     "htb".into()
+}
+
+/// `[records]`: flow records, when a flow counts as ended, and how long records keep who
+/// made them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsSection {
+    /// A flow with no packet either way for this long has ended (`5m`).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+    /// How long records keep the client's address and MAC, in calendar units
+    /// (`14 months`, the councils' limit).
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    /// `delete` (volume kept as daily totals) or `anonymise` (client removed, the rest
+    /// kept).
+    #[serde(default = "default_after_retention")]
+    pub after_retention: String,
+}
+
+impl Default for RecordsSection {
+    fn default() -> Self {
+        Self {
+            idle_timeout: default_idle_timeout(),
+            retention: default_retention(),
+            after_retention: default_after_retention(),
+        }
+    }
+}
+
+fn default_idle_timeout() -> String {
+    "5m".into()
+}
+
+fn default_retention() -> String {
+    "14 months".into()
+}
+
+fn default_after_retention() -> String {
+    "delete".into()
 }

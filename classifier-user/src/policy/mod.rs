@@ -59,6 +59,15 @@ pub struct Policy {
     pub datapath: Config,
     /// How shape verdicts are enforced.
     pub shaping: ShapingMethod,
+    /// When flows end and how long their records keep the client.
+    pub records: RecordsPolicy,
+}
+
+/// `[records]`, validated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordsPolicy {
+    pub end_rules: crate::flows::ending::EndRules,
+    pub retention: crate::store::retention::Retention,
 }
 
 /// How shape verdicts are enforced (`[shaping] method`).
@@ -200,6 +209,7 @@ impl Policy {
         )?;
         let datapath = datapath_config(&file, &source)?;
         let shaping = shaping_method(&file, &source)?;
+        let records = records_policy(&file, &source)?;
         rules::check_shape_classes(&rules, &source)?;
         Ok(Self {
             origin: origin.display().to_string(),
@@ -213,8 +223,53 @@ impl Policy {
             periods,
             datapath,
             shaping,
+            records,
         })
     }
+}
+
+fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolicy, PolicyError> {
+    use crate::store::retention::{AfterRetention, Retention};
+    let section = &file.records;
+    let at = |key: &str| FieldPath::root().key("records").key(key);
+    let idle_timeout = humantime::parse_duration(&section.idle_timeout).map_err(|e| {
+        source.error_at(
+            &at("idle_timeout"),
+            format!("`{}`: {e} (e.g. `5m`)", section.idle_timeout),
+        )
+    })?;
+    if idle_timeout.is_zero() {
+        return Err(source.error_at(&at("idle_timeout"), "must be longer than 0s".to_owned()));
+    }
+    let keep: jiff::Span = section.retention.parse().map_err(|e| {
+        source.error_at(
+            &at("retention"),
+            format!(
+                "`{}`: {e} (e.g. `14 months`, `400 days`)",
+                section.retention
+            ),
+        )
+    })?;
+    if keep.is_negative() || keep.is_zero() {
+        return Err(source.error_at(&at("retention"), "must be longer than nothing".to_owned()));
+    }
+    let after = match section.after_retention.as_str() {
+        "delete" => AfterRetention::Delete,
+        "anonymise" | "anonymize" => AfterRetention::Anonymise,
+        other => {
+            return Err(source.error_at(
+                &at("after_retention"),
+                format!("`{other}`: choose `delete` or `anonymise`"),
+            ));
+        }
+    };
+    Ok(RecordsPolicy {
+        end_rules: crate::flows::ending::EndRules {
+            idle_timeout,
+            ..Default::default()
+        },
+        retention: Retention { keep, after },
+    })
 }
 
 fn shaping_method(file: &PolicyFile, source: &Source<'_>) -> Result<ShapingMethod, PolicyError> {

@@ -226,6 +226,47 @@ impl Netlink {
             .map(drop)
     }
 
+    /// The neighbour table (ARP and NDP) entries of interface `ifindex` that have a
+    /// link-layer address: (IP address, MAC). The flow records take clients' MACs from it.
+    pub fn neighbours(&mut self, ifindex: u32) -> anyhow::Result<Vec<(std::net::IpAddr, [u8; 6])>> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourMessage,
+        };
+        let request = RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default());
+        let replies = self.exchange(request, NLM_F_DUMP)?;
+        let mut found = Vec::new();
+        for reply in replies {
+            let RouteNetlinkMessage::NewNeighbour(neighbour) = reply else {
+                continue;
+            };
+            if neighbour.header.ifindex != ifindex {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for attribute in &neighbour.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                        ip = Some(std::net::IpAddr::V4(*v4));
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                        ip = Some(std::net::IpAddr::V6(*v6));
+                    }
+                    NeighbourAttribute::LinkLayerAddress(bytes) => {
+                        mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(mac)) = (ip, mac)
+                && mac != [0; 6]
+            {
+                found.push((ip, mac));
+            }
+        }
+        Ok(found)
+    }
+
     /// Sends one request and collects the replies up to its acknowledgement (or the end
     /// of a dump); a refusal is the kernel's errno.
     fn exchange(

@@ -1,4 +1,8 @@
-//! Reading the kernel's flow table into [`FlowRecord`]s, and showing them.
+//! Reading the kernel's flow table into [`FlowRecord`]s, showing them, and telling when
+//! a flow has ended ([`ending`]).
+
+pub mod ending;
+pub mod neighbours;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -23,6 +27,10 @@ use crate::policy::Policy;
 pub struct FlowRecord {
     /// The LAN-side host.
     pub client: SocketAddr,
+    /// The client's Ethernet address from the LAN's neighbour table (`aa:bb:cc:dd:ee:ff`),
+    /// filled in when the flow is recorded.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_mac: Option<String>,
     /// The host beyond the gateway.
     pub server: SocketAddr,
     /// "tcp", "udp", "icmp", "ipv6-icmp" or the IP protocol number.
@@ -60,6 +68,9 @@ pub struct FlowRecord {
     pub blocked: Counters,
     /// Put into a shaping class, both ways together.
     pub shaped: Counters,
+    /// Why the flow ended, once it has (absent for a live flow).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ended: Option<crate::store::EndReason>,
 }
 
 /// Packets and layer-3 bytes in one direction.
@@ -92,6 +103,7 @@ impl FlowRecord {
         let server = socket_addr(key.server_addr, key.server_port);
         Self {
             client,
+            client_mac: None,
             server,
             protocol: protocol_name(key.protocol),
             upload: entry.upload.into(),
@@ -114,6 +126,7 @@ impl FlowRecord {
             },
             blocked: entry.blocked.into(),
             shaped: entry.shaped.into(),
+            ended: None,
         }
     }
 
@@ -146,6 +159,14 @@ impl BootClock {
         let since_boot = SignedDuration::from_nanos(boot_ns.min(i64::MAX as u64) as i64);
         self.boot.checked_add(since_boot).unwrap_or(self.boot)
     }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn socket_addr(addr: [u8; 16], port: u16) -> SocketAddr {
@@ -196,9 +217,9 @@ impl FlowNames {
         self.names.get(key).map(String::as_str)
     }
 
-    /// Forgets names of flows not in `live`.
-    pub fn retain_live(&mut self, live: &std::collections::HashSet<FlowKey>) {
-        self.names.retain(|key, _| live.contains(key));
+    /// Forgets names of flows for which `live` says false.
+    pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool) {
+        self.names.retain(|key, _| live(key));
     }
 }
 
@@ -209,16 +230,48 @@ pub fn read_table<T: std::borrow::Borrow<MapData>>(
     names: &FlowNames,
 ) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
     let clock = BootClock::now()?;
-    let mut records = Vec::new();
-    for item in table.iter() {
-        // An entry evicted or deleted while we iterate ends the walk early with an error;
-        // the next read sees the table again, so report what we have.
-        let Ok((key, entry)) = item else { break };
-        let record = FlowRecord::from_entry(&key, &entry, &clock, policy, names.get(&key));
-        records.push((key, record));
-    }
+    let mut records: Vec<(FlowKey, FlowRecord)> = read_entries(table)
+        .entries
+        .iter()
+        .map(|(key, entry)| {
+            let record = FlowRecord::from_entry(key, entry, &clock, policy, names.get(key));
+            (*key, record)
+        })
+        .collect();
     records.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_bytes()));
     Ok(records)
+}
+
+/// The flow table's entries as one walk found them.
+pub struct TableWalk {
+    pub entries: Vec<(FlowKey, FlowEntry)>,
+    /// False when an entry vanished under the walk and cut it short: a flow missing from
+    /// `entries` may then still be in the table.
+    pub complete: bool,
+}
+
+/// Every entry of `table`, raw.
+pub fn read_entries<T: std::borrow::Borrow<MapData>>(
+    table: &HashMap<T, FlowKey, FlowEntry>,
+) -> TableWalk {
+    let mut entries = Vec::new();
+    for item in table.iter() {
+        // An entry evicted or deleted while we iterate ends the walk early with an error;
+        // the next walk sees the table again.
+        match item {
+            Ok(pair) => entries.push(pair),
+            Err(_) => {
+                return TableWalk {
+                    entries,
+                    complete: false,
+                };
+            }
+        }
+    }
+    TableWalk {
+        entries,
+        complete: true,
+    }
 }
 
 /// Writes `records` (the first `top` of them) as an aligned table.

@@ -1,0 +1,260 @@
+//! The daemon's flow recording: every few seconds, flows that ended are taken out of the
+//! kernel's table and written to the flow store; the retention job runs every hour.
+//!
+//! No flow is lost silently: one the kernel's LRU table evicted before it ended is
+//! recorded with the counters of the last walk (and counted), and a stopping daemon,
+//! which takes the datapath with it, records the flows still live.
+
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use classifier_common::flow::FlowKey;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::{
+    daemon::{Shared, State},
+    flows::{
+        BootClock, FlowRecord,
+        ending::{Ended, FlowEnds},
+        neighbours::Neighbours,
+        read_entries,
+    },
+    store::{EndReason, FlowStore, retention},
+};
+
+/// How often the flow table is walked for ended flows.
+pub const WALK_EVERY: Duration = Duration::from_secs(2);
+/// How often the retention job runs (and once at start).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Counters of what the recorder did, for status and metrics.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Flows written to the store (or ended, without one).
+    pub flows_ended: u64,
+    /// Of those, found evicted by the kernel's LRU table.
+    pub flows_evicted: u64,
+    /// Records that could not be written (the store failed); they are retried once with
+    /// the next batch, then dropped with a warning.
+    pub records_failed: u64,
+}
+
+/// Where and how the daemon records flows.
+pub struct Recorder {
+    store: Option<FlowStore>,
+    store_path: Option<PathBuf>,
+    ends: FlowEnds,
+    neighbours: Neighbours,
+    /// Records of the last batch the store refused, tried again with the next one.
+    unwritten: Vec<FlowRecord>,
+    last_retention: Option<Instant>,
+}
+
+impl Recorder {
+    /// Opens the store at `store` (none: flows are ended and counted, not written).
+    pub fn open(store: Option<PathBuf>, lan_interface: &str) -> anyhow::Result<Self> {
+        let opened = store.as_deref().map(FlowStore::open).transpose()?;
+        if let Some(path) = &store {
+            info!(store = %path.display(), "recording ended flows");
+        }
+        Ok(Self {
+            store: opened,
+            store_path: store,
+            ends: FlowEnds::default(),
+            neighbours: Neighbours::of(lan_interface),
+            unwritten: Vec::new(),
+            last_retention: None,
+        })
+    }
+
+    /// One walk: ended flows out of the table and into the store; the retention job when
+    /// it is due.
+    pub fn walk(&mut self, shared: &Shared) {
+        self.neighbours.refresh();
+        let ended = {
+            let mut state = shared.lock();
+            match take_ended(&mut state, &mut self.ends, &self.neighbours) {
+                Ok(ended) => ended,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "could not walk the flow table");
+                    return;
+                }
+            }
+        };
+        self.write(ended, shared);
+        if self
+            .last_retention
+            .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
+        {
+            self.last_retention = Some(Instant::now());
+            let retention = shared.lock().in_force.policy.records.retention;
+            self.run_retention(&retention);
+        }
+    }
+
+    /// Records the flows still live, as a stopping daemon (which removes the datapath)
+    /// must.
+    pub fn finish(&mut self, shared: &Shared) {
+        self.neighbours.refresh();
+        let live = {
+            let state = shared.lock();
+            let walk = match state.datapath.flow_table() {
+                Ok(table) => read_entries(&table).entries,
+                Err(_) => self.ends.take_live(),
+            };
+            let ended: Vec<Ended> = walk
+                .into_iter()
+                .map(|(key, entry)| Ended {
+                    key,
+                    entry,
+                    reason: EndReason::Stopped,
+                })
+                .collect();
+            to_records(&state, &ended, &self.neighbours)
+        };
+        if let Ok(records) = live {
+            let count = records.len();
+            self.write(records, shared);
+            if let Some(path) = &self.store_path {
+                info!(flows = count, store = %path.display(), "recorded the flows live at stop");
+            }
+        }
+    }
+
+    fn write(&mut self, mut records: Vec<FlowRecord>, shared: &Shared) {
+        if records.is_empty() && self.unwritten.is_empty() {
+            return;
+        }
+        let ended = records.len() as u64;
+        let evicted = records
+            .iter()
+            .filter(|r| r.ended == Some(EndReason::Evicted))
+            .count() as u64;
+        let retried = std::mem::take(&mut self.unwritten);
+        let failed = if let Some(store) = &mut self.store {
+            let mut batch = retried;
+            let first_try = batch.len();
+            batch.append(&mut records);
+            match store.insert(&batch) {
+                Ok(()) => 0,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), records = batch.len(), "could not write flow records");
+                    // What failed twice is given up; this batch gets a second try.
+                    let given_up = first_try as u64;
+                    self.unwritten = batch.split_off(first_try);
+                    given_up
+                }
+            }
+        } else {
+            0
+        };
+        let mut state = shared.lock();
+        state.recorded.flows_ended += ended;
+        state.recorded.flows_evicted += evicted;
+        state.recorded.records_failed += failed;
+    }
+
+    fn run_retention(&mut self, retention: &retention::Retention) {
+        let Some(store) = &mut self.store else { return };
+        match retention::apply(store, retention, jiff::Timestamp::now()) {
+            Ok(report) if report.deleted + report.anonymised > 0 => info!(
+                cutoff = %report.cutoff,
+                deleted = report.deleted,
+                anonymised = report.anonymised,
+                "retention: records past the retention period handled"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %format!("{e:#}"), "the retention job failed"),
+        }
+    }
+}
+
+/// Walks the table, takes the flows that ended out of it, and returns their records;
+/// they also go to the state's recently-ended list, so `classifier flows` shows them a
+/// while longer.
+fn take_ended(
+    state: &mut State,
+    ends: &mut FlowEnds,
+    neighbours: &Neighbours,
+) -> anyhow::Result<Vec<FlowRecord>> {
+    let rules = state.in_force.policy.records.end_rules;
+    let walk = read_entries(&state.datapath.flow_table()?);
+    let complete = walk.complete;
+    let ended = ends.sort(walk, boot_now_ns()?, &rules);
+    let records = to_records(state, &ended, neighbours)?;
+    if complete {
+        // Names of flows that left the table some other way (evicted between two walks
+        // before the daemon saw them) go too.
+        state.learned.names.retain(|key| ends.is_live(key));
+    }
+    let mut table = state.datapath.flow_table_mut()?;
+    for flow in ended.iter().filter(|f| f.reason != EndReason::Evicted) {
+        // Gone already (evicted since the walk) is as good as removed.
+        let _ = table.remove(&flow.key);
+    }
+    for (flow, record) in ended.iter().zip(&records) {
+        state.recent.push(flow.key, record.clone());
+    }
+    Ok(records)
+}
+
+fn to_records(
+    state: &State,
+    ended: &[Ended],
+    neighbours: &Neighbours,
+) -> anyhow::Result<Vec<FlowRecord>> {
+    let clock = BootClock::now()?;
+    let policy = &state.in_force.policy;
+    Ok(ended
+        .iter()
+        .map(|flow| {
+            let name = state.learned.names.get(&flow.key);
+            let mut record = FlowRecord::from_entry(&flow.key, &flow.entry, &clock, policy, name);
+            record.client_mac = neighbours.mac_of(record.client.ip());
+            record.ended = Some(flow.reason);
+            record
+        })
+        .collect())
+}
+
+fn boot_now_ns() -> anyhow::Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .context("reading CLOCK_BOOTTIME")?;
+    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
+}
+
+/// Flows that ended in the last minute, which `classifier flows` still shows (with why
+/// they ended): a download that just finished is what people look for.
+#[derive(Debug, Default)]
+pub struct RecentlyEnded {
+    flows: VecDeque<(Instant, FlowKey, FlowRecord)>,
+}
+
+impl RecentlyEnded {
+    const KEEP: Duration = Duration::from_secs(60);
+    const MAX: usize = 10_000;
+
+    pub fn push(&mut self, key: FlowKey, record: FlowRecord) {
+        if self.flows.len() >= Self::MAX {
+            self.flows.pop_front();
+        }
+        self.flows.push_back((Instant::now(), key, record));
+    }
+
+    /// The flows that ended within the last minute, oldest first.
+    pub fn records(&mut self) -> impl Iterator<Item = &(Instant, FlowKey, FlowRecord)> {
+        while self
+            .flows
+            .front()
+            .is_some_and(|(at, _, _)| at.elapsed() > Self::KEEP)
+        {
+            self.flows.pop_front();
+        }
+        self.flows.iter()
+    }
+}

@@ -1,0 +1,498 @@
+//! The flow store: ended flows as records in an embedded SQLite file (WAL, batched inserts,
+//! schema migrations by `PRAGMA user_version`), the retention job that deletes or
+//! anonymises records past the retention period, and the queries investigations export.
+//!
+//! A record holds what the policies allow to be monitored: who (client address, MAC when
+//! seen), where (server, name, category, application), how much and how long. Never
+//! payload.
+
+pub mod retention;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use crate::flows::FlowRecord;
+
+/// Where the daemon keeps its flow records unless told otherwise.
+pub const DEFAULT_STORE: &str = "/var/lib/classifier/flows.sqlite";
+
+/// Why a flow's record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// TCP FIN seen both ways.
+    Fin,
+    /// TCP reset.
+    Rst,
+    /// No packet for the idle timeout.
+    Idle,
+    /// The kernel's LRU flow table evicted it before the daemon read its end: its
+    /// counters are those of the daemon's last look.
+    Evicted,
+    /// Still live when the daemon stopped and removed the datapath.
+    Stopped,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::Idle => "idle",
+            EndReason::Evicted => "evicted",
+            EndReason::Stopped => "stopped",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "fin" => EndReason::Fin,
+            "rst" => EndReason::Rst,
+            "evicted" => EndReason::Evicted,
+            "stopped" => EndReason::Stopped,
+            _ => EndReason::Idle,
+        }
+    }
+}
+
+/// A flow that ended, as stored (`flow.ended` says why).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFlow {
+    #[serde(flatten)]
+    pub flow: FlowRecord,
+    /// The client's address and MAC were removed by the retention job (the client then
+    /// reads as the unspecified address, port 0).
+    pub anonymised: bool,
+}
+
+/// The schema, one step per version: a store made by an older daemon is brought up to
+/// date in order, each step in a transaction.
+const MIGRATIONS: &[&str] = &[
+    // 1: ended flows.
+    "CREATE TABLE flows (
+        id INTEGER PRIMARY KEY,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        client_port INTEGER NOT NULL,
+        client_mac TEXT,
+        server TEXT NOT NULL,
+        server_port INTEGER NOT NULL,
+        protocol TEXT NOT NULL,
+        vlan INTEGER,
+        name TEXT,
+        category TEXT NOT NULL,
+        app TEXT NOT NULL,
+        method TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        ech INTEGER NOT NULL,
+        server_initiated INTEGER NOT NULL,
+        up_packets INTEGER NOT NULL,
+        up_bytes INTEGER NOT NULL,
+        down_packets INTEGER NOT NULL,
+        down_bytes INTEGER NOT NULL,
+        blocked_packets INTEGER NOT NULL,
+        blocked_bytes INTEGER NOT NULL,
+        shaped_packets INTEGER NOT NULL,
+        shaped_bytes INTEGER NOT NULL,
+        end_reason TEXT NOT NULL,
+        anonymised INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX flows_by_start ON flows (start_ms);
+    CREATE INDEX flows_by_client ON flows (client, start_ms);",
+    // 2: totals that outlive deleted records (see `retention`).
+    "CREATE TABLE daily_usage (
+        day TEXT NOT NULL,
+        category TEXT NOT NULL,
+        app TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        flows INTEGER NOT NULL,
+        up_bytes INTEGER NOT NULL,
+        down_bytes INTEGER NOT NULL,
+        blocked_bytes INTEGER NOT NULL,
+        shaped_bytes INTEGER NOT NULL,
+        PRIMARY KEY (day, category, app, grp)
+    );
+    CREATE INDEX flows_by_end ON flows (end_ms);",
+];
+
+/// An open flow store.
+pub struct FlowStore {
+    connection: Connection,
+}
+
+/// Which records an export or query wants.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Filter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<std::net::IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+impl FlowStore {
+    /// Opens (creating it and its directory if need be) and migrates the store at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating the flow store's directory {}", dir.display())
+            })?;
+        }
+        let connection = Connection::open(path)
+            .with_context(|| format!("opening the flow store {}", path.display()))?;
+        // WAL: readers (exports) never block the daemon's writes, and a crash loses at
+        // most the transaction in flight.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .context("switching the flow store to WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        // Deleted and anonymised records are overwritten in the file, not left in free
+        // pages for someone with a hex editor.
+        connection.pragma_update(None, "secure_delete", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Self { connection };
+        store
+            .migrate()
+            .with_context(|| format!("migrating the flow store {}", path.display()))?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> anyhow::Result<()> {
+        let version: i64 = self
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        anyhow::ensure!(
+            version <= MIGRATIONS.len(),
+            "the store has schema version {version}, newer than this classifier knows ({}): \
+             use the newer classifier",
+            MIGRATIONS.len()
+        );
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let transaction = self.connection.transaction()?;
+            transaction.execute_batch(sql)?;
+            transaction.pragma_update(None, "user_version", (step + 1) as i64)?;
+            transaction.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `flows` (ended ones: `ended` set) in one transaction, one sync for the batch.
+    pub fn insert(&mut self, flows: &[FlowRecord]) -> anyhow::Result<()> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut statement = transaction.prepare_cached(
+                "INSERT INTO flows (start_ms, end_ms, client, client_port, client_mac, server,
+                    server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
+                    server_initiated, up_packets, up_bytes, down_packets, down_bytes,
+                    blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+            )?;
+            for flow in flows {
+                let reason = flow.ended.unwrap_or(EndReason::Idle);
+                statement.execute(params![
+                    flow.first_seen.as_millisecond(),
+                    flow.last_seen.as_millisecond(),
+                    flow.client.ip().to_string(),
+                    flow.client.port(),
+                    flow.client_mac,
+                    flow.server.ip().to_string(),
+                    flow.server.port(),
+                    flow.protocol,
+                    flow.vlan,
+                    flow.name,
+                    flow.category,
+                    flow.app,
+                    flow.method,
+                    flow.group,
+                    flow.verdict,
+                    flow.ech,
+                    flow.server_initiated,
+                    flow.upload.packets as i64,
+                    flow.upload.bytes as i64,
+                    flow.download.packets as i64,
+                    flow.download.bytes as i64,
+                    flow.blocked.packets as i64,
+                    flow.blocked.bytes as i64,
+                    flow.shaped.packets as i64,
+                    flow.shaped.bytes as i64,
+                    reason.name(),
+                ])?;
+            }
+        }
+        transaction.commit().context("writing flow records")?;
+        Ok(())
+    }
+
+    /// The records `filter` selects, oldest first.
+    pub fn query(&self, filter: &Filter) -> anyhow::Result<Vec<StoredFlow>> {
+        let mut sql = String::from("SELECT * FROM flows WHERE 1 = 1");
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(client) = filter.client {
+            sql += " AND client = ?";
+            values.push(client.to_canonical().to_string().into());
+        }
+        if let Some(from) = filter.from {
+            sql += " AND end_ms >= ?";
+            values.push(from.as_millisecond().into());
+        }
+        if let Some(to) = filter.to {
+            sql += " AND start_ms < ?";
+            values.push(to.as_millisecond().into());
+        }
+        if let Some(category) = &filter.category {
+            sql += " AND category = ?";
+            values.push(category.clone().into());
+        }
+        sql += " ORDER BY start_ms, id";
+        let mut statement = self.connection.prepare(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), row_to_flow)?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .context("reading flow records")
+    }
+
+    /// Number of records.
+    pub fn count(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .connection
+            .query_row("SELECT COUNT(*) FROM flows", [], |row| row.get::<_, i64>(0))?
+            as u64)
+    }
+
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+}
+
+fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
+    use crate::flows::Counters;
+    let millis = |name: &str| -> rusqlite::Result<Timestamp> {
+        let ms: i64 = row.get(name)?;
+        Timestamp::from_millisecond(ms).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into())
+        })
+    };
+    let counters = |packets: &str, bytes: &str| -> rusqlite::Result<Counters> {
+        Ok(Counters {
+            packets: row.get::<_, i64>(packets)? as u64,
+            bytes: row.get::<_, i64>(bytes)? as u64,
+        })
+    };
+    let address = |ip: &str, port: &str| -> rusqlite::Result<std::net::SocketAddr> {
+        let text: String = row.get(ip)?;
+        let ip = text
+            .parse()
+            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        Ok(std::net::SocketAddr::new(ip, row.get(port)?))
+    };
+    let end_reason: String = row.get("end_reason")?;
+    Ok(StoredFlow {
+        flow: FlowRecord {
+            client: address("client", "client_port")?,
+            client_mac: row.get("client_mac")?,
+            server: address("server", "server_port")?,
+            protocol: row.get("protocol")?,
+            upload: counters("up_packets", "up_bytes")?,
+            download: counters("down_packets", "down_bytes")?,
+            first_seen: millis("start_ms")?,
+            last_seen: millis("end_ms")?,
+            vlan: row.get("vlan")?,
+            server_initiated: row.get("server_initiated")?,
+            name: row.get("name")?,
+            category: row.get("category")?,
+            app: row.get("app")?,
+            method: row.get("method")?,
+            ech: row.get("ech")?,
+            tls_unparsed: false,
+            group: row.get("grp")?,
+            verdict: row.get("verdict")?,
+            blocked: counters("blocked_packets", "blocked_bytes")?,
+            shaped: counters("shaped_packets", "shaped_bytes")?,
+            ended: Some(EndReason::parse(&end_reason)),
+        },
+        anonymised: row.get("anonymised")?,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::flows::Counters;
+
+    /// A fresh store file under the temporary directory, removed when dropped.
+    pub struct TempStore {
+        pub path: std::path::PathBuf,
+    }
+
+    impl TempStore {
+        pub fn new(name: &str) -> Self {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "classifier-store-{}-{name}-{n}.sqlite",
+                std::process::id()
+            ));
+            Self { path }
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+            }
+        }
+    }
+
+    pub fn flow(client: &str, started: &str, category: &str, down_bytes: u64) -> FlowRecord {
+        let first_seen: Timestamp = started.parse().unwrap();
+        FlowRecord {
+            client: client.parse().unwrap(),
+            client_mac: Some("02:00:00:00:00:0a".into()),
+            server: "203.0.113.10:443".parse().unwrap(),
+            protocol: "tcp".into(),
+            upload: Counters {
+                packets: 10,
+                bytes: 1000,
+            },
+            download: Counters {
+                packets: 20,
+                bytes: down_bytes,
+            },
+            first_seen,
+            last_seen: first_seen
+                .checked_add(jiff::SignedDuration::from_secs(30))
+                .unwrap(),
+            vlan: None,
+            server_initiated: false,
+            name: Some("www.youtube.com".into()),
+            category: category.into(),
+            app: "youtube".into(),
+            method: "sni".into(),
+            ech: false,
+            tls_unparsed: false,
+            group: "staff".into(),
+            verdict: "shape".into(),
+            blocked: Counters::default(),
+            shaped: Counters {
+                packets: 5,
+                bytes: 5000,
+            },
+            ended: Some(EndReason::Idle),
+        }
+    }
+
+    fn ended(mut flow: FlowRecord, reason: EndReason) -> FlowRecord {
+        flow.ended = Some(reason);
+        flow
+    }
+
+    #[test]
+    fn records_round_trip_through_a_real_sqlite_file() {
+        let temp = TempStore::new("round-trip");
+        let flows = vec![
+            ended(
+                flow(
+                    "192.0.2.10:50000",
+                    "2026-11-23T10:00:00Z",
+                    "streaming-video",
+                    5_000_000,
+                ),
+                EndReason::Fin,
+            ),
+            ended(
+                flow(
+                    "[2001:db8:1::10]:50001",
+                    "2026-11-23T10:05:00Z",
+                    "gambling",
+                    700,
+                ),
+                EndReason::Rst,
+            ),
+        ];
+        {
+            let mut store = FlowStore::open(&temp.path).unwrap();
+            store.insert(&flows).unwrap();
+        }
+        // Reopened: the schema is not applied twice, the records are there.
+        let store = FlowStore::open(&temp.path).unwrap();
+        let stored = store.query(&Filter::default()).unwrap();
+        assert_eq!(stored.len(), 2);
+        for (stored, flow) in stored.iter().zip(&flows) {
+            assert_eq!(&stored.flow, flow);
+            assert!(!stored.anonymised);
+        }
+        let journal: String = store
+            .connection
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+    }
+
+    #[test]
+    fn filters_select_by_client_time_and_category() {
+        let temp = TempStore::new("filters");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        store
+            .insert(&[
+                flow("192.0.2.10:1", "2026-11-23T10:00:00Z", "streaming-video", 1),
+                flow("192.0.2.11:2", "2026-11-23T11:00:00Z", "streaming-video", 2),
+                flow("192.0.2.10:3", "2026-11-23T12:00:00Z", "gambling", 3),
+            ])
+            .unwrap();
+        let ports = |filter: Filter| -> Vec<u16> {
+            store
+                .query(&filter)
+                .unwrap()
+                .iter()
+                .map(|f| f.flow.client.port())
+                .collect()
+        };
+        assert_eq!(
+            ports(Filter {
+                client: Some("192.0.2.10".parse().unwrap()),
+                ..Filter::default()
+            }),
+            [1, 3]
+        );
+        assert_eq!(
+            ports(Filter {
+                from: Some("2026-11-23T10:45:00Z".parse().unwrap()),
+                to: Some("2026-11-23T11:30:00Z".parse().unwrap()),
+                ..Filter::default()
+            }),
+            [2]
+        );
+        assert_eq!(
+            ports(Filter {
+                category: Some("gambling".into()),
+                ..Filter::default()
+            }),
+            [3]
+        );
+    }
+
+    #[test]
+    fn a_store_from_a_newer_classifier_is_refused() {
+        let temp = TempStore::new("newer");
+        {
+            let store = FlowStore::open(&temp.path).unwrap();
+            store
+                .connection
+                .pragma_update(None, "user_version", 99)
+                .unwrap();
+        }
+        let err = FlowStore::open(&temp.path).err().unwrap();
+        assert!(format!("{err:#}").contains("schema version 99"), "{err:#}");
+    }
+}
