@@ -16,6 +16,7 @@
 //! - [`shaping`]: the HTB qdiscs and classes shape verdicts put packets into (netlink);
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`in_force`]: the policy in force: period, generation, reload;
+//! - [`export`]: investigation exports (CSV, JSON Lines, IPFIX), their audit log, live IPFIX;
 //! - [`recorder`]: ended flows out of the table and into the store, the retention job;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
 //! - [`control`]: the control socket the CLI asks the daemon through;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod export;
 pub mod flows;
 pub mod in_force;
 pub mod lab;

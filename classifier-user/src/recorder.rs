@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     daemon::{Shared, State},
+    export::ipfix::LiveExport,
     flows::{
         BootClock, FlowRecord,
         ending::{Ended, FlowEnds},
@@ -42,6 +43,9 @@ pub struct RecorderStats {
     /// Records that could not be written (the store failed); they are retried once with
     /// the next batch, then dropped with a warning.
     pub records_failed: u64,
+    /// IPFIX messages sent to the collector, and those the network refused.
+    pub ipfix_messages: u64,
+    pub ipfix_failed: u64,
 }
 
 /// Where and how the daemon records flows.
@@ -53,6 +57,7 @@ pub struct Recorder {
     /// Records of the last batch the store refused, tried again with the next one.
     unwritten: Vec<FlowRecord>,
     last_retention: Option<Instant>,
+    ipfix: Option<LiveExport>,
 }
 
 impl Recorder {
@@ -69,6 +74,7 @@ impl Recorder {
             neighbours: Neighbours::of(lan_interface),
             unwritten: Vec::new(),
             last_retention: None,
+            ipfix: None,
         })
     }
 
@@ -130,6 +136,8 @@ impl Recorder {
         if records.is_empty() && self.unwritten.is_empty() {
             return;
         }
+        let collector = shared.lock().in_force.policy.records.ipfix_collector;
+        let (sent, unsent) = self.send_ipfix(&records, collector);
         let ended = records.len() as u64;
         let evicted = records
             .iter()
@@ -157,6 +165,47 @@ impl Recorder {
         state.recorded.flows_ended += ended;
         state.recorded.flows_evicted += evicted;
         state.recorded.records_failed += failed;
+        state.recorded.ipfix_messages += sent;
+        state.recorded.ipfix_failed += unsent;
+    }
+
+    /// Sends `records` to the policy's collector, if it names one; (sent, failed).
+    fn send_ipfix(
+        &mut self,
+        records: &[FlowRecord],
+        collector: Option<std::net::SocketAddr>,
+    ) -> (u64, u64) {
+        let Some(collector) = collector else {
+            self.ipfix = None;
+            return (0, 0);
+        };
+        if records.is_empty() {
+            return (0, 0);
+        }
+        if self
+            .ipfix
+            .as_ref()
+            .is_none_or(|live| live.collector() != collector)
+        {
+            match LiveExport::connect(collector) {
+                Ok(live) => {
+                    info!(%collector, "exporting ended flows as IPFIX");
+                    self.ipfix = Some(live);
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), %collector, "no IPFIX export");
+                    return (0, 1);
+                }
+            }
+        }
+        let live = self.ipfix.as_mut().expect("connected above");
+        match live.send(records) {
+            Ok(messages) => (messages as u64, 0),
+            Err(e) => {
+                warn!(error = %e, %collector, "could not send IPFIX");
+                (0, 1)
+            }
+        }
     }
 
     fn run_retention(&mut self, retention: &retention::Retention) {

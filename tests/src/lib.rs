@@ -5,8 +5,10 @@
 //! test says it is skipped and returns.
 
 pub mod capture;
+pub mod clients;
 pub mod frames;
 pub mod iperf;
+pub mod nfdump;
 pub mod run;
 pub mod tracker;
 pub mod wire;
@@ -58,4 +60,16 @@ pub fn flows_json(control_socket: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The built-in council policy with a 3 s idle timeout (so flows end within a test) and
+/// `extra` TOML appended.
+pub fn council_policy_with_short_idle(extra: &str) -> String {
+    let default = classifier_user::policy::DEFAULT_POLICY;
+    let policy = default.replacen("idle_timeout = \"5m\"", "idle_timeout = \"3s\"", 1);
+    assert_ne!(
+        policy, default,
+        "the built-in policy sets [records] idle_timeout = \"5m\""
+    );
+    format!("{policy}\n{extra}")
 }

@@ -9,7 +9,9 @@ use std::{
 
 use classifier_tests::{
     capture::{self, Capture},
-    classifier_bin, flows_json, privileged,
+    classifier_bin,
+    clients::{curl_download, interface_mac, send_udp},
+    council_policy_with_short_idle, flows_json, privileged,
 };
 use classifier_user::{
     flows::Counters,
@@ -79,7 +81,7 @@ fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     let client = &lab.clients[0];
     let capture = Capture::start(client, "tcp port 40001 or tcp port 40002").unwrap();
     for (server_ip, client_port, body_len) in downloads {
-        curl_download(client, server_ip, client_port, body_len);
+        curl_download(client, SERVER_NAME, server_ip, client_port, body_len);
     }
     // The last ACK and FIN of a closing connection may still be in flight.
     std::thread::sleep(Duration::from_millis(500));
@@ -135,36 +137,6 @@ fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     }
 }
 
-/// Downloads `len` bytes by name, over the address family of `server`, from `local_port`.
-fn curl_download(client: &classifier_user::lab::Host, server: IpAddr, local_port: u16, len: u64) {
-    let family = if server.is_ipv4() { "--ipv4" } else { "--ipv6" };
-    let url = format!("http://{SERVER_NAME}/bytes/{len}");
-    let output = Lab::command(client, "curl")
-        .args([
-            "--silent",
-            "--show-error",
-            "--max-time",
-            "20",
-            "--output",
-            "/dev/null",
-        ])
-        .args(["--local-port", &local_port.to_string(), family])
-        .args(["--write-out", "%{size_download} %{remote_ip}"])
-        .arg(&url)
-        .output()
-        .expect("curl runs");
-    assert!(
-        output.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        format!("{len} {server}"),
-        "body size and address of {url} {family}"
-    );
-}
-
 /// `classifier flows --json` against the daemon's pin directory, parsed.
 fn flows_of(control_socket: &std::path::Path) -> Vec<JsonFlow> {
     flows_json(control_socket)
@@ -198,14 +170,7 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
     // A short idle timeout, so the UDP flow ends within the test.
     std::fs::create_dir_all(lab.data_dir()).unwrap();
     let policy = lab.data_dir().join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "{}\n[records]\nidle_timeout = \"3s\"\n",
-            classifier_user::policy::DEFAULT_POLICY
-        ),
-    )
-    .unwrap();
+    std::fs::write(&policy, council_policy_with_short_idle("")).unwrap();
     let options = DaemonOptions {
         extra_args: vec!["--policy".into(), policy.display().to_string()],
         ..DaemonOptions::default()
@@ -215,8 +180,8 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
     let client = &lab.clients[0];
     let client_mac = interface_mac(client);
     let capture = Capture::start(client, "tcp port 40011 or tcp port 40012").unwrap();
-    curl_download(client, SERVICE_V4.into(), 40011, 400_000);
-    curl_download(client, SERVICE_V6.into(), 40012, 200_000);
+    curl_download(client, SERVER_NAME, SERVICE_V4.into(), 40011, 400_000);
+    curl_download(client, SERVER_NAME, SERVICE_V6.into(), 40012, 200_000);
     let idle_udp = SocketAddr::new(IpAddr::from(client.ipv4), 40013);
     send_udp(
         client,
@@ -309,26 +274,4 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
     assert_eq!(stopped.len(), 1, "{stored:#?}");
     assert_eq!(stopped[0].flow.ended, Some(EndReason::Stopped));
     assert_eq!(store.count().unwrap(), stored.len() as u64);
-}
-
-/// The MAC address of `host`'s lab interface.
-fn interface_mac(host: &classifier_user::lab::Host) -> String {
-    let output = Lab::command(host, "cat")
-        .arg(format!("/sys/class/net/{}/address", host.iface))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// Sends `count` small datagrams from `from` (inside `host`) to `to`, bounded.
-fn send_udp(host: &classifier_user::lab::Host, from: SocketAddr, to: SocketAddr, count: usize) {
-    classifier_user::netns::run_in(&host.netns, move || {
-        let socket = std::net::UdpSocket::bind(from)?;
-        for _ in 0..count {
-            socket.send_to(b"lab datagram", to)?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    })
-    .unwrap();
 }

@@ -2,6 +2,7 @@
 
 mod classify_pcap;
 mod exceptions;
+mod export;
 mod flows;
 mod lab;
 mod policy;
@@ -31,6 +32,11 @@ Examples:
 
   # What the policy would do with the flows of a capture, before deploying it
   classifier classify-pcap capture.pcapng --policy new-policy.toml
+
+  # An investigation export (needs a case and a requester; audited), and the audit check
+  classifier export --case HR-2026-014 --requested-by 'J. Smith' --client 192.0.2.10 \
+      --format csv --out case-014.csv
+  classifier audit verify
 
   # See it work on a lab of network namespaces (as root)
   classifier lab demo
@@ -67,6 +73,11 @@ enum Command {
     /// List, grant and end exceptions (kept in an exceptions file beside the policy).
     #[command(subcommand)]
     Exceptions(exceptions::ExceptionsCommand),
+    /// Export the flow records an investigation needs (CSV, JSON Lines, IPFIX), audited.
+    Export(export::ExportArgs),
+    /// Check the export audit log.
+    #[command(subcommand)]
+    Audit(export::AuditCommand),
     /// Classify the flows of a pcap/pcapng capture with the real datapath, offline.
     ClassifyPcap(classify_pcap::ClassifyPcapArgs),
     /// A lab of network namespaces (clients, gateway, server) for demos and tests.
@@ -85,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::Flows(args) => flows::execute(&args),
         Command::Policy(command) => policy::execute(&command),
         Command::Exceptions(command) => exceptions::execute(&command),
+        Command::Export(args) => export::execute(&args),
+        Command::Audit(command) => export::execute_audit(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),
     };

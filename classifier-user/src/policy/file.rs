@@ -37,6 +37,8 @@ pub struct PolicyFile {
     pub shaping: ShapingSection,
     #[serde(default)]
     pub records: RecordsSection,
+    #[serde(default)]
+    pub export: ExportSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,4 +201,13 @@ fn default_retention() -> String {
 
 fn default_after_retention() -> String {
     "delete".into()
+}
+
+/// `[export]`: where ended flows are sent as they are recorded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    /// An IPFIX collector (`ADDRESS:PORT`, UDP; nfcapd, GoFlow2, ElastiFlow): every ended
+    /// flow is sent there too. Absent: no live export.
+    pub ipfix_collector: Option<String>,
 }

@@ -68,6 +68,8 @@ pub struct Policy {
 pub struct RecordsPolicy {
     pub end_rules: crate::flows::ending::EndRules,
     pub retention: crate::store::retention::Retention,
+    /// `[export] ipfix_collector`.
+    pub ipfix_collector: Option<std::net::SocketAddr>,
 }
 
 /// How shape verdicts are enforced (`[shaping] method`).
@@ -263,12 +265,26 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
             ));
         }
     };
+    let ipfix_collector = file
+        .export
+        .ipfix_collector
+        .as_deref()
+        .map(|text| {
+            text.parse().map_err(|e| {
+                source.error_at(
+                    &FieldPath::root().key("export").key("ipfix_collector"),
+                    format!("`{text}`: {e} (an address and a port: `192.0.2.50:4739`, `[2001:db8::50]:4739`)"),
+                )
+            })
+        })
+        .transpose()?;
     Ok(RecordsPolicy {
         end_rules: crate::flows::ending::EndRules {
             idle_timeout,
             ..Default::default()
         },
         retention: Retention { keep, after },
+        ipfix_collector,
     })
 }
 

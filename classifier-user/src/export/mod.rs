@@ -1,0 +1,330 @@
+//! Investigation exports: the flow records a filter selects, written as CSV, JSON Lines or
+//! IPFIX, with an entry in the hash-chained audit log ([`audit`]) for every export; and
+//! the live IPFIX export of ended flows to a collector ([`ipfix`]).
+//!
+//! The policies allow history to be looked at only when a senior manager asks over
+//! misconduct concerns: an export needs a case reference and the requester's name, and
+//! both go into the audit log with who ran it and what it wrote.
+
+pub mod audit;
+pub mod ipfix;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use jiff::Timestamp;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::store::{Filter, FlowStore, StoredFlow};
+
+/// The file formats of an export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One row per flow with a header row (RFC 4180), for spreadsheets.
+    Csv,
+    /// One JSON object per line, the same fields as the CSV.
+    Jsonl,
+    /// IPFIX messages (RFC 7011) as a file (RFC 5655): two records per flow, client to
+    /// server and back; names and classes as enterprise-specific elements.
+    Ipfix,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Ipfix => "ipfix",
+        }
+    }
+}
+
+/// One exported flow: the record flattened into named columns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExportRow {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// Empty when the record was anonymised.
+    pub client: String,
+    pub client_port: u16,
+    pub client_mac: String,
+    pub server: String,
+    pub server_port: u16,
+    pub protocol: String,
+    pub name: String,
+    pub category: String,
+    pub app: String,
+    pub method: String,
+    pub group: String,
+    pub verdict: String,
+    pub ech: bool,
+    pub up_packets: u64,
+    pub up_bytes: u64,
+    pub down_packets: u64,
+    pub down_bytes: u64,
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+    pub shaped_packets: u64,
+    pub shaped_bytes: u64,
+    pub end_reason: String,
+    pub anonymised: bool,
+}
+
+impl From<&StoredFlow> for ExportRow {
+    fn from(stored: &StoredFlow) -> Self {
+        let flow = &stored.flow;
+        let (client, client_port) = if stored.anonymised {
+            (String::new(), 0)
+        } else {
+            (flow.client.ip().to_string(), flow.client.port())
+        };
+        Self {
+            start: flow.first_seen,
+            end: flow.last_seen,
+            client,
+            client_port,
+            client_mac: flow.client_mac.clone().unwrap_or_default(),
+            server: flow.server.ip().to_string(),
+            server_port: flow.server.port(),
+            protocol: flow.protocol.clone(),
+            name: flow.name.clone().unwrap_or_default(),
+            category: flow.category.clone(),
+            app: flow.app.clone(),
+            method: flow.method.clone(),
+            group: flow.group.clone(),
+            verdict: flow.verdict.clone(),
+            ech: flow.ech,
+            up_packets: flow.upload.packets,
+            up_bytes: flow.upload.bytes,
+            down_packets: flow.download.packets,
+            down_bytes: flow.download.bytes,
+            blocked_packets: flow.blocked.packets,
+            blocked_bytes: flow.blocked.bytes,
+            shaped_packets: flow.shaped.packets,
+            shaped_bytes: flow.shaped.bytes,
+            end_reason: flow.ended.map(|r| r.name()).unwrap_or("").to_owned(),
+            anonymised: stored.anonymised,
+        }
+    }
+}
+
+/// An export as asked for.
+#[derive(Clone, Debug)]
+pub struct ExportRequest {
+    pub case: String,
+    pub requested_by: String,
+    pub operator: String,
+    pub filter: Filter,
+    pub format: Format,
+    pub out: PathBuf,
+}
+
+/// What an export did.
+#[derive(Clone, Debug)]
+pub struct ExportDone {
+    pub rows: u64,
+    pub audit: audit::AuditEntry,
+}
+
+/// Checks the request, writes the file (never over an existing one), and audits it.
+pub fn export(
+    request: &ExportRequest,
+    store: &Path,
+    audit_log: &Path,
+    now: Timestamp,
+) -> anyhow::Result<ExportDone> {
+    if request.case.trim().is_empty() {
+        bail!("an export needs a case reference (--case): history is opened only for a case");
+    }
+    if request.requested_by.trim().is_empty() {
+        bail!("an export needs the name of who asked for it (--requested-by)");
+    }
+    if !store.exists() {
+        bail!(
+            "no flow store at {} (the daemon's `run --store`)",
+            store.display()
+        );
+    }
+    let flows = FlowStore::open(store)?.query(&request.filter)?;
+    let bytes = encode(&flows, request.format)?;
+    write_new(&request.out, &bytes)?;
+    let facts = audit::ExportFacts {
+        case: request.case.trim().to_owned(),
+        requested_by: request.requested_by.trim().to_owned(),
+        operator: request.operator.clone(),
+        filter: request.filter.clone(),
+        format: request.format.name().to_owned(),
+        file: absolute(&request.out).display().to_string(),
+        rows: flows.len() as u64,
+        file_sha256: audit::hex(&Sha256::digest(&bytes)),
+    };
+    let audit = match audit::append(audit_log, facts, now) {
+        Ok(entry) => entry,
+        Err(e) => {
+            // An export that cannot be audited is not handed out.
+            let _ = std::fs::remove_file(&request.out);
+            return Err(e.context(format!(
+                "the export was not audited, so {} was removed",
+                request.out.display()
+            )));
+        }
+    };
+    Ok(ExportDone {
+        rows: flows.len() as u64,
+        audit,
+    })
+}
+
+/// The file's bytes for `flows` in `format`.
+pub fn encode(flows: &[StoredFlow], format: Format) -> anyhow::Result<Vec<u8>> {
+    let rows = flows.iter().map(ExportRow::from);
+    match format {
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            for row in rows {
+                writer.serialize(row)?;
+            }
+            // A header row even when nothing matched.
+            if flows.is_empty() {
+                return Ok(csv_header().into_bytes());
+            }
+            writer.into_inner().context("finishing the CSV")
+        }
+        Format::Jsonl => {
+            let mut out = Vec::new();
+            for row in rows {
+                serde_json::to_writer(&mut out, &row)?;
+                out.push(b'\n');
+            }
+            Ok(out)
+        }
+        Format::Ipfix => {
+            let records: Vec<_> = flows.iter().map(|s| s.flow.clone()).collect();
+            let mut encoder = ipfix::Encoder::new(ipfix::OBSERVATION_DOMAIN);
+            Ok(encoder.messages(&records, Timestamp::now()).concat())
+        }
+    }
+}
+
+fn csv_header() -> String {
+    "start,end,client,client_port,client_mac,server,server_port,protocol,name,category,app,\
+     method,group,verdict,ech,up_packets,up_bytes,down_packets,down_bytes,blocked_packets,\
+     blocked_bytes,shaped_packets,shaped_bytes,end_reason,anonymised\n"
+        .to_owned()
+}
+
+/// Writes `bytes` to a new file at `path`: an earlier export is never overwritten.
+fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "creating {} (an export never overwrites a file: choose a new name)",
+                path.display()
+            )
+        })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        EndReason,
+        tests::{TempStore, flow},
+    };
+
+    #[test]
+    fn csv_and_jsonl_read_back_as_the_stored_records() {
+        let temp = TempStore::new("export");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        let mut closed = flow(
+            "192.0.2.10:40000",
+            "2026-11-23T10:00:00Z",
+            "streaming-video",
+            9000,
+        );
+        closed.ended = Some(EndReason::Fin);
+        store
+            .insert(&[
+                closed,
+                flow(
+                    "[2001:db8:1::10]:40001",
+                    "2026-11-23T10:01:00Z",
+                    "gambling",
+                    7,
+                ),
+            ])
+            .unwrap();
+        let stored = store.query(&Filter::default()).unwrap();
+        let expected: Vec<ExportRow> = stored.iter().map(ExportRow::from).collect();
+
+        let csv_bytes = encode(&stored, Format::Csv).unwrap();
+        let from_csv: Vec<ExportRow> = csv::Reader::from_reader(csv_bytes.as_slice())
+            .deserialize()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(from_csv, expected);
+        assert!(String::from_utf8_lossy(&csv_bytes).starts_with(&csv_header()));
+
+        let jsonl = encode(&stored, Format::Jsonl).unwrap();
+        let from_jsonl: Vec<ExportRow> = String::from_utf8(jsonl)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(from_jsonl, expected);
+        assert_eq!(expected[0].end_reason, "fin");
+        assert_eq!(expected[0].down_bytes, 9000);
+        assert_eq!(expected[1].client, "2001:db8:1::10");
+    }
+
+    #[test]
+    fn an_export_needs_a_case_and_a_requester_and_never_overwrites() {
+        let temp = TempStore::new("export-refusals");
+        FlowStore::open(&temp.path).unwrap();
+        let dir = std::env::temp_dir().join(format!("classifier-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let audit_log = dir.join("audit.jsonl");
+        let mut request = ExportRequest {
+            case: " ".into(),
+            requested_by: "A. Manager".into(),
+            operator: "root".into(),
+            filter: Filter::default(),
+            format: Format::Csv,
+            out: dir.join("out.csv"),
+        };
+        let now = Timestamp::now();
+        let err = export(&request, &temp.path, &audit_log, now).unwrap_err();
+        assert!(format!("{err:#}").contains("case reference"), "{err:#}");
+        request.case = "HR-1".into();
+        request.requested_by = String::new();
+        let err = export(&request, &temp.path, &audit_log, now).unwrap_err();
+        assert!(format!("{err:#}").contains("--requested-by"), "{err:#}");
+        assert!(
+            !request.out.exists() && !audit_log.exists(),
+            "a refusal writes nothing"
+        );
+
+        request.requested_by = "A. Manager".into();
+        let done = export(&request, &temp.path, &audit_log, now).unwrap();
+        assert_eq!((done.rows, done.audit.seq), (0, 1));
+        let err = export(&request, &temp.path, &audit_log, now).unwrap_err();
+        assert!(format!("{err:#}").contains("never overwrites"), "{err:#}");
+        assert_eq!(audit::verify(&audit_log).unwrap().entries, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
