@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     control::{self, ErrorReply, Request},
+    degradation::{Degradation, IntervalReport},
     events::Learned,
     flows::{self, FlowRecord},
     in_force::InForce,
@@ -46,6 +47,10 @@ pub struct State {
     pub recorded: RecorderStats,
     /// Flows that ended in the last minute, still shown by `classifier flows`.
     pub recent: RecentlyEnded,
+    /// The bandwidth-degradation log's accounting (the recorder feeds it).
+    pub degradation: Degradation,
+    /// The newest closed interval of each length, for `/metrics`.
+    pub last_intervals: std::collections::BTreeMap<u64, IntervalReport>,
 }
 
 /// The answer to a status request.
@@ -186,7 +191,11 @@ pub async fn serve(
     control: UnixListener,
     reporting: Reporting,
     mut recorder: Recorder,
+    metrics: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<Exit> {
+    if let Some(listener) = metrics {
+        tokio::spawn(serve_metrics(listener, shared.clone()));
+    }
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -241,6 +250,35 @@ pub async fn serve(
     info!("shutting down");
     recorder.finish(&shared);
     Ok(Exit::Stop)
+}
+
+/// Answers `GET /metrics` until the runtime stops.
+async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared) {
+    use axum::{http::StatusCode, http::header::CONTENT_TYPE, response::IntoResponse as _};
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let shared = shared.clone();
+            async move {
+                match metrics::prometheus::render(&shared.lock()) {
+                    Ok(text) => (
+                        [(
+                            CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
+                    }
+                }
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        warn!(error = %e, "the metrics endpoint stopped");
+    }
 }
 
 /// Works the decisions out again when the period changes or an exception expires.

@@ -17,6 +17,7 @@
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`in_force`]: the policy in force: period, generation, reload;
 //! - [`export`]: investigation exports (CSV, JSON Lines, IPFIX), their audit log, live IPFIX;
+//! - [`degradation`]: the bandwidth-degradation log per interval, and running totals;
 //! - [`recorder`]: ended flows out of the table and into the store, the retention job;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
 //! - [`control`]: the control socket the CLI asks the daemon through;
@@ -26,6 +27,7 @@ pub mod bittorrent;
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod degradation;
 pub mod events;
 pub mod export;
 pub mod flows;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::{
     daemon::{Shared, State},
+    degradation::{FlowDelta, IntervalReport},
     export::ipfix::LiveExport,
     flows::{
         BootClock, FlowRecord,
@@ -93,6 +94,7 @@ impl Recorder {
             }
         };
         self.write(ended, shared);
+        self.close_intervals(shared);
         if self
             .last_retention
             .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
@@ -208,6 +210,40 @@ impl Recorder {
         }
     }
 
+    /// Closes the degradation intervals that are over: logged, kept for `/metrics`, stored.
+    fn close_intervals(&mut self, shared: &Shared) {
+        let reports: Vec<IntervalReport> = {
+            let mut guard = shared.lock();
+            let state = &mut *guard;
+            let reports = state.degradation.close_due(
+                jiff::Timestamp::now(),
+                &state.in_force.policy,
+                &state.in_force.period,
+            );
+            for report in &reports {
+                state
+                    .last_intervals
+                    .insert(report.interval_seconds, report.clone());
+            }
+            reports
+        };
+        for report in &reports {
+            for event in &report.events {
+                warn!(
+                    interval_seconds = report.interval_seconds,
+                    event = %serde_json::to_string(event).unwrap_or_default(),
+                    "bandwidth degradation"
+                );
+            }
+        }
+        if let Some(store) = &mut self.store
+            && !reports.is_empty()
+            && let Err(e) = store.insert_degradation(&reports)
+        {
+            warn!(error = %format!("{e:#}"), "could not write the degradation log");
+        }
+    }
+
     fn run_retention(&mut self, retention: &retention::Retention) {
         let Some(store) = &mut self.store else { return };
         match retention::apply(store, retention, jiff::Timestamp::now()) {
@@ -234,6 +270,7 @@ fn take_ended(
     let rules = state.in_force.policy.records.end_rules;
     let walk = read_entries(&state.datapath.flow_table()?);
     let complete = walk.complete;
+    account(state, ends, &walk);
     let ended = ends.sort(walk, boot_now_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;
     if complete {
@@ -250,6 +287,24 @@ fn take_ended(
         state.recent.push(flow.key, record.clone());
     }
     Ok(records)
+}
+
+/// Adds each flow's bytes since the last walk to the degradation log (not on the first
+/// walk: a restarted daemon would count the whole life of every flow it took over).
+fn account(state: &mut State, ends: &FlowEnds, walk: &crate::flows::TableWalk) {
+    if ends.walks == 0 {
+        return;
+    }
+    let deltas: Vec<FlowDelta> = walk
+        .entries
+        .iter()
+        .map(|(key, entry)| {
+            let client = crate::flows::socket_addr(key.client_addr, key.client_port).ip();
+            FlowDelta::between(client, ends.previous(key), entry)
+        })
+        .filter(|d| d.upload + d.download + d.blocked + d.shaped > 0)
+        .collect();
+    state.degradation.add(&deltas);
 }
 
 fn to_records(

@@ -205,6 +205,9 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     // Its own socket: the test beside it expects the default one to be free.
     .arg("--control-socket")
     .arg(lab.control_socket())
+    // Nothing written outside the lab.
+    .arg("--store")
+    .arg(lab.store_path())
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();

@@ -102,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             for (what, bin) in [
                 ("datapath benchmark", "datapath-bench"),
                 ("shaping benchmark", "shaping-bench"),
+                ("flow store benchmark", "store-bench"),
             ] {
                 let mut bench = cargo(&[
                     "run",

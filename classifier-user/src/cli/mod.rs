@@ -1,6 +1,7 @@
 //! The `classifier` command line: one binary, one subcommand per job.
 
 mod classify_pcap;
+mod degradation;
 mod exceptions;
 mod export;
 mod flows;
@@ -75,6 +76,8 @@ enum Command {
     Exceptions(exceptions::ExceptionsCommand),
     /// Export the flow records an investigation needs (CSV, JSON Lines, IPFIX), audited.
     Export(export::ExportArgs),
+    /// The bandwidth-degradation log: use, shares, withheld volume and events per interval.
+    Degradation(degradation::DegradationArgs),
     /// Check the export audit log.
     #[command(subcommand)]
     Audit(export::AuditCommand),
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Policy(command) => policy::execute(&command),
         Command::Exceptions(command) => exceptions::execute(&command),
         Command::Export(args) => export::execute(&args),
+        Command::Degradation(args) => degradation::execute(&args),
         Command::Audit(command) => export::execute_audit(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),

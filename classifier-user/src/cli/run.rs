@@ -14,6 +14,7 @@ use aya::maps::{MapData, RingBuf};
 use crate::{
     control,
     daemon::{self, Exit, Reporting, Shared, State},
+    degradation::Degradation,
     events::Learned,
     in_force::InForce,
     loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
@@ -88,6 +89,15 @@ pub struct RunArgs {
     /// Record nothing: ended flows are only counted.
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
+
+    /// Where Prometheus scrapes `/metrics` (HTTP): traffic by category and group, what the
+    /// policy withheld, the degradation intervals, the datapath's counters.
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::metrics::prometheus::DEFAULT_LISTEN)]
+    metrics: std::net::SocketAddr,
+
+    /// Serve no metrics.
+    #[arg(long)]
+    no_metrics: bool,
 
     /// Write the daemon's PID to FILE once the datapath is attached (removed at exit).
     #[arg(long, value_name = "FILE")]
@@ -176,12 +186,20 @@ fn run_daemon(
             );
         }
     };
-    let control = {
+    let (control, metrics) = {
         let _guard = runtime.enter();
-        match control::bind(&args.control_socket) {
+        let control = match control::bind(&args.control_socket) {
             Ok(listener) => listener,
             Err(err) => return (datapath, Some(shaper), Err(err)),
-        }
+        };
+        let metrics = match bind_metrics(args) {
+            Ok(listener) => listener,
+            Err(err) => {
+                let _ = std::fs::remove_file(&args.control_socket);
+                return (datapath, Some(shaper), Err(err));
+            }
+        };
+        (control, metrics)
     };
     if let Some(pid_file) = &args.pid_file
         && let Err(err) = write_pid_file(pid_file)
@@ -190,6 +208,7 @@ fn run_daemon(
         return (datapath, Some(shaper), Err(err));
     }
     let adopted = datapath.adopted();
+    let degradation = Degradation::new(&in_force.policy.degradation, jiff::Timestamp::now());
     let mut state = State {
         datapath,
         in_force,
@@ -201,6 +220,8 @@ fn run_daemon(
         started: Instant::now(),
         recorded: RecorderStats::default(),
         recent: RecentlyEnded::default(),
+        degradation,
+        last_intervals: Default::default(),
     };
     state.apply_shaping();
     let shared = Shared::new(state);
@@ -215,6 +236,7 @@ fn run_daemon(
         control,
         reporting,
         recorder,
+        metrics,
     ));
     drop(runtime);
     let _ = std::fs::remove_file(&args.control_socket);
@@ -272,4 +294,21 @@ fn sources(args: &RunArgs) -> PolicySources {
 fn write_pid_file(path: &Path) -> anyhow::Result<()> {
     std::fs::write(path, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing pid file {}", path.display()))
+}
+
+/// The `/metrics` listener, bound now so a taken port stops the start with a message.
+fn bind_metrics(args: &RunArgs) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if args.no_metrics {
+        return Ok(None);
+    }
+    let listener = std::net::TcpListener::bind(args.metrics).with_context(|| {
+        format!(
+            "listening for Prometheus on {} (another process has it? choose one with \
+             --metrics ADDR:PORT, or --no-metrics)",
+            args.metrics
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    info!(listen = %args.metrics, "serving /metrics");
+    Ok(Some(tokio::net::TcpListener::from_std(listener)?))
 }

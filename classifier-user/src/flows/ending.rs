@@ -76,6 +76,8 @@ pub struct FlowEnds {
     seen: HashMap<FlowKey, FlowEntry>,
     /// Flows found evicted since the daemon started.
     pub evicted: u64,
+    /// Walks sorted so far.
+    pub walks: u64,
 }
 
 impl FlowEnds {
@@ -83,6 +85,7 @@ impl FlowEnds {
     /// and record) and keeps the rest for the next walk. Flows of the last walk that are
     /// gone now were evicted: they come back with the entry last seen.
     pub fn sort(&mut self, walk: TableWalk, now_ns: u64, rules: &EndRules) -> Vec<Ended> {
+        self.walks += 1;
         let mut ended = Vec::new();
         let mut live = HashMap::with_capacity(walk.entries.len());
         for (key, entry) in walk.entries {
@@ -109,6 +112,11 @@ impl FlowEnds {
             self.seen.extend(vanished);
         }
         ended
+    }
+
+    /// The entry as the last walk saw it.
+    pub fn previous(&self, key: &FlowKey) -> Option<&FlowEntry> {
+        self.seen.get(key)
     }
 
     /// Whether `key` was live at the last walk.

@@ -169,7 +169,7 @@ fn mac_text(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-fn socket_addr(addr: [u8; 16], port: u16) -> SocketAddr {
+pub fn socket_addr(addr: [u8; 16], port: u16) -> SocketAddr {
     let v6 = Ipv6Addr::from(addr);
     let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
     SocketAddr::new(ip, port)

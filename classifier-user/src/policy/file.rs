@@ -39,6 +39,8 @@ pub struct PolicyFile {
     pub records: RecordsSection,
     #[serde(default)]
     pub export: ExportSection,
+    #[serde(default)]
+    pub degradation: DegradationSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,4 +212,43 @@ pub struct ExportSection {
     /// An IPFIX collector (`ADDRESS:PORT`, UDP; nfcapd, GoFlow2, ElastiFlow): every ended
     /// flow is sent there too. Absent: no live export.
     pub ipfix_collector: Option<String>,
+}
+
+/// `[degradation]`: the bandwidth-degradation log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DegradationSection {
+    /// Interval lengths (`10s`, `5m`).
+    #[serde(default = "default_degradation_intervals")]
+    pub intervals: Vec<String>,
+    /// The link's capacity each way (`100mbit`): shares are then of the link, not of the
+    /// traffic seen.
+    pub link_download: Option<String>,
+    pub link_upload: Option<String>,
+    /// Categories whose share of the link is watched; by default those of
+    /// streaming-video, streaming-audio and file-sharing the policy has.
+    pub watched_categories: Option<Vec<String>>,
+    /// Above this share (0..1) of the link, a watched category raises an event.
+    #[serde(default = "default_alert_share")]
+    pub alert_share: f64,
+}
+
+impl Default for DegradationSection {
+    fn default() -> Self {
+        Self {
+            intervals: default_degradation_intervals(),
+            link_download: None,
+            link_upload: None,
+            watched_categories: None,
+            alert_share: default_alert_share(),
+        }
+    }
+}
+
+fn default_degradation_intervals() -> Vec<String> {
+    vec!["10s".into(), "5m".into()]
+}
+
+fn default_alert_share() -> f64 {
+    crate::degradation::DegradationPolicy::default().alert_share
 }

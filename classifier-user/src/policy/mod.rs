@@ -61,6 +61,8 @@ pub struct Policy {
     pub shaping: ShapingMethod,
     /// When flows end and how long their records keep the client.
     pub records: RecordsPolicy,
+    /// The bandwidth-degradation log's intervals, link and alerts.
+    pub degradation: crate::degradation::DegradationPolicy,
 }
 
 /// `[records]`, validated.
@@ -212,6 +214,7 @@ impl Policy {
         let datapath = datapath_config(&file, &source)?;
         let shaping = shaping_method(&file, &source)?;
         let records = records_policy(&file, &source)?;
+        let degradation = degradation_policy(&file, &classes, &source)?;
         rules::check_shape_classes(&rules, &source)?;
         Ok(Self {
             origin: origin.display().to_string(),
@@ -226,8 +229,71 @@ impl Policy {
             datapath,
             shaping,
             records,
+            degradation,
         })
     }
+}
+
+fn degradation_policy(
+    file: &PolicyFile,
+    classes: &ClassTables,
+    source: &Source<'_>,
+) -> Result<crate::degradation::DegradationPolicy, PolicyError> {
+    let section = &file.degradation;
+    let at = |key: &str| FieldPath::root().key("degradation").key(key);
+    let mut intervals = Vec::new();
+    for text in &section.intervals {
+        let interval = humantime::parse_duration(text).map_err(|e| {
+            source.error_at(&at("intervals"), format!("`{text}`: {e} (e.g. `10s`)"))
+        })?;
+        if interval < std::time::Duration::from_secs(2) {
+            return Err(source.error_at(
+                &at("intervals"),
+                format!("`{text}`: at least 2s (the daemon reads the flow table every 2 s)"),
+            ));
+        }
+        intervals.push(interval);
+    }
+    intervals.sort();
+    let rate = |key: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| {
+                rules::parse_rate(t).map_err(|e| source.error_at(&at(key), format!("`{t}`: {e}")))
+            })
+            .transpose()
+    };
+    let watched_categories = match &section.watched_categories {
+        Some(names) => names.clone(),
+        None => crate::degradation::DegradationPolicy::default()
+            .watched_categories
+            .into_iter()
+            .filter(|name| classes.category_id(name).is_some())
+            .collect(),
+    };
+    for name in &watched_categories {
+        if classes.category_id(name).is_none() {
+            return Err(source.error_at(
+                &at("watched_categories"),
+                format!("no category `{name}` in [categories]"),
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&section.alert_share) {
+        return Err(source.error_at(
+            &at("alert_share"),
+            format!(
+                "{}: a share between 0 and 1 (0.5 is half the link)",
+                section.alert_share
+            ),
+        ));
+    }
+    Ok(crate::degradation::DegradationPolicy {
+        intervals,
+        link_download_bps: rate("link_download", &section.link_download)?,
+        link_upload_bps: rate("link_upload", &section.link_upload)?,
+        watched_categories,
+        alert_share: section.alert_share,
+    })
 }
 
 fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolicy, PolicyError> {

@@ -119,6 +119,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (day, category, app, grp)
     );
     CREATE INDEX flows_by_end ON flows (end_ms);",
+    // 3: the bandwidth-degradation log, one JSON report per closed interval.
+    "CREATE TABLE degradation (
+        id INTEGER PRIMARY KEY,
+        interval_s INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL,
+        end_ms INTEGER NOT NULL,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX degradation_by_end ON degradation (interval_s, end_ms);",
 ];
 
 /// An open flow store.
@@ -259,6 +268,60 @@ impl FlowStore {
         let rows = statement.query_map(rusqlite::params_from_iter(values), row_to_flow)?;
         rows.collect::<Result<Vec<_>, _>>()
             .context("reading flow records")
+    }
+
+    /// Writes closed degradation intervals.
+    pub fn insert_degradation(
+        &mut self,
+        reports: &[crate::degradation::IntervalReport],
+    ) -> anyhow::Result<()> {
+        let transaction = self.connection.transaction()?;
+        for report in reports {
+            transaction.execute(
+                "INSERT INTO degradation (interval_s, start_ms, end_ms, report)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    report.interval_seconds as i64,
+                    report.start.as_millisecond(),
+                    report.end.as_millisecond(),
+                    serde_json::to_string(report)?,
+                ],
+            )?;
+        }
+        transaction
+            .commit()
+            .context("writing the degradation log")?;
+        Ok(())
+    }
+
+    /// Degradation intervals of `interval_seconds` (any, with `None`) that ended at or
+    /// after `since`, oldest first, at most the `limit` newest.
+    pub fn degradation(
+        &self,
+        interval_seconds: Option<u64>,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<crate::degradation::IntervalReport>> {
+        let mut statement = self.connection.prepare(
+            "SELECT report FROM (
+                SELECT id, report FROM degradation
+                WHERE (?1 IS NULL OR interval_s = ?1) AND end_ms >= ?2
+                ORDER BY end_ms DESC, id DESC LIMIT ?3
+             ) ORDER BY id",
+        )?;
+        let rows = statement.query_map(
+            params![
+                interval_seconds.map(|s| s as i64),
+                since.map_or(i64::MIN, |t| t.as_millisecond()),
+                limit as i64
+            ],
+            |row| row.get::<_, String>(0),
+        )?;
+        let mut reports = Vec::new();
+        for row in rows {
+            reports.push(serde_json::from_str(&row?).context("a degradation report")?);
+        }
+        Ok(reports)
     }
 
     /// Number of records.

@@ -88,6 +88,14 @@ pub fn apply(
         deleted: 0,
         anonymised: 0,
     };
+    // Degradation reports name their top clients: those go, the aggregates stay.
+    transaction
+        .execute(
+            "UPDATE degradation SET report = json_remove(report, '$.top_clients')
+             WHERE end_ms < ?1 AND json_type(report, '$.top_clients') IS NOT NULL",
+            params![cutoff_ms],
+        )
+        .context("removing clients from expired degradation reports")?;
     match retention.after {
         AfterRetention::Delete => {
             transaction

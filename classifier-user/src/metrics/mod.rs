@@ -1,4 +1,7 @@
-//! The datapath's global counters ([`Stat`]), summed over CPUs.
+//! The datapath's global counters ([`Stat`]), summed over CPUs; and the Prometheus
+//! exposition of everything the daemon counts ([`prometheus`]).
+
+pub mod prometheus;
 
 use std::{borrow::Borrow, path::Path};
 

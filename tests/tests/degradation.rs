@@ -1,0 +1,225 @@
+//! The bandwidth-degradation log and `/metrics`, end to end: a shaped streaming download
+//! crosses the lab gateway; the degradation log (read with `classifier degradation`) shows
+//! the shape rule saturated, streaming above its share, the client on top and the bytes
+//! withheld; Prometheus' `/metrics` (fetched with curl) counts exactly the bytes the flow's
+//! record has.
+
+use std::{
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use classifier_tests::{classifier_bin, clients::curl_download, privileged};
+use classifier_user::{
+    degradation::{Event, IntervalReport},
+    lab::{
+        Lab, LabSpec,
+        daemon::{DaemonOptions, DaemonProcess},
+        http::HttpServer,
+        topology::SERVICE_V4,
+    },
+    store::{Filter, FlowStore, StoredFlow},
+};
+
+const NAME: &str = "video.example.test";
+const CLIENT_PORT: u16 = 40031;
+/// 6 MB at 8 Mbit/s: six seconds, so whole 2 s intervals run at the rule's rate.
+const BODY: u64 = 6_000_000;
+
+const POLICY: &str = r#"
+[site]
+name = "Degradation lab"
+
+[schedule]
+default = "working"
+
+[categories.streaming-video]
+domains = ["video.example.test"]
+
+[[rules]]
+description = "Video: 8 Mbit/s for everyone together"
+categories = "streaming-video"
+action = "shape"
+rate = "8mbit"
+
+[records]
+idle_timeout = "3s"
+
+[degradation]
+intervals = ["2s", "10s"]
+alert_share = 0.5
+"#;
+
+#[test]
+fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_bytes() {
+    if !privileged(
+        "a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_bytes",
+    ) {
+        return;
+    }
+    let lab = Lab::up(&LabSpec {
+        server_names: vec![NAME.into()],
+        ..LabSpec::default()
+    })
+    .expect("lab comes up");
+    let _server =
+        HttpServer::start(&lab.server.netns, &[SocketAddr::new(SERVICE_V4.into(), 80)]).unwrap();
+    std::fs::create_dir_all(lab.data_dir()).unwrap();
+    let policy = lab.data_dir().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let options = DaemonOptions {
+        extra_args: vec!["--policy".into(), policy.display().to_string()],
+        ..DaemonOptions::default()
+    };
+    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let client = &lab.clients[0];
+    curl_download(client, NAME, SERVICE_V4.into(), CLIENT_PORT, BODY);
+
+    let record = wait_for_record(&lab);
+    assert_eq!(record.flow.verdict, "shape");
+    assert!(record.flow.shaped.bytes > BODY, "{record:?}");
+    // Two more walks, so the intervals holding the flow's end have closed.
+    std::thread::sleep(Duration::from_secs(5));
+
+    // /metrics: the flow's bytes, exactly, under its category; the shaped bytes withheld.
+    let metrics = fetch_metrics(&lab);
+    let download = metric(
+        &metrics,
+        r#"classifier_traffic_bytes_total{category="streaming-video",group="default",direction="download"}"#,
+    );
+    assert_eq!(download, record.flow.download.bytes, "{metrics}");
+    let upload = metric(
+        &metrics,
+        r#"classifier_traffic_bytes_total{category="streaming-video",group="default",direction="upload"}"#,
+    );
+    assert_eq!(upload, record.flow.upload.bytes);
+    let throttled = metric(
+        &metrics,
+        r#"classifier_withheld_bytes_total{category="streaming-video",group="default",how="throttled"}"#,
+    );
+    assert_eq!(throttled, record.flow.shaped.bytes);
+    assert!(
+        metrics.contains("classifier_datapath_total{counter=\"packets\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("classifier_interval_bits_per_second{"),
+        "{metrics}"
+    );
+    daemon.stop().unwrap();
+
+    // The log, as `classifier degradation --json` prints it.
+    let output = Command::new(classifier_bin())
+        .args([
+            "degradation",
+            "--json",
+            "--interval",
+            "2s",
+            "--last",
+            "100",
+            "--store",
+        ])
+        .arg(lab.store_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports: Vec<IntervalReport> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(reports.len() >= 3, "{reports:#?}");
+    let logged_download: u64 = reports
+        .iter()
+        .flat_map(|r| &r.by_category)
+        .filter(|s| s.name == "streaming-video")
+        .map(|s| s.bytes)
+        .sum();
+    assert_eq!(
+        logged_download,
+        record.flow.download.bytes + record.flow.upload.bytes
+    );
+    let saturated = reports.iter().filter(|r| {
+        r.events.iter().any(|e| {
+            matches!(e, Event::RuleSaturated { rule, rate_bps: 8_000_000, .. } if rule.starts_with("rule 1:"))
+        })
+    });
+    assert!(
+        saturated.count() >= 1,
+        "a 2 s interval at the rule's rate: {reports:#?}"
+    );
+    let busy = reports
+        .iter()
+        .find(|r| r.events.iter().any(|e| matches!(e, Event::ShareExceeded { category, .. } if category == "streaming-video")))
+        .unwrap_or_else(|| panic!("streaming took the link: {reports:#?}"));
+    assert_eq!(
+        busy.top_clients[0].client,
+        std::net::IpAddr::from(client.ipv4)
+    );
+    assert!(
+        busy.withheld
+            .iter()
+            .any(|w| w.rule.starts_with("rule 1:") && w.throttled_bytes > 0)
+    );
+    // The human form names the same.
+    let text = Command::new(classifier_bin())
+        .args(["degradation", "--events", "--store"])
+        .arg(lab.store_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("EVENT") && text.contains("rule-saturated"),
+        "{text}"
+    );
+}
+
+/// Waits (bounded) for the download's record in the store.
+fn wait_for_record(lab: &Lab) -> StoredFlow {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(store) = FlowStore::open(&lab.store_path())
+            && let Some(found) = store
+                .query(&Filter::default())
+                .unwrap()
+                .into_iter()
+                .find(|s| s.flow.client.port() == CLIENT_PORT)
+        {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("the download was not recorded within 30 s");
+}
+
+/// `/metrics` of the daemon in the gateway's namespace, fetched with curl.
+fn fetch_metrics(lab: &Lab) -> String {
+    let output = Lab::command(&lab.gateway, "curl")
+        .args(["--silent", "--show-error", "--max-time", "5"])
+        .arg(format!(
+            "http://{}/metrics",
+            classifier_user::metrics::prometheus::DEFAULT_LISTEN
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The value of the sample named exactly `series` (name and labels).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        })
+        .unwrap_or_else(|| panic!("no `{series}` in\n{text}"))
+}
