@@ -79,12 +79,33 @@ fn chown_to_admin_group(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether the peer may talk to us: root, or a member of the admin group.
+/// Whether the peer may talk to us: root, or a member of the admin group, as its primary
+/// group or (the usual way, `usermod -aG classifier NAME`) a supplementary one. The
+/// socket's credentials carry only the primary group, so membership is read from the
+/// group database.
 pub fn peer_allowed(uid: u32, gid: u32) -> bool {
+    let group = nix::unistd::Group::from_name(ADMIN_GROUP).ok().flatten();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    allowed(
+        uid,
+        gid,
+        group.as_ref().map(|g| (g.gid.as_raw(), g.mem.as_slice())),
+        user.as_ref().map(|u| u.name.as_str()),
+    )
+}
+
+/// [`peer_allowed`] on what the databases said: the admin group's id and members (if the
+/// group exists) and the peer's user name (if it has one).
+fn allowed(uid: u32, gid: u32, group: Option<(u32, &[String])>, user: Option<&str>) -> bool {
     if uid == 0 {
         return true;
     }
-    matches!(nix::unistd::Group::from_name(ADMIN_GROUP), Ok(Some(group)) if group.gid.as_raw() == gid)
+    let Some((group_id, members)) = group else {
+        return false;
+    };
+    gid == group_id || user.is_some_and(|name| members.iter().any(|m| m == name))
 }
 
 /// Sends `request` to the daemon at `path` and returns its response lines.
@@ -108,4 +129,33 @@ pub fn ask(path: &Path, request: &Request) -> anyhow::Result<Vec<String>> {
         lines.push(line);
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    #[test]
+    fn root_and_members_of_the_admin_group_are_allowed() {
+        let members = ["alice".to_owned(), "bob".to_owned()];
+        let group = Some((990, &members[..]));
+        assert!(
+            allowed(0, 0, None, Some("root")),
+            "root, even without the group"
+        );
+        assert!(allowed(1000, 990, group, Some("carol")), "primary group");
+        assert!(
+            allowed(1001, 100, group, Some("bob")),
+            "supplementary group"
+        );
+        assert!(!allowed(1002, 100, group, Some("mallory")));
+        assert!(
+            !allowed(1003, 100, group, None),
+            "no user name, not the primary group"
+        );
+        assert!(
+            !allowed(1001, 100, None, Some("bob")),
+            "no admin group: root only"
+        );
+    }
 }

@@ -163,3 +163,34 @@ fn a_blocked_udp_flow_is_told_with_icmp_administratively_prohibited() {
     );
     daemon.stop().unwrap();
 }
+
+#[test]
+fn a_block_rule_with_fail_fast_off_drops_silently() {
+    if !privileged("a_block_rule_with_fail_fast_off_drops_silently") {
+        return;
+    }
+    let lab = Lab::up(&LabSpec::default()).expect("lab comes up");
+    let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
+    let silent = FILE_SHARING_BLOCKED.replace(
+        "action = \"block\"",
+        "action = \"block\"\nfail_fast = false",
+    );
+    assert_ne!(silent, FILE_SHARING_BLOCKED);
+    std::fs::write(&policy_file, silent).unwrap();
+    let options = DaemonOptions {
+        extra_args: vec!["--policy".into(), policy_file.display().to_string()],
+        ..DaemonOptions::default()
+    };
+    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let _ = std::fs::remove_file(&policy_file);
+
+    // Nothing comes back: the socket's read times out.
+    let v4 = dht_query_error(&lab.clients[0], SocketAddr::new(SERVICE_V4.into(), 6881));
+    assert_eq!(v4, None, "a silent drop");
+    let status = daemon.status().unwrap();
+    let stat = |s| status.datapath.get(s);
+    use classifier_common::stats::Stat;
+    assert_eq!(stat(Stat::UnreachablesSent), 0, "{status:?}");
+    assert!(stat(Stat::Blocked) >= 1, "{status:?}");
+    daemon.stop().unwrap();
+}

@@ -198,7 +198,7 @@ impl Policy {
             Action::Allow => None,
             Action::Block => Some(ActionEntry {
                 verdict: verdict::BLOCK,
-                fail_fast: 1,
+                fail_fast: u8::from(rule.fail_fast),
                 ..ActionEntry::default()
             }),
             Action::Shape(_) => Some(ActionEntry {

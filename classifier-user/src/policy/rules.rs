@@ -51,6 +51,10 @@ pub struct RuleSection {
     /// For `shape`: full speed for this much per client and period first, e.g. `20MB/hour`
     /// ("occasional short clips only").
     pub allowance: Option<String>,
+    /// For `block`: tell the client at once (a TCP reset; for UDP, QUIC included, an ICMP
+    /// "administratively prohibited", which makes a browser fall back to TCP without
+    /// waiting), the default; `false` drops silently.
+    pub fail_fast: Option<bool>,
 }
 
 /// What a rule does.
@@ -125,6 +129,8 @@ pub struct Rule {
     pub groups: Option<Vec<u16>>,
     pub periods: Option<Vec<String>>,
     pub action: Action,
+    /// A block tells the client at once (reset or ICMP) instead of dropping silently.
+    pub fail_fast: bool,
 }
 
 impl Rule {
@@ -211,6 +217,15 @@ fn compile_rule(
         (!list.is_empty()).then(|| list.iter().map(|p| p.to_string()).collect())
     };
     let action = compile_action(section, &path, source)?;
+    if section.fail_fast.is_some() && action != Action::Block {
+        return Err(source.error_at(
+            &path.key("fail_fast"),
+            format!(
+                "only a `block` rule fails fast or drops silently; this one is `{}`",
+                action.name()
+            ),
+        ));
+    }
     Ok(Rule {
         index,
         description: section.description.clone(),
@@ -218,6 +233,7 @@ fn compile_rule(
         groups,
         periods,
         action,
+        fail_fast: section.fail_fast.unwrap_or(true),
     })
 }
 
@@ -439,6 +455,7 @@ mod tests {
                     categories: Option<Vec<u16>>,
                     periods: Option<Vec<&str>>,
                     action| Rule {
+            fail_fast: true,
             index,
             description: String::new(),
             categories,

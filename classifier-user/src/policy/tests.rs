@@ -511,3 +511,32 @@ mod explain {
         assert!(err.message.contains("open"), "{err}");
     }
 }
+
+#[test]
+fn fail_fast_is_a_block_rule_setting_and_defaults_to_on() {
+    let policy = |rule: &str| {
+        Policy::parse(
+            &format!(
+                "[categories.gambling]\ndomains = [\"bet.example.test\"]\n[[rules]]\ncategories = \"gambling\"\n{rule}"
+            ),
+            Path::new("p.toml"),
+            Path::new("."),
+        )
+    };
+    assert!(policy("action = \"block\"").unwrap().rules[0].fail_fast);
+    assert!(
+        !policy("action = \"block\"\nfail_fast = false")
+            .unwrap()
+            .rules[0]
+            .fail_fast
+    );
+    let err = policy("action = \"allow\"\nfail_fast = false")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("p.toml:6")
+            && err.contains("fail_fast")
+            && err.contains("only a `block` rule"),
+        "{err}"
+    );
+}
