@@ -217,7 +217,9 @@ pub async fn serve(
     loop {
         tokio::select! {
             _ = ticks.tick() => report(&shared, &reporting)?,
-            _ = walks.tick() => recorder.walk(&shared),
+            // The store's writes block (SQLite; the PostgreSQL client runs its own runtime):
+            // off the async worker for their while.
+            _ = walks.tick() => tokio::task::block_in_place(|| recorder.walk(&shared)),
             ready = events.readable_mut() => {
                 let mut guard = ready.context("waiting for events")?;
                 drain_events(&shared, guard.get_inner_mut());
@@ -248,7 +250,7 @@ pub async fn serve(
         }
     }
     info!("shutting down");
-    recorder.finish(&shared);
+    tokio::task::block_in_place(|| recorder.finish(&shared));
     Ok(Exit::Stop)
 }
 

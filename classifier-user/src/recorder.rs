@@ -7,7 +7,6 @@
 
 use std::{
     collections::VecDeque,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -26,7 +25,7 @@ use crate::{
         neighbours::Neighbours,
         read_entries,
     },
-    store::{EndReason, FlowStore, retention},
+    store::{EndReason, Store, retention},
 };
 
 /// How often the flow table is walked for ended flows.
@@ -51,8 +50,8 @@ pub struct RecorderStats {
 
 /// Where and how the daemon records flows.
 pub struct Recorder {
-    store: Option<FlowStore>,
-    store_path: Option<PathBuf>,
+    store: Option<Store>,
+    store_path: Option<String>,
     ends: FlowEnds,
     neighbours: Neighbours,
     /// Records of the last batch the store refused, tried again with the next one.
@@ -63,10 +62,10 @@ pub struct Recorder {
 
 impl Recorder {
     /// Opens the store at `store` (none: flows are ended and counted, not written).
-    pub fn open(store: Option<PathBuf>, lan_interface: &str) -> anyhow::Result<Self> {
-        let opened = store.as_deref().map(FlowStore::open).transpose()?;
-        if let Some(path) = &store {
-            info!(store = %path.display(), "recording ended flows");
+    pub fn open(store: Option<String>, lan_interface: &str) -> anyhow::Result<Self> {
+        let opened = store.as_deref().map(Store::open).transpose()?;
+        if let Some(location) = &store {
+            info!(store = %redacted(location), "recording ended flows");
         }
         Ok(Self {
             store: opened,
@@ -128,8 +127,8 @@ impl Recorder {
         if let Ok(records) = live {
             let count = records.len();
             self.write(records, shared);
-            if let Some(path) = &self.store_path {
-                info!(flows = count, store = %path.display(), "recorded the flows live at stop");
+            if let Some(location) = &self.store_path {
+                info!(flows = count, store = %redacted(location), "recorded the flows live at stop");
             }
         }
     }
@@ -246,7 +245,7 @@ impl Recorder {
 
     fn run_retention(&mut self, retention: &retention::Retention) {
         let Some(store) = &mut self.store else { return };
-        match retention::apply(store, retention, jiff::Timestamp::now()) {
+        match store.apply_retention(retention, jiff::Timestamp::now()) {
             Ok(report) if report.deleted + report.anonymised > 0 => info!(
                 cutoff = %report.cutoff,
                 deleted = report.deleted,
@@ -257,6 +256,21 @@ impl Recorder {
             Err(e) => warn!(error = %format!("{e:#}"), "the retention job failed"),
         }
     }
+}
+
+/// `location` without a password, for logs.
+fn redacted(location: &str) -> String {
+    location
+        .split_whitespace()
+        .map(|part| {
+            if part.starts_with("password=") {
+                "password=…"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Walks the table, takes the flows that ended out of it, and returns their records;

@@ -9,6 +9,7 @@ pub mod clients;
 pub mod frames;
 pub mod iperf;
 pub mod nfdump;
+pub mod postgres;
 pub mod run;
 pub mod tracker;
 pub mod wire;

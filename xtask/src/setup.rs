@@ -37,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "openssl",
     // A real IPFIX collector (nfcapd) and reader (nfdump) for the export tests.
     "nfdump",
+    // A real PostgreSQL for the store's PostgreSQL backend tests.
+    "postgresql",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which

@@ -1,7 +1,5 @@
 //! `classifier degradation`: the bandwidth-degradation log, read from the flow store.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
 use crate::{degradation::IntervalReport, store};
@@ -39,18 +37,18 @@ pub struct DegradationArgs {
     #[arg(long)]
     json: bool,
 
-    /// The daemon's flow store.
-    #[arg(long, value_name = "FILE", default_value = store::DEFAULT_STORE)]
-    store: PathBuf,
+    /// The daemon's flow store (an SQLite file or a PostgreSQL connection string).
+    #[arg(long, value_name = "FILE|POSTGRES", default_value = store::DEFAULT_STORE)]
+    store: String,
 }
 
 pub fn execute(args: &DegradationArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.store.exists(),
+        store::Store::exists(&args.store),
         "no flow store at {} (the daemon's `run --store`)",
-        args.store.display()
+        args.store
     );
-    let store = store::FlowStore::open(&args.store)?;
+    let mut store = store::Store::open(&args.store)?;
     let limit = if args.events {
         usize::MAX >> 1
     } else {

@@ -58,9 +58,9 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 
-    /// The daemon's flow store.
-    #[arg(long, value_name = "FILE", default_value = store::DEFAULT_STORE)]
-    store: PathBuf,
+    /// The daemon's flow store (an SQLite file or a PostgreSQL connection string).
+    #[arg(long, value_name = "FILE|POSTGRES", default_value = store::DEFAULT_STORE)]
+    store: String,
 
     /// The export audit log.
     #[arg(long, value_name = "FILE", default_value = audit::DEFAULT_AUDIT_LOG)]

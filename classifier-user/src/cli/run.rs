@@ -81,10 +81,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     top: usize,
 
-    /// The flow store (SQLite): every ended flow is recorded there, and kept as long as the
-    /// policy's `[records] retention` allows. `classifier export` reads it.
-    #[arg(long, value_name = "FILE", default_value = store::DEFAULT_STORE)]
-    store: PathBuf,
+    /// The flow store: every ended flow is recorded there, and kept as long as the policy's
+    /// `[records] retention` allows; `classifier export` reads it. An SQLite file, or a
+    /// PostgreSQL database (`host=db user=classifier dbname=flows` or a `postgres://` URL;
+    /// a password goes in ~/.pgpass or PGPASSWORD rather than here).
+    #[arg(long, value_name = "FILE|POSTGRES", default_value = store::DEFAULT_STORE)]
+    store: String,
 
     /// Record nothing: ended flows are only counted.
     #[arg(long, conflicts_with = "store")]

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::store::{Filter, FlowStore, StoredFlow};
+use crate::store::{Filter, Store, StoredFlow};
 
 /// The file formats of an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -134,7 +134,7 @@ pub struct ExportDone {
 /// Checks the request, writes the file (never over an existing one), and audits it.
 pub fn export(
     request: &ExportRequest,
-    store: &Path,
+    store: &str,
     audit_log: &Path,
     now: Timestamp,
 ) -> anyhow::Result<ExportDone> {
@@ -144,13 +144,10 @@ pub fn export(
     if request.requested_by.trim().is_empty() {
         bail!("an export needs the name of who asked for it (--requested-by)");
     }
-    if !store.exists() {
-        bail!(
-            "no flow store at {} (the daemon's `run --store`)",
-            store.display()
-        );
+    if !Store::exists(store) {
+        bail!("no flow store at {store} (the daemon's `run --store`)");
     }
-    let flows = FlowStore::open(store)?.query(&request.filter)?;
+    let flows = Store::open(store)?.query(&request.filter)?;
     let bytes = encode(&flows, request.format)?;
     write_new(&request.out, &bytes)?;
     let facts = audit::ExportFacts {
@@ -243,7 +240,7 @@ fn absolute(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::store::{
-        EndReason,
+        EndReason, FlowStore,
         tests::{TempStore, flow},
     };
 
@@ -308,11 +305,11 @@ mod tests {
             out: dir.join("out.csv"),
         };
         let now = Timestamp::now();
-        let err = export(&request, &temp.path, &audit_log, now).unwrap_err();
+        let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
         assert!(format!("{err:#}").contains("case reference"), "{err:#}");
         request.case = "HR-1".into();
         request.requested_by = String::new();
-        let err = export(&request, &temp.path, &audit_log, now).unwrap_err();
+        let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
         assert!(format!("{err:#}").contains("--requested-by"), "{err:#}");
         assert!(
             !request.out.exists() && !audit_log.exists(),
@@ -320,9 +317,9 @@ mod tests {
         );
 
         request.requested_by = "A. Manager".into();
-        let done = export(&request, &temp.path, &audit_log, now).unwrap();
+        let done = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap();
         assert_eq!((done.rows, done.audit.seq), (0, 1));
-        let err = export(&request, &temp.path, &audit_log, now).unwrap_err();
+        let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
         assert!(format!("{err:#}").contains("never overwrites"), "{err:#}");
         assert_eq!(audit::verify(&audit_log).unwrap().entries, 1);
         std::fs::remove_dir_all(&dir).unwrap();

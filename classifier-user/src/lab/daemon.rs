@@ -37,6 +37,8 @@ pub struct DaemonOptions {
     pub extra_args: Vec<String>,
     /// Whether the daemon's stdout goes to ours (the demo) or nowhere (tests).
     pub show_output: bool,
+    /// The flow store, when not the lab's SQLite file (a PostgreSQL connection string).
+    pub store: Option<String>,
 }
 
 impl DaemonProcess {
@@ -60,7 +62,12 @@ impl DaemonProcess {
             .arg("--control-socket")
             .arg(&control_socket)
             .arg("--store")
-            .arg(lab.store_path())
+            .arg(
+                options
+                    .store
+                    .clone()
+                    .unwrap_or_else(|| lab.store_path().display().to_string()),
+            )
             .args(&options.extra_args)
             .stdin(Stdio::null());
         if !options.show_output {

@@ -74,6 +74,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
                 humantime::format_duration(options.report_interval).to_string(),
             ],
             show_output: true,
+            ..DaemonOptions::default()
         },
     )?;
     println!(
@@ -87,7 +88,21 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     let records = daemon.flows()?;
     flows::write_table(&mut std::io::stdout().lock(), &records, 30)?;
     let status = daemon.stop()?;
-    println!("== daemon stopped ({status}): programs detached, maps unpinned; removing the lab");
+    println!("== daemon stopped ({status}): programs detached, maps unpinned");
+    let store = crate::store::FlowStore::open(&lab.store_path())?;
+    println!(
+        "== {} ended flows recorded in the flow store {} (`classifier export` reads it; \
+         `classifier degradation --store ...` shows the degradation log); removing the lab",
+        store.count()?,
+        lab.store_path().display()
+    );
+    let intervals = store.degradation(None, None, 3)?;
+    for interval in intervals {
+        println!(
+            "   {}s interval to {}: down {} bit/s, up {} bit/s",
+            interval.interval_seconds, interval.end, interval.download_bps, interval.upload_bps
+        );
+    }
     drop(lab);
     Ok(())
 }

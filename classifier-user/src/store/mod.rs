@@ -6,6 +6,7 @@
 //! seen), where (server, name, category, application), how much and how long. Never
 //! payload.
 
+pub mod postgres;
 pub mod retention;
 
 use std::path::Path;
@@ -48,7 +49,7 @@ impl EndReason {
         }
     }
 
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         match text {
             "fin" => EndReason::Fin,
             "rst" => EndReason::Rst,
@@ -130,7 +131,85 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX degradation_by_end ON degradation (interval_s, end_ms);",
 ];
 
-/// An open flow store.
+/// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
+/// PostgreSQL (a `postgres://` URL or a `host=...` connection string).
+pub enum Store {
+    Sqlite(FlowStore),
+    Postgres(postgres::PgStore),
+}
+
+impl Store {
+    /// Opens `location`: a PostgreSQL connection string or URL, else an SQLite file path.
+    pub fn open(location: &str) -> anyhow::Result<Self> {
+        if postgres::is_postgres(location) {
+            Ok(Self::Postgres(postgres::PgStore::connect(location)?))
+        } else {
+            Ok(Self::Sqlite(FlowStore::open(Path::new(location))?))
+        }
+    }
+
+    /// Whether `location` can be opened without creating anything: a PostgreSQL database,
+    /// or an SQLite file that exists.
+    pub fn exists(location: &str) -> bool {
+        postgres::is_postgres(location) || Path::new(location).exists()
+    }
+
+    pub fn insert(&mut self, flows: &[FlowRecord]) -> anyhow::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.insert(flows),
+            Self::Postgres(p) => p.insert(flows),
+        }
+    }
+
+    pub fn query(&mut self, filter: &Filter) -> anyhow::Result<Vec<StoredFlow>> {
+        match self {
+            Self::Sqlite(s) => s.query(filter),
+            Self::Postgres(p) => p.query(filter),
+        }
+    }
+
+    pub fn count(&mut self) -> anyhow::Result<u64> {
+        match self {
+            Self::Sqlite(s) => s.count(),
+            Self::Postgres(p) => p.count(),
+        }
+    }
+
+    pub fn insert_degradation(
+        &mut self,
+        reports: &[crate::degradation::IntervalReport],
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Sqlite(s) => s.insert_degradation(reports),
+            Self::Postgres(p) => p.insert_degradation(reports),
+        }
+    }
+
+    pub fn degradation(
+        &mut self,
+        interval_seconds: Option<u64>,
+        since: Option<Timestamp>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<crate::degradation::IntervalReport>> {
+        match self {
+            Self::Sqlite(s) => s.degradation(interval_seconds, since, limit),
+            Self::Postgres(p) => p.degradation(interval_seconds, since, limit),
+        }
+    }
+
+    pub fn apply_retention(
+        &mut self,
+        policy: &retention::Retention,
+        now: Timestamp,
+    ) -> anyhow::Result<retention::RetentionReport> {
+        match self {
+            Self::Sqlite(s) => retention::apply(s, policy, now),
+            Self::Postgres(p) => p.apply_retention(policy, now),
+        }
+    }
+}
+
+/// An open SQLite flow store.
 pub struct FlowStore {
     connection: Connection,
 }
