@@ -11,6 +11,7 @@ pub mod iperf;
 pub mod nfdump;
 pub mod postgres;
 pub mod run;
+pub mod setup;
 pub mod tracker;
 pub mod wire;
 

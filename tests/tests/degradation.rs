@@ -5,20 +5,19 @@
 //! record has.
 
 use std::{
-    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
 
-use classifier_tests::{classifier_bin, clients::curl_download, privileged};
+use classifier_tests::{
+    classifier_bin,
+    clients::curl_download,
+    privileged,
+    setup::{daemon_with_policy, http_lab},
+};
 use classifier_user::{
     degradation::{Event, IntervalReport},
-    lab::{
-        Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        http::HttpServer,
-        topology::SERVICE_V4,
-    },
+    lab::{Lab, topology::SERVICE_V4},
     store::{Filter, FlowStore, StoredFlow},
 };
 
@@ -58,21 +57,8 @@ fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_b
     ) {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        server_names: vec![NAME.into()],
-        ..LabSpec::default()
-    })
-    .expect("lab comes up");
-    let _server =
-        HttpServer::start(&lab.server.netns, &[SocketAddr::new(SERVICE_V4.into(), 80)]).unwrap();
-    std::fs::create_dir_all(lab.data_dir()).unwrap();
-    let policy = lab.data_dir().join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let options = DaemonOptions {
-        extra_args: vec!["--policy".into(), policy.display().to_string()],
-        ..DaemonOptions::default()
-    };
-    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let (lab, _http) = http_lab(NAME);
+    let daemon = daemon_with_policy(&lab, POLICY, None);
     let client = &lab.clients[0];
     curl_download(client, NAME, SERVICE_V4.into(), CLIENT_PORT, BODY);
 

@@ -18,16 +18,12 @@ use classifier_tests::{
     council_policy_with_short_idle,
     nfdump::{Collector, NfFlow},
     privileged,
+    setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
     export::ExportRow,
     flows::Counters,
-    lab::{
-        Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        http::HttpServer,
-        topology::SERVICE_V4,
-    },
+    lab::{Lab, topology::SERVICE_V4},
     store::{Filter, FlowStore},
 };
 
@@ -44,32 +40,14 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     if !privileged("exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        server_names: vec![SERVER_NAME.into()],
-        ..LabSpec::default()
-    })
-    .expect("lab comes up");
-    let _server = HttpServer::start(
-        &lab.server.netns,
-        &[SocketAddr::new(SERVICE_V4.into(), HTTP_PORT)],
-    )
-    .unwrap();
+    let (lab, _http) = http_lab(SERVER_NAME);
     let data = lab.data_dir();
     std::fs::create_dir_all(&data).unwrap();
     let collector = Collector::start(&lab.gateway, LIVE_COLLECTOR, &data.join("live")).unwrap();
-    let policy = data.join("policy.toml");
-    std::fs::write(
-        &policy,
-        council_policy_with_short_idle(&format!(
-            "[export]\nipfix_collector = \"{LIVE_COLLECTOR}\"\n"
-        )),
-    )
-    .unwrap();
-    let options = DaemonOptions {
-        extra_args: vec!["--policy".into(), policy.display().to_string()],
-        ..DaemonOptions::default()
-    };
-    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let policy = council_policy_with_short_idle(&format!(
+        "[export]\nipfix_collector = \"{LIVE_COLLECTOR}\"\n"
+    ));
+    let daemon = daemon_with_policy(&lab, &policy, None);
 
     let client = &lab.clients[0];
     let capture = Capture::start(client, "tcp port 40021 or tcp port 40022").unwrap();

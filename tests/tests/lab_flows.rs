@@ -154,28 +154,13 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
     if !privileged("ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        server_names: vec![SERVER_NAME.into()],
-        ..LabSpec::default()
-    })
-    .expect("lab comes up");
-    let _server = HttpServer::start(
-        &lab.server.netns,
-        &[
-            SocketAddr::new(SERVICE_V4.into(), HTTP_PORT),
-            SocketAddr::new(SERVICE_V6.into(), HTTP_PORT),
-        ],
-    )
-    .unwrap();
+    let (lab, _http) = classifier_tests::setup::http_lab(SERVER_NAME);
     // A short idle timeout, so the UDP flow ends within the test.
-    std::fs::create_dir_all(lab.data_dir()).unwrap();
-    let policy = lab.data_dir().join("policy.toml");
-    std::fs::write(&policy, council_policy_with_short_idle("")).unwrap();
-    let options = DaemonOptions {
-        extra_args: vec!["--policy".into(), policy.display().to_string()],
-        ..DaemonOptions::default()
-    };
-    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let daemon = classifier_tests::setup::daemon_with_policy(
+        &lab,
+        &council_policy_with_short_idle(""),
+        None,
+    );
 
     let client = &lab.clients[0];
     let client_mac = interface_mac(client);

@@ -15,16 +15,12 @@ use classifier_tests::{
     council_policy_with_short_idle,
     postgres::Postgres,
     privileged,
+    setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
     export::ExportRow,
     flows::{Counters, FlowRecord},
-    lab::{
-        Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        http::HttpServer,
-        topology::SERVICE_V4,
-    },
+    lab::topology::SERVICE_V4,
     store::{
         EndReason, Filter, Store,
         retention::{AfterRetention, Retention},
@@ -132,22 +128,12 @@ fn the_daemon_records_into_postgresql_and_export_reads_it_back() {
     }
     const NAME: &str = "downloads.example.test";
     let server = Postgres::start().expect("a PostgreSQL server starts");
-    let lab = Lab::up(&LabSpec {
-        server_names: vec![NAME.into()],
-        ..LabSpec::default()
-    })
-    .expect("lab comes up");
-    let _http =
-        HttpServer::start(&lab.server.netns, &[SocketAddr::new(SERVICE_V4.into(), 80)]).unwrap();
-    std::fs::create_dir_all(lab.data_dir()).unwrap();
-    let policy = lab.data_dir().join("policy.toml");
-    std::fs::write(&policy, council_policy_with_short_idle("")).unwrap();
-    let options = DaemonOptions {
-        extra_args: vec!["--policy".into(), policy.display().to_string()],
-        store: Some(server.connection()),
-        ..DaemonOptions::default()
-    };
-    let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
+    let (lab, _http) = http_lab(NAME);
+    let daemon = daemon_with_policy(
+        &lab,
+        &council_policy_with_short_idle(""),
+        Some(server.connection()),
+    );
     let client = &lab.clients[0];
     let capture = Capture::start(client, "tcp port 40041").unwrap();
     curl_download(client, NAME, SERVICE_V4.into(), 40041, 250_000);

@@ -1,0 +1,44 @@
+//! Lab set-ups several end-to-end tests share: a lab whose server answers HTTP for a
+//! name, and the daemon started on it with a policy of the test's own.
+
+use std::net::SocketAddr;
+
+use classifier_user::lab::{
+    Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    http::HttpServer,
+    topology::{SERVICE_V4, SERVICE_V6},
+};
+
+/// A lab (one client) whose server answers HTTP on port 80, both families, for `name`.
+/// Bind the pair as `let (lab, _http) = ...`: the server then stops before the lab goes.
+pub fn http_lab(name: &str) -> (Lab, HttpServer) {
+    let lab = Lab::up(&LabSpec {
+        server_names: vec![name.into()],
+        ..LabSpec::default()
+    })
+    .expect("lab comes up");
+    let http = HttpServer::start(
+        &lab.server.netns,
+        &[
+            SocketAddr::new(SERVICE_V4.into(), 80),
+            SocketAddr::new(SERVICE_V6.into(), 80),
+        ],
+    )
+    .expect("the lab's HTTP server starts");
+    (lab, http)
+}
+
+/// The daemon on `lab`'s gateway running `policy` (TOML text, written to the lab's data
+/// directory), recording into `store` (the lab's SQLite file when `None`).
+pub fn daemon_with_policy(lab: &Lab, policy: &str, store: Option<String>) -> DaemonProcess {
+    std::fs::create_dir_all(lab.data_dir()).unwrap();
+    let path = lab.data_dir().join("policy.toml");
+    std::fs::write(&path, policy).unwrap();
+    let options = DaemonOptions {
+        extra_args: vec!["--policy".into(), path.display().to_string()],
+        store,
+        ..DaemonOptions::default()
+    };
+    DaemonProcess::start(&crate::classifier_bin(), lab, &options).expect("the daemon starts")
+}
