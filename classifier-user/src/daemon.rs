@@ -49,6 +49,8 @@ pub struct State {
     pub recent: RecentlyEnded,
     /// The bandwidth-degradation log's accounting (the recorder feeds it).
     pub degradation: Degradation,
+    /// Flows the recorder's last walk found in the table.
+    pub flows_at_last_walk: usize,
     /// The newest closed interval of each length, for `/metrics`.
     pub last_intervals: std::collections::BTreeMap<u64, IntervalReport>,
 }

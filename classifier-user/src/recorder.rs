@@ -284,6 +284,7 @@ fn take_ended(
     let rules = state.in_force.policy.records.end_rules;
     let walk = read_entries(&state.datapath.flow_table()?);
     let complete = walk.complete;
+    state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
     let ended = ends.sort(walk, boot_now_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;

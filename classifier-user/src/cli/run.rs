@@ -223,6 +223,7 @@ fn run_daemon(
         recorded: RecorderStats::default(),
         recent: RecentlyEnded::default(),
         degradation,
+        flows_at_last_walk: 0,
         last_intervals: Default::default(),
     };
     state.apply_shaping();

@@ -97,6 +97,7 @@ pub fn append(log: &Path, facts: ExportFacts, now: Timestamp) -> anyhow::Result<
         .read(true)
         .open(log)
         .with_context(|| format!("opening the audit log {}", log.display()))?;
+    crate::store::restrict(log)?;
     // Two exports at once must not chain to the same head.
     file.lock()
         .with_context(|| format!("locking the audit log {}", log.display()))?;

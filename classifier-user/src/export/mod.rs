@@ -215,11 +215,14 @@ fn csv_header() -> String {
         .to_owned()
 }
 
-/// Writes `bytes` to a new file at `path`: an earlier export is never overwritten.
+/// Writes `bytes` to a new file at `path`, readable by its owner only (it is evidence
+/// about a person): an earlier export is never overwritten.
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .with_context(|| {
             format!(
@@ -319,6 +322,10 @@ mod tests {
         request.requested_by = "A. Manager".into();
         let done = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap();
         assert_eq!((done.rows, done.audit.seq), (0, 1));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&request.out), 0o600, "an export is its owner's only");
+        assert_eq!(mode(&audit_log), 0o640);
         let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
         assert!(format!("{err:#}").contains("never overwrites"), "{err:#}");
         assert_eq!(audit::verify(&audit_log).unwrap().entries, 1);

@@ -122,8 +122,12 @@ pub fn render(state: &State) -> anyhow::Result<String> {
     );
 
     let flows = Gauge::<i64>::default();
-    flows.set(state.flows().map_or(0, |f| f.len()) as i64);
-    registry.register("flows", "Flows in the kernel's flow table", flows);
+    flows.set(state.flows_at_last_walk as i64);
+    registry.register(
+        "flows",
+        "Flows in the kernel's flow table at the last walk",
+        flows,
+    );
     let generation = Gauge::<i64>::default();
     generation.set(state.in_force.generation as i64);
     registry.register(

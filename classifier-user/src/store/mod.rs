@@ -237,6 +237,9 @@ impl FlowStore {
         }
         let connection = Connection::open(path)
             .with_context(|| format!("opening the flow store {}", path.display()))?;
+        // Who visited what is for root and the admin group only (SQLite gives its WAL and
+        // shared-memory files the database file's mode).
+        restrict(path)?;
         // WAL: readers (exports) never block the daemon's writes, and a crash loses at
         // most the transaction in flight.
         connection
@@ -416,6 +419,13 @@ impl FlowStore {
     }
 }
 
+/// Makes `path` readable by its owner and group only (0640).
+pub(crate) fn restrict(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
+        .with_context(|| format!("restricting {} to its owner and group", path.display()))
+}
+
 fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
     use crate::flows::Counters;
     let millis = |name: &str| -> rusqlite::Result<Timestamp> {
@@ -579,6 +589,13 @@ pub(crate) mod tests {
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
         assert_eq!(journal, "wal");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&temp.path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o640,
+            "records are for root and the admin group"
+        );
     }
 
     #[test]
