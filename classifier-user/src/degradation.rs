@@ -476,6 +476,9 @@ description = "Video at 8 Mbit/s together"
 categories = "streaming-video"
 action = "shape"
 rate = "8mbit"
+[degradation]
+link_download = "100mbit"
+link_upload = "10mbit"
 "#,
             std::path::Path::new("test.toml"),
             std::path::Path::new("."),
