@@ -203,7 +203,7 @@ fn learn_peers(key: &FlowKey, reply: &[u8], datapath: &mut Datapath) {
     if peers.is_empty() {
         return;
     }
-    let learned = boot_time_ns().and_then(|now| {
+    let learned = crate::flows::boot_time_ns().and_then(|now| {
         let mut cache = datapath.peer_cache()?;
         for peer in &peers {
             let addr = match peer.ip() {
@@ -227,12 +227,6 @@ fn learn_peers(key: &FlowKey, reply: &[u8], datapath: &mut Datapath) {
         ),
         Err(e) => warn!(error = %format!("{e:#}"), "could not fill the peer cache"),
     }
-}
-
-/// CLOCK_BOOTTIME in ns: the clock the datapath stamps the peer cache with.
-fn boot_time_ns() -> anyhow::Result<u64> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
-    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
 #[cfg(test)]

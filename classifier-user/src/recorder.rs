@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use classifier_common::flow::FlowKey;
 use serde::Serialize;
 use tracing::{info, warn};
@@ -286,7 +285,7 @@ fn take_ended(
     let complete = walk.complete;
     state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
-    let ended = ends.sort(walk, boot_now_ns()?, &rules);
+    let ended = ends.sort(walk, crate::flows::boot_time_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;
     if complete {
         // Names of flows that left the table some other way (evicted between two walks
@@ -339,12 +338,6 @@ fn to_records(
             record
         })
         .collect())
-}
-
-fn boot_now_ns() -> anyhow::Result<u64> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .context("reading CLOCK_BOOTTIME")?;
-    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
 /// Flows that ended in the last minute, which `classifier flows` still shows (with why

@@ -136,6 +136,14 @@ impl FlowRecord {
     }
 }
 
+/// CLOCK_BOOTTIME in ns: the clock the datapath stamps flows and the peer cache with
+/// (`bpf_ktime_get_boot_ns()`).
+pub fn boot_time_ns() -> anyhow::Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .context("reading CLOCK_BOOTTIME")?;
+    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
+}
+
 /// Converts the kernel's `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct BootClock {
@@ -146,9 +154,7 @@ pub struct BootClock {
 impl BootClock {
     /// Reads both clocks now.
     pub fn now() -> anyhow::Result<Self> {
-        let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-            .context("reading CLOCK_BOOTTIME")?;
-        let since_boot = SignedDuration::new(since_boot.tv_sec(), since_boot.tv_nsec() as i32);
+        let since_boot = SignedDuration::from_nanos(boot_time_ns()?.min(i64::MAX as u64) as i64);
         let boot = Timestamp::now()
             .checked_sub(since_boot)
             .context("boot time before the epoch")?;
@@ -350,8 +356,7 @@ mod tests {
     #[test]
     fn boot_stamps_become_recent_wall_time() {
         let clock = BootClock::now().unwrap();
-        let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap();
-        let now_ns = since_boot.tv_sec() as u64 * 1_000_000_000 + since_boot.tv_nsec() as u64;
+        let now_ns = boot_time_ns().unwrap();
         let drift = Timestamp::now().duration_since(clock.timestamp(now_ns));
         assert!(drift.abs() < SignedDuration::from_secs(1), "{drift:?}");
     }
