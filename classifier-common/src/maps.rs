@@ -84,11 +84,16 @@ pub const CLIENT_CLASSES: &str = "CLIENT_CLASSES";
 /// Minor ids 0x100..=0xffff: at most this many per-client classes at once.
 pub const CLIENT_CLASSES_MAX_ENTRIES: usize = 0xff00;
 
+/// Category or application name → its id, for as long as the flow table lives
+/// ([`crate::policy::ClassNameKey`]). The datapath never reads it.
+pub const CLASS_IDS: &str = "CLASS_IDS";
+pub const CLASS_IDS_MAX_ENTRIES: usize = 4096;
+
 /// Every map the daemon pins under its pin directory. The tail-call table is pinned too:
 /// the kernel empties a program array once no process or pin holds it, which would stop
 /// classification while a restarted daemon is on its way; a new daemon writes its own
 /// programs into it.
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 21] = [
     CLASSIFIERS,
     FLOWS,
     STATS,
@@ -109,4 +114,5 @@ pub const PINNED_MAPS: [&str; 20] = [
     SHAPERS,
     BUCKETS,
     CLIENT_CLASSES,
+    CLASS_IDS,
 ];

@@ -109,3 +109,52 @@ pub const fn table_of(generation: u32) -> u8 {
 pub const fn mapped_prefix_len(ipv4_prefix_len: u8) -> u32 {
     96 + ipv4_prefix_len as u32
 }
+
+/// Key of the `CLASS_IDS` registry: a category or policy application name, zero-padded.
+///
+/// Flows keep the category and application ids they were classified with for their whole
+/// life, in a flow table that outlives the daemon. The registry, pinned beside it, keeps
+/// each name's id for as long as that table lives, so a reload or restart that adds,
+/// removes or reorders categories never changes what a running flow's id means.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClassNameKey {
+    /// [`class_kind`].
+    pub kind: u8,
+    pub name: [u8; CLASS_NAME_MAX],
+}
+
+/// The longest category or application name the registry holds.
+pub const CLASS_NAME_MAX: usize = 63;
+
+/// [`ClassNameKey::kind`].
+pub mod class_kind {
+    pub const CATEGORY: u8 = b'c';
+    pub const APP: u8 = b'a';
+}
+
+impl ClassNameKey {
+    /// The key of `name`, or `None` when it is longer than [`CLASS_NAME_MAX`] bytes.
+    pub fn new(kind: u8, name: &str) -> Option<Self> {
+        let bytes = name.as_bytes();
+        if bytes.len() > CLASS_NAME_MAX {
+            return None;
+        }
+        let mut key = Self {
+            kind,
+            name: [0; CLASS_NAME_MAX],
+        };
+        key.name[..bytes.len()].copy_from_slice(bytes);
+        Some(key)
+    }
+
+    /// The name, up to the first zero byte.
+    pub fn name_bytes(&self) -> &[u8] {
+        let len = self
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(CLASS_NAME_MAX);
+        &self.name[..len]
+    }
+}

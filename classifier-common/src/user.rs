@@ -5,7 +5,7 @@ use crate::{
     domain::DomainEntry,
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent},
     flow::{DirectionCounters, FlowEntry, FlowKey},
-    policy::{ActionEntry, ActionKey, ExceptionKey, VlanKey},
+    policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, VlanKey},
     shaping::{BucketKey, ClientClassKey, ShapeRule, TokenBucket},
 };
 
@@ -36,6 +36,8 @@ unsafe impl aya::Pod for PayloadEvent {}
 unsafe impl aya::Pod for ClassifyJob {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ActionKey {}
+// SAFETY: as above: a kind byte and a byte array, 64 bytes, no padding.
+unsafe impl aya::Pod for ClassNameKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ActionEntry {}
 // SAFETY: as above.

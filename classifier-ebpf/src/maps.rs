@@ -15,12 +15,12 @@ use classifier_common::{
     domain::DomainEntry,
     flow::{FlowEntry, FlowKey},
     maps::{
-        ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
+        ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
         CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
         EVENTS_BYTES, FLOWS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES, GROUP_VLANS_MAX_ENTRIES,
         PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
     },
-    policy::{ActionEntry, ActionKey, ExceptionKey, GroupPrefixData, VlanKey},
+    policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, GroupPrefixData, VlanKey},
     shaping::{BucketKey, ClientClassKey, MAX_SHAPE_CLASSES, ShapeRule, TokenBucket},
     stats::Stat,
 };
@@ -125,4 +125,10 @@ pub static BUCKETS: LruHashMap<BucketKey, TokenBucket, BUCKETS_MAX_ENTRIES> = Lr
 /// (client, shape class) → minor id of the client's own HTB class, made by the daemon.
 #[btf_map]
 pub static CLIENT_CLASSES: HashMap<ClientClassKey, u16, CLIENT_CLASSES_MAX_ENTRIES, NO_PREALLOC> =
+    HashMap::new();
+
+/// Category and application names → their ids, kept by the daemon beside the flow table so
+/// that ids mean the same across reloads and restarts. Never read here.
+#[btf_map]
+pub static CLASS_IDS: HashMap<ClassNameKey, u16, CLASS_IDS_MAX_ENTRIES, NO_PREALLOC> =
     HashMap::new();

@@ -46,14 +46,13 @@ pub struct ReloadReport {
 }
 
 impl InForce {
-    /// Installs `policy`'s classification tables and its decisions for `now`.
+    /// Installs `policy`'s decisions for `now` and its classification tables.
     pub fn install(
         policy: Policy,
         sources: PolicySources,
         datapath: &mut Datapath,
         now: Timestamp,
     ) -> anyhow::Result<Self> {
-        datapath.install_tables(&policy.classes, &policy.datapath)?;
         let mut in_force = Self {
             policy,
             sources,
@@ -63,7 +62,10 @@ impl InForce {
             applied_at: now,
             next_change: None,
         };
+        // Decisions before classes, as on reload: a daemon taking over a running datapath
+        // never lets a category it adds pass unruled.
         in_force.decide_again(datapath, now)?;
+        datapath.install_tables(&in_force.policy.classes, &in_force.policy.datapath)?;
         Ok(in_force)
     }
 
@@ -119,12 +121,16 @@ impl InForce {
         datapath: &mut Datapath,
         now: Timestamp,
     ) -> anyhow::Result<ReloadReport> {
-        let policy = self.sources.load().map_err(|e| {
-            anyhow::anyhow!(
-                "{e}\nthe policy in force is unchanged ({})",
-                self.policy.origin
-            )
-        })?;
+        // Names keep their ids: running flows carry them (see `policy::ids`).
+        let policy = self
+            .sources
+            .load_with_ids(&self.policy.classes.ids)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\nthe policy in force is unchanged ({})",
+                    self.policy.origin
+                )
+            })?;
         let file = self
             .sources
             .policy
@@ -138,10 +144,15 @@ impl InForce {
              restart the daemon to grow it; the policy in force is unchanged",
             policy.classes.domains.len()
         );
-        datapath.install_tables(&policy.classes, &policy.datapath)?;
         let previous = std::mem::replace(&mut self.policy, policy);
-        if let Err(e) = self.decide_again(datapath, now) {
-            // Put the old decisions back with the old policy's classes.
+        // Decisions first, then classes: ids mean the same names in both policies, so
+        // flows classified by the old tables meanwhile get the new policy's verdict for
+        // their category; the other order would let new categories pass unruled.
+        let switched = self
+            .decide_again(datapath, now)
+            .and_then(|()| datapath.install_tables(&self.policy.classes, &self.policy.datapath));
+        if let Err(e) = switched {
+            // Put the old policy's classes and decisions back.
             self.policy = previous;
             datapath.install_tables(&self.policy.classes, &self.policy.datapath)?;
             self.decide_again(datapath, now)?;

@@ -18,13 +18,13 @@ use classifier_common::{
     flow::ipv4_mapped,
     maps,
     policy::{
-        ActionEntry, ActionKey, ExceptionKey, GroupPrefixData, VlanKey, group_prefix_data,
-        group_prefix_len, mapped_prefix_len, table_of,
+        ActionEntry, ActionKey, ClassNameKey, ExceptionKey, GroupPrefixData, VlanKey,
+        group_prefix_data, group_prefix_len, mapped_prefix_len, table_of,
     },
     shaping::{MAX_SHAPE_CLASSES, ShapeRule, shaper_index},
 };
 
-use crate::policy::ClassTables;
+use crate::policy::{ClassIds, ClassTables};
 
 /// Room for `domains` entries with a quarter spare, as a power of two (hash maps work
 /// best well below full), never less than the object's default.
@@ -36,6 +36,8 @@ pub fn domain_capacity(domains: usize) -> u32 {
 /// Makes the maps hold exactly the tables: inserts or updates every entry, then removes
 /// entries left from a previous policy.
 pub fn install(ebpf: &mut Ebpf, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
+    // The ids first: once a domain points at a new id, a restart must find that id's name.
+    record_class_ids(ebpf, &tables.ids)?;
     install_domains(ebpf, tables)?;
     install_ports(ebpf, tables)?;
     let mut categories: Array<&mut MapData, u16> = Array::try_from(
@@ -51,6 +53,34 @@ pub fn install(ebpf: &mut Ebpf, tables: &ClassTables, config: &Config) -> anyhow
         .set(0, *config, 0)
         .context("writing the datapath settings")?;
     Ok(())
+}
+
+/// Adds the names `ids` has and the `CLASS_IDS` map lacks. Nothing is removed: a flow may
+/// still carry the id of a name the policy dropped.
+fn record_class_ids(ebpf: &mut Ebpf, ids: &ClassIds) -> anyhow::Result<()> {
+    let mut map: HashMap<&mut MapData, ClassNameKey, u16> =
+        HashMap::try_from(ebpf.map_mut(maps::CLASS_IDS).context("no CLASS_IDS map")?)?;
+    for (key, id) in ids.entries() {
+        if map.get(&key, 0).ok() == Some(id) {
+            continue;
+        }
+        map.insert(key, id, 0).with_context(|| {
+            format!(
+                "recording category and application ids ({} names since the flow table was \
+                 made; room for {}): restart the daemon with a fresh pin directory",
+                ids.len(),
+                maps::CLASS_IDS_MAX_ENTRIES
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The names and ids the `CLASS_IDS` map holds.
+pub fn read_class_ids<T: std::borrow::Borrow<MapData>>(
+    map: &HashMap<T, ClassNameKey, u16>,
+) -> ClassIds {
+    ClassIds::from_entries(map.iter().filter_map(Result::ok))
 }
 
 fn install_domains(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {

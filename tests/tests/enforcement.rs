@@ -13,7 +13,13 @@ use classifier_tests::{
     privileged,
     run::{TC_ACT_PIPE, XDP_PASS, XDP_TX, run_frame, run_upload_out},
 };
-use classifier_user::{loader::Datapath, metrics, policy::Policy, tables::DecisionTables};
+use classifier_user::{
+    in_force::InForce,
+    loader::Datapath,
+    metrics,
+    policy::{Policy, PolicySources},
+    tables::DecisionTables,
+};
 
 const XDP_DROP: u32 = 1;
 const TC_ACT_SHOT: u32 = 2;
@@ -472,4 +478,74 @@ fn a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited() {
     }
     let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
     assert_eq!(stats.get(Stat::UnreachablesSent), 2);
+}
+
+/// A policy of three categories, `order` giving their order in the file; gaming is blocked.
+fn categories_in_order(order: &[&str]) -> String {
+    let mut text = String::new();
+    for name in order {
+        let domain = match *name {
+            "video" => "youtube.com",
+            "gaming" => "steampowered.com",
+            _ => "bbc.co.uk",
+        };
+        text += &format!("[categories.{name}]\ndomains = [\"{domain}\"]\n");
+    }
+    text + "[[rules]]\ncategories = \"gaming\"\naction = \"block\"\nfail_fast = false\n"
+}
+
+#[test]
+fn a_reload_that_adds_and_reorders_categories_leaves_running_flows_in_theirs() {
+    if !privileged("a_reload_that_adds_and_reorders_categories") {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("classifier-reorder-{}.toml", std::process::id()));
+    std::fs::write(&file, categories_in_order(&["video", "gaming"])).unwrap();
+    let sources = PolicySources {
+        policy: Some(file.clone()),
+        exceptions: None,
+    };
+    let now = jiff::Timestamp::now();
+    let mut datapath = Datapath::load().expect("the kernel loads the datapath");
+    let mut in_force =
+        InForce::install(sources.load().unwrap(), sources, &mut datapath, now).unwrap();
+    assert_eq!(open_tls(&mut datapath, 48001, "www.youtube.com"), XDP_PASS);
+    let video_before = in_force.policy.classes.category_id("video").unwrap();
+
+    // A new category first, and video after gaming: by position, the running flow's id
+    // would now be gaming's, and blocked.
+    std::fs::write(&file, categories_in_order(&["news", "gaming", "video"])).unwrap();
+    let reloaded = in_force.reload(&mut datapath, now);
+    let _ = std::fs::remove_file(&file);
+    reloaded.expect("the new policy loads");
+    let classes = &in_force.policy.classes;
+    assert_eq!(classes.category_id("video"), Some(video_before));
+
+    let later = frames::tcp4_seq(Way::Up, 48001, 443, "A", 1400, &[0x17; 100]);
+    assert_eq!(
+        run_frame(&mut datapath, Way::Up, &later),
+        XDP_PASS,
+        "the running video flow still passes"
+    );
+    let entry = datapath.flow_table().unwrap().get(&key(48001), 0).unwrap();
+    assert_eq!(classes.category_name(entry.category), "video");
+    assert_eq!(entry.verdict, verdict::ALLOW);
+
+    assert_eq!(
+        open_tls(&mut datapath, 48002, "store.steampowered.com"),
+        XDP_DROP,
+        "new gaming flows are blocked"
+    );
+    assert_eq!(
+        open_tls(&mut datapath, 48003, "www.bbc.co.uk"),
+        XDP_PASS,
+        "the new category passes"
+    );
+    let news = datapath.flow_table().unwrap().get(&key(48003), 0).unwrap();
+    assert_eq!(classes.category_name(news.category), "news");
+    assert_eq!(
+        datapath.class_ids().unwrap(),
+        classes.ids,
+        "the ids are recorded beside the flows, for a restarted daemon"
+    );
 }

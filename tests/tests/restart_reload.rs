@@ -65,6 +65,21 @@ action = "block"
     text
 }
 
+/// [`policy`]`(false)` with gambling first, then a new category, then lab-downloads: the
+/// names keep their meaning, their positions do not.
+fn policy_reordered() -> String {
+    policy(false)
+        .replace(
+            "[categories.lab-downloads]\ndomains = [\"example.test\"]\n\n",
+            "",
+        )
+        .replace(
+            "[[rules]]",
+            "[categories.news]\ndomains = [\"bbc.co.uk\"]\n\n\
+             [categories.lab-downloads]\ndomains = [\"example.test\"]\n\n[[rules]]",
+        )
+}
+
 /// The lab, its HTTP server, and a policy file the daemon runs with.
 struct Setup {
     lab: Lab,
@@ -201,8 +216,12 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
     );
     std::thread::sleep(Duration::from_millis(500));
 
+    // The next daemon runs a policy whose categories are in another order: the running
+    // download must stay in its category (by position it would now be gambling, blocked).
+    std::fs::write(&setup.policy_file, policy_reordered()).unwrap();
     let daemon = setup.start_daemon();
     let status = daemon.status().unwrap();
+    assert_eq!(status.categories, 3, "the reordered policy is in force");
     assert!(
         status.adopted,
         "the new daemon took the attachments over: {status:?}"
@@ -223,6 +242,10 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
     // Counters kept counting: the flow, begun under the first daemon, has every byte that
     // crossed the wire, as tcpdump saw them.
     let flow = flow_from_port(&daemon.flows().unwrap(), PORT);
+    assert_eq!(
+        (flow.category.as_str(), flow.verdict.as_str()),
+        ("lab-downloads", "allow")
+    );
     let (up, down) = capture::tally(&captured, flow.client, flow.server);
     assert_eq!(
         (flow.upload.packets, flow.upload.bytes),
@@ -251,6 +274,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
         return;
     }
     let setup = Setup::new(&policy(false));
+    let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let client = setup.client();
     let daemon = setup.start_daemon();
     let before = daemon.status().unwrap();
@@ -278,6 +302,10 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
         "no swap"
     );
     assert_eq!(after_bad.rules, before.rules);
+    assert!(
+        tls_blocked(client, GAMBLING),
+        "gambling is still blocked after the refused reload"
+    );
 
     // A running download, allowed so far.
     const PORT: u16 = 40200;

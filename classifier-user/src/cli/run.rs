@@ -17,7 +17,7 @@ use crate::{
     degradation::Degradation,
     events::Learned,
     in_force::InForce,
-    loader::{DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
+    loader::{self, DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
     netns,
     policy::{self, Policy, PolicySources},
     preflight,
@@ -109,8 +109,10 @@ pub struct RunArgs {
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     preflight::require_root("run")?;
     preflight::require_kernel_btf()?;
-    // Before touching the kernel: a policy that does not load stops the start here.
-    let policy = sources(args).load()?;
+    // Before touching the kernel: a policy that does not load stops the start here. Its
+    // names keep the ids a previous daemon's flows were classified with.
+    let ids = loader::pinned_class_ids(&args.pin_dir)?;
+    let policy = sources(args).load_with_ids(&ids)?;
     if let Some(name) = &args.netns {
         netns::enter(name)?;
     }

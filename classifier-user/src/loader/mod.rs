@@ -411,6 +411,13 @@ impl Datapath {
         PerCpuArray::try_from(map).context("STATS is not a per-CPU array")
     }
 
+    /// The category and application ids the datapath's flows were classified with.
+    pub fn class_ids(&self) -> anyhow::Result<crate::policy::ClassIds> {
+        let map = self.ebpf.map(maps::CLASS_IDS).context("no CLASS_IDS map")?;
+        let map = HashMap::try_from(map).context("CLASS_IDS is not a hash map")?;
+        Ok(tables::read_class_ids(&map))
+    }
+
     /// Writes the policy's lookup tables and settings into the datapath's maps, removing
     /// entries the policy no longer has.
     pub fn install_tables(&mut self, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
@@ -509,6 +516,19 @@ impl Datapath {
 /// Fails with the fix when maps a previous daemon pinned cannot serve this one: a flow
 /// table of another layout (another version), or a domain table too small for the policy.
 /// The kernel would otherwise refuse the programs with a verifier message, or worse.
+/// The category and application ids of a datapath pinned under `pin_dir` (none if there is
+/// none): a policy loaded with them gives every name the id the running flows know it by.
+pub fn pinned_class_ids(pin_dir: &Path) -> anyhow::Result<crate::policy::ClassIds> {
+    let path = pin_dir.join(maps::CLASS_IDS);
+    if !path.exists() {
+        return Ok(Default::default());
+    }
+    let data = MapData::from_pin(&path).with_context(|| format!("reading {}", path.display()))?;
+    let map = HashMap::try_from(aya::maps::Map::from_map_data(data)?)
+        .with_context(|| format!("{} has an unexpected layout", path.display()))?;
+    Ok(tables::read_class_ids(&map))
+}
+
 fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
     use aya::maps::MapInfo;
     let fix = format!(

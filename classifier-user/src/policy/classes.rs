@@ -16,6 +16,7 @@ use classifier_common::{
 
 use super::{
     file::PolicyFile,
+    ids::ClassIds,
     lists,
     source::{FieldPath, PolicyError, Source},
 };
@@ -23,10 +24,13 @@ use super::{
 /// The datapath's lookup tables for one policy, and the names behind their ids.
 #[derive(Debug, Default)]
 pub struct ClassTables {
-    /// Category names; id = index + 1 (0 is "uncategorized").
-    pub categories: Vec<String>,
-    /// Policy application names; id = FIRST_POLICY_APP + index.
-    pub apps: Vec<String>,
+    /// Categories in file order (id 0 is "uncategorized").
+    pub categories: Vec<Named>,
+    /// Policy applications in file order (ids from `FIRST_POLICY_APP`).
+    pub apps: Vec<Named>,
+    /// Every name's id, this policy's and those of earlier policies whose flows may still
+    /// be in the table ([`ClassIds`]).
+    pub ids: ClassIds,
     /// Domain hash → entry, as the `DOMAINS` map holds it.
     pub domains: HashMap<u64, DomainEntry>,
     pub ports: Vec<(PortKey, ClassResult)>,
@@ -49,31 +53,59 @@ pub struct CompileReport {
     pub list_skipped_examples: Vec<String>,
 }
 
+/// A category or application and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub id: u16,
+    pub name: String,
+}
+
 impl ClassTables {
     pub fn category_id(&self, name: &str) -> Option<u16> {
         self.categories
             .iter()
-            .position(|c| c == name)
-            .map(|i| i as u16 + 1)
+            .find(|c| c.name == name)
+            .map(|c| c.id)
     }
 
-    /// The category's name, `uncategorized` for 0.
+    /// The category ids of this policy, and 0 (uncategorized).
+    pub fn category_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        std::iter::once(0).chain(self.categories.iter().map(|c| c.id))
+    }
+
+    /// Ids of categories an earlier policy had and this one has not: flows classified
+    /// before a reload may still carry them.
+    pub fn removed_category_ids(&self) -> Vec<u16> {
+        self.ids
+            .category_ids_except(|name| self.category_id(name).is_some())
+            .collect()
+    }
+
+    /// The category's name, `uncategorized` for 0. A category an earlier policy had (a
+    /// flow classified before a reload) keeps its old name.
     pub fn category_name(&self, id: u16) -> &str {
         match id {
             0 => "uncategorized",
             id => self
                 .categories
-                .get(id as usize - 1)
-                .map_or("unknown-category", String::as_str),
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| c.name.as_str())
+                .or_else(|| self.ids.category_name(id))
+                .unwrap_or("unknown-category"),
         }
     }
 
-    /// The application's name: a policy app, a built-in protocol, or `unknown`.
+    /// The application's name: a policy app (also one an earlier policy had), a built-in
+    /// protocol, or `unknown`.
     pub fn app_name(&self, id: u16) -> &str {
         if id >= app::FIRST_POLICY_APP {
             self.apps
-                .get((id - app::FIRST_POLICY_APP) as usize)
-                .map_or("unknown-app", String::as_str)
+                .iter()
+                .find(|a| a.id == id)
+                .map(|a| a.name.as_str())
+                .or_else(|| self.ids.app_name(id))
+                .unwrap_or("unknown-app")
         } else {
             app::builtin_name(id).unwrap_or("unknown")
         }
@@ -138,35 +170,35 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
     Ok(name)
 }
 
-/// Builds the tables from the parsed file. Lists are read relative to `base_dir`.
+/// Builds the tables from the parsed file. Lists are read relative to `base_dir`. Names
+/// keep the ids `ids` gives them; new names get new ones.
 pub fn compile(
     file: &PolicyFile,
     source: &Source<'_>,
     base_dir: &Path,
+    ids: &ClassIds,
 ) -> Result<ClassTables, PolicyError> {
     let mut tables = ClassTables {
-        categories: file.categories.keys().cloned().collect(),
-        apps: file.apps.keys().cloned().collect(),
+        ids: ids.clone(),
         ..ClassTables::default()
     };
-    if tables.categories.len() >= u16::MAX as usize {
-        return Err(source.error_at(&FieldPath::root().key("categories"), "too many categories"));
-    }
+    give_ids(&mut tables, file, source)?;
     let mut builder = DomainBuilder::default();
     // Applications first: an app's domains are more specific than a category's plain list.
     for (index, (name, section)) in file.apps.iter().enumerate() {
         let path = FieldPath::root().key("apps").key(name);
         let category = tables.category_id(&section.category).ok_or_else(|| {
+            let names: Vec<&str> = tables.categories.iter().map(|c| c.name.as_str()).collect();
             source.error_at(
                 &path.key("category"),
                 format!(
                     "no category `{}` (categories: {})",
                     section.category,
-                    tables.categories.join(", ")
+                    names.join(", ")
                 ),
             )
         })?;
-        let app = app::FIRST_POLICY_APP + index as u16;
+        let app = tables.apps[index].id;
         let class = ClassResult {
             category,
             app,
@@ -184,7 +216,7 @@ pub fn compile(
     for (index, (name, section)) in file.categories.iter().enumerate() {
         let path = FieldPath::root().key("categories").key(name);
         let class = ClassResult {
-            category: index as u16 + 1,
+            category: tables.categories[index].id,
             ..ClassResult::default()
         };
         builder.add_inline(&section.domains, class, source, &path.key("domains"))?;
@@ -229,6 +261,36 @@ pub fn compile(
     tables.domains = builder.table;
     tables.report = builder.report;
     Ok(tables)
+}
+
+/// Every category and application gets its id, in file order.
+fn give_ids(
+    tables: &mut ClassTables,
+    file: &PolicyFile,
+    source: &Source<'_>,
+) -> Result<(), PolicyError> {
+    for name in file.categories.keys() {
+        let id = tables.ids.category(name).map_err(|e| {
+            source.error_at(
+                &FieldPath::root().key("categories").key(name),
+                e.to_string(),
+            )
+        })?;
+        tables.categories.push(Named {
+            id,
+            name: name.clone(),
+        });
+    }
+    for name in file.apps.keys() {
+        let id = tables.ids.app(name).map_err(|e| {
+            source.error_at(&FieldPath::root().key("apps").key(name), e.to_string())
+        })?;
+        tables.apps.push(Named {
+            id,
+            name: name.clone(),
+        });
+    }
+    Ok(())
 }
 
 fn builtin_protocol(name: &str) -> Option<u16> {

@@ -146,11 +146,19 @@ impl Policy {
             ..DecisionTables::default()
         };
         tables.vlans.sort_unstable();
+        let removed = self.classes.removed_category_ids();
         for group in 0..self.groups.len() as u16 {
-            for category in 0..=self.classes.categories.len() as u16 {
+            for category in self.classes.category_ids() {
                 if let Some(entry) = self.group_verdict(group, category, period, at) {
                     tables.actions.push(((group, category), entry));
                 }
+            }
+            // Flows classified under an earlier policy into a category this one no longer
+            // has are treated as uncategorized, not left to whatever an id once meant.
+            if let Some(entry) = self.group_verdict(group, 0, period, at) {
+                tables
+                    .actions
+                    .extend(removed.iter().map(|category| ((group, *category), entry)));
             }
         }
         tables.shapers = self.shapers();

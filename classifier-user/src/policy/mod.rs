@@ -12,6 +12,7 @@ pub mod decide;
 pub mod exceptions;
 pub mod file;
 pub mod groups;
+pub mod ids;
 pub mod lists;
 pub mod rules;
 pub mod schedule;
@@ -30,6 +31,7 @@ pub use self::{
     classes::ClassTables,
     exceptions::Exception,
     groups::Groups,
+    ids::ClassIds,
     rules::{Action, Rule},
     source::{FieldPath, PolicyError},
 };
@@ -108,9 +110,20 @@ pub struct PolicySources {
 impl PolicySources {
     /// Reads and validates both files: an error names file, line and field.
     pub fn load(&self) -> Result<Policy, PolicyError> {
+        self.load_with_ids(&ClassIds::default())
+    }
+
+    /// [`PolicySources::load`], keeping the ids `ids` gives category and application names
+    /// (those of the flows in the datapath).
+    pub fn load_with_ids(&self, ids: &ClassIds) -> Result<Policy, PolicyError> {
         let mut policy = match &self.policy {
-            Some(path) => Policy::load(path)?,
-            None => Policy::default_council(),
+            Some(path) => Policy::load_with_ids(path, ids)?,
+            None => Policy::parse_with_ids(
+                DEFAULT_POLICY,
+                Path::new(DEFAULT_POLICY_NAME),
+                Path::new("."),
+                ids,
+            )?,
         };
         if let Some(file) = self.exceptions.as_deref().filter(|f| f.exists()) {
             policy.add_exceptions_from(file)?;
@@ -153,6 +166,11 @@ impl Policy {
 
     /// Reads and validates the policy file at `path`.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        Self::load_with_ids(path, &ClassIds::default())
+    }
+
+    /// [`Policy::load`], keeping the ids `ids` gives category and application names.
+    pub fn load_with_ids(path: &Path, ids: &ClassIds) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
             file: path.display().to_string(),
             line: 0,
@@ -163,7 +181,7 @@ impl Policy {
         let base_dir = path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_owned);
-        Self::parse(&text, path, &base_dir)
+        Self::parse_with_ids(&text, path, &base_dir, ids)
     }
 
     /// The built-in default council policy.
@@ -178,6 +196,16 @@ impl Policy {
 
     /// Validates policy text; `origin` names it in errors, `base_dir` anchors list paths.
     pub fn parse(text: &str, origin: &Path, base_dir: &Path) -> Result<Self, PolicyError> {
+        Self::parse_with_ids(text, origin, base_dir, &ClassIds::default())
+    }
+
+    /// [`Policy::parse`], keeping the ids `ids` gives category and application names.
+    pub fn parse_with_ids(
+        text: &str,
+        origin: &Path,
+        base_dir: &Path,
+        ids: &ClassIds,
+    ) -> Result<Self, PolicyError> {
         let source = Source::new(origin, text);
         let file: PolicyFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         let timezone = jiff::tz::TimeZone::get(&file.site.timezone).map_err(|e| {
@@ -186,7 +214,7 @@ impl Policy {
                 format!("unknown time zone `{}`: {e}", file.site.timezone),
             )
         })?;
-        let classes = classes::compile(&file, &source, base_dir)?;
+        let classes = classes::compile(&file, &source, base_dir, ids)?;
         let groups = Groups::compile(&file.groups, &source)?;
         let schedule = schedule::compile(&file.schedule.clone().unwrap_or_default(), &timezone)
             .map_err(|(path, message)| source.error_at(&path, message))?;

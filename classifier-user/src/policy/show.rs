@@ -63,7 +63,10 @@ impl Summary {
                 .to_owned(),
             period_in_force: period_in_force.map(str::to_owned),
             periods: policy.periods.clone(),
-            categories: (1..=classes.categories.len() as u16)
+            categories: classes
+                .categories
+                .iter()
+                .map(|c| c.id)
                 .map(|id| CategoryLine {
                     name: classes.category_name(id).to_owned(),
                     domains: classes

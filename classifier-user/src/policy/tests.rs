@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use classifier_common::{classify::app, config::quic_mode};
+use classifier_common::{classify::app, config::quic_mode, policy::verdict};
 
 use super::*;
 
@@ -27,7 +27,7 @@ fn default_policy_compiles_with_every_category() {
         "quic",
     ] {
         assert!(
-            categories.iter().any(|c| c == expected),
+            categories.iter().any(|c| c.name == expected),
             "{expected} missing"
         );
     }
@@ -538,5 +538,57 @@ fn fail_fast_is_a_block_rule_setting_and_defaults_to_on() {
             && err.contains("fail_fast")
             && err.contains("only a `block` rule"),
         "{err}"
+    );
+}
+
+#[test]
+fn categories_keep_file_order_and_their_ids_across_policies() {
+    let first = parse("[categories.video]\n[categories.gaming]\n").unwrap();
+    let names: Vec<(&str, u16)> = first
+        .classes
+        .categories
+        .iter()
+        .map(|c| (c.name.as_str(), c.id))
+        .collect();
+    assert_eq!(
+        names,
+        [("video", 1), ("gaming", 2)],
+        "file order, not sorted"
+    );
+
+    // Video removed, a new category first: gaming keeps 2, the new one gets 3 (not 1).
+    let second = Policy::parse_with_ids(
+        "[categories.news]\n[categories.gaming]\n\
+         [groups.guest]\nprefixes = [\"10.0.0.0/8\"]\n\
+         [[rules]]\ngroups = \"guest\"\naction = \"block\"\n",
+        Path::new("test.toml"),
+        Path::new("."),
+        &first.classes.ids,
+    )
+    .unwrap();
+    let classes = &second.classes;
+    assert_eq!(classes.category_id("gaming"), Some(2));
+    assert_eq!(classes.category_id("news"), Some(3));
+    assert_eq!(
+        classes.category_name(1),
+        "video",
+        "a flow of video keeps its name"
+    );
+    assert_eq!(classes.removed_category_ids(), [1]);
+
+    // A running video flow is now uncategorized to the rules: the guest group's
+    // catch-all block covers it as it covers category 0.
+    let tables = second.decision_tables("working", "2026-12-03T10:00:00Z".parse().unwrap());
+    let guest = second.groups.id("guest").unwrap();
+    let blocked: Vec<u16> = tables
+        .actions
+        .iter()
+        .filter(|((group, _), entry)| *group == guest && entry.verdict == verdict::BLOCK)
+        .map(|((_, category), _)| *category)
+        .collect();
+    assert_eq!(
+        blocked,
+        [0, 3, 2, 1],
+        "file order (news, gaming), then the removed video"
     );
 }
