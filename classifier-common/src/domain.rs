@@ -9,7 +9,8 @@
 //! matches an entry only if both agree. For a name that is not in a list of N entries, the
 //! chance of a false match at one suffix is N / 2^96: about 1.3 × 10⁻²³ with N = 10⁶.
 //! Two listed domains sharing a 64-bit key (probability N² / 2^65 ≈ 2.7 × 10⁻⁸ at 10⁶) are
-//! detected when the table is built and reported, the more specific one kept.
+//! detected when the table is built: the first listed is kept (applications' domains come
+//! before categories'), and the other is named by `policy check` and the daemon's log.
 
 /// FNV-1a 64-bit offset basis and prime.
 const KEY_SEED: u64 = 0xcbf2_9ce4_8422_2325;

@@ -10,7 +10,7 @@
 use anyhow::Context as _;
 use jiff::Timestamp;
 use serde::Serialize;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     loader::Datapath,
@@ -66,6 +66,7 @@ impl InForce {
         // never lets a category it adds pass unruled.
         in_force.decide_again(datapath, now)?;
         datapath.install_tables(&in_force.policy.classes, &in_force.policy.datapath)?;
+        in_force.log_compile_notes();
         Ok(in_force)
     }
 
@@ -159,6 +160,7 @@ impl InForce {
             return Err(e);
         }
         info!(policy = %self.policy.origin, generation = self.generation, "policy reloaded");
+        self.log_compile_notes();
         Ok(self.report())
     }
 
@@ -170,6 +172,13 @@ impl InForce {
             categories: self.policy.classes.categories.len(),
             domains: self.policy.classes.domains.len(),
             rules: self.policy.rules.len(),
+        }
+    }
+
+    /// What compiling the policy noticed (hash collisions, duplicates, skipped lines).
+    fn log_compile_notes(&self) {
+        for note in self.policy.classes.report.notes() {
+            warn!(policy = %self.policy.origin, "{note}");
         }
     }
 

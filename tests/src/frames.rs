@@ -112,6 +112,36 @@ pub fn udp4_vlan(vlan: u16, client_port: u16, server_port: u16, payload: &[u8]) 
     builder.build(payload)
 }
 
+/// A client → server TCP segment in an 802.1Q-tagged frame, its IPv4 header carrying an
+/// option (router alert) and its TCP header MSS and timestamp options: every header the
+/// datapath must step over to reach the payload is longer than its minimum.
+pub fn tcp4_vlan_with_options(
+    vlan: u16,
+    client_port: u16,
+    server_port: u16,
+    flags: &str,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut ip =
+        etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, CLIENT_V4, SERVER_V4)
+            .expect("a valid IPv4 header");
+    ip.options = etherparse::Ipv4Options::try_from(&[0x94u8, 0x04, 0, 0][..])
+        .expect("a 4-byte router alert option");
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .single_vlan(VlanId::try_new(vlan).expect("valid VLAN id"))
+        .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(client_port, server_port, seq, 64240)
+        .options(&[
+            etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+            etherparse::TcpOptionElement::Noop,
+            etherparse::TcpOptionElement::Noop,
+            etherparse::TcpOptionElement::Timestamp(12345, 0),
+        ])
+        .expect("TCP options fit");
+    with_tcp_flags(builder, flags).build(payload)
+}
+
 /// An ICMP echo request from the client.
 pub fn ping4(payload: &[u8]) -> Vec<u8> {
     ethernet(Way::Up)

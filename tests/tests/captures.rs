@@ -243,3 +243,96 @@ fn classify_pcap_names_a_file_that_is_not_a_capture() {
         "{stderr}"
     );
 }
+
+/// `pcap` rewritten as pcapng (one interface, Ethernet), as Wireshark saves captures.
+fn as_pcapng(pcap: &std::path::Path, out: &std::path::Path) {
+    use pcap_file::{
+        DataLink,
+        pcap::PcapReader,
+        pcapng::{
+            PcapNgWriter,
+            blocks::{
+                enhanced_packet::EnhancedPacketBlock,
+                interface_description::InterfaceDescriptionBlock,
+            },
+        },
+    };
+    let mut reader = PcapReader::new(std::fs::File::open(pcap).unwrap()).unwrap();
+    assert_eq!(reader.header().datalink, DataLink::ETHERNET);
+    let mut writer = PcapNgWriter::new(std::fs::File::create(out).unwrap()).unwrap();
+    writer
+        .write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.unwrap();
+        writer
+            .write_pcapng_block(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: packet.timestamp,
+                original_len: packet.orig_len,
+                data: packet.data,
+                options: vec![],
+            })
+            .unwrap();
+    }
+}
+
+#[test]
+fn classify_pcap_reads_pcapng_with_a_candidate_policy_as_text() {
+    if !privileged("classify_pcap_reads_pcapng_with_a_candidate_policy_as_text") {
+        return;
+    }
+    let scratch = std::env::temp_dir().join(format!("classifier-pcapng-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let capture = scratch.join("twitch.pcapng");
+    as_pcapng(
+        &captures_dir().join("openssl-uppercase-trailing-dot.pcap"),
+        &capture,
+    );
+    // A candidate policy that calls Twitch something else and blocks it at all times.
+    let policy = scratch.join("candidate.toml");
+    std::fs::write(
+        &policy,
+        "[categories.candidate-video]\ndomains = [\"twitch.tv\"]\n\
+         [[rules]]\ncategories = \"candidate-video\"\naction = \"block\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(classifier_tests::classifier_bin())
+        .arg("classify-pcap")
+        .arg(&capture)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&scratch).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per flow: {stdout}");
+    let twitch = lines
+        .iter()
+        .find(|l| l.contains("[name: WWW.Twitch.TV.]"))
+        .unwrap_or_else(|| panic!("the Twitch flow: {stdout}"));
+    assert!(
+        twitch.trim_start().starts_with('1') || twitch.trim_start().starts_with('2'),
+        "numbered as ndpiReader numbers flows: {twitch}"
+    );
+    for part in [
+        "TCP ",
+        " <-> ",
+        "[method: sni]",
+        "[cat: candidate-video]",
+        "[verdict: block]",
+    ] {
+        assert!(twitch.contains(part), "`{part}` in {twitch}");
+    }
+    assert!(
+        stderr.contains("candidate.toml"),
+        "the summary names the policy: {stderr}"
+    );
+}

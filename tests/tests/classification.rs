@@ -10,7 +10,7 @@ use classifier_common::{
 use classifier_tests::{
     frames::{self, CLIENT_V4, SERVER_V4, Way},
     privileged,
-    run::run_frame,
+    run::{XDP_PASS, run_frame},
 };
 use classifier_user::{
     events::{self, Event, Learned},
@@ -36,7 +36,10 @@ struct Offline {
 
 impl Harness {
     fn new() -> Self {
-        let policy = Policy::default_council();
+        Self::with_policy(Policy::default_council())
+    }
+
+    fn with_policy(policy: Policy) -> Self {
         let mut datapath = Datapath::load().expect("the kernel loads the datapath");
         datapath
             .install_tables(&policy.classes, &policy.datapath)
@@ -52,9 +55,15 @@ impl Harness {
 
     /// Runs the frames, then lets the daemon's event handling see what they produced.
     fn send(&mut self, frames: &[(Way, Vec<u8>)]) -> Vec<Event> {
+        self.send_for_verdicts(frames).1
+    }
+
+    /// [`Harness::send`], also returning each frame's verdict.
+    fn send_for_verdicts(&mut self, frames: &[(Way, Vec<u8>)]) -> (Vec<u32>, Vec<Event>) {
+        let mut verdicts = Vec::new();
         let mut seen = Vec::new();
         for (way, frame) in frames {
-            run_frame(&mut self.state.datapath, *way, frame);
+            verdicts.push(run_frame(&mut self.state.datapath, *way, frame));
             while let Some(record) = self.events.next() {
                 if let Some(event) = events::decode(&record) {
                     seen.push(event.clone());
@@ -65,7 +74,7 @@ impl Harness {
                 }
             }
         }
-        seen
+        (verdicts, seen)
     }
 
     fn record(&self, key: &FlowKey) -> FlowRecord {
@@ -331,6 +340,41 @@ fn tls_client_hellos_whole_split_and_broken() {
             ),
         ),
         tcp_case(
+            "ClientHello larger than the 4 KiB the datapath buffers",
+            41011,
+            443,
+            &Hello::new()
+                .sni("www.youtube.com")
+                .ext(0x0015, vec![0; 4200])
+                .bytes(),
+            1448,
+            unparsed(),
+        ),
+        tcp_case(
+            "the name after more extensions than any client sends",
+            41012,
+            443,
+            &crowded_hello("www.youtube.com"),
+            1448,
+            unparsed(),
+        ),
+        tcp_case(
+            "a name shorter than its list says (a prefix is not the name)",
+            41013,
+            443,
+            &short_name_hello(),
+            1448,
+            unparsed(),
+        ),
+        tcp_case(
+            "TLS on a BitTorrent port: the name replaces the port's class",
+            41014,
+            6887,
+            &hello("www.youtube.com"),
+            1448,
+            named("www.youtube.com", "streaming-video", "youtube", "sni"),
+        ),
+        tcp_case(
             "no server name",
             41010,
             443,
@@ -339,6 +383,112 @@ fn tls_client_hellos_whole_split_and_broken() {
             unnamed("uncategorized", "tls", "none"),
         ),
     ]);
+}
+
+/// A ClientHello with 45 empty extensions before its server name.
+fn crowded_hello(name: &str) -> Vec<u8> {
+    (0..45u16)
+        .fold(Hello::new(), |hello, i| hello.ext(0xff00 + i, vec![]))
+        .sni(name)
+        .bytes()
+}
+
+/// `www.bbc.co.uk` whose name length says 9, leaving `o.uk` as junk in the name list.
+fn short_name_hello() -> Vec<u8> {
+    let mut bytes = Hello::new().sni("www.bbc.co.uk").bytes();
+    let at = bytes
+        .windows(13)
+        .position(|w| w == b"www.bbc.co.uk")
+        .unwrap();
+    bytes[at - 2..at].copy_from_slice(&9u16.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn a_name_is_sent_to_the_daemon_once_per_flow() {
+    if !privileged("a_name_is_sent_to_the_daemon_once_per_flow") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let chrome = chrome_like("rr3---sn-aigl6nzr.googlevideo.com");
+    let mut frames = tcp_flow(41101, 443, &chrome, 700);
+    let next = 1000 + chrome.len() as u32;
+    // The rest of the connection: application data both ways.
+    for i in 0..5u32 {
+        frames.push((
+            Way::Up,
+            frames::tcp4_seq(Way::Up, 41101, 443, "PA", next + i * 100, &[0x17; 100]),
+        ));
+        frames.push((
+            Way::Down,
+            frames::tcp4(Way::Down, 41101, 443, "PA", &[0x17; 900]),
+        ));
+    }
+    let events = harness.send(&frames);
+    let names: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Classified { .. }))
+        .collect();
+    assert_eq!(names.len(), 1, "one name event: {events:?}");
+}
+
+#[test]
+fn vlan_tags_ip_options_and_tcp_options_are_stepped_over() {
+    if !privileged("vlan_tags_ip_options_and_tcp_options_are_stepped_over") {
+        return;
+    }
+    let mut harness = Harness::new();
+    let hello = Hello::new().sni("www.netflix.com").bytes();
+    let port = 41201;
+    harness.send(&[
+        (
+            Way::Up,
+            frames::tcp4_vlan_with_options(30, port, 443, "S", 999, b""),
+        ),
+        (Way::Down, frames::tcp4(Way::Down, port, 443, "SA", b"")),
+        (
+            Way::Up,
+            frames::tcp4_vlan_with_options(30, port, 443, "PA", 1000, &hello),
+        ),
+    ]);
+    let flow = key(ip_proto::TCP, port, 443);
+    check(
+        &harness,
+        "VLAN 30, IPv4 router alert, TCP MSS and timestamps",
+        &flow,
+        &named("www.netflix.com", "streaming-video", "netflix", "sni"),
+    );
+    assert_eq!(harness.record(&flow).vlan, Some(30));
+}
+
+#[test]
+fn a_domain_entry_whose_check_differs_is_not_a_match() {
+    if !privileged("a_domain_entry_whose_check_differs_is_not_a_match") {
+        return;
+    }
+    // The entry of youtube.com made to look like another domain's with the same 64-bit
+    // key: the datapath must confirm the check before it names the flow.
+    let mut policy = Policy::default_council();
+    let hash = classifier_common::domain::domain_hash(b"youtube.com");
+    let entry = policy
+        .classes
+        .domains
+        .get_mut(&hash.key)
+        .expect("youtube.com is listed");
+    entry.check ^= 1;
+    let mut harness = Harness::with_policy(policy);
+    harness.send(&tcp_flow(
+        41301,
+        443,
+        &Hello::new().sni("www.youtube.com").bytes(),
+        1448,
+    ));
+    check(
+        &harness,
+        "same key, other check",
+        &key(ip_proto::TCP, 41301, 443),
+        &named("www.youtube.com", "uncategorized", "tls", "sni"),
+    );
 }
 
 #[test]
@@ -534,5 +684,117 @@ fn quic_initials_are_named_by_the_daemon_and_the_class_handed_back() {
         "unreadable Initial",
         &key(ip_proto::UDP, 45002, 443),
         &unnamed("quic", "quic", "quic"),
+    );
+}
+
+/// The default policy with one setting changed (`from` → `to` in its text).
+fn default_policy_with(from: &str, to: &str) -> Policy {
+    let text = classifier_user::policy::DEFAULT_POLICY;
+    assert!(text.contains(from), "the default policy has `{from}`");
+    Policy::parse(
+        &text.replace(from, to),
+        std::path::Path::new("variant.toml"),
+        std::path::Path::new("."),
+    )
+    .unwrap()
+}
+
+/// Two client Initials of `version` carrying a Chrome-like ClientHello for `name`.
+fn quic_initials(version: QuicVersion, name: &str) -> [Vec<u8>; 2] {
+    let record = chrome_like(name);
+    let hello = classifier_common::testing::handshake_of(&record);
+    let (first, second) = hello.split_at(1100);
+    let dcid = [9u8; 8];
+    [
+        client_initial(version, &dcid, 0, 0, first),
+        client_initial(version, &dcid, 1, 1100, second),
+    ]
+}
+
+#[test]
+fn quic_v2_held_until_named_and_protocol_only_mode() {
+    if !privileged("quic_v2_held_until_named_and_protocol_only_mode") {
+        return;
+    }
+    const XDP_DROP: u32 = 1;
+    let name = "open.spotify.com";
+    let initials = quic_initials(QuicVersion::V2, name);
+    let datagrams = |port: u16| -> Frames {
+        initials
+            .iter()
+            .map(|i| i.as_slice())
+            .chain([b"short header packet".as_slice()])
+            .map(|payload| (Way::Up, frames::udp4(Way::Up, port, 443, payload)))
+            .collect()
+    };
+
+    // QUIC v2 (RFC 9369), held: both Initials are dropped while the daemon reads the
+    // name, and the packet after the class is handed back passes.
+    let held = default_policy_with(
+        "hold_until_classified = false",
+        "hold_until_classified = true",
+    );
+    let mut harness = Harness::with_policy(held);
+    let (verdicts, _) = harness.send_for_verdicts(&datagrams(45101));
+    assert_eq!(
+        verdicts,
+        [XDP_DROP, XDP_DROP, XDP_PASS],
+        "held, then passed"
+    );
+    check(
+        &harness,
+        "QUIC v2, named by the daemon",
+        &key(ip_proto::UDP, 45101, 443),
+        &Expected {
+            ech: true,
+            ..named(name, "streaming-audio", "spotify", "quic")
+        },
+    );
+
+    // Protocol-only: nothing goes to the daemon, the flow is QUIC by protocol, unheld.
+    let protocol_only = default_policy_with("mode = \"classify\"", "mode = \"protocol-only\"");
+    let mut harness = Harness::with_policy(protocol_only);
+    let (verdicts, events) = harness.send_for_verdicts(&datagrams(45102));
+    assert_eq!(verdicts, [XDP_PASS; 3]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::QuicInitial { .. })),
+        "no Initial for the daemon: {events:?}"
+    );
+    check(
+        &harness,
+        "protocol-only",
+        &key(ip_proto::UDP, 45102, 443),
+        &unnamed("quic", "quic", "quic"),
+    );
+    assert_eq!(harness.stat(Stat::QuicToDaemon), 0);
+}
+
+#[test]
+fn the_peer_cache_forgets_peers_after_its_ttl() {
+    if !privileged("the_peer_cache_forgets_peers_after_its_ttl") {
+        return;
+    }
+    let policy = default_policy_with("peer_ttl = \"10m\"", "peer_ttl = \"1s\"");
+    let mut harness = Harness::with_policy(policy);
+    let mut handshake = b"\x13BitTorrent protocol".to_vec();
+    handshake.extend_from_slice(&[0u8; 48]);
+    harness.send(&tcp_flow(44101, 51500, &handshake, 1448));
+    let encrypted: Vec<u8> = (0..96u32).map(|i| (i * 37 + 11) as u8).collect();
+    harness.send(&tcp_flow(44102, 51500, &encrypted, 1448));
+    check(
+        &harness,
+        "within the TTL",
+        &key(ip_proto::TCP, 44102, 51500),
+        &unnamed("file-sharing", "bittorrent", "peer-cache"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    harness.send(&tcp_flow(44103, 51500, &encrypted, 1448));
+    check(
+        &harness,
+        "after the TTL",
+        &key(ip_proto::TCP, 44103, 51500),
+        &unnamed("uncategorized", "unknown", "none"),
     );
 }

@@ -195,11 +195,12 @@ fn parse_extensions<P: PacketBytes + ?Sized>(
         }
         offset = data + ext_len;
     }
-    // More extensions than any real client sends: what was found so far stands.
-    Ok(())
+    // More extensions than any real client sends. A name found among them stands; without
+    // one, the rest went unread, and the flow counts as unparsed rather than as nameless.
+    if out.sni_len > 0 { Ok(()) } else { Err(()) }
 }
 
-/// The server_name extension: a list of (type, name); the first host_name wins.
+/// The server_name extension: a list of (type, name) whose last entry is the host_name.
 #[inline(always)]
 fn parse_server_name<P: PacketBytes + ?Sized>(
     p: &P,
@@ -209,7 +210,9 @@ fn parse_server_name<P: PacketBytes + ?Sized>(
 ) -> Result<(), ()> {
     let list_len = u16::from_be_bytes(p.read::<2>(start).ok_or(())?) as usize;
     let list_end = start + 2 + list_len;
-    if list_end > end {
+    // The list fills the extension, and the host name ends the list, as TLS servers
+    // require: lengths that disagree could make a prefix of the name look like the name.
+    if list_end != end {
         return Err(());
     }
     let mut offset = start + 2;
@@ -225,12 +228,13 @@ fn parse_server_name<P: PacketBytes + ?Sized>(
         if name + name_len > list_end {
             return Err(());
         }
-        if name_type == SNI_HOST_NAME && out.sni_len == 0 {
-            if name_len == 0 || name_len > MAX_NAME_LEN {
+        if name_type == SNI_HOST_NAME {
+            if name_len == 0 || name_len > MAX_NAME_LEN || name + name_len != list_end {
                 return Err(());
             }
             out.sni_offset = name as u16;
             out.sni_len = name_len as u16;
+            return Ok(());
         }
         offset = name + name_len;
     }

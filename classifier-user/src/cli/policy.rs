@@ -109,12 +109,8 @@ fn check(file: &Path) -> anyhow::Result<()> {
         policy.exceptions.len(),
         policy.periods.join(", ")
     );
-    if report.list_lines_skipped > 0 {
-        println!(
-            "note: {} list lines were not domains and were skipped (e.g. {})",
-            report.list_lines_skipped,
-            report.list_skipped_examples.join(", ")
-        );
+    for note in report.notes() {
+        println!("note: {note}");
     }
     Ok(())
 }

@@ -60,6 +60,38 @@ pub struct Named {
     pub name: String,
 }
 
+impl CompileReport {
+    /// What the operator should hear about, one line each: colliding domains (one of
+    /// each pair is not classified), duplicates, list lines that were not domains.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self
+            .collisions
+            .iter()
+            .map(|(kept, lost)| {
+                format!(
+                    "`{lost}` has the same 64-bit hash as `{kept}`, listed before it: `{kept}` \
+                     is kept and `{lost}` is not classified (rename or drop one of them)"
+                )
+            })
+            .collect();
+        if self.duplicates > 0 {
+            notes.push(format!(
+                "{} duplicate domain listings; the first listing (applications, then \
+                 categories in file order) decides",
+                self.duplicates
+            ));
+        }
+        if self.list_lines_skipped > 0 {
+            notes.push(format!(
+                "{} list lines were not domains and were skipped (e.g. {})",
+                self.list_lines_skipped,
+                self.list_skipped_examples.join(", ")
+            ));
+        }
+        notes
+    }
+}
+
 impl ClassTables {
     pub fn category_id(&self, name: &str) -> Option<u16> {
         self.categories
@@ -321,8 +353,13 @@ impl DomainBuilder {
     }
 
     fn add(&mut self, domain: String, class: ClassResult) {
-        self.report.domains_read += 1;
         let hash = domain::domain_hash(domain.as_bytes());
+        self.add_hashed(domain, hash, class);
+    }
+
+    /// [`DomainBuilder::add`] with the hash given (tests force collisions with it).
+    fn add_hashed(&mut self, domain: String, hash: SuffixHash, class: ClassResult) {
+        self.report.domains_read += 1;
         match self.names.entry(hash.key) {
             Entry::Occupied(existing) => {
                 if *existing.get() == domain {
@@ -433,6 +470,32 @@ mod tests {
         ] {
             assert!(normalize_domain(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_hash_collision_keeps_the_first_domain_and_is_reported() {
+        let mut builder = DomainBuilder::default();
+        let class = |category| ClassResult {
+            category,
+            ..ClassResult::default()
+        };
+        let forced = domain::domain_hash(b"first.example");
+        builder.add_hashed("first.example".into(), forced, class(1));
+        builder.add_hashed("second.example".into(), forced, class(2));
+        builder.add("first.example".into(), class(3));
+        assert_eq!(builder.table.len(), 1);
+        assert_eq!(builder.table[&forced.key].category, 1, "the first listed is kept");
+        assert_eq!(
+            builder.report.collisions,
+            [("first.example".to_owned(), "second.example".to_owned())]
+        );
+        assert_eq!(builder.report.duplicates, 1);
+        let notes = builder.report.notes();
+        assert!(
+            notes[0].contains("`second.example`") && notes[0].contains("not classified"),
+            "{notes:?}"
+        );
+        assert!(notes[1].starts_with("1 duplicate domain listings"), "{notes:?}");
     }
 
     #[test]

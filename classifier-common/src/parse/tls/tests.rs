@@ -104,18 +104,19 @@ fn record_fragmentation_and_size_limits_are_unparsable() {
 fn lengths_pointing_past_their_container_are_malformed_never_a_name() {
     let good = Hello::new().sni("www.bbc.co.uk").bytes();
     let sni_ext = good.windows(2).rposition(|w| w == [0, 0]).unwrap();
+    let (_, sent) = parse(&good);
     // Corrupt each byte of the server_name extension and its list in turn: the result is
-    // either the right name, no name, or malformed — never a wrong name.
+    // the name where it was sent (its own bytes may be what changed), no name, or
+    // malformed — never another span of bytes passed off as the name.
     for index in sni_ext.saturating_sub(6)..good.len() {
         for value in [0x00, 0x01, 0x7f, 0xff] {
             let mut bytes = good.clone();
             bytes[index] = value;
             let (status, hello) = parse(&bytes);
             if status == TlsStatus::Complete && hello.sni_len > 0 {
-                let start = hello.sni_offset as usize;
-                let name = &bytes[start..start + hello.sni_len as usize];
-                assert!(
-                    name.len() <= MAX_NAME_LEN && start + name.len() <= bytes.len(),
+                assert_eq!(
+                    (hello.sni_offset, hello.sni_len),
+                    (sent.sni_offset, sent.sni_len),
                     "byte {index} = {value:#x}"
                 );
             }
@@ -182,4 +183,36 @@ fn every_prefix_and_random_bytes_never_panic() {
             assert!(hello.sni_offset as usize + hello.sni_len as usize <= bytes.len());
         }
     }
+}
+
+#[test]
+fn trailing_bytes_in_the_name_list_are_malformed() {
+    let good = Hello::new().sni("www.bbc.co.uk").bytes();
+    let name_at = good.windows(13).position(|w| w == b"www.bbc.co.uk").unwrap();
+    // The name's length says 9 ("www.bbc.c"), leaving "o.uk" as junk in the list.
+    let mut short = good.clone();
+    short[name_at - 2..name_at].copy_from_slice(&9u16.to_be_bytes());
+    assert_eq!(
+        parse(&short).0,
+        TlsStatus::Unparsable(Unparsable::Malformed)
+    );
+}
+
+#[test]
+fn more_extensions_than_a_client_sends_hide_no_name() {
+    let mut crowded = Hello::new();
+    for i in 0..MAX_EXTENSIONS as u16 {
+        crowded = crowded.ext(0xff00 + i, vec![]);
+    }
+    let late = crowded.sni("www.twitch.tv").bytes();
+    assert_eq!(
+        parse(&late).0,
+        TlsStatus::Unparsable(Unparsable::Malformed),
+        "a name after the 40th extension is not read: unparsed, not nameless"
+    );
+    let mut early = Hello::new().sni("www.twitch.tv");
+    for i in 0..MAX_EXTENSIONS as u16 {
+        early = early.ext(0xff00 + i, vec![]);
+    }
+    assert_eq!(sni_of(&early.bytes()), "www.twitch.tv", "a name found stands");
 }
