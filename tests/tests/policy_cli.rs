@@ -195,3 +195,185 @@ fn policy_check_names_file_line_and_field() {
         "{message}"
     );
 }
+
+/// The built-in policy with one more category, `news` (uncategorised, so allowed, in the
+/// built-in one), blocked in working hours.
+fn with_news_blocked_at_work() -> String {
+    format!(
+        "{}\n[categories.news]\ndomains = [\"bbc.co.uk\"]\n\n[[rules]]\ndescription = \
+         \"News: not at work\"\ncategories = \"news\"\nperiods = \"working\"\naction = \
+         \"block\"\n",
+        classifier_user::policy::DEFAULT_POLICY
+    )
+}
+
+#[test]
+fn explain_answers_for_a_candidate_policy_file_at_a_given_time() {
+    let scratch = Scratch::new("explain-candidate");
+    let candidate = scratch.0.join("candidate.toml");
+    let text = with_news_blocked_at_work();
+    std::fs::write(&candidate, &text).unwrap();
+    let candidate = candidate.to_str().unwrap();
+    let exceptions = scratch.0.join("none.toml");
+    let exceptions = exceptions.to_str().unwrap();
+    // The new rule is the file's last.
+    let rules = text.matches("[[rules]]").count();
+    // Monday 23 November 2026 (GMT): working hours, then lunch.
+    let (working, lunch) = ("2026-11-23T10:00:00Z", "2026-11-23T12:30:00Z");
+    let explain = |policy: Option<&str>, at: &str, json: bool| {
+        let mut args = vec!["policy", "explain", "192.0.2.10", "www.bbc.co.uk"];
+        args.extend(["--at", at, "--exceptions", exceptions]);
+        if let Some(policy) = policy {
+            args.extend(["--policy", policy]);
+        }
+        if json {
+            args.push("--json");
+        }
+        stdout(&classifier(&args))
+    };
+    let json = |policy: Option<&str>, at: &str| -> serde_json::Value {
+        serde_json::from_str(&explain(policy, at, true)).unwrap()
+    };
+
+    // The built-in policy does not list the name: allowed, at work too.
+    let built_in = json(None, working);
+    assert_eq!(built_in["category"], "uncategorized", "{built_in:#}");
+    assert_eq!(built_in["action"], "allow", "{built_in:#}");
+    assert_eq!(built_in["decided_by"]["kind"], "default", "{built_in:#}");
+
+    // The candidate file blocks it at work, by its new rule (the last one).
+    let at_work = json(Some(candidate), working);
+    assert_eq!(at_work["group"], "staff", "{at_work:#}");
+    assert_eq!(at_work["category"], "news", "{at_work:#}");
+    assert_eq!(at_work["period"], "working", "{at_work:#}");
+    assert_eq!(at_work["action"], "block", "{at_work:#}");
+    assert_eq!(
+        at_work["decided_by"],
+        serde_json::json!({"kind": "rule", "rule": rules, "description": "News: not at work"}),
+        "rule {rules} of {rules}"
+    );
+    let text_at_work = explain(Some(candidate), working, false);
+    assert!(
+        text_at_work.contains("  category: news (`www.bbc.co.uk` is listed in news")
+            && text_at_work.contains(&format!(
+                "  decision: block (rule {rules}: News: not at work)\n"
+            )),
+        "{text_at_work}"
+    );
+
+    // --at: at lunch the rule does not apply.
+    let at_lunch = json(Some(candidate), lunch);
+    assert_eq!(at_lunch["category"], "news", "{at_lunch:#}");
+    assert_eq!(at_lunch["period"], "lunch", "{at_lunch:#}");
+    assert_eq!(at_lunch["action"], "allow", "{at_lunch:#}");
+    assert_eq!(at_lunch["decided_by"]["kind"], "default", "{at_lunch:#}");
+    assert!(
+        explain(Some(candidate), lunch, false).contains("  decision: allow (no rule matches"),
+        "text at lunch"
+    );
+
+    // A candidate that does not load is refused with its file and line, not answered for
+    // with the built-in policy.
+    let broken = scratch.0.join("broken.toml");
+    // The new (last) rule's action made unknown.
+    let (head, last_rule) = text.split_at(text.rfind("[[rules]]").unwrap());
+    let broken_text = format!(
+        "{head}{}",
+        last_rule.replace("action = \"block\"", "action = \"forbid\"")
+    );
+    assert_ne!(broken_text, text);
+    std::fs::write(&broken, &broken_text).unwrap();
+    let refused = classifier(&[
+        "policy",
+        "explain",
+        "192.0.2.10",
+        "www.bbc.co.uk",
+        "--policy",
+        broken.to_str().unwrap(),
+        "--exceptions",
+        exceptions,
+    ]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    let line = broken_text
+        .lines()
+        .position(|l| l.contains("forbid"))
+        .unwrap()
+        + 1;
+    assert!(
+        message.contains(&format!("broken.toml:{line}:"))
+            && message.contains(&format!("rules[{}].action", rules - 1)),
+        "{message}"
+    );
+}
+
+#[test]
+fn show_reads_a_policy_file_without_a_daemon() {
+    let scratch = Scratch::new("show-file");
+    let candidate = scratch.0.join("candidate.toml");
+    std::fs::write(&candidate, with_news_blocked_at_work()).unwrap();
+    let candidate = candidate.to_str().unwrap();
+    let no_daemon = scratch.0.join("no-daemon.sock");
+    let args = |json: bool| {
+        let mut args = vec!["policy", "show", "--policy", candidate];
+        args.extend(["--control-socket", no_daemon.to_str().unwrap()]);
+        if json {
+            args.push("--json");
+        }
+        stdout(&classifier(&args))
+    };
+
+    let shown: serde_json::Value = serde_json::from_str(&args(true)).unwrap();
+    assert_eq!(shown["policy"], candidate, "{shown:#}");
+    assert_eq!(
+        shown["period_in_force"],
+        serde_json::Value::Null,
+        "no daemon asked"
+    );
+    let categories = shown["categories"].as_array().unwrap();
+    let built_in = classifier_user::policy::Policy::default_council();
+    assert_eq!(categories.len(), built_in.classes.categories.len() + 1);
+    assert_eq!(
+        categories.last().unwrap(),
+        &serde_json::json!({"name": "news", "domains": 1}),
+        "the file's own category, last as in the file"
+    );
+    let rules = shown["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), built_in.rules.len() + 1);
+    assert_eq!(
+        rules.last().unwrap(),
+        &serde_json::json!({
+            "number": rules.len(),
+            "description": "News: not at work",
+            "action": "block"
+        })
+    );
+
+    let text = args(false);
+    assert!(
+        text.starts_with(&format!("policy:   {candidate} (")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("news ") && l.ends_with(" 1 domains")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .trim_start()
+            .starts_with(&format!("{}. News: not at work ", rules.len()))
+            && l.ends_with("→ block")),
+        "{text}"
+    );
+    assert!(!text.contains("in force:"), "no daemon asked: {text}");
+
+    // Without --policy, show asks the daemon; with none running, it says so.
+    let refused = classifier(&[
+        "policy",
+        "show",
+        "--control-socket",
+        no_daemon.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success(), "no daemon, no answer");
+}

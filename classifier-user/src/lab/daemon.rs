@@ -28,6 +28,7 @@ pub struct DaemonProcess {
     pid_file: PathBuf,
     pub pin_dir: PathBuf,
     pub control_socket: PathBuf,
+    log_file: Option<PathBuf>,
 }
 
 /// Options beyond the ones every lab daemon gets.
@@ -39,6 +40,9 @@ pub struct DaemonOptions {
     pub show_output: bool,
     /// The flow store, when not the lab's SQLite file (a PostgreSQL connection string).
     pub store: Option<String>,
+    /// Where the daemon's log (its stderr) goes, appended, instead of to ours: tests read
+    /// it back with [`DaemonProcess::log`].
+    pub log_file: Option<PathBuf>,
 }
 
 impl DaemonProcess {
@@ -73,6 +77,14 @@ impl DaemonProcess {
         if !options.show_output {
             command.stdout(Stdio::null());
         }
+        if let Some(log_file) = &options.log_file {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_file)
+                .with_context(|| format!("opening {}", log_file.display()))?;
+            command.stderr(log);
+        }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -81,6 +93,7 @@ impl DaemonProcess {
             pid_file,
             pin_dir,
             control_socket,
+            log_file: options.log_file.clone(),
         };
         daemon.wait_ready()?;
         Ok(daemon)
@@ -93,7 +106,11 @@ impl DaemonProcess {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("classifier run exited before attaching ({status}); its errors are above");
+                let errors = match &self.log_file {
+                    Some(_) => format!("its log:\n{}", self.log()),
+                    None => "its errors are above".to_owned(),
+                };
+                bail!("classifier run exited before attaching ({status}); {errors}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -102,6 +119,15 @@ impl DaemonProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the daemon has logged so far, when it was started with
+    /// [`DaemonOptions::log_file`] (empty otherwise).
+    pub fn log(&self) -> String {
+        self.log_file
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     /// The daemon's flows, asked through its control socket (as `classifier flows`).

@@ -8,6 +8,20 @@ fn parse(text: &str) -> Result<Policy, PolicyError> {
     Policy::parse(text, Path::new("test.toml"), Path::new("."))
 }
 
+/// The 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset].matches('\n').count() + 1
+}
+
+/// The 1-based line where `marker` first appears in `text`: where an error about the field
+/// written there must point.
+fn line_of(text: &str, marker: &str) -> usize {
+    let offset = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("no `{marker}` in {text:?}"));
+    line_at(text, offset)
+}
+
 #[test]
 fn default_policy_compiles_with_every_category() {
     let policy = Policy::default_council();
@@ -78,64 +92,67 @@ fn errors_name_file_line_and_field() {
     let cases = [
         (
             "[categories.video]\ndomains = [\"ok.example\", \"not a domain\"]\n",
-            "test.toml:2:",
+            "\"not a domain\"",
             "categories.video.domains[1]",
             "not a domain name",
         ),
         (
             "[categories.video]\n[apps.yt]\ncategory = \"vidoe\"\n",
-            "test.toml:3:",
+            "\"vidoe\"",
             "apps.yt.category",
             "no category `vidoe`",
         ),
         (
             "[categories.video]\nports = [\"tcp/99999\"]\n",
-            "test.toml:2:",
+            "\"tcp/99999\"",
             "categories.video.ports[0]",
             "tcp/PORT",
         ),
         (
             "[categories.video]\ndomians = []\n",
-            "test.toml:2:",
+            "domians",
             "categories.video.domians",
             "unknown field `domians`",
         ),
         (
             "[site]\ntimezone = \"Europe/Londn\"\n",
-            "test.toml:2:",
+            "\"Europe/Londn\"",
             "site.timezone",
             "unknown time zone",
         ),
         (
             "[categories.p2p]\nprotocols = [\"edonkey\"]\n",
-            "test.toml:2:",
+            "\"edonkey\"",
             "categories.p2p.protocols[0]",
             "unknown protocol",
         ),
         (
             "[quic]\nmode = \"sometimes\"\n",
-            "test.toml:2:",
+            "\"sometimes\"",
             "quic.mode",
             "classify",
         ),
         (
             "[bittorrent]\npeer_ttl = \"soon\"\n",
-            "test.toml:2:",
+            "\"soon\"",
             "bittorrent.peer_ttl",
             "10m",
         ),
         (
             "[categories.video]\nlists = [\"/nonexistent/ut1/video\"]\n",
-            "test.toml:2:",
+            "\"/nonexistent/ut1/video\"",
             "categories.video.lists[0]",
             "cannot read /nonexistent/ut1/video",
         ),
-        ("[categories.video\n", "test.toml:1:", "(file)", ""),
+        ("[categories.video\n", "[categories.video", "(file)", ""),
     ];
-    for (text, location, field, message) in cases {
+    // Each case: the text, where in it the offending field is written, the field, the message.
+    for (text, marker, field, message) in cases {
         let err = parse(text).unwrap_err();
         let shown = err.to_string();
-        assert!(shown.starts_with(location), "{shown}");
+        let line = line_of(text, marker);
+        assert_eq!(err.line, line, "the line of `{marker}`: {shown}");
+        assert!(shown.starts_with(&format!("test.toml:{line}:")), "{shown}");
         assert_eq!(err.field, field, "{shown}");
         assert!(shown.contains(message), "{shown}");
         assert_eq!(shown.lines().count(), 1, "one line: {shown}");
@@ -322,63 +339,86 @@ mod decisions {
         let cases = [
             (
                 "[[rules]]\ncategories = \"gamblng\"\naction = \"block\"\n",
+                "\"gamblng\"",
                 "rules[0].categories",
                 "no category `gamblng`",
             ),
             (
                 "[categories.x]\n[[rules]]\ncategories = \"x\"\nperiods = [\"lunchtime\"]\naction = \"block\"\n",
+                "\"lunchtime\"",
                 "rules[0].periods[0]",
                 "no period `lunchtime`",
             ),
             (
                 "[[rules]]\naction = \"shape\"\n",
+                "\"shape\"",
                 "rules[0].action",
                 "needs a `rate`",
             ),
             (
                 "[[rules]]\naction = \"shape\"\nrate = \"2mbps\"\n",
+                "\"2mbps\"",
                 "rules[0].rate",
                 "bytes per second",
             ),
             (
                 "[[rules]]\naction = \"block\"\nrate = \"2mbit\"\n",
+                "\"2mbit\"",
                 "rules[0].rate",
                 "only goes with",
             ),
             (
                 "[[rules]]\naction = \"deny\"\n",
+                "\"deny\"",
                 "rules[0].action",
                 "choose `allow`, `block` or `shape`",
             ),
             (
                 "[groups.a]\nprefixes = [\"192.0.2.1/24\"]\n",
+                "\"192.0.2.1/24\"",
                 "groups.a.prefixes[0]",
                 "host bits",
             ),
             (
                 "[groups.a]\nvlans = [5000]\n",
+                "5000",
                 "groups.a.vlans[0]",
                 "1 to 4094",
             ),
-            ("[groups.default]\n", "groups.default", "unmatched clients"),
+            (
+                "[groups.default]\n",
+                "[groups.default]",
+                "groups.default",
+                "unmatched clients",
+            ),
             (
                 "[shaping]\nmethod = \"fast\"\n",
+                "\"fast\"",
                 "shaping.method",
                 "choose `htb`",
             ),
             (
                 "[categories.x]\n[[exceptions]]\nclient = \"192.0.2.1\"\ncategories = [\"x\"]\napproved_by = \"\"\nreference = \"R\"\nreason = \"r\"\nexpires = \"2027-01-01\"\n",
+                "approved_by",
                 "exceptions[0].approved_by",
                 "approval on record",
             ),
             (
                 "[categories.x]\n[[exceptions]]\nclient = \"192.0.2.1\"\ncategories = [\"x\"]\napproved_by = \"a\"\nreference = \"R\"\nreason = \"r\"\nexpires = \"soon\"\n",
+                "\"soon\"",
                 "exceptions[0].expires",
                 "write a date",
             ),
         ];
-        for (text, field, message) in cases {
+        // Each case: the text, where in it the offending field is written, the field, the
+        // message.
+        for (text, marker, field, message) in cases {
             let err = parse(text).unwrap_err();
+            assert_eq!(
+                err.line,
+                line_of(text, marker),
+                "the line of `{marker}`: {err}"
+            );
             assert_eq!(err.field, field, "{err}");
             assert!(err.message.contains(message), "{err}");
         }
@@ -421,6 +461,12 @@ fn a_shape_rule_beyond_the_datapath_s_classes_is_refused() {
     }
     text += "[[rules]]\ncategories = \"video\"\naction = \"shape\"\nrate = \"1mbit\"\n";
     let err = parse(&text).unwrap_err();
+    let (last_rule, _) = text.match_indices("[[rules]]").nth(255).unwrap();
+    assert_eq!(
+        err.line,
+        line_at(&text, last_rule),
+        "the 256th rule's line: {err}"
+    );
     assert_eq!(err.field, "rules[255]", "{err}");
     assert!(err.message.contains("first 255 rules"), "{err}");
 }
@@ -503,26 +549,41 @@ mod explain {
 
     #[test]
     fn rules_may_name_only_the_schedule_s_periods() {
-        let err = parse(
-            "[schedule]\ndefault = \"open\"\n[categories.x]\n[[rules]]\ncategories = \"x\"\nperiods = \"working\"\naction = \"block\"\n",
-        )
-        .unwrap_err();
+        // `periods` as a list, then as one name (as the built-in policy writes it).
+        for periods in ["[\"open\", \"working\"]", "\"working\""] {
+            let text = format!(
+                "[schedule]\ndefault = \"open\"\n[categories.x]\n[[rules]]\ncategories = \"x\"\nperiods = {periods}\naction = \"block\"\n"
+            );
+            let err = parse(&text).unwrap_err();
+            let index = usize::from(periods.starts_with('['));
+            assert_eq!(err.field, format!("rules[0].periods[{index}]"), "{err}");
+            assert!(err.message.contains("open"), "{err}");
+            if index == 1 {
+                assert_eq!(err.line, line_of(&text, "\"working\""), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "bug: a period named as one string (`periods = \"working\"`) is located at \
+                line 1, column 1: the error's path ends in [0] and source.rs finds no [0] in \
+                a string"]
+    fn a_period_written_as_one_name_is_located_on_its_line() {
+        let text = "[schedule]\ndefault = \"open\"\n[categories.x]\n[[rules]]\ncategories = \"x\"\nperiods = \"working\"\naction = \"block\"\n";
+        let err = parse(text).unwrap_err();
         assert_eq!(err.field, "rules[0].periods[0]", "{err}");
-        assert!(err.message.contains("open"), "{err}");
+        assert_eq!(err.line, line_of(text, "\"working\""), "{err}");
     }
 }
 
 #[test]
 fn fail_fast_is_a_block_rule_setting_and_defaults_to_on() {
-    let policy = |rule: &str| {
-        Policy::parse(
-            &format!(
-                "[categories.gambling]\ndomains = [\"bet.example.test\"]\n[[rules]]\ncategories = \"gambling\"\n{rule}"
-            ),
-            Path::new("p.toml"),
-            Path::new("."),
+    let text = |rule: &str| {
+        format!(
+            "[categories.gambling]\ndomains = [\"bet.example.test\"]\n[[rules]]\ncategories = \"gambling\"\n{rule}"
         )
     };
+    let policy = |rule: &str| Policy::parse(&text(rule), Path::new("p.toml"), Path::new("."));
     assert!(policy("action = \"block\"").unwrap().rules[0].fail_fast);
     assert!(
         !policy("action = \"block\"\nfail_fast = false")
@@ -530,14 +591,15 @@ fn fail_fast_is_a_block_rule_setting_and_defaults_to_on() {
             .rules[0]
             .fail_fast
     );
-    let err = policy("action = \"allow\"\nfail_fast = false")
-        .unwrap_err()
-        .to_string();
+    let allow_rule = "action = \"allow\"\nfail_fast = false";
+    let err = policy(allow_rule).unwrap_err();
+    let line = line_of(&text(allow_rule), "fail_fast = false");
+    assert_eq!(err.line, line, "{err}");
+    assert_eq!(err.field, "rules[0].fail_fast", "{err}");
+    let shown = err.to_string();
     assert!(
-        err.contains("p.toml:6")
-            && err.contains("fail_fast")
-            && err.contains("only a `block` rule"),
-        "{err}"
+        shown.starts_with(&format!("p.toml:{line}:")) && shown.contains("only a `block` rule"),
+        "{shown}"
     );
 }
 
