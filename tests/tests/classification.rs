@@ -798,3 +798,140 @@ fn the_peer_cache_forgets_peers_after_its_ttl() {
         &unnamed("uncategorized", "unknown", "none"),
     );
 }
+
+/// Every flow of a mutation run: what it was sent and what the datapath made of it.
+struct Mutant {
+    port: u16,
+    payload: Vec<u8>,
+}
+
+/// Runs each mutant as its own flow (one port each) through one datapath; returns the
+/// harness to read the flows from.
+fn run_mutants(mutants: &[Mutant], server_port: u16) -> Harness {
+    let mut harness = Harness::new();
+    for mutant in mutants {
+        harness.send(&tcp_flow(mutant.port, server_port, &mutant.payload, 1448));
+    }
+    harness
+}
+
+/// `good` with each byte of `range` set in turn to each of `values`, one flow per port
+/// from `first_port`.
+fn mutants(
+    good: &[u8],
+    range: std::ops::Range<usize>,
+    values: &[u8],
+    first_port: u16,
+) -> Vec<Mutant> {
+    let mut port = first_port;
+    let mut all = Vec::new();
+    for index in range {
+        for value in values {
+            if good[index] == *value {
+                continue;
+            }
+            let mut payload = good.to_vec();
+            payload[index] = *value;
+            all.push(Mutant { port, payload });
+            port += 1;
+        }
+    }
+    all
+}
+
+#[test]
+fn corrupted_client_hellos_give_the_sent_name_no_name_or_unparsed_never_another() {
+    if !privileged("corrupted_client_hellos_give_the_sent_name") {
+        return;
+    }
+    let name = "www.youtube.com";
+    let good = Hello::new().sni(name).ext(0x000d, vec![0, 2, 4, 3]).bytes();
+    let at = good
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap();
+    // From the server_name extension's type to the end of the name: type, length, list
+    // length, entry type, name length, name.
+    let all = mutants(
+        &good,
+        at - 9..at + name.len(),
+        &[0x00, 0x01, 0x7f, 0xff],
+        20000,
+    );
+    let harness = run_mutants(&all, 443);
+    let classes = &harness.state.policy.classes;
+    let mut seen = [0usize; 3];
+    for mutant in &all {
+        let record = harness.record(&key(ip_proto::TCP, mutant.port, 443));
+        match &record.name {
+            Some(got) => {
+                seen[0] += 1;
+                let sent = String::from_utf8_lossy(&mutant.payload[at..at + name.len()]);
+                assert_eq!(got, &sent, "the name is the bytes where it was sent");
+                let category = classes
+                    .lookup(got)
+                    .map_or("uncategorized", |e| classes.category_name(e.category));
+                assert_eq!(record.category, category, "{got}: its own category");
+            }
+            None if record.tls_unparsed => seen[1] += 1,
+            None => {
+                seen[2] += 1;
+                assert_eq!(record.category, "uncategorized", "{record:?}");
+            }
+        }
+    }
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "named, unparsed and nameless all occur: {seen:?}"
+    );
+}
+
+#[test]
+fn corrupted_host_lines_give_what_an_http_parser_reads_or_nothing() {
+    if !privileged("corrupted_host_lines_give_what_an_http_parser_reads") {
+        return;
+    }
+    let good = b"GET /listen HTTP/1.1\r\nHost: open.spotify.com\r\nAccept: */*\r\n\r\n";
+    let line = good.windows(5).position(|w| w == b"Host:").unwrap();
+    let line_end = line + b"Host: open.spotify.com\r\n".len();
+    let all = mutants(
+        good,
+        line..line_end,
+        &[0x00, b' ', b'\r', b'\n', b'X', b'.', 0xff],
+        21000,
+    );
+    let harness = run_mutants(&all, 80);
+    let mut named = 0;
+    for mutant in &all {
+        let record = harness.record(&key(ip_proto::TCP, mutant.port, 80));
+        // What the datapath reads: the request up to the end of the Host line (its first
+        // LF), closed there. What follows is not the Host's business.
+        let line_feed = line
+            + mutant.payload[line..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .unwrap();
+        let read = [&mutant.payload[..=line_feed], b"\r\n"].concat();
+        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut request = httparse::Request::new(&mut headers);
+        let parsed = request.parse(&read);
+        let host = match parsed {
+            Ok(httparse::Status::Complete(_)) => request
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("host"))
+                .map(|h| String::from_utf8_lossy(h.value).trim().to_owned()),
+            _ => None,
+        };
+        if let Some(got) = &record.name {
+            named += 1;
+            assert_eq!(
+                Some(got),
+                host.as_ref(),
+                "the datapath's Host must be httparse's: {:?}",
+                String::from_utf8_lossy(&mutant.payload)
+            );
+        }
+    }
+    assert!(named > 0, "some corrupted lines still carry a name");
+}

@@ -172,10 +172,10 @@ impl RequestScanner {
                     self.value_start = if self.bracketed { index + 1 } else { index };
                     self.value_end = self.value_start;
                     self.position = Position::HostValue;
-                    self.host_value(index, byte);
+                    self.host_value(p, index, byte);
                 }
             }
-            Position::HostValue => self.host_value(index, byte),
+            Position::HostValue => self.host_value(p, index, byte),
             Position::Finished => {}
         }
         if self.position == Position::Finished {
@@ -209,7 +209,18 @@ impl RequestScanner {
 
     /// A byte of the Host value: the value ends at the line end, a port, or `]`.
     #[inline(always)]
-    fn host_value(&mut self, index: usize, byte: u8) {
+    fn host_value<P: PacketBytes + ?Sized>(&mut self, p: &P, index: usize, byte: u8) {
+        if byte == b'\r' {
+            match p.read::<1>(index + 1) {
+                Some([b'\n']) => {}
+                // The LF is in a segment still to come: wait for it.
+                None if index + 1 >= self.len => return,
+                _ => {
+                    self.finish(); // a bare CR inside the line: servers refuse the request
+                    return;
+                }
+            }
+        }
         let ends = match byte {
             b'\r' | b'\n' => true,
             b':' => !self.bracketed,
@@ -230,6 +241,8 @@ impl RequestScanner {
                 self.finish(); // an address literal has no blanks: not a name
             }
             self.blank_in_value |= self.value_end > self.value_start;
+        } else if !byte.is_ascii_graphic() {
+            self.finish(); // a control or non-ASCII byte: no server takes that for a name
         } else if self.blank_in_value {
             self.finish(); // a blank inside the value: not a name
         } else if !(self.bracketed && byte == b'[') {

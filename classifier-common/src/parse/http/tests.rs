@@ -52,7 +52,8 @@ fn split_requests_need_more_until_the_host_line_is_whole() {
     let request = b"GET /watch?v=abc HTTP/1.1\r\nHost: www.youtube.com\r\n\r\n";
     for cut in 1..request.len() {
         let (status, found) = parse(&request[..cut]);
-        let host_line_end = b"GET /watch?v=abc HTTP/1.1\r\nHost: www.youtube.com".len();
+        // Whole once its CR LF is: a CR alone could be a bare CR, which is no line end.
+        let host_line_end = b"GET /watch?v=abc HTTP/1.1\r\nHost: www.youtube.com\r".len();
         if cut <= host_line_end {
             assert_eq!(status, HttpStatus::NeedMore, "cut at {cut}");
         } else {
@@ -127,4 +128,19 @@ fn a_host_with_a_blank_inside_is_no_name() {
         host_of(b"GET / HTTP/1.1\r\nHost:   www.bbc.co.uk  \r\n\r\n"),
         Some("www.bbc.co.uk")
     );
+}
+
+/// A control or non-ASCII byte in the Host value: no HTTP server reads that as a host, so
+/// neither does the classifier.
+#[test]
+fn a_host_with_a_control_or_non_ascii_byte_is_no_name() {
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost:\0open.spotify.com\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: open.spo\x7ftify.com\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: open.spotify.com\xff\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: open\x01spotify.com\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: o\ren.spotify.com\r\n\r\n",
+    ] {
+        assert_eq!(host_of(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
 }
