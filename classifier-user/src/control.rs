@@ -32,6 +32,13 @@ pub enum Request {
     Reload,
     /// The policy in force: one `policy::show::Summary`.
     ShowPolicy,
+    /// What the policy in force does with `client` reaching `target` (a name or a port) at
+    /// `at`: one `policy::show::Explanation`.
+    Explain {
+        client: std::net::IpAddr,
+        target: String,
+        at: jiff::Timestamp,
+    },
 }
 
 /// A refusal or failure, as the one line of a response.
@@ -106,6 +113,18 @@ fn allowed(uid: u32, gid: u32, group: Option<(u32, &[String])>, user: Option<&st
         return false;
     };
     gid == group_id || user.is_some_and(|name| members.iter().any(|m| m == name))
+}
+
+/// Whether something listens on `path`: false when there is no socket, or only the stale
+/// one of a daemon that was killed.
+pub fn daemon_listens(path: &Path) -> bool {
+    match StdUnixStream::connect(path) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ),
+    }
 }
 
 /// Sends `request` to the daemon at `path` and returns its response lines.

@@ -397,6 +397,12 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
             ))?;
             text.push('\n');
         }
+        Request::Explain { client, target, at } => {
+            let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
+            let explanation = state.in_force.policy.explain(*client, &asked, *at);
+            text += &serde_json::to_string(&explanation)?;
+            text.push('\n');
+        }
         Request::Reload => unreachable!("answered above"),
     }
     Ok(text)

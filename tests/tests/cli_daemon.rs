@@ -333,16 +333,15 @@ fn line_starting<'a>(text: &'a str, start: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line starting `{start}` in:\n{text}"))
 }
 
-fn explain_json(setup: &Setup, client: &Host, target: &str) -> Value {
+/// `policy explain` asked of the running daemon (its policy and exceptions in force).
+fn explain_json(socket: &str, client: &Host, target: &str) -> Value {
     let out = classifier_ok(&[
         "policy",
         "explain",
         &client.ipv4.to_string(),
         target,
-        "--policy",
-        path_str(&setup.policy_file),
-        "--exceptions",
-        path_str(&setup.exceptions_file),
+        "--control-socket",
+        socket,
         "--json",
     ]);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -476,8 +475,9 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
     // The table: a header, then one line per selected flow.
     let client_column = |flow: &FlowRecord| flow.client.to_string();
     let rows = |table: &str| -> Vec<String> { table.lines().skip(1).map(str::to_owned).collect() };
+    let header = table_category.lines().next().unwrap();
     assert!(
-        table_category.lines().next().unwrap().starts_with("PROTO"),
+        header.starts_with("PROTO") && header.contains(" VERDICT "),
         "{table_category}"
     );
     let category_rows = rows(&table_category);
@@ -498,6 +498,7 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
     assert!(
         block_rows[0].contains(&format!(" {} ", client_column(&blocked_flow)))
             && block_rows[0].contains(" gambling ")
+            && block_rows[0].contains(" block ")
             && block_rows[0].contains(GAMBLING),
         "{table_block}"
     );
@@ -670,7 +671,7 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
     assert_eq!(shown["exceptions"], Value::Array(vec![]));
 
     // policy explain, for the daemon's files: group, category, period, rule, verdict.
-    let explained = explain_json(&setup, first, GAMBLING);
+    let explained = explain_json(socket, first, GAMBLING);
     assert_eq!(explained["client"], first.ipv4.to_string());
     assert_eq!(explained["group"], "staff", "{explained:#}");
     assert_eq!(explained["category"], "gambling", "{explained:#}");
@@ -687,7 +688,7 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         explained["decided_by"],
         serde_json::json!({"kind": "rule", "rule": 1, "description": "Gambling: blocked"}),
     );
-    let explained = explain_json(&setup, second, DOWNLOADS);
+    let explained = explain_json(socket, second, DOWNLOADS);
     assert_eq!(
         (
             &explained["group"],
@@ -712,10 +713,8 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         "explain",
         &first.ipv4.to_string(),
         GAMBLING,
-        "--policy",
-        policy_file,
-        "--exceptions",
-        path_str(&setup.exceptions_file),
+        "--control-socket",
+        socket,
     ]);
     for expected in [
         "  group:    staff\n",
@@ -769,7 +768,7 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         Visit::Reset,
         "and for no other client"
     );
-    let explained = explain_json(&setup, first, GAMBLING);
+    let explained = explain_json(socket, first, GAMBLING);
     assert_eq!(explained["action"], "allow", "{explained:#}");
     assert_eq!(explained["decided_by"]["kind"], "client-exception");
     assert_eq!(explained["decided_by"]["reference"], "LAB-1");
@@ -820,7 +819,7 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
     assert_eq!(status.exceptions_active, 0, "{status:?}");
     assert_eq!(status.next_change, None, "{status:?}");
     assert_eq!(
-        explain_json(&setup, first, GAMBLING)["action"],
+        explain_json(socket, first, GAMBLING)["action"],
         "block",
         "explain agrees"
     );

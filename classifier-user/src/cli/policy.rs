@@ -43,7 +43,8 @@ Examples:
         json: bool,
     },
     /// Which group, category, period, rule and exception decide what a client may do with a
-    /// site or port, and why. Works without a daemon.
+    /// site or port, and why: the running daemon's policy, or with --policy a candidate
+    /// file (no daemon needed). With no daemon running, the built-in policy answers.
     #[command(after_help = "\
 Examples:
   # Can this staff PC watch YouTube now?
@@ -73,12 +74,15 @@ pub struct ExplainArgs {
     /// The moment to answer for (RFC 3339, e.g. 2026-11-23T12:30:00Z; default: now).
     #[arg(long, value_name = "TIME")]
     at: Option<jiff::Timestamp>,
-    /// The policy file to ask (default: the built-in council policy).
+    /// The policy file to ask instead of the running daemon.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The exceptions file to add (read when it exists).
+    /// The exceptions file to add to --policy (or to the built-in policy when no daemon
+    /// runs), read when it exists. The daemon uses its own.
     #[arg(long, value_name = "FILE", default_value = crate::policy::DEFAULT_EXCEPTIONS_FILE)]
     exceptions: PathBuf,
+    #[command(flatten)]
+    socket: SocketArgs,
     #[arg(long)]
     json: bool,
 }
@@ -149,14 +153,32 @@ fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
-    let policy = crate::policy::PolicySources {
-        policy: args.policy.clone(),
-        exceptions: Some(args.exceptions.clone()),
-    }
-    .load()?;
     let target = parse_target(&args.target).map_err(anyhow::Error::msg)?;
     let at = args.at.unwrap_or_else(jiff::Timestamp::now);
-    let explanation = policy.explain(args.client, &target, at);
+    let socket = &args.socket.control_socket;
+    let explanation = if args.policy.is_none() && control::daemon_listens(socket) {
+        let request = Request::Explain {
+            client: args.client,
+            target: args.target.clone(),
+            at,
+        };
+        let lines = control::ask(socket, &request)?;
+        serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?
+    } else {
+        if args.policy.is_none() {
+            eprintln!(
+                "note: no daemon answers on {}: this is the built-in council policy's answer \
+                 (--policy FILE asks another)",
+                socket.display()
+            );
+        }
+        let policy = crate::policy::PolicySources {
+            policy: args.policy.clone(),
+            exceptions: Some(args.exceptions.clone()),
+        }
+        .load()?;
+        policy.explain(args.client, &target, at)
+    };
     if args.json {
         println!("{}", serde_json::to_string(&explanation)?);
     } else {

@@ -284,7 +284,7 @@ pub fn read_entries<T: std::borrow::Borrow<MapData>>(
 pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> io::Result<()> {
     writeln!(
         out,
-        "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:>9} {:>12} {:>9} {:>12} {:>6}",
+        "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:<9} {:>9} {:>12} {:>9} {:>12} {:>6}",
         "PROTO",
         "CLIENT",
         "SERVER",
@@ -292,6 +292,7 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
         "CATEGORY",
         "APP",
         "METHOD",
+        "VERDICT",
         "UP PKTS",
         "UP BYTES",
         "DN PKTS",
@@ -309,7 +310,7 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
         }
         writeln!(
             out,
-            "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:>9} {:>12} {:>9} {:>12} {:>5}s",
+            "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:<9} {:>9} {:>12} {:>9} {:>12} {:>5}s",
             record.protocol,
             record.client.to_string(),
             record.server.to_string(),
@@ -317,6 +318,7 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
             shorten(&record.category, 17),
             shorten(&record.app, 14),
             method,
+            record.verdict,
             record.upload.packets,
             record.upload.bytes,
             record.download.packets,

@@ -484,7 +484,10 @@ mod tests {
         builder.add_hashed("second.example".into(), forced, class(2));
         builder.add("first.example".into(), class(3));
         assert_eq!(builder.table.len(), 1);
-        assert_eq!(builder.table[&forced.key].category, 1, "the first listed is kept");
+        assert_eq!(
+            builder.table[&forced.key].category, 1,
+            "the first listed is kept"
+        );
         assert_eq!(
             builder.report.collisions,
             [("first.example".to_owned(), "second.example".to_owned())]
@@ -495,7 +498,10 @@ mod tests {
             notes[0].contains("`second.example`") && notes[0].contains("not classified"),
             "{notes:?}"
         );
-        assert!(notes[1].starts_with("1 duplicate domain listings"), "{notes:?}");
+        assert!(
+            notes[1].starts_with("1 duplicate domain listings"),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -205,8 +205,12 @@ fn compile_rule(
         let list = section.periods.names();
         for (i, period) in list.iter().enumerate() {
             if !names.periods.iter().any(|p| p == period) {
+                let at = match &section.periods {
+                    OneOrMany::Many(_) => path.key("periods").index(i),
+                    _ => path.key("periods"),
+                };
                 return Err(source.error_at(
-                    &path.key("periods").index(i),
+                    &at,
                     format!(
                         "no period `{period}` (the schedule has: {})",
                         names.periods.join(", ")

@@ -116,6 +116,8 @@ impl<'a> Source<'a> {
                     .find(|(k, _)| k.get_ref().as_ref() == key.as_str())
                     .map(|(_, v)| v)?,
                 (Segment::Index(index), DeValue::Array(array)) => array.get(*index)?,
+                // One name written for a list of names: item 0 is the value itself.
+                (Segment::Index(0), _) => value,
                 _ => return None,
             };
         }

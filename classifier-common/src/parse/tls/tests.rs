@@ -188,7 +188,10 @@ fn every_prefix_and_random_bytes_never_panic() {
 #[test]
 fn trailing_bytes_in_the_name_list_are_malformed() {
     let good = Hello::new().sni("www.bbc.co.uk").bytes();
-    let name_at = good.windows(13).position(|w| w == b"www.bbc.co.uk").unwrap();
+    let name_at = good
+        .windows(13)
+        .position(|w| w == b"www.bbc.co.uk")
+        .unwrap();
     // The name's length says 9 ("www.bbc.c"), leaving "o.uk" as junk in the list.
     let mut short = good.clone();
     short[name_at - 2..name_at].copy_from_slice(&9u16.to_be_bytes());
@@ -214,5 +217,9 @@ fn more_extensions_than_a_client_sends_hide_no_name() {
     for i in 0..MAX_EXTENSIONS as u16 {
         early = early.ext(0xff00 + i, vec![]);
     }
-    assert_eq!(sni_of(&early.bytes()), "www.twitch.tv", "a name found stands");
+    assert_eq!(
+        sni_of(&early.bytes()),
+        "www.twitch.tv",
+        "a name found stands"
+    );
 }
