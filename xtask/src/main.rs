@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
                 ("datapath benchmark", "datapath-bench"),
                 ("shaping benchmark", "shaping-bench"),
                 ("flow store benchmark", "store-bench"),
+                ("nDPI comparison", "ndpi-compare"),
             ] {
                 let mut bench = cargo(&[
                     "run",
@@ -116,8 +117,9 @@ fn main() -> anyhow::Result<()> {
                 if quick {
                     bench.arg("--quick");
                 }
-                if bin == "shaping-bench" {
-                    // The lab's daemon: the release build the benchmark itself was built with.
+                if bin == "shaping-bench" || bin == "ndpi-compare" {
+                    // The lab's daemon (shaping) or classify-pcap (nDPI comparison): the
+                    // release build the benchmark itself was built with.
                     bench.env("CLASSIFIER_BIN", root.join("target/release/classifier"));
                     step(
                         "build",

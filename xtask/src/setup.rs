@@ -39,6 +39,8 @@ const PACKAGES: &[&str] = &[
     "nfdump",
     // A real PostgreSQL for the store's PostgreSQL backend tests.
     "postgresql",
+    // nDPI's ndpiReader, the peer the nDPI comparison benchmark (ndpi-compare) runs.
+    "libndpi-bin",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
