@@ -1,6 +1,7 @@
 //! Project tasks. The README's two commands are `cargo xtask demo` and `cargo xtask test`;
 //! both start with `setup`, which installs whatever this machine lacks.
 
+mod report;
 mod setup;
 
 use std::{
@@ -54,12 +55,15 @@ enum Task {
         /// Only this target (tls_client_hello, http_request, packet_headers, udp_signatures).
         target: Option<String>,
     },
-    /// Set up and run the benchmarks (ratios measured in one run; results in target/bench).
+    /// Set up and run the benchmarks (ratios measured in one run; results in target/bench),
+    /// then write docs/benchmarks.md and its plots from them.
     Bench {
         /// Fewer repetitions: a quick look rather than figures to publish.
         #[arg(long)]
         quick: bool,
     },
+    /// Write docs/benchmarks.md again from the results in target/bench, without measuring.
+    BenchReport,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,13 +101,17 @@ fn main() -> anyhow::Result<()> {
             step("tests", test)
         }
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),
+        Task::BenchReport => report::write(&report::Paths::of(&root), false),
         Task::Bench { quick } => {
             setup::run()?;
+            // Results of an earlier round must not pass for this one's.
+            let _ = std::fs::remove_dir_all(root.join("target/bench"));
             for (what, bin) in [
                 ("datapath benchmark", "datapath-bench"),
                 ("shaping benchmark", "shaping-bench"),
                 ("flow store benchmark", "store-bench"),
                 ("nDPI comparison", "ndpi-compare"),
+                ("scale benchmark", "scale-bench"),
             ] {
                 let mut bench = cargo(&[
                     "run",
@@ -128,7 +136,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 step(what, bench)?;
             }
-            Ok(())
+            report::write(&report::Paths::of(&root), quick)
         }
     }
 }

@@ -73,6 +73,8 @@ struct FreshCase {
     server_port: u16,
     payload: Vec<u8>,
     mss: usize,
+    /// A UDP flow: its first datagram is the payload (no handshake).
+    udp: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -171,12 +173,14 @@ fn fresh_flow_cases() -> Vec<FreshCase> {
             server_port: 443,
             payload: Hello::new().sni(NAME).bytes(),
             mss: 1448,
+            udp: false,
         },
         FreshCase {
             name: "ClientHello, two segments (Chrome ML-KEM, both)",
             server_port: 443,
             payload: chrome_like(NAME),
             mss: 1448,
+            udp: false,
         },
         FreshCase {
             name: "HTTP request, one segment",
@@ -186,14 +190,32 @@ fn fresh_flow_cases() -> Vec<FreshCase> {
             )
             .into_bytes(),
             mss: 1448,
+            udp: false,
         },
         FreshCase {
             name: "BitTorrent handshake",
             server_port: 51413,
             payload: bt_handshake,
             mss: 1448,
+            udp: false,
+        },
+        FreshCase {
+            name: "QUIC v1 Initial (to the daemon)",
+            server_port: 443,
+            payload: quic_initial(),
+            mss: 1448,
+            udp: true,
         },
     ]
+}
+
+/// A Chrome-sized client Initial: the first 1100 bytes of a ClientHello in a padded,
+/// protected QUIC v1 packet, as the datapath sees a browser's first datagram.
+fn quic_initial() -> Vec<u8> {
+    use classifier_user::quic::initial::{QuicVersion, testing::client_initial};
+    let record = chrome_like(NAME);
+    let hello = classifier_common::testing::handshake_of(&record);
+    client_initial(QuicVersion::V1, &[7; 8], 0, 0, &hello[..1100])
 }
 
 /// Per fresh flow: (ns of the case's frames, ratio to the empty program on them).
@@ -207,6 +229,12 @@ fn fresh_flow_samples(
         .map(|_| {
             let port = *next_port;
             *next_port = next_port.wrapping_add(1).max(10_000);
+            if case.udp {
+                let datagram = frames::udp4(Way::Up, port, case.server_port, &case.payload);
+                let cost = xdp_ns_per_run(datapath, program::LAN_INGRESS, &datagram, 1);
+                let empty = xdp_ns_per_run(datapath, program::EMPTY_XDP, &datagram, 1);
+                return (cost, cost / empty);
+            }
             run_frame(
                 datapath,
                 Way::Up,
