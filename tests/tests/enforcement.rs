@@ -549,3 +549,79 @@ fn a_reload_that_adds_and_reorders_categories_leaves_running_flows_in_theirs() {
         "the ids are recorded beside the flows, for a restarted daemon"
     );
 }
+
+#[test]
+fn groups_by_ipv6_prefix_and_by_vlan_decide_in_the_datapath() {
+    if !privileged("groups_by_ipv6_prefix_and_by_vlan_decide_in_the_datapath") {
+        return;
+    }
+    let policy = Policy::default_council();
+    let video = policy.classes.category_id("streaming-video").unwrap();
+    let gambling = policy.classes.category_id("gambling").unwrap();
+    let mut datapath = datapath(&policy);
+    let (staff, guest) = (1u16, 2u16);
+    datapath
+        .swap_policy(&DecisionTables {
+            // Staff by the IPv6 prefix the test client is in; guests by VLAN 30, whatever
+            // their address (the test client's IPv4 address is in no prefix).
+            prefixes: vec![("2001:db8:1::/64".parse().unwrap(), staff)],
+            vlans: vec![(30, guest)],
+            actions: vec![block(staff, gambling), block(guest, video)],
+            ..DecisionTables::default()
+        })
+        .unwrap();
+
+    let mut v6_hello = |port: u16, name: &str| {
+        let hello = Hello::new().sni(name).bytes();
+        for flags in ["S", "A"] {
+            run_frame(
+                &mut datapath,
+                Way::Up,
+                &frames::tcp6(Way::Up, port, 443, flags, b""),
+            );
+        }
+        run_frame(
+            &mut datapath,
+            Way::Up,
+            &frames::tcp6(Way::Up, port, 443, "PA", &hello),
+        )
+    };
+    assert_eq!(
+        v6_hello(49001, "www.bet365.com"),
+        XDP_DROP,
+        "staff over IPv6: gambling blocked"
+    );
+    assert_eq!(
+        v6_hello(49002, "www.youtube.com"),
+        XDP_PASS,
+        "staff may stream"
+    );
+
+    let mut tagged_hello = |port: u16, vlan: Option<u16>, name: &str| {
+        let hello = Hello::new().sni(name).bytes();
+        let frame = |flags: &str, seq: u32, payload: &[u8]| match vlan {
+            Some(vlan) => frames::tcp4_vlan_with_options(vlan, port, 443, flags, seq, payload),
+            None => frames::tcp4_seq(Way::Up, port, 443, flags, seq, payload),
+        };
+        run_frame(&mut datapath, Way::Up, &frame("S", 999, b""));
+        run_frame(&mut datapath, Way::Up, &frame("A", 1000, b""));
+        run_frame(&mut datapath, Way::Up, &frame("PA", 1000, &hello))
+    };
+    assert_eq!(
+        tagged_hello(49003, Some(30), "www.youtube.com"),
+        XDP_DROP,
+        "VLAN 30 is the guest group: streaming blocked"
+    );
+    assert_eq!(
+        tagged_hello(49004, Some(40), "www.youtube.com"),
+        XDP_PASS,
+        "another VLAN: the default group"
+    );
+    assert_eq!(
+        tagged_hello(49005, None, "www.youtube.com"),
+        XDP_PASS,
+        "untagged: the default group"
+    );
+    let guest_flow = datapath.flow_table().unwrap().get(&key(49003), 0).unwrap();
+    assert_eq!((guest_flow.group, guest_flow.vlan_id), (guest, 30));
+}
