@@ -359,3 +359,31 @@ fn random_frames_never_abort_and_never_make_flows_from_garbage_headers() {
         "every frame is either a flow's or a counter's"
     );
 }
+
+#[test]
+fn the_batched_table_walk_reads_what_the_key_by_key_walk_reads() {
+    if !privileged("the_batched_table_walk_reads_what_the_key_by_key_walk_reads") {
+        return;
+    }
+    let mut datapath = Datapath::load().unwrap();
+    // Real flows made by the programs, both families, more than one batch's worth.
+    for port in 0..5000u16 {
+        let frame = if port % 2 == 0 {
+            frames::tcp4(Way::Up, 20000 + port, 443, "S", b"")
+        } else {
+            frames::udp6(Way::Up, 20000 + port, 443, &[0x42; 40])
+        };
+        run_frame(&mut datapath, Way::Up, &frame);
+    }
+    let table = datapath.flow_table().unwrap();
+    let sorted = |walk: classifier_user::flows::TableWalk| {
+        assert!(walk.complete);
+        let mut entries = walk.entries;
+        entries.sort_by_key(|(key, _)| (key.client_port, key.protocol));
+        entries
+    };
+    let batched = sorted(classifier_user::flows::read_entries(&table));
+    let by_key = sorted(classifier_user::flows::read_entries_by_key(&table));
+    assert_eq!(batched.len(), 5000);
+    assert_eq!(batched, by_key);
+}

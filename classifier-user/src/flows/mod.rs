@@ -1,6 +1,7 @@
 //! Reading the kernel's flow table into [`FlowRecord`]s, showing them, and telling when
 //! a flow has ended ([`ending`]).
 
+mod batch;
 pub mod ending;
 pub mod neighbours;
 
@@ -256,8 +257,22 @@ pub struct TableWalk {
     pub complete: bool,
 }
 
-/// Every entry of `table`, raw.
+/// Every entry of `table`, raw: in batches where the kernel can, else key by key.
 pub fn read_entries<T: std::borrow::Borrow<MapData>>(
+    table: &HashMap<T, FlowKey, FlowEntry>,
+) -> TableWalk {
+    use aya::maps::IterableMap as _;
+    match batch::lookup_all(table.map()) {
+        Ok(entries) => TableWalk {
+            entries,
+            complete: true,
+        },
+        Err(_) => read_entries_by_key(table),
+    }
+}
+
+/// Every entry of `table`, two system calls a flow (what [`read_entries`] falls back to).
+pub fn read_entries_by_key<T: std::borrow::Borrow<MapData>>(
     table: &HashMap<T, FlowKey, FlowEntry>,
 ) -> TableWalk {
     let mut entries = Vec::new();
