@@ -3,7 +3,8 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
 };
 
 use classifier_user::lab::{Host, Lab};
@@ -60,4 +61,45 @@ pub fn interface_mac(host: &Host) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A download of `len` bytes of `http://{name}/bytes/{len}` from `local_port`, paced by the
+/// server at `rate` bytes/s, running in the background; given up after `max_seconds`.
+pub fn slow_download(
+    client: &Host,
+    name: &str,
+    local_port: u16,
+    len: u64,
+    rate: u64,
+    max_seconds: u32,
+) -> Child {
+    Lab::command(client, "curl")
+        .args(["--silent", "--ipv4", "--output", "/dev/null"])
+        .args(["--max-time", &max_seconds.to_string()])
+        .args(["--local-port", &local_port.to_string()])
+        .args(["--write-out", "%{size_download}"])
+        .arg(format!("http://{name}/bytes/{len}?rate={rate}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl starts")
+}
+
+/// Waits (bounded) for curl; returns whether it succeeded and the bytes it received.
+pub fn finish_download(mut curl: Child) -> (bool, u64) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while curl.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = curl.kill();
+            let _ = curl.wait();
+            panic!("curl did not end within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = curl.wait_with_output().unwrap();
+    let size = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (output.status.success(), size)
 }

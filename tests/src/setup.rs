@@ -13,11 +13,15 @@ use classifier_user::lab::{
 /// A lab (one client) whose server answers HTTP on port 80, both families, for `name`.
 /// Bind the pair as `let (lab, _http) = ...`: the server then stops before the lab goes.
 pub fn http_lab(name: &str) -> (Lab, HttpServer) {
-    let lab = Lab::up(&LabSpec {
+    http_lab_with(&LabSpec {
         server_names: vec![name.into()],
         ..LabSpec::default()
     })
-    .expect("lab comes up");
+}
+
+/// [`http_lab`] for a lab of `spec`'s clients and server names.
+pub fn http_lab_with(spec: &LabSpec) -> (Lab, HttpServer) {
+    let lab = Lab::up(spec).expect("lab comes up");
     let http = HttpServer::start(
         &lab.server.netns,
         &[

@@ -8,7 +8,7 @@ use std::{
     collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -16,7 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use classifier_tests::{classifier_bin, privileged};
+use classifier_tests::{
+    classifier_bin,
+    clients::{finish_download, slow_download},
+    privileged,
+};
 use classifier_user::{
     flows::FlowRecord,
     lab::{
@@ -24,7 +28,6 @@ use classifier_user::{
         daemon::{DaemonOptions, DaemonProcess},
         http::HttpServer,
         tls::TlsServer,
-        topology::{SERVICE_V4, SERVICE_V6},
     },
 };
 use serde_json::Value;
@@ -88,19 +91,10 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        let lab = Lab::up(&LabSpec {
+        let (lab, http) = classifier_tests::setup::http_lab_with(&LabSpec {
             clients: 2,
             server_names: vec![DOWNLOADS.into(), VIDEO.into(), GAMBLING.into()],
-        })
-        .expect("lab comes up");
-        let http = HttpServer::start(
-            &lab.server.netns,
-            &[
-                SocketAddr::new(SERVICE_V4.into(), 80),
-                SocketAddr::new(SERVICE_V6.into(), 80),
-            ],
-        )
-        .expect("the lab's HTTP server starts");
+        });
         let tls = TlsServer::start(&lab, &[GAMBLING.into()]).expect("the lab's TLS server starts");
         std::fs::create_dir_all(lab.data_dir()).unwrap();
         let policy_file = lab.data_dir().join("policy.toml");
@@ -206,47 +200,6 @@ fn flow_from(flows: &[FlowRecord], client: &Host, port: u16) -> FlowRecord {
         .find(|f| f.client == SocketAddr::new(client.ipv4.into(), port))
         .cloned()
         .unwrap_or_else(|| panic!("no flow from {}:{port} in {flows:#?}", client.ipv4))
-}
-
-/// A download of `len` bytes of `http://{name}/bytes/{len}` from `local_port`, paced by the
-/// server at `rate` bytes/s, running in the background; given up after `max_seconds`.
-fn slow_download(
-    client: &Host,
-    name: &str,
-    local_port: u16,
-    len: u64,
-    rate: u64,
-    max_seconds: u32,
-) -> Child {
-    Lab::command(client, "curl")
-        .args(["--silent", "--ipv4", "--output", "/dev/null"])
-        .args(["--max-time", &max_seconds.to_string()])
-        .args(["--local-port", &local_port.to_string()])
-        .args(["--write-out", "%{size_download}"])
-        .arg(format!("http://{name}/bytes/{len}?rate={rate}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("curl starts")
-}
-
-/// Waits (bounded) for curl; returns whether it succeeded and the bytes it received.
-fn finish(mut curl: Child) -> (bool, u64) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while curl.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = curl.kill();
-            let _ = curl.wait();
-            panic!("curl did not end within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = curl.wait_with_output().unwrap();
-    let size = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (output.status.success(), size)
 }
 
 /// What an HTTPS visit to the lab's TLS server got.
@@ -598,9 +551,17 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
     );
 
     // The downloads are allowed (and shaped, not cut): they complete.
-    assert_eq!(finish(big), (true, 4_000_000), "the big download");
-    assert_eq!(finish(small), (true, 500_000), "the small download");
-    assert_eq!(finish(shaped), (true, 500_000), "the shaped download");
+    assert_eq!(finish_download(big), (true, 4_000_000), "the big download");
+    assert_eq!(
+        finish_download(small),
+        (true, 500_000),
+        "the small download"
+    );
+    assert_eq!(
+        finish_download(shaped),
+        (true, 500_000),
+        "the shaped download"
+    );
 
     // policy show, asked of the daemon: the running policy's categories and rules, in
     // file order, and the period in force.
@@ -971,7 +932,7 @@ fn sigusr1_leaves_the_datapath_enforcing_for_the_next_daemon() {
         "blocked under the next daemon"
     );
 
-    let (ok, size) = finish(curl);
+    let (ok, size) = finish_download(curl);
     let visits = prober.finish();
     assert!(
         ok && size == LEN,

@@ -6,13 +6,15 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use classifier_tests::{
     capture::{self, Capture},
-    classifier_bin, privileged,
+    classifier_bin,
+    clients::{finish_download, slow_download},
+    privileged,
 };
 use classifier_user::{
     flows::FlowRecord,
@@ -130,37 +132,6 @@ impl Drop for Setup {
     }
 }
 
-/// A download of `len` bytes from `local_port` that the server paces at `rate` bytes/s
-/// (so it is still crossing the gateway seconds later), running in the background, given
-/// up after `max_seconds`.
-fn slow_download(client: &Host, local_port: u16, len: u64, rate: u64, max_seconds: u32) -> Child {
-    Lab::command(client, "curl")
-        .args(["--silent", "--ipv4", "--output", "/dev/null"])
-        .args(["--max-time", &max_seconds.to_string()])
-        .args(["--local-port", &local_port.to_string()])
-        .args(["--write-out", "%{size_download}"])
-        .arg(format!("http://{DOWNLOADS}/bytes/{len}?rate={rate}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("curl starts")
-}
-
-/// Waits (bounded) for curl; returns whether it succeeded and the bytes it received.
-fn finish(mut curl: Child) -> (bool, u64) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while curl.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "curl did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = curl.wait_with_output().unwrap();
-    let size = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (output.status.success(), size)
-}
-
 /// Whether a new HTTPS connection to `name` fails within a few seconds (blocked) rather
 /// than being answered.
 fn tls_blocked(client: &Host, name: &str) -> bool {
@@ -205,7 +176,7 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
     const PORT: u16 = 40100;
     const LEN: u64 = 2_000_000;
     let capture = Capture::start(client, &format!("tcp port {PORT}")).unwrap();
-    let curl = slow_download(client, PORT, LEN, 400_000, 30);
+    let curl = slow_download(client, DOWNLOADS, PORT, LEN, 400_000, 30);
     std::thread::sleep(Duration::from_millis(1000));
     daemon.kill_hard().unwrap();
 
@@ -231,7 +202,7 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
         "blocked under the new daemon"
     );
 
-    let (ok, size) = finish(curl);
+    let (ok, size) = finish_download(curl);
     assert!(
         ok && size == LEN,
         "the download went on through the restart: {size} of {LEN}"
@@ -309,7 +280,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
 
     // A running download, allowed so far.
     const PORT: u16 = 40200;
-    let curl = slow_download(client, PORT, 3_000_000, 300_000, 15);
+    let curl = slow_download(client, DOWNLOADS, PORT, 3_000_000, 300_000, 15);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         flow_from_port(&daemon.flows().unwrap(), PORT).verdict,
@@ -324,7 +295,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&reloaded.stderr)
     );
-    let (ok, size) = finish(curl);
+    let (ok, size) = finish_download(curl);
     assert!(
         !ok && size < 3_000_000,
         "the running download was cut: {size} bytes, ok={ok}"
@@ -335,7 +306,9 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
     assert!(daemon.status().unwrap().policy_generation > before.policy_generation);
 
     // And new flows are blocked from their first request.
-    let (ok, size) = finish(slow_download(client, 40201, 10_000, 1_000_000, 4));
+    let (ok, size) = finish_download(slow_download(
+        client, DOWNLOADS, 40201, 10_000, 1_000_000, 4,
+    ));
     assert!(!ok && size == 0, "a new download is blocked: {size} bytes");
 
     // SIGHUP reloads too: back to the first policy, downloads allowed again.
@@ -351,7 +324,9 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (ok, size) = finish(slow_download(client, 40202, 10_000, 1_000_000, 10));
+    let (ok, size) = finish_download(slow_download(
+        client, DOWNLOADS, 40202, 10_000, 1_000_000, 10,
+    ));
     assert!(
         ok && size == 10_000,
         "allowed again after SIGHUP: {size} bytes"
