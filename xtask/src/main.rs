@@ -101,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             step("tests", test)
         }
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),
-        Task::BenchReport => report::write(&report::Paths::of(&root), false),
+        Task::BenchReport => report::write(&report::Paths::of(&root), None),
         Task::Bench { quick } => {
             setup::run()?;
             // Results of an earlier round must not pass for this one's.
@@ -112,6 +112,7 @@ fn main() -> anyhow::Result<()> {
                 ("flow store benchmark", "store-bench"),
                 ("nDPI comparison", "ndpi-compare"),
                 ("scale benchmark", "scale-bench"),
+                ("throughput benchmark", "throughput-bench"),
             ] {
                 let mut bench = cargo(&[
                     "run",
@@ -125,9 +126,9 @@ fn main() -> anyhow::Result<()> {
                 if quick {
                     bench.arg("--quick");
                 }
-                if bin == "shaping-bench" || bin == "ndpi-compare" {
-                    // The lab's daemon (shaping) or classify-pcap (nDPI comparison): the
-                    // release build the benchmark itself was built with.
+                if bin == "shaping-bench" || bin == "ndpi-compare" || bin == "throughput-bench" {
+                    // The lab's daemon (shaping, throughput) or classify-pcap (nDPI
+                    // comparison): the release build the benchmark itself was built with.
                     bench.env("CLASSIFIER_BIN", root.join("target/release/classifier"));
                     step(
                         "build",
@@ -136,7 +137,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 step(what, bench)?;
             }
-            report::write(&report::Paths::of(&root), quick)
+            report::write(&report::Paths::of(&root), Some(quick))
         }
     }
 }

@@ -41,6 +41,9 @@ const PACKAGES: &[&str] = &[
     "postgresql",
     // nDPI's ndpiReader, the peer the nDPI comparison benchmark (ndpi-compare) runs.
     "libndpi-bin",
+    // iptables' string match (xt_string), the peer the throughput benchmark
+    // (throughput-bench) compares with, run only inside the lab's gateway namespace.
+    "iptables",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which

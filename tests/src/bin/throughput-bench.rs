@@ -1,0 +1,895 @@
+//! Throughput through the lab gateway: iperf3 TCP with several parallel streams, with no
+//! program on the gateway, with the classifier daemon (a policy that allows everything, with
+//! 10 domains and with a large list), and with iptables string-match rules (`xt_string`) of
+//! N SNI-like names that never occur in the traffic, so every packet is searched by every
+//! rule and passes. Beside throughput, new TLS connections per second (curl against the
+//! lab's `openssl s_server`, a full handshake each).
+//!
+//! The machines are shared and noisy: configurations are interleaved round-robin within one
+//! run (the starting one rotates each round), so noise hits all alike; each row reports the
+//! median, min and max of its samples, the ratio of its median to the `none` median, and the
+//! spread of the ratios to the `none` sample of the same round. Nothing here is asserted on
+//! timing.
+//!
+//! nftables has no native match for a string at an unknown offset in the payload (its
+//! payload expression reads fixed offsets), so the comparison uses iptables' `-m string`
+//! (through nft_compat when iptables is the nf_tables flavour).
+//!
+//! Everything runs inside the lab's namespaces; the iptables rules live in one user chain in
+//! the gateway namespace, removed after each use (also on failure: a drop guard), and the
+//! namespace itself goes with the lab.
+//!
+//! Run with `cargo xtask bench [--quick]`; writes target/bench/throughput.json and prints a
+//! Markdown table.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use classifier_tests::{classifier_bin, iperf};
+use classifier_user::lab::{
+    Host, Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    tls::TlsServer,
+    topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
+};
+use serde::Serialize;
+
+#[derive(Parser)]
+struct Args {
+    /// Short runs, fewer repetitions and configurations (under two minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of each configuration (default: 3 quick, 5 full).
+    #[arg(long)]
+    repetitions: Option<usize>,
+    /// Seconds per iperf3 run (default: 2 quick, 4 full).
+    #[arg(long)]
+    seconds: Option<u32>,
+    /// Parallel iperf3 streams.
+    #[arg(long, default_value_t = 4)]
+    streams: u32,
+    /// iperf3's --window: socket buffer size per stream (default: the kernel's).
+    #[arg(long)]
+    window: Option<String>,
+    /// Numbers of iptables string rules to compare with (default: 10,1000 quick;
+    /// 10,1000,10000 full).
+    #[arg(long, value_delimiter = ',')]
+    string_rules: Vec<usize>,
+    /// Domains in the large list (default: 100,000 quick, 1,000,000 full).
+    #[arg(long)]
+    big_list: Option<usize>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/throughput.json")]
+    out: PathBuf,
+}
+
+const PORT: u16 = 5201;
+/// The name curl connects to: listed in every classifier policy here, allowed.
+const NAME: &str = "www.youtube.com";
+/// The user chain the string rules live in (jumped to from FORWARD).
+const CHAIN: &str = "TPUT_BENCH";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Config {
+    /// No XDP/TC program and no iptables rule on the gateway.
+    None,
+    /// The classifier daemon with `domains` domains loaded, nothing blocked or shaped.
+    Classifier { domains: usize },
+    /// `rules` iptables string rules in the gateway's FORWARD path.
+    XtString { rules: usize },
+}
+
+impl Config {
+    fn label(self) -> String {
+        match self {
+            Config::None => "none".into(),
+            Config::Classifier { domains } => format!("classifier, {} domains", thousands(domains)),
+            Config::XtString { rules } => format!("xt_string, {} rules", thousands(rules)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    /// Client → server TCP goodput.
+    Upload,
+    /// Server → client TCP goodput (iperf3 --reverse).
+    Download,
+    /// New TLS connections per second (full handshakes, one after another).
+    Handshakes,
+}
+
+impl Measure {
+    fn short(self) -> &'static str {
+        match self {
+            Measure::Upload => "upload",
+            Measure::Download => "download",
+            Measure::Handshakes => "TLS connections",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Measure::Upload => "upload (client→server)",
+            Measure::Download => "download (server→client)",
+            Measure::Handshakes => "TLS connections/s",
+        }
+    }
+    fn unit(self) -> &'static str {
+        match self {
+            Measure::Upload | Measure::Download => "bit/s",
+            Measure::Handshakes => "connections/s",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    /// Configuration and measure, as docs/benchmarks.md lists them.
+    name: String,
+    configuration: String,
+    measure: &'static str,
+    unit: &'static str,
+    /// One per round, in round order.
+    samples: Vec<f64>,
+    median: f64,
+    min: f64,
+    max: f64,
+    /// This row's median over the `none` median of the same measure.
+    ratio_to_none: f64,
+    /// Each round's sample over that round's `none` sample: median, min, max.
+    paired_ratio_median: f64,
+    paired_ratio_min: f64,
+    paired_ratio_max: f64,
+    /// Throughput rows: median, min and max again, in bit/s, as the report reads them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    median_bps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_bps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_bps: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cpu: String,
+    cpus: usize,
+    memory_kib: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: Machine,
+    kernel: String,
+    date: String,
+    quick: bool,
+    iptables: String,
+    xdp_mode: String,
+    /// How long each start of the daemon took to attach, per configuration.
+    daemon_start_seconds: BTreeMap<String, Vec<f64>>,
+    /// The gateway's qdiscs while the daemon ran (`tc qdisc show`).
+    classifier_qdiscs: String,
+    seconds_per_run: u32,
+    streams: u32,
+    repetitions: usize,
+    handshakes_per_sample: usize,
+    notes: Vec<String>,
+    /// Throughput rows (iperf3), bit/s.
+    configurations: Vec<Row>,
+    /// New TLS connections per second.
+    connection_rates: Vec<Row>,
+}
+
+/// What each sample runs.
+#[derive(Clone)]
+struct Plan {
+    measures: Vec<Measure>,
+    seconds: u32,
+    streams: u32,
+    /// iperf3's --window (socket buffer size), when given.
+    window: Option<String>,
+    /// TLS fetches per sample, at most, and for at most this long.
+    handshakes: usize,
+    handshake_budget: Duration,
+}
+
+/// What the runs saw besides the samples.
+#[derive(Default)]
+struct Observed {
+    xdp_mode: String,
+    daemon_start_seconds: BTreeMap<String, Vec<f64>>,
+    classifier_qdiscs: String,
+}
+
+/// Samples of every (configuration, measure), round by round.
+struct Samples {
+    configs: Vec<Config>,
+    measures: Vec<Measure>,
+    values: Vec<Vec<Vec<f64>>>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "throughput-bench needs root (network namespaces, BPF, iptables)"
+    );
+    let started = Instant::now();
+    let repetitions = args
+        .repetitions
+        .unwrap_or(if args.quick { 3 } else { 5 })
+        .max(1);
+    let seconds = args
+        .seconds
+        .unwrap_or(if args.quick { 2 } else { 4 })
+        .max(1);
+    let handshakes = if args.quick { 100 } else { 200 };
+    let big_list = args
+        .big_list
+        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
+    let string_rules: &[usize] = match (&args.string_rules[..], args.quick) {
+        ([], true) => &[10, 1000],
+        ([], false) => &[10, 1000, 10_000],
+        (given, _) => given,
+    };
+    let measures = if args.quick {
+        vec![Measure::Download, Measure::Handshakes]
+    } else {
+        vec![Measure::Download, Measure::Upload, Measure::Handshakes]
+    };
+    let mut configs = vec![
+        Config::None,
+        Config::Classifier { domains: 10 },
+        Config::Classifier { domains: big_list },
+    ];
+    configs.extend(string_rules.iter().map(|&rules| Config::XtString { rules }));
+    configs.dedup();
+
+    let plan = Plan {
+        measures: measures.clone(),
+        seconds,
+        streams: args.streams,
+        window: args.window.clone(),
+        handshakes,
+        handshake_budget: Duration::from_secs(if args.quick { 2 } else { 4 }),
+    };
+    let iptables = iptables_version()?;
+    let lab = Lab::up(&LabSpec {
+        clients: 1,
+        server_names: vec![NAME.to_owned()],
+    })?;
+    iperf::serve(&lab, PORT);
+    let _tls = TlsServer::start(&lab, &[NAME.to_owned()])?;
+    let files = PolicyFiles::write(&lab.id, big_list)?;
+    // The filter table exists from the start, empty, so that every configuration (not only
+    // the ones after the first string rules) crosses the same empty FORWARD chain:
+    // iptables-nft leaves its base chains behind when the rules go.
+    Strings::install(&lab.gateway, 0)?.remove()?;
+    // Warm-up, not recorded.
+    iperf_run(
+        &lab.clients[0],
+        Measure::Download,
+        &Plan {
+            seconds: 1,
+            ..plan.clone()
+        },
+    )?;
+    handshake_rate(&lab.clients[0], 20, Duration::from_secs(5))?;
+
+    let mut samples = Samples {
+        values: vec![vec![Vec::new(); measures.len()]; configs.len()],
+        configs: configs.clone(),
+        measures: measures.clone(),
+    };
+    let mut observed = Observed::default();
+    for round in 0..repetitions {
+        let mut order: Vec<usize> = (0..configs.len()).collect();
+        order.rotate_left(round % configs.len());
+        for index in order {
+            let config = configs[index];
+            eprintln!(
+                "[{:>5.1}s] round {}/{repetitions}: {}",
+                started.elapsed().as_secs_f64(),
+                round + 1,
+                config.label()
+            );
+            let values = measure_config(&lab, &files, config, &plan, &mut observed)
+                .with_context(|| format!("round {}, {}", round + 1, config.label()))?;
+            for (slot, value) in samples.values[index].iter_mut().zip(values) {
+                slot.push(value);
+            }
+        }
+    }
+    drop(files);
+
+    let (connection_rates, configurations) = samples
+        .rows()
+        .into_iter()
+        .partition(|row| row.measure == Measure::Handshakes.label());
+    let report = Report {
+        machine: machine(),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        date: jiff::Timestamp::now().to_string(),
+        quick: args.quick,
+        iptables: iptables.clone(),
+        xdp_mode: observed.xdp_mode,
+        daemon_start_seconds: observed.daemon_start_seconds,
+        classifier_qdiscs: observed.classifier_qdiscs,
+        seconds_per_run: seconds,
+        streams: args.streams,
+        repetitions,
+        handshakes_per_sample: handshakes,
+        notes: vec![
+            "Throughput is iperf3's TCP goodput on the receiving side, all streams summed; \
+             veth offloads (TSO/GSO/GRO) are off in the lab, so packets cross at wire size."
+                .into(),
+            "none: no XDP/TC program and an empty iptables filter table (iptables-nft keeps \
+             its base chains once created; every configuration has them)."
+                .into(),
+            "classifier: the daemon attached to the gateway (XDP on the LAN ingress, TC on \
+             the egress, HTB root qdiscs) with a policy of categories and domains and no \
+             rule, so nothing is blocked or shaped; the large list is one list file."
+                .into(),
+            format!(
+                "xt_string: N rules `-m string --algo bm --string <name> -j DROP` in one user \
+                 chain jumped to from FORWARD, names host<i>.site<j>.example that never occur \
+                 in the traffic (iperf3 sends random payload); {}. nftables cannot match a \
+                 string at an unknown payload offset natively, so iptables' xt_string is used.",
+                iptables
+            ),
+            format!(
+                "TLS connections/s: one curl fetching /bytes-16384 from openssl s_server \
+                 {handshakes} times one after another, a new TCP connection and full TLS \
+                 handshake each (--no-sessionid), SNI {NAME}."
+            ),
+        ],
+        configurations,
+        connection_rates,
+    };
+    print_markdown(&report);
+    if let Some(dir) = report_dir(&args.out) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!(
+        "\nwritten to {} ({:.0} s)",
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn report_dir(out: &Path) -> Option<&Path> {
+    out.parent().filter(|dir| !dir.as_os_str().is_empty())
+}
+
+/// Sets `config` up on the gateway, takes one sample of each measure, and takes it down.
+fn measure_config(
+    lab: &Lab,
+    files: &PolicyFiles,
+    config: Config,
+    plan: &Plan,
+    notes: &mut Observed,
+) -> anyhow::Result<Vec<f64>> {
+    let client = &lab.clients[0];
+    let run_all = || -> anyhow::Result<Vec<f64>> {
+        plan.measures
+            .iter()
+            .map(|&measure| match measure {
+                Measure::Handshakes => {
+                    handshake_rate(client, plan.handshakes, plan.handshake_budget)
+                }
+                _ => iperf_run(client, measure, plan),
+            })
+            .collect()
+    };
+    match config {
+        Config::None => {
+            ensure_bare(lab)?;
+            run_all()
+        }
+        Config::Classifier { domains } => {
+            let options = DaemonOptions {
+                extra_args: vec![
+                    "--policy".into(),
+                    files.policy(domains).display().to_string(),
+                ],
+                // Its log goes to a file, shown only if it fails to start.
+                log_file: Some(files.dir.join("daemon.log")),
+                ..DaemonOptions::default()
+            };
+            let _ = std::fs::remove_file(files.dir.join("daemon.log"));
+            let begun = Instant::now();
+            let daemon = DaemonProcess::start(&classifier_bin(), lab, &options)?;
+            notes
+                .daemon_start_seconds
+                .entry(config.label())
+                .or_default()
+                .push(begun.elapsed().as_secs_f64());
+            if notes.classifier_qdiscs.is_empty() {
+                for iface in [GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE] {
+                    notes.classifier_qdiscs +=
+                        &gateway_cmd(lab, "tc", &["qdisc", "show", "dev", iface])?;
+                }
+            }
+            let status = daemon.status()?;
+            anyhow::ensure!(
+                status.domains == domains && status.rules == 0,
+                "the daemon has {} domains and {} rules in force, not {domains} and 0",
+                status.domains,
+                status.rules
+            );
+            notes.xdp_mode = status.xdp_mode.clone();
+            let values = run_all()?;
+            let status = daemon.status()?;
+            anyhow::ensure!(
+                status.blocked_packets == 0 && status.shaped_bytes == 0,
+                "the allow-all policy blocked {} packets and shaped {} bytes",
+                status.blocked_packets,
+                status.shaped_bytes
+            );
+            let exit = daemon.stop()?;
+            anyhow::ensure!(exit.success(), "classifier run exited with {exit}");
+            Ok(values)
+        }
+        Config::XtString { rules } => {
+            let strings = Strings::install(&lab.gateway, rules)?;
+            let values = run_all()?;
+            let matched = strings.matched_packets()?;
+            strings.remove()?;
+            anyhow::ensure!(
+                matched == 0,
+                "the string rules matched {matched} packets: a name occurs in the traffic"
+            );
+            Ok(values)
+        }
+    }
+}
+
+/// Fails unless the gateway has no XDP program, no TC filter and no HTB qdisc left.
+fn ensure_bare(lab: &Lab) -> anyhow::Result<()> {
+    for iface in [GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE] {
+        let link = gateway_cmd(lab, "ip", &["-d", "link", "show", "dev", iface])?;
+        let qdiscs = gateway_cmd(lab, "tc", &["qdisc", "show", "dev", iface])?;
+        let mut filters = String::new();
+        for hook in ["ingress", "egress"] {
+            filters += &gateway_cmd(lab, "tc", &["filter", "show", "dev", iface, hook])
+                .unwrap_or_default();
+        }
+        anyhow::ensure!(
+            !link.contains("prog/xdp") && !qdiscs.contains("htb") && filters.trim().is_empty(),
+            "the gateway's {iface} is not bare after the classifier stopped:\n{link}{qdiscs}{filters}"
+        );
+    }
+    Ok(())
+}
+
+fn gateway_cmd(lab: &Lab, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut full = vec!["netns", "exec", &lab.gateway.netns, program];
+    full.extend_from_slice(args);
+    classifier_user::lab::run_command("ip", &full)
+}
+
+/// Runs `command`, killing it if it has not ended within `limit`.
+fn output_within(mut command: Command, limit: Duration) -> anyhow::Result<Output> {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    let pid = child.id();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(child.wait_with_output()));
+    match receive.recv_timeout(limit) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            // The waiting thread reaps it.
+            let _ = receive.recv_timeout(Duration::from_secs(5));
+            bail!("{command:?} did not end within {limit:?}")
+        }
+    }
+}
+
+/// One iperf3 TCP run of `streams` parallel streams; receiver-side goodput, bit/s.
+fn iperf_run(client: &Host, measure: Measure, plan: &Plan) -> anyhow::Result<f64> {
+    let seconds = plan.seconds;
+    let mut command = Lab::command(client, "iperf3");
+    command
+        .args([
+            "--client",
+            &SERVICE_V4.to_string(),
+            "--port",
+            &PORT.to_string(),
+        ])
+        .args(["--time", &seconds.to_string()])
+        .args(["--parallel", &plan.streams.to_string()])
+        .args(["--connect-timeout", "3000", "--json"])
+        .stdin(Stdio::null());
+    if measure == Measure::Download {
+        command.arg("--reverse");
+    }
+    if let Some(window) = &plan.window {
+        command.args(["--window", window]);
+    }
+    let begun = Instant::now();
+    let output = output_within(command, Duration::from_secs(u64::from(seconds) + 90))?;
+    eprintln!(
+        "    iperf3 {measure:?} took {:.1} s",
+        begun.elapsed().as_secs_f64()
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("iperf3 printed no JSON: {text}"))?;
+    if !output.status.success() || json.get("error").is_some() {
+        bail!("iperf3 failed: {}", json.get("error").unwrap_or(&json));
+    }
+    let bps = json["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3's received rate")?;
+    Ok(bps)
+}
+
+/// Up to `count` HTTPS fetches over IPv4 (as iperf3 and the string rules), each a new
+/// connection with a full handshake, for at most `budget`; connections per second over the
+/// ones that completed.
+fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Result<f64> {
+    use std::io::{BufRead as _, Read as _};
+    let url = format!("https://{NAME}/bytes-16384");
+    let mut command = Lab::command(client, "curl");
+    command
+        .args([
+            "--ipv4",
+            "--silent",
+            "--show-error",
+            "--insecure",
+            "--no-sessionid",
+        ])
+        .args(["--max-time", "5"])
+        .args(["--write-out", "%{num_connects} %{http_code}\\n"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for _ in 0..count {
+        command.args([url.as_str(), "--output", "/dev/null"]);
+    }
+    let begun = Instant::now();
+    let mut child = command.spawn().context("starting curl")?;
+    let stdout = child.stdout.take().context("curl's stdout")?;
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = begun + budget;
+    let (mut done, mut last) = (0, begun);
+    let mut failed = None;
+    while done < count {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        let Ok((at, line)) = receive.recv_timeout(left) else {
+            break;
+        };
+        if line.trim() != "1 200" {
+            failed = Some(line);
+            break;
+        }
+        done += 1;
+        last = at;
+    }
+    // Bounded: whatever is left of the fetches is not waited for.
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut errors = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut errors);
+    }
+    if let Some(line) = failed {
+        bail!(
+            "a curl fetch failed or reused a connection (`num_connects http_code`: {line}): {errors}"
+        );
+    }
+    anyhow::ensure!(
+        done >= 2,
+        "only {done} of {count} TLS fetches completed within {budget:?}: {errors}"
+    );
+    Ok(done as f64 / (last - begun).as_secs_f64())
+}
+
+/// The policy files: 10 domains inline, and `big` from one list file. Removed on drop.
+struct PolicyFiles {
+    dir: PathBuf,
+    big: usize,
+}
+
+/// Ten real names in two categories, none blocked or shaped (no rules).
+const SMALL_POLICY: &str = "[categories.streaming-video]\n\
+    domains = [\"youtube.com\", \"dailymotion.com\", \"netflix.com\", \"twitch.tv\", \"vimeo.com\"]\n\
+    [categories.gambling]\n\
+    domains = [\"bet365.com\", \"williamhill.com\", \"paddypower.com\", \"betfair.com\", \"skybet.com\"]\n";
+
+impl PolicyFiles {
+    fn write(lab_id: &str, big: usize) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("classifier-throughput-bench-{lab_id}"));
+        std::fs::create_dir_all(dir.join("list"))?;
+        let files = Self { dir, big };
+        std::fs::write(files.policy(10), SMALL_POLICY)?;
+        // As the datapath benchmark's list: distinct names, the lab's name last.
+        let mut list = String::with_capacity(big * 28);
+        for i in 0..big.saturating_sub(1) {
+            list.push_str(&format!("host{i}.site{}.example\n", i % 9973));
+        }
+        list.push_str("youtube.com\n");
+        std::fs::write(files.dir.join("list/domains"), list)?;
+        std::fs::write(
+            files.policy(big),
+            format!(
+                "[categories.bench]\nlists = [\"{}\"]\n",
+                files.dir.join("list").display()
+            ),
+        )?;
+        Ok(files)
+    }
+
+    fn policy(&self, domains: usize) -> PathBuf {
+        if domains == self.big {
+            self.dir.join("big.toml")
+        } else {
+            self.dir.join("small.toml")
+        }
+    }
+}
+
+impl Drop for PolicyFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// String rules in the gateway namespace's FORWARD path; removed on drop.
+struct Strings {
+    netns: String,
+    removed: bool,
+}
+
+impl Strings {
+    /// Loads `rules` string rules into [`CHAIN`] (one iptables-restore), jumped to from
+    /// FORWARD.
+    fn install(gateway: &Host, rules: usize) -> anyhow::Result<Self> {
+        let mut script = format!("*filter\n:{CHAIN} - [0:0]\n");
+        for i in 0..rules {
+            script += &format!(
+                "-A {CHAIN} -m string --algo bm --string host{i}.site{}.example -j DROP\n",
+                i % 9973
+            );
+        }
+        script += &format!("-A FORWARD -j {CHAIN}\nCOMMIT\n");
+        // From here on the guard removes whatever part got in.
+        let strings = Self {
+            netns: gateway.netns.clone(),
+            removed: false,
+        };
+        let mut command = Lab::command(gateway, "iptables-restore");
+        command
+            .arg("--noflush")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .context("starting iptables-restore (is iptables installed? `cargo xtask setup`)")?;
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().context("iptables-restore's stdin")?;
+            stdin.write_all(script.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "iptables-restore of {rules} string rules failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listed = strings.iptables(&["-S", CHAIN])?;
+        let loaded = listed.lines().filter(|l| l.contains("--string")).count();
+        anyhow::ensure!(loaded == rules, "{loaded} string rules loaded, not {rules}");
+        Ok(strings)
+    }
+
+    fn iptables(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["netns", "exec", &self.netns, "iptables"];
+        full.extend_from_slice(args);
+        classifier_user::lab::run_command("ip", &full)
+    }
+
+    /// Packets the string rules matched (and dropped) so far.
+    fn matched_packets(&self) -> anyhow::Result<u64> {
+        let listing = self.iptables(&["-nvxL", CHAIN])?;
+        Ok(listing
+            .lines()
+            .skip(2)
+            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    }
+
+    fn remove(mut self) -> anyhow::Result<()> {
+        self.removed = true;
+        self.iptables(&["-D", "FORWARD", "-j", CHAIN])?;
+        self.iptables(&["-F", CHAIN])?;
+        self.iptables(&["-X", CHAIN])?;
+        Ok(())
+    }
+}
+
+impl Drop for Strings {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = self.iptables(&["-D", "FORWARD", "-j", CHAIN]);
+            let _ = self.iptables(&["-F", CHAIN]);
+            let _ = self.iptables(&["-X", CHAIN]);
+        }
+    }
+}
+
+impl Samples {
+    fn rows(&self) -> Vec<Row> {
+        let none = self
+            .configs
+            .iter()
+            .position(|&c| c == Config::None)
+            .expect("the configurations include none");
+        let mut rows = Vec::new();
+        for (m, &measure) in self.measures.iter().enumerate() {
+            let baseline = &self.values[none][m];
+            let baseline_median = median(baseline);
+            for (c, config) in self.configs.iter().enumerate() {
+                let values = &self.values[c][m];
+                let paired: Vec<f64> = values.iter().zip(baseline).map(|(v, b)| v / b).collect();
+                let (median_value, min, max) = (
+                    median(values),
+                    values.iter().copied().fold(f64::INFINITY, f64::min),
+                    values.iter().copied().fold(0.0, f64::max),
+                );
+                let bps = |v: f64| (measure != Measure::Handshakes).then_some(v);
+                rows.push(Row {
+                    name: format!("{}: {}", measure.short(), config.label()),
+                    configuration: config.label(),
+                    measure: measure.label(),
+                    unit: measure.unit(),
+                    samples: values.clone(),
+                    median: median_value,
+                    min,
+                    max,
+                    ratio_to_none: median_value / baseline_median,
+                    paired_ratio_median: median(&paired),
+                    paired_ratio_min: paired.iter().copied().fold(f64::INFINITY, f64::min),
+                    paired_ratio_max: paired.iter().copied().fold(0.0, f64::max),
+                    median_bps: bps(median_value),
+                    min_bps: bps(min),
+                    max_bps: bps(max),
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// The median (the upper one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn print_markdown(report: &Report) {
+    println!(
+        "\nThroughput through the lab gateway: kernel {}, {} x {} CPUs, {}; iperf3 TCP, {} \
+         streams, {} s per run, {} repetitions interleaved round-robin; XDP mode {}; {}\n",
+        report.kernel,
+        report.machine.cpus,
+        report.machine.cpu,
+        report.date,
+        report.streams,
+        report.seconds_per_run,
+        report.repetitions,
+        report.xdp_mode,
+        report.iptables
+    );
+    println!(
+        "| measure | configuration | median | min | max | ratio to none | paired ratio (min..max) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for row in report.configurations.iter().chain(&report.connection_rates) {
+        // Throughput in Mbit/s (the string rules bring it down to a few).
+        let (scale, unit, digits) = if row.unit == "bit/s" {
+            (1e6, "Mbit/s", 1)
+        } else {
+            (1.0, "conn/s", 0)
+        };
+        println!(
+            "| {} | {} | {:.digits$} {unit} | {:.digits$} | {:.digits$} | {:.3} | {:.3} ({:.3}..{:.3}) |",
+            row.measure,
+            row.configuration,
+            row.median / scale,
+            row.min / scale,
+            row.max / scale,
+            row.ratio_to_none,
+            row.paired_ratio_median,
+            row.paired_ratio_min,
+            row.paired_ratio_max,
+        );
+    }
+    println!();
+    for (config, seconds) in &report.daemon_start_seconds {
+        println!(
+            "- daemon start to attached, {config}: median {:.2} s (min {:.2}, max {:.2})",
+            median(seconds),
+            seconds.iter().copied().fold(f64::INFINITY, f64::min),
+            seconds.iter().copied().fold(0.0, f64::max)
+        );
+    }
+    for note in &report.notes {
+        println!("- {note}");
+    }
+}
+
+fn iptables_version() -> anyhow::Result<String> {
+    let output = Command::new("iptables")
+        .arg("--version")
+        .output()
+        .context("running iptables (is it installed? `cargo xtask setup`)")?;
+    anyhow::ensure!(output.status.success(), "iptables --version failed");
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn machine() -> Machine {
+    let cpuinfo = read_trimmed("/proc/cpuinfo");
+    let meminfo = read_trimmed("/proc/meminfo");
+    Machine {
+        cpu: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_kib: meminfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0),
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
