@@ -54,6 +54,9 @@ struct Args {
     /// Parallel iperf3 streams.
     #[arg(long, default_value_t = 4)]
     streams: u32,
+    /// What to measure (default: download,handshakes quick; download,upload,handshakes full).
+    #[arg(long, value_delimiter = ',')]
+    measures: Vec<Measure>,
     /// iperf3's --window: socket buffer size per stream (default: the kernel's).
     #[arg(long)]
     window: Option<String>,
@@ -61,6 +64,10 @@ struct Args {
     /// 10,1000,10000 full).
     #[arg(long, value_delimiter = ',')]
     string_rules: Vec<usize>,
+    /// After the rounds, one download with this many string rules, outside the table: too
+    /// slow here to repeat (default: 10000 full, none quick; 0: none).
+    #[arg(long)]
+    heavy_probe: Option<usize>,
     /// Domains in the large list (default: 100,000 quick, 1,000,000 full).
     #[arg(long)]
     big_list: Option<usize>,
@@ -95,7 +102,7 @@ impl Config {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Measure {
     /// Client → server TCP goodput.
     Upload,
@@ -122,7 +129,7 @@ impl Measure {
     }
     fn unit(self) -> &'static str {
         match self {
-            Measure::Upload | Measure::Download => "bit/s",
+            Measure::Upload | Measure::Download => "Gbit/s",
             Measure::Handshakes => "connections/s",
         }
     }
@@ -146,13 +153,6 @@ struct Row {
     paired_ratio_median: f64,
     paired_ratio_min: f64,
     paired_ratio_max: f64,
-    /// Throughput rows: median, min and max again, in bit/s, as the report reads them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    median_bps: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    min_bps: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_bps: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -178,11 +178,25 @@ struct Report {
     streams: u32,
     repetitions: usize,
     handshakes_per_sample: usize,
+    handshake_budget_seconds: u64,
     notes: Vec<String>,
-    /// Throughput rows (iperf3), bit/s.
-    configurations: Vec<Row>,
-    /// New TLS connections per second.
-    connection_rates: Vec<Row>,
+    /// Every (measure, configuration): throughput in Gbit/s, TLS connections per second.
+    rows: Vec<Row>,
+    /// One download with many string rules, not repeated.
+    heavy_probe: Option<HeavyProbe>,
+}
+
+#[derive(Serialize)]
+struct HeavyProbe {
+    rules: usize,
+    seconds_per_run: u32,
+    /// Receiver-side goodput, Gbit/s, when the run ended within its bound.
+    download_gbps: Option<f64>,
+    /// Over the median `none` download of the rounds.
+    ratio_to_none: Option<f64>,
+    /// Setting the rules up, the run until it ended, and removing them.
+    wall_seconds: f64,
+    error: Option<String>,
 }
 
 /// What each sample runs.
@@ -196,6 +210,8 @@ struct Plan {
     /// TLS fetches per sample, at most, and for at most this long.
     handshakes: usize,
     handshake_budget: Duration,
+    /// How long past its --time an iperf3 run may take before it is killed.
+    iperf_grace: Duration,
 }
 
 /// What the runs saw besides the samples.
@@ -234,13 +250,16 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
     let string_rules: &[usize] = match (&args.string_rules[..], args.quick) {
         ([], true) => &[10, 1000],
-        ([], false) => &[10, 1000, 10_000],
+        ([], false) => &[10, 100, 1000],
         (given, _) => given,
     };
-    let measures = if args.quick {
-        vec![Measure::Download, Measure::Handshakes]
-    } else {
-        vec![Measure::Download, Measure::Upload, Measure::Handshakes]
+    let heavy_probe = args
+        .heavy_probe
+        .unwrap_or(if args.quick { 0 } else { 10_000 });
+    let measures = match (&args.measures[..], args.quick) {
+        ([], true) => vec![Measure::Download, Measure::Handshakes],
+        ([], false) => vec![Measure::Download, Measure::Upload, Measure::Handshakes],
+        (given, _) => given.to_vec(),
     };
     let mut configs = vec![
         Config::None,
@@ -257,6 +276,7 @@ fn main() -> anyhow::Result<()> {
         window: args.window.clone(),
         handshakes,
         handshake_budget: Duration::from_secs(if args.quick { 2 } else { 4 }),
+        iperf_grace: Duration::from_secs(20),
     };
     let iptables = iptables_version()?;
     let lab = Lab::up(&LabSpec {
@@ -292,6 +312,7 @@ fn main() -> anyhow::Result<()> {
         order.rotate_left(round % configs.len());
         for index in order {
             let config = configs[index];
+            settle(&lab);
             eprintln!(
                 "[{:>5.1}s] round {}/{repetitions}: {}",
                 started.elapsed().as_secs_f64(),
@@ -306,11 +327,26 @@ fn main() -> anyhow::Result<()> {
         }
     }
     drop(files);
+    let heavy = (heavy_probe > 0).then(|| {
+        settle(&lab);
+        eprintln!(
+            "[{:>5.1}s] one download with {heavy_probe} string rules",
+            started.elapsed().as_secs_f64()
+        );
+        probe_heavy(&lab, heavy_probe, &plan)
+    });
 
-    let (connection_rates, configurations) = samples
-        .rows()
-        .into_iter()
-        .partition(|row| row.measure == Measure::Handshakes.label());
+    let rows = samples.rows();
+    let mut heavy = heavy;
+    if let Some(probe) = &mut heavy {
+        let none_download = rows.iter().find(|row| {
+            row.configuration == Config::None.label() && row.measure == Measure::Download.label()
+        });
+        probe.ratio_to_none = probe
+            .download_gbps
+            .zip(none_download)
+            .map(|(bps, row)| bps / row.median);
+    }
     let report = Report {
         machine: machine(),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
@@ -324,6 +360,7 @@ fn main() -> anyhow::Result<()> {
         streams: args.streams,
         repetitions,
         handshakes_per_sample: handshakes,
+        handshake_budget_seconds: plan.handshake_budget.as_secs(),
         notes: vec![
             "Throughput is iperf3's TCP goodput on the receiving side, all streams summed; \
              veth offloads (TSO/GSO/GRO) are off in the lab, so packets cross at wire size."
@@ -343,13 +380,15 @@ fn main() -> anyhow::Result<()> {
                 iptables
             ),
             format!(
-                "TLS connections/s: one curl fetching /bytes-16384 from openssl s_server \
-                 {handshakes} times one after another, a new TCP connection and full TLS \
-                 handshake each (--no-sessionid), SNI {NAME}."
+                "TLS connections/s: one curl over IPv4 fetching /bytes-16384 from openssl \
+                 s_server one fetch after another, up to {handshakes} fetches or {} s, a new \
+                 TCP connection and full TLS handshake each (--no-sessionid), SNI {NAME}; the \
+                 rate from the end of the first fetch to the end of the last.",
+                plan.handshake_budget.as_secs()
             ),
         ],
-        configurations,
-        connection_rates,
+        rows,
+        heavy_probe: heavy,
     };
     print_markdown(&report);
     if let Some(dir) = report_dir(&args.out) {
@@ -451,6 +490,55 @@ fn measure_config(
     }
 }
 
+/// One download through `rules` string rules, bounded at its length and a minute more.
+fn probe_heavy(lab: &Lab, rules: usize, plan: &Plan) -> HeavyProbe {
+    let begun = Instant::now();
+    let result = Strings::install(&lab.gateway, rules).and_then(|strings| {
+        let plan = Plan {
+            iperf_grace: Duration::from_secs(60),
+            ..plan.clone()
+        };
+        let bps = iperf_run(&lab.clients[0], Measure::Download, &plan);
+        strings.remove()?;
+        bps
+    });
+    let (download_gbps, error) = match result {
+        Ok(bps) => (Some(bps), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    HeavyProbe {
+        rules,
+        seconds_per_run: plan.seconds,
+        download_gbps,
+        ratio_to_none: None,
+        wall_seconds: begun.elapsed().as_secs_f64(),
+        error,
+    }
+}
+
+/// Waits (at most 15 s) until the client and the server have no TCP connection left but TIME-WAIT ones: a
+/// run through slow rules leaves data queued behind them, which must not load the next.
+fn settle(lab: &Lab) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let busy = [&lab.clients[0], &lab.server].iter().any(|host| {
+            Lab::command(host, "ss")
+                .args(["-Htn", "state", "connected", "exclude", "time-wait"])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false)
+        });
+        if !busy {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("    connections still open after 15 s; going on");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Fails unless the gateway has no XDP program, no TC filter and no HTB qdisc left.
 fn ensure_bare(lab: &Lab) -> anyhow::Result<()> {
     for iface in [GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE] {
@@ -498,7 +586,7 @@ fn output_within(mut command: Command, limit: Duration) -> anyhow::Result<Output
     }
 }
 
-/// One iperf3 TCP run of `streams` parallel streams; receiver-side goodput, bit/s.
+/// One iperf3 TCP run of `streams` parallel streams; receiver-side goodput, Gbit/s.
 fn iperf_run(client: &Host, measure: Measure, plan: &Plan) -> anyhow::Result<f64> {
     let seconds = plan.seconds;
     let mut command = Lab::command(client, "iperf3");
@@ -520,11 +608,14 @@ fn iperf_run(client: &Host, measure: Measure, plan: &Plan) -> anyhow::Result<f64
         command.args(["--window", window]);
     }
     let begun = Instant::now();
-    let output = output_within(command, Duration::from_secs(u64::from(seconds) + 90))?;
-    eprintln!(
-        "    iperf3 {measure:?} took {:.1} s",
-        begun.elapsed().as_secs_f64()
-    );
+    let output = output_within(
+        command,
+        Duration::from_secs(u64::from(seconds)) + plan.iperf_grace,
+    )?;
+    let took = begun.elapsed().as_secs_f64();
+    if took > f64::from(seconds) + 2.0 {
+        eprintln!("    iperf3 {measure:?} of {seconds} s took {took:.1} s to end");
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     let json: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("iperf3 printed no JSON: {text}"))?;
@@ -534,7 +625,7 @@ fn iperf_run(client: &Host, measure: Measure, plan: &Plan) -> anyhow::Result<f64
     let bps = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3's received rate")?;
-    Ok(bps)
+    Ok(bps / 1e9)
 }
 
 /// Up to `count` HTTPS fetches over IPv4 (as iperf3 and the string rules), each a new
@@ -543,8 +634,11 @@ fn iperf_run(client: &Host, measure: Measure, plan: &Plan) -> anyhow::Result<f64
 fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Result<f64> {
     use std::io::{BufRead as _, Read as _};
     let url = format!("https://{NAME}/bytes-16384");
-    let mut command = Lab::command(client, "curl");
+    // stdbuf: each fetch's --write-out line as the fetch ends, not all at exit (curl's
+    // stdout is a pipe, so fully buffered; --no-buffer does not cover --write-out).
+    let mut command = Lab::command(client, "stdbuf");
     command
+        .args(["-oL", "curl"])
         .args([
             "--ipv4",
             "--silent",
@@ -573,7 +667,7 @@ fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Resu
         }
     });
     let deadline = begun + budget;
-    let (mut done, mut last) = (0, begun);
+    let (mut done, mut first, mut last) = (0, begun, begun);
     let mut failed = None;
     while done < count {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -585,6 +679,9 @@ fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Resu
         if line.trim() != "1 200" {
             failed = Some(line);
             break;
+        }
+        if done == 0 {
+            first = at;
         }
         done += 1;
         last = at;
@@ -605,7 +702,8 @@ fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Resu
         done >= 2,
         "only {done} of {count} TLS fetches completed within {budget:?}: {errors}"
     );
-    Ok(done as f64 / (last - begun).as_secs_f64())
+    // From the end of the first fetch to the end of the last: curl's start-up left out.
+    Ok((done - 1) as f64 / (last - first).as_secs_f64())
 }
 
 /// The policy files: 10 domains inline, and `big` from one list file. Removed on drop.
@@ -761,7 +859,6 @@ impl Samples {
                     values.iter().copied().fold(f64::INFINITY, f64::min),
                     values.iter().copied().fold(0.0, f64::max),
                 );
-                let bps = |v: f64| (measure != Measure::Handshakes).then_some(v);
                 rows.push(Row {
                     name: format!("{}: {}", measure.short(), config.label()),
                     configuration: config.label(),
@@ -775,9 +872,6 @@ impl Samples {
                     paired_ratio_median: median(&paired),
                     paired_ratio_min: paired.iter().copied().fold(f64::INFINITY, f64::min),
                     paired_ratio_max: paired.iter().copied().fold(0.0, f64::max),
-                    median_bps: bps(median_value),
-                    min_bps: bps(min),
-                    max_bps: bps(max),
                 });
             }
         }
@@ -810,10 +904,10 @@ fn print_markdown(report: &Report) {
         "| measure | configuration | median | min | max | ratio to none | paired ratio (min..max) |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for row in report.configurations.iter().chain(&report.connection_rates) {
+    for row in &report.rows {
         // Throughput in Mbit/s (the string rules bring it down to a few).
-        let (scale, unit, digits) = if row.unit == "bit/s" {
-            (1e6, "Mbit/s", 1)
+        let (scale, unit, digits) = if row.unit == "Gbit/s" {
+            (1e-3, "Mbit/s", 1)
         } else {
             (1.0, "conn/s", 0)
         };
@@ -838,6 +932,28 @@ fn print_markdown(report: &Report) {
             seconds.iter().copied().fold(f64::INFINITY, f64::min),
             seconds.iter().copied().fold(0.0, f64::max)
         );
+    }
+    if let Some(probe) = &report.heavy_probe {
+        match (probe.download_gbps, &probe.error) {
+            (Some(gbps), _) => println!(
+                "- not repeated (too slow here): one {} s download through {} string rules: \
+                 {:.2} Mbit/s, {:.5} of the none median; {:.0} s from loading the rules to \
+                 removing them",
+                probe.seconds_per_run,
+                thousands(probe.rules),
+                gbps * 1e3,
+                probe.ratio_to_none.unwrap_or(f64::NAN),
+                probe.wall_seconds
+            ),
+            (None, error) => println!(
+                "- not repeated (too slow here): one {} s download through {} string rules \
+                 did not complete ({:.0} s): {}",
+                probe.seconds_per_run,
+                thousands(probe.rules),
+                probe.wall_seconds,
+                error.as_deref().unwrap_or("?")
+            ),
+        }
     }
     for note in &report.notes {
         println!("- {note}");
