@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, unix::AsyncFd},
     net::{UnixListener, UnixStream},
+    signal::unix::{Signal, SignalKind, signal},
 };
 use tracing::{debug, info, warn};
 
@@ -185,6 +186,31 @@ pub enum Exit {
     KeepDatapath,
 }
 
+/// The signals the daemon acts on. Installed before the pid file is written: a service
+/// manager (or a test) that reads the pid and sends SIGTERM at once must reach the
+/// handler, not the default action that would leave the programs attached and pinned.
+pub struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+    hand_over: Signal,
+}
+
+impl Signals {
+    /// Needs a runtime context (tokio registers the handlers with its driver).
+    pub fn install() -> anyhow::Result<Self> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("installing the {name} handler"))
+        };
+        Ok(Self {
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+            hangup: install(SignalKind::hangup(), "SIGHUP")?,
+            hand_over: install(SignalKind::user_defined1(), "SIGUSR1")?,
+        })
+    }
+}
+
 /// Runs until SIGTERM, SIGINT or SIGUSR1: reports, reads events, answers the control
 /// socket, follows the clock and reloads on SIGHUP.
 pub async fn serve(
@@ -194,15 +220,17 @@ pub async fn serve(
     reporting: Reporting,
     mut recorder: Recorder,
     metrics: Option<tokio::net::TcpListener>,
+    signals: Signals,
 ) -> anyhow::Result<Exit> {
     if let Some(listener) = metrics {
         tokio::spawn(serve_metrics(listener, shared.clone()));
     }
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut hand_over = signal(SignalKind::user_defined1())?;
+    let Signals {
+        mut terminate,
+        mut interrupt,
+        mut hangup,
+        mut hand_over,
+    } = signals;
     // Schedule boundaries and exception expiries are acted on within a second.
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

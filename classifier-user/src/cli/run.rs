@@ -190,7 +190,7 @@ fn run_daemon(
             );
         }
     };
-    let (control, metrics) = {
+    let (control, metrics, signals) = {
         let _guard = runtime.enter();
         let control = match control::bind(&args.control_socket) {
             Ok(listener) => listener,
@@ -203,7 +203,14 @@ fn run_daemon(
                 return (datapath, Some(shaper), Err(err));
             }
         };
-        (control, metrics)
+        let signals = match daemon::Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                let _ = std::fs::remove_file(&args.control_socket);
+                return (datapath, Some(shaper), Err(err));
+            }
+        };
+        (control, metrics, signals)
     };
     if let Some(pid_file) = &args.pid_file
         && let Err(err) = write_pid_file(pid_file)
@@ -242,6 +249,7 @@ fn run_daemon(
         reporting,
         recorder,
         metrics,
+        signals,
     ));
     drop(runtime);
     let _ = std::fs::remove_file(&args.control_socket);
