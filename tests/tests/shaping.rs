@@ -446,3 +446,76 @@ fn lunch_lifts_the_limit_on_a_running_flow_within_a_second() {
         first_after / 1e6
     );
 }
+
+/// The gateway's root qdisc kinds on its LAN and WAN interfaces.
+fn root_qdiscs(lab: &Lab) -> Vec<String> {
+    [
+        lab.gateway.iface,
+        classifier_user::lab::topology::GATEWAY_WAN_IFACE,
+    ]
+    .iter()
+    .map(|iface| {
+        let output = std::process::Command::new("tc")
+            .args([
+                "-n",
+                &lab.gateway.netns,
+                "qdisc",
+                "show",
+                "dev",
+                iface,
+                "root",
+            ])
+            .output()
+            .expect("tc runs");
+        assert!(output.status.success(), "tc qdisc show dev {iface} failed");
+        let shown = String::from_utf8_lossy(&output.stdout);
+        format!(
+            "{iface}: {}",
+            shown.split_whitespace().nth(1).unwrap_or("(none)")
+        )
+    })
+    .collect()
+}
+
+fn reload(setup: &Setup, policy: &str) {
+    std::fs::write(&setup.policy_file, policy).unwrap();
+    let output = std::process::Command::new(classifier_bin())
+        .args(["policy", "reload", "--control-socket"])
+        .arg(setup.lab.control_socket())
+        .output()
+        .expect("classifier policy reload runs");
+    assert!(
+        output.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_policy_without_shape_rules_puts_no_qdisc_on_the_gateway() {
+    if !privileged("a_policy_without_shape_rules_puts_no_qdisc_on_the_gateway") {
+        return;
+    }
+    let setup = Setup::new(&always_working(""), 1);
+    let lab = &setup.lab;
+    let before = root_qdiscs(lab);
+    assert!(
+        before.iter().all(|q| !q.ends_with("htb")),
+        "no shape rules, no HTB: {before:?}"
+    );
+    assert_eq!(setup.daemon().status().unwrap().shaping.rules, 0);
+
+    reload(&setup, &always_working(SHAPE_RULES));
+    let shaping = root_qdiscs(lab);
+    assert!(
+        shaping.iter().all(|q| q.ends_with("htb")),
+        "a reload that adds shape rules puts HTB on both egresses: {shaping:?}"
+    );
+
+    reload(&setup, &always_working(""));
+    assert_eq!(
+        root_qdiscs(lab),
+        before,
+        "a reload that removes them gives the egresses back as they were"
+    );
+}
