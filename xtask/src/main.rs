@@ -106,6 +106,13 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             // Results of an earlier round must not pass for this one's.
             let _ = std::fs::remove_dir_all(root.join("target/bench"));
+            // One build of every binary with the workspace's features: building a package
+            // alone resolves other features and rebuilds the daemon (over a minute).
+            step(
+                "build",
+                cargo(&["build", "--release", "--workspace", "--bins"]),
+            )?;
+            let release = root.join("target/release");
             for (what, bin) in [
                 ("datapath benchmark", "datapath-bench"),
                 ("shaping benchmark", "shaping-bench"),
@@ -114,27 +121,14 @@ fn main() -> anyhow::Result<()> {
                 ("scale benchmark", "scale-bench"),
                 ("throughput benchmark", "throughput-bench"),
             ] {
-                let mut bench = cargo(&[
-                    "run",
-                    "--release",
-                    "--package",
-                    "classifier-tests",
-                    "--bin",
-                    bin,
-                    "--",
-                ]);
+                let mut bench = Command::new(release.join(bin));
+                bench.current_dir(&root);
                 if quick {
                     bench.arg("--quick");
                 }
-                if bin == "shaping-bench" || bin == "ndpi-compare" || bin == "throughput-bench" {
-                    // The lab's daemon (shaping, throughput) or classify-pcap (nDPI
-                    // comparison): the release build the benchmark itself was built with.
-                    bench.env("CLASSIFIER_BIN", root.join("target/release/classifier"));
-                    step(
-                        "build",
-                        cargo(&["build", "--release", "--package", "classifier-user"]),
-                    )?;
-                }
+                // The lab's daemon (shaping, throughput) and classify-pcap (nDPI comparison)
+                // are the release build made above.
+                bench.env("CLASSIFIER_BIN", release.join("classifier"));
                 step(what, bench)?;
             }
             report::write(&report::Paths::of(&root), Some(quick))
