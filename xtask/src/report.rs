@@ -272,7 +272,79 @@ fn throughput(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()
             num(row, "paired_ratio_max"),
         );
     }
+    heavy_probe(doc, results);
+    daemon_starts(doc, results);
     Ok(())
+}
+
+/// The one download through many string rules that is too slow to repeat.
+fn heavy_probe(doc: &mut String, results: &Value) {
+    let Some(probe) = results.get("heavy_probe").filter(|p| !p.is_null()) else {
+        return;
+    };
+    let rules = num(probe, "rules");
+    match probe.get("download_gbps").and_then(Value::as_f64) {
+        Some(gbps) => {
+            let _ = writeln!(
+                doc,
+                "\nNot repeated (too slow here): one {} s download through {rules} string rules \
+                 reached {:.2} Mbit/s, {:.5} of the median download with no program; {:.0} s \
+                 from loading the rules to removing them.",
+                num(probe, "seconds_per_run"),
+                gbps * 1e3,
+                num(probe, "ratio_to_none"),
+                num(probe, "wall_seconds"),
+            );
+        }
+        None => {
+            let _ = writeln!(
+                doc,
+                "\nNot repeated (too slow here): one {} s download through {rules} string rules \
+                 did not complete in {:.0} s: {}.",
+                num(probe, "seconds_per_run"),
+                num(probe, "wall_seconds"),
+                text(probe, "error"),
+            );
+        }
+    }
+}
+
+/// How long the daemon took from start to attached, and what it put on the gateway.
+fn daemon_starts(doc: &mut String, results: &Value) {
+    if let Some(starts) = results
+        .get("daemon_start_seconds")
+        .and_then(Value::as_object)
+    {
+        let _ = writeln!(
+            doc,
+            "\nDaemon start to attached (policy loaded, lists hashed into the maps):\n"
+        );
+        for (config, seconds) in starts {
+            let mut seconds: Vec<f64> = seconds
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
+            seconds.sort_by(f64::total_cmp);
+            if let (Some(min), Some(max)) = (seconds.first(), seconds.last()) {
+                let _ = writeln!(
+                    doc,
+                    "- {config}: median {:.2} s ({min:.2} … {max:.2}, {} starts)",
+                    seconds[seconds.len() / 2],
+                    seconds.len()
+                );
+            }
+        }
+    }
+    let qdiscs = text(results, "classifier_qdiscs");
+    if qdiscs != "?" && !qdiscs.trim().is_empty() {
+        let _ = writeln!(
+            doc,
+            "\nThe gateway's qdiscs while the daemon ran (`tc qdisc show`, LAN then WAN):\n\n```\n{}\n```",
+            qdiscs.trim_end()
+        );
+    }
 }
 
 fn shaping(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {

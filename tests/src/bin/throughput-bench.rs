@@ -369,8 +369,9 @@ fn main() -> anyhow::Result<()> {
              its base chains once created; every configuration has them)."
                 .into(),
             "classifier: the daemon attached to the gateway (XDP on the LAN ingress, TC on \
-             the egress, HTB root qdiscs) with a policy of categories and domains and no \
-             rule, so nothing is blocked or shaped; the large list is one list file."
+             the egress) with a policy of categories and domains and no rule, so nothing is \
+             blocked or shaped and no HTB qdisc is set up (the daemon adds one only for shape \
+             rules); the large list is one list file."
                 .into(),
             format!(
                 "xt_string: N rules `-m string --algo bm --string <name> -j DROP` in one user \
