@@ -10,6 +10,27 @@ pub mod quic_mode {
     pub const PROTOCOL_ONLY: u8 = 1;
 }
 
+/// How the datapath checks the TCP and UDP checksums of the segments it classifies by.
+pub mod checksums {
+    /// Not checked (generic XDP, where GRO merges segments and leaves stale checksums).
+    pub const OFF: u8 = 0;
+    /// A segment with a wrong checksum names nothing (frames from a physical NIC).
+    pub const VERIFY: u8 = 1;
+    /// As VERIFY, but a checksum left for the sender's NIC to finish counts as valid: a
+    /// veth carries a local sender's segments with the placeholder (checksum offload).
+    pub const ALLOW_OFFLOADED: u8 = 2;
+
+    /// The mode's name, as logs show it.
+    pub const fn name(mode: u8) -> &'static str {
+        match mode {
+            OFF => "off",
+            VERIFY => "verify",
+            ALLOW_OFFLOADED => "allow-offloaded",
+            _ => "unknown",
+        }
+    }
+}
+
 /// The datapath's settings: one entry of the `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,11 +39,25 @@ pub struct Config {
     pub quic_mode: u8,
     /// Drop a QUIC flow's packets while its Initial is with the daemon (1), or pass them (0).
     pub quic_hold: u8,
-    /// Client payload packets looked at before a flow is left unclassified.
+    /// Client payload packets looked at before a flow that is not TLS or HTTP is left
+    /// unclassified.
     pub max_inspected: u8,
-    pub _pad: u8,
+    /// [`checksums`].
+    pub checksums: u8,
     /// How long a BitTorrent peer stays in the cache, in seconds.
     pub peer_ttl_secs: u32,
+    /// Per client: new flows a second, and how many at once ([`SourceQuota`]).
+    pub flow_rate: u32,
+    pub flow_burst: u32,
+    /// Per client: reassembly buffers started a second, and at once.
+    pub reassembly_rate: u16,
+    pub reassembly_burst: u16,
+    /// Per client: QUIC Initials handed to the daemon a second, and at once.
+    pub quic_rate: u16,
+    pub quic_burst: u16,
+    /// Flows are made only for sources in `LAN_PREFIXES` (1), or for any source (0).
+    pub lan_filter: u8,
+    pub _pad: [u8; 3],
 }
 
 impl Default for Config {
@@ -30,12 +65,44 @@ impl Default for Config {
         Self {
             quic_mode: quic_mode::CLASSIFY,
             quic_hold: 0,
-            // A 4 KiB ClientHello at a 536-byte MSS is 8 segments.
+            // Segments of a stream whose first bytes are neither TLS nor HTTP.
             max_inspected: 8,
-            _pad: 0,
+            checksums: checksums::VERIFY,
             peer_ttl_secs: 600,
+            // A browser opens tens of connections for a page; a client opening thousands a
+            // second is scanning or flooding. Generous enough for a small NAT behind a LAN
+            // address; `[datapath]` in the policy changes them.
+            flow_rate: 500,
+            flow_burst: 2000,
+            // One per TLS or HTTP connection whose first bytes span segments.
+            reassembly_rate: 50,
+            reassembly_burst: 200,
+            // A QUIC connection sends one or two Initials to be read.
+            quic_rate: 50,
+            quic_burst: 200,
+            lan_filter: 0,
+            _pad: [0; 3],
         }
     }
+}
+
+/// Segments of a TLS or HTTP stream collected before its first bytes are read, at most.
+/// Chrome's ML-KEM hello at MSS 536 is 4; tools that cut the hello into pieces use a few
+/// more; a hello in more segments than this is unreadable (and blocked where the policy
+/// blocks that), not allowed.
+pub const MAX_STREAM_SEGMENTS: u8 = 32;
+
+/// What one client may use of the datapath's shared tables, metered per source address
+/// (the `SOURCES` map), so that one host cannot fill them at the others' expense.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceQuota {
+    /// New flows (tokens are flows).
+    pub flows: crate::shaping::TokenBucket,
+    /// Reassembly buffers started.
+    pub reassembly: crate::shaping::TokenBucket,
+    /// QUIC Initials handed to the daemon.
+    pub quic: crate::shaping::TokenBucket,
 }
 
 /// Indices into the `CLASSIFIERS` program array. Classification is split into programs
@@ -49,7 +116,24 @@ pub mod tail {
     pub const PARSE_HTTP: u32 = 2;
     /// XDP: a found name → category (longest listed suffix) → the flow's class and event.
     pub const NAME_LOOKUP: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// XDP: places a TCP segment's payload in the flow's stream buffer (checksum,
+    /// overlaps, out-of-order pieces) and hands the bytes on when they grew.
+    pub const STREAM_SEGMENT: u32 = 4;
+    /// XDP: joins a ClientHello spread over several TLS records and parses it.
+    pub const PARSE_TLS_RECORDS: u32 = 5;
+    /// XDP: the packet's verdict under its flow's class so far, after classification.
+    pub const ENFORCE: u32 = 6;
+    pub const COUNT: u32 = 7;
+}
+
+/// Which buffer a [`ClassifyJob`]'s stream bytes are in.
+pub mod job_buffer {
+    /// This CPU's `SCRATCH`: a first segment that may settle the class at once.
+    pub const SCRATCH: u8 = 0;
+    /// The flow's `REASM` entry.
+    pub const REASSEMBLY: u8 = 1;
+    /// This CPU's `DEFRAG`: a handshake joined from several TLS records.
+    pub const DEFRAG: u8 = 2;
 }
 
 /// What one classification program hands the next (the per-CPU `JOBS` map): which flow,
@@ -58,19 +142,34 @@ pub mod tail {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassifyJob {
     pub key: FlowKey,
-    /// The bytes are in the flow's `REASM` entry (1) or this CPU's `SCRATCH` buffer (0).
-    pub in_reassembly: u8,
+    /// Where the stream bytes are ([`job_buffer`]).
+    pub buffer: u8,
     /// [`crate::classify::Method`] the name was found by (SNI or Host).
     pub method: u8,
     /// The request is a BitTorrent tracker announce.
     pub tracker: u8,
-    pub _pad: u8,
+    /// The name's offsets are into `DEFRAG`, `joined_len` bytes joined from TLS records.
+    pub joined: u8,
     /// The protocol, as application, when the name is not listed.
     pub protocol_app: u16,
     pub name_offset: u16,
     pub name_len: u16,
     /// Layer-3 length of the packet being classified (for the blocked counters).
     pub packet_l3_len: u16,
+    pub joined_len: u16,
+    /// Stream bytes the parser had when it found the name (what a second version must
+    /// start before to be one).
+    pub parsed_end: u16,
+    /// The segment being placed: its stream offset, its payload's offset in the frame and
+    /// length, and its TCP header's offset and length.
+    pub stream_offset: u16,
+    pub payload_offset: u16,
+    pub payload_len: u16,
+    pub l4_offset: u16,
+    pub l4_header_len: u16,
+    pub _pad: u16,
+    /// Sum of the segment's pseudo-header ([`crate::parse::tcp::checksum`]).
+    pub pseudo_sum: u32,
 }
 
 /// Key of the `PORTS` map.
@@ -95,24 +194,48 @@ pub struct ClassResult {
     pub _pad: [u8; 2],
 }
 
-/// Key of the `PEERS` map: a BitTorrent peer's address (IPv4-mapped) and port.
+/// Key of the `PEERS` map: a BitTorrent peer (address, IPv4-mapped, and port) as one LAN
+/// client learnt it. The cache is per client so that what one host's traffic (or a
+/// tracker it asked) says about a server never changes how another host's flows to that
+/// server are classified.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKey {
+    pub client_addr: [u8; 16],
     pub addr: [u8; 16],
     pub port: u16,
     pub _pad: [u8; 2],
 }
 
 impl PeerKey {
-    /// The server side of a flow.
+    /// The server side of a flow, as its client knows it.
     pub fn server_of(key: &FlowKey) -> Self {
         Self {
+            client_addr: key.client_addr,
             addr: key.server_addr,
             port: key.server_port,
             _pad: [0; 2],
         }
     }
+}
+
+/// Server ports the peer cache never makes BitTorrent on its own: every port below 1024
+/// (DNS, HTTP, HTTPS, DNS over TLS, mail, ...) and these well-known service ports above it
+/// (OpenVPN, RDP, SIP, HTTP alternates, WireGuard). A flow to one of them is BitTorrent only
+/// if its own bytes say so.
+pub const PEER_CACHE_EXEMPT_PORTS: [u16; 8] = [1194, 3389, 5060, 5061, 8080, 8443, 9443, 51820];
+
+/// Whether the peer cache may classify a flow to server port `port`.
+#[inline(always)]
+pub fn peer_cache_applies(port: u16) -> bool {
+    if port < 1024 {
+        return false;
+    }
+    let mut exempt = false;
+    for p in PEER_CACHE_EXEMPT_PORTS {
+        exempt |= p == port;
+    }
+    !exempt
 }
 
 /// Bytes of a client's stream the classifier reads (a ClientHello or request headers).
@@ -123,20 +246,22 @@ pub const STREAM_SLACK: usize = 2048;
 
 /// What a [`StreamBuf`] is collecting.
 pub mod stream_kind {
+    /// Not told yet: too few bytes.
+    pub const UNKNOWN: u8 = 0;
     pub const TLS: u8 = 1;
     pub const HTTP: u8 = 2;
 }
 
-/// The first bytes of a client's stream, collected segment by segment.
+/// The first bytes of a client's stream, collected segment by segment, in order or not.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StreamBuf {
-    /// Bytes collected.
-    pub len: u32,
-    /// TCP sequence number of the next byte expected.
-    pub next_seq: u32,
-    /// [`stream_kind`].
+    /// Which stream offsets `bytes` holds (prefix and out-of-order pieces).
+    pub coverage: crate::stream::Coverage,
+    /// Segments taken in.
+    pub segments: u8,
+    /// [`stream_kind`], once the first bytes tell.
     pub kind: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 2],
     pub bytes: [u8; STREAM_CAP + STREAM_SLACK],
 }

@@ -20,7 +20,9 @@ pub const NAME_CAP: usize = 256;
 /// Most payload bytes a [`PayloadEvent`] carries (a 1500-byte MTU's UDP payload fits).
 pub const PAYLOAD_CAP: usize = 2048;
 
-/// A flow's classification and the name (SNI or Host) it was classified by.
+/// A flow's classification and the name (SNI or Host) it was classified by; or, with
+/// [`crate::classify::class_flags::RECHECK`] in `class_flags`, a second name read from a
+/// second version of the same stream bytes (an evasion attempt).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ClassifiedEvent {
@@ -31,6 +33,11 @@ pub struct ClassifiedEvent {
     pub name_len: u8,
     pub category: u16,
     pub app: u16,
+    /// [`crate::classify::evasion`] bits so far.
+    pub evasion: u8,
+    pub _pad: u8,
+    /// The flow's second category ([`crate::flow::FlowEntry::alt_category`]).
+    pub alt_category: u16,
     pub key: FlowKey,
     /// The name as it was on the wire (case kept), `name_len` bytes.
     pub name: [u8; NAME_CAP],

@@ -102,7 +102,68 @@ pub struct FlowEntry {
     pub shape_class: u16,
     /// [`crate::shaping::flow_shape_flags`] bits.
     pub shape_flags: u8,
-    pub _pad: [u8; 5],
+    /// [`crate::classify::evasion`] bits: what the client did to hide the flow's name.
+    pub evasion: u8,
+    /// A second category the verdict must also answer to (0: none): the other name's, when
+    /// two versions of the stream named different sites, or the policy's `unreadable`
+    /// category, when a version could not be read. The stricter verdict of the two applies.
+    pub alt_category: u16,
+    /// TCP: the stream offset just past the bytes the name was read from. A later segment
+    /// that starts before it is a second version of those bytes.
+    pub named_end: u16,
+    /// The low 32 bits of the name's hash, to tell a retransmission from a different name.
+    pub name_hash: u32,
+    /// What the TCP handshake said, to tell segments the server takes from decoys.
+    pub tcp: TcpStart,
+    /// TCP, while classifying: stream bytes held in order from offset 0. The server
+    /// acknowledging more than this means it took bytes the classifier did not read.
+    pub held: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Facts of a TCP flow's handshake, kept while it is being classified.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TcpStart {
+    /// Sequence number of the stream's offset 0, less one: the client's ISN when its SYN
+    /// was seen, else worked back from the first payload seen.
+    pub client_isn: u32,
+    /// The server's ISN, from its SYN-ACK.
+    pub server_isn: u32,
+    /// TSval of the client's SYN, when it carried timestamps.
+    pub ts_val: u32,
+    /// TTL or hop limit of the client's SYN.
+    pub ttl: u8,
+    /// [`tcp_start`] bits.
+    pub flags: u8,
+    /// [`crate::parse::headers::ip_flags`] of the client's SYN.
+    pub ip_flags: u8,
+    pub _pad: u8,
+}
+
+/// Bits of [`TcpStart::flags`].
+pub mod tcp_start {
+    /// `client_isn`, `ttl` and `ip_flags` are known (from the SYN, or the first payload).
+    pub const BASE: u8 = 1 << 0;
+    /// The client's SYN was seen (else the flow was picked up mid-stream).
+    pub const SYN: u8 = 1 << 1;
+    /// The server's SYN-ACK was seen: `server_isn` is known.
+    pub const SYN_ACK: u8 = 1 << 2;
+    /// The client's SYN carried timestamps: `ts_val` is known.
+    pub const TIMESTAMPS: u8 = 1 << 3;
+    /// The client's SYN carried an MD5 or authentication option (the peers use one).
+    pub const SIGNATURE: u8 = 1 << 4;
+}
+
+/// Key of the `FRAGMENTS` map: what names one fragmented datagram (RFC 791, RFC 8200).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragmentKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub id: u32,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
 }
 
 /// TCP flag bits as they appear in the header's 13th byte.
@@ -112,6 +173,7 @@ pub mod tcp_flags {
     pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
     pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
 }
 
 /// Stores an IPv4 address the way [`FlowKey`] holds it: IPv4-mapped IPv6.
@@ -130,9 +192,11 @@ mod tests {
     fn layouts_are_fixed() {
         // The kernel sees these sizes through pinned maps: a change needs a migration.
         assert_eq!(core::mem::size_of::<FlowKey>(), 40);
-        assert_eq!(core::mem::size_of::<FlowEntry>(), 112);
+        assert_eq!(core::mem::size_of::<FlowEntry>(), 136);
         assert_eq!(core::mem::offset_of!(FlowEntry, category), 56);
         assert_eq!(core::mem::offset_of!(FlowEntry, blocked), 72);
+        assert_eq!(core::mem::offset_of!(FlowEntry, tcp), 116);
+        assert_eq!(core::mem::size_of::<TcpStart>(), 16);
         assert_eq!(core::mem::align_of::<FlowEntry>(), 8);
     }
 

@@ -18,6 +18,7 @@ pub mod parse;
 pub mod policy;
 pub mod shaping;
 pub mod stats;
+pub mod stream;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -38,6 +38,27 @@ pub const REASSEMBLY_MAX_ENTRIES: usize = 2048;
 
 /// Per-CPU scratch stream buffer for a single-segment ClientHello or request.
 pub const SCRATCH: &str = "SCRATCH";
+/// Per-CPU copy of a segment that overlaps bytes already held, to compare them.
+pub const SEGMENT: &str = "SEGMENT";
+/// Per-CPU buffer for a ClientHello joined from several TLS records.
+pub const DEFRAG: &str = "DEFRAG";
+
+/// Per-client quotas of new flows, reassembly buffers and QUIC Initials
+/// ([`crate::config::SourceQuota`]).
+pub const SOURCES: &str = "SOURCES";
+/// 64 Ki clients; LRU, so a client idle long enough to have a full quota again is the one
+/// that goes. ~4.5 MiB.
+pub const SOURCES_MAX_ENTRIES: usize = 65_536;
+
+/// The LAN's prefixes (IPv4-mapped, LPM): with `[datapath] lan_prefixes` set, packets from
+/// other sources make no flow and are dropped.
+pub const LAN_PREFIXES: &str = "LAN_PREFIXES";
+pub const LAN_PREFIXES_MAX_ENTRIES: usize = 1024;
+
+/// A fragmented datagram (source, destination, protocol, identification) → the flow its
+/// first fragment named, so later fragments are counted and judged with it.
+pub const FRAGMENTS: &str = "FRAGMENTS";
+pub const FRAGMENTS_MAX_ENTRIES: usize = 8192;
 
 /// Ring buffer of [`crate::event`]s to the daemon.
 pub const EVENTS: &str = "EVENTS";
@@ -93,7 +114,7 @@ pub const CLASS_IDS_MAX_ENTRIES: usize = 4096;
 /// the kernel empties a program array once no process or pin holds it, which would stop
 /// classification while a restarted daemon is on its way; a new daemon writes its own
 /// programs into it.
-pub const PINNED_MAPS: [&str; 21] = [
+pub const PINNED_MAPS: [&str; 26] = [
     CLASSIFIERS,
     FLOWS,
     STATS,
@@ -103,6 +124,11 @@ pub const PINNED_MAPS: [&str; 21] = [
     PEERS,
     REASSEMBLY,
     SCRATCH,
+    SEGMENT,
+    DEFRAG,
+    SOURCES,
+    LAN_PREFIXES,
+    FRAGMENTS,
     EVENTS,
     CLASS_RESULTS,
     CONFIG,

@@ -9,7 +9,7 @@ pub enum Stat {
     Packets = 0,
     /// Ethernet frames that carry neither IPv4 nor IPv6 (ARP, LLDP, ...): passed.
     NotIp = 1,
-    /// IP fragments: passed untouched, not attributed to a flow (no ports to key them by).
+    /// Later IP fragments no first fragment named a flow for: passed, not attributed.
     Fragments = 2,
     /// Headers that are truncated or inconsistent: passed, never attributed to a flow.
     Malformed = 3,
@@ -23,8 +23,9 @@ pub enum Stat {
     ClassifiedBittorrent = 7,
     /// Flows classified by a port rule alone.
     ClassifiedByPort = 8,
-    /// ClientHellos seen but not readable (out of order, record-fragmented, too large).
-    TlsUnparsed = 9,
+    /// Flows whose first bytes looked like TLS or HTTP but could not be read: given the
+    /// policy's `unreadable` category.
+    Unreadable = 9,
     /// ClientHellos or requests that spanned several segments and were reassembled.
     Reassembled = 10,
     /// A flow waiting for reassembly lost its buffer (evicted under load).
@@ -49,11 +50,43 @@ pub enum Stat {
     AllowancePassed = 20,
     /// Requests to the daemon for a client's own HTB class (per-client rules).
     ClientClassRequested = 21,
+    /// Segments of a flow being classified with a wrong TCP/UDP or IPv4 header checksum:
+    /// decoys, ignored.
+    DecoyChecksum = 22,
+    /// ... with a TTL or hop limit of 1, or other than the SYN's.
+    DecoyTtl = 23,
+    /// ... with a sequence or acknowledgment number outside the window, or no ACK.
+    DecoySequence = 24,
+    /// ... with an option or header the server drops them for (old timestamp, MD5,
+    /// misplaced hop-by-hop, urgent data).
+    DecoyOptions = 25,
+    /// Segments whose bytes differed from bytes already seen at the same stream position.
+    StreamConflicts = 26,
+    /// Flows whose first bytes came out of order and were put back in order.
+    Reordered = 27,
+    /// ClientHellos joined from several TLS records.
+    RecordsJoined = 28,
+    /// First IP fragments of a flow's datagrams (the flow is then unreadable if they carry
+    /// its first payload).
+    FirstFragments = 29,
+    /// Later IP fragments counted against the flow their first fragment named.
+    LaterFragments = 30,
+    /// New flows refused because their client was over its quota of new flows.
+    SourceOverQuota = 31,
+    /// Packets from outside the LAN prefixes, dropped (spoofed or misrouted).
+    ForeignSource = 32,
+    /// Reassembly buffers refused because their client was over its quota.
+    ReassemblyOverQuota = 33,
+    /// QUIC Initials not handed to the daemon because their client was over its quota.
+    QuicOverQuota = 34,
+    /// Flows the peer cache knew the server of but did not classify: a well-known service
+    /// port, or the flow's own bytes named it.
+    PeerCacheDeclined = 35,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 36;
 
     /// All counters, in index order.
     pub const ALL: [Stat; Self::COUNT as usize] = [
@@ -66,7 +99,7 @@ impl Stat {
         Stat::ClassifiedByName,
         Stat::ClassifiedBittorrent,
         Stat::ClassifiedByPort,
-        Stat::TlsUnparsed,
+        Stat::Unreadable,
         Stat::Reassembled,
         Stat::ReassemblyLost,
         Stat::QuicToDaemon,
@@ -79,6 +112,20 @@ impl Stat {
         Stat::PolicerDropped,
         Stat::AllowancePassed,
         Stat::ClientClassRequested,
+        Stat::DecoyChecksum,
+        Stat::DecoyTtl,
+        Stat::DecoySequence,
+        Stat::DecoyOptions,
+        Stat::StreamConflicts,
+        Stat::Reordered,
+        Stat::RecordsJoined,
+        Stat::FirstFragments,
+        Stat::LaterFragments,
+        Stat::SourceOverQuota,
+        Stat::ForeignSource,
+        Stat::ReassemblyOverQuota,
+        Stat::QuicOverQuota,
+        Stat::PeerCacheDeclined,
     ];
 
     /// Stable snake_case name, used in logs, JSON and metrics.
@@ -93,7 +140,7 @@ impl Stat {
             Stat::ClassifiedByName => "classified_by_name",
             Stat::ClassifiedBittorrent => "classified_bittorrent",
             Stat::ClassifiedByPort => "classified_by_port",
-            Stat::TlsUnparsed => "tls_unparsed",
+            Stat::Unreadable => "unreadable",
             Stat::Reassembled => "reassembled",
             Stat::ReassemblyLost => "reassembly_lost",
             Stat::QuicToDaemon => "quic_to_daemon",
@@ -106,6 +153,20 @@ impl Stat {
             Stat::PolicerDropped => "policer_dropped",
             Stat::AllowancePassed => "allowance_passed",
             Stat::ClientClassRequested => "client_class_requested",
+            Stat::DecoyChecksum => "decoy_checksum",
+            Stat::DecoyTtl => "decoy_ttl",
+            Stat::DecoySequence => "decoy_sequence",
+            Stat::DecoyOptions => "decoy_options",
+            Stat::StreamConflicts => "stream_conflicts",
+            Stat::Reordered => "reordered",
+            Stat::RecordsJoined => "records_joined",
+            Stat::FirstFragments => "first_fragments",
+            Stat::LaterFragments => "later_fragments",
+            Stat::SourceOverQuota => "source_over_quota",
+            Stat::ForeignSource => "foreign_source",
+            Stat::ReassemblyOverQuota => "reassembly_over_quota",
+            Stat::QuicOverQuota => "quic_over_quota",
+            Stat::PeerCacheDeclined => "peer_cache_declined",
         }
     }
 }

@@ -97,6 +97,23 @@ impl Default for Hello {
     }
 }
 
+/// The ClientHello record `record` re-sent as several records, its handshake message cut at
+/// `cuts` (offsets into the message, ascending), as byedpi's `--tlsrec` and zapret's
+/// `tlsrec` send it: each part in a record of its own with the same header fields.
+pub fn split_records(record: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let message = &record[RECORD_HEADER_LEN..];
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(core::iter::once(&message.len())) {
+        let part = &message[start..end];
+        out.extend_from_slice(&record[..3]);
+        out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        out.extend_from_slice(part);
+        start = end;
+    }
+    out
+}
+
 /// The handshake message inside a record (what QUIC carries in CRYPTO frames).
 pub fn handshake_of(record: &[u8]) -> &[u8] {
     &record[RECORD_HEADER_LEN..]

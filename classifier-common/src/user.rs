@@ -1,10 +1,10 @@
 //! User-space only: lets the shared types be read from and written to maps with aya.
 
 use crate::{
-    config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, StreamBuf},
+    config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, SourceQuota, StreamBuf},
     domain::DomainEntry,
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent},
-    flow::{DirectionCounters, FlowEntry, FlowKey},
+    flow::{DirectionCounters, FlowEntry, FlowKey, FragmentKey},
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, VlanKey},
     shaping::{BucketKey, ClientClassKey, ShapeRule, TokenBucket},
 };
@@ -54,3 +54,7 @@ unsafe impl aya::Pod for TokenBucket {}
 unsafe impl aya::Pod for ClientClassKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ShapeClientEvent {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SourceQuota {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FragmentKey {}

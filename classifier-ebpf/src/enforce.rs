@@ -38,7 +38,11 @@ pub unsafe fn verdict_of(key: &FlowKey, entry: *mut FlowEntry) -> u8 {
             // A new generation may move the client to another group.
             (*entry).group = group_of(key, (*entry).vlan_id, table_of(generation));
         }
-        let action = work_out(key, (*entry).group, category, generation);
+        let mut action = work_out(key, (*entry).group, category, generation);
+        let alt = (*entry).alt_category;
+        if alt != 0 && alt != category {
+            action = stricter(action, work_out(key, (*entry).group, alt, generation));
+        }
         (*entry).verdict = action.verdict;
         (*entry).shape_class = action.shape_class;
         // A new verdict may need a client class of another rule: ask again if so.
@@ -51,6 +55,22 @@ pub unsafe fn verdict_of(key: &FlowKey, entry: *mut FlowEntry) -> u8 {
             ((*entry).policy_flags | policy_flags::DECIDED) & !policy_flags::FAIL_FAST
         };
         action.verdict
+    }
+}
+
+/// Of two actions, the one that withholds more: block, then shape, then allow. A flow whose
+/// bytes named two sites (or one site and nothing readable) gets the stricter verdict.
+#[inline(always)]
+fn stricter(first: ActionEntry, second: ActionEntry) -> ActionEntry {
+    let rank = |verdict_code: u8| match verdict_code {
+        verdict::BLOCK => 2,
+        verdict::SHAPE => 1,
+        _ => 0,
+    };
+    if rank(second.verdict) > rank(first.verdict) {
+        second
+    } else {
+        first
     }
 }
 
@@ -162,6 +182,12 @@ pub unsafe fn upload_action(
     match unsafe { fate(key, entry, meta.l3_len as u64) } {
         Fate::Pass => XDP_PASS,
         Fate::Drop => XDP_DROP,
+        // A fragment has no transport header (or a partial one) to answer from.
+        Fate::DropAndReset
+            if meta.fragment != classifier_common::parse::headers::fragment::NONE =>
+        {
+            XDP_DROP
+        }
         Fate::DropAndReset if crate::reset::tcp_reset(ctx, meta) => {
             stats::bump(Stat::ResetsSent);
             XDP_TX

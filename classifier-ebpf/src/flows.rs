@@ -7,7 +7,12 @@ use classifier_common::{
     stats::Stat,
 };
 
-use crate::{atomic, maps::FLOWS, stats};
+use crate::{
+    atomic,
+    maps::{CONFIG, FLOWS, NEW_FLOW},
+    sources::{self, Admission},
+    stats,
+};
 
 /// Which way a packet travels, seen from the LAN client.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,36 +52,77 @@ pub fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
-/// Counts a packet (`meta`, `count`) against its flow, creating the flow if it is new.
-/// Returns the flow's entry, unless the table refused it.
+/// What counting a packet came to.
+pub enum Accounted {
+    /// Counted against this flow's entry.
+    Flow(*mut FlowEntry),
+    /// No flow: local control traffic from outside the LAN prefixes, or the table refused
+    /// the insert. The packet passes.
+    Untracked,
+    /// No flow, and the packet is dropped: a source outside the LAN prefixes, or a client
+    /// over its quota of new flows.
+    Refused,
+}
+
+/// Counts a packet (`meta`, `count`) against its flow, creating the flow if it is new and
+/// its client may start one (client→server packets only: the quotas meter LAN clients).
 #[inline(always)]
 pub fn account(
     key: &FlowKey,
     meta: &PacketMeta,
     count: WireCount,
     direction: Direction,
-) -> Option<*mut FlowEntry> {
+) -> Accounted {
     let now = now_ns();
     if let Some(entry) = FLOWS.get_ptr_mut(key) {
         add_packet(entry, meta, count, direction, now);
-        return Some(entry);
+        return Accounted::Flow(entry);
     }
-    let entry = new_entry(meta, count, direction, now);
-    if FLOWS.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
+    if direction == Direction::Upload {
+        let Some(config) = CONFIG.get(0) else {
+            return Accounted::Untracked;
+        };
+        match sources::admit(meta, config) {
+            Admission::Track => {}
+            Admission::Untracked => return Accounted::Untracked,
+            Admission::Refuse => return Accounted::Refused,
+        }
+    }
+    let Some(new) = NEW_FLOW.get_ptr_mut(0) else {
+        return Accounted::Untracked;
+    };
+    // SAFETY: this CPU's value, live for the program run. Built there rather than on the
+    // 512-byte stack, which TC's shaping needs; the insert copies it (by reference: by
+    // value, it would be copied onto the stack first).
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = unsafe {
+        fill_new_entry(new, meta, count, direction, now);
+        FLOWS.insert(key, &*new, BPF_NOEXIST as u64).is_ok()
+    };
+    if inserted {
         stats::bump(Stat::FlowsCreated);
-        return FLOWS.get_ptr_mut(key);
+        if let Some(entry) = FLOWS.get_ptr_mut(key) {
+            return Accounted::Flow(entry);
+        }
+        return Accounted::Untracked;
     }
     // Another CPU created the flow between our lookup and insert: count on its entry.
     match FLOWS.get_ptr_mut(key) {
         Some(entry) => {
             add_packet(entry, meta, count, direction, now);
-            Some(entry)
+            Accounted::Flow(entry)
         }
         None => {
             stats::bump(Stat::FlowInsertFailed);
-            None
+            Accounted::Untracked
         }
     }
+}
+
+/// Counts a packet against an existing flow's entry (a later fragment of its datagram).
+#[inline(always)]
+pub fn count_on(entry: *mut FlowEntry, meta: &PacketMeta, count: WireCount, direction: Direction) {
+    add_packet(entry, meta, count, direction, now_ns());
 }
 
 /// The flow's key: the LAN client is the source of uploads and the destination of downloads.
@@ -96,30 +142,40 @@ pub fn flow_key(meta: &PacketMeta, direction: Direction) -> FlowKey {
     }
 }
 
+/// Writes a new flow's entry for its first packet into `entry`.
+///
+/// # Safety
+/// `entry` must point to a live map value.
 #[inline(always)]
-fn new_entry(meta: &PacketMeta, count: WireCount, direction: Direction, now: u64) -> FlowEntry {
+unsafe fn fill_new_entry(
+    entry: *mut FlowEntry,
+    meta: &PacketMeta,
+    count: WireCount,
+    direction: Direction,
+    now: u64,
+) {
     let first_packet = DirectionCounters {
         packets: count.packets,
         bytes: count.bytes,
     };
-    let mut entry = FlowEntry {
-        first_seen_ns: now,
-        last_seen_ns: now,
-        vlan_id: meta.vlan_id,
-        ..FlowEntry::default()
-    };
-    match direction {
-        Direction::Upload => {
-            entry.upload = first_packet;
-            entry.tcp_flags_upload = meta.tcp_flags;
-        }
-        Direction::Download => {
-            entry.download = first_packet;
-            entry.tcp_flags_download = meta.tcp_flags;
-            entry.flags = flow_flags::STARTED_DOWNSTREAM;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        *entry = FlowEntry::default();
+        (*entry).first_seen_ns = now;
+        (*entry).last_seen_ns = now;
+        (*entry).vlan_id = meta.vlan_id;
+        match direction {
+            Direction::Upload => {
+                (*entry).upload = first_packet;
+                (*entry).tcp_flags_upload = meta.tcp_flags;
+            }
+            Direction::Download => {
+                (*entry).download = first_packet;
+                (*entry).tcp_flags_download = meta.tcp_flags;
+                (*entry).flags = flow_flags::STARTED_DOWNSTREAM;
+            }
         }
     }
-    entry
 }
 
 #[inline(always)]

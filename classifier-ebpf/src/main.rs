@@ -27,6 +27,7 @@ mod maps;
 mod packet;
 mod reset;
 mod shape;
+mod sources;
 mod stats;
 
 use aya_ebpf::{
@@ -37,14 +38,14 @@ use aya_ebpf::{
 use classifier_common::{
     classify::state,
     config::tail,
-    flow::{FlowEntry, FlowKey},
-    parse::{PacketBytes, PacketMeta, Parsed, parse_headers},
+    flow::{FlowEntry, FlowKey, FragmentKey, tcp_flags, tcp_start},
+    parse::{PacketBytes, PacketMeta, Parsed, headers::fragment, parse_headers},
     stats::Stat,
 };
 
 use crate::{
-    flows::{Direction, WireCount},
-    maps::CLASSIFIERS,
+    flows::{Accounted, Direction, WireCount},
+    maps::{CLASSIFIERS, FLOWS, FRAGMENTS, SCRATCH_KEYS},
     packet::DirectPacket,
 };
 
@@ -52,17 +53,44 @@ use crate::{
 /// class is open. A packet we cannot parse is passed and counted, never dropped.
 #[xdp]
 pub fn lan_ingress(ctx: XdpContext) -> u32 {
-    let Some(seen) = observe(&DirectPacket::xdp(&ctx), 1, Direction::Upload) else {
-        return xdp_action::XDP_PASS;
+    let mut meta = PacketMeta::default();
+    let mut key = FlowKey::default();
+    let seen = match observe(
+        &DirectPacket::xdp(&ctx),
+        &mut meta,
+        &mut key,
+        1,
+        Direction::Upload,
+    ) {
+        Observed::Flow(seen) => seen,
+        Observed::Pass => return xdp_action::XDP_PASS,
+        Observed::Drop => return xdp_action::XDP_DROP,
     };
-    // SAFETY: the flow's map value, live for this program run.
-    if unsafe { (*seen.entry).class_state } != state::DONE {
+    if needs_classifier(&seen, &meta) {
         // SAFETY: tail calls end this program; the classifier gives the verdict then. On
         // failure (no program loaded) the flow is judged as it stands.
         unsafe { CLASSIFIERS.tail_call(&ctx, tail::CLASSIFY_UPLOAD) };
     }
-    // SAFETY: as above.
-    unsafe { enforce::upload_action(&ctx, &seen.meta, &seen.key, seen.entry) }
+    // SAFETY: the flow's map value, live for this program run.
+    unsafe { enforce::upload_action(&ctx, &meta, &key, seen.entry) }
+}
+
+/// Whether the classifier has something to learn from this client packet: anything of a
+/// flow still being classified; the payload of a watched one; and a SYN on a flow whose
+/// class is settled, which opens a new connection on the same addresses and ports (its
+/// name must be read, not inherited).
+#[inline(always)]
+fn needs_classifier(seen: &Seen, meta: &PacketMeta) -> bool {
+    if meta.fragment == fragment::LATER {
+        return false; // no transport header: nothing to read
+    }
+    let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+    // SAFETY: the flow's map value, live for this program run.
+    match unsafe { (*seen.entry).class_state } {
+        state::DONE => syn,
+        state::WATCH => syn || meta.payload_len != 0,
+        _ => true,
+    }
 }
 
 /// Classification of an open flow's client→server packet (tail call from `lan_ingress`).
@@ -89,23 +117,55 @@ pub fn name_lookup(ctx: XdpContext) -> u32 {
     classify::name_lookup(&ctx)
 }
 
+/// A TCP segment into the flow's stream buffer, in sequence-number order whatever order it
+/// came in (tail call from `classify_upload`).
+#[xdp]
+pub fn stream_segment(ctx: XdpContext) -> u32 {
+    classify::stream_segment(&ctx)
+}
+
+/// A ClientHello spread over several TLS records, joined and parsed (tail call from
+/// `parse_tls`).
+#[xdp]
+pub fn parse_tls_records(ctx: XdpContext) -> u32 {
+    classify::parse_tls_records(&ctx)
+}
+
+/// The packet's verdict once classification has looked at it (tail call from every
+/// classification program).
+#[xdp]
+pub fn enforce_upload(ctx: XdpContext) -> u32 {
+    classify::enforce_upload(&ctx)
+}
+
 /// Server→client packets leaving the LAN interface. `TC_ACT_PIPE` hands the packet on to
 /// whatever runs after us (with TCX: the next program, then the default action).
 #[classifier]
 pub fn lan_egress(ctx: TcContext) -> i32 {
     // SAFETY: `skb` is the program's context pointer, valid for the whole run.
     let segments = unsafe { (*ctx.skb.skb).gso_segs };
-    let Some(seen) = observe(&DirectPacket::tc(&ctx), segments, Direction::Download) else {
-        return TC_ACT_PIPE;
+    let mut meta = PacketMeta::default();
+    let mut key = FlowKey::default();
+    let seen = match observe(
+        &DirectPacket::tc(&ctx),
+        &mut meta,
+        &mut key,
+        segments,
+        Direction::Download,
+    ) {
+        Observed::Flow(seen) => seen,
+        Observed::Pass | Observed::Drop => return TC_ACT_PIPE,
     };
+    note_syn_ack(&seen, &meta);
+    note_server_ack(&seen, &meta, &key);
     // SAFETY: as below.
-    unsafe { classify::tracker::forward_reply(&ctx, &seen.meta, &seen.key, seen.entry) };
+    unsafe { classify::tracker::forward_reply(&ctx, &meta, &key, seen.entry) };
     // SAFETY: the flow's map value, live for this program run.
-    if unsafe { enforce::blocks(&seen.key, seen.entry, seen.count.bytes) } {
+    if unsafe { enforce::blocks(&key, seen.entry, seen.count.bytes) } {
         return TC_ACT_SHOT;
     }
     // SAFETY: as above; `blocks` has worked the verdict out.
-    unsafe { shape_if_shaped(&ctx, &seen.key, seen.entry, seen.count) }
+    unsafe { shape_if_shaped(&ctx, &key, seen.entry, seen.count) }
 }
 
 /// Client→server packets leaving the WAN interface: the uploads of shaped flows go into
@@ -159,12 +219,67 @@ pub(crate) const TC_ACT_PIPE: i32 = 3;
 /// `TC_ACT_SHOT`: drop.
 pub(crate) const TC_ACT_SHOT: i32 = 2;
 
-/// A packet counted against its flow.
+/// The server's SYN-ACK of a flow being classified: its ISN bounds the acknowledgment
+/// numbers the client's real segments can carry (a decoy's need not).
+#[inline(always)]
+fn note_syn_ack(seen: &Seen, meta: &PacketMeta) {
+    if meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) != tcp_flags::SYN | tcp_flags::ACK {
+        return;
+    }
+    // SAFETY: the flow's map value, live for this program run.
+    unsafe {
+        if (*seen.entry).class_state != state::DONE {
+            (*seen.entry).tcp.server_isn = meta.tcp_seq;
+            (*seen.entry).tcp.flags |= tcp_start::SYN_ACK;
+        }
+    }
+}
+
+/// The server acknowledging stream bytes the classifier did not hold, while the flow's
+/// first bytes are being read: it took bytes the classifier judged decoys, or never saw.
+/// What the server reads must not pass unread, so the flow is unreadable (a FIN takes one
+/// sequence number, hence the one byte of slack).
+#[inline(always)]
+fn note_server_ack(seen: &Seen, meta: &PacketMeta, key: &FlowKey) {
+    if meta.protocol != classifier_common::flow::ip_proto::TCP
+        || meta.tcp_flags & tcp_flags::ACK == 0
+    {
+        return;
+    }
+    // SAFETY: the flow's map value, live for this program run.
+    unsafe {
+        let entry = seen.entry;
+        let class_state = (*entry).class_state;
+        if class_state != state::INSPECTING && class_state != state::REASSEMBLING {
+            return;
+        }
+        let tcp = (*entry).tcp;
+        if tcp.flags & tcp_start::BASE == 0
+            || (*entry).class_flags & classifier_common::classify::class_flags::OPAQUE != 0
+        {
+            return;
+        }
+        let acked = meta.tcp_ack.wrapping_sub(tcp.client_isn.wrapping_add(1)) as i32;
+        if acked > (*entry).held as i32 + 1 {
+            classify::apply::mark_unreadable(key, entry);
+        }
+    }
+}
+
+/// A packet counted against its flow (its headers and flow key are the caller's).
 struct Seen {
-    key: FlowKey,
     entry: *mut FlowEntry,
     count: WireCount,
-    meta: PacketMeta,
+}
+
+/// What [`observe`] made of a packet.
+enum Observed {
+    /// Counted against a flow.
+    Flow(Seen),
+    /// No flow: pass (not IP, unparsable, an unmatched fragment, local control traffic).
+    Pass,
+    /// No flow, and dropped (see [`flows::Accounted::Refused`]).
+    Drop,
 }
 
 /// Baseline for benchmarks: the cost of running any XDP program at all.
@@ -176,34 +291,97 @@ pub fn empty_xdp(_ctx: XdpContext) -> u32 {
 /// Parses the packet and counts it against its flow (returned), or against the global
 /// counter that says why it has none. `segments` is the skb's GSO segment count (1 in XDP).
 #[inline(always)]
-fn observe<P: PacketBytes>(packet: &P, segments: u32, direction: Direction) -> Option<Seen> {
+fn observe<P: PacketBytes>(
+    packet: &P,
+    meta: &mut PacketMeta,
+    key: &mut FlowKey,
+    segments: u32,
+    direction: Direction,
+) -> Observed {
     stats::bump(Stat::Packets);
-    let mut meta = PacketMeta::default();
-    match parse_headers(packet, &mut meta) {
+    match parse_headers(packet, meta) {
         Ok(Parsed::Ip) => {
-            let key = flows::flow_key(&meta, direction);
-            let count = WireCount::of(&meta, segments);
-            let entry = flows::account(&key, &meta, count, direction)?;
-            Some(Seen {
-                key,
-                entry,
-                count,
-                meta,
-            })
+            *key = flows::flow_key(meta, direction);
+            let count = WireCount::of(meta, segments);
+            match flows::account(key, meta, count, direction) {
+                Accounted::Flow(entry) => {
+                    if meta.fragment == fragment::FIRST {
+                        remember_fragment(meta, key);
+                    }
+                    Observed::Flow(Seen { entry, count })
+                }
+                Accounted::Untracked => Observed::Pass,
+                Accounted::Refused => Observed::Drop,
+            }
         }
         Ok(Parsed::NotIp) => {
             stats::bump(Stat::NotIp);
-            None
+            Observed::Pass
         }
-        Ok(Parsed::Fragment) => {
-            stats::bump(Stat::Fragments);
-            None
-        }
+        Ok(Parsed::Fragment) => later_fragment(meta, key, segments, direction),
         Err(_) => {
             stats::bump(Stat::Malformed);
-            None
+            Observed::Pass
         }
     }
+}
+
+/// The datagram a fragment belongs to, in this CPU's scratch (off the stack TC needs).
+#[inline(always)]
+fn fragment_key(meta: &PacketMeta) -> Option<*const FragmentKey> {
+    let scratch = SCRATCH_KEYS.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, live for the program run.
+    unsafe {
+        let key = &raw mut (*scratch).fragment;
+        (*key).src_addr = meta.src_addr;
+        (*key).dst_addr = meta.dst_addr;
+        (*key).id = meta.frag_id;
+        (*key).protocol = meta.protocol;
+        (*key)._pad = [0; 3];
+        Some(key)
+    }
+}
+
+/// A first fragment names its flow: its datagram's later fragments are that flow's too.
+#[inline(always)]
+fn remember_fragment(meta: &PacketMeta, key: &FlowKey) {
+    stats::bump(Stat::FirstFragments);
+    if let Some(datagram) = fragment_key(meta) {
+        // By reference, the key stays in the scratch map instead of being copied onto the
+        // stack. SAFETY: scratch value (above), valid for the run.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = FRAGMENTS.insert(unsafe { &*datagram }, key, 0);
+    }
+}
+
+/// A later fragment: counted and judged with the flow its first fragment named (a blocked
+/// flow's fragments are dropped too), or passed and counted apart when none did.
+#[inline(always)]
+fn later_fragment(
+    meta: &PacketMeta,
+    key: &mut FlowKey,
+    segments: u32,
+    direction: Direction,
+) -> Observed {
+    // By reference, the key stays in the scratch map (see `remember_fragment`).
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let named = fragment_key(meta)
+        // SAFETY: scratch value (above), valid for the run.
+        .and_then(|datagram| FRAGMENTS.get_ptr(unsafe { &*datagram }));
+    let Some(named) = named else {
+        stats::bump(Stat::Fragments);
+        return Observed::Pass;
+    };
+    // SAFETY: a map value pointer, valid for this program run.
+    *key = unsafe { *named };
+    let Some(entry) = FLOWS.get_ptr_mut(*key) else {
+        stats::bump(Stat::Fragments);
+        return Observed::Pass;
+    };
+    let count = WireCount::of(meta, segments);
+    flows::count_on(entry, meta, count, direction);
+    stats::bump(Stat::LaterFragments);
+    Observed::Flow(Seen { entry, count })
 }
 
 #[cfg(target_arch = "bpf")]

@@ -11,15 +11,17 @@ use aya_ebpf::{
 };
 use classifier_common::{
     classify::app,
-    config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, StreamBuf, tail},
+    config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, SourceQuota, StreamBuf, tail},
     domain::DomainEntry,
-    flow::{FlowEntry, FlowKey},
+    flow::{FlowEntry, FlowKey, FragmentKey},
     maps::{
         ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
         CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
-        EVENTS_BYTES, FLOWS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES, GROUP_VLANS_MAX_ENTRIES,
-        PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
+        EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
+        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES,
+        REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
     },
+    parse::http::RequestScanner,
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, GroupPrefixData, VlanKey},
     shaping::{BucketKey, ClientClassKey, MAX_SHAPE_CLASSES, ShapeRule, TokenBucket},
     stats::Stat,
@@ -33,6 +35,11 @@ const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 /// before they age.
 #[btf_map]
 pub static FLOWS: LruHashMap<FlowKey, FlowEntry, FLOWS_MAX_ENTRIES> = LruHashMap::new();
+
+/// A new flow's first entry, built per CPU before it is inserted into `FLOWS` (off the
+/// 512-byte stack, which TC's shaping path needs). Not pinned: scratch.
+#[btf_map]
+pub static NEW_FLOW: PerCpuArray<FlowEntry, 1> = PerCpuArray::new();
 
 /// Global counters ([`Stat`]), per CPU so that counting costs no atomic operation.
 #[btf_map]
@@ -52,11 +59,16 @@ pub static PORTS: HashMap<PortKey, ClassResult, PORTS_MAX_ENTRIES, NO_PREALLOC> 
 #[btf_map]
 pub static PROTO_CATS: Array<u16, { app::BUILTIN_COUNT as usize }> = Array::new();
 
-/// BitTorrent peers seen recently → when (boot ns). LRU: old peers fall out by themselves.
+/// BitTorrent peers (client, peer address, port) seen recently → when (boot ns). Per
+/// client: one host's evidence never classifies another's flows. LRU: old peers fall out
+/// by themselves.
 #[btf_map]
 pub static PEERS: LruHashMap<PeerKey, u64, PEERS_MAX_ENTRIES> = LruHashMap::new();
 
-/// Flows whose ClientHello or request spans segments → the bytes so far.
+/// Flows whose ClientHello or request spans segments (in order or not) → the bytes so far;
+/// kept after the name is read while the flow is watched for a second version. LRU: the
+/// least recently used entry is a stalled one, not one being filled; each client's
+/// starts are metered by `SOURCES`.
 #[btf_map]
 pub static REASM: LruHashMap<FlowKey, StreamBuf, REASSEMBLY_MAX_ENTRIES> = LruHashMap::new();
 
@@ -64,6 +76,102 @@ pub static REASM: LruHashMap<FlowKey, StreamBuf, REASSEMBLY_MAX_ENTRIES> = LruHa
 /// the 512-byte stack, and no per-flow entry is needed when it parses at once.
 #[btf_map]
 pub static SCRATCH: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
+
+/// A copy of a segment that covers bytes already held, per CPU, to compare them before
+/// the segment's checksum is trusted and its bytes placed.
+#[btf_map]
+pub static SEGMENT: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
+
+/// A ClientHello joined from several TLS records, per CPU (parsed, then dropped).
+#[btf_map]
+pub static DEFRAG: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
+
+/// Per-CPU scratch: the key of a fragmented datagram being looked up or remembered, and
+/// the record walk of a ClientHello spread over TLS records (off the 512-byte stack).
+#[btf_map]
+pub static SCRATCH_KEYS: PerCpuArray<ScratchKeys, 1> = PerCpuArray::new();
+
+/// The headers of the packet `classify_upload` is classifying, per CPU: its paths need
+/// the 512-byte stack for themselves.
+#[btf_map]
+pub static PACKET: PerCpuArray<classifier_common::parse::PacketMeta, 1> = PerCpuArray::new();
+
+/// What [`SCRATCH_KEYS`] holds.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ScratchKeys {
+    pub fragment: FragmentKey,
+    pub plan: classifier_common::parse::tls::RecordPlan,
+    pub walk: classifier_common::parse::tls::RecordWalk,
+    /// The record walk's status, packed (see `classify::stream`).
+    pub status: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU state of the `bpf_loop` bodies. Kept in map memory, not on the stack: the
+/// verifier then reads every field as an unknown value and checks a body once, instead of
+/// walking it again for each value a stack field could hold (which, for the HTTP scanner,
+/// ran past its million-instruction budget).
+#[btf_map]
+pub static LOOPS: PerCpuArray<LoopState, 1> = PerCpuArray::new();
+
+/// What [`LOOPS`] holds: one field per loop.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LoopState {
+    /// A [`RequestScanner`] (see [`LoopState::http`]), as plain bytes: the map's BTF must
+    /// not describe a Rust enum with data, which the kernel's BTF checks refuse.
+    pub http_bytes: [u64; HTTP_SCANNER_WORDS],
+    pub options: classifier_common::parse::tcp::OptionWalk,
+    pub suffix: classifier_common::domain::SuffixHash,
+    pub best: DomainEntry,
+    /// Whether `best` holds a match.
+    pub found: u8,
+    /// A compared byte differed.
+    pub differ: u8,
+    /// Name bytes copied into an event.
+    pub copied: u16,
+    /// Bytes of TLS records joined so far, and whether a copy failed.
+    pub written: u16,
+    pub failed: u8,
+    pub _pad: u8,
+    /// A header copied out of the frame to be summed (checksums), 60 bytes at most.
+    pub header: [u32; 15],
+    pub _pad2: u32,
+    /// The ClientHello extension walk and what it found.
+    pub extensions: classifier_common::parse::tls::ExtensionWalk,
+    pub hello: classifier_common::parse::tls::ClientHello,
+}
+
+/// Room for a [`RequestScanner`] in 8-byte words.
+const HTTP_SCANNER_WORDS: usize = size_of::<RequestScanner>().div_ceil(8);
+
+impl LoopState {
+    /// The HTTP scanner kept in `http_bytes`.
+    #[inline(always)]
+    pub fn http(state: *mut LoopState) -> *mut RequestScanner {
+        const {
+            assert!(size_of::<RequestScanner>() <= HTTP_SCANNER_WORDS * 8);
+            assert!(align_of::<RequestScanner>() <= 8);
+        };
+        // SAFETY: only the address is taken; the bytes are big and aligned enough (above).
+        unsafe { (&raw mut (*state).http_bytes).cast() }
+    }
+}
+
+/// Client address → its quotas of new flows, reassembly buffers and QUIC Initials. LRU: a
+/// client gone long enough to have its quota back is the one that goes.
+#[btf_map]
+pub static SOURCES: LruHashMap<[u8; 16], SourceQuota, SOURCES_MAX_ENTRIES> = LruHashMap::new();
+
+/// The LAN's prefixes (IPv4-mapped) when the policy lists them: flows only for these.
+#[btf_map]
+pub static LAN_PREFIXES: LpmTrie<[u8; 16], u8, LAN_PREFIXES_MAX_ENTRIES> = LpmTrie::new();
+
+/// A fragmented datagram → the flow its first fragment named. LRU: a datagram's fragments
+/// arrive within milliseconds of each other.
+#[btf_map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FlowKey, FRAGMENTS_MAX_ENTRIES> = LruHashMap::new();
 
 /// Events to the daemon: classified flows (with their names) and QUIC Initials.
 #[btf_map]

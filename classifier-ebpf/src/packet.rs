@@ -110,16 +110,26 @@ pub struct StreamView {
 }
 
 impl StreamView {
-    /// The collected bytes of `buf`.
+    /// The in-order bytes of `buf` (its prefix).
     ///
     /// # Safety
     /// `buf` must point to a live map value for the rest of the program run.
     #[inline(always)]
     pub unsafe fn of(buf: *const StreamBuf) -> Self {
         // SAFETY: forwarded from the caller.
-        let len = unsafe { (*buf).len } as usize;
+        let len = unsafe { (*buf).coverage.prefix } as usize;
+        // SAFETY: as above.
+        unsafe { Self::with_len(buf, len) }
+    }
+
+    /// The first `len` bytes of `buf` (for a buffer whose length is kept elsewhere).
+    ///
+    /// # Safety
+    /// `buf` must point to a live map value for the rest of the program run.
+    #[inline(always)]
+    pub unsafe fn with_len(buf: *const StreamBuf, len: usize) -> Self {
         Self {
-            // SAFETY: as above; `bytes` is a field of the same value.
+            // SAFETY: forwarded from the caller; `bytes` is a field of the same value.
             base: unsafe { (&raw const (*buf).bytes).cast::<u8>() },
             len: if len > STREAM_CAP { STREAM_CAP } else { len },
         }
@@ -203,33 +213,32 @@ pub unsafe fn skb_load<const CAP: usize>(
     if result < 0 { Err(()) } else { Ok(n) }
 }
 
-/// Copies `len` bytes of the XDP frame at `from` to the end of `buf`, up to the stream cap.
-/// Returns the bytes copied (fewer than `len` when the buffer fills).
+/// Copies `len` bytes of the XDP frame at `from` into `buf` at stream offset `pos`
+/// (`pos < STREAM_CAP`), at most [`MAX_SEGMENT`] of them. Returns the bytes copied.
 ///
 /// # Safety
 /// `buf` must point to a live map value for the rest of the program run.
 #[inline(always)]
-pub unsafe fn append_from_xdp(
+pub unsafe fn load_into(
     ctx: &XdpContext,
     buf: *mut StreamBuf,
+    pos: usize,
     from: usize,
     len: usize,
 ) -> Result<usize, ()> {
-    // SAFETY: forwarded from the caller.
-    let pos = unsafe { (*buf).len } as usize;
     if pos >= STREAM_CAP {
         return Err(());
     }
-    let room = STREAM_CAP - pos;
-    let len = if len < room { len } else { room };
     // pos < STREAM_CAP (the mask shows it to the verifier) and a copy of at most
     // STREAM_SLACK - 1 bytes therefore ends inside `bytes` (STREAM_CAP + STREAM_SLACK long).
     let pos = pos & (STREAM_CAP - 1);
     // SAFETY: `bytes + pos` has STREAM_SLACK - 1 writable bytes (above); `buf` is live.
     unsafe {
         let dst = (&raw mut (*buf).bytes).cast::<u8>().add(pos);
-        let n = xdp_load::<{ STREAM_SLACK - 1 }>(ctx, from, dst, len)?;
-        (*buf).len = (pos + n) as u32;
-        Ok(n)
+        xdp_load::<MAX_SEGMENT>(ctx, from, dst, len)
     }
 }
+
+/// The most payload bytes of one segment the classifier copies, checks and places: more
+/// than any segment on a 1500- or 4000-byte MTU carries.
+pub const MAX_SEGMENT: usize = STREAM_SLACK - 1;

@@ -26,6 +26,9 @@ const IPV6_HEADER_LEN: usize = 40;
 const TCP_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
 const ICMP_HEADER_LEN: usize = 8;
+/// The Ethernet header: the least before the IP header (a bound the verifier needs to
+/// see, or LLVM keeps a path for an IP header at offset 0 whose frame start it never checked).
+const ETH_HEADER_LEN: usize = 14;
 /// Ethernet and two VLAN tags: the most the parser puts before the IP header.
 const MAX_L3_OFFSET: usize = 22;
 const REPLY_TTL: u8 = 64;
@@ -43,12 +46,10 @@ pub fn tcp_reset(ctx: &XdpContext, meta: &PacketMeta) -> bool {
     } else {
         IPV6_HEADER_LEN
     };
-    if l3 > MAX_L3_OFFSET || meta.l4_offset as usize != l3 + ip_len {
+    if !(ETH_HEADER_LEN..=MAX_L3_OFFSET).contains(&l3) || meta.l4_offset as usize != l3 + ip_len {
         return false;
     }
-    let Some(their_ack) = read_u32(ctx, l3 + ip_len + 8) else {
-        return false;
-    };
+    let their_ack = meta.tcp_ack;
     // SYN and FIN take a sequence number each.
     let mut consumed = meta.payload_len as u32;
     if meta.tcp_flags & tcp_flags::SYN != 0 {
@@ -71,28 +72,31 @@ pub fn tcp_reset(ctx: &XdpContext, meta: &PacketMeta) -> bool {
     }
     // The frame moved: every pointer is taken again, and checked.
     let start = ctx.data();
-    let l3 = l3 & 0x1f; // ≤ MAX_L3_OFFSET, as checked above; the mask shows it to the verifier
+    // 14..=22, as checked above; the verifier is shown 14..=29, through a barrier that keeps
+    // LLVM from dropping the mask it knows to be redundant (or from keeping a path for 0).
+    let l3 = ETH_HEADER_LEN + (crate::packet::verifier_opaque(l3 - ETH_HEADER_LEN) & 0xf);
+    let ip = crate::packet::verifier_opaque(start + l3);
     if meta.ip_version == 4 {
-        if start + l3 + IPV4_HEADER_LEN + TCP_HEADER_LEN > ctx.data_end() {
+        if !frame_holds(ctx, start, ip, IPV4_HEADER_LEN + TCP_HEADER_LEN) {
             return false;
         }
         // SAFETY: the Ethernet, IPv4 and TCP headers are inside the frame (checked above).
         unsafe {
             swap_macs(start as *mut u8);
-            let ip = (start + l3) as *mut u8;
+            let ip = ip as *mut u8;
             write_ipv4(ip);
             let tcp = ip.add(IPV4_HEADER_LEN);
             write_tcp(tcp, &reply);
             write_be16(tcp.add(16), tcp_checksum(tcp, ip.add(12), 4));
         }
     } else {
-        if start + l3 + IPV6_HEADER_LEN + TCP_HEADER_LEN > ctx.data_end() {
+        if !frame_holds(ctx, start, ip, IPV6_HEADER_LEN + TCP_HEADER_LEN) {
             return false;
         }
         // SAFETY: the Ethernet, IPv6 and TCP headers are inside the frame (checked above).
         unsafe {
             swap_macs(start as *mut u8);
-            let ip = (start + l3) as *mut u8;
+            let ip = ip as *mut u8;
             write_ipv6(ip);
             let tcp = ip.add(IPV6_HEADER_LEN);
             write_tcp(tcp, &reply);
@@ -113,7 +117,7 @@ pub fn udp_unreachable(ctx: &XdpContext, meta: &PacketMeta) -> bool {
     let l3 = meta.l3_offset as usize;
     let v4 = meta.ip_version == 4;
     let ip_len = if v4 { IPV4_HEADER_LEN } else { IPV6_HEADER_LEN };
-    if l3 > MAX_L3_OFFSET || meta.l4_offset as usize != l3 + ip_len {
+    if !(ETH_HEADER_LEN..=MAX_L3_OFFSET).contains(&l3) || meta.l4_offset as usize != l3 + ip_len {
         return false;
     }
     // In front of the client's IP and UDP headers (which stay where they are, quoted) go a
@@ -128,9 +132,17 @@ pub fn udp_unreachable(ctx: &XdpContext, meta: &PacketMeta) -> bool {
         return false;
     }
     let start = ctx.data();
-    let l3 = l3 & 0x1f; // ≤ MAX_L3_OFFSET, as checked above; the mask shows it to the verifier
+    // 14..=22, as checked above; the verifier is shown 14..=29, through a barrier that keeps
+    // LLVM from dropping the mask it knows to be redundant (or from keeping a path for 0).
+    let l3 = ETH_HEADER_LEN + (crate::packet::verifier_opaque(l3 - ETH_HEADER_LEN) & 0xf);
+    let ip_at = crate::packet::verifier_opaque(start + l3);
     if v4 {
-        if start + l3 + 2 * IPV4_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN > ctx.data_end() {
+        if !frame_holds(
+            ctx,
+            start,
+            ip_at,
+            2 * IPV4_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN,
+        ) {
             return false;
         }
         // SAFETY: the new front, the moved Ethernet header and the quoted headers are inside
@@ -139,7 +151,7 @@ pub fn udp_unreachable(ctx: &XdpContext, meta: &PacketMeta) -> bool {
             let front = start as *mut u8;
             move_ethernet(front, front.add(IPV4_HEADER_LEN + ICMP_HEADER_LEN), l3);
             swap_macs(front);
-            let ip = front.add(l3);
+            let ip = ip_at as *mut u8;
             let original = ip.add(IPV4_HEADER_LEN + ICMP_HEADER_LEN);
             write_icmp_ipv4(ip, original);
             let icmp = ip.add(IPV4_HEADER_LEN);
@@ -151,7 +163,12 @@ pub fn udp_unreachable(ctx: &XdpContext, meta: &PacketMeta) -> bool {
             write_be16(icmp.add(2), checksum);
         }
     } else {
-        if start + l3 + 2 * IPV6_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN > ctx.data_end() {
+        if !frame_holds(
+            ctx,
+            start,
+            ip_at,
+            2 * IPV6_HEADER_LEN + ICMP_HEADER_LEN + UDP_HEADER_LEN,
+        ) {
             return false;
         }
         // SAFETY: as for IPv4.
@@ -159,7 +176,7 @@ pub fn udp_unreachable(ctx: &XdpContext, meta: &PacketMeta) -> bool {
             let front = start as *mut u8;
             move_ethernet(front, front.add(IPV6_HEADER_LEN + ICMP_HEADER_LEN), l3);
             swap_macs(front);
-            let ip = front.add(l3);
+            let ip = ip_at as *mut u8;
             let original = ip.add(IPV6_HEADER_LEN + ICMP_HEADER_LEN);
             let icmp_len = ICMP_HEADER_LEN + IPV6_HEADER_LEN + UDP_HEADER_LEN;
             write_icmp_ipv6(ip, original, icmp_len as u16);
@@ -261,14 +278,15 @@ struct Reply {
     ack: u32,
 }
 
+/// Whether the frame at `start` holds `after` bytes past its IP header at `ip`, checked
+/// twice for the verifier: from `start` with the shortest link header (LLVM addresses the
+/// front of the frame from `start` with constant offsets), and from `ip` (a pointer of its
+/// own to the verifier, whose checked range does not carry over to `start`). `ip` must be
+/// the very value the caller then writes through (taken through `verifier_opaque`, so that
+/// LLVM cannot compute it afresh into a register the verifier has not seen checked).
 #[inline(always)]
-fn read_u32(ctx: &XdpContext, offset: usize) -> Option<u32> {
-    let ptr = ctx.data() + offset;
-    if ptr + 4 > ctx.data_end() {
-        return None;
-    }
-    // SAFETY: checked to lie inside the frame; read unaligned.
-    Some(u32::from_be_bytes(unsafe { *(ptr as *const [u8; 4]) }))
+fn frame_holds(ctx: &XdpContext, start: usize, ip: usize, after: usize) -> bool {
+    start + ETH_HEADER_LEN + after <= ctx.data_end() && ip + after <= ctx.data_end()
 }
 
 /// Cuts the frame to `len` bytes (the TCP payload and options go).

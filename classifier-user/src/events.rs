@@ -121,6 +121,27 @@ impl Learned {
                 category,
                 app,
                 method,
+                class_flags,
+                name,
+            } if class_flags & classifier_common::classify::class_flags::RECHECK != 0 => {
+                tracing::warn!(
+                    flow = %flows::describe_key(&key),
+                    second_name = %name,
+                    first_name = self.names.get(&key).and_then(|n| n.first.as_deref()).unwrap_or(""),
+                    category = policy.classes.category_name(category),
+                    method = Method::from_u8(method).name(),
+                    "two versions of a flow's first bytes named different sites: the stricter verdict applies"
+                );
+                let _ = app;
+                if !name.is_empty() {
+                    self.names.insert_second(key, name);
+                }
+            }
+            Event::Classified {
+                key,
+                category,
+                app,
+                method,
                 name,
                 ..
             } => {
@@ -210,7 +231,9 @@ fn learn_peers(key: &FlowKey, reply: &[u8], datapath: &mut Datapath) {
                 IpAddr::V4(v4) => ipv4_mapped(v4.octets()),
                 IpAddr::V6(v6) => v6.octets(),
             };
+            // Learnt for the client that asked the tracker, and for no other client.
             let key = PeerKey {
+                client_addr: key.client_addr,
                 addr,
                 port: peer.port(),
                 _pad: [0; 2],
@@ -251,6 +274,9 @@ mod tests {
             name_len: 15,
             category: 3,
             app: 256,
+            evasion: 0,
+            _pad: 0,
+            alt_category: 0,
             key: FlowKey::default(),
             name,
         };

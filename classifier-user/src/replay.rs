@@ -165,7 +165,8 @@ impl Replay {
     /// Runs one captured packet through the program for its way, then reads the events.
     pub fn packet(&mut self, link: DataLink, data: &[u8]) -> anyhow::Result<()> {
         self.counts.packets += 1;
-        let frame = ethernet_frame(link, data)?;
+        let mut frame = ethernet_frame(link, data)?;
+        finish_offloaded_checksum(&mut frame);
         let Some(tuple) = tuple_of(&frame) else {
             self.counts.not_ip += 1;
             return Ok(());
@@ -277,6 +278,47 @@ fn is_service_port(port: u16) -> bool {
 }
 
 /// The frame as the datapath sees it on an Ethernet interface.
+/// A capture taken on the sending host holds the checksum its NIC was still to finish
+/// (checksum offload: the pseudo-header's sum alone). The NIC puts the real one on the wire,
+/// so the replay does too. Any other wrong checksum is kept as it is: that is what a decoy
+/// made to be dropped by the server looks like, and the datapath must see it.
+fn finish_offloaded_checksum(frame: &mut [u8]) {
+    use classifier_common::{
+        flow::ip_proto,
+        parse::{
+            PacketMeta, Parsed,
+            headers::fragment,
+            parse_headers,
+            tcp::{ChecksumStatus, checksum, frame_checksum_status},
+        },
+    };
+    let mut meta = PacketMeta::default();
+    if parse_headers(&frame[..], &mut meta) != Ok(Parsed::Ip)
+        || meta.fragment != fragment::NONE
+        || frame_checksum_status(frame, &meta) != Some(ChecksumStatus::Offloaded)
+    {
+        return;
+    }
+    let l4 = meta.l4_offset as usize;
+    let end = meta.l3_offset as usize + meta.l3_len as usize;
+    let field = l4
+        + if meta.protocol == ip_proto::TCP {
+            16
+        } else {
+            6
+        };
+    frame[field..field + 2].copy_from_slice(&[0, 0]);
+    let segment = &frame[l4..end];
+    let sum =
+        checksum::pseudo_header_sum(&meta, segment.len() as u16) + checksum::sum_bytes(segment);
+    let mut value = !checksum::fold(sum);
+    if value == 0 && meta.protocol == ip_proto::UDP {
+        value = 0xffff; // UDP sends a computed zero as all ones (RFC 768)
+    }
+    // Memory-order sums give the field as its bytes in memory (see `checksum`).
+    frame[field..field + 2].copy_from_slice(&value.to_le_bytes());
+}
+
 fn ethernet_frame(link: DataLink, data: &[u8]) -> anyhow::Result<Vec<u8>> {
     const ETH_P_IP: u16 = 0x0800;
     const ETH_P_IPV6: u16 = 0x86dd;
@@ -397,6 +439,38 @@ mod tests {
         let (down, down_side) = Endpoints::of(&reply);
         assert_eq!(up, down);
         assert_eq!(up_side, down_side.other());
+    }
+
+    #[test]
+    fn offloaded_checksums_are_finished_and_wrong_ones_kept() {
+        use classifier_common::parse::{
+            PacketMeta, parse_headers,
+            tcp::{ChecksumStatus, checksum, frame_checksum_status},
+        };
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([192, 0, 2, 10], [203, 0, 113, 10], 64)
+            .tcp(40000, 443, 1000, 64240)
+            .write(&mut frame, b"hello, world")
+            .unwrap();
+        let mut meta = PacketMeta::default();
+        parse_headers(&frame[..], &mut meta).unwrap();
+        let good = frame.clone();
+        let field = meta.l4_offset as usize + 16;
+        let l4_len = frame.len() as u16 - meta.l4_offset;
+        let placeholder = checksum::offload_placeholder(&meta, l4_len);
+        frame[field..field + 2].copy_from_slice(&placeholder.to_le_bytes());
+        finish_offloaded_checksum(&mut frame);
+        assert_eq!(frame, good, "the NIC's checksum, as it would have sent it");
+        let mut decoy = good.clone();
+        decoy[field] ^= 0x5a;
+        let before = decoy.clone();
+        finish_offloaded_checksum(&mut decoy);
+        assert_eq!(decoy, before, "a wrong checksum stays wrong");
+        assert_eq!(
+            frame_checksum_status(&decoy, &meta),
+            Some(ChecksumStatus::Invalid)
+        );
     }
 
     #[test]

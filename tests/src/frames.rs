@@ -36,9 +36,28 @@ fn endpoints<A: Copy>(
     }
 }
 
+/// Both ends' initial sequence number in these frames: a SYN or SYN-ACK carries it, data
+/// starts one after it ([`FIRST_SEQ`]), and every ACK acknowledges that much of the other
+/// side, as a real stack's first segments do.
+pub const ISN: u32 = 999;
+/// Sequence number of the first data byte either way.
+pub const FIRST_SEQ: u32 = ISN + 1;
+
+/// The sequence number a segment with `flags` starts at in a fresh connection.
+fn default_seq(flags: &str) -> u32 {
+    if flags.contains('S') { ISN } else { FIRST_SEQ }
+}
+
 /// A TCP segment over IPv4 between the test client and server.
 pub fn tcp4(way: Way, client_port: u16, server_port: u16, flags: &str, payload: &[u8]) -> Vec<u8> {
-    tcp4_seq(way, client_port, server_port, flags, 1000, payload)
+    tcp4_seq(
+        way,
+        client_port,
+        server_port,
+        flags,
+        default_seq(flags),
+        payload,
+    )
 }
 
 /// [`tcp4`] with sequence number `seq`.
@@ -55,6 +74,44 @@ pub fn tcp4_seq(
         .ipv4(src, dst, 64)
         .tcp(sport, dport, seq, 64240);
     with_tcp_flags(builder, flags).build(payload)
+}
+
+/// [`tcp4_seq`] with acknowledgment number `ack` (and the ACK flag if `flags` has `A`).
+pub fn tcp4_seq_ack(
+    way: Way,
+    client_port: u16,
+    server_port: u16,
+    flags: &str,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut frame = tcp4_seq(way, client_port, server_port, flags, seq, payload);
+    // The acknowledgment number sits 8 bytes into the TCP header (Ethernet 14 + IPv4 20).
+    frame[14 + 20 + 8..14 + 20 + 12].copy_from_slice(&ack.to_be_bytes());
+    fix_tcp4_checksum(&mut frame);
+    frame
+}
+
+/// Recomputes the TCP checksum of an IPv4 frame built here (after a field was changed).
+pub fn fix_tcp4_checksum(frame: &mut [u8]) {
+    let (ip, tcp) = frame[14..].split_at_mut(20);
+    tcp[16..18].copy_from_slice(&[0, 0]);
+    let mut sum = 0u32;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            sum += word as u32;
+        }
+    };
+    add(&ip[12..20]);
+    add(&[0, 6]);
+    add(&(tcp.len() as u16).to_be_bytes());
+    add(tcp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
 /// The client's `stream` (starting at sequence number `seq`) cut into segments of at most
@@ -81,7 +138,7 @@ pub fn tcp6(way: Way, client_port: u16, server_port: u16, flags: &str, payload: 
     let (src, dst, sport, dport) = endpoints(way, CLIENT_V6, SERVER_V6, client_port, server_port);
     let builder = ethernet(way)
         .ipv6(src, dst, 64)
-        .tcp(sport, dport, 1000, 64240);
+        .tcp(sport, dport, default_seq(flags), 64240);
     with_tcp_flags(builder, flags).build(payload)
 }
 
@@ -180,7 +237,35 @@ pub fn arp() -> Vec<u8> {
 pub fn udp4_first_fragment() -> Vec<u8> {
     let mut frame = udp4(Way::Up, 5000, 5001, &[0xab; 64]);
     frame[14 + 6] |= 0x20;
+    fix_ipv4_header_checksum(&mut frame);
     frame
+}
+
+/// A later fragment of the datagram [`udp4_first_fragment`] starts (same identification,
+/// offset 9 × 8 bytes: after the first fragment's 72 bytes), carrying `data`.
+pub fn udp4_later_fragment(data: &[u8]) -> Vec<u8> {
+    let first = udp4_first_fragment();
+    let mut frame = first[..14 + 20].to_vec();
+    frame.extend_from_slice(data);
+    let total = (20 + data.len()) as u16;
+    frame[14 + 2..14 + 4].copy_from_slice(&total.to_be_bytes());
+    frame[14 + 6..14 + 8].copy_from_slice(&9u16.to_be_bytes()); // offset 9, no more
+    fix_ipv4_header_checksum(&mut frame);
+    frame
+}
+
+/// Recomputes the IPv4 header checksum of a frame built here (after a field was changed).
+pub fn fix_ipv4_header_checksum(frame: &mut [u8]) {
+    let ihl = ((frame[14] & 0x0f) as usize) * 4;
+    frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let mut sum = 0u32;
+    for pair in frame[14..14 + ihl].chunks(2) {
+        sum += u16::from_be_bytes([pair[0], pair[1]]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[14 + 10..14 + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
 }
 
 /// Layer-3 length of a frame built here (everything after the Ethernet header and tags).
@@ -203,7 +288,7 @@ fn with_tcp_flags(
     for flag in flags.chars() {
         builder = match flag {
             'S' => builder.syn(),
-            'A' => builder.ack(1),
+            'A' => builder.ack(FIRST_SEQ),
             'F' => builder.fin(),
             'R' => builder.rst(),
             'P' => builder.psh(),

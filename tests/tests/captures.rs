@@ -130,10 +130,16 @@ fn every_captured_flow_gets_the_name_method_and_ech_the_packets_show() {
             if ours.ech != expected.ech {
                 failures.push(format!("{what}: ECH {} not {}", ours.ech, expected.ech));
             }
-            if ours.tls_unparsed {
+            if ours.unreadable {
                 failures.push(format!(
-                    "{what}: ClientHello over {} segments counted unparsed",
+                    "{what}: ClientHello over {} segments counted unreadable",
                     expected.client_hello_segments
+                ));
+            }
+            if !ours.evasion.is_empty() {
+                failures.push(format!(
+                    "{what}: a real client's flow taken for evasion: {:?}",
+                    ours.evasion
                 ));
             }
         }

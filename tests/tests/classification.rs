@@ -116,7 +116,7 @@ struct Expected {
     app: &'static str,
     method: &'static str,
     ech: bool,
-    tls_unparsed: bool,
+    unreadable: bool,
 }
 
 const fn named(
@@ -131,7 +131,7 @@ const fn named(
         app,
         method,
         ech: false,
-        tls_unparsed: false,
+        unreadable: false,
     }
 }
 
@@ -142,7 +142,7 @@ const fn unnamed(category: &'static str, app: &'static str, method: &'static str
         app,
         method,
         ech: false,
-        tls_unparsed: false,
+        unreadable: false,
     }
 }
 
@@ -185,21 +185,15 @@ fn run_cases(cases: Vec<Case>) {
 /// `mss`-byte segments.
 fn tcp_flow(port: u16, server_port: u16, stream: &[u8], mss: usize) -> Frames {
     let mut frames = vec![
-        (
-            Way::Up,
-            frames::tcp4_seq(Way::Up, port, server_port, "S", 999, b""),
-        ),
+        (Way::Up, frames::tcp4(Way::Up, port, server_port, "S", b"")),
         (
             Way::Down,
             frames::tcp4(Way::Down, port, server_port, "SA", b""),
         ),
-        (
-            Way::Up,
-            frames::tcp4_seq(Way::Up, port, server_port, "A", 1000, b""),
-        ),
+        (Way::Up, frames::tcp4(Way::Up, port, server_port, "A", b"")),
     ];
     frames.extend(
-        frames::tcp4_stream(port, server_port, 1000, stream, mss)
+        frames::tcp4_stream(port, server_port, frames::FIRST_SEQ, stream, mss)
             .into_iter()
             .map(|f| (Way::Up, f)),
     );
@@ -214,7 +208,7 @@ fn check(harness: &Harness, case: &str, key: &FlowKey, expected: &Expected) {
         record.app.as_str(),
         record.method.as_str(),
         record.ech,
-        record.tls_unparsed,
+        record.unreadable,
     );
     let want = (
         expected.name,
@@ -222,11 +216,11 @@ fn check(harness: &Harness, case: &str, key: &FlowKey, expected: &Expected) {
         expected.app,
         expected.method,
         expected.ech,
-        expected.tls_unparsed,
+        expected.unreadable,
     );
     assert_eq!(
         got, want,
-        "{case}: (name, category, app, method, ech, tls-unparsed)"
+        "{case}: (name, category, app, method, ech, unreadable)"
     );
 }
 
@@ -241,9 +235,10 @@ fn tls_client_hellos_whole_split_and_broken() {
         sni_offset > 1448,
         "the test ClientHello has its name in the second segment"
     );
-    let mut fragmented = Hello::new().sni("www.twitch.tv").bytes();
-    let short = (fragmented.len() - 5 - 40) as u16;
-    fragmented[3..5].copy_from_slice(&short.to_be_bytes());
+    // A record header 40 bytes short of its handshake: what follows is no record at all.
+    let mut cut_record = Hello::new().sni("www.twitch.tv").bytes();
+    let short = (cut_record.len() - 5 - 40) as u16;
+    cut_record[3..5].copy_from_slice(&short.to_be_bytes());
     let mut bad_sni_length = Hello::new().sni("www.netflix.com").bytes();
     let at = bad_sni_length
         .windows(15)
@@ -256,9 +251,9 @@ fn tls_client_hellos_whole_split_and_broken() {
         ech: true,
         ..expected
     };
-    let unparsed = || Expected {
-        tls_unparsed: true,
-        ..unnamed("uncategorized", "tls", "none")
+    let unreadable = || Expected {
+        unreadable: true,
+        ..unnamed("unreadable", "tls", "none")
     };
     let hello = |name: &str| Hello::new().sni(name).bytes();
     run_cases(vec![
@@ -287,12 +282,12 @@ fn tls_client_hellos_whole_split_and_broken() {
             with_ech(named(youtube_cdn, "streaming-video", "youtube", "sni")),
         ),
         tcp_case(
-            "record-fragmented ClientHello",
+            "a record header that does not fit its handshake",
             41004,
             443,
-            &fragmented,
+            &cut_record,
             1448,
-            unparsed(),
+            unreadable(),
         ),
         tcp_case(
             "name length past its extension",
@@ -300,7 +295,7 @@ fn tls_client_hellos_whole_split_and_broken() {
             443,
             &bad_sni_length,
             1448,
-            unparsed(),
+            unreadable(),
         ),
         tcp_case(
             "upper case and a trailing dot: matched, reported as sent",
@@ -340,7 +335,7 @@ fn tls_client_hellos_whole_split_and_broken() {
             ),
         ),
         tcp_case(
-            "ClientHello larger than the 4 KiB the datapath buffers",
+            "ClientHello larger than the 4 KiB the datapath buffers, name within them",
             41011,
             443,
             &Hello::new()
@@ -348,7 +343,18 @@ fn tls_client_hellos_whole_split_and_broken() {
                 .ext(0x0015, vec![0; 4200])
                 .bytes(),
             1448,
-            unparsed(),
+            named("www.youtube.com", "streaming-video", "youtube", "sni"),
+        ),
+        tcp_case(
+            "ClientHello larger than the 4 KiB the datapath buffers, name beyond them",
+            41015,
+            443,
+            &Hello::new()
+                .ext(0x0015, vec![0; 4200])
+                .sni("www.youtube.com")
+                .bytes(),
+            1448,
+            unreadable(),
         ),
         tcp_case(
             "the name after more extensions than any client sends",
@@ -356,7 +362,7 @@ fn tls_client_hellos_whole_split_and_broken() {
             443,
             &crowded_hello("www.youtube.com"),
             1448,
-            unparsed(),
+            unreadable(),
         ),
         tcp_case(
             "a name shorter than its list says (a prefix is not the name)",
@@ -364,7 +370,7 @@ fn tls_client_hellos_whole_split_and_broken() {
             443,
             &short_name_hello(),
             1448,
-            unparsed(),
+            unreadable(),
         ),
         tcp_case(
             "TLS on a BitTorrent port: the name replaces the port's class",
@@ -492,12 +498,12 @@ fn a_domain_entry_whose_check_differs_is_not_a_match() {
 }
 
 #[test]
-fn split_client_hello_survives_retransmission_but_not_reordering() {
-    if !privileged("split_client_hello_survives_retransmission_but_not_reordering") {
+fn split_client_hello_survives_retransmission_and_waits_for_a_missing_segment() {
+    if !privileged("split_client_hello_survives_retransmission") {
         return;
     }
     let chrome = chrome_like("www.netflix.com");
-    let segments = frames::tcp4_stream(42001, 443, 1000, &chrome, 1448);
+    let segments = frames::tcp4_stream(42001, 443, frames::FIRST_SEQ, &chrome, 1448);
     let mut harness = Harness::new();
     harness.send(&[
         (Way::Up, segments[0].clone()),
@@ -513,24 +519,44 @@ fn split_client_hello_survives_retransmission_but_not_reordering() {
             ..named("www.netflix.com", "streaming-video", "netflix", "sni")
         },
     );
-    assert_eq!(harness.stat(Stat::Reassembled), 1);
+    assert_eq!(
+        harness.stat(Stat::StreamConflicts),
+        0,
+        "equal bytes are no conflict"
+    );
 
-    let reordered = frames::tcp4_stream(42002, 443, 1000, &chrome, 700);
+    let cut = frames::tcp4_stream(42002, 443, frames::FIRST_SEQ, &chrome, 700);
     let mut harness = Harness::new();
-    harness.send(&[
-        (Way::Up, reordered[0].clone()),
-        (Way::Up, reordered[2].clone()),
-    ]);
+    harness.send(&[(Way::Up, cut[0].clone()), (Way::Up, cut[2].clone())]);
     check(
         &harness,
-        "a segment missing: not parsed, not guessed",
+        "a segment missing: nothing named, nothing guessed, still waiting",
+        &key(ip_proto::TCP, 42002, 443),
+        &unnamed("uncategorized", "unknown", "none"),
+    );
+    // The server acknowledges the whole hello: it took bytes the classifier never held.
+    harness.send(&[(
+        Way::Down,
+        frames::tcp4_seq_ack(
+            Way::Down,
+            42002,
+            443,
+            "A",
+            frames::FIRST_SEQ,
+            frames::FIRST_SEQ + chrome.len() as u32,
+            b"",
+        ),
+    )]);
+    check(
+        &harness,
+        "acknowledged by the server, unread by us: unreadable",
         &key(ip_proto::TCP, 42002, 443),
         &Expected {
-            tls_unparsed: true,
-            ..unnamed("uncategorized", "tls", "none")
+            unreadable: true,
+            ..unnamed("unreadable", "unknown", "none")
         },
     );
-    assert_eq!(harness.stat(Stat::TlsUnparsed), 1);
+    assert_eq!(harness.stat(Stat::Unreadable), 1);
 }
 
 #[test]
@@ -840,7 +866,7 @@ fn mutants(
 }
 
 #[test]
-fn corrupted_client_hellos_give_the_sent_name_no_name_or_unparsed_never_another() {
+fn corrupted_client_hellos_give_the_sent_name_no_name_or_unreadable_never_another() {
     if !privileged("corrupted_client_hellos_give_the_sent_name") {
         return;
     }
@@ -873,7 +899,10 @@ fn corrupted_client_hellos_give_the_sent_name_no_name_or_unparsed_never_another(
                     .map_or("uncategorized", |e| classes.category_name(e.category));
                 assert_eq!(record.category, category, "{got}: its own category");
             }
-            None if record.tls_unparsed => seen[1] += 1,
+            None if record.unreadable => {
+                seen[1] += 1;
+                assert_eq!(record.category, "unreadable", "{record:?}");
+            }
             None => {
                 seen[2] += 1;
                 assert_eq!(record.category, "uncategorized", "{record:?}");
@@ -882,7 +911,7 @@ fn corrupted_client_hellos_give_the_sent_name_no_name_or_unparsed_never_another(
     }
     assert!(
         seen.iter().all(|n| *n > 0),
-        "named, unparsed and nameless all occur: {seen:?}"
+        "named, unreadable and nameless all occur: {seen:?}"
     );
 }
 

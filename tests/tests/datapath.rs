@@ -78,6 +78,10 @@ fn flow(key: FlowKey, upload: (u64, u64), download: (u64, u64)) -> ExpectedFlow 
 }
 
 fn cases() -> Vec<Case> {
+    // A later fragment of a datagram whose first fragment never came (another id).
+    let mut unmatched_fragment = frames::udp4_later_fragment(&[0xcd; 40]);
+    unmatched_fragment[14 + 4] ^= 0xff;
+    frames::fix_ipv4_header_checksum(&mut unmatched_fragment);
     use frames::*;
     let syn = tcp4(Way::Up, 40000, 443, "S", b"");
     let syn_ack = tcp4(Way::Down, 40000, 443, "SA", b"");
@@ -184,13 +188,24 @@ fn cases() -> Vec<Case> {
             stats: vec![(Stat::Packets, 2), (Stat::NotIp, 2)],
         },
         Case {
-            name: "IP fragments pass untouched and are counted",
+            name: "a first fragment names its flow, later ones count with it, others apart",
             frames: vec![
                 (Way::Up, udp4_first_fragment()),
-                (Way::Down, udp4_first_fragment()),
+                (Way::Up, frames::udp4_later_fragment(&[0xcd; 40])),
+                (Way::Up, frames::udp4_later_fragment(&[0xce; 40])),
+                (Way::Up, unmatched_fragment.clone()),
             ],
-            flows: vec![],
-            stats: vec![(Stat::Packets, 2), (Stat::Fragments, 2)],
+            flows: vec![flow(
+                v4_key(5000, 5001, ip_proto::UDP),
+                (3, 92 + 60 + 60),
+                (0, 0),
+            )],
+            stats: vec![
+                (Stat::Packets, 4),
+                (Stat::FirstFragments, 1),
+                (Stat::LaterFragments, 2),
+                (Stat::Fragments, 1),
+            ],
         },
         Case {
             // TC only gets frames whose IP header is whole (see run::try_run_frame).

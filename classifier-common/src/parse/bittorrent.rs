@@ -39,6 +39,22 @@ pub fn tcp_signature<P: PacketBytes + ?Sized>(
         .then_some(BtSignature::Handshake)
 }
 
+/// Bytes of the peer-wire handshake's fixed start.
+pub const HANDSHAKE_PREFIX_LEN: usize = 20;
+
+/// Whether the first `len` bytes (fewer than [`HANDSHAKE_PREFIX_LEN`]) at offset 0 are the
+/// start of the peer-wire handshake: a handshake cut short by the segment it came in.
+#[inline(always)]
+pub fn handshake_prefix_matches<P: PacketBytes + ?Sized>(p: &P, len: usize) -> bool {
+    let mut matches = true;
+    for (i, expected) in HANDSHAKE.iter().enumerate() {
+        if i < len {
+            matches &= p.read::<1>(i) == Some([*expected]);
+        }
+    }
+    matches
+}
+
 /// A UDP payload of `len` bytes at `offset`: DHT, uTP or a UDP tracker?
 #[inline(always)]
 pub fn udp_signature<P: PacketBytes + ?Sized>(

@@ -30,12 +30,37 @@ const UDP_HEADER_LEN: usize = 8;
 /// What [`parse_headers`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed {
-    /// An IP packet with a usable 5-tuple, described in the [`PacketMeta`] passed in.
+    /// An IP packet with a usable 5-tuple, described in the [`PacketMeta`] passed in. The
+    /// first fragment of a fragmented datagram is one too (`meta.fragment` says so): its
+    /// transport header is there.
     Ip,
     /// An Ethernet frame that carries neither IPv4 nor IPv6.
     NotIp,
-    /// An IPv4 or IPv6 fragment: no transport header to key a flow by.
+    /// A later IPv4 or IPv6 fragment: no transport header to key a flow by. The addresses,
+    /// protocol and `frag_id` are filled in, so the fragment can be matched to the flow
+    /// its first fragment named.
     Fragment,
+}
+
+/// Values of [`PacketMeta::fragment`].
+pub mod fragment {
+    /// A whole datagram.
+    pub const NONE: u8 = 0;
+    /// The first fragment (offset 0, more to come): ports are known, the payload is cut.
+    pub const FIRST: u8 = 1;
+    /// A later fragment: no transport header.
+    pub const LATER: u8 = 2;
+}
+
+/// Bits of [`PacketMeta::ip_flags`]: how the IP header departs from the ordinary.
+pub mod ip_flags {
+    /// IPv4 header with options.
+    pub const V4_OPTIONS: u8 = 1 << 0;
+    /// An IPv6 hop-by-hop options header that is not the first extension header, or a
+    /// second one: RFC 8200 §4.1 allows one, first; receivers discard the packet.
+    pub const V6_HOP_BY_HOP_MISPLACED: u8 = 1 << 1;
+    /// IPv6 extension headers other than a fragment header.
+    pub const V6_EXTENSIONS: u8 = 1 << 2;
 }
 
 /// Why a packet could not be parsed. The datapath passes such packets and counts them.
@@ -68,6 +93,16 @@ pub struct PacketMeta {
     pub tcp_flags: u8,
     /// TCP sequence number, 0 for other protocols.
     pub tcp_seq: u32,
+    /// TCP acknowledgment number, 0 for other protocols.
+    pub tcp_ack: u32,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// [`fragment`] value.
+    pub fragment: u8,
+    /// [`ip_flags`] bits.
+    pub ip_flags: u8,
+    /// IPv4 identification or IPv6 fragment identification (fragments only).
+    pub frag_id: u32,
     /// Layer-3 length: the IP header and everything it says follows it.
     pub l3_len: u16,
     /// Offset of the IP header from the start of the frame.
@@ -104,6 +139,19 @@ pub fn parse_headers<P: PacketBytes + ?Sized>(
     parse_transport(pkt, l4_offset, meta)?;
     Ok(Parsed::Ip)
 }
+
+/// A later fragment's data `[start, end)`: no transport header, all payload.
+#[inline(always)]
+fn set_fragment_data(meta: &mut PacketMeta, start: usize, end: usize) {
+    let start = if start < end { start } else { end };
+    meta.l4_offset = start as u16;
+    meta.payload_offset = start as u16;
+    meta.payload_len = (end - start) as u16;
+}
+
+/// IPv4's flags and fragment offset word: more-fragments bit and offset (8-byte units).
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
 
 /// Returns (ethertype, offset of the layer-3 header, innermost VLAN id).
 #[inline(always)]
@@ -143,13 +191,23 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(
     }
     meta.ip_version = 4;
     meta.protocol = header[9];
+    meta.ttl = header[8];
     meta.l3_len = total_len as u16;
     meta.src_addr = ipv4_mapped([header[12], header[13], header[14], header[15]]);
     meta.dst_addr = ipv4_mapped([header[16], header[17], header[18], header[19]]);
-    // More-fragments flag or a non-zero fragment offset.
-    let fragment_bits = u16::from_be_bytes([header[6], header[7]]) & 0x3fff;
-    if fragment_bits != 0 {
-        return Ok(None);
+    if header_len > IPV4_MIN_HEADER_LEN {
+        meta.ip_flags |= ip_flags::V4_OPTIONS;
+    }
+    let fragment_word = u16::from_be_bytes([header[6], header[7]]);
+    if fragment_word & (IPV4_MORE_FRAGMENTS | IPV4_OFFSET_MASK) != 0 {
+        meta.frag_id = u16::from_be_bytes([header[4], header[5]]) as u32;
+        if fragment_word & IPV4_OFFSET_MASK != 0 {
+            meta.fragment = fragment::LATER;
+            set_fragment_data(meta, l3 + header_len, l3 + total_len);
+            return Ok(None);
+        }
+        // The first fragment: its transport header keys the flow.
+        meta.fragment = fragment::FIRST;
     }
     let mut l4 = l3 + header_len;
     // IPsec AH in transport mode authenticates without encrypting: the transport header
@@ -187,6 +245,7 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(
     // fuzzing: a wrapped length put the payload past the packet).
     let l3_len = (IPV6_HEADER_LEN + payload_len).min(u16::MAX as usize);
     meta.ip_version = 6;
+    meta.ttl = fixed[7];
     meta.l3_len = l3_len as u16;
     meta.src_addr = pkt.read(l3 + 8).ok_or(ParseError::Truncated)?;
     meta.dst_addr = pkt.read(l3 + 24).ok_or(ParseError::Truncated)?;
@@ -194,21 +253,44 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(
     let mut next_header = fixed[6];
     let mut offset = l3 + IPV6_HEADER_LEN;
     let end = l3 + l3_len;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
+    for index in 0..MAX_IPV6_EXT_HEADERS {
         let ext_len = match next_header {
             IPV6_EXT_HOP_BY_HOP | IPV6_EXT_ROUTING | IPV6_EXT_DEST_OPTS => {
+                if next_header == IPV6_EXT_HOP_BY_HOP && index > 0 {
+                    meta.ip_flags |= ip_flags::V6_HOP_BY_HOP_MISPLACED;
+                }
+                meta.ip_flags |= ip_flags::V6_EXTENSIONS;
                 let [next, len] = pkt.read(offset).ok_or(ParseError::Truncated)?;
                 next_header = next;
                 // Length in 8-octet units, not counting the first 8 octets.
                 (len as usize + 1) * 8
             }
             IPV6_EXT_AUTH => {
+                meta.ip_flags |= ip_flags::V6_EXTENSIONS;
                 let [next, len] = pkt.read(offset).ok_or(ParseError::Truncated)?;
                 next_header = next;
                 // Length in 4-octet units, minus 2 (RFC 4302 §2.2).
                 (len as usize + 2) * 4
             }
-            IPV6_EXT_FRAGMENT => return Ok(None),
+            IPV6_EXT_FRAGMENT => {
+                // Next header, reserved, offset (13 bits) with the M flag, identification.
+                let header: [u8; 8] = pkt.read(offset).ok_or(ParseError::Truncated)?;
+                let offset_word = u16::from_be_bytes([header[2], header[3]]);
+                meta.frag_id = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+                if offset_word & 0xfff8 != 0 {
+                    meta.fragment = fragment::LATER;
+                    meta.protocol = header[0];
+                    set_fragment_data(meta, offset + 8, end);
+                    return Ok(None);
+                }
+                // Offset 0: the first fragment, whose upper-layer header follows. (An
+                // "atomic" fragment, offset 0 without the M flag, is a whole datagram.)
+                if offset_word & 1 != 0 {
+                    meta.fragment = fragment::FIRST;
+                }
+                next_header = header[0];
+                8
+            }
             transport => {
                 if offset > end {
                     return Err(ParseError::Invalid);
@@ -227,25 +309,35 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(
 
 /// Fills ports, TCP flags and the payload's place for TCP and UDP; other protocols keep
 /// ports 0 and their payload starts after the IP header.
+///
+/// A first fragment whose transport header is cut short (the "tiny fragment" of RFC 1858)
+/// still names its flow by the ports, which any fragment carries (fragment data comes in
+/// multiples of 8 bytes): its payload is left empty, and the classifier treats the flow as
+/// unreadable rather than letting the datagram through unseen.
 #[inline(always)]
 fn parse_transport<P: PacketBytes + ?Sized>(
     pkt: &P,
     l4: usize,
     meta: &mut PacketMeta,
 ) -> Result<(), ParseError> {
+    let available = meta.payload_len as usize;
     let header_len = match meta.protocol {
-        ip_proto::TCP => {
-            let header: [u8; TCP_MIN_HEADER_LEN] = pkt.read(l4).ok_or(ParseError::Truncated)?;
-            let data_offset = ((header[12] >> 4) as usize) * 4;
-            if data_offset < TCP_MIN_HEADER_LEN {
-                return Err(ParseError::Invalid);
+        ip_proto::TCP => match pkt.read::<TCP_MIN_HEADER_LEN>(l4) {
+            Some(header) => {
+                let data_offset = ((header[12] >> 4) as usize) * 4;
+                if data_offset < TCP_MIN_HEADER_LEN {
+                    return Err(ParseError::Invalid);
+                }
+                meta.src_port = u16::from_be_bytes([header[0], header[1]]);
+                meta.dst_port = u16::from_be_bytes([header[2], header[3]]);
+                meta.tcp_flags = header[13];
+                meta.tcp_seq = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+                meta.tcp_ack = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+                data_offset
             }
-            meta.src_port = u16::from_be_bytes([header[0], header[1]]);
-            meta.dst_port = u16::from_be_bytes([header[2], header[3]]);
-            meta.tcp_flags = header[13];
-            meta.tcp_seq = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-            data_offset
-        }
+            None if meta.fragment == fragment::FIRST => return ports_only(pkt, l4, meta),
+            None => return Err(ParseError::Truncated),
+        },
         ip_proto::UDP => {
             let header: [u8; UDP_HEADER_LEN] = pkt.read(l4).ok_or(ParseError::Truncated)?;
             meta.src_port = u16::from_be_bytes([header[0], header[1]]);
@@ -254,12 +346,30 @@ fn parse_transport<P: PacketBytes + ?Sized>(
         }
         _ => return Ok(()),
     };
-    let available = meta.payload_len as usize;
     if header_len > available {
+        if meta.fragment == fragment::FIRST {
+            return ports_only(pkt, l4, meta);
+        }
         return Err(ParseError::Invalid);
     }
     meta.payload_offset = (l4 + header_len) as u16;
     meta.payload_len = (available - header_len) as u16;
+    Ok(())
+}
+
+/// A first fragment too short for its transport header: the ports alone, no payload.
+#[inline(always)]
+fn ports_only<P: PacketBytes + ?Sized>(
+    pkt: &P,
+    l4: usize,
+    meta: &mut PacketMeta,
+) -> Result<(), ParseError> {
+    let ports: [u8; 4] = pkt.read(l4).ok_or(ParseError::Truncated)?;
+    meta.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    meta.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    meta.tcp_flags = 0;
+    meta.payload_offset = l4 as u16;
+    meta.payload_len = 0;
     Ok(())
 }
 

@@ -2,6 +2,12 @@
 //!
 //! Like the ClientHello, a request may arrive in several segments: the parser reports
 //! `NeedMore` until it has seen the Host header or the end of the headers.
+//!
+//! The name a server uses is the request target's host when the target is in absolute form
+//! (`GET http://www.youtube.com/ HTTP/1.1`: RFC 9112 §3.2.2 has the server ignore Host
+//! then) or authority form (`CONNECT www.youtube.com:443`, through a proxy); otherwise the
+//! Host header's. A request whose head runs past what the datapath reads without naming a
+//! host is [`HttpStatus::Unreadable`]: padding headers before Host must not hide it.
 
 use core::ops::ControlFlow;
 
@@ -44,6 +50,8 @@ pub enum HttpStatus {
     NeedMore,
     /// Done: the Host was found, or the headers ended without one.
     Complete,
+    /// The request head goes on past [`MAX_SCAN`] bytes without a host.
+    Unreadable,
 }
 
 /// Parses a client's first stream bytes `[0, len)` as an HTTP/1.x request: the method,
@@ -78,6 +86,10 @@ pub fn check_method<P: PacketBytes + ?Sized>(p: &P, len: usize) -> Option<HttpSt
 enum Position {
     /// In the request line (where a tracker's `info_hash=` would be).
     RequestLine,
+    /// At the request target's first byte.
+    TargetStart,
+    /// In the request target's host (absolute or authority form).
+    TargetHost,
     /// At the first byte of a header line (or of the blank line ending the headers).
     LineStart,
     /// Inside a header line that is not Host.
@@ -108,6 +120,8 @@ pub struct RequestScanner {
     blank_in_value: bool,
     /// Set when a Host value or the end of the headers was reached.
     complete: bool,
+    /// The request target named the host: the Host header is not read.
+    target_named: bool,
 }
 
 impl RequestScanner {
@@ -121,6 +135,7 @@ impl RequestScanner {
             bracketed: false,
             blank_in_value: false,
             complete: false,
+            target_named: false,
         }
     }
 
@@ -135,8 +150,10 @@ impl RequestScanner {
 
     /// The result once the steps are over.
     pub fn status(&self) -> HttpStatus {
-        if self.complete || self.len >= MAX_SCAN {
-            HttpStatus::Complete // a Host beyond what we read is not looked for
+        if self.complete {
+            HttpStatus::Complete
+        } else if self.len >= MAX_SCAN {
+            HttpStatus::Unreadable // a Host beyond what we read cannot be looked for
         } else {
             HttpStatus::NeedMore
         }
@@ -153,6 +170,8 @@ impl RequestScanner {
         };
         match self.position {
             Position::RequestLine => self.request_line(p, index, byte),
+            Position::TargetStart => self.target_start(p, index, byte),
+            Position::TargetHost => self.target_host(index, byte),
             Position::LineStart => self.line_start(p, index, byte),
             Position::OtherHeader => {
                 if byte == b'\n' {
@@ -192,11 +211,81 @@ impl RequestScanner {
         }
         if byte == b'\n' {
             self.position = Position::LineStart;
+        } else if byte == b' ' && self.value_start == 0 {
+            // The space after the method: the target starts next. (`value_start` is 0 only
+            // until a target or Host value has been seen.)
+            self.value_start = index + 1;
+            self.position = Position::TargetStart;
+        }
+    }
+
+    /// The target's first byte: `http://` or `https://` (any case) opens an absolute-form
+    /// target, and CONNECT's target is an authority; both name the host.
+    #[inline(always)]
+    fn target_start<P: PacketBytes + ?Sized>(&mut self, p: &P, index: usize, byte: u8) {
+        self.position = Position::RequestLine;
+        let host_at = if p.read::<8>(0) == Some(*b"CONNECT ") {
+            Some(index)
+        } else {
+            match p.read::<8>(index) {
+                Some(scheme) if lower(&scheme)[..7] == *b"http://" => Some(index + 7),
+                Some(scheme) if lower(&scheme) == *b"https://" => Some(index + 8),
+                _ => None,
+            }
+        };
+        if let Some(at) = host_at {
+            self.value_start = at;
+            self.value_end = at;
+            self.position = Position::TargetHost;
+            if at == index {
+                self.target_host(index, byte);
+            }
+        } else if byte == b'\n' {
+            self.position = Position::LineStart;
+        }
+    }
+
+    /// A byte of the target's host: it ends at a port, a path, a query or the line's end; a
+    /// user name before `@` is not the host.
+    #[inline(always)]
+    fn target_host(&mut self, index: usize, byte: u8) {
+        if index < self.value_start {
+            return; // still in the scheme
+        }
+        match byte {
+            b'@' => {
+                self.value_start = index + 1;
+                self.value_end = index + 1;
+            }
+            b':' | b'/' | b'?' | b'#' | b' ' | b'\r' | b'\n' => {
+                let value_len = self.value_end.saturating_sub(self.value_start);
+                if value_len > 0 && value_len <= MAX_NAME_LEN {
+                    self.request.host_offset = self.value_start as u16;
+                    self.request.host_len = value_len as u16;
+                    self.target_named = true;
+                }
+                self.position = if byte == b'\n' {
+                    Position::LineStart
+                } else {
+                    Position::RequestLine
+                };
+            }
+            _ if !byte.is_ascii_graphic() || byte == b'[' => {
+                self.position = Position::RequestLine; // no name in this target
+            }
+            _ if index - self.value_start >= MAX_NAME_LEN => {
+                self.position = Position::RequestLine;
+            }
+            _ => self.value_end = index + 1,
         }
     }
 
     #[inline(always)]
     fn line_start<P: PacketBytes + ?Sized>(&mut self, p: &P, index: usize, byte: u8) {
+        if self.target_named {
+            self.finish(); // the target named the host: Host is not what the server uses
+            return;
+        }
         let blank = byte == b'\n' || (byte == b'\r' && p.read::<2>(index) == Some(*b"\r\n"));
         if blank {
             self.finish();
@@ -291,6 +380,16 @@ fn method_len<P: PacketBytes + ?Sized>(p: &P, len: usize) -> MethodMatch {
     } else {
         MethodMatch::No
     }
+}
+
+/// ASCII letters of `bytes` in lower case (the first 8 at most).
+#[inline(always)]
+fn lower(bytes: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    for (slot, byte) in out.iter_mut().zip(bytes) {
+        *slot = crate::domain::ascii_lower(*byte);
+    }
+    out
 }
 
 /// `Host:` in any letter case at `offset`.

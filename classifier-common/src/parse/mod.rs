@@ -9,6 +9,7 @@ pub mod bittorrent;
 pub mod headers;
 pub mod http;
 pub mod quic;
+pub mod tcp;
 pub mod tls;
 
 pub use headers::{PacketMeta, ParseError, Parsed, parse_headers};

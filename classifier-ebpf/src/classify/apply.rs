@@ -1,17 +1,21 @@
 //! Giving a flow its class, finishing its classification, and telling the daemon.
 
 use classifier_common::{
-    classify::{Method, app, class_flags, state},
-    config::{ClassResult, PeerKey},
+    classify::{Method, app, class_flags, evasion, state},
+    config::{ClassResult, Config, PeerKey, peer_cache_applies},
     event::{ClassifiedEvent, NAME_CAP, kind},
     flow::{FlowEntry, FlowKey},
     parse::PacketBytes,
+    policy::policy_flags,
     stats::Stat,
 };
 
+use core::ops::ControlFlow;
+
 use crate::{
+    bounded_loop::{LoopBody, bounded_loop},
     flows::now_ns,
-    maps::{EVENTS, PEERS, PROTO_CATS},
+    maps::{EVENTS, LOOPS, LoopState, PEERS, PROTO_CATS, REASM},
     packet::StreamView,
     stats,
 };
@@ -23,7 +27,7 @@ pub struct NameRef<'a> {
     pub len: usize,
 }
 
-/// The category the policy gives a built-in protocol.
+/// The category the policy gives a built-in protocol (or [`app::UNREADABLE`] flows).
 #[inline(always)]
 pub fn protocol_category(app: u16) -> u16 {
     PROTO_CATS.get(app as u32).copied().unwrap_or(0)
@@ -44,7 +48,7 @@ pub unsafe fn set_class(entry: *mut FlowEntry, class: ClassResult) {
     }
 }
 
-/// A BitTorrent class by `method`; peers (not trackers) join the peer cache.
+/// A BitTorrent class by `method`; peers (not trackers) join the client's peer cache.
 ///
 /// # Safety
 /// `entry` must point to the flow's live map value.
@@ -63,6 +67,24 @@ pub unsafe fn set_bittorrent(key: &FlowKey, entry: *mut FlowEntry, method: Metho
     }
 }
 
+/// Whether the flow's server is a BitTorrent peer its client learnt of (a tracker reply,
+/// its own BitTorrent flows), recently enough. Asked only of flows whose own bytes name
+/// nothing, and never for well-known service ports: one client's evidence never touches
+/// another's flows, and a name always wins over the cache.
+#[inline(always)]
+pub fn known_peer(key: &FlowKey, config: &Config) -> bool {
+    let Some(seen) = PEERS.get_ptr(PeerKey::server_of(key)) else {
+        return false;
+    };
+    if !peer_cache_applies(key.server_port) {
+        stats::bump(Stat::PeerCacheDeclined);
+        return false;
+    }
+    // SAFETY: a map value pointer, valid for this program run.
+    let age = now_ns().saturating_sub(unsafe { *seen });
+    age < config.peer_ttl_secs as u64 * 1_000_000_000
+}
+
 /// Ends classification: the fast path will only count from now on. Tells the daemon the
 /// flow's class (and the name it came from) once.
 ///
@@ -77,10 +99,131 @@ pub unsafe fn finish(key: &FlowKey, entry: *mut FlowEntry, name: Option<NameRef<
         (Method::from_u8((*entry).method), (*entry).class_flags)
     };
     count_class(method);
-    if method != Method::None || flags & class_flags::REPORTED != 0 {
+    if method != Method::None || flags & class_flags::REPORTED != 0 || has_evasion(entry) {
         // SAFETY: forwarded from the caller.
-        unsafe { emit_classified(key, entry, name) };
+        unsafe { emit_classified(key, entry, name, false) };
     }
+}
+
+/// [`finish`] for a TCP stream whose first `end` bytes were read: the flow is then watched
+/// for a second version of those bytes (the name's hash tells a retransmission from one).
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn finish_stream(
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    name: Option<NameRef<'_>>,
+    end: u16,
+    name_hash: u32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        finish(key, entry, name);
+        (*entry).class_state = state::WATCH;
+        (*entry).named_end = end;
+        (*entry).name_hash = name_hash;
+    }
+}
+
+/// The client has moved past the bytes the name came from: nothing more to watch.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn end_watch(key: &FlowKey, entry: *mut FlowEntry) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        (*entry).class_state = state::DONE;
+        (*entry).class_flags &= !class_flags::RECHECK;
+    }
+    let _ = REASM.remove(key);
+}
+
+/// A second version of the named bytes reads as another category (or as nothing): the
+/// verdict now answers to both.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn second_category(entry: *mut FlowEntry, category: u16) {
+    stats::bump(Stat::StreamConflicts);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        (*entry).evasion |= evasion::CONFLICT;
+        if (*entry).alt_category == 0 {
+            (*entry).alt_category = category;
+        }
+        (*entry).class_flags &= !class_flags::RECHECK;
+        // Worked out again on the next packet, with both categories.
+        (*entry).policy_flags &= !policy_flags::DECIDED;
+    }
+}
+
+/// The stream's first bytes looked like TLS or HTTP (`protocol`) but cannot be read within
+/// the datapath's bounds: the flow gets the policy's `unreadable` category, so the policy
+/// decides (the council default blocks it at work) instead of it passing as unknown. A
+/// second version that cannot be read adds that category to the verdict instead.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn give_up(key: &FlowKey, entry: *mut FlowEntry, protocol: u16) {
+    stats::bump(Stat::Unreadable);
+    let category = protocol_category(app::UNREADABLE);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if (*entry).class_flags & class_flags::RECHECK != 0 {
+            second_category(entry, category);
+            return;
+        }
+        (*entry).class_flags |= class_flags::UNREADABLE;
+        if (*entry).app == app::UNKNOWN {
+            (*entry).app = protocol;
+        }
+        (*entry).category = category;
+        (*entry).method = Method::None as u8;
+        finish(key, entry, None);
+    }
+    let _ = REASM.remove(key);
+}
+
+/// [`give_up`] from TC, where the stack is taken: the class is set without an event (the
+/// daemon reads it from the flow table).
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn mark_unreadable(key: &FlowKey, entry: *mut FlowEntry) {
+    stats::bump(Stat::Unreadable);
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        (*entry).class_flags |= class_flags::UNREADABLE;
+        (*entry).class_flags &= !class_flags::PORT_PROVISIONAL;
+        (*entry).category = protocol_category(app::UNREADABLE);
+        (*entry).method = Method::None as u8;
+        (*entry).class_state = state::DONE;
+        (*entry).policy_flags &= !policy_flags::DECIDED;
+    }
+    let _ = REASM.remove(key);
+}
+
+/// Notes what the client did to hide the flow's name; `stat` counts it.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn note_evasion(entry: *mut FlowEntry, bit: u8, stat: Stat) {
+    stats::bump(stat);
+    // SAFETY: forwarded from the caller.
+    unsafe { (*entry).evasion |= bit };
+}
+
+#[inline(always)]
+fn has_evasion(entry: *mut FlowEntry) -> bool {
+    // SAFETY: callers pass the flow's live map value.
+    unsafe { (*entry).evasion & evasion::DECEPTION != 0 }
 }
 
 #[inline(always)]
@@ -98,8 +241,17 @@ fn count_class(method: Method) {
 }
 
 /// One [`ClassifiedEvent`] into the ring buffer; counted as dropped when it is full.
+/// `second`: the name is a second version's (flagged with RECHECK for the daemon).
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn emit_classified(key: &FlowKey, entry: *mut FlowEntry, name: Option<NameRef<'_>>) {
+pub unsafe fn emit_classified(
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    name: Option<NameRef<'_>>,
+    second: bool,
+) {
     let Some(mut slot) = EVENTS.reserve_untyped::<ClassifiedEvent>(0) else {
         stats::bump(Stat::EventsDropped);
         return;
@@ -109,9 +261,13 @@ unsafe fn emit_classified(key: &FlowKey, entry: *mut FlowEntry, name: Option<Nam
     unsafe {
         (*event).kind = kind::FLOW_CLASSIFIED;
         (*event).method = (*entry).method;
-        (*event).class_flags = (*entry).class_flags & class_flags::REPORTED;
+        (*event).class_flags = ((*entry).class_flags & class_flags::REPORTED)
+            | if second { class_flags::RECHECK } else { 0 };
         (*event).category = (*entry).category;
         (*event).app = (*entry).app;
+        (*event).evasion = (*entry).evasion;
+        (*event)._pad = 0;
+        (*event).alt_category = (*entry).alt_category;
         (*event).key = *key;
         (*event).name_len = match name {
             Some(name) => copy_name(&name, &raw mut (*event).name),
@@ -121,20 +277,47 @@ unsafe fn emit_classified(key: &FlowKey, entry: *mut FlowEntry, name: Option<Nam
     slot.submit(0);
 }
 
-/// Copies the name byte by byte (a variable-offset memcpy has no BPF lowering).
+/// Copies the name byte by byte (a variable-offset memcpy has no BPF lowering), in a
+/// `bpf_loop`: a plain loop of 255 reads is walked by the verifier once per iteration.
 #[inline(always)]
 unsafe fn copy_name(name: &NameRef<'_>, dst: *mut [u8; NAME_CAP]) -> u8 {
-    let mut copied = 0usize;
-    for i in 0..NAME_CAP - 1 {
-        if i >= name.len {
-            break;
+    let Some(state) = LOOPS.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's loop state, live for the program run.
+    unsafe { (*state).copied = 0 };
+    let mut copy = CopyName {
+        name,
+        dst: dst.cast(),
+        state,
+    };
+    bounded_loop((NAME_CAP - 1) as u32, &mut copy);
+    // SAFETY: as above.
+    unsafe { (*state).copied as u8 }
+}
+
+/// One name byte into the event.
+struct CopyName<'a, 'b> {
+    name: &'a NameRef<'b>,
+    dst: *mut u8,
+    state: *mut LoopState,
+}
+
+impl LoopBody for CopyName<'_, '_> {
+    #[inline(always)]
+    fn step(&mut self, index: u32) -> ControlFlow<()> {
+        let i = index as usize;
+        if i >= self.name.len || i >= NAME_CAP - 1 {
+            return ControlFlow::Break(());
         }
-        let Some([byte]) = name.view.read::<1>(name.offset + i) else {
-            break;
+        let Some([byte]) = self.name.view.read::<1>(self.name.offset + i) else {
+            return ControlFlow::Break(());
         };
-        // SAFETY: i < NAME_CAP, inside the event's name array.
-        unsafe { (*dst)[i] = byte };
-        copied = i + 1;
+        // SAFETY: i < NAME_CAP - 1, inside the event's name array; `state` is this CPU's.
+        unsafe {
+            *self.dst.add(i) = byte;
+            (*self.state).copied = (i + 1) as u16;
+        }
+        ControlFlow::Continue(())
     }
-    copied as u8
 }

@@ -1,27 +1,34 @@
 //! UDP flows: QUIC Initials (to the daemon, which reads their server name) and BitTorrent
-//! DHT, uTP and UDP tracker datagrams.
+//! DHT, uTP and UDP tracker datagrams. A datagram the server would not take (a wrong
+//! checksum, a TTL of 1) names nothing; one that names nothing may be a peer its client
+//! learnt of.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
     programs::XdpContext,
 };
 use classifier_common::{
-    classify::{Method, app, state},
-    config::{ClassResult, Config},
+    classify::{Method, app, evasion, state},
+    config::{ClassResult, Config, checksums},
     event::{PAYLOAD_CAP, PayloadEvent, kind},
     flow::{FlowEntry, FlowKey},
     parse::{
         PacketMeta,
         bittorrent::{self, BtSignature},
         quic,
+        tcp::{ChecksumStatus, checksum},
     },
     stats::Stat,
 };
 
-use super::apply::{finish, protocol_category, set_bittorrent, set_class};
+use super::{
+    apply::{finish, known_peer, note_evasion, protocol_category, set_bittorrent, set_class},
+    checksum::{Segment, Transport, segment_status},
+};
 use crate::{
-    maps::{CLASS_RESULTS, EVENTS},
-    packet::{HelperPacket, xdp_load},
+    maps::{CLASS_RESULTS, EVENTS, SEGMENT},
+    packet::{HelperPacket, MAX_SEGMENT, load_into, xdp_load},
+    sources::{self, Quota},
     stats,
 };
 
@@ -47,6 +54,15 @@ pub unsafe fn inspect(
 ) -> u32 {
     let offset = meta.payload_offset as usize;
     let len = meta.payload_len as usize;
+    if let Some((bit, stat)) = decoy(ctx, meta, config) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            note_evasion(entry, bit, stat);
+            // Not counted as looked at: the real datagram is still to come.
+            (*entry).inspected = (*entry).inspected.saturating_sub(1);
+        }
+        return XDP_PASS;
+    }
     if quic::client_initial_version(packet, offset, len).is_some() {
         let class = ClassResult {
             category: protocol_category(app::QUIC),
@@ -57,7 +73,11 @@ pub unsafe fn inspect(
         // SAFETY: forwarded from the caller.
         unsafe {
             set_class(entry, class);
-            if config.quic_mode == classifier_common::config::quic_mode::CLASSIFY {
+            // The daemon reads a client's Initials within its quota; beyond it (a flood of
+            // fake Initials) the flow is QUIC of no known name, which the policy judges.
+            if config.quic_mode == classifier_common::config::quic_mode::CLASSIFY
+                && sources::take(&key.client_addr, Quota::Quic, config)
+            {
                 send_initial(ctx, meta, key);
                 (*entry).class_state = state::QUIC_PENDING;
                 return hold(config);
@@ -74,11 +94,59 @@ pub unsafe fn inspect(
             BtSignature::UdpTrackerConnect | BtSignature::Handshake => Method::BtTracker,
         };
         // SAFETY: forwarded from the caller.
-        unsafe { set_bittorrent(key, entry, method) };
+        unsafe {
+            set_bittorrent(key, entry, method);
+            finish(key, entry, None);
+        }
+        return XDP_PASS;
+    }
+    if known_peer(key, config) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            set_bittorrent(key, entry, Method::PeerCache);
+            finish(key, entry, None);
+        }
+        return XDP_PASS;
     }
     // SAFETY: forwarded from the caller.
     unsafe { finish(key, entry, None) };
     XDP_PASS
+}
+
+/// Why the server would not take this datagram, if it would not: a TTL or hop limit of 1
+/// (it dies at this gateway), or a wrong UDP checksum.
+#[inline(always)]
+fn decoy(ctx: &XdpContext, meta: &PacketMeta, config: &Config) -> Option<(u8, Stat)> {
+    if meta.ttl <= 1 {
+        return Some((evasion::BAD_TTL, Stat::DecoyTtl));
+    }
+    let len = meta.payload_len as usize;
+    if config.checksums == checksums::OFF || len > MAX_SEGMENT {
+        return None;
+    }
+    let staged = SEGMENT.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, live for the program run.
+    if unsafe { load_into(ctx, staged, 0, meta.payload_offset as usize, len) } != Ok(len) {
+        return None;
+    }
+    let l4_len = meta.l3_len - (meta.l4_offset - meta.l3_offset);
+    let segment = Segment {
+        transport: Transport::Udp {
+            ipv4: meta.ip_version == 4,
+        },
+        l4_offset: meta.l4_offset as usize,
+        header_len: (meta.payload_offset - meta.l4_offset) as usize,
+        pseudo_sum: checksum::pseudo_header_sum(meta, l4_len),
+        pos: 0,
+        len,
+    };
+    // SAFETY: as above.
+    let accepted = match unsafe { segment_status(ctx, &segment, staged) } {
+        ChecksumStatus::Valid => true,
+        ChecksumStatus::Offloaded => config.checksums == checksums::ALLOW_OFFLOADED,
+        ChecksumStatus::Invalid => false,
+    };
+    (!accepted).then_some((evasion::BAD_CHECKSUM, Stat::DecoyChecksum))
 }
 
 /// A later client packet of a QUIC flow whose Initial is with the daemon: apply its answer
@@ -114,8 +182,13 @@ pub unsafe fn pending(
             meta.payload_len as usize,
         );
         if initial.is_some() && (*entry).inspected < MAX_QUIC_INITIALS {
-            (*entry).inspected += 1;
-            send_initial(ctx, meta, key);
+            match decoy(ctx, meta, config) {
+                Some((bit, stat)) => note_evasion(entry, bit, stat),
+                None => {
+                    (*entry).inspected += 1;
+                    send_initial(ctx, meta, key);
+                }
+            }
         }
         if (*entry).upload.packets > MAX_QUIC_PENDING_PACKETS {
             (*entry).method = Method::Quic as u8;

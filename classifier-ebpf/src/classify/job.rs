@@ -1,19 +1,15 @@
 //! The hand-over between classification programs: this CPU's [`ClassifyJob`], the flow it
 //! is about, and the stream buffer holding the flow's first bytes.
 
-use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
-    config::{ClassifyJob, StreamBuf},
-    flow::FlowEntry,
-    stats::Stat,
+    config::{ClassifyJob, StreamBuf, job_buffer, tail},
+    flow::{FlowEntry, FlowKey},
 };
 
 use crate::{
-    maps::{CLASSIFIERS, FLOWS, JOBS, REASM, SCRATCH},
-    stats,
+    maps::{CLASSIFIERS, DEFRAG, FLOWS, JOBS, REASM, SCRATCH},
+    packet::StreamView,
 };
 
 /// This CPU's job, its flow's entry and its stream buffer, all live for the program run.
@@ -29,9 +25,9 @@ impl Job {
     pub fn current() -> Option<Self> {
         let job = JOBS.get_ptr_mut(0)?;
         // SAFETY: `job` is this CPU's map value; the key is copied out of it.
-        let (key, in_reassembly) = unsafe { ((*job).key, (*job).in_reassembly) };
+        let (key, buffer) = unsafe { ((*job).key, (*job).buffer) };
         let entry = FLOWS.get_ptr_mut(key)?;
-        let buf = if in_reassembly != 0 {
+        let buf = if buffer == job_buffer::REASSEMBLY {
             REASM.get_ptr_mut(key)?
         } else {
             SCRATCH.get_ptr_mut(0)?
@@ -39,70 +35,52 @@ impl Job {
         Some(Self { job, entry, buf })
     }
 
-    /// Whether the bytes are in the flow's reassembly entry.
+    /// The flow's key.
     #[inline(always)]
-    pub fn in_reassembly(&self) -> bool {
+    pub fn key(&self) -> FlowKey {
         // SAFETY: live map value (see `current`).
-        unsafe { (*self.job).in_reassembly != 0 }
+        unsafe { (*self.job).key }
     }
 
-    /// The verdict for the packet being classified, under the flow's class so far: a
-    /// ClientHello that makes its flow blocked is itself dropped.
+    /// The stream bytes held in order.
     #[inline(always)]
-    pub fn verdict(&self) -> u32 {
-        // SAFETY: live map values (see `current`).
-        let blocked = unsafe {
-            let job = &*self.job;
-            crate::enforce::blocks(&job.key, self.entry, job.packet_l3_len as u64)
-        };
-        if blocked { XDP_DROP } else { XDP_PASS }
+    pub fn stream(&self) -> StreamView {
+        // SAFETY: live map value (see `current`).
+        unsafe { StreamView::of(self.buf) }
     }
 
-    /// [`Job::verdict`], and for a fail-fast block of a TCP flow the packet turned into a
-    /// reset to the client (XDP_TX): the packet that named a blocked site ends the visit.
+    /// The bytes the job's name offsets point into: the joined records, or the stream.
     #[inline(always)]
-    pub fn verdict_answering(&self, ctx: &aya_ebpf::programs::XdpContext) -> u32 {
-        use classifier_common::parse::{PacketMeta, Parsed, parse_headers};
-        let mut meta = PacketMeta::default();
-        if parse_headers(&crate::packet::DirectPacket::xdp(ctx), &mut meta) != Ok(Parsed::Ip) {
-            return self.verdict();
-        }
-        // SAFETY: live map values (see `current`).
+    pub fn name_view(&self) -> Option<StreamView> {
+        // SAFETY: live map values (see `current`; DEFRAG is this CPU's).
         unsafe {
-            let job = &*self.job;
-            crate::enforce::upload_action(ctx, &meta, &job.key, self.entry)
-        }
-    }
-
-    /// Drops the flow's reassembly entry once classification is over.
-    #[inline(always)]
-    pub fn release_buffer(&self, completed: bool) {
-        if self.in_reassembly() {
-            // SAFETY: live map value (see `current`).
-            let _ = REASM.remove(unsafe { (*self.job).key });
-            if completed {
-                stats::bump(Stat::Reassembled);
+            if (*self.job).joined != 0 {
+                let joined = DEFRAG.get_ptr_mut(0)?;
+                Some(StreamView::with_len(
+                    joined,
+                    (*self.job).joined_len as usize,
+                ))
+            } else {
+                Some(StreamView::of(self.buf))
             }
         }
     }
 }
 
-/// Sets this CPU's job for the flow `key`, whose current packet has `l3_len` bytes.
+/// Sets this CPU's job for the flow `key`, whose current packet has `l3_len` bytes, and
+/// returns it for the caller to fill in.
 #[inline(always)]
-pub fn start(key: &classifier_common::flow::FlowKey, in_reassembly: bool, l3_len: u16) -> bool {
-    let Some(job) = JOBS.get_ptr_mut(0) else {
-        return false;
-    };
+pub fn start(key: &FlowKey, l3_len: u16) -> Option<*mut ClassifyJob> {
+    let job = JOBS.get_ptr_mut(0)?;
     // SAFETY: this CPU's map value.
     unsafe {
         *job = ClassifyJob {
             key: *key,
-            in_reassembly: in_reassembly as u8,
             packet_l3_len: l3_len,
             ..ClassifyJob::default()
         };
     }
-    true
+    Some(job)
 }
 
 /// Continues in classification program `index`; returns only if that failed (no such
@@ -112,4 +90,13 @@ pub fn hand_over(ctx: &XdpContext, index: u32) -> u32 {
     // SAFETY: a tail call does not return on success; on failure we just pass the packet.
     unsafe { CLASSIFIERS.tail_call(ctx, index) };
     XDP_PASS
+}
+
+/// Ends classification of this packet: `enforce_upload` gives its verdict under the flow's
+/// class so far (a ClientHello that makes its flow blocked is itself dropped, or answered
+/// with a reset). One program does that for every classifier, so that none of them carries
+/// the verdict and reset code for the verifier to walk again.
+#[inline(always)]
+pub fn verdict(ctx: &XdpContext) -> u32 {
+    hand_over(ctx, tail::ENFORCE)
 }

@@ -1,72 +1,99 @@
 //! Classification of client → server packets, run (by tail call from the fast path) only
-//! for flows whose class is not settled yet.
+//! for flows whose class is not settled yet, and for a named TCP flow's next segments.
 //!
-//! A flow's `class_state` walks INSPECTING → (REASSEMBLING | QUIC_PENDING) → DONE:
-//! - first look (any packet): the BitTorrent peer cache, then a port rule (provisional);
-//! - first payload: TCP → BitTorrent handshake, TLS ClientHello, HTTP request (collected
-//!   over in-order segments when split); UDP → QUIC Initial (to the daemon), BitTorrent
-//!   DHT / uTP / UDP tracker;
+//! A flow's `class_state` walks INSPECTING → (REASSEMBLING | QUIC_PENDING) → (WATCH) → DONE:
+//! - first look (any packet): a port rule (provisional: a name replaces it);
+//! - TCP: the SYN's facts; each data segment the server would take (decoys name nothing) is
+//!   placed by sequence number in a stream buffer, and the first bytes read as a BitTorrent
+//!   handshake, a TLS ClientHello (over segments and records) or an HTTP request;
+//!   first bytes that name nothing: the client's peer cache, then later segments one by
+//!   one for a BitTorrent handshake;
+//! - UDP: QUIC Initial (to the daemon), BitTorrent DHT / uTP / UDP tracker, the peer cache;
+//! - WATCH (TCP, named): a segment over the named bytes is read as a second version;
+//! - IP fragments carrying a first payload: unreadable (TCP, QUIC), noted (other UDP);
 //! - DONE: the fast path only counts.
+//!
+//! What looks like TLS or HTTP but cannot be read gets the policy's `unreadable` category.
 
 pub mod apply;
+mod checksum;
 mod datagram;
 mod job;
 mod name;
 mod stream;
+mod tcp;
 pub mod tracker;
 
 pub use name::name_lookup;
-pub use stream::{parse_http, parse_tls};
+pub use stream::{parse_http, parse_tls, parse_tls_records, stream_segment};
 
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
-    classify::{Method, app, class_flags, state},
-    config::{Config, PeerKey, PortKey},
+    classify::{Method, app, class_flags, evasion, state},
+    config::{Config, PortKey},
     flow::{FlowEntry, FlowKey, flow_flags, ip_proto},
-    parse::{PacketMeta, Parsed, parse_headers},
+    parse::{PacketMeta, Parsed, headers::fragment, parse_headers},
 };
 
-use self::apply::{finish, set_bittorrent, set_class};
+use self::apply::{finish, give_up, set_class};
 use crate::{
-    flows::{Direction, flow_key, now_ns},
-    maps::{CONFIG, FLOWS, PEERS, PORTS},
+    flows::{Direction, flow_key},
+    maps::{CONFIG, FLOWS, PACKET, PORTS},
     packet::{DirectPacket, HelperPacket},
 };
+
+/// UDP port of QUIC (HTTP/3): names travel in its Initials.
+const QUIC_PORT: u16 = 443;
 
 /// The `classify_upload` program: re-parses the packet (a tail call passes only the
 /// context), finds its flow, and moves the flow's classification on.
 #[inline(always)]
 pub fn classify_upload(ctx: &XdpContext) -> u32 {
+    let Some(meta) = PACKET.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: this CPU's value, live for the program run.
+    let meta = unsafe { &mut *meta };
+    *meta = PacketMeta::default();
+    if parse_headers(&DirectPacket::xdp(ctx), meta) != Ok(Parsed::Ip) {
+        return XDP_PASS;
+    }
+    let key = flow_key(meta, Direction::Upload);
+    let Some(entry) = FLOWS.get_ptr_mut(key) else {
+        return XDP_PASS;
+    };
+    let Some(config) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: `entry` is the flow's map value, live for this program run.
+    let verdict = unsafe { classify(ctx, meta, &key, entry, config) };
+    if verdict != XDP_PASS {
+        return verdict; // a QUIC flow held while its name is read
+    }
+    job::verdict(ctx)
+}
+
+/// The `enforce_upload` program: the packet's verdict under its flow's class so far, the
+/// last step of every classification (tail call).
+#[inline(always)]
+pub fn enforce_upload(ctx: &XdpContext) -> u32 {
     let mut meta = PacketMeta::default();
     if parse_headers(&DirectPacket::xdp(ctx), &mut meta) != Ok(Parsed::Ip) {
         return XDP_PASS;
     }
-    let packet = HelperPacket::new(ctx);
     let key = flow_key(&meta, Direction::Upload);
     let Some(entry) = FLOWS.get_ptr_mut(key) else {
         return XDP_PASS;
     };
-    let config = CONFIG.get(0).copied().unwrap_or_default();
-    // SAFETY: `entry` is the flow's map value, live for this program run.
-    let verdict = unsafe {
-        match (*entry).class_state {
-            state::INSPECTING => inspect(ctx, &packet, &meta, &key, entry, &config),
-            state::REASSEMBLING => stream::continue_reassembly(ctx, &meta, &key, entry),
-            state::QUIC_PENDING => datagram::pending(ctx, &packet, &meta, &key, entry, &config),
-            _ => XDP_PASS,
-        }
-    };
-    if verdict != XDP_PASS {
-        return verdict; // a QUIC flow held while its name is read
-    }
-    // SAFETY: as above.
+    // SAFETY: the flow's map value, live for this program run.
     unsafe { crate::enforce::upload_action(ctx, &meta, &key, entry) }
 }
 
+/// # Safety
+/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn inspect(
+unsafe fn classify(
     ctx: &XdpContext,
-    packet: &HelperPacket<'_>,
     meta: &PacketMeta,
     key: &FlowKey,
     entry: *mut FlowEntry,
@@ -74,46 +101,90 @@ unsafe fn inspect(
 ) -> u32 {
     // SAFETY: forwarded from the caller.
     unsafe {
-        if (*entry).class_flags & class_flags::FIRST_LOOK_DONE == 0 {
-            first_look(key, entry, config);
-            if (*entry).class_state == state::DONE {
-                return XDP_PASS;
+        if meta.fragment != fragment::NONE && fragmented(meta, key, entry) {
+            return XDP_PASS;
+        }
+        if meta.protocol == ip_proto::TCP {
+            // The SYN of a new connection on a settled flow's addresses goes first, so that
+            // the port rules are looked at again for it.
+            if (*entry).class_flags & class_flags::FIRST_LOOK_DONE == 0 {
+                first_look(key, entry);
             }
+            return tcp::classify_segment(ctx, meta, key, entry, config);
+        }
+        match (*entry).class_state {
+            state::INSPECTING => {}
+            state::QUIC_PENDING => {
+                let packet = HelperPacket::new(ctx);
+                return datagram::pending(ctx, &packet, meta, key, entry, config);
+            }
+            _ => return XDP_PASS,
+        }
+        if (*entry).class_flags & class_flags::FIRST_LOOK_DONE == 0 {
+            first_look(key, entry);
         }
         if meta.payload_len == 0 {
-            return XDP_PASS; // handshake and bare ACKs: wait for payload
+            return XDP_PASS;
         }
         (*entry).inspected = (*entry).inspected.saturating_add(1);
-        let verdict = match meta.protocol {
-            ip_proto::TCP => stream::inspect_first(ctx, packet, meta, key, entry),
-            ip_proto::UDP => datagram::inspect(ctx, packet, meta, key, entry, config),
-            _ => {
+        if meta.protocol == ip_proto::UDP {
+            let packet = HelperPacket::new(ctx);
+            let verdict = datagram::inspect(ctx, &packet, meta, key, entry, config);
+            if (*entry).class_state == state::INSPECTING
+                && (*entry).inspected >= config.max_inspected
+            {
                 finish(key, entry, None);
-                XDP_PASS
             }
-        };
-        if (*entry).class_state == state::INSPECTING && (*entry).inspected >= config.max_inspected {
-            finish(key, entry, None);
+            return verdict;
         }
-        verdict
+        finish(key, entry, None);
+        XDP_PASS
     }
 }
 
-/// Before any payload: a peer the cache knows makes the flow BitTorrent at once; a port
-/// rule gives a provisional class that a name may still replace.
+/// A first fragment of a flow still being classified: its payload is cut, so a TCP stream
+/// or a QUIC datagram carried this way cannot be read (the flow is unreadable, which the
+/// policy judges); other UDP is read as far as the fragment goes. Returns whether that
+/// settled the packet.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn first_look(key: &FlowKey, entry: *mut FlowEntry, config: &Config) {
+unsafe fn fragmented(meta: &PacketMeta, key: &FlowKey, entry: *mut FlowEntry) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let settled = (*entry).class_state == state::DONE || (*entry).class_state == state::WATCH;
+        if settled {
+            return true;
+        }
+        // (Counted as a first fragment where the fast path saw it.)
+        (*entry).evasion |= evasion::FRAGMENTED;
+        let named_by_payload = meta.protocol == ip_proto::TCP
+            || (meta.protocol == ip_proto::UDP && key.server_port == QUIC_PORT);
+        if named_by_payload {
+            let protocol = if meta.protocol == ip_proto::TCP {
+                app::TLS
+            } else {
+                app::QUIC
+            };
+            give_up(key, entry, protocol);
+            return true;
+        }
+        false
+    }
+}
+
+/// Before any payload: a port rule gives a provisional class that a name may still
+/// replace. (The BitTorrent peer cache is asked only once the flow's first bytes name
+/// nothing: a name always wins.)
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+unsafe fn first_look(key: &FlowKey, entry: *mut FlowEntry) {
     // SAFETY: forwarded from the caller.
     unsafe {
         (*entry).class_flags |= class_flags::FIRST_LOOK_DONE;
-        if let Some(seen) = PEERS.get_ptr(PeerKey::server_of(key)) {
-            let age = now_ns().saturating_sub(*seen);
-            if age < config.peer_ttl_secs as u64 * 1_000_000_000 {
-                set_bittorrent(key, entry, Method::PeerCache);
-                finish(key, entry, None);
-                return;
-            }
-        }
         // The port that names the service: the server's, or for a flow the other side
         // opened (an inbound peer), the LAN client's own listening port.
         let port = if (*entry).flags & flow_flags::STARTED_DOWNSTREAM != 0 {

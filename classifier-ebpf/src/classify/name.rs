@@ -5,52 +5,109 @@ use core::ops::ControlFlow;
 
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
-    classify::{Method, app},
+    classify::{Method, app, class_flags},
     config::ClassResult,
     domain::{DomainEntry, MAX_NAME_LEN, SuffixHash},
-    flow::FlowEntry,
+    flow::{FlowEntry, FlowKey},
     parse::PacketBytes,
+    stats::Stat,
 };
 
 use super::{
-    apply::{NameRef, finish, set_bittorrent, set_class},
-    job::Job,
+    apply::{
+        NameRef, emit_classified, finish, finish_stream, second_category, set_bittorrent, set_class,
+    },
+    job::{self, Job},
 };
 use crate::{
     bounded_loop::{LoopBody, bounded_loop},
-    maps::DOMAINS,
+    maps::{DOMAINS, LOOPS, LoopState},
     packet::StreamView,
+    stats,
 };
 
-/// Classifies the job's flow by the name the parser found, and finishes it.
+/// Classifies the job's flow by the name the parser found, and finishes it; or, for a
+/// second version of bytes already named, compares the names and lets a different one add
+/// its category to the verdict.
 #[inline(always)]
 pub fn name_lookup(ctx: &XdpContext) -> u32 {
     let Some(job) = Job::current() else {
         return XDP_PASS;
     };
+    let Some(view) = job.name_view() else {
+        return XDP_PASS;
+    };
     // SAFETY: the job's values are live for this program run.
     unsafe {
         let found = *job.job;
-        let view = StreamView::of(job.buf);
         let name = NameRef {
             view: &view,
             offset: found.name_offset as usize,
             len: found.name_len as usize,
         };
+        let looked_up = lookup(&name);
+        if (*job.entry).class_flags & class_flags::RECHECK != 0 {
+            second_version(&found.key, job.entry, &name, &looked_up);
+            return job::verdict(ctx);
+        }
         if found.tracker != 0 {
             set_bittorrent(&found.key, job.entry, Method::BtTracker);
+            finish(&found.key, job.entry, Some(name));
+            let _ = crate::maps::REASM.remove(found.key);
         } else {
             classify_by_name(
                 job.entry,
-                &name,
+                &looked_up,
                 Method::from_u8(found.method),
                 found.protocol_app,
             );
+            finish_stream(
+                &found.key,
+                job.entry,
+                Some(name),
+                found.parsed_end,
+                looked_up.hash,
+            );
         }
-        finish(&found.key, job.entry, Some(name));
-        job.release_buffer(true);
+        if found.joined != 0 {
+            stats::bump(Stat::RecordsJoined);
+        }
     }
-    job.verdict_answering(ctx)
+    job::verdict(ctx)
+}
+
+/// A second version of the named bytes named `looked_up`: the same name is a
+/// retransmission; another one is an evasion attempt, and its category (or, unlisted,
+/// none) joins the verdict, and the daemon hears of it.
+#[inline(always)]
+unsafe fn second_version(
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    name: &NameRef<'_>,
+    looked_up: &Looked,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if looked_up.hash == (*entry).name_hash {
+            (*entry).class_flags &= !class_flags::RECHECK;
+            return;
+        }
+        let category = match looked_up.listed {
+            Some(listed) => listed.category,
+            None => (*entry).category,
+        };
+        second_category(entry, category);
+        emit_classified(
+            key,
+            entry,
+            Some(NameRef {
+                view: name.view,
+                offset: name.offset,
+                len: name.len,
+            }),
+            true,
+        );
+    }
 }
 
 /// The flow's class from its name: the listed domain's category and application, or, for
@@ -58,13 +115,13 @@ pub fn name_lookup(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 unsafe fn classify_by_name(
     entry: *mut FlowEntry,
-    name: &NameRef<'_>,
+    looked_up: &Looked,
     method: Method,
     protocol: u16,
 ) {
     // SAFETY: forwarded from the caller.
     let current = unsafe { (*entry).category };
-    let class = match lookup(name) {
+    let class = match looked_up.listed {
         Some(listed) => ClassResult {
             category: listed.category,
             app: if listed.app != app::UNKNOWN {
@@ -86,40 +143,70 @@ unsafe fn classify_by_name(
     unsafe { set_class(entry, class) };
 }
 
+/// What a name looked up to: its longest listed suffix's entry, and the name's own hash
+/// (to tell it from another name).
+struct Looked {
+    listed: Option<DomainEntry>,
+    hash: u32,
+}
+
 /// Looks every label-aligned suffix of the name up in `DOMAINS`, shortest first, and keeps
 /// the last (longest) match. A trailing dot is ignored; letters match in any case.
 #[inline(always)]
-fn lookup(name: &NameRef<'_>) -> Option<DomainEntry> {
+fn lookup(name: &NameRef<'_>) -> Looked {
     let mut len = name.len;
     if len == 0 || len > MAX_NAME_LEN {
-        return None;
+        return Looked {
+            listed: None,
+            hash: 0,
+        };
     }
     if name.view.read::<1>(name.offset + len - 1) == Some([b'.']) {
         len -= 1;
+    }
+    let Some(state) = LOOPS.get_ptr_mut(0) else {
+        return Looked {
+            listed: None,
+            hash: 0,
+        };
+    };
+    // SAFETY: this CPU's loop state, live for the program run.
+    unsafe {
+        (*state).suffix = SuffixHash::new();
+        (*state).found = 0;
     }
     let mut walk = SuffixWalk {
         view: name.view,
         last: name.offset + len - 1,
         len,
-        hash: SuffixHash::new(),
-        best: None,
+        state,
     };
     bounded_loop(MAX_NAME_LEN as u32, &mut walk);
+    // SAFETY: as above.
+    let (hash, best) = unsafe {
+        let best = ((*state).found != 0).then_some((*state).best);
+        ((*state).suffix, best)
+    };
     // The whole name is the longest suffix of all.
-    match find(&walk.hash) {
+    let listed = match find(&hash) {
         Some(found) => Some(found),
-        None => walk.best,
+        None => best,
+    };
+    // Never 0, which stands for "no name" in the flow entry.
+    Looked {
+        listed,
+        hash: (hash.key as u32) | 1,
     }
 }
 
-/// The name read right to left; at each dot, the suffix to its right is looked up.
+/// The name read right to left; at each dot, the suffix to its right is looked up. The
+/// running hash and the best match are in this CPU's `LOOPS`.
 struct SuffixWalk<'a> {
     view: &'a StreamView,
     /// Offset of the name's last byte.
     last: usize,
     len: usize,
-    hash: SuffixHash,
-    best: Option<DomainEntry>,
+    state: *mut LoopState,
 }
 
 impl LoopBody for SuffixWalk<'_> {
@@ -132,12 +219,17 @@ impl LoopBody for SuffixWalk<'_> {
         let Some([byte]) = self.view.read::<1>(self.last - index) else {
             return ControlFlow::Break(());
         };
-        if byte == b'.'
-            && let Some(found) = find(&self.hash)
-        {
-            self.best = Some(found);
+        // SAFETY: this CPU's loop state (see `lookup`).
+        unsafe {
+            let state = &mut *self.state;
+            if byte == b'.'
+                && let Some(found) = find(&state.suffix)
+            {
+                state.best = found;
+                state.found = 1;
+            }
+            state.suffix.push(byte);
         }
-        self.hash.push(byte);
         ControlFlow::Continue(())
     }
 }

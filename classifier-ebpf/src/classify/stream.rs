@@ -1,136 +1,491 @@
-//! TCP flows: the client's first bytes as a TLS ClientHello or an HTTP request, collected
-//! over in-order segments when they do not fit one.
+//! TCP flows: the client's first bytes as a TLS ClientHello or an HTTP request, however the
+//! client cut, ordered or wrapped them.
 //!
-//! `classify_upload` copies payload into a stream buffer (this CPU's scratch for a first
-//! segment, the flow's REASM entry for later ones) and hands over to `parse_tls` or
-//! `parse_http`, which either wait for more, give up, or hand a found name to `name_lookup`.
+//! `stream_segment` places each segment by its sequence number in a stream buffer (this
+//! CPU's scratch while one segment may settle it, the flow's REASM entry once more are
+//! needed), after checking its checksum; bytes that overlap bytes already held are
+//! compared, and a difference is two versions of the stream. When the in-order prefix
+//! grows, the first bytes tell the protocol and the parser runs on the whole prefix:
+//! `parse_tls` (`parse_tls_records` for a handshake spread over records) or `parse_http`,
+//! which wait for more, give up (the flow is then unreadable, a class the policy judges),
+//! or hand a found name to `name_lookup`.
 
-use core::ops::ControlFlow;
+use core::{ffi::c_void, ops::ControlFlow};
 
-use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{bpf_dynptr, xdp_action::XDP_PASS},
+    helpers::generated::{bpf_dynptr_from_mem, bpf_dynptr_read},
+    programs::XdpContext,
+};
 use classifier_common::{
-    classify::{Method, app, class_flags, state},
-    config::{Config, STREAM_CAP, stream_kind, tail},
+    classify::{Method, app, class_flags, evasion, state},
+    config::{
+        ClassifyJob, Config, MAX_STREAM_SEGMENTS, STREAM_CAP, StreamBuf, job_buffer, stream_kind,
+        tail,
+    },
     flow::{FlowEntry, FlowKey},
     parse::{
-        PacketBytes, PacketMeta, bittorrent,
+        PacketBytes, bittorrent,
         http::{self, HttpStatus, Request, RequestScanner},
-        tls::{self, ClientHello, TlsStatus},
+        tcp::ChecksumStatus,
+        tls::{
+            self, ClientHello, MAX_RECORDS, RecordPlan, RecordWalk, RecordsStatus, TlsStatus,
+            Unparsable,
+        },
     },
     stats::Stat,
+    stream::Coverage,
 };
 
 use super::{
-    apply::{finish, set_bittorrent},
+    apply::{
+        finish, finish_stream, give_up, known_peer, note_evasion, second_category, set_bittorrent,
+    },
+    checksum::{Segment, Transport, segment_status},
     job::{self, Job},
 };
 use crate::{
     bounded_loop::{LoopBody, bounded_loop},
-    maps::{CONFIG, REASM, SCRATCH},
-    packet::{HelperPacket, StreamView, append_from_xdp},
+    maps::{CONFIG, DEFRAG, FLOWS, JOBS, LOOPS, LoopState, REASM, SCRATCH, SCRATCH_KEYS, SEGMENT},
+    packet::{MAX_SEGMENT, StreamView, load_into, verifier_opaque},
+    sources::{self, Quota},
     stats,
 };
 
-/// The client's first payload segment: a BitTorrent handshake, or the start of a TLS
-/// ClientHello or HTTP request, handed to its parser.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
+/// The `stream_segment` program: the job's segment into the flow's stream buffer, then on
+/// to a parser when the in-order bytes grew.
 #[inline(always)]
-pub unsafe fn inspect_first(
-    ctx: &XdpContext,
-    packet: &HelperPacket<'_>,
-    meta: &PacketMeta,
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-) -> u32 {
-    let offset = meta.payload_offset as usize;
-    let len = meta.payload_len as usize;
-    if bittorrent::tcp_signature(packet, offset, len).is_some() {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            set_bittorrent(key, entry, Method::BtHandshake);
-            finish(key, entry, None);
-        }
-        return XDP_PASS;
-    }
-    // A TLS handshake record (type 22, version 3.x), or three capitals of an HTTP method:
-    // random bytes (an MSE exchange) then rarely pass for either.
-    let kind = match packet.read::<3>(offset) {
-        Some([0x16, 0x03, _]) => stream_kind::TLS,
-        Some(start) if start.iter().all(u8::is_ascii_uppercase) => stream_kind::HTTP,
-        // Anything else (SSH, a 1-byte segment, a BitTorrent encryption (MSE) exchange...):
-        // nothing to read here, but keep looking at the next few client packets (the caller
-        // stops at `max_inspected`): aria2 and others send the plaintext handshake after an
-        // MSE exchange that settled on no encryption.
-        _ => return XDP_PASS,
-    };
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+pub fn stream_segment(ctx: &XdpContext) -> u32 {
+    let Some(job) = JOBS.get_ptr_mut(0) else {
         return XDP_PASS;
     };
-    // SAFETY: `buf` is this CPU's scratch value, `entry` the flow's; both live for the run.
-    unsafe {
-        (*buf).len = 0;
-        (*buf).kind = kind;
-        (*buf).next_seq = meta.tcp_seq.wrapping_add(len as u32);
-        if append_from_xdp(ctx, buf, offset, len).is_err() || !job::start(key, false, meta.l3_len) {
-            finish(key, entry, None);
-            return XDP_PASS;
-        }
-    }
-    job::hand_over(ctx, parser_for(kind))
+    // SAFETY: this CPU's job value, copied out.
+    let work = unsafe { *job };
+    let Some(entry) = FLOWS.get_ptr_mut(work.key) else {
+        return XDP_PASS;
+    };
+    let Some(config) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: `job` and `entry` are live map values for this program run.
+    unsafe { place_segment(ctx, job, &work, entry, config) }
 }
 
-/// A later segment of a flow being reassembled: appended if it is the next in sequence,
-/// then parsed again.
-///
+/// Where a segment leaves the flow's classification.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing more to do for this packet: give its verdict.
+    Verdict,
+    /// The in-order bytes grew (or a conflict changed them): read them.
+    Read,
+    /// Nothing new in order: keep the buffer and wait for more.
+    Wait,
+    /// The bytes cannot be read within bounds: the flow is unreadable.
+    Unreadable,
+}
+
 /// # Safety
-/// `entry` must point to the flow's live map value.
+/// `job` and `entry` must point to live map values.
 #[inline(always)]
-pub unsafe fn continue_reassembly(
+unsafe fn place_segment(
     ctx: &XdpContext,
-    meta: &PacketMeta,
-    key: &FlowKey,
+    job: *mut ClassifyJob,
+    work: &ClassifyJob,
     entry: *mut FlowEntry,
+    config: &Config,
 ) -> u32 {
-    let len = meta.payload_len as usize;
-    let Some(buf) = REASM.get_ptr_mut(key) else {
-        // Evicted under load: what we had is gone.
+    let key = work.key;
+    // SAFETY: forwarded from the caller.
+    let (class_state, recheck) = unsafe {
+        (
+            (*entry).class_state,
+            (*entry).class_flags & class_flags::RECHECK != 0,
+        )
+    };
+    // The flow's buffer, or this CPU's scratch for a first segment (or a second version
+    // of bytes that were read from one segment).
+    let (buf, buffer) = match REASM.get_ptr_mut(key) {
+        Some(buf) => (buf, job_buffer::REASSEMBLY),
+        None => {
+            let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+                return XDP_PASS;
+            };
+            // SAFETY: this CPU's scratch value.
+            unsafe {
+                (*scratch).coverage = Coverage::default();
+                (*scratch).segments = 0;
+                (*scratch).kind = stream_kind::UNKNOWN;
+            }
+            (scratch, job_buffer::SCRATCH)
+        }
+    };
+    // SAFETY: this CPU's job value.
+    unsafe { (*job).buffer = buffer };
+    let next = if class_state == state::REASSEMBLING && buffer == job_buffer::SCRATCH {
+        // Evicted under load: what we had is gone, and nothing may pass unread.
         stats::bump(Stat::ReassemblyLost);
-        // SAFETY: forwarded from the caller.
-        unsafe { give_up(key, entry, stream_kind::TLS) };
-        return XDP_PASS;
+        Next::Unreadable
+    } else {
+        // SAFETY: `buf` and `entry` are live map values (above, and the caller).
+        unsafe { place(ctx, work, entry, buf, config) }
     };
-    if len == 0 {
-        return XDP_PASS;
-    }
-    // SAFETY: `buf` is the flow's reassembly value, `entry` its flow value.
+    // SAFETY: as above.
+    let next = match next {
+        Next::Read => unsafe { dispatch(&key, entry, buf, config, recheck) },
+        other => other,
+    };
+    // SAFETY: as above.
     unsafe {
-        let kind = (*buf).kind;
-        let gap = meta.tcp_seq.wrapping_sub((*buf).next_seq) as i32;
-        if gap < 0 {
-            return XDP_PASS; // a retransmission of bytes we already have
+        match next {
+            Next::Read => {
+                let kind = (*buf).kind;
+                return job::hand_over(
+                    ctx,
+                    if kind == stream_kind::TLS {
+                        tail::PARSE_TLS
+                    } else {
+                        tail::PARSE_HTTP
+                    },
+                );
+            }
+            Next::Wait => {
+                if !keep(&key, entry, buf, buffer, config, recheck) {
+                    give_up(&key, entry, kind_protocol((*buf).kind));
+                }
+            }
+            Next::Unreadable => give_up(&key, entry, kind_protocol((*buf).kind)),
+            Next::Verdict => {}
         }
-        if gap > 0 || append_from_xdp(ctx, buf, meta.payload_offset as usize, len).is_err() {
-            // A segment went missing or came out of order, or the buffer is full.
-            let _ = REASM.remove(key);
-            give_up(key, entry, kind);
-            return XDP_PASS;
+    }
+    job::verdict(ctx)
+}
+
+/// Places the segment described by `work` in `buf`: checks its checksum, compares what it
+/// overlaps, copies it, and marks its bytes held.
+///
+/// # Safety
+/// `entry` and `buf` must point to live map values.
+#[inline(always)]
+unsafe fn place(
+    ctx: &XdpContext,
+    work: &ClassifyJob,
+    entry: *mut FlowEntry,
+    buf: *mut StreamBuf,
+    config: &Config,
+) -> Next {
+    let start = work.stream_offset as usize;
+    let len = if (work.payload_len as usize) < MAX_SEGMENT {
+        work.payload_len as usize
+    } else {
+        MAX_SEGMENT
+    };
+    let end = start + len;
+    let held_end = if end < STREAM_CAP { end } else { STREAM_CAP };
+    // SAFETY: forwarded from the caller.
+    let overlapping = unsafe {
+        (*buf)
+            .coverage
+            .overlaps(start as u16, held_end as u16)
+            .any()
+    };
+    // A segment over bytes already held is copied aside first: its bytes are compared with
+    // those held, and only placed once its checksum says the server takes it. Otherwise it
+    // goes straight in place, marked held only once its checksum holds.
+    let Some(staged) = SEGMENT.get_ptr_mut(0) else {
+        return Next::Verdict;
+    };
+    let (copy, pos) = if overlapping {
+        (staged, 0)
+    } else {
+        (buf, start)
+    };
+    // SAFETY: both live map values (above, and the caller).
+    if unsafe { load_into(ctx, copy, pos, work.payload_offset as usize, len) } != Ok(len) {
+        return Next::Verdict;
+    }
+    // A segment longer than the classifier copies (jumbo frames, GRO in generic mode)
+    // cannot be summed: its checksum is not checked.
+    let check = config.checksums != classifier_common::config::checksums::OFF
+        && (work.payload_len as usize) <= MAX_SEGMENT;
+    let segment = Segment {
+        transport: Transport::Tcp,
+        l4_offset: work.l4_offset as usize,
+        header_len: work.l4_header_len as usize,
+        pseudo_sum: work.pseudo_sum as u64,
+        pos,
+        len,
+    };
+    // SAFETY: as above.
+    if check && !accepted(unsafe { segment_status(ctx, &segment, copy) }, config) {
+        // SAFETY: forwarded from the caller.
+        unsafe { note_evasion(entry, evasion::BAD_CHECKSUM, Stat::DecoyChecksum) };
+        return Next::Verdict;
+    }
+    // SAFETY: as above.
+    let conflict = overlapping && unsafe { differs(staged, buf, start, held_end) };
+    // SAFETY: as above.
+    if overlapping
+        && unsafe { load_into(ctx, buf, start, work.payload_offset as usize, len) } != Ok(len)
+    {
+        return Next::Verdict;
+    }
+    // SAFETY: `buf` and `entry` are live (caller).
+    unsafe {
+        let Ok(grew) = (*buf).coverage.add(start as u16, held_end as u16) else {
+            return Next::Unreadable; // more gaps than the buffer keeps track of
+        };
+        (*buf).segments = (*buf).segments.saturating_add(1);
+        (*entry).held = (*buf).coverage.prefix;
+        if (*buf).coverage.has_pieces() && (*entry).evasion & evasion::REORDERED == 0 {
+            note_evasion(entry, evasion::REORDERED, Stat::Reordered);
         }
-        (*buf).next_seq = (*buf).next_seq.wrapping_add(len as u32);
-        (*entry).inspected = (*entry).inspected.saturating_add(1);
-        if !job::start(key, true, meta.l3_len) {
-            return XDP_PASS;
+        if (*buf).segments > MAX_STREAM_SEGMENTS {
+            return Next::Unreadable;
         }
-        job::hand_over(ctx, parser_for(kind))
+        if conflict {
+            stats::bump(Stat::StreamConflicts);
+            (*entry).evasion |= evasion::CONFLICT;
+            if (*entry).class_flags & class_flags::RECHECK == 0 {
+                // Two versions before any name was read: the later one is parsed, and
+                // the flow answers to the `unreadable` category as well.
+                second_category(entry, super::apply::protocol_category(app::UNREADABLE));
+            }
+            return Next::Read;
+        }
+        if grew { Next::Read } else { Next::Wait }
     }
 }
 
-fn parser_for(kind: u8) -> u32 {
-    if kind == stream_kind::TLS {
-        tail::PARSE_TLS
+/// Whether a checksum lets the segment count: valid, or left for the sender's NIC where the
+/// interface carries such segments (a veth from a local sender).
+#[inline(always)]
+fn accepted(status: ChecksumStatus, config: &Config) -> bool {
+    match status {
+        ChecksumStatus::Valid => true,
+        ChecksumStatus::Offloaded => {
+            config.checksums == classifier_common::config::checksums::ALLOW_OFFLOADED
+        }
+        ChecksumStatus::Invalid => false,
+    }
+}
+
+/// Whether the staged segment (its byte 0 at stream offset `start`, up to `end`) differs
+/// from the bytes `buf` holds already anywhere in that range.
+///
+/// # Safety
+/// `staged` and `buf` must point to live map values.
+#[inline(always)]
+unsafe fn differs(
+    staged: *const StreamBuf,
+    buf: *const StreamBuf,
+    start: usize,
+    end: usize,
+) -> bool {
+    let Some(state) = LOOPS.get_ptr_mut(0) else {
+        return true; // cannot compare: treat as two versions, the stricter reading
+    };
+    // SAFETY: this CPU's loop state, live for the program run.
+    unsafe { (*state).differ = 0 };
+    let mut compare = Compare {
+        // SAFETY: forwarded from the caller.
+        staged: unsafe { StreamView::with_len(staged, STREAM_CAP) },
+        // SAFETY: as above.
+        held: unsafe { StreamView::with_len(buf, STREAM_CAP) },
+        coverage: buf,
+        start,
+        end,
+        state,
+    };
+    bounded_loop(MAX_SEGMENT as u32, &mut compare);
+    // SAFETY: as above.
+    unsafe { (*state).differ != 0 }
+}
+
+/// Compares the staged segment with the buffer byte by byte where the buffer holds bytes;
+/// a difference is noted in `LOOPS`.
+struct Compare {
+    staged: StreamView,
+    held: StreamView,
+    coverage: *const StreamBuf,
+    start: usize,
+    end: usize,
+    state: *mut LoopState,
+}
+
+impl LoopBody for Compare {
+    #[inline(always)]
+    fn step(&mut self, index: u32) -> ControlFlow<()> {
+        let at = self.start + index as usize;
+        if at >= self.end {
+            return ControlFlow::Break(());
+        }
+        // SAFETY: the buffer is a live map value (see `differs`).
+        if !unsafe { (*self.coverage).coverage.holds(at as u16) } {
+            return ControlFlow::Continue(());
+        }
+        let new = self.staged.read::<1>(index as usize);
+        let old = self.held.read::<1>(at);
+        if new != old {
+            // SAFETY: this CPU's loop state (see `differs`).
+            unsafe { (*self.state).differ = 1 };
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The protocol a stream of `kind` is reported as when it cannot be read.
+#[inline(always)]
+fn kind_protocol(kind: u8) -> u16 {
+    if kind == stream_kind::HTTP {
+        app::HTTP
     } else {
-        tail::PARSE_HTTP
+        app::TLS
+    }
+}
+
+/// The bytes so far need more to be read: a first segment moves from this CPU's scratch into
+/// a REASM entry for the flow (within the client's quota). False when it could not be kept
+/// (the flow is then unreadable: nothing may pass unread).
+///
+/// # Safety
+/// `entry` and `buf` must point to live map values.
+#[inline(always)]
+unsafe fn keep(
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    buf: *mut StreamBuf,
+    buffer: u8,
+    config: &Config,
+    recheck: bool,
+) -> bool {
+    if buffer == job_buffer::REASSEMBLY {
+        return true;
+    }
+    if !sources::take(&key.client_addr, Quota::Reassembly, config) {
+        return false;
+    }
+    // The insert copies the scratch value into the flow's new entry. By reference: a
+    // 6 KiB value passed by value would not fit the 512-byte stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    // SAFETY: `buf` is live (caller).
+    let kept = REASM.insert(key, unsafe { &*buf }, 0).is_ok();
+    if !kept {
+        stats::bump(Stat::ReassemblyLost);
+        return false;
+    }
+    if !recheck {
+        // SAFETY: forwarded from the caller.
+        unsafe { (*entry).class_state = state::REASSEMBLING };
+    }
+    true
+}
+
+/// What the first bytes of a stream are.
+enum FirstBytes {
+    Tls,
+    Http,
+    BitTorrent,
+    /// None of them: SSH, a BitTorrent encryption (MSE) exchange, ...
+    Opaque,
+    /// Too few bytes to tell.
+    TooShort,
+}
+
+/// Tells the protocol by the stream's first bytes: a TLS handshake record (type 22,
+/// version 3.x), an HTTP method, or the BitTorrent handshake.
+#[inline(always)]
+fn first_bytes(view: &StreamView) -> FirstBytes {
+    let len = view.len();
+    let Some([first]) = view.read::<1>(0) else {
+        return FirstBytes::TooShort;
+    };
+    match first {
+        0x16 => match view.read::<2>(0) {
+            Some([_, 3]) => FirstBytes::Tls,
+            Some(_) => FirstBytes::Opaque,
+            None => FirstBytes::TooShort,
+        },
+        // The handshake's length byte: its 20 bytes tell (fewer may be a handshake cut).
+        0x13 if len < bittorrent::HANDSHAKE_PREFIX_LEN => FirstBytes::TooShort,
+        0x13 if bittorrent::tcp_signature(view, 0, len).is_some() => FirstBytes::BitTorrent,
+        b'A'..=b'Z' => match http::check_method(view, len) {
+            None => FirstBytes::Http,
+            Some(HttpStatus::NeedMore) => FirstBytes::TooShort,
+            Some(_) => FirstBytes::Opaque,
+        },
+        _ => FirstBytes::Opaque,
+    }
+}
+
+/// The in-order bytes grew: tell the protocol if not yet told. `Read` to run its parser.
+///
+/// # Safety
+/// `entry` and `buf` must point to live map values.
+#[inline(always)]
+unsafe fn dispatch(
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    buf: *mut StreamBuf,
+    config: &Config,
+    recheck: bool,
+) -> Next {
+    // SAFETY: forwarded from the caller.
+    if unsafe { (*buf).kind } != stream_kind::UNKNOWN {
+        return Next::Read;
+    }
+    // SAFETY: as above.
+    let view = unsafe { StreamView::of(buf) };
+    let kind = match first_bytes(&view) {
+        FirstBytes::Tls => stream_kind::TLS,
+        FirstBytes::Http => stream_kind::HTTP,
+        FirstBytes::TooShort => return Next::Wait,
+        FirstBytes::BitTorrent => {
+            // SAFETY: as above.
+            unsafe {
+                set_bittorrent(key, entry, Method::BtHandshake);
+                finish(key, entry, None);
+            }
+            let _ = REASM.remove(key);
+            return Next::Verdict;
+        }
+        FirstBytes::Opaque => {
+            // SAFETY: as above.
+            unsafe { opaque(key, entry, config, recheck) };
+            let _ = REASM.remove(key);
+            return Next::Verdict;
+        }
+    };
+    // SAFETY: as above.
+    unsafe { (*buf).kind = kind };
+    Next::Read
+}
+
+/// A stream whose first bytes name nothing: BitTorrent if the client learnt its server as
+/// a peer (how MSE-encrypted connections are caught); else later segments are looked at
+/// one by one, for a handshake after an MSE exchange.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+unsafe fn opaque(key: &FlowKey, entry: *mut FlowEntry, config: &Config, recheck: bool) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if recheck {
+            // A second version of named bytes that is neither TLS nor HTTP.
+            second_category(entry, super::apply::protocol_category(app::UNREADABLE));
+            return;
+        }
+        if known_peer(key, config) {
+            set_bittorrent(key, entry, Method::PeerCache);
+            finish(key, entry, None);
+            return;
+        }
+        (*entry).class_flags |= class_flags::OPAQUE;
+        (*entry).class_state = state::INSPECTING;
+        if (*entry).inspected >= config.max_inspected {
+            finish(key, entry, None);
+        }
     }
 }
 
@@ -141,12 +496,26 @@ pub fn parse_tls(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     };
     let mut hello = ClientHello::default();
+    let key = job.key();
+    let view = job.stream();
+    let Some(config) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    let status = read_hello(
+        &view,
+        tls::locate_record(&view, view.len(), STREAM_CAP),
+        &mut hello,
+    );
     // SAFETY: the job's values are live for this program run.
     unsafe {
-        let key = (*job.job).key;
-        let view = StreamView::of(job.buf);
-        match tls::parse_record(&view, view.len(), STREAM_CAP, &mut hello) {
-            TlsStatus::NeedMore { .. } => keep_for_more(&job, &key, stream_kind::TLS),
+        let recheck = (*job.entry).class_flags & class_flags::RECHECK != 0;
+        match status {
+            TlsStatus::NeedMore { .. } => {
+                let buffer = (*job.job).buffer;
+                if !keep(&key, job.entry, job.buf, buffer, config, recheck) {
+                    give_up(&key, job.entry, app::TLS);
+                }
+            }
             TlsStatus::Complete if hello.sni_len > 0 => {
                 if hello.ech {
                     (*job.entry).class_flags |= class_flags::ECH;
@@ -156,29 +525,337 @@ pub fn parse_tls(ctx: &XdpContext) -> u32 {
                 found.protocol_app = app::TLS;
                 found.name_offset = hello.sni_offset;
                 found.name_len = hello.sni_len;
+                found.parsed_end = view.len() as u16;
                 return job::hand_over(ctx, tail::NAME_LOOKUP);
             }
             TlsStatus::Complete => {
                 if hello.ech {
                     (*job.entry).class_flags |= class_flags::ECH;
                 }
-                if (*job.entry).app == app::UNKNOWN {
-                    (*job.entry).app = app::TLS;
+                nameless(&key, job.entry, app::TLS, view.len() as u16, recheck);
+            }
+            TlsStatus::Unparsable(Unparsable::RecordFragmented) => {
+                return job::hand_over(ctx, tail::PARSE_TLS_RECORDS);
+            }
+            TlsStatus::Unparsable(_) | TlsStatus::NotTls => give_up(&key, job.entry, app::TLS),
+        }
+    }
+    job::verdict(ctx)
+}
+
+/// The ClientHello's status once its extensions are walked (in a `bpf_loop`, the walk in
+/// this CPU's `LOOPS`), with what they held in `hello`.
+#[inline(always)]
+fn read_hello(view: &StreamView, located: tls::Located, hello: &mut ClientHello) -> TlsStatus {
+    let walk = match located {
+        tls::Located::Done(status) => return status,
+        tls::Located::Extensions(walk) => walk,
+    };
+    let Some(state) = LOOPS.get_ptr_mut(0) else {
+        return TlsStatus::Unparsable(Unparsable::Malformed);
+    };
+    // SAFETY: this CPU's loop state, live for the program run.
+    unsafe {
+        (*state).extensions = walk;
+        (*state).hello = ClientHello::default();
+    }
+    let mut steps = Extensions { view, state };
+    bounded_loop(tls::MAX_EXTENSIONS as u32 + 1, &mut steps);
+    // SAFETY: as above.
+    unsafe {
+        *hello = (*state).hello;
+        tls::conclude(&(*state).extensions, hello)
+    }
+}
+
+/// [`tls::extension_step`] as a `bpf_loop` body.
+struct Extensions<'a> {
+    view: &'a StreamView,
+    state: *mut LoopState,
+}
+
+impl LoopBody for Extensions<'_> {
+    #[inline(always)]
+    fn step(&mut self, _index: u32) -> ControlFlow<()> {
+        // SAFETY: this CPU's loop state (see `read_hello`).
+        unsafe {
+            let state = &mut *self.state;
+            tls::extension_step(self.view, &mut state.extensions, &mut state.hello)
+        }
+    }
+}
+
+/// A ClientHello or request read whole without a name: the flow is the protocol, watched
+/// like a named one (a decoy without a name may come before a named hello).
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+unsafe fn nameless(key: &FlowKey, entry: *mut FlowEntry, protocol: u16, end: u16, recheck: bool) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if recheck {
+            if (*entry).name_hash != 0 {
+                second_category(entry, (*entry).category);
+            } else {
+                (*entry).class_flags &= !class_flags::RECHECK;
+            }
+            return;
+        }
+        if (*entry).app == app::UNKNOWN {
+            (*entry).app = protocol;
+        }
+        finish_stream(key, entry, None, end, 0);
+    }
+}
+
+/// The `parse_tls_records` program: a handshake message spread over several TLS records is
+/// joined in this CPU's `DEFRAG` and parsed there.
+#[inline(always)]
+pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
+    let Some(job) = Job::current() else {
+        return XDP_PASS;
+    };
+    let key = job.key();
+    let view = job.stream();
+    let Some(config) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    let Some(scratch) = SCRATCH_KEYS.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: this CPU's value, live for the program run: the walk's state lives there,
+    // off the stack.
+    let mut plan = unsafe {
+        (*scratch).plan = RecordPlan::default();
+        (*scratch).walk = RecordWalk::default();
+        (*scratch).status = pack(RecordsStatus::TooLarge);
+        Plan {
+            view: &view,
+            plan: &raw mut (*scratch).plan,
+            walk: &raw mut (*scratch).walk,
+            status: &raw mut (*scratch).status,
+        }
+    };
+    bounded_loop(MAX_RECORDS as u32, &mut plan);
+    // SAFETY: the job's values are live for this program run.
+    unsafe {
+        let recheck = (*job.entry).class_flags & class_flags::RECHECK != 0;
+        match unpack(*plan.status) {
+            RecordsStatus::NeedMore => {
+                let buffer = (*job.job).buffer;
+                if !keep(&key, job.entry, job.buf, buffer, config, recheck) {
+                    give_up(&key, job.entry, app::TLS);
                 }
-                finish(&key, job.entry, None);
-                job.release_buffer(true);
             }
-            TlsStatus::Unparsable(_) => {
-                give_up(&key, job.entry, stream_kind::TLS);
-                job.release_buffer(false);
+            RecordsStatus::Ready { len } => {
+                if (*job.entry).evasion & evasion::RECORDS == 0 {
+                    (*job.entry).evasion |= evasion::RECORDS;
+                }
+                let Some(joined) = join(job.buf, plan.plan) else {
+                    give_up(&key, job.entry, app::TLS);
+                    return job::verdict(ctx);
+                };
+                let joined_view = StreamView::with_len(joined, len as usize);
+                let mut hello = ClientHello::default();
+                let located = tls::locate_handshake(&joined_view, len as usize);
+                match read_hello(&joined_view, located, &mut hello) {
+                    TlsStatus::Complete if hello.sni_len > 0 => {
+                        if hello.ech {
+                            (*job.entry).class_flags |= class_flags::ECH;
+                        }
+                        let found = &mut *job.job;
+                        found.joined = 1;
+                        found.joined_len = len;
+                        found.method = Method::Sni as u8;
+                        found.protocol_app = app::TLS;
+                        found.name_offset = hello.sni_offset;
+                        found.name_len = hello.sni_len;
+                        found.parsed_end = view.len() as u16;
+                        return job::hand_over(ctx, tail::NAME_LOOKUP);
+                    }
+                    TlsStatus::Complete => {
+                        nameless(&key, job.entry, app::TLS, view.len() as u16, recheck);
+                    }
+                    _ => give_up(&key, job.entry, app::TLS),
+                }
             }
-            TlsStatus::NotTls => {
-                finish(&key, job.entry, None);
-                job.release_buffer(false);
+            RecordsStatus::Malformed | RecordsStatus::TooLarge => {
+                give_up(&key, job.entry, app::TLS)
             }
         }
     }
-    job.verdict()
+    job::verdict(ctx)
+}
+
+/// [`tls::record_step`] as a `bpf_loop` body; the plan and walk are in this CPU's
+/// `SCRATCH_KEYS`.
+struct Plan<'a> {
+    view: &'a StreamView,
+    plan: *mut RecordPlan,
+    walk: *mut RecordWalk,
+    /// The walk's [`RecordsStatus`], [`pack`]ed: an enum with data stored from a callback
+    /// would carry an undefined payload on the variants without one, which the verifier
+    /// refuses to let be written.
+    status: *mut u32,
+}
+
+/// A [`RecordsStatus`] as one integer, every bit defined.
+#[inline(always)]
+fn pack(status: RecordsStatus) -> u32 {
+    match status {
+        RecordsStatus::Ready { len } => 1 | (len as u32) << 16,
+        RecordsStatus::NeedMore => 2,
+        RecordsStatus::Malformed => 3,
+        RecordsStatus::TooLarge => 4,
+    }
+}
+
+/// [`pack`] undone.
+#[inline(always)]
+fn unpack(packed: u32) -> RecordsStatus {
+    match packed & 0xff {
+        1 => RecordsStatus::Ready {
+            len: (packed >> 16) as u16,
+        },
+        2 => RecordsStatus::NeedMore,
+        3 => RecordsStatus::Malformed,
+        _ => RecordsStatus::TooLarge,
+    }
+}
+
+impl LoopBody for Plan<'_> {
+    #[inline(always)]
+    fn step(&mut self, index: u32) -> ControlFlow<()> {
+        let index = index as usize;
+        if index >= MAX_RECORDS {
+            return ControlFlow::Break(());
+        }
+        // SAFETY: this CPU's scratch value, live for the program run (see `Plan`).
+        let step = unsafe {
+            tls::record_step(
+                self.view,
+                self.view.len(),
+                STREAM_CAP,
+                index,
+                &mut *self.walk,
+                &mut *self.plan,
+            )
+        };
+        match step {
+            Some(status) => {
+                // SAFETY: this CPU's scratch value (see `Plan`).
+                unsafe { *self.status = pack(status) };
+                ControlFlow::Break(())
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Copies the records' parts of the handshake, in order, into this CPU's `DEFRAG`
+/// (`bpf_dynptr_read`: a map value to another, at offsets only known at run time).
+///
+/// # Safety
+/// `buf` must point to a live map value.
+#[inline(always)]
+unsafe fn join(buf: *mut StreamBuf, plan: *const RecordPlan) -> Option<*mut StreamBuf> {
+    let joined = DEFRAG.get_ptr_mut(0)?;
+    let state = LOOPS.get_ptr_mut(0)?;
+    let mut source = bpf_dynptr {
+        __opaque: [0u64; 2],
+    };
+    // SAFETY: `buf` is a live map value of this size; the helper checks every later read
+    // against it.
+    let made = unsafe {
+        bpf_dynptr_from_mem(
+            buf.cast::<c_void>(),
+            size_of::<StreamBuf>() as u32,
+            0,
+            &raw mut source,
+        )
+    };
+    if made != 0 {
+        return None;
+    }
+    // SAFETY: this CPU's loop state, live for the program run.
+    unsafe {
+        (*state).written = 0;
+        (*state).failed = 0;
+    }
+    let mut spans = JoinSpans {
+        source: &raw const source,
+        plan,
+        joined,
+        state,
+    };
+    bounded_loop(MAX_RECORDS as u32, &mut spans);
+    // SAFETY: as above.
+    (unsafe { (*state).failed } == 0).then_some(joined)
+}
+
+/// Copies record `index`'s part into `DEFRAG` after the parts before it.
+struct JoinSpans {
+    source: *const bpf_dynptr,
+    plan: *const RecordPlan,
+    joined: *mut StreamBuf,
+    state: *mut LoopState,
+}
+
+impl LoopBody for JoinSpans {
+    #[inline(always)]
+    fn step(&mut self, index: u32) -> ControlFlow<()> {
+        let index = index as usize;
+        // SAFETY: the plan is this CPU's scratch value, the state this CPU's loop state, the
+        // source a dynptr on the caller's stack: all live for the run (see `join`).
+        unsafe {
+            if index >= MAX_RECORDS || index >= (*self.plan).count {
+                return ControlFlow::Break(());
+            }
+            // The mask shows the verifier the bound LLVM knows from the check above.
+            let span = (*self.plan).spans[verifier_opaque(index) & (MAX_RECORDS - 1)];
+            let bytes_at = core::mem::offset_of!(StreamBuf, bytes);
+            let mut done = 0usize;
+            // A record's part is at most STREAM_CAP bytes: three copies of up to MAX_SEGMENT.
+            for _ in 0..3 {
+                let written = (*self.state).written as usize;
+                let left = (span.len as usize).saturating_sub(done);
+                if left == 0 || written >= STREAM_CAP {
+                    break;
+                }
+                let room = STREAM_CAP - written;
+                let take = if left < room { left } else { room };
+                let take = verifier_opaque(if take < MAX_SEGMENT {
+                    take
+                } else {
+                    MAX_SEGMENT
+                });
+                if take == 0 || take > MAX_SEGMENT {
+                    break;
+                }
+                let dst_at = written & (STREAM_CAP - 1);
+                // [dst_at, dst_at + take) is inside `bytes` (dst_at < STREAM_CAP, take <
+                // STREAM_SLACK); the helper checks the source.
+                let read = bpf_dynptr_read(
+                    (&raw mut (*self.joined).bytes)
+                        .cast::<u8>()
+                        .add(dst_at)
+                        .cast(),
+                    take as u32,
+                    self.source,
+                    (bytes_at + span.offset as usize + done) as u32,
+                    0,
+                );
+                if read != 0 {
+                    (*self.state).failed = 1;
+                    return ControlFlow::Break(());
+                }
+                done += take;
+                (*self.state).written = (written + take) as u16;
+            }
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// The `parse_http` program: the job's bytes as an HTTP request.
@@ -188,113 +865,71 @@ pub fn parse_http(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     };
     let mut request = Request::default();
+    let key = job.key();
+    let view = job.stream();
+    let Some(config) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    let Some(state) = LOOPS.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    let status = match http::check_method(&view, view.len()) {
+        Some(status) => status,
+        None => {
+            let scanner = LoopState::http(state);
+            // SAFETY: this CPU's loop state, live for the program run.
+            unsafe { *scanner = RequestScanner::new(view.len()) };
+            let mut scan = HttpScan {
+                view: &view,
+                scanner,
+            };
+            bounded_loop(http::MAX_SCAN as u32, &mut scan);
+            // SAFETY: as above.
+            unsafe {
+                request = (*scanner).request;
+                (*scanner).status()
+            }
+        }
+    };
     // SAFETY: the job's values are live for this program run.
     unsafe {
-        let key = (*job.job).key;
-        let view = StreamView::of(job.buf);
-        let status = match http::check_method(&view, view.len()) {
-            Some(status) => status,
-            None => {
-                let mut scan = HttpScan {
-                    view: &view,
-                    scanner: RequestScanner::new(view.len()),
-                };
-                bounded_loop(http::MAX_SCAN as u32, &mut scan);
-                request = scan.scanner.request;
-                scan.scanner.status()
-            }
-        };
+        let recheck = (*job.entry).class_flags & class_flags::RECHECK != 0;
         match status {
-            HttpStatus::NeedMore => keep_for_more(&job, &key, stream_kind::HTTP),
-            HttpStatus::Complete => {
-                if request.host_len == 0 && !request.tracker_announce {
-                    if (*job.entry).app == app::UNKNOWN {
-                        (*job.entry).app = app::HTTP;
-                    }
-                    finish(&key, job.entry, None);
-                    job.release_buffer(true);
-                    return job.verdict();
+            HttpStatus::NeedMore => {
+                let buffer = (*job.job).buffer;
+                if !keep(&key, job.entry, job.buf, buffer, config, recheck) {
+                    give_up(&key, job.entry, app::HTTP);
                 }
+            }
+            HttpStatus::Complete if request.host_len == 0 && !request.tracker_announce => {
+                nameless(&key, job.entry, app::HTTP, view.len() as u16, recheck);
+            }
+            HttpStatus::Complete => {
                 let found = &mut *job.job;
                 found.method = Method::Host as u8;
                 found.protocol_app = app::HTTP;
                 found.tracker = request.tracker_announce as u8;
                 found.name_offset = request.host_offset;
                 found.name_len = request.host_len;
+                found.parsed_end = view.len() as u16;
                 return job::hand_over(ctx, tail::NAME_LOOKUP);
             }
-            HttpStatus::NotHttp => {
-                finish(&key, job.entry, None);
-                job.release_buffer(false);
-            }
+            HttpStatus::Unreadable | HttpStatus::NotHttp => give_up(&key, job.entry, app::HTTP),
         }
     }
-    job.verdict()
+    job::verdict(ctx)
 }
 
-/// The HTTP scanner's steps as a `bpf_loop` body.
+/// The HTTP scanner's steps as a `bpf_loop` body; the scanner is in this CPU's `LOOPS`.
 struct HttpScan<'a> {
     view: &'a StreamView,
-    scanner: RequestScanner,
+    scanner: *mut RequestScanner,
 }
 
 impl LoopBody for HttpScan<'_> {
     #[inline(always)]
     fn step(&mut self, index: u32) -> ControlFlow<()> {
-        self.scanner.step(self.view, index as usize)
+        // SAFETY: this CPU's loop state (see `parse_http`).
+        unsafe { (*self.scanner).step(self.view, index as usize) }
     }
-}
-
-/// The bytes so far are an incomplete ClientHello or request: a first segment moves from
-/// the scratch buffer into a REASM entry for the flow; a later one waits, within limits.
-#[inline(always)]
-unsafe fn keep_for_more(job: &Job, key: &FlowKey, kind: u8) {
-    let max_inspected = CONFIG
-        .get(0)
-        .map_or(Config::default().max_inspected, |c| c.max_inspected);
-    // SAFETY: the job's values are live (caller).
-    unsafe {
-        if job.in_reassembly() {
-            if (*job.entry).inspected >= max_inspected {
-                give_up(key, job.entry, kind);
-                job.release_buffer(false);
-            }
-            return;
-        }
-        // The insert copies the scratch value into the flow's new entry. By reference: a
-        // 6 KiB value passed by value would not fit the 512-byte stack.
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        let kept = REASM.insert(key, &*job.buf, 0).is_ok();
-        if kept {
-            (*job.entry).class_state = state::REASSEMBLING;
-        } else {
-            stats::bump(Stat::ReassemblyLost);
-            give_up(key, job.entry, kind);
-        }
-    }
-}
-
-/// The stream cannot be read: a ClientHello is reported as unparsed, not as unknown; a
-/// request stays HTTP.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
-#[inline(always)]
-pub unsafe fn give_up(key: &FlowKey, entry: *mut FlowEntry, kind: u8) {
-    let protocol = if kind == stream_kind::TLS {
-        stats::bump(Stat::TlsUnparsed);
-        // SAFETY: forwarded from the caller.
-        unsafe { (*entry).class_flags |= class_flags::TLS_UNPARSED };
-        app::TLS
-    } else {
-        app::HTTP
-    };
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if (*entry).app == app::UNKNOWN {
-            (*entry).app = protocol;
-        }
-    }
-    // SAFETY: forwarded from the caller.
-    unsafe { finish(key, entry, None) };
 }

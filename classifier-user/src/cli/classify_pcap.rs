@@ -66,7 +66,13 @@ struct JsonFlow<'a> {
     verdict: &'a str,
     group: &'a str,
     ech: bool,
-    tls_unparsed: bool,
+    unreadable: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    evasion: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    second_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    second_category: Option<&'a str>,
     upload_packets: u64,
     upload_bytes: u64,
     download_packets: u64,
@@ -125,7 +131,10 @@ fn json_flow(flow: &FlowRecord) -> JsonFlow<'_> {
         verdict: &flow.verdict,
         group: &flow.group,
         ech: flow.ech,
-        tls_unparsed: flow.tls_unparsed,
+        unreadable: flow.unreadable,
+        evasion: &flow.evasion,
+        second_name: flow.second_name.as_deref(),
+        second_category: flow.second_category.as_deref(),
         upload_packets: flow.upload.packets,
         upload_bytes: flow.upload.bytes,
         download_packets: flow.download.packets,
@@ -152,8 +161,14 @@ fn ndpi_style_line(index: usize, flow: &FlowRecord) -> String {
     if flow.ech {
         line.push_str("[ECH]");
     }
-    if flow.tls_unparsed {
-        line.push_str("[TLS unparsed]");
+    if flow.unreadable {
+        line.push_str("[unreadable]");
+    }
+    if !flow.evasion.is_empty() {
+        line.push_str(&format!("[evasion: {}]", flow.evasion.join(",")));
+    }
+    if let Some(second) = &flow.second_name {
+        line.push_str(&format!("[second name: {second}]"));
     }
     line.push_str(&format!(
         "[{} pkts/{} bytes <-> {} pkts/{} bytes]",

@@ -104,6 +104,50 @@ pub struct RunArgs {
     /// Write the daemon's PID to FILE once the datapath is attached (removed at exit).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
+
+    /// How TCP and UDP checksums are checked: a segment whose checksum the server would
+    /// refuse names nothing (decoys are sent that way). `auto` verifies on a physical NIC,
+    /// also accepts the checksum a local sender left for its NIC on a veth (a gateway in a
+    /// container), and checks nothing in generic XDP mode, where GRO leaves stale ones.
+    #[arg(long, value_enum, default_value_t)]
+    checksums: ChecksumChoice,
+}
+
+/// `--checksums`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChecksumChoice {
+    /// Decided by the interface and the XDP mode.
+    #[default]
+    Auto,
+    /// Every segment must carry a valid checksum.
+    Verify,
+    /// As verify, but a checksum left for the sender's NIC to finish counts as valid.
+    AllowOffloaded,
+    /// Checksums are not checked.
+    Off,
+}
+
+/// The datapath's checksum mode for `--checksums` on `iface` attached in `xdp_mode`.
+fn checksum_mode(choice: ChecksumChoice, iface: &str, xdp_mode: XdpAttachMode) -> u8 {
+    use classifier_common::config::checksums;
+    match choice {
+        ChecksumChoice::Verify => checksums::VERIFY,
+        ChecksumChoice::AllowOffloaded => checksums::ALLOW_OFFLOADED,
+        ChecksumChoice::Off => checksums::OFF,
+        ChecksumChoice::Auto if xdp_mode == XdpAttachMode::Generic => checksums::OFF,
+        ChecksumChoice::Auto if is_veth(iface) => checksums::ALLOW_OFFLOADED,
+        ChecksumChoice::Auto => checksums::VERIFY,
+    }
+}
+
+/// Whether `iface` is a veth (its peer's local senders leave checksums to a NIC).
+fn is_veth(iface: &str) -> bool {
+    let Ok(index) = nix::net::if_::if_nametoindex(iface) else {
+        return false;
+    };
+    crate::shaping::netlink::Netlink::open()
+        .and_then(|mut netlink| netlink.link_kind(index))
+        .is_ok_and(|kind| kind.as_deref() == Some("veth"))
 }
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
@@ -276,9 +320,18 @@ fn prepare(
     policy: Policy,
     args: &RunArgs,
 ) -> anyhow::Result<(RingBuf<MapData>, XdpAttachMode, InForce)> {
+    // The checksum mode the interface calls for, in place before the tables (a datapath
+    // taken over keeps running meanwhile); generic mode, known only once attached, then
+    // turns checking off.
+    let native = checksum_mode(args.checksums, &args.iface, XdpAttachMode::Native);
+    datapath.set_checksums(native)?;
     let in_force = InForce::install(policy, sources(args), datapath, jiff::Timestamp::now())?;
     let events = datapath.take_events()?;
     let xdp_mode = datapath.attach_lan(&args.iface, args.xdp_mode)?;
+    let checksums = checksum_mode(args.checksums, &args.iface, xdp_mode);
+    if checksums != native {
+        datapath.set_checksums(checksums)?;
+    }
     if let Some(wan) = &args.wan {
         datapath.attach_wan(wan)?;
     }
@@ -286,6 +339,7 @@ fn prepare(
         interface = %args.iface,
         wan = args.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
+        checksums = classifier_common::config::checksums::name(checksums),
         adopted = datapath.adopted(),
         pin_dir = %args.pin_dir.display(),
         policy = %in_force.policy.origin,

@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{HashMap, MapData};
 use classifier_common::{
-    classify::{Method, class_flags},
+    classify::{Method, class_flags, evasion},
     flow::{DirectionCounters, FlowEntry, FlowKey, flow_flags, ip_proto},
     policy::{policy_flags, verdict},
 };
@@ -58,8 +58,22 @@ pub struct FlowRecord {
     pub method: String,
     /// The ClientHello carried ECH (or GREASE ECH).
     pub ech: bool,
-    /// A ClientHello was seen but could not be read.
-    pub tls_unparsed: bool,
+    /// The first bytes looked like TLS or HTTP but could not be read within the datapath's
+    /// bounds: the flow has the policy's `unreadable` category.
+    #[serde(default)]
+    pub unreadable: bool,
+    /// What the client did to hide the name (`bad-checksum`, `bad-ttl`, `bad-sequence`,
+    /// `bad-options`, `conflict`: decoys and contradictions; `reordered`, `tls-records`,
+    /// `ip-fragments`: ways of cutting the bytes).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub evasion: Vec<String>,
+    /// A second name read from a second version of the same stream bytes (a decoy and the
+    /// real hello): the verdict answers to both.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub second_name: Option<String>,
+    /// The category the verdict also answers to: the second name's, or `unreadable`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub second_category: Option<String>,
     /// The client's group under the policy in force (`default` when none matched).
     pub group: String,
     /// allow, block or shape, as the datapath last worked it out; `undecided` before the
@@ -96,7 +110,7 @@ impl FlowRecord {
         entry: &FlowEntry,
         clock: &BootClock,
         policy: &Policy,
-        name: Option<&str>,
+        names: Option<&Names>,
     ) -> Self {
         let classes = &policy.classes;
         let decided = entry.policy_flags & policy_flags::DECIDED != 0;
@@ -113,12 +127,16 @@ impl FlowRecord {
             last_seen: clock.timestamp(entry.last_seen_ns),
             vlan: (entry.vlan_id != 0).then_some(entry.vlan_id),
             server_initiated: entry.flags & flow_flags::STARTED_DOWNSTREAM != 0,
-            name: name.filter(|n| !n.is_empty()).map(str::to_owned),
+            name: names.and_then(|n| n.first.clone()),
             category: classes.category_name(entry.category).to_owned(),
             app: classes.app_name(entry.app).to_owned(),
             method: Method::from_u8(entry.method).name().to_owned(),
             ech: entry.class_flags & class_flags::ECH != 0,
-            tls_unparsed: entry.class_flags & class_flags::TLS_UNPARSED != 0,
+            unreadable: entry.class_flags & class_flags::UNREADABLE != 0,
+            evasion: evasion_names(entry.evasion),
+            second_name: names.and_then(|n| n.second.clone()),
+            second_category: (entry.alt_category != 0 && entry.alt_category != entry.category)
+                .then(|| classes.category_name(entry.alt_category).to_owned()),
             group: policy.groups.name(entry.group).to_owned(),
             verdict: if decided {
                 verdict::name(entry.verdict).to_owned()
@@ -135,6 +153,15 @@ impl FlowRecord {
     pub fn total_bytes(&self) -> u64 {
         self.upload.bytes + self.download.bytes
     }
+}
+
+/// The names of [`evasion`] bits.
+pub fn evasion_names(bits: u8) -> Vec<String> {
+    evasion::NAMES
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| (*name).to_owned())
+        .collect()
 }
 
 /// CLOCK_BOOTTIME in ns: the clock the datapath stamps flows and the peer cache with
@@ -207,7 +234,15 @@ pub fn protocol_name(protocol: u8) -> String {
 /// flow). Bounded: names of flows that left the flow table are dropped at each report.
 #[derive(Debug, Default)]
 pub struct FlowNames {
-    names: StdHashMap<FlowKey, String>,
+    names: StdHashMap<FlowKey, Names>,
+}
+
+/// The names a flow was read by: the one that classified it, and a second one from a
+/// second version of the same bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Names {
+    pub first: Option<String>,
+    pub second: Option<String>,
 }
 
 impl FlowNames {
@@ -215,13 +250,22 @@ impl FlowNames {
     const MAX: usize = 1 << 20;
 
     pub fn insert(&mut self, key: FlowKey, name: String) {
+        self.entry(key, |names| names.first = Some(name));
+    }
+
+    /// A second name for the flow (see [`Names::second`]).
+    pub fn insert_second(&mut self, key: FlowKey, name: String) {
+        self.entry(key, |names| names.second = Some(name));
+    }
+
+    fn entry(&mut self, key: FlowKey, set: impl FnOnce(&mut Names)) {
         if self.names.len() < Self::MAX || self.names.contains_key(&key) {
-            self.names.insert(key, name);
+            set(self.names.entry(key).or_default());
         }
     }
 
-    pub fn get(&self, key: &FlowKey) -> Option<&str> {
-        self.names.get(key).map(String::as_str)
+    pub fn get(&self, key: &FlowKey) -> Option<&Names> {
+        self.names.get(key)
     }
 
     /// Forgets names of flows for which `live` says false.
@@ -318,10 +362,13 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
     for record in records.iter().take(top) {
         let age = now.duration_since(record.first_seen).as_secs();
         let mut method = record.method.clone();
-        if record.tls_unparsed {
-            method.push_str("!unparsed");
+        if record.unreadable {
+            method.push_str("!unreadable");
         } else if record.ech {
             method.push_str("+ech");
+        }
+        if record.evasion.iter().any(|e| is_deception(e)) {
+            method.push_str("!evasion");
         }
         writeln!(
             out,
@@ -345,6 +392,13 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
         writeln!(out, "... and {} more flows", records.len() - top)?;
     }
     Ok(())
+}
+
+/// Whether an [`evasion`] name is a decoy or contradiction (not just a way of cutting).
+pub fn is_deception(name: &str) -> bool {
+    evasion::NAMES
+        .iter()
+        .any(|(bit, known)| *known == name && bit & evasion::DECEPTION != 0)
 }
 
 /// `text`, cut with an ellipsis to at most `width` characters.

@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, links::PinnedLink, tc},
     util::KernelVersion,
 };
@@ -56,8 +56,14 @@ pub mod program {
     pub const PARSE_HTTP: &str = "parse_http";
     /// XDP, tail-called: a found name to the flow's class.
     pub const NAME_LOOKUP: &str = "name_lookup";
+    /// XDP, tail-called: a TCP segment into the flow's stream buffer.
+    pub const STREAM_SEGMENT: &str = "stream_segment";
+    /// XDP, tail-called: a ClientHello spread over TLS records, joined and parsed.
+    pub const PARSE_TLS_RECORDS: &str = "parse_tls_records";
+    /// XDP, tail-called: the packet's verdict after classification.
+    pub const ENFORCE_UPLOAD: &str = "enforce_upload";
     /// The tail-call table: (index in CLASSIFIERS, program).
-    pub const TAIL_CALLS: [(u32, &str); 4] = [
+    pub const TAIL_CALLS: [(u32, &str); 7] = [
         (
             classifier_common::config::tail::CLASSIFY_UPLOAD,
             CLASSIFY_UPLOAD,
@@ -65,6 +71,15 @@ pub mod program {
         (classifier_common::config::tail::PARSE_TLS, PARSE_TLS),
         (classifier_common::config::tail::PARSE_HTTP, PARSE_HTTP),
         (classifier_common::config::tail::NAME_LOOKUP, NAME_LOOKUP),
+        (
+            classifier_common::config::tail::STREAM_SEGMENT,
+            STREAM_SEGMENT,
+        ),
+        (
+            classifier_common::config::tail::PARSE_TLS_RECORDS,
+            PARSE_TLS_RECORDS,
+        ),
+        (classifier_common::config::tail::ENFORCE, ENFORCE_UPLOAD),
     ];
     /// XDP that only passes: the benchmarks' baseline.
     pub const EMPTY_XDP: &str = "empty_xdp";
@@ -138,6 +153,9 @@ pub struct Datapath {
     link_pins: Vec<links::LinkPins>,
     /// The attachments were a previous daemon's, taken over.
     adopted: bool,
+    /// How the datapath checks segment checksums, when the interface decides it rather
+    /// than the policy ([`Datapath::set_checksums`]).
+    checksums: Option<u8>,
 }
 
 /// A pin directory and whether this process made it (and so may remove it on failure).
@@ -164,6 +182,7 @@ impl Datapath {
             links: Vec::new(),
             link_pins: Vec::new(),
             adopted: false,
+            checksums: None,
         };
         datapath.load_programs()?;
         Ok(datapath)
@@ -191,6 +210,7 @@ impl Datapath {
             links: Vec::new(),
             link_pins: Vec::new(),
             adopted: false,
+            checksums: None,
         };
         if let Err(err) = datapath.load_programs() {
             datapath.remove_pins_if_created();
@@ -421,7 +441,25 @@ impl Datapath {
     /// Writes the policy's lookup tables and settings into the datapath's maps, removing
     /// entries the policy no longer has.
     pub fn install_tables(&mut self, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
-        tables::install(&mut self.ebpf, tables, config)
+        let mut config = *config;
+        if let Some(checksums) = self.checksums {
+            config.checksums = checksums;
+        }
+        tables::install(&mut self.ebpf, tables, &config)
+    }
+
+    /// How segment checksums are checked from now on (a `config::checksums` value), kept
+    /// over later table installs: it is the interface's property, not the policy's.
+    pub fn set_checksums(&mut self, checksums: u8) -> anyhow::Result<()> {
+        self.checksums = Some(checksums);
+        let mut settings: Array<&mut MapData, Config> =
+            Array::try_from(self.ebpf.map_mut(maps::CONFIG).context("no CONFIG map")?)?;
+        let mut config = settings.get(&0, 0).context("reading the datapath settings")?;
+        config.checksums = checksums;
+        settings
+            .set(0, config, 0)
+            .context("writing the datapath settings")?;
+        Ok(())
     }
 
     /// Makes `tables` the policy in force (see [`tables::swap_policy`]); returns the new

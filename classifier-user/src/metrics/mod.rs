@@ -11,9 +11,17 @@ use classifier_common::{maps, stats::Stat};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
 /// A snapshot of every global counter.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatapathStats {
     values: [u64; Stat::COUNT as usize],
+}
+
+impl Default for DatapathStats {
+    fn default() -> Self {
+        Self {
+            values: [0; Stat::COUNT as usize],
+        }
+    }
 }
 
 impl DatapathStats {

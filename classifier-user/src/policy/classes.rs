@@ -284,7 +284,10 @@ pub fn compile(
             let id = builtin_protocol(protocol).ok_or_else(|| {
                 source.error_at(
                     &path.key("protocols").index(i),
-                    format!("unknown protocol `{protocol}` (known: bittorrent, quic, tls, http)"),
+                    format!(
+                        "unknown protocol `{protocol}` (known: bittorrent, quic, tls, http, and \
+                         unreadable: first bytes that look like TLS or HTTP but cannot be read)"
+                    ),
                 )
             })?;
             tables.protocol_categories[id as usize] = class.category;

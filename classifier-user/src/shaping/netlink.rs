@@ -267,6 +267,30 @@ impl Netlink {
         Ok(found)
     }
 
+    /// The kind of interface `ifindex` (`veth`, `bridge`, ...), or none for a physical
+    /// device (the kernel gives no kind for those).
+    pub fn link_kind(&mut self, ifindex: u32) -> anyhow::Result<Option<String>> {
+        use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        let replies = self.exchange(RouteNetlinkMessage::GetLink(message), 0)?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewLink(link) = reply else {
+                continue;
+            };
+            for attribute in &link.attributes {
+                if let LinkAttribute::LinkInfo(infos) = attribute {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            return Ok(Some(kind.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Sends one request and collects the replies up to its acknowledgement (or the end
     /// of a dump); a refusal is the kernel's errno.
     fn exchange(

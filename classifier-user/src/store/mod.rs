@@ -129,6 +129,11 @@ const MIGRATIONS: &[&str] = &[
         report TEXT NOT NULL
     );
     CREATE INDEX degradation_by_end ON degradation (interval_s, end_ms);",
+    // 4: what the client did to hide the name, and a second name from a second version.
+    "ALTER TABLE flows ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
+    ALTER TABLE flows ADD COLUMN second_name TEXT;
+    ALTER TABLE flows ADD COLUMN second_category TEXT;",
 ];
 
 /// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
@@ -285,9 +290,10 @@ impl FlowStore {
                 "INSERT INTO flows (start_ms, end_ms, client, client_port, client_mac, server,
                     server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
                     server_initiated, up_packets, up_bytes, down_packets, down_bytes,
-                    blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason)
+                    blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason,
+                    unreadable, evasion, second_name, second_category)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
             )?;
             for flow in flows {
                 let reason = flow.ended.unwrap_or(EndReason::Idle);
@@ -318,6 +324,10 @@ impl FlowStore {
                     flow.shaped.packets as i64,
                     flow.shaped.bytes as i64,
                     reason.name(),
+                    flow.unreadable,
+                    flow.evasion.join(","),
+                    flow.second_name,
+                    flow.second_category,
                 ])?;
             }
         }
@@ -426,6 +436,14 @@ pub(crate) fn restrict(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("restricting {} to its owner and group", path.display()))
 }
 
+/// `a,b` → `["a", "b"]`; empty → none.
+pub(crate) fn split_names(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
     use crate::flows::Counters;
     let millis = |name: &str| -> rusqlite::Result<Timestamp> {
@@ -465,7 +483,10 @@ fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
             app: row.get("app")?,
             method: row.get("method")?,
             ech: row.get("ech")?,
-            tls_unparsed: false,
+            unreadable: row.get("unreadable")?,
+            evasion: split_names(&row.get::<_, String>("evasion")?),
+            second_name: row.get("second_name")?,
+            second_category: row.get("second_category")?,
             group: row.get("grp")?,
             verdict: row.get("verdict")?,
             blocked: counters("blocked_packets", "blocked_bytes")?,
@@ -532,7 +553,10 @@ pub(crate) mod tests {
             app: "youtube".into(),
             method: "sni".into(),
             ech: false,
-            tls_unparsed: false,
+            unreadable: false,
+            evasion: vec!["conflict".into()],
+            second_name: Some("www.bbc.co.uk".into()),
+            second_category: Some("uncategorized".into()),
             group: "staff".into(),
             verdict: "shape".into(),
             blocked: Counters::default(),

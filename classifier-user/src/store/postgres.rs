@@ -71,6 +71,11 @@ const MIGRATIONS: &[&str] = &[
         report TEXT NOT NULL
     );
     CREATE INDEX degradation_by_end ON degradation (interval_s, end_ms);",
+    // 4: what the client did to hide the name, and a second name from a second version.
+    "ALTER TABLE flows ADD COLUMN unreadable BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
+    ALTER TABLE flows ADD COLUMN second_name TEXT;
+    ALTER TABLE flows ADD COLUMN second_category TEXT;",
 ];
 
 /// A connection to the store on PostgreSQL.
@@ -153,13 +158,15 @@ impl PgStore {
             "INSERT INTO flows (start_ms, end_ms, client, client_port, client_mac, server,
                 server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
                 server_initiated, up_packets, up_bytes, down_packets, down_bytes,
-                blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason)
+                blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason,
+                unreadable, evasion, second_name, second_category)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
+                $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
         )?;
         for flow in flows {
             let n = |v: u64| v as i64;
             let reason = flow.ended.unwrap_or(EndReason::Idle).name();
+            let evasion = flow.evasion.join(",");
             transaction.execute(
                 &statement,
                 &[
@@ -189,6 +196,10 @@ impl PgStore {
                     &n(flow.shaped.packets),
                     &n(flow.shaped.bytes),
                     &reason,
+                    &flow.unreadable,
+                    &evasion,
+                    &flow.second_name,
+                    &flow.second_category,
                 ],
             )?;
         }
@@ -360,7 +371,10 @@ fn row_to_flow(row: &postgres::Row) -> anyhow::Result<StoredFlow> {
             app: row.get("app"),
             method: row.get("method"),
             ech: row.get("ech"),
-            tls_unparsed: false,
+            unreadable: row.get("unreadable"),
+            evasion: super::split_names(&row.get::<_, String>("evasion")),
+            second_name: row.get("second_name"),
+            second_category: row.get("second_category"),
             group: row.get("grp"),
             verdict: row.get("verdict"),
             blocked: counters("blocked_packets", "blocked_bytes"),

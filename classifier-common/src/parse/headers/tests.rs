@@ -187,14 +187,26 @@ fn arp_is_not_ip() {
 }
 
 #[test]
-fn fragments_are_reported_as_such() {
+fn first_fragments_name_their_flow_and_later_ones_their_datagram() {
     let mut first = tcp_v4(b"0123456789");
-    first[14 + 6] |= 0x20; // more fragments
-    assert_eq!(kind_of(&first[..]), Ok(Parsed::Fragment));
+    first[14 + 4..14 + 6].copy_from_slice(&0x1234u16.to_be_bytes());
+    first[14 + 6] |= 0x20; // more fragments, offset 0
+    let mut meta = PacketMeta::default();
+    assert_eq!(parse_headers(&first[..], &mut meta), Ok(Parsed::Ip));
+    assert_eq!(meta.fragment, fragment::FIRST);
+    assert_eq!((meta.src_port, meta.dst_port), (40000, 443));
+    assert_eq!(meta.frag_id, 0x1234);
+    assert_eq!(meta.payload_len, 10);
 
     let mut later = tcp_v4(b"0123456789");
+    later[14 + 4..14 + 6].copy_from_slice(&0x1234u16.to_be_bytes());
     later[14 + 7] = 0x10; // fragment offset 16 × 8 bytes
-    assert_eq!(kind_of(&later[..]), Ok(Parsed::Fragment));
+    let mut meta = PacketMeta::default();
+    assert_eq!(parse_headers(&later[..], &mut meta), Ok(Parsed::Fragment));
+    assert_eq!(meta.fragment, fragment::LATER);
+    assert_eq!(meta.frag_id, 0x1234);
+    assert_eq!(meta.src_addr, ipv4_mapped(CLIENT_V4));
+    assert_eq!(meta.protocol, ip_proto::TCP);
 
     let mut v6 = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
@@ -202,8 +214,77 @@ fn fragments_are_reported_as_such() {
         .udp(1, 2)
         .write(&mut v6, b"abcdefgh")
         .unwrap();
+    // A fragment header (offset 16, identification 7) between the IPv6 and UDP headers.
     v6[14 + 6] = IPV6_EXT_FRAGMENT;
-    assert_eq!(kind_of(&v6[..]), Ok(Parsed::Fragment));
+    let mut fragment_header = vec![ip_proto::UDP, 0, 0, 0x80, 0, 0, 0, 7];
+    let mut later6 = v6[..54].to_vec();
+    later6.append(&mut fragment_header);
+    later6.extend_from_slice(&v6[54..]);
+    later6[18..20].copy_from_slice(&(8u16 + 16).to_be_bytes());
+    let mut meta = PacketMeta::default();
+    assert_eq!(parse_headers(&later6[..], &mut meta), Ok(Parsed::Fragment));
+    assert_eq!((meta.fragment, meta.frag_id), (fragment::LATER, 7));
+
+    let mut first6 = later6.clone();
+    first6[54 + 2..54 + 4].copy_from_slice(&1u16.to_be_bytes()); // offset 0, M set
+    let mut meta = PacketMeta::default();
+    assert_eq!(parse_headers(&first6[..], &mut meta), Ok(Parsed::Ip));
+    assert_eq!(
+        (meta.fragment, meta.protocol),
+        (fragment::FIRST, ip_proto::UDP)
+    );
+    assert_eq!((meta.src_port, meta.dst_port, meta.payload_len), (1, 2, 8));
+}
+
+#[test]
+fn a_tiny_first_fragment_still_names_its_flow_by_ports() {
+    // RFC 1858: only 8 bytes of the TCP header in the first fragment.
+    let mut frame = tcp_v4(b"");
+    frame.truncate(14 + 20 + 8);
+    frame[14 + 2..14 + 4].copy_from_slice(&28u16.to_be_bytes());
+    frame[14 + 6] |= 0x20;
+    let mut meta = PacketMeta::default();
+    assert_eq!(parse_headers(&frame[..], &mut meta), Ok(Parsed::Ip));
+    assert_eq!(meta.fragment, fragment::FIRST);
+    assert_eq!((meta.src_port, meta.dst_port), (40000, 443));
+    assert_eq!(meta.payload_len, 0);
+    // The same bytes as a whole datagram are truncated, not a flow.
+    let mut whole = frame.clone();
+    whole[14 + 6] &= !0x20;
+    assert!(parse_headers(&whole[..], &mut PacketMeta::default()).is_err());
+}
+
+#[test]
+fn ttl_ack_and_unusual_ip_headers_are_reported() {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .ipv4(CLIENT_V4, SERVER_V4, 3)
+        .tcp(40000, 443, 1, 64240)
+        .ack(0xdead_beef);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, b"x").unwrap();
+    let meta = meta_of(&frame);
+    assert_eq!((meta.ttl, meta.tcp_ack, meta.ip_flags), (3, 0xdead_beef, 0));
+
+    // IPv6 with a destination-options header and then a hop-by-hop header: misplaced.
+    let mut v6 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+        .ipv6(CLIENT_V6, SERVER_V6, 1)
+        .udp(1, 2)
+        .write(&mut v6, b"abcdefgh")
+        .unwrap();
+    let udp = v6.split_off(54);
+    v6[14 + 6] = IPV6_EXT_DEST_OPTS;
+    v6.extend_from_slice(&[IPV6_EXT_HOP_BY_HOP, 0, 1, 4, 0, 0, 0, 0]);
+    v6.extend_from_slice(&[ip_proto::UDP, 0, 1, 4, 0, 0, 0, 0]);
+    v6.extend_from_slice(&udp);
+    let len = (v6.len() - 54) as u16;
+    v6[18..20].copy_from_slice(&len.to_be_bytes());
+    let meta = meta_of(&v6);
+    assert_eq!(meta.ttl, 1);
+    assert_eq!(
+        meta.ip_flags,
+        ip_flags::V6_EXTENSIONS | ip_flags::V6_HOP_BY_HOP_MISPLACED
+    );
 }
 
 #[test]

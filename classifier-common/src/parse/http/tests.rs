@@ -106,10 +106,48 @@ fn oversized_values_and_headers_never_yield_a_bogus_name() {
     }
     huge.extend_from_slice(b"Host: late.example\r\n\r\n");
     assert_eq!(
-        host_of(&huge),
-        None,
-        "a Host beyond the scan window is not read"
+        parse(&huge).0,
+        HttpStatus::Unreadable,
+        "a Host beyond the scan window is not read, and not taken for no Host"
     );
+}
+
+#[test]
+fn the_request_target_names_the_host_before_the_host_header() {
+    // RFC 9112 §3.2.2: a server takes an absolute-form target's host and ignores Host.
+    assert_eq!(
+        host_of(b"GET http://www.youtube.com/watch?v=1 HTTP/1.1\r\nHost: www.bbc.co.uk\r\n\r\n"),
+        Some("www.youtube.com")
+    );
+    assert_eq!(
+        host_of(b"GET HTTPS://WWW.Netflix.com:443/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Some("WWW.Netflix.com")
+    );
+    assert_eq!(
+        host_of(b"GET http://user@open.spotify.com HTTP/1.1\r\nHost: a.example\r\n\r\n"),
+        Some("open.spotify.com")
+    );
+    assert_eq!(
+        host_of(b"CONNECT www.twitch.tv:443 HTTP/1.1\r\nHost: www.twitch.tv:443\r\n\r\n"),
+        Some("www.twitch.tv")
+    );
+    // An origin-form target leaves the name to Host.
+    assert_eq!(
+        host_of(b"GET /http://www.youtube.com/ HTTP/1.1\r\nHost: www.bbc.co.uk\r\n\r\n"),
+        Some("www.bbc.co.uk")
+    );
+    // Cut anywhere, the target's host is found once the line is there.
+    let request = b"GET http://www.youtube.com/ HTTP/1.1\r\nHost: www.bbc.co.uk\r\n\r\n";
+    for cut in 1..request.len() {
+        let (status, found) = parse(&request[..cut]);
+        if status == HttpStatus::Complete {
+            let start = found.host_offset as usize;
+            assert_eq!(
+                &request[start..start + found.host_len as usize],
+                b"www.youtube.com"
+            );
+        }
+    }
 }
 
 /// Found by fuzzing (fuzz/fuzz_targets/http_request.rs): a blank inside the Host value made

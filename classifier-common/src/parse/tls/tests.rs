@@ -1,7 +1,7 @@
 use std::vec;
 
 use super::*;
-use crate::testing::{Hello, chrome_like};
+use crate::testing::{Hello, chrome_like, split_records};
 
 fn parse(bytes: &[u8]) -> (TlsStatus, ClientHello) {
     let mut hello = ClientHello::default();
@@ -221,5 +221,110 @@ fn more_extensions_than_a_client_sends_hide_no_name() {
         sni_of(&early.bytes()),
         "www.twitch.tv",
         "a name found stands"
+    );
+}
+
+/// Joins the records of `stream` and parses the message as [`plan_records`] finds it.
+fn parse_split(stream: &[u8]) -> (RecordsStatus, Option<std::string::String>) {
+    let mut plan = RecordPlan::default();
+    let status = plan_records(stream, stream.len(), 4096, &mut plan);
+    let RecordsStatus::Ready { len } = status else {
+        return (status, None);
+    };
+    let mut joined = std::vec![0u8; 4096];
+    let n = join_records(stream, &plan, &mut joined);
+    assert_eq!(n, len as usize);
+    let mut hello = ClientHello::default();
+    assert_eq!(
+        parse_handshake(&joined[..n], n, &mut hello),
+        TlsStatus::Complete
+    );
+    let name = &joined[hello.sni_offset as usize..][..hello.sni_len as usize];
+    (
+        status,
+        Some(std::string::String::from_utf8(name.to_vec()).unwrap()),
+    )
+}
+
+#[test]
+fn a_handshake_spread_over_records_is_joined_wherever_it_is_cut() {
+    let record = chrome_like("www.youtube.com");
+    let name_at = record
+        .windows(15)
+        .position(|w| w == b"www.youtube.com")
+        .unwrap()
+        - 5;
+    // Cut inside the handshake header, inside the name, and at many places at once.
+    for cuts in [
+        std::vec![1],
+        std::vec![2],
+        std::vec![name_at + 3],
+        std::vec![1, 2, 3, 100, name_at, name_at + 1, name_at + 7],
+    ] {
+        let stream = split_records(&record, &cuts);
+        assert_eq!(
+            parse_record(&stream[..], stream.len(), 4096, &mut ClientHello::default()),
+            TlsStatus::Unparsable(Unparsable::RecordFragmented),
+            "cuts {cuts:?}"
+        );
+        let (status, name) = parse_split(&stream);
+        assert!(
+            matches!(status, RecordsStatus::Ready { .. }),
+            "cuts {cuts:?}"
+        );
+        assert_eq!(name.as_deref(), Some("www.youtube.com"), "cuts {cuts:?}");
+        // Every prefix that stops short asks for more, never names.
+        for cut in [3, 6, stream.len() / 2, stream.len() - 1] {
+            let mut plan = RecordPlan::default();
+            assert_eq!(
+                plan_records(&stream[..cut], cut, 4096, &mut plan),
+                RecordsStatus::NeedMore,
+                "cuts {cuts:?}, prefix {cut}"
+            );
+        }
+    }
+}
+
+#[test]
+fn records_beyond_the_bound_or_of_other_types_are_not_read() {
+    let record = Hello::new().sni("www.youtube.com").bytes();
+    let many: std::vec::Vec<usize> = (1..=MAX_RECORDS).collect();
+    let stream = split_records(&record, &many);
+    assert_eq!(parse_split(&stream).0, RecordsStatus::TooLarge);
+    // A change_cipher_spec record in the middle of the message.
+    let mut interleaved = split_records(&record, &[50]);
+    interleaved[5 + 50] = 0x14;
+    assert_eq!(parse_split(&interleaved).0, RecordsStatus::Malformed);
+    // An empty handshake record.
+    let mut empty = split_records(&record, &[0]);
+    assert_eq!(&empty[3..5], &[0, 0]);
+    assert_eq!(parse_split(&empty).0, RecordsStatus::Malformed);
+    empty[0] = 0x17;
+    assert_eq!(parse_split(&empty).0, RecordsStatus::Malformed);
+}
+
+#[test]
+fn a_hello_larger_than_the_buffer_is_read_as_far_as_held() {
+    let early = Hello::new()
+        .sni("www.youtube.com")
+        .ext(0x0015, std::vec![0; 4200])
+        .bytes();
+    let mut hello = ClientHello::default();
+    assert_eq!(
+        parse_record(&early[..], 4000, 4096, &mut hello),
+        TlsStatus::NeedMore { total: 4096 }
+    );
+    assert_eq!(
+        parse_record(&early[..4096], 4096, 4096, &mut hello),
+        TlsStatus::Complete
+    );
+    assert_eq!(hello.sni_len, 15);
+    let late = Hello::new()
+        .ext(0x0015, std::vec![0; 4200])
+        .sni("www.youtube.com")
+        .bytes();
+    assert_eq!(
+        parse_record(&late[..4096], 4096, 4096, &mut ClientHello::default()),
+        TlsStatus::Unparsable(Unparsable::TooLarge)
     );
 }
