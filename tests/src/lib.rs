@@ -7,10 +7,12 @@
 pub mod capture;
 pub mod clients;
 pub mod frames;
+pub mod harness;
 pub mod iperf;
 pub mod nfdump;
 pub mod postgres;
 pub mod run;
+pub mod segments;
 pub mod setup;
 pub mod tracker;
 pub mod wire;

@@ -454,7 +454,9 @@ impl Datapath {
         self.checksums = Some(checksums);
         let mut settings: Array<&mut MapData, Config> =
             Array::try_from(self.ebpf.map_mut(maps::CONFIG).context("no CONFIG map")?)?;
-        let mut config = settings.get(&0, 0).context("reading the datapath settings")?;
+        let mut config = settings
+            .get(&0, 0)
+            .context("reading the datapath settings")?;
         config.checksums = checksums;
         settings
             .set(0, config, 0)
