@@ -218,7 +218,7 @@ fn with_misplaced_hop_by_hop(frame: &[u8]) -> Vec<u8> {
 /// `segment`'s IP datagram cut into fragments of at most `size` data bytes (a multiple of
 /// 8), IPv4 or IPv6 (a fragment header), with identification `id`.
 pub fn fragments(segment: &Segment, size: usize, id: u32) -> Vec<Vec<u8>> {
-    assert!(size % 8 == 0);
+    assert!(size.is_multiple_of(8));
     let frame = segment.frame();
     let l3 = 14;
     let header_len = if segment.v6 { 40 } else { 20 };
