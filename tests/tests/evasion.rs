@@ -127,6 +127,9 @@ fn decoy(conn: &Conn, spoil: impl Fn(&mut Segment)) -> Frame {
     segment.into()
 }
 
+/// A decoy's name, the evasion notes it must leave, and how it is spoiled.
+type Decoy = (&'static str, &'static [&'static str], fn(&mut Segment));
+
 /// The cases for one address family; each flow from its own client port.
 fn cases(v6: bool) -> Vec<(Conn, Case)> {
     let mut port = if v6 { 46000 } else { 45000 };
@@ -286,7 +289,7 @@ fn cases(v6: bool) -> Vec<(Conn, Case)> {
     );
 
     // Decoys the server drops, then the real hello: the decoy names nothing.
-    let decoys: [(&str, &[&str], fn(&mut Segment)); 7] = [
+    let decoys: [Decoy; 7] = [
         ("a decoy with a wrong checksum", &["bad-checksum"], |s| {
             s.bad_checksum = true
         }),
