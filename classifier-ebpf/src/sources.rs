@@ -44,11 +44,11 @@ pub fn take(client: &[u8; 16], quota: Quota, config: &Config) -> bool {
     let entry = match SOURCES.get_ptr_mut(client) {
         Some(entry) => entry,
         None => {
-            let full = TokenBucket::full(burst, now);
+            // Each quota starts full at its own depth.
             let fresh = SourceQuota {
-                flows: full,
-                reassembly: full,
-                quic: full,
+                flows: TokenBucket::full(config.flow_burst as u64, now),
+                reassembly: TokenBucket::full(config.reassembly_burst as u64, now),
+                quic: TokenBucket::full(config.quic_burst as u64, now),
             };
             let _ = SOURCES.insert(client, fresh, 0);
             match SOURCES.get_ptr_mut(client) {

@@ -191,6 +191,24 @@ fn fill_prefixes(
     Ok(())
 }
 
+/// `[datapath] lan_prefixes` into `LAN_PREFIXES`, replacing what was there.
+pub fn install_lan_prefixes(ebpf: &mut Ebpf, prefixes: &[ipnet::IpNet]) -> anyhow::Result<()> {
+    let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(
+        ebpf.map_mut(maps::LAN_PREFIXES)
+            .context("no LAN_PREFIXES map")?,
+    )?;
+    let stale: Vec<Key<[u8; 16]>> = trie.keys().filter_map(Result::ok).collect();
+    for key in stale {
+        let _ = trie.remove(&key);
+    }
+    for net in prefixes {
+        let (addr, len) = mapped(net);
+        trie.insert(&Key::new(len, addr), 1, 0)
+            .with_context(|| format!("writing LAN prefix {net}"))?;
+    }
+    Ok(())
+}
+
 /// A prefix in the IPv4-mapped address space the datapath keys clients by.
 fn mapped(net: &ipnet::IpNet) -> ([u8; 16], u32) {
     match net {

@@ -19,6 +19,9 @@ pub const SYN_TSVAL: u32 = 100_000;
 #[derive(Clone, Debug)]
 pub struct Segment {
     pub v6: bool,
+    /// The last byte of the client's and the server's address (the test addresses have 10).
+    pub client_host: u8,
+    pub server_host: u8,
     pub way: Way,
     pub client_port: u16,
     pub server_port: u16,
@@ -42,12 +45,16 @@ pub struct Segment {
     pub payload: Vec<u8>,
 }
 
-/// A connection's endpoints: the client's source port, the server's port, the family.
+/// A connection's endpoints: the client's source port, the server's port, the family,
+/// and which hosts (the last byte of the test addresses; by default the test client's and
+/// server's own).
 #[derive(Clone, Copy, Debug)]
 pub struct Conn {
     pub v6: bool,
     pub client_port: u16,
     pub server_port: u16,
+    pub client_host: u8,
+    pub server_host: u8,
 }
 
 impl Conn {
@@ -56,7 +63,83 @@ impl Conn {
             v6,
             client_port,
             server_port,
+            client_host: if v6 { CLIENT_V6[15] } else { CLIENT_V4[3] },
+            server_host: if v6 { SERVER_V6[15] } else { SERVER_V4[3] },
         }
+    }
+
+    /// The same connection between other hosts (last address bytes).
+    pub fn between(mut self, client_host: u8, server_host: u8) -> Self {
+        self.client_host = client_host;
+        self.server_host = server_host;
+        self
+    }
+
+    /// The flow key the datapath files this connection under.
+    pub fn key(&self) -> classifier_common::flow::FlowKey {
+        let (client, server) = addresses(self.v6, self.client_host, self.server_host);
+        classifier_common::flow::FlowKey {
+            client_addr: client.mapped,
+            server_addr: server.mapped,
+            client_port: self.client_port,
+            server_port: self.server_port,
+            protocol: classifier_common::flow::ip_proto::TCP,
+            _pad: [0; 3],
+        }
+    }
+
+    /// A UDP datagram of this connection's endpoints, either way.
+    pub fn datagram(&self, way: Way, payload: &[u8]) -> Vec<u8> {
+        let (client, server) = addresses(self.v6, self.client_host, self.server_host);
+        let (source, destination, source_port, destination_port, source_mac, destination_mac) =
+            match way {
+                Way::Up => (
+                    client,
+                    server,
+                    self.client_port,
+                    self.server_port,
+                    CLIENT_MAC,
+                    GATEWAY_MAC,
+                ),
+                Way::Down => (
+                    server,
+                    client,
+                    self.server_port,
+                    self.client_port,
+                    GATEWAY_MAC,
+                    CLIENT_MAC,
+                ),
+            };
+        let ethernet = PacketBuilder::ethernet2(source_mac, destination_mac);
+        let udp = if self.v6 {
+            ethernet
+                .ipv6(source.v6, destination.v6, TTL)
+                .udp(source_port, destination_port)
+        } else {
+            ethernet
+                .ipv4(source.v4, destination.v4, TTL)
+                .udp(source_port, destination_port)
+        };
+        let mut frame = Vec::new();
+        udp.write(&mut frame, payload).expect("frame fits");
+        frame
+    }
+
+    /// The flow key of this connection's endpoints as a UDP flow.
+    pub fn udp_key(&self) -> classifier_common::flow::FlowKey {
+        classifier_common::flow::FlowKey {
+            protocol: classifier_common::flow::ip_proto::UDP,
+            ..self.key()
+        }
+    }
+
+    /// A server→client data segment at the server's stream offset `offset`.
+    pub fn reply(&self, offset: usize, payload: &[u8]) -> Segment {
+        let mut segment = self.data(0, payload);
+        segment.way = Way::Down;
+        segment.seq = FIRST_SEQ.wrapping_add(offset as u32);
+        segment.timestamps = Some((2 + offset as u32, SYN_TSVAL));
+        segment
     }
 
     /// A client→server data segment at stream offset `offset`, with timestamps, as a real
@@ -64,6 +147,8 @@ impl Conn {
     pub fn data(&self, offset: usize, payload: &[u8]) -> Segment {
         Segment {
             v6: self.v6,
+            client_host: self.client_host,
+            server_host: self.server_host,
             way: Way::Up,
             client_port: self.client_port,
             server_port: self.server_port,
@@ -120,6 +205,37 @@ impl Conn {
     }
 }
 
+/// A test host's address both ways, and as the datapath keys it.
+#[derive(Clone, Copy)]
+struct Address {
+    v4: [u8; 4],
+    v6: [u8; 16],
+    mapped: [u8; 16],
+}
+
+/// The client's and server's addresses: the test addresses with their last byte replaced.
+fn addresses(v6: bool, client_host: u8, server_host: u8) -> (Address, Address) {
+    let host = |v4: [u8; 4], v6_addr: [u8; 16], last: u8| {
+        let mut a4 = v4;
+        a4[3] = last;
+        let mut a6 = v6_addr;
+        a6[15] = last;
+        Address {
+            v4: a4,
+            v6: a6,
+            mapped: if v6 {
+                a6
+            } else {
+                classifier_common::flow::ipv4_mapped(a4)
+            },
+        }
+    };
+    (
+        host(CLIENT_V4, CLIENT_V6, client_host),
+        host(SERVER_V4, SERVER_V6, server_host),
+    )
+}
+
 /// The frames of `segments`, client→server.
 pub fn frames(segments: &[Segment]) -> Vec<(Way, Vec<u8>)> {
     segments.iter().map(|s| (s.way, s.frame())).collect()
@@ -137,18 +253,15 @@ impl Segment {
             Way::Down => (GATEWAY_MAC, CLIENT_MAC),
         };
         let ethernet = PacketBuilder::ethernet2(source_mac, destination_mac);
+        let (client, server) = addresses(self.v6, self.client_host, self.server_host);
+        let (source, destination) = match self.way {
+            Way::Up => (client, server),
+            Way::Down => (server, client),
+        };
         let ip = if self.v6 {
-            let (source, destination) = match self.way {
-                Way::Up => (CLIENT_V6, SERVER_V6),
-                Way::Down => (SERVER_V6, CLIENT_V6),
-            };
-            ethernet.ipv6(source, destination, self.ttl)
+            ethernet.ipv6(source.v6, destination.v6, self.ttl)
         } else {
-            let (source, destination) = match self.way {
-                Way::Up => (CLIENT_V4, SERVER_V4),
-                Way::Down => (SERVER_V4, CLIENT_V4),
-            };
-            ethernet.ipv4(source, destination, self.ttl)
+            ethernet.ipv4(source.v4, destination.v4, self.ttl)
         };
         let mut tcp = ip
             .tcp(source_port, destination_port, self.seq, 64240)

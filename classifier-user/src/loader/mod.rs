@@ -29,7 +29,10 @@ use classifier_common::{
     shaping::{BucketKey, ClientClassKey, TokenBucket},
 };
 
-use crate::{policy::ClassTables, tables};
+use crate::{
+    policy::{ClassTables, DatapathSettings},
+    tables,
+};
 use tracing::{debug, info, warn};
 
 /// The BPF object built by build.rs from `classifier-ebpf`, embedded in the binary so the
@@ -440,12 +443,17 @@ impl Datapath {
 
     /// Writes the policy's lookup tables and settings into the datapath's maps, removing
     /// entries the policy no longer has.
-    pub fn install_tables(&mut self, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
-        let mut config = *config;
+    pub fn install_tables(
+        &mut self,
+        tables: &ClassTables,
+        settings: &DatapathSettings,
+    ) -> anyhow::Result<()> {
+        let mut config = settings.config;
         if let Some(checksums) = self.checksums {
             config.checksums = checksums;
         }
-        tables::install(&mut self.ebpf, tables, &config)
+        tables::install(&mut self.ebpf, tables, &config)?;
+        tables::install_lan_prefixes(&mut self.ebpf, &settings.lan_prefixes)
     }
 
     /// How segment checksums are checked from now on (a `config::checksums` value), kept

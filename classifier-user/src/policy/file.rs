@@ -41,6 +41,75 @@ pub struct PolicyFile {
     pub export: ExportSection,
     #[serde(default)]
     pub degradation: DegradationSection,
+    #[serde(default)]
+    pub datapath: DatapathSection,
+}
+
+/// `[datapath]`: what the gateway's LAN is, and what one client may take of the tables all
+/// clients share (so that one host flooding the gateway cannot crowd the others out).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathSection {
+    /// The prefixes behind the LAN interface (`192.0.2.0/24`, `2001:db8:1::/48`): flows
+    /// are made only for these sources, and packets from others (spoofed, misrouted) are
+    /// dropped. Empty: any source.
+    #[serde(default)]
+    pub lan_prefixes: Vec<String>,
+    /// Per client: new flows a second, and how many at once. 0: no limit.
+    #[serde(default = "default_new_flows_per_second")]
+    pub new_flows_per_second: u32,
+    #[serde(default = "default_new_flows_burst")]
+    pub new_flows_burst: u32,
+    /// Per client: reassembly buffers (first bytes over several segments) a second, and at
+    /// once.
+    #[serde(default = "default_reassemblies_per_second")]
+    pub reassemblies_per_second: u16,
+    #[serde(default = "default_reassemblies_burst")]
+    pub reassemblies_burst: u16,
+    /// Per client: QUIC Initials handed to the daemon to read a name from, a second, and
+    /// at once. Beyond them a QUIC flow is QUIC of no known name.
+    #[serde(default = "default_quic_per_second")]
+    pub quic_initials_per_second: u16,
+    #[serde(default = "default_quic_burst")]
+    pub quic_initials_burst: u16,
+}
+
+impl Default for DatapathSection {
+    fn default() -> Self {
+        Self {
+            lan_prefixes: Vec::new(),
+            new_flows_per_second: default_new_flows_per_second(),
+            new_flows_burst: default_new_flows_burst(),
+            reassemblies_per_second: default_reassemblies_per_second(),
+            reassemblies_burst: default_reassemblies_burst(),
+            quic_initials_per_second: default_quic_per_second(),
+            quic_initials_burst: default_quic_burst(),
+        }
+    }
+}
+
+fn default_new_flows_per_second() -> u32 {
+    classifier_common::config::Config::default().flow_rate
+}
+
+fn default_new_flows_burst() -> u32 {
+    classifier_common::config::Config::default().flow_burst
+}
+
+fn default_reassemblies_per_second() -> u16 {
+    classifier_common::config::Config::default().reassembly_rate
+}
+
+fn default_reassemblies_burst() -> u16 {
+    classifier_common::config::Config::default().reassembly_burst
+}
+
+fn default_quic_per_second() -> u16 {
+    classifier_common::config::Config::default().quic_rate
+}
+
+fn default_quic_burst() -> u16 {
+    classifier_common::config::Config::default().quic_burst
 }
 
 #[derive(Debug, Deserialize)]

@@ -156,7 +156,7 @@ impl Groups {
     }
 }
 
-fn parse_prefix(text: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_prefix(text: &str) -> Result<IpNet, String> {
     let net: IpNet = text
         .trim()
         .parse()

@@ -58,13 +58,22 @@ pub struct Policy {
     /// Every period the rules may name (the schedule's).
     pub periods: Vec<String>,
     /// The datapath settings the policy implies.
-    pub datapath: Config,
+    pub datapath: DatapathSettings,
     /// How shape verdicts are enforced.
     pub shaping: ShapingMethod,
     /// When flows end and how long their records keep the client.
     pub records: RecordsPolicy,
     /// The bandwidth-degradation log's intervals, link and alerts.
     pub degradation: crate::degradation::DegradationPolicy,
+}
+
+/// What the policy sets in the datapath besides its tables.
+#[derive(Debug, Clone, Default)]
+pub struct DatapathSettings {
+    /// The `CONFIG` entry.
+    pub config: Config,
+    /// `[datapath] lan_prefixes`: flows only for these sources (empty: any).
+    pub lan_prefixes: Vec<ipnet::IpNet>,
 }
 
 /// `[records]`, validated.
@@ -395,7 +404,10 @@ fn shaping_method(file: &PolicyFile, source: &Source<'_>) -> Result<ShapingMetho
     }
 }
 
-fn datapath_config(file: &PolicyFile, source: &Source<'_>) -> Result<Config, PolicyError> {
+fn datapath_config(
+    file: &PolicyFile,
+    source: &Source<'_>,
+) -> Result<DatapathSettings, PolicyError> {
     let quic_mode = match file.quic.mode.as_str() {
         "classify" => quic_mode::CLASSIFY,
         "protocol-only" => quic_mode::PROTOCOL_ONLY,
@@ -412,11 +424,36 @@ fn datapath_config(file: &PolicyFile, source: &Source<'_>) -> Result<Config, Pol
             format!("`{}`: {e} (e.g. `10m`)", file.bittorrent.peer_ttl),
         )
     })?;
-    Ok(Config {
+    let section = &file.datapath;
+    let mut lan_prefixes = Vec::new();
+    for (i, text) in section.lan_prefixes.iter().enumerate() {
+        let net = groups::parse_prefix(text).map_err(|message| {
+            source.error_at(
+                &FieldPath::root()
+                    .key("datapath")
+                    .key("lan_prefixes")
+                    .index(i),
+                message,
+            )
+        })?;
+        lan_prefixes.push(net);
+    }
+    let config = Config {
         quic_mode,
         quic_hold: file.quic.hold_until_classified as u8,
         peer_ttl_secs: peer_ttl.as_secs().min(u32::MAX as u64) as u32,
+        flow_rate: section.new_flows_per_second,
+        flow_burst: section.new_flows_burst,
+        reassembly_rate: section.reassemblies_per_second,
+        reassembly_burst: section.reassemblies_burst,
+        quic_rate: section.quic_initials_per_second,
+        quic_burst: section.quic_initials_burst,
+        lan_filter: !lan_prefixes.is_empty() as u8,
         ..Config::default()
+    };
+    Ok(DatapathSettings {
+        config,
+        lan_prefixes,
     })
 }
 

@@ -49,8 +49,8 @@ fn default_policy_compiles_with_every_category() {
         policy.classes.report.collisions,
         Vec::<(String, String)>::new()
     );
-    assert_eq!(policy.datapath.quic_mode, quic_mode::CLASSIFY);
-    assert_eq!(policy.datapath.peer_ttl_secs, 600);
+    assert_eq!(policy.datapath.config.quic_mode, quic_mode::CLASSIFY);
+    assert_eq!(policy.datapath.config.peer_ttl_secs, 600);
 }
 
 #[test]
