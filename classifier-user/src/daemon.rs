@@ -20,14 +20,19 @@ use tracing::{debug, info, warn};
 use crate::{
     control::{self, ErrorReply, Request},
     degradation::{Degradation, IntervalReport},
-    events::Learned,
+    events::{Drained, Learned},
     flows::{self, FlowRecord},
     in_force::InForce,
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
+    quic::worker::Verdicts,
     recorder::{self, RecentlyEnded, Recorder, RecorderStats},
     shaping::{Shaper, ShapingStatus},
 };
+
+/// Most QUIC verdicts applied in one turn of the loop, for the same reason as
+/// [`crate::events::EVENTS_PER_TURN`]: the loop's other work is not kept waiting.
+const QUIC_VERDICTS_PER_TURN: usize = 256;
 
 /// What the running daemon holds: the datapath, the policy in force, and what the events
 /// told it.
@@ -82,6 +87,10 @@ pub struct Status {
     pub shaping: ShapingStatus,
     #[serde(default)]
     pub records: RecorderStats,
+    /// QUIC Initials not read because the worker's queue was full (a flood): their flows
+    /// got the class of QUIC without a readable name.
+    #[serde(default)]
+    pub quic_initials_shed: u64,
     pub datapath: DatapathStats,
 }
 
@@ -124,6 +133,7 @@ impl State {
             shaped_bytes: flows.iter().map(|(_, f)| f.shaped.bytes).sum(),
             shaping: self.shaper.status(),
             records: self.recorded,
+            quic_initials_shed: self.learned.quic_initials_shed,
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
         })
     }
@@ -244,6 +254,7 @@ pub async fn serve(
     ticks.tick().await;
     let mut walks = tokio::time::interval(recorder::WALK_EVERY);
     walks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quic_verdicts = shared.lock().learned.start_quic_worker()?;
     loop {
         tokio::select! {
             _ = ticks.tick() => report(&shared, &reporting)?,
@@ -252,8 +263,15 @@ pub async fn serve(
             _ = walks.tick() => tokio::task::block_in_place(|| recorder.walk(&shared)),
             ready = events.readable_mut() => {
                 let mut guard = ready.context("waiting for events")?;
-                drain_events(&shared, guard.get_inner_mut());
-                guard.clear_ready();
+                // After a bounded turn the ring stays marked readable, so the next turn
+                // comes at once (after whatever else is ready): the kernel would not wake
+                // us for events already waiting.
+                if drain_events(&shared, guard.get_inner_mut()) == Drained::Empty {
+                    guard.clear_ready();
+                }
+            }
+            Some(first) = quic_verdicts.recv() => {
+                apply_quic_verdicts(&shared, first, &mut quic_verdicts);
             }
             accepted = control.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -339,14 +357,40 @@ fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
     reloaded
 }
 
-/// Reads every event waiting in the ring buffer.
-pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) {
+/// Reads one turn's worth of the events waiting in the ring buffer.
+pub fn drain_events(shared: &Shared, ring: &mut RingBuf<MapData>) -> Drained {
     let mut guard = shared.lock();
     let state = &mut *guard;
-    state
+    let drained = state
         .learned
-        .drain(ring, &mut state.datapath, &state.in_force.policy);
+        .drain_turn(ring, &mut state.datapath, &state.in_force.policy);
     state.add_client_classes();
+    drained
+}
+
+/// Gives the flows the QUIC worker has read their classes: `first`, and those waiting
+/// behind it, up to a turn's worth.
+fn apply_quic_verdicts(
+    shared: &Shared,
+    first: (FlowKey, crate::quic::QuicVerdict),
+    verdicts: &mut Verdicts,
+) {
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    let policy = &state.in_force.policy;
+    let mut next = Some(first);
+    let mut applied = 0;
+    while let Some((key, verdict)) = next {
+        state
+            .learned
+            .classify_quic(key, &verdict, &mut state.datapath, policy);
+        applied += 1;
+        next = if applied < QUIC_VERDICTS_PER_TURN {
+            verdicts.try_recv().ok()
+        } else {
+            None
+        };
+    }
 }
 
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {

@@ -17,8 +17,29 @@ use crate::{
     flows::{self, FlowNames},
     loader::Datapath,
     policy::Policy,
-    quic::{self, QuicNames, QuicVerdict},
+    quic::{
+        self, QuicNames, QuicVerdict,
+        worker::{QuicWorker, Verdicts},
+    },
 };
+
+/// Most events read from the ring buffer in one turn of the daemon's loop. Reading one is a
+/// copy and a few map writes (QUIC Initials only go into the worker's queue), so a turn
+/// stays within a few milliseconds however fast a flood fills the ring, and the loop gets
+/// back to the control socket, the recorder and signals between turns. It is still more than
+/// the ring holds of the largest events (4 MiB of ~2 KiB QUIC Initials), so in ordinary
+/// traffic one turn empties it.
+pub const EVENTS_PER_TURN: usize = 4096;
+
+/// How a bounded read of the ring buffer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Nothing more was waiting: wait until the ring buffer is readable again.
+    Empty,
+    /// The turn's bound was reached: more may be waiting, and the kernel will not say so
+    /// again (it wakes the reader only once the reader has caught up), so read on next turn.
+    Bounded,
+}
 
 /// One decoded event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +127,13 @@ fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
 #[derive(Default)]
 pub struct Learned {
     pub names: FlowNames,
+    /// QUIC flows whose Initials are read here, at once: offline replays and tests, which
+    /// need the answer before the next packet. The daemon uses its worker instead.
     pub quic: QuicNames,
+    /// The daemon's QUIC worker ([`Learned::start_quic_worker`]): Initials go to it.
+    quic_worker: Option<QuicWorker>,
+    /// Initials the worker had no room for; their flows got the class of unnamed QUIC.
+    pub quic_initials_shed: u64,
     /// (rule class, client) pairs the datapath asked a class for, for the shaper.
     pub client_classes_wanted: Vec<(u16, [u8; 16])>,
 }
@@ -158,7 +185,7 @@ impl Learned {
                 }
             }
             Event::QuicInitial { key, datagram, .. } => {
-                if let Some(verdict) = self.quic.add(key, datagram) {
+                if let Some(verdict) = self.read_quic(key, datagram) {
                     self.classify_quic(key, &verdict, datapath, policy);
                 }
             }
@@ -169,23 +196,68 @@ impl Learned {
         }
     }
 
-    /// Reads every event waiting in the datapath's ring buffer.
+    /// Reads every event waiting in the datapath's ring buffer (an offline replay, where
+    /// nothing else waits on the reader).
     pub fn drain(
         &mut self,
         ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
         datapath: &mut Datapath,
         policy: &Policy,
     ) {
-        while let Some(record) = ring.next() {
-            if let Some(event) = decode(&record) {
-                drop(record);
+        while self.drain_turn(ring, datapath, policy) == Drained::Bounded {}
+    }
+
+    /// Reads at most [`EVENTS_PER_TURN`] events from the ring buffer: one turn of the
+    /// daemon's loop.
+    pub fn drain_turn(
+        &mut self,
+        ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+        datapath: &mut Datapath,
+        policy: &Policy,
+    ) -> Drained {
+        // Each record is decoded and let go of (the kernel may reuse its room) before the
+        // event is acted on.
+        let next = || ring.next().map(|record| decode(&record));
+        take_bounded(EVENTS_PER_TURN, next, |event| {
+            if let Some(event) = event {
                 self.apply(event, datapath, policy);
             }
+        })
+    }
+
+    /// Starts the daemon's QUIC worker: from now on Initials are read off the caller's
+    /// loop, and their verdicts come out of the returned receiver, for
+    /// [`Learned::classify_quic`].
+    pub fn start_quic_worker(&mut self) -> anyhow::Result<Verdicts> {
+        let (worker, verdicts) = QuicWorker::spawn()?;
+        self.quic_worker = Some(worker);
+        Ok(verdicts)
+    }
+
+    /// Reads one Initial at once, or hands it to the worker (no verdict yet). An Initial
+    /// the worker has no room for is shed: its flow is judged as QUIC without a readable
+    /// name now, rather than left waiting.
+    fn read_quic(&mut self, key: FlowKey, datagram: Vec<u8>) -> Option<QuicVerdict> {
+        let Some(worker) = &self.quic_worker else {
+            return self.quic.add(key, datagram);
+        };
+        let shed = worker.offer(key, datagram).err()?;
+        self.quic_initials_shed += 1;
+        // Every shed Initial would flood the log under the very flood that sheds them:
+        // say so at the 1st, 2nd, 4th, 8th, ... only.
+        if self.quic_initials_shed.is_power_of_two() {
+            warn!(
+                flow = %flows::describe_key(&key),
+                shed_so_far = self.quic_initials_shed,
+                reason = %shed,
+                "QUIC Initial not read: the flow is judged as QUIC without a name"
+            );
         }
+        Some(QuicVerdict::Unreadable(format!("not read: {shed}")))
     }
 
     /// Tells the datapath the class of a QUIC flow whose Initials have been read.
-    fn classify_quic(
+    pub fn classify_quic(
         &mut self,
         key: FlowKey,
         verdict: &QuicVerdict,
@@ -214,6 +286,21 @@ impl Learned {
             warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
         }
     }
+}
+
+/// Hands `handle` what `next` gives until it gives nothing or `limit` items were taken.
+fn take_bounded<T>(
+    limit: usize,
+    mut next: impl FnMut() -> Option<T>,
+    mut handle: impl FnMut(T),
+) -> Drained {
+    for _ in 0..limit {
+        match next() {
+            Some(item) => handle(item),
+            None => return Drained::Empty,
+        }
+    }
+    Drained::Bounded
 }
 
 /// Puts the peers a tracker reply lists into the datapath's peer cache, as seen now.
@@ -290,6 +377,63 @@ mod tests {
             panic!("not decoded");
         };
         assert_eq!((name.as_str(), category, app), ("www.youtube.com", 3, 256));
+    }
+
+    #[test]
+    fn a_drain_stops_at_its_bound_and_takes_the_rest_next_turn() {
+        let mut waiting = 2 * EVENTS_PER_TURN + 10;
+        let mut handled = 0;
+        let mut turn = || {
+            take_bounded(
+                EVENTS_PER_TURN,
+                || waiting.checked_sub(1).map(|left| waiting = left),
+                |()| handled += 1,
+            )
+        };
+        assert_eq!(turn(), Drained::Bounded);
+        assert_eq!(turn(), Drained::Bounded);
+        assert_eq!(turn(), Drained::Empty);
+        assert_eq!(turn(), Drained::Empty, "nothing left");
+        assert_eq!(handled, 2 * EVENTS_PER_TURN + 10);
+    }
+
+    #[test]
+    fn an_initial_the_worker_has_no_room_for_is_shed_and_counted() {
+        let (worker, queued) = QuicWorker::unserved(1);
+        let mut learned = Learned {
+            quic_worker: Some(worker),
+            ..Learned::default()
+        };
+        let key = FlowKey::default();
+        assert_eq!(learned.read_quic(key, vec![0xc3; 1200]), None, "queued");
+        for shed in 1..=3 {
+            let verdict = learned.read_quic(key, vec![0xc3; 1200]);
+            assert!(
+                matches!(&verdict, Some(QuicVerdict::Unreadable(why)) if why.contains("full")),
+                "{verdict:?}"
+            );
+            assert_eq!(learned.quic_initials_shed, shed);
+        }
+        // The class it gets is the one QUIC without a readable name gets.
+        let policy = Policy::default_council();
+        let shed = learned.read_quic(key, vec![0xc3; 1200]).unwrap();
+        let unnamed = quic::class_of(&QuicVerdict::Unreadable(String::new()), &policy.classes);
+        assert_eq!(quic::class_of(&shed, &policy.classes), unnamed);
+        // Once the worker takes one, there is room again.
+        queued.recv().unwrap();
+        assert_eq!(learned.read_quic(key, vec![0xc3; 1200]), None);
+        assert_eq!(learned.quic_initials_shed, 4);
+    }
+
+    #[test]
+    fn without_a_worker_initials_are_read_at_once() {
+        let mut learned = Learned::default();
+        let verdict = learned.read_quic(FlowKey::default(), vec![0xc3; 1200]);
+        assert!(
+            matches!(verdict, Some(QuicVerdict::Unreadable(_))),
+            "{verdict:?}"
+        );
+        assert_eq!(learned.quic_initials_shed, 0);
     }
 
     #[test]

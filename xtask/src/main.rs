@@ -46,13 +46,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Fuzz the packet parsers the datapath runs (cargo-fuzz, libFuzzer): each target for
-    /// `--seconds`, new inputs kept in target/fuzz-corpus, crashes in fuzz/artifacts.
+    /// Fuzz the packet parsers the datapath runs and the daemon's QUIC Initial reader
+    /// (cargo-fuzz, libFuzzer): each target for `--seconds`, new inputs kept in
+    /// target/fuzz-corpus, crashes in fuzz/artifacts.
     Fuzz {
         /// How long each target runs.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Only this target (tls_client_hello, http_request, packet_headers, udp_signatures).
+        /// Only this target (tls_client_hello, http_request, packet_headers, udp_signatures,
+        /// quic_initial).
         target: Option<String>,
     },
     /// Set up and run the benchmarks (ratios measured in one run; results in target/bench),
@@ -164,11 +166,12 @@ fn step(name: &str, mut command: Command) -> anyhow::Result<()> {
 }
 
 /// The cargo-fuzz targets in fuzz/Cargo.toml.
-const FUZZ_TARGETS: [&str; 4] = [
+const FUZZ_TARGETS: [&str; 5] = [
     "tls_client_hello",
     "http_request",
     "packet_headers",
     "udp_signatures",
+    "quic_initial",
 ];
 
 /// Runs the fuzz targets. cargo-fuzz needs nightly compiler flags (sanitizers): the stable

@@ -78,6 +78,10 @@ pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
          not be written",
         records.flows_ended, records.flows_evicted, records.records_failed
     );
+    println!(
+        "quic:       {} Initials shed (decryption queue full; judged as QUIC without a name)",
+        status.quic_initials_shed
+    );
     println!("uptime:     {} s", status.uptime_seconds);
     println!("datapath:   {}", serde_json::to_string(&status.datapath)?);
     Ok(())

@@ -1,6 +1,7 @@
 //! `/metrics` for Prometheus: traffic by category and group each way, what the policy
 //! withheld, the last closed degradation intervals, the recorder's and the datapath's
-//! counters. Grafana's dashboard for them is docs/grafana-dashboard.json.
+//! counters, and the QUIC Initials shed under a flood. Grafana's dashboard for them is
+//! docs/grafana-dashboard.json.
 //!
 //! Served by the daemon on `run --metrics ADDR` (default 127.0.0.1:9464, the port
 //! Prometheus' exporter list gives this kind of exporter).
@@ -148,6 +149,15 @@ pub fn render(state: &State) -> anyhow::Result<String> {
         recorded.get_or_create(&Named { counter }).inc_by(value);
     }
     registry.register("recorder", "What the flow recorder did", recorded);
+
+    let shed = Counter::<u64>::default();
+    shed.inc_by(state.learned.quic_initials_shed);
+    registry.register(
+        "quic_initials_shed",
+        "QUIC Initials not decrypted because the daemon's queue for them was full (a flood); \
+         their flows got the class of QUIC without a readable name",
+        shed,
+    );
 
     let datapath = Family::<Named, Counter>::default();
     let stats = super::read_stats(&state.datapath.stats_table()?)?;

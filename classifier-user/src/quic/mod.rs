@@ -5,84 +5,16 @@
 //! per flow until the ClientHello is whole.
 
 pub mod initial;
-
-use std::collections::{HashMap, VecDeque};
+pub mod names;
+pub mod worker;
 
 use classifier_common::{
     classify::{Method, app, class_flags},
     config::ClassResult,
-    flow::FlowKey,
-    parse::tls::{self, ClientHello, TlsStatus},
 };
 
-use self::initial::QuicError;
+pub use self::names::{QuicNames, QuicVerdict};
 use crate::policy::ClassTables;
-
-/// Flows whose Initials are being collected at once; the oldest is dropped beyond this.
-const MAX_PENDING_FLOWS: usize = 4096;
-
-/// What the Initials of one flow came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QuicVerdict {
-    /// The ClientHello's server name (empty when it has none).
-    Named {
-        name: String,
-        /// The ClientHello offered ECH (extension 0xfe0d), real or GREASE.
-        ech: bool,
-    },
-    /// The Initials could not be opened or read: QUIC, name unknown.
-    Unreadable(String),
-}
-
-/// Client Initials of QUIC flows, kept until their ClientHello is complete.
-#[derive(Default)]
-pub struct QuicNames {
-    pending: HashMap<FlowKey, Vec<Vec<u8>>>,
-    order: VecDeque<FlowKey>,
-}
-
-impl QuicNames {
-    /// Adds one datagram of `key`'s flow; returns the verdict once there is one.
-    pub fn add(&mut self, key: FlowKey, datagram: Vec<u8>) -> Option<QuicVerdict> {
-        if !self.pending.contains_key(&key) {
-            if self.order.len() >= MAX_PENDING_FLOWS
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.pending.remove(&oldest);
-            }
-            self.order.push_back(key);
-        }
-        let datagrams = self.pending.entry(key).or_default();
-        datagrams.push(datagram);
-        let views: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
-        let verdict = match initial::client_hello_from_initials(&views) {
-            Err(QuicError::Incomplete { .. }) if views.len() < initial::MAX_DATAGRAMS => {
-                return None;
-            }
-            Ok(client_hello) => server_name(&client_hello),
-            Err(e) => QuicVerdict::Unreadable(e.to_string()),
-        };
-        self.pending.remove(&key);
-        self.order.retain(|k| *k != key);
-        Some(verdict)
-    }
-}
-
-/// The server name in a ClientHello handshake message.
-fn server_name(client_hello: &[u8]) -> QuicVerdict {
-    let mut hello = ClientHello::default();
-    match tls::parse_handshake(client_hello, client_hello.len(), &mut hello) {
-        TlsStatus::Complete => {
-            let start = hello.sni_offset as usize;
-            let name = &client_hello[start..start + hello.sni_len as usize];
-            QuicVerdict::Named {
-                name: String::from_utf8_lossy(name).into_owned(),
-                ech: hello.ech,
-            }
-        }
-        other => QuicVerdict::Unreadable(format!("ClientHello not readable: {other:?}")),
-    }
-}
 
 /// The class a QUIC flow gets from its verdict: a listed name's category and application,
 /// otherwise the category the policy gives QUIC itself.
@@ -105,14 +37,17 @@ pub fn class_of(verdict: &QuicVerdict, classes: &ClassTables) -> ClassResult {
 }
 
 #[cfg(test)]
-mod tests {
-    use classifier_common::testing::{chrome_like, handshake_of};
+pub(crate) mod tests {
+    use classifier_common::{
+        flow::FlowKey,
+        testing::{chrome_like, handshake_of},
+    };
 
-    use super::{initial::QuicVersion, *};
+    use super::{initial::QuicVersion, names::MAX_PENDING_FLOWS, *};
     use crate::policy::Policy;
 
     /// A post-quantum-sized ClientHello for `name`, over two Initials as Chrome sends it.
-    fn two_initials(name: &str) -> [Vec<u8>; 2] {
+    pub(crate) fn two_initials(name: &str) -> [Vec<u8>; 2] {
         let record = chrome_like(name);
         let hello = handshake_of(&record);
         let (first, second) = hello.split_at(1000);
@@ -171,6 +106,6 @@ mod tests {
             };
             assert_eq!(names.add(key, first.clone()), None);
         }
-        assert_eq!(names.pending.len(), MAX_PENDING_FLOWS);
+        assert_eq!(names.pending_flows(), MAX_PENDING_FLOWS);
     }
 }
