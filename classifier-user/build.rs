@@ -93,7 +93,7 @@ fn build_object(cargo: &Path, rustc: &Path, workspace: &Path, target_dir: &Path)
         // Keep BTF: BTF-defined maps need it, and it makes `bpftool map dump` readable.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\u{1f}-Clink-arg=--btf",
+            "-Cdebuginfo=2\u{1f}-Clink-arg=--btf\u{1f}-Clink-arg=--disable-expand-memcpy-in-order",
         );
     let status = command
         .status()

@@ -60,6 +60,26 @@ pub struct Config {
     pub _pad: [u8; 3],
 }
 
+impl Config {
+    /// Every field zero: a `CONFIG` entry nothing has written yet (which checks no
+    /// checksum, meters nothing and inspects no segment: never the settings to run with).
+    pub const UNSET: Self = Self {
+        quic_mode: 0,
+        quic_hold: 0,
+        max_inspected: 0,
+        checksums: 0,
+        peer_ttl_secs: 0,
+        flow_rate: 0,
+        flow_burst: 0,
+        reassembly_rate: 0,
+        reassembly_burst: 0,
+        quic_rate: 0,
+        quic_burst: 0,
+        lan_filter: 0,
+        _pad: [0; 3],
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -110,20 +130,20 @@ pub struct SourceQuota {
 pub mod tail {
     /// XDP: client → server packets of flows not yet classified; collects stream bytes.
     pub const CLASSIFY_UPLOAD: u32 = 0;
-    /// XDP: parses the collected bytes as a TLS ClientHello.
-    pub const PARSE_TLS: u32 = 1;
     /// XDP: parses the collected bytes as an HTTP request.
-    pub const PARSE_HTTP: u32 = 2;
+    pub const PARSE_HTTP: u32 = 1;
     /// XDP: a found name → category (longest listed suffix) → the flow's class and event.
-    pub const NAME_LOOKUP: u32 = 3;
+    pub const NAME_LOOKUP: u32 = 2;
     /// XDP: places a TCP segment's payload in the flow's stream buffer (checksum,
-    /// overlaps, out-of-order pieces) and hands the bytes on when they grew.
-    pub const STREAM_SEGMENT: u32 = 4;
+    /// overlaps, out-of-order pieces) and, when the bytes grew, reads them: a ClientHello
+    /// there (and its name looked up there: each hand-over costs the flow's lookup
+    /// again), an HTTP request in `PARSE_HTTP`.
+    pub const STREAM_SEGMENT: u32 = 3;
     /// XDP: joins a ClientHello spread over several TLS records and parses it.
-    pub const PARSE_TLS_RECORDS: u32 = 5;
+    pub const PARSE_TLS_RECORDS: u32 = 4;
     /// XDP: the packet's verdict under its flow's class so far, after classification.
-    pub const ENFORCE: u32 = 6;
-    pub const COUNT: u32 = 7;
+    pub const ENFORCE: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Which buffer a [`ClassifyJob`]'s stream bytes are in.

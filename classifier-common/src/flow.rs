@@ -43,6 +43,10 @@ pub struct DirectionCounters {
 pub mod flow_flags {
     /// The first packet of this flow was seen going server→client (not initiated from the LAN).
     pub const STARTED_DOWNSTREAM: u8 = 1 << 0;
+    /// The flow's first bytes are kept in a `REASM` entry (they took more than one
+    /// segment). Only such flows look there: a lookup that finds nothing costs as much as
+    /// one that does, on every new flow.
+    pub const STREAM_BUFFER: u8 = 1 << 1;
 }
 
 /// Flow table value: counters both ways plus what the datapath learnt about the flow.

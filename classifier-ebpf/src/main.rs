@@ -99,19 +99,14 @@ pub fn classify_upload(ctx: XdpContext) -> u32 {
     classify::classify_upload(&ctx)
 }
 
-/// The flow's first bytes as a TLS ClientHello (tail call from `classify_upload`).
-#[xdp]
-pub fn parse_tls(ctx: XdpContext) -> u32 {
-    classify::parse_tls(&ctx)
-}
-
 /// The flow's first bytes as an HTTP request (tail call from `classify_upload`).
 #[xdp]
 pub fn parse_http(ctx: XdpContext) -> u32 {
     classify::parse_http(&ctx)
 }
 
-/// A found server name to the flow's class (tail call from `parse_tls` / `parse_http`).
+/// A found server name to the flow's class (tail call from `parse_http` and
+/// `parse_tls_records`; a ClientHello's name is looked up in `stream_segment` itself).
 #[xdp]
 pub fn name_lookup(ctx: XdpContext) -> u32 {
     classify::name_lookup(&ctx)
@@ -125,7 +120,7 @@ pub fn stream_segment(ctx: XdpContext) -> u32 {
 }
 
 /// A ClientHello spread over several TLS records, joined and parsed (tail call from
-/// `parse_tls`).
+/// `stream_segment`).
 #[xdp]
 pub fn parse_tls_records(ctx: XdpContext) -> u32 {
     classify::parse_tls_records(&ctx)

@@ -129,8 +129,6 @@ pub struct LoopState {
     pub found: u8,
     /// A compared byte differed.
     pub differ: u8,
-    /// Name bytes copied into an event.
-    pub copied: u16,
     /// Bytes of TLS records joined so far, and whether a copy failed.
     pub written: u16,
     pub failed: u8,

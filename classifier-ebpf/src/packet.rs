@@ -1,7 +1,12 @@
 //! [`PacketBytes`] over direct packet access, for both program types.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    bindings::bpf_dynptr,
+    helpers::generated::{
+        bpf_dynptr_from_mem, bpf_dynptr_read, bpf_skb_load_bytes, bpf_xdp_load_bytes,
+    },
     programs::{TcContext, XdpContext},
 };
 use classifier_common::{
@@ -137,6 +142,46 @@ impl StreamView {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Copies `len` held bytes from `offset` to `dst` (which has room for `CAP`) in one
+    /// helper call: `bpf_dynptr_read` takes offsets and lengths known only at run time,
+    /// which a plain copy cannot have in BPF (a byte loop costs a `bpf_loop` step a byte).
+    /// Returns the bytes copied: 0 when the range is not inside the held bytes.
+    ///
+    /// # Safety
+    /// `dst` must be writable memory of `CAP` bytes (a map value or ring-buffer memory).
+    #[inline(always)]
+    pub unsafe fn copy_out<const CAP: usize>(
+        &self,
+        offset: usize,
+        len: usize,
+        dst: *mut u8,
+    ) -> usize {
+        if len == 0 || len > CAP || offset + len > self.len {
+            return 0;
+        }
+        let mut source = bpf_dynptr {
+            __opaque: [0u64; 2],
+        };
+        // SAFETY: `base` is the `bytes` field of a live map value, this long.
+        let made = unsafe {
+            bpf_dynptr_from_mem(
+                self.base as *mut c_void,
+                (STREAM_CAP + STREAM_SLACK) as u32,
+                0,
+                &raw mut source,
+            )
+        };
+        if made != 0 {
+            return 0;
+        }
+        // The mask shows the verifier the bound checked above (CAP is a power of two).
+        let len = verifier_opaque(len) & (CAP - 1);
+        // SAFETY: `dst` has CAP > len bytes (caller); the helper checks the source range.
+        let read =
+            unsafe { bpf_dynptr_read(dst.cast(), len as u32, &raw const source, offset as u32, 0) };
+        if read == 0 { len } else { 0 }
     }
 }
 

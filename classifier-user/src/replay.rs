@@ -214,15 +214,27 @@ impl Replay {
     }
 
     /// The flows classified so far, largest first, and the counts.
-    pub fn finish(self) -> anyhow::Result<Replayed> {
-        let table = self.datapath.flow_table()?;
-        let flows = flows::read_table(&table, &self.policy, &self.learned.names)?
-            .into_iter()
-            .map(|(_, record)| record)
-            .collect();
+    pub fn finish(mut self) -> anyhow::Result<Replayed> {
+        self.take_capture()
+    }
+
+    /// The flows classified so far and the counts; then the datapath forgets them, so the
+    /// next capture replays as if on its own (the programs stay loaded: loading them is
+    /// most of a short capture's time).
+    pub fn take_capture(&mut self) -> anyhow::Result<Replayed> {
+        let flows = {
+            let table = self.datapath.flow_table()?;
+            flows::read_table(&table, &self.policy, &self.learned.names)?
+                .into_iter()
+                .map(|(_, record)| record)
+                .collect()
+        };
+        self.datapath.forget_traffic()?;
+        self.sides.clear();
+        self.learned = Learned::default();
         Ok(Replayed {
             flows,
-            counts: self.counts,
+            counts: std::mem::take(&mut self.counts),
         })
     }
 }

@@ -7,6 +7,7 @@
 # what is missing (`cargo xtask setup --captures`: browsers, aria2, Transmission, ...). It takes about
 # three minutes and removes its lab, processes and temporary files when it ends, also on
 # failure or Ctrl-C. Arguments go to make-captures (`--help`).
+# Then `cargo run -p classifier-tests --bin make-evasion-captures` remakes evasion/ from them.
 set -eu
 if [ "$(id -u)" -ne 0 ]; then
     echo "regenerate.sh needs root (network namespaces, tcpdump): sudo -E $0" >&2

@@ -19,9 +19,13 @@ use classifier_user::{
 
 const XDP_DROP: u32 = 1;
 
-/// The council policy with a `[datapath]` section, in force at work.
+/// The council policy with this `[datapath]` section instead of its own, in force at work.
 fn council_with(datapath: &str) -> Harness {
-    let text = format!("{DEFAULT_POLICY}\n[datapath]\n{datapath}\n");
+    let (before, own) = DEFAULT_POLICY
+        .split_once("\n[datapath]\n")
+        .expect("the default policy has a [datapath] section");
+    assert!(!own.contains("\n["), "[datapath] is the default policy's last section");
+    let text = format!("{before}\n[datapath]\n{datapath}\n");
     let policy = Policy::parse(
         &text,
         std::path::Path::new("floods.toml"),

@@ -175,15 +175,43 @@ fn datapath(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> 
          program run on the same frame in the same round (median {:.0} ns). Steady cases \
          repeat one frame ({} rounds × {} runs); first-payload cases are {} fresh flows \
          each, the cost being the sum over the case's frames (both segments of a two-segment \
-         ClientHello).\n",
+         ClientHello). Segment checksums are verified, as on a NIC; the per-client quotas are \
+         lifted (one client opening thousands of flows a second is what they refuse); every \
+         fresh TCP flow sends one more segment after its first payload, unmeasured, as real \
+         clients do (it ends the watch for a second version of the hello and frees its \
+         reassembly buffer), except in the case that says so; the events are read every 1000 \
+         flows (a reader that keeps up is woken by an interrupt, not part of these figures).\n",
         num(results, "empty_xdp_median_ns"),
         num(results, "rounds"),
         num(results, "repeat"),
         num(results, "fresh_flow_samples"),
     );
     case_table(doc, rows(results, "cases"));
-    let _ = writeln!(doc, "\nFirst payload of a fresh flow:\n");
+    let _ = writeln!(
+        doc,
+        "\nFirst payload of a fresh flow (the cases after the QUIC Initial are what evasion \
+         tools send):\n"
+    );
     case_table(doc, rows(results, "fresh_flow_cases"));
+    let memory = rows(results, "memory");
+    if !memory.is_empty() {
+        let _ = writeln!(
+            doc,
+            "\nMemory of the classification state, as the kernel accounts it (`memlock`), on \
+             this machine's CPUs:\n"
+        );
+        let _ = writeln!(doc, "| map | MiB | what |");
+        let _ = writeln!(doc, "| --- | ---: | --- |");
+        for map in memory {
+            let _ = writeln!(
+                doc,
+                "| `{}` | {:.2} | {} |",
+                text(map, "map"),
+                num(map, "bytes") / (1024.0 * 1024.0),
+                text(map, "what")
+            );
+        }
+    }
     Ok(())
 }
 

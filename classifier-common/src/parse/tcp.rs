@@ -127,6 +127,7 @@ pub mod checksum {
     }
 
     /// The sum of `bytes` as memory-order 16-bit words (an odd last byte padded with zero).
+    #[inline(always)]
     pub fn sum_bytes(bytes: &[u8]) -> u64 {
         let mut sum = 0u64;
         let mut words = bytes.chunks_exact(2);

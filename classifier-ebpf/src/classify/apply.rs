@@ -4,18 +4,14 @@ use classifier_common::{
     classify::{Method, app, class_flags, evasion, state},
     config::{ClassResult, Config, PeerKey, peer_cache_applies},
     event::{ClassifiedEvent, NAME_CAP, kind},
-    flow::{FlowEntry, FlowKey},
-    parse::PacketBytes,
+    flow::{FlowEntry, FlowKey, flow_flags},
     policy::policy_flags,
     stats::Stat,
 };
 
-use core::ops::ControlFlow;
-
 use crate::{
-    bounded_loop::{LoopBody, bounded_loop},
     flows::now_ns,
-    maps::{EVENTS, LOOPS, LoopState, PEERS, PROTO_CATS, REASM},
+    maps::{EVENTS, PEERS, PROTO_CATS, REASM},
     packet::StreamView,
     stats,
 };
@@ -138,7 +134,23 @@ pub unsafe fn end_watch(key: &FlowKey, entry: *mut FlowEntry) {
         (*entry).class_state = state::DONE;
         (*entry).class_flags &= !class_flags::RECHECK;
     }
-    let _ = REASM.remove(key);
+    // SAFETY: forwarded from the caller.
+    unsafe { release_buffer(key, entry) };
+}
+
+/// Frees the flow's stream buffer, if it has one.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+pub unsafe fn release_buffer(key: &FlowKey, entry: *mut FlowEntry) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if (*entry).flags & flow_flags::STREAM_BUFFER != 0 {
+            (*entry).flags &= !flow_flags::STREAM_BUFFER;
+            let _ = REASM.remove(key);
+        }
+    }
 }
 
 /// A second version of the named bytes reads as another category (or as nothing): the
@@ -186,7 +198,8 @@ pub unsafe fn give_up(key: &FlowKey, entry: *mut FlowEntry, protocol: u16) {
         (*entry).method = Method::None as u8;
         finish(key, entry, None);
     }
-    let _ = REASM.remove(key);
+    // SAFETY: forwarded from the caller.
+    unsafe { release_buffer(key, entry) };
 }
 
 /// [`give_up`] from TC, where the stack is taken: the class is set without an event (the
@@ -206,7 +219,8 @@ pub unsafe fn mark_unreadable(key: &FlowKey, entry: *mut FlowEntry) {
         (*entry).class_state = state::DONE;
         (*entry).policy_flags &= !policy_flags::DECIDED;
     }
-    let _ = REASM.remove(key);
+    // SAFETY: forwarded from the caller.
+    unsafe { release_buffer(key, entry) };
 }
 
 /// Notes what the client did to hide the flow's name; `stat` counts it.
@@ -277,47 +291,17 @@ pub unsafe fn emit_classified(
     slot.submit(0);
 }
 
-/// Copies the name byte by byte (a variable-offset memcpy has no BPF lowering), in a
-/// `bpf_loop`: a plain loop of 255 reads is walked by the verifier once per iteration.
+/// Copies the name into the event (at most NAME_CAP - 1 bytes); returns its length.
+///
+/// # Safety
+/// `dst` must be the event's name array in reserved ring-buffer memory.
 #[inline(always)]
 unsafe fn copy_name(name: &NameRef<'_>, dst: *mut [u8; NAME_CAP]) -> u8 {
-    let Some(state) = LOOPS.get_ptr_mut(0) else {
-        return 0;
+    let len = if name.len < NAME_CAP {
+        name.len
+    } else {
+        NAME_CAP - 1
     };
-    // SAFETY: this CPU's loop state, live for the program run.
-    unsafe { (*state).copied = 0 };
-    let mut copy = CopyName {
-        name,
-        dst: dst.cast(),
-        state,
-    };
-    bounded_loop((NAME_CAP - 1) as u32, &mut copy);
-    // SAFETY: as above.
-    unsafe { (*state).copied as u8 }
-}
-
-/// One name byte into the event.
-struct CopyName<'a, 'b> {
-    name: &'a NameRef<'b>,
-    dst: *mut u8,
-    state: *mut LoopState,
-}
-
-impl LoopBody for CopyName<'_, '_> {
-    #[inline(always)]
-    fn step(&mut self, index: u32) -> ControlFlow<()> {
-        let i = index as usize;
-        if i >= self.name.len || i >= NAME_CAP - 1 {
-            return ControlFlow::Break(());
-        }
-        let Some([byte]) = self.name.view.read::<1>(self.name.offset + i) else {
-            return ControlFlow::Break(());
-        };
-        // SAFETY: i < NAME_CAP - 1, inside the event's name array; `state` is this CPU's.
-        unsafe {
-            *self.dst.add(i) = byte;
-            (*self.state).copied = (i + 1) as u16;
-        }
-        ControlFlow::Continue(())
-    }
+    // SAFETY: forwarded from the caller: NAME_CAP writable bytes.
+    unsafe { name.view.copy_out::<NAME_CAP>(name.offset, len, dst.cast()) as u8 }
 }

@@ -5,6 +5,7 @@ use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
     config::{ClassifyJob, StreamBuf, job_buffer, tail},
     flow::{FlowEntry, FlowKey},
+    policy::verdict,
 };
 
 use crate::{
@@ -89,14 +90,28 @@ pub fn start(key: &FlowKey, l3_len: u16) -> Option<*mut ClassifyJob> {
 pub fn hand_over(ctx: &XdpContext, index: u32) -> u32 {
     // SAFETY: a tail call does not return on success; on failure we just pass the packet.
     unsafe { CLASSIFIERS.tail_call(ctx, index) };
-    XDP_PASS
+    // LLVM outlines a large program body into a BPF subprogram; a tail call made there
+    // ends that subprogram, and the target's verdict is what the entry point gets back
+    // from it. Were this a plain constant, LLVM would see the body always "return"
+    // XDP_PASS and make the entry point return XDP_PASS itself, dropping the verdict (a
+    // blocked ClientHello passed so). Hidden, it is passed on.
+    core::hint::black_box(XDP_PASS)
 }
 
-/// Ends classification of this packet: `enforce_upload` gives its verdict under the flow's
-/// class so far (a ClientHello that makes its flow blocked is itself dropped, or answered
-/// with a reset). One program does that for every classifier, so that none of them carries
-/// the verdict and reset code for the verifier to walk again.
+/// Ends classification of this packet with its verdict under the flow's class so far. Most
+/// packets pass, and are told so here from the flow's verdict (worked out once per class
+/// and policy generation); a blocked one goes to `enforce_upload`, which counts it and drops
+/// it or answers with a reset (a ClientHello that makes its flow blocked is itself dropped).
+/// That one program carries the reset code for every classifier, so that the verifier does
+/// not walk it again in each.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub fn verdict(ctx: &XdpContext) -> u32 {
+pub unsafe fn verdict(ctx: &XdpContext, key: &FlowKey, entry: *mut FlowEntry) -> u32 {
+    // SAFETY: forwarded from the caller.
+    if unsafe { crate::enforce::verdict_of(key, entry) } != verdict::BLOCK {
+        return XDP_PASS;
+    }
     hand_over(ctx, tail::ENFORCE)
 }

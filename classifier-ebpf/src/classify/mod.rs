@@ -25,7 +25,7 @@ mod tcp;
 pub mod tracker;
 
 pub use name::name_lookup;
-pub use stream::{parse_http, parse_tls, parse_tls_records, stream_segment};
+pub use stream::{parse_http, parse_tls_records, stream_segment};
 
 use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
@@ -66,11 +66,13 @@ pub fn classify_upload(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     };
     // SAFETY: `entry` is the flow's map value, live for this program run.
-    let verdict = unsafe { classify(ctx, meta, &key, entry, config) };
-    if verdict != XDP_PASS {
-        return verdict; // a QUIC flow held while its name is read
+    unsafe {
+        let verdict = classify(ctx, meta, &key, entry, config);
+        if verdict != XDP_PASS {
+            return verdict; // a QUIC flow held while its name is read
+        }
+        job::verdict(ctx, &key, entry)
     }
-    job::verdict(ctx)
 }
 
 /// The `enforce_upload` program: the packet's verdict under its flow's class so far, the

@@ -15,7 +15,8 @@ use classifier_common::{
 
 use super::{
     apply::{
-        NameRef, emit_classified, finish, finish_stream, second_category, set_bittorrent, set_class,
+        NameRef, emit_classified, finish, finish_stream, release_buffer, second_category,
+        set_bittorrent, set_class,
     },
     job::{self, Job},
 };
@@ -34,6 +35,12 @@ pub fn name_lookup(ctx: &XdpContext) -> u32 {
     let Some(job) = Job::current() else {
         return XDP_PASS;
     };
+    classify_job(ctx, &job)
+}
+
+/// [`name_lookup`] for the current job.
+#[inline(always)]
+pub fn classify_job(ctx: &XdpContext, job: &Job) -> u32 {
     let Some(view) = job.name_view() else {
         return XDP_PASS;
     };
@@ -48,12 +55,12 @@ pub fn name_lookup(ctx: &XdpContext) -> u32 {
         let looked_up = lookup(&name);
         if (*job.entry).class_flags & class_flags::RECHECK != 0 {
             second_version(&found.key, job.entry, &name, &looked_up);
-            return job::verdict(ctx);
+            return job::verdict(ctx, &found.key, job.entry);
         }
         if found.tracker != 0 {
             set_bittorrent(&found.key, job.entry, Method::BtTracker);
             finish(&found.key, job.entry, Some(name));
-            let _ = crate::maps::REASM.remove(found.key);
+            release_buffer(&found.key, job.entry);
         } else {
             classify_by_name(
                 job.entry,
@@ -72,8 +79,8 @@ pub fn name_lookup(ctx: &XdpContext) -> u32 {
         if found.joined != 0 {
             stats::bump(Stat::RecordsJoined);
         }
+        job::verdict(ctx, &found.key, job.entry)
     }
-    job::verdict(ctx)
 }
 
 /// A second version of the named bytes named `looked_up`: the same name is a

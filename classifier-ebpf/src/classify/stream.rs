@@ -5,10 +5,12 @@
 //! CPU's scratch while one segment may settle it, the flow's REASM entry once more are
 //! needed), after checking its checksum; bytes that overlap bytes already held are
 //! compared, and a difference is two versions of the stream. When the in-order prefix
-//! grows, the first bytes tell the protocol and the parser runs on the whole prefix:
-//! `parse_tls` (`parse_tls_records` for a handshake spread over records) or `parse_http`,
-//! which wait for more, give up (the flow is then unreadable, a class the policy judges),
-//! or hand a found name to `name_lookup`.
+//! grows, the first bytes tell the protocol and the parser runs on the whole prefix: a
+//! ClientHello is read here, and its name looked up here (every hand-over to another
+//! program costs the flow's lookup again, and the hello is the common case), a handshake
+//! spread over records in `parse_tls_records`, an HTTP request in `parse_http`. They wait
+//! for more, give up (the flow is then unreadable, a class the policy judges), or name the
+//! flow (`name_lookup`).
 
 use core::{ffi::c_void, ops::ControlFlow};
 
@@ -23,7 +25,7 @@ use classifier_common::{
         ClassifyJob, Config, MAX_STREAM_SEGMENTS, STREAM_CAP, StreamBuf, job_buffer, stream_kind,
         tail,
     },
-    flow::{FlowEntry, FlowKey},
+    flow::{FlowEntry, FlowKey, flow_flags},
     parse::{
         PacketBytes, bittorrent,
         http::{self, HttpStatus, Request, RequestScanner},
@@ -39,7 +41,8 @@ use classifier_common::{
 
 use super::{
     apply::{
-        finish, finish_stream, give_up, known_peer, note_evasion, second_category, set_bittorrent,
+        finish, finish_stream, give_up, known_peer, note_evasion, release_buffer, second_category,
+        set_bittorrent,
     },
     checksum::{Segment, Transport, segment_status},
     job::{self, Job},
@@ -104,7 +107,14 @@ unsafe fn place_segment(
     };
     // The flow's buffer, or this CPU's scratch for a first segment (or a second version
     // of bytes that were read from one segment).
-    let (buf, buffer) = match REASM.get_ptr_mut(key) {
+    // SAFETY: forwarded from the caller.
+    let has_buffer = unsafe { (*entry).flags & flow_flags::STREAM_BUFFER != 0 };
+    let kept = if has_buffer {
+        REASM.get_ptr_mut(key)
+    } else {
+        None
+    };
+    let (buf, buffer) = match kept {
         Some(buf) => (buf, job_buffer::REASSEMBLY),
         None => {
             let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -135,18 +145,24 @@ unsafe fn place_segment(
         other => other,
     };
     // SAFETY: as above.
+    let next = if next == Next::Read
+        && unsafe { (*buf).kind } == stream_kind::TLS
+        && unsafe { hello_incomplete(buf) }
+    {
+        Next::Wait
+    } else {
+        next
+    };
+    // SAFETY: as above.
     unsafe {
         match next {
             Next::Read => {
-                let kind = (*buf).kind;
-                return job::hand_over(
-                    ctx,
-                    if kind == stream_kind::TLS {
-                        tail::PARSE_TLS
-                    } else {
-                        tail::PARSE_HTTP
-                    },
-                );
+                if (*buf).kind == stream_kind::TLS {
+                    // Read here rather than in a program of its own: the hello is read
+                    // without a hand-over (and three map lookups) more.
+                    return read_tls(ctx, &Job { job, entry, buf }, config);
+                }
+                return job::hand_over(ctx, tail::PARSE_HTTP);
             }
             Next::Wait => {
                 if !keep(&key, entry, buf, buffer, config, recheck) {
@@ -157,7 +173,8 @@ unsafe fn place_segment(
             Next::Verdict => {}
         }
     }
-    job::verdict(ctx)
+    // SAFETY: `entry` is live (caller).
+    unsafe { job::verdict(ctx, &key, entry) }
 }
 
 /// Places the segment described by `work` in `buf`: checks its checksum, compares what it
@@ -374,9 +391,12 @@ unsafe fn keep(
         stats::bump(Stat::ReassemblyLost);
         return false;
     }
-    if !recheck {
-        // SAFETY: forwarded from the caller.
-        unsafe { (*entry).class_state = state::REASSEMBLING };
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        (*entry).flags |= flow_flags::STREAM_BUFFER;
+        if !recheck {
+            (*entry).class_state = state::REASSEMBLING;
+        }
     }
     true
 }
@@ -445,20 +465,37 @@ unsafe fn dispatch(
             unsafe {
                 set_bittorrent(key, entry, Method::BtHandshake);
                 finish(key, entry, None);
+                release_buffer(key, entry);
             }
-            let _ = REASM.remove(key);
             return Next::Verdict;
         }
         FirstBytes::Opaque => {
             // SAFETY: as above.
-            unsafe { opaque(key, entry, config, recheck) };
-            let _ = REASM.remove(key);
+            unsafe {
+                opaque(key, entry, config, recheck);
+                release_buffer(key, entry);
+            }
             return Next::Verdict;
         }
     };
     // SAFETY: as above.
     unsafe { (*buf).kind = kind };
     Next::Read
+}
+
+/// Whether the held bytes are the start of a ClientHello record not all here yet (most
+/// hellos over two segments, after the first): then it need not be parsed yet.
+///
+/// # Safety
+/// `buf` must point to a live map value.
+#[inline(always)]
+unsafe fn hello_incomplete(buf: *const StreamBuf) -> bool {
+    // SAFETY: forwarded from the caller.
+    let view = unsafe { StreamView::of(buf) };
+    matches!(
+        tls::locate_record(&view, view.len(), STREAM_CAP),
+        tls::Located::Done(TlsStatus::NeedMore { .. })
+    )
 }
 
 /// A stream whose first bytes name nothing: BitTorrent if the client learnt its server as
@@ -489,18 +526,13 @@ unsafe fn opaque(key: &FlowKey, entry: *mut FlowEntry, config: &Config, recheck:
     }
 }
 
-/// The `parse_tls` program: the job's bytes as a ClientHello record.
+/// The job's bytes as a ClientHello record: a name goes on to `name_lookup`, a hello over
+/// several records to `parse_tls_records`.
 #[inline(always)]
-pub fn parse_tls(ctx: &XdpContext) -> u32 {
-    let Some(job) = Job::current() else {
-        return XDP_PASS;
-    };
+fn read_tls(ctx: &XdpContext, job: &Job, config: &Config) -> u32 {
     let mut hello = ClientHello::default();
     let key = job.key();
     let view = job.stream();
-    let Some(config) = CONFIG.get(0) else {
-        return XDP_PASS;
-    };
     let status = read_hello(
         &view,
         tls::locate_record(&view, view.len(), STREAM_CAP),
@@ -526,7 +558,7 @@ pub fn parse_tls(ctx: &XdpContext) -> u32 {
                 found.name_offset = hello.sni_offset;
                 found.name_len = hello.sni_len;
                 found.parsed_end = view.len() as u16;
-                return job::hand_over(ctx, tail::NAME_LOOKUP);
+                return super::name::classify_job(ctx, job);
             }
             TlsStatus::Complete => {
                 if hello.ech {
@@ -540,7 +572,8 @@ pub fn parse_tls(ctx: &XdpContext) -> u32 {
             TlsStatus::Unparsable(_) | TlsStatus::NotTls => give_up(&key, job.entry, app::TLS),
         }
     }
-    job::verdict(ctx)
+    // SAFETY: the job's values are live for this program run.
+    unsafe { job::verdict(ctx, &key, job.entry) }
 }
 
 /// The ClientHello's status once its extensions are walked (in a `bpf_loop`, the walk in
@@ -654,7 +687,7 @@ pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
                 }
                 let Some(joined) = join(job.buf, plan.plan) else {
                     give_up(&key, job.entry, app::TLS);
-                    return job::verdict(ctx);
+                    return job::verdict(ctx, &key, job.entry);
                 };
                 let joined_view = StreamView::with_len(joined, len as usize);
                 let mut hello = ClientHello::default();
@@ -684,8 +717,8 @@ pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
                 give_up(&key, job.entry, app::TLS)
             }
         }
+        job::verdict(ctx, &key, job.entry)
     }
-    job::verdict(ctx)
 }
 
 /// [`tls::record_step`] as a `bpf_loop` body; the plan and walk are in this CPU's
@@ -917,7 +950,8 @@ pub fn parse_http(ctx: &XdpContext) -> u32 {
             HttpStatus::Unreadable | HttpStatus::NotHttp => give_up(&key, job.entry, app::HTTP),
         }
     }
-    job::verdict(ctx)
+    // SAFETY: the job's values are live for this program run.
+    unsafe { job::verdict(ctx, &key, job.entry) }
 }
 
 /// The HTTP scanner's steps as a `bpf_loop` body; the scanner is in this CPU's `LOOPS`.

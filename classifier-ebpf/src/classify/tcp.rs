@@ -19,13 +19,13 @@ use classifier_common::{
 };
 
 use super::{
-    apply::{end_watch, finish, give_up, note_evasion, set_bittorrent},
+    apply::{end_watch, finish, give_up, note_evasion, release_buffer, set_bittorrent},
     job,
 };
 use crate::{
     bounded_loop::{LoopBody, bounded_loop},
-    maps::{LOOPS, LoopState, REASM},
-    packet::HelperPacket,
+    maps::{LOOPS, LoopState},
+    packet::{DirectPacket, HelperPacket},
 };
 
 /// Segments a named flow is watched for at most (a second version of its first bytes comes
@@ -205,8 +205,8 @@ unsafe fn reset_class(key: &FlowKey, entry: *mut FlowEntry) {
         (*entry).name_hash = 0;
         (*entry).held = 0;
         (*entry).policy_flags &= !policy_flags::DECIDED;
+        release_buffer(key, entry);
     }
-    let _ = REASM.remove(key);
 }
 
 /// Why the server would drop this data segment, as an [`evasion`] bit (0: it would take
@@ -272,6 +272,9 @@ fn decoy_stat(bit: u8) -> Stat {
 /// The segment's TCP options.
 #[inline(always)]
 fn options_of(ctx: &XdpContext, meta: &PacketMeta) -> TcpOptions {
+    if tcp::header_len(meta) <= tcp::MIN_HEADER_LEN {
+        return TcpOptions::default(); // none to walk
+    }
     let Some(state) = LOOPS.get_ptr_mut(0) else {
         return TcpOptions {
             malformed: true,
@@ -310,6 +313,14 @@ impl LoopBody for Options<'_> {
 #[inline(always)]
 fn ipv4_header_checksum_ok(ctx: &XdpContext, meta: &PacketMeta) -> bool {
     let l3 = meta.l3_offset as usize;
+    // The usual header, without options, is summed where it lies. (The IP header starts
+    // within the first 64 bytes: the bound lets the verifier follow the packet read.)
+    if l3 < 64
+        && let Some(header) = DirectPacket::xdp(ctx).read::<20>(l3)
+        && header[0] == 0x45
+    {
+        return checksum::fold(checksum::sum_bytes(&header)) == 0xffff;
+    }
     let Some([version_ihl, _]) = HelperPacket::new(ctx).read::<2>(l3) else {
         return false;
     };

@@ -29,10 +29,15 @@ Examples:
   classifier classify-pcap lunchtime.pcapng --at 2026-11-23T10:00:00Z
 
   # A candidate policy, at lunch, as JSON lines for jq
-  classifier classify-pcap capture.pcap --policy new-policy.toml --period lunch --json")]
+  classifier classify-pcap capture.pcap --policy new-policy.toml --period lunch --json
+
+  # Several captures, each on its own (the programs are loaded once)
+  classifier classify-pcap evidence/*.pcap --json")]
 pub struct ClassifyPcapArgs {
-    /// The capture: pcap or pcapng; Ethernet, Linux cooked (`tcpdump -i any`) or raw IP.
-    pub file: PathBuf,
+    /// The captures: pcap or pcapng; Ethernet, Linux cooked (`tcpdump -i any`) or raw IP.
+    /// Each is replayed on its own, from a datapath that has seen nothing.
+    #[arg(value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
 
     /// Policy file (default: the built-in council policy).
     #[arg(long, value_name = "FILE")]
@@ -48,7 +53,8 @@ pub struct ClassifyPcapArgs {
     #[arg(long)]
     pub period: Option<String>,
 
-    /// One JSON object per flow (client, server, proto, name, category, app, method, verdict).
+    /// One JSON object per flow (capture, client, server, proto, name, category, app, method,
+    /// verdict).
     #[arg(long)]
     pub json: bool,
 }
@@ -56,6 +62,8 @@ pub struct ClassifyPcapArgs {
 /// One flow as `--json` prints it.
 #[derive(Debug, Serialize)]
 struct JsonFlow<'a> {
+    /// The capture file, as given.
+    capture: String,
     client: String,
     server: String,
     proto: &'a str,
@@ -98,29 +106,35 @@ pub fn execute(args: &ClassifyPcapArgs) -> anyhow::Result<()> {
     let mut replay = Replay::new(policy, &moment).context(
         "loading the datapath to replay the capture (needs root or CAP_BPF, and a mounted bpffs)",
     )?;
-    replay.file(&args.file)?;
-    let replayed = replay.finish()?;
     let mut out = io::stdout().lock();
-    for (index, flow) in replayed.flows.iter().enumerate() {
-        if args.json {
-            serde_json::to_writer(&mut out, &json_flow(flow))?;
-            writeln!(out)?;
-        } else {
-            writeln!(out, "{}", ndpi_style_line(index + 1, flow))?;
+    for file in &args.files {
+        replay.file(file)?;
+        let replayed = replay.take_capture()?;
+        let capture = file.display().to_string();
+        if !args.json && args.files.len() > 1 {
+            writeln!(out, "# {capture}")?;
         }
+        for (index, flow) in replayed.flows.iter().enumerate() {
+            if args.json {
+                serde_json::to_writer(&mut out, &json_flow(&capture, flow))?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{}", ndpi_style_line(index + 1, flow))?;
+            }
+        }
+        eprintln!(
+            "{capture}: {}; {} flows; policy {origin}, period `{}`",
+            describe_counts(&replayed.counts),
+            replayed.flows.len(),
+            moment.period
+        );
     }
-    eprintln!(
-        "{}: {}; {} flows; policy {origin}, period `{}`",
-        args.file.display(),
-        describe_counts(&replayed.counts),
-        replayed.flows.len(),
-        moment.period
-    );
     Ok(())
 }
 
-fn json_flow(flow: &FlowRecord) -> JsonFlow<'_> {
+fn json_flow<'a>(capture: &str, flow: &'a FlowRecord) -> JsonFlow<'a> {
     JsonFlow {
+        capture: capture.to_owned(),
         client: flow.client.to_string(),
         server: flow.server.to_string(),
         proto: &flow.protocol,

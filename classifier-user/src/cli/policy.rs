@@ -54,7 +54,8 @@ Examples:
   classifier policy explain 192.0.2.10 www.youtube.com --at 2026-11-23T12:30:00Z --policy new.toml
 
   # A port: BitTorrent's, as JSON
-  classifier policy explain 192.0.2.140 tcp/6881 --json")]
+  classifier policy explain 192.0.2.140 tcp/6881 --json
+  classifier policy explain 192.0.2.10 unreadable   # TLS/HTTP first bytes that cannot be read")]
     Explain(ExplainArgs),
 }
 
@@ -69,7 +70,9 @@ pub struct SocketArgs {
 pub struct ExplainArgs {
     /// The client's address.
     client: IpAddr,
-    /// A domain as in an SNI or Host (www.example.com), or a port (tcp/6881, udp/443, 443).
+    /// A domain as in an SNI or Host (www.example.com), a port (tcp/6881, udp/443, 443), or a
+    /// built-in detection (protocol/bittorrent, protocol/quic, unreadable: first bytes that
+    /// look like TLS or HTTP but cannot be read).
     target: String,
     /// The moment to answer for (RFC 3339, e.g. 2026-11-23T12:30:00Z; default: now).
     #[arg(long, value_name = "TIME")]

@@ -63,6 +63,13 @@ pub struct ExportRow {
     pub group: String,
     pub verdict: String,
     pub ech: bool,
+    /// First bytes that looked like TLS or HTTP but could not be read.
+    pub unreadable: bool,
+    /// What the client did to hide the name (`;`-separated: `bad-checksum;reordered`).
+    pub evasion: String,
+    /// A second name read from a second version of the same bytes.
+    pub second_name: String,
+    pub second_category: String,
     pub up_packets: u64,
     pub up_bytes: u64,
     pub down_packets: u64,
@@ -99,6 +106,10 @@ impl From<&StoredFlow> for ExportRow {
             group: flow.group.clone(),
             verdict: flow.verdict.clone(),
             ech: flow.ech,
+            unreadable: flow.unreadable,
+            evasion: flow.evasion.join(";"),
+            second_name: flow.second_name.clone().unwrap_or_default(),
+            second_category: flow.second_category.clone().unwrap_or_default(),
             up_packets: flow.upload.packets,
             up_bytes: flow.upload.bytes,
             down_packets: flow.download.packets,
@@ -210,8 +221,9 @@ pub fn encode(flows: &[StoredFlow], format: Format) -> anyhow::Result<Vec<u8>> {
 
 fn csv_header() -> String {
     "start,end,client,client_port,client_mac,server,server_port,protocol,name,category,app,\
-     method,group,verdict,ech,up_packets,up_bytes,down_packets,down_bytes,blocked_packets,\
-     blocked_bytes,shaped_packets,shaped_bytes,end_reason,anonymised\n"
+     method,group,verdict,ech,unreadable,evasion,second_name,second_category,up_packets,\
+     up_bytes,down_packets,down_bytes,blocked_packets,blocked_bytes,shaped_packets,\
+     shaped_bytes,end_reason,anonymised\n"
         .to_owned()
 }
 

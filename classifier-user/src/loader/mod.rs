@@ -23,8 +23,8 @@ use aya::{
     util::KernelVersion,
 };
 use classifier_common::{
-    config::{ClassResult, Config, PeerKey},
-    flow::{FlowEntry, FlowKey},
+    config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf},
+    flow::{FlowEntry, FlowKey, FragmentKey},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
     shaping::{BucketKey, ClientClassKey, TokenBucket},
 };
@@ -53,8 +53,6 @@ pub mod program {
     pub const WAN_EGRESS: &str = "wan_egress";
     /// XDP, tail-called by LAN_INGRESS while a flow's class is open.
     pub const CLASSIFY_UPLOAD: &str = "classify_upload";
-    /// XDP, tail-called: a flow's first bytes as a TLS ClientHello.
-    pub const PARSE_TLS: &str = "parse_tls";
     /// XDP, tail-called: a flow's first bytes as an HTTP request.
     pub const PARSE_HTTP: &str = "parse_http";
     /// XDP, tail-called: a found name to the flow's class.
@@ -66,12 +64,11 @@ pub mod program {
     /// XDP, tail-called: the packet's verdict after classification.
     pub const ENFORCE_UPLOAD: &str = "enforce_upload";
     /// The tail-call table: (index in CLASSIFIERS, program).
-    pub const TAIL_CALLS: [(u32, &str); 7] = [
+    pub const TAIL_CALLS: [(u32, &str); 6] = [
         (
             classifier_common::config::tail::CLASSIFY_UPLOAD,
             CLASSIFY_UPLOAD,
         ),
-        (classifier_common::config::tail::PARSE_TLS, PARSE_TLS),
         (classifier_common::config::tail::PARSE_HTTP, PARSE_HTTP),
         (classifier_common::config::tail::NAME_LOOKUP, NAME_LOOKUP),
         (
@@ -188,6 +185,7 @@ impl Datapath {
             checksums: None,
         };
         datapath.load_programs()?;
+        datapath.default_config()?;
         Ok(datapath)
     }
 
@@ -215,7 +213,10 @@ impl Datapath {
             adopted: false,
             checksums: None,
         };
-        if let Err(err) = datapath.load_programs() {
+        if let Err(err) = datapath
+            .load_programs()
+            .and_then(|()| datapath.default_config())
+        {
             datapath.remove_pins_if_created();
             return Err(err);
         }
@@ -460,12 +461,43 @@ impl Datapath {
     /// over later table installs: it is the interface's property, not the policy's.
     pub fn set_checksums(&mut self, checksums: u8) -> anyhow::Result<()> {
         self.checksums = Some(checksums);
+        self.update_config(|config| config.checksums = checksums)
+    }
+
+    /// A new `CONFIG` (all zeros: no checksums checked, no quotas, nothing inspected) gets
+    /// the defaults until a policy's settings are installed; a pinned one that a running
+    /// datapath uses keeps its settings.
+    fn default_config(&mut self) -> anyhow::Result<()> {
+        self.update_config(|config| {
+            if *config == Config::UNSET {
+                *config = Config::default();
+            }
+        })
+    }
+
+    /// Empties the tables that hold what the datapath learnt from traffic: flows, stream
+    /// buffers, fragments, the peer cache, per-client quotas and allowances, the daemon's
+    /// answers. The policy's tables stay. For replaying one capture after another, each
+    /// from a datapath that has seen nothing (their flows may share addresses and ports).
+    pub fn forget_traffic(&mut self) -> anyhow::Result<()> {
+        clear::<FlowKey, FlowEntry>(&mut self.ebpf, maps::FLOWS)?;
+        clear::<FlowKey, StreamBuf>(&mut self.ebpf, maps::REASSEMBLY)?;
+        clear::<FragmentKey, FlowKey>(&mut self.ebpf, maps::FRAGMENTS)?;
+        clear::<PeerKey, u64>(&mut self.ebpf, maps::PEERS)?;
+        clear::<[u8; 16], SourceQuota>(&mut self.ebpf, maps::SOURCES)?;
+        clear::<BucketKey, TokenBucket>(&mut self.ebpf, maps::BUCKETS)?;
+        clear::<FlowKey, ClassResult>(&mut self.ebpf, maps::CLASS_RESULTS)
+    }
+
+    /// Changes the datapath settings in force (until the next table install writes the
+    /// policy's).
+    pub fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
         let mut settings: Array<&mut MapData, Config> =
             Array::try_from(self.ebpf.map_mut(maps::CONFIG).context("no CONFIG map")?)?;
         let mut config = settings
             .get(&0, 0)
             .context("reading the datapath settings")?;
-        config.checksums = checksums;
+        change(&mut config);
         settings
             .set(0, config, 0)
             .context("writing the datapath settings")?;
@@ -575,6 +607,22 @@ pub fn pinned_class_ids(pin_dir: &Path) -> anyhow::Result<crate::policy::ClassId
     let map = HashMap::try_from(aya::maps::Map::from_map_data(data)?)
         .with_context(|| format!("{} has an unexpected layout", path.display()))?;
     Ok(tables::read_class_ids(&map))
+}
+
+/// Removes every entry of the hash map `name`.
+fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<()> {
+    let map = ebpf
+        .map_mut(name)
+        .with_context(|| format!("no {name} map"))?;
+    let mut table: HashMap<&mut MapData, K, V> =
+        HashMap::try_from(map).with_context(|| format!("{name} is not a hash map"))?;
+    // Keys first: deleting while walking would restart the walk.
+    let keys: Vec<K> = table.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        // Gone already (an LRU eviction) is as good as removed.
+        let _ = table.remove(&key);
+    }
+    Ok(())
 }
 
 fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {

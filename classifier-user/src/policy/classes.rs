@@ -51,6 +51,8 @@ pub struct CompileReport {
     /// List lines that are not domains.
     pub list_lines_skipped: usize,
     pub list_skipped_examples: Vec<String>,
+    /// No category lists the `unreadable` detection: such flows pass uncategorized.
+    pub no_unreadable_category: bool,
 }
 
 /// A category or application and its id.
@@ -87,6 +89,14 @@ impl CompileReport {
                 self.list_lines_skipped,
                 self.list_skipped_examples.join(", ")
             ));
+        }
+        if self.no_unreadable_category {
+            notes.push(
+                "no category lists protocols = [\"unreadable\"]: connections whose first bytes \
+                 look like TLS or HTTP but cannot be read (what evasion tools make) pass as \
+                 uncategorized; the council default blocks them at work"
+                    .to_owned(),
+            );
         }
         notes
     }
@@ -295,6 +305,8 @@ pub fn compile(
     }
     tables.domains = builder.table;
     tables.report = builder.report;
+    tables.report.no_unreadable_category =
+        tables.protocol_categories[app::UNREADABLE as usize] == 0;
     Ok(tables)
 }
 

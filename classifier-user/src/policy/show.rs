@@ -177,7 +177,13 @@ pub struct Explanation {
 #[derive(Debug, Clone)]
 pub enum Asked {
     Name(String),
-    Port { protocol: u8, port: u16 },
+    Port {
+        protocol: u8,
+        port: u16,
+    },
+    /// A flow found by a built-in detection rather than a name: `bittorrent`, `quic`, or
+    /// `unreadable` (first bytes that look like TLS or HTTP but cannot be read).
+    Protocol(u16),
 }
 
 impl Policy {
@@ -217,6 +223,29 @@ impl Policy {
                     name.clone(),
                 ),
             },
+            Asked::Protocol(app) => {
+                let name = classifier_common::classify::app::builtin_name(*app).unwrap_or("?");
+                let category = self
+                    .classes
+                    .protocol_categories
+                    .get(*app as usize)
+                    .copied()
+                    .unwrap_or(0);
+                let reason = if category == 0 {
+                    format!("no category lists protocol `{name}`")
+                } else {
+                    format!(
+                        "{} lists protocol `{name}`{}",
+                        self.classes.category_name(category),
+                        if *app == classifier_common::classify::app::UNREADABLE {
+                            " (first bytes that look like TLS or HTTP but cannot be read)"
+                        } else {
+                            ""
+                        }
+                    )
+                };
+                (category, reason, format!("protocol/{name}"))
+            }
             Asked::Port { protocol, port } => {
                 let text = format!("{}/{port}", crate::flows::protocol_name(*protocol));
                 match self.classes.port_category(*protocol, *port) {
@@ -262,12 +291,28 @@ impl Explanation {
     }
 }
 
-/// Parses `explain`'s target: `tcp/443`, `udp/6881`, a bare port (TCP), or a name.
+/// Parses `explain`'s target: `tcp/443`, `udp/6881`, a bare port (TCP), a built-in
+/// detection (`protocol/bittorrent`, `protocol/quic`, `protocol/unreadable`, or
+/// `unreadable` alone), or a name.
 pub fn parse_target(text: &str) -> Result<Asked, String> {
+    use classifier_common::classify::app;
     let port = |p: &str| {
         p.parse::<u16>()
             .map_err(|_| format!("`{text}`: a port is 1 to 65535, as in tcp/443"))
     };
+    let detection = match text.split_once('/') {
+        Some(("protocol", name)) => Some(name),
+        _ if text == "unreadable" => Some(text),
+        _ => None,
+    };
+    if let Some(name) = detection {
+        return (1..app::BUILTIN_COUNT)
+            .find(|id| app::builtin_name(*id) == Some(name) && *id != app::TLS && *id != app::HTTP)
+            .map(Asked::Protocol)
+            .ok_or_else(|| {
+                format!("`{name}`: the built-in detections are bittorrent, quic and unreadable")
+            });
+    }
     if let Some((protocol, p)) = text.split_once('/') {
         let protocol = match protocol.to_ascii_lowercase().as_str() {
             "tcp" => 6,

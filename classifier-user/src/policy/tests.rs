@@ -488,6 +488,22 @@ mod explain {
     }
 
     #[test]
+    fn unreadable_flows_are_explained_as_the_policy_judges_them() {
+        let at_work = explain("192.0.2.10", "unreadable", "2026-11-23T10:00:00Z");
+        assert_eq!(at_work.category, "unreadable");
+        assert_eq!(at_work.action, "block", "{}", at_work.render());
+        assert!(at_work.category_reason.contains("cannot be read"));
+        let evening = explain("192.0.2.10", "protocol/unreadable", "2026-11-23T19:00:00Z");
+        assert_eq!(evening.action, "allow", "{}", evening.render());
+        let quic = explain("192.0.2.10", "protocol/quic", "2026-11-23T10:00:00Z");
+        assert_eq!(
+            (quic.category.as_str(), quic.action.as_str()),
+            ("quic", "block")
+        );
+        assert!(crate::policy::show::parse_target("protocol/ssh").is_err());
+    }
+
+    #[test]
     fn the_schedule_decides_which_rule_applies() {
         // Monday 23 November 2026 (GMT): working hours, lunch, evening; Saturday.
         let working = explain("192.0.2.10", "www.youtube.com", "2026-11-23T10:00:00Z");

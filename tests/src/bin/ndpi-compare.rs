@@ -13,6 +13,13 @@
 //! row and evidence taken from the capture itself (tests/src/wire: decrypted QUIC Initials,
 //! tracker responses); where no rule applies the explanation is "unexplained".
 //!
+//! The evasion captures (tests/captures/evasion: real clients' hellos re-sent as zapret,
+//! GoodbyeDPI, byedpi and SpoofDPI send them) are compared too, in a table of their own:
+//! per technique and address family, the name nDPI found, the name ours found (classify-pcap
+//! with the built-in policy at work, as tests/tests/evasion_captures.rs runs it), and whether
+//! each is right — the name the server reads, or, where nothing can be read, the flow flagged
+//! unreadable (ours; nDPI has no such flag).
+//!
 //! Needs root (classify-pcap loads the BPF programs) and ndpiReader. `--quick` is accepted
 //! for `cargo xtask bench --quick` and changes nothing: the captures are small.
 //!
@@ -45,7 +52,8 @@ struct Args {
     /// manifest covers tests/captures only). May be repeated.
     #[arg(long = "capture", value_name = "FILE")]
     extra: Vec<PathBuf>,
-    /// Compare only the given --capture files, not tests/captures.
+    /// Compare only the given --capture files, not tests/captures (nor its evasion
+    /// captures).
     #[arg(long)]
     only_extra: bool,
     /// The ndpiReader to run.
@@ -1309,6 +1317,8 @@ struct Report<'a> {
     ours_seconds: f64,
     summary: &'a [Summary],
     rows: &'a [Row],
+    /// The evasion captures side by side (none with --only-extra).
+    evasion: Option<&'a Evasion>,
 }
 
 fn markdown(report: &Report) -> String {
@@ -1409,7 +1419,329 @@ fn markdown(report: &Report) -> String {
         )
         .unwrap();
     }
+    if let Some(evasion) = report.evasion {
+        evasion_markdown(w, evasion, report.ndpi_version);
+    }
     md
+}
+
+// ---------------------------------------------------------------------------------------
+// Evasion captures, side by side
+
+fn evasion_dir() -> PathBuf {
+    captures_dir().join("evasion")
+}
+
+/// tests/captures/evasion/manifest.toml, the parts used here.
+#[derive(Debug, Deserialize)]
+struct EvasionManifest {
+    capture: Vec<EvasionCapture>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EvasionCapture {
+    file: String,
+    technique: String,
+    mimics: String,
+    flow: Vec<EvasionTruth>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct EvasionTruth {
+    client: SocketAddr,
+    server: SocketAddr,
+    family: String,
+    client_software: String,
+    /// What the server reads.
+    real_name: String,
+    /// What our record must say ("" for none), with its category and verdict at work.
+    name: String,
+    category: String,
+    verdict: String,
+    #[serde(default)]
+    second_name: String,
+    unreadable: bool,
+    evasion: Vec<String>,
+}
+
+/// One flow of `classify-pcap --json` at work.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct OursAtWork {
+    client: SocketAddr,
+    server: SocketAddr,
+    name: Option<String>,
+    category: String,
+    verdict: String,
+    unreadable: bool,
+    #[serde(default)]
+    evasion: Vec<String>,
+    second_name: Option<String>,
+}
+
+/// One evasion flow: the right answer, nDPI's and ours.
+#[derive(Debug, Serialize)]
+struct EvasionRow {
+    capture: String,
+    technique: String,
+    mimics: String,
+    family: String,
+    client_software: String,
+    client: SocketAddr,
+    server: SocketAddr,
+    truth: EvasionTruth,
+    ndpi: Option<NdpiFlow>,
+    ours: Option<OursAtWork>,
+    /// nDPI named what the server reads.
+    ndpi_right: bool,
+    /// Ours named what the server reads (a conflict's second name counts: the flow answers
+    /// to both), or flagged the flow unreadable where nothing can be read.
+    ours_right: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct EvasionSummary {
+    family: String,
+    flows: usize,
+    ndpi_right: usize,
+    ours_right: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Evasion {
+    captures: Vec<String>,
+    /// `--at` of our runs: working hours under the council policy.
+    at: String,
+    summary: Vec<EvasionSummary>,
+    rows: Vec<EvasionRow>,
+}
+
+/// Ours on an evasion capture, with the built-in policy at work.
+fn classify_at_work(bin: &Path, capture: &Path) -> anyhow::Result<Vec<OursAtWork>> {
+    let output = Command::new(bin)
+        .arg("classify-pcap")
+        .arg(capture)
+        .args(["--json", "--at", classifier_tests::harness::MONDAY_AT_WORK])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} classify-pcap {}: {}\n{}",
+            bin.display(),
+            capture.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("classify-pcap line {l}")))
+        .collect()
+}
+
+/// Whether `found` is `real` (case folded, no trailing dot or port).
+fn is_real_name(found: Option<&str>, real: &str, port: u16) -> bool {
+    found.is_some_and(|name| normalise_name(name, Some(port)) == normalise_name(real, Some(port)))
+}
+
+fn evasion_row(
+    capture: &EvasionCapture,
+    truth: &EvasionTruth,
+    ndpi: &NdpiCsv,
+    ours: &[OursAtWork],
+) -> EvasionRow {
+    let key = Key::new("tcp", truth.client, truth.server);
+    let ndpi = ndpi
+        .flows
+        .iter()
+        .find(|n| Key::new(&n.l4, n.src, n.dst) == key)
+        .cloned();
+    let ours = ours
+        .iter()
+        .find(|o| Key::new("tcp", o.client, o.server) == key) // the evasion captures are TCP
+        .cloned();
+    let port = truth.server.port();
+    let ndpi_right = is_real_name(
+        ndpi.as_ref().and_then(|n| n.name.as_deref()),
+        &truth.real_name,
+        port,
+    );
+    let ours_right = ours.as_ref().is_some_and(|o| {
+        is_real_name(o.name.as_deref(), &truth.real_name, port)
+            || is_real_name(o.second_name.as_deref(), &truth.real_name, port)
+            || (truth.unreadable && o.unreadable)
+    });
+    EvasionRow {
+        capture: capture.file.clone(),
+        technique: capture.technique.clone(),
+        mimics: capture.mimics.clone(),
+        family: truth.family.clone(),
+        client_software: truth.client_software.clone(),
+        client: truth.client,
+        server: truth.server,
+        truth: truth.clone(),
+        ndpi,
+        ours,
+        ndpi_right,
+        ours_right,
+    }
+}
+
+fn summarise_evasion(rows: &[EvasionRow]) -> Vec<EvasionSummary> {
+    let mut out = Vec::new();
+    for family in ["IPv4", "IPv6", "all"] {
+        let mut s = EvasionSummary {
+            family: family.into(),
+            ..EvasionSummary::default()
+        };
+        for row in rows
+            .iter()
+            .filter(|r| family == "all" || r.family == family)
+        {
+            s.flows += 1;
+            s.ndpi_right += usize::from(row.ndpi_right);
+            s.ours_right += usize::from(row.ours_right);
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// ndpiReader and classify-pcap (at work) over every evasion capture.
+fn compare_evasion(ndpi: &Ndpi, bin: &Path, scratch: &Path) -> anyhow::Result<Evasion> {
+    let text = std::fs::read_to_string(evasion_dir().join("manifest.toml"))
+        .context("reading tests/captures/evasion/manifest.toml")?;
+    let manifest: EvasionManifest =
+        toml::from_str(&text).context("parsing tests/captures/evasion/manifest.toml")?;
+    let paths: Vec<PathBuf> = manifest
+        .capture
+        .iter()
+        .map(|c| evasion_dir().join(&c.file))
+        .collect();
+    let (ndpi_results, ours_results) = std::thread::scope(|scope| {
+        let ndpi_side =
+            scope.spawn(|| parallel_map(&paths, 2, |path| ndpi.run(path, None, scratch)));
+        let ours_side = parallel_map(&paths, 2, |path| classify_at_work(bin, path));
+        (ndpi_side.join().expect("ndpiReader thread"), ours_side)
+    });
+    let mut rows = Vec::new();
+    for ((capture, ndpi), ours) in manifest.capture.iter().zip(ndpi_results).zip(ours_results) {
+        let ndpi = ndpi?;
+        let ours = ours?;
+        for truth in &capture.flow {
+            rows.push(evasion_row(capture, truth, &ndpi, &ours));
+        }
+    }
+    Ok(Evasion {
+        captures: manifest.capture.iter().map(|c| c.file.clone()).collect(),
+        at: classifier_tests::harness::MONDAY_AT_WORK.into(),
+        summary: summarise_evasion(&rows),
+        rows,
+    })
+}
+
+/// A name as a table cell (in code), or what stands for none.
+fn name_cell(name: Option<&str>, none: &str) -> String {
+    name.map_or_else(|| none.to_string(), |n| format!("`{n}`"))
+}
+
+fn evasion_markdown(w: &mut String, evasion: &Evasion, ndpi_version: &str) {
+    let all = evasion.summary.iter().find(|s| s.family == "all");
+    writeln!(w, "\n### Evasion cases side by side\n").unwrap();
+    writeln!(
+        w,
+        "Real clients' hellos (and an HTTP request) re-sent the ways zapret, GoodbyeDPI, \
+         byedpi and SpoofDPI send them: tests/captures/evasion ({} captures, {} flows; its \
+         README says how each is made from the real captures). nDPI {ndpi_version} \
+         (`ndpiReader`, defaults) and ours (`classify-pcap`, built-in policy at work: `--at \
+         {}`). **Right** means the name the server reads; where nothing can be read (the \
+         hello in IP fragments, urgent data) a flow flagged unreadable is right too, and the \
+         policy blocks it — nDPI has no such flag, so only the real name counts for it. A \
+         conflict (a decoy nothing at the gateway can tell from the real segment) is right \
+         when the real name is one of the flow's names. Right: nDPI {} of {}, ours {} of {}.\n",
+        evasion.captures.len(),
+        evasion.rows.len(),
+        evasion.at,
+        all.map_or(0, |s| s.ndpi_right),
+        all.map_or(0, |s| s.flows),
+        all.map_or(0, |s| s.ours_right),
+        all.map_or(0, |s| s.flows),
+    )
+    .unwrap();
+    writeln!(w, "| family | flows | nDPI right | ours right |").unwrap();
+    writeln!(w, "| --- | ---: | ---: | ---: |").unwrap();
+    for s in &evasion.summary {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} |",
+            s.family, s.flows, s.ndpi_right, s.ours_right
+        )
+        .unwrap();
+    }
+    writeln!(
+        w,
+        "\n| technique | family | client | right answer | nDPI | nDPI right | ours \
+         (category, verdict at work) | ours right |"
+    )
+    .unwrap();
+    writeln!(w, "| --- | --- | --- | --- | --- | :---: | --- | :---: |").unwrap();
+    let mark = |right: bool| if right { "yes" } else { "**no**" };
+    for row in &evasion.rows {
+        let truth = &row.truth;
+        let right_answer = if truth.unreadable {
+            format!("`{}` or unreadable", truth.real_name)
+        } else {
+            format!("`{}`", truth.real_name)
+        };
+        let ndpi = row.ndpi.as_ref().map_or_else(
+            || "no such flow".to_string(),
+            |n| format!("{} {}", n.proto, name_cell(n.name.as_deref(), "(no name)")),
+        );
+        let ours = row.ours.as_ref().map_or_else(
+            || "no such flow".to_string(),
+            |o| {
+                let mut names = if o.unreadable && o.name.is_none() {
+                    "unreadable".to_string()
+                } else {
+                    name_cell(o.name.as_deref(), "(no name)")
+                };
+                if let Some(second) = &o.second_name {
+                    write!(names, " and `{second}`").unwrap();
+                }
+                let notes = if o.evasion.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", o.evasion.join(", "))
+                };
+                format!("{names} ({}, {}{notes})", o.category, o.verdict)
+            },
+        );
+        writeln!(
+            w,
+            "| {} | {} | {} | {right_answer} | {ndpi} | {} | {ours} | {} |",
+            row.technique,
+            row.family,
+            row.client_software
+                .split_whitespace()
+                .find(|word| !word.eq_ignore_ascii_case("mozilla"))
+                .unwrap_or(&row.client_software),
+            mark(row.ndpi_right),
+            mark(row.ours_right)
+        )
+        .unwrap();
+    }
+    writeln!(w, "\nWhat each technique mimics:\n").unwrap();
+    let mut seen = BTreeSet::new();
+    for row in &evasion.rows {
+        if seen.insert(row.technique.as_str()) {
+            writeln!(
+                w,
+                "- `{}` ({}): {}.",
+                row.technique, row.capture, row.mimics
+            )
+            .unwrap();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1469,6 +1801,11 @@ fn main() -> anyhow::Result<()> {
             let ours = (ours_side, started.elapsed().as_secs_f64());
             (ndpi_side.join().expect("ndpiReader thread"), ours)
         });
+    let evasion = if args.only_extra {
+        None
+    } else {
+        Some(compare_evasion(&ndpi, &bin, &scratch)?)
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     let mut rows = Vec::new();
     let mut names = Vec::new();
@@ -1503,6 +1840,7 @@ fn main() -> anyhow::Result<()> {
         ours_seconds,
         summary: &summary,
         rows: &rows,
+        evasion: evasion.as_ref(),
     };
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
@@ -1513,9 +1851,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&md_path, &md)?;
     print!("{md}");
     eprintln!(
-        "ndpi-compare: {} flows in {:.1}s (ndpiReader {:.1}s, classify-pcap {:.1}s, side by \
-         side); wrote {} and {}",
+        "ndpi-compare: {} flows and {} evasion flows in {:.1}s (real captures: ndpiReader \
+         {:.1}s, classify-pcap {:.1}s, side by side); wrote {} and {}",
         rows.len(),
+        report.evasion.map_or(0, |e| e.rows.len()),
         report.seconds,
         report.ndpi_seconds,
         report.ours_seconds,
