@@ -13,6 +13,7 @@ use classifier_tests::{
     frames::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, Way},
     harness::{Harness, MONDAY_AT_WORK},
     privileged,
+    run::XDP_PASS,
     segments::{self, Conn, Segment},
 };
 
@@ -498,8 +499,25 @@ fn run_family(v6: bool) {
                 Frame::Raw(bytes) => frames.push((Way::Up, bytes.clone())),
             }
         }
-        harness.send(&frames);
+        let (actions, _) = harness.send(&frames);
         let record = harness.record(&key(v6, conn.client_port, conn.server_port));
+        // The packet's own fate, not only the flow's record: the client's last packet of a
+        // blocked flow is dropped (or answered with a reset), of any other flow passed.
+        let last_upload = frames
+            .iter()
+            .zip(&actions)
+            .filter(|((way, _), _)| *way == Way::Up)
+            .map(|(_, action)| *action)
+            .next_back();
+        let passed = last_upload == Some(XDP_PASS);
+        if passed == (case.expected.verdict == "block") {
+            failures.push(format!(
+                "{}, {}: the client's last packet got XDP action {last_upload:?} under verdict {}",
+                if v6 { "IPv6" } else { "IPv4" },
+                case.name,
+                case.expected.verdict
+            ));
+        }
         let got = Outcome {
             name: record.name.clone(),
             category: record.category.clone(),

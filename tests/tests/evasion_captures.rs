@@ -94,8 +94,8 @@ fn classify(files: &[PathBuf]) -> BTreeMap<PathBuf, Flows> {
         if line.trim().is_empty() {
             continue;
         }
-        let flow: Ours = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("classify-pcap line {line}: {e}"));
+        let flow: Ours =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("classify-pcap line {line}: {e}"));
         captures
             .entry(flow.capture.clone())
             .or_default()

@@ -24,7 +24,10 @@ fn council_with(datapath: &str) -> Harness {
     let (before, own) = DEFAULT_POLICY
         .split_once("\n[datapath]\n")
         .expect("the default policy has a [datapath] section");
-    assert!(!own.contains("\n["), "[datapath] is the default policy's last section");
+    assert!(
+        !own.contains("\n["),
+        "[datapath] is the default policy's last section"
+    );
     let text = format!("{before}\n[datapath]\n{datapath}\n");
     let policy = Policy::parse(
         &text,

@@ -92,12 +92,21 @@ struct MapMemory {
 /// The maps that hold the state of reading flows' first bytes, and the flow table.
 const STATE_MAPS: [(&str, &str); 10] = [
     ("FLOWS", "flow table (for scale)"),
-    ("REASM", "stream buffers of flows whose first bytes span segments"),
+    (
+        "REASM",
+        "stream buffers of flows whose first bytes span segments",
+    ),
     ("SCRATCH", "per CPU: a first segment's stream buffer"),
     ("SEGMENT", "per CPU: a segment over held bytes, to compare"),
     ("DEFRAG", "per CPU: a hello joined from TLS records"),
-    ("SOURCES", "per client: quotas of flows, buffers, QUIC Initials"),
-    ("FRAGMENTS", "first IP fragments: their flow, for later ones"),
+    (
+        "SOURCES",
+        "per client: quotas of flows, buffers, QUIC Initials",
+    ),
+    (
+        "FRAGMENTS",
+        "first IP fragments: their flow, for later ones",
+    ),
     ("LOOPS", "per CPU: bpf_loop state"),
     ("JOBS", "per CPU: the hand-over between programs"),
     ("SCRATCH_KEYS", "per CPU: fragment key, TLS record plan"),
@@ -499,7 +508,8 @@ fn map_memory() -> anyhow::Result<Vec<MapMemory>> {
         if !is_map {
             continue;
         }
-        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.to_string_lossy()))
+        let Ok(info) =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.to_string_lossy()))
         else {
             continue;
         };
@@ -518,7 +528,11 @@ fn map_memory() -> anyhow::Result<Vec<MapMemory>> {
         if let Some((_, what)) = STATE_MAPS.iter().find(|(map, _)| *map == name)
             && !found.iter().any(|m: &MapMemory| m.map == name)
         {
-            found.push(MapMemory { map: name, what, bytes });
+            found.push(MapMemory {
+                map: name,
+                what,
+                bytes,
+            });
         }
     }
     found.sort_by_key(|m| STATE_MAPS.iter().position(|(map, _)| *map == m.map));
