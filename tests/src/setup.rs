@@ -46,3 +46,22 @@ pub fn daemon_with_policy(lab: &Lab, policy: &str, store: Option<String>) -> Dae
     };
     DaemonProcess::start(&crate::classifier_bin(), lab, &options).expect("the daemon starts")
 }
+
+/// The council's default policy with its `working` period in force at every moment, so a
+/// lab test's verdicts do not depend on when it runs.
+pub fn council_policy_at_work() -> String {
+    let default = classifier_user::policy::DEFAULT_POLICY;
+    let periods = "[[schedule.period]]\nname = \"lunch\"\ndays = \"weekdays\"\nhours = \
+                   \"12:00-13:00\"\n\n[[schedule.period]]\nname = \"working\"\ndays = \
+                   \"weekdays\"\nhours = \"08:30-17:00\"\n";
+    let policy = default.replacen(periods, "", 1).replacen(
+        "default = \"outside\"",
+        "default = \"working\"",
+        1,
+    );
+    assert!(
+        !policy.contains("[[schedule.period]]") && policy.contains("default = \"working\""),
+        "the built-in policy's schedule changed: update council_policy_at_work"
+    );
+    policy
+}

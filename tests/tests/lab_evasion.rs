@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use classifier_tests::{classifier_bin, flows_json, privileged, setup::daemon_with_policy};
+use classifier_tests::{
+    classifier_bin, flows_json, privileged,
+    setup::{council_policy_at_work, daemon_with_policy},
+};
 use classifier_user::{
     flows::FlowRecord,
     lab::{
@@ -116,26 +119,6 @@ struct Run {
     elapsed: Duration,
     local: Option<SocketAddr>,
     report: Value,
-}
-
-/// The council's default policy with its `working` period in force at every moment (the
-/// lunch and working-hours periods taken out, `working` the default), so the verdicts do
-/// not depend on when the test runs.
-fn council_policy_at_work() -> String {
-    let default = classifier_user::policy::DEFAULT_POLICY;
-    let periods = "[[schedule.period]]\nname = \"lunch\"\ndays = \"weekdays\"\nhours = \
-                   \"12:00-13:00\"\n\n[[schedule.period]]\nname = \"working\"\ndays = \
-                   \"weekdays\"\nhours = \"08:30-17:00\"\n";
-    let policy = default.replacen(periods, "", 1).replacen(
-        "default = \"outside\"",
-        "default = \"working\"",
-        1,
-    );
-    assert!(
-        !policy.contains("[[schedule.period]]") && policy.contains("default = \"working\""),
-        "the built-in policy's schedule changed: update council_policy_at_work"
-    );
-    policy
 }
 
 /// Starts evasive-client in `client`'s namespace for `case`.

@@ -44,6 +44,10 @@ const PACKAGES: &[&str] = &[
     // iptables' string match (xt_string), the peer the throughput benchmark
     // (throughput-bench) compares with, run only inside the lab's gateway namespace.
     "iptables",
+    // Real BitTorrent clients: an attacker's own plain and MSE transfers in the lab
+    // (lab_poisoning), and the captures. Transmission with transmission-create.
+    "aria2",
+    "transmission-cli",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
@@ -52,9 +56,6 @@ const PACKAGES: &[&str] = &[
 const CAPTURE_PACKAGES: &[&str] = &[
     "chromium",
     "firefox-esr",
-    "aria2",
-    // Transmission, with transmission-create.
-    "transmission-cli",
     // certutil, to make Firefox trust the lab CA.
     "libnss3-tools",
 ];
