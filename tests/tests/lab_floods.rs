@@ -37,7 +37,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -52,8 +52,15 @@ use classifier_common::{
     testing::{chrome_like, handshake_of},
 };
 use classifier_tests::{
-    classifier_bin, clients::interface_mac, frames::Buildable as _, privileged,
+    classifier_bin,
+    clients::interface_mac,
+    frames::Buildable as _,
+    privileged,
     setup::council_policy_at_work,
+    tls_clients::{
+        ALLOWED, BLOCKED, ClientCase, ClientRun, Expect, PROMPT, SHAPED, finish, flow_of, judge,
+        run_all, same, start,
+    },
 };
 use classifier_user::{
     daemon::Status,
@@ -71,13 +78,6 @@ use classifier_user::{
 use etherparse::PacketBuilder;
 use nix::libc;
 use serde_json::Value;
-
-/// Gambling: blocked at all times by the council policy, with a fail-fast reset.
-const BLOCKED: &str = "www.bet365.com";
-/// Listed nowhere (news is work): allowed.
-const ALLOWED: &str = "www.bbc.co.uk";
-/// Streaming video (the youtube app): shaped at work.
-const SHAPED: &str = "www.youtube.com";
 
 /// The policy's LAN: the lab's clients (192.0.2.10 up, 2001:db8:1::10 up) and the spoofed
 /// LAN sources below are inside; the foreign ones, still in the lab's own LAN ranges
@@ -124,15 +124,9 @@ const SIGHUP_AFTER: Duration = Duration::from_millis(1500);
 /// `classifier flows` lists every flow, the flood's thousands too: it must still answer.
 const FLOWS_BOUND: Duration = Duration::from_secs(5);
 
-/// The victim's clients: their own time limit, and how soon a blocked one must be reset.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-const PROMPT: Duration = Duration::from_secs(3);
 /// The slow client's pause between the two parts of its ClientHello: its reassembly buffer
 /// must live through the half-hello storm.
 const SLOW_PAUSE: &str = "2500ms";
-/// A file the lab's TLS server has: the allowed clients' GET.
-const PATH: &str = "/bytes-16384";
-const FILE_LEN: u64 = 16384;
 
 /// The council's default policy with its `working` period in force at every moment (as in
 /// lab_evasion.rs), and `lan_prefixes` set to the lab's LAN: its own quotas untouched.
@@ -581,197 +575,6 @@ fn raise_open_files(needed: u64) {
     }
 }
 
-/// What the victim's clients must come out as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    Blocked,
-    Allowed,
-    Shaped,
-}
-
-impl Expect {
-    fn name(self) -> &'static str {
-        match self {
-            Expect::Blocked => BLOCKED,
-            Expect::Allowed => ALLOWED,
-            Expect::Shaped => SHAPED,
-        }
-    }
-
-    /// Category and verdict of the flow.
-    fn class(self) -> (&'static str, &'static str) {
-        match self {
-            Expect::Blocked => ("gambling", "block"),
-            Expect::Allowed => ("uncategorized", "allow"),
-            Expect::Shaped => ("streaming-video", "shape"),
-        }
-    }
-}
-
-struct Case {
-    what: &'static str,
-    server: IpAddr,
-    expect: Expect,
-    args: &'static [&'static str],
-}
-
-impl Case {
-    fn label(&self) -> String {
-        let family = if self.server.is_ipv4() {
-            "IPv4"
-        } else {
-            "IPv6"
-        };
-        format!(
-            "{:?} {} over {family}, {}",
-            self.expect,
-            self.expect.name(),
-            self.what
-        )
-    }
-}
-
-/// What one run of the client reported.
-struct Run {
-    outcome: String,
-    elapsed: Duration,
-    local: Option<SocketAddr>,
-    report: Value,
-}
-
-/// Starts evasive-client in `client`'s namespace for `case`.
-fn start(client: &Host, case: &Case) -> Child {
-    let server = SocketAddr::new(case.server, HTTPS_PORT);
-    Lab::command(client, env!("CARGO_BIN_EXE_evasive-client"))
-        .arg(server.to_string())
-        .args(["--sni", case.expect.name(), "--path", PATH])
-        .args(["--timeout", &format!("{}s", CLIENT_TIMEOUT.as_secs())])
-        .args(case.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("evasive-client starts")
-}
-
-/// Waits (bounded: the client ends within its timeout, or is killed and fails the test)
-/// and reads the client's report.
-fn finish(case: &Case, mut child: Child) -> Run {
-    let deadline = Instant::now() + CLIENT_TIMEOUT + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{}: evasive-client did not end by itself", case.label());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}: evasive-client failed ({}): {stdout} {}",
-        case.label(),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{}: not one JSON line ({e}): {stdout}", case.label()));
-    let detail = &report["detail"];
-    Run {
-        outcome: report["outcome"].as_str().unwrap_or_default().to_owned(),
-        elapsed: Duration::from_millis(detail["elapsed_ms"].as_u64().unwrap_or(u64::MAX)),
-        local: detail["local"].as_str().and_then(|a| a.parse().ok()),
-        report,
-    }
-}
-
-/// Runs `cases` at once from `client`.
-fn run_all(client: &Host, cases: &[&Case]) -> Vec<Run> {
-    let children: Vec<Child> = cases.iter().map(|case| start(client, case)).collect();
-    cases
-        .iter()
-        .zip(children)
-        .map(|(case, child)| finish(case, child))
-        .collect()
-}
-
-fn same(a: SocketAddr, b: SocketAddr) -> bool {
-    a.ip().to_canonical() == b.ip().to_canonical() && a.port() == b.port()
-}
-
-/// The flow of the client socket `local` to `server` in the daemon's table.
-fn flow_of<'a>(
-    flows: &'a [FlowRecord],
-    protocol: &str,
-    local: SocketAddr,
-    server: SocketAddr,
-) -> Option<&'a FlowRecord> {
-    flows
-        .iter()
-        .rev()
-        .find(|f| f.protocol == protocol && same(f.client, local) && same(f.server, server))
-}
-
-/// What is wrong with `run` of `case` (its outcome and its flow), if anything.
-fn judge(case: &Case, run: &Run, flows: &[FlowRecord]) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let report = &run.report;
-    match case.expect {
-        Expect::Blocked => {
-            if run.outcome != "reset" {
-                wrong.push(format!("expected a reset, got {report}"));
-            } else if run.elapsed > PROMPT {
-                wrong.push(format!(
-                    "the reset came after {:?}, not within {PROMPT:?}: {report}",
-                    run.elapsed
-                ));
-            }
-        }
-        Expect::Allowed | Expect::Shaped => {
-            let status = report["detail"]["status_line"].as_str().unwrap_or_default();
-            let received = report["detail"]["response_bytes"].as_u64().unwrap_or(0);
-            if run.outcome != "ok" || !status.contains(" 200 ") || received <= FILE_LEN {
-                wrong.push(format!(
-                    "expected the handshake and a 200 answer with the {FILE_LEN}-byte file, \
-                     got {report}"
-                ));
-            }
-        }
-    }
-    let Some(local) = run.local else {
-        wrong.push(format!("the client did not say its address: {report}"));
-        return wrong;
-    };
-    let server = SocketAddr::new(case.server, HTTPS_PORT);
-    let Some(flow) = flow_of(flows, "tcp", local, server) else {
-        wrong.push(format!("no flow from {local} in the daemon's table"));
-        return wrong;
-    };
-    let (category, verdict) = case.expect.class();
-    let got = (
-        flow.name.as_deref(),
-        flow.category.as_str(),
-        flow.verdict.as_str(),
-    );
-    if got != (Some(case.expect.name()), category, verdict) {
-        wrong.push(format!(
-            "flow {local}: name {:?}, category {}, verdict {} (unreadable {}, evasion {:?}); \
-             expected {}, {category}, {verdict}",
-            flow.name,
-            flow.category,
-            flow.verdict,
-            flow.unreadable,
-            flow.evasion,
-            case.expect.name()
-        ));
-    }
-    if case.expect == Expect::Shaped && flow.app != "youtube" {
-        wrong.push(format!("flow {local}: app {}, expected youtube", flow.app));
-    }
-    wrong
-}
-
 /// The victim's QUIC connection attempt: a real client Initial pair for `SHAPED` (a
 /// Chrome-like ClientHello over two Initials), then a few short-header packets, so the class
 /// the daemon hands back is picked up. Returns the socket's address.
@@ -1152,7 +955,7 @@ fn floods_do_not_blind_the_gateway_to_other_clients() {
     // rest of its hello, and the IPv4 clients below are still served.
     std::thread::sleep(Duration::from_millis(200));
     let (v4, v6) = (IpAddr::from(SERVICE_V4), IpAddr::from(SERVICE_V6));
-    let slow = Case {
+    let slow = ClientCase {
         what: "slow: hello in two parts 2.5 s apart",
         server: v6,
         expect: Expect::Allowed,
@@ -1180,7 +983,7 @@ fn floods_do_not_blind_the_gateway_to_other_clients() {
     // Then the victim's everyday connections, still under the flood: those that need the
     // server's answers at once, then the blocked ones (lab_evasion.rs says why).
     let quic = victim_quic(victim, &mut random);
-    let plain = |server, expect| Case {
+    let plain = |server, expect| ClientCase {
         what: "plain",
         server,
         expect,
@@ -1204,8 +1007,8 @@ fn floods_do_not_blind_the_gateway_to_other_clients() {
     let status = daemon.status().expect("the daemon answers after the flood");
 
     let mut failures = Vec::new();
-    let cases: Vec<&Case> = [&slow].into_iter().chain(&served).chain(&blocked).collect();
-    let runs: Vec<&Run> = [&slow_run]
+    let cases: Vec<&ClientCase> = [&slow].into_iter().chain(&served).chain(&blocked).collect();
+    let runs: Vec<&ClientRun> = [&slow_run]
         .into_iter()
         .chain(&served_runs)
         .chain(&blocked_runs)
@@ -1231,6 +1034,7 @@ fn floods_do_not_blind_the_gateway_to_other_clients() {
         );
         failures.extend(
             judge(case, run, &flows)
+                .0
                 .into_iter()
                 .map(|w| format!("{}: {w}", case.label())),
         );
