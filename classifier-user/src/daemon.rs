@@ -27,6 +27,7 @@ use crate::{
     metrics::{self, DatapathStats},
     quic::worker::Verdicts,
     recorder::{self, RecentlyEnded, Recorder, RecorderStats},
+    service,
     shaping::{Shaper, ShapingStatus},
 };
 
@@ -136,6 +137,19 @@ impl State {
             quic_initials_shed: self.learned.quic_initials_shed,
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
         })
+    }
+
+    /// One line for `systemctl status`: what is enforced, where.
+    pub fn service_status(&self) -> String {
+        format!(
+            "enforcing {} (generation {}) on {} (XDP {}{}), period {}",
+            self.in_force.policy.origin,
+            self.in_force.generation,
+            self.interface,
+            self.xdp_mode,
+            if self.adopted { ", taken over" } else { "" },
+            self.in_force.period
+        )
     }
 
     /// Puts the policy's shape rules into the shaper; a failure is logged, and shaped
@@ -291,6 +305,7 @@ pub async fn serve(
             }
             _ = hand_over.recv() => {
                 info!("SIGUSR1: exiting, leaving the datapath to the next daemon");
+                service::stopping("exiting: the datapath stays attached for the next daemon");
                 return Ok(Exit::KeepDatapath);
             }
             _ = terminate.recv() => break,
@@ -298,6 +313,7 @@ pub async fn serve(
         }
     }
     info!("shutting down");
+    service::stopping("shutting down: detaching the datapath");
     tokio::task::block_in_place(|| recorder.finish(&shared));
     Ok(Exit::Stop)
 }
@@ -345,6 +361,7 @@ fn on_clock(shared: &Shared) {
 
 /// Reloads the policy file; a bad one is logged and changes nothing.
 fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
+    service::reloading();
     let mut guard = shared.lock();
     let state = &mut *guard;
     let reloaded = state
@@ -354,6 +371,7 @@ fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
         Ok(_) => state.apply_shaping(),
         Err(e) => warn!(error = %format!("{e:#}"), "policy reload refused"),
     }
+    service::ready(&state.service_status());
     reloaded
 }
 
