@@ -48,6 +48,13 @@ const PACKAGES: &[&str] = &[
     // (lab_poisoning), and the captures. Transmission with transmission-create.
     "aria2",
     "transmission-cli",
+    // The Debian package's checks: lintian on the .deb, `systemd-analyze security` and
+    // `verify` on its unit (systemd need not run).
+    "lintian",
+    "systemd",
+    // systemd-nspawn: a real systemd (this host's root, booted in a throw-away overlay) for
+    // the unit's lab test, on machines whose PID 1 is not systemd.
+    "systemd-container",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
@@ -82,6 +89,7 @@ pub fn run_with(extras: Extras) -> anyhow::Result<()> {
         install_packages(CAPTURE_PACKAGES)?;
     }
     install_bpf_linker()?;
+    crate::deb::install_cargo_deb()?;
     mount_bpffs()?;
     eprintln!("setup: everything present ({:.1?})", started.elapsed());
     Ok(())
