@@ -179,8 +179,9 @@ fn datapath(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> 
          lifted (one client opening thousands of flows a second is what they refuse); every \
          fresh TCP flow sends one more segment after its first payload, unmeasured, as real \
          clients do (it ends the watch for a second version of the hello and frees its \
-         reassembly buffer), except in the case that says so; the events are read every 1000 \
-         flows (a reader that keeps up is woken by an interrupt, not part of these figures).\n",
+         reassembly buffer), except in the case that says so; the events are read after each \
+         flow, as the daemon keeps up (a name wakes no reader; a QUIC Initial for the daemon \
+         does, and that wake-up is part of its figure).\n",
         num(results, "empty_xdp_median_ns"),
         num(results, "rounds"),
         num(results, "repeat"),
