@@ -7,13 +7,13 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
-    process::{Command, Output},
+    process::Output,
     time::{Duration, Instant},
 };
 
 use classifier_tests::{
+    audit::AuditSandbox,
     capture::{self, Capture},
-    classifier_bin,
     clients::curl_download,
     council_policy_with_short_idle,
     nfdump::{Collector, NfFlow},
@@ -74,18 +74,13 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     let live = collector.finish().unwrap();
     check_ipfix(&live, &wire, server, "live IPFIX");
 
-    // Investigation exports.
-    let audit_log = data.join("audit.jsonl");
+    // Investigation exports, audited in a log of the test's (and a syslog socket).
+    let sandbox = AuditSandbox::with_syslog("lab-exports");
+    let audit_log = sandbox.log();
     let store = lab.store_path();
     let export = |extra: &[&str]| {
-        let mut command = Command::new(classifier_bin());
-        command
-            .arg("export")
-            .arg("--store")
-            .arg(&store)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(extra);
+        let mut command = sandbox.classifier();
+        command.arg("export").arg("--store").arg(&store).args(extra);
         command.output().unwrap()
     };
     let client_ip = client.ipv4.to_string();
@@ -190,13 +185,7 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 
     // The audit log: three exports, chained; a changed row count is found.
-    let verify = || {
-        Command::new(classifier_bin())
-            .args(["audit", "verify", "--audit-log"])
-            .arg(&audit_log)
-            .output()
-            .unwrap()
-    };
+    let verify = || sandbox.verify(&["--no-journal"]);
     let verified = succeeded(&verify());
     assert!(verified.contains("3 entries, chain intact"), "{verified}");
     let text = std::fs::read_to_string(&audit_log).unwrap();
