@@ -20,8 +20,8 @@ pub enum AuditCommand {
 Without --journal, the journal is read with
   journalctl -o cat SYSLOG_IDENTIFIER=classifier-audit _UID=0
 A gateway that logs to syslog instead, or a journal kept elsewhere, is given as a file:
-  classifier audit verify --journal /var/log/auth.log
-  journalctl -o export -t classifier-audit | classifier audit verify --journal -
+  sudo classifier audit verify --journal /var/log/auth.log
+  journalctl -o export -t classifier-audit | sudo classifier audit verify --journal -
 Entries missing from the journal (sent while it was down, or rotated out) are listed, not
 failed. What this protects against, and what not (root can rewrite files and the local
 journal): docs/records.md.")]

@@ -24,9 +24,9 @@ sent to the journal (or syslog); the file appears only once its entry is on disk
 `classifier audit verify` checks the log against the journal.
 
 Examples:
-  classifier export --case HR-2026-014 --requested-by 'J. Smith (Head of HR)' \\
+  sudo classifier export --case HR-2026-014 --requested-by 'J. Smith (Head of HR)' \\
       --client 192.0.2.10 --from 2026-11-01 --to 2026-12-01 --format csv --out case-014.csv
-  classifier export --case HR-2026-015 --requested-by 'J. Smith' --category gambling \\
+  sudo classifier export --case HR-2026-015 --requested-by 'J. Smith' --category gambling \\
       --format ipfix --out case-015.ipfix")]
 pub struct ExportArgs {
     /// The case reference the investigation is filed under (required).

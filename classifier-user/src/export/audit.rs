@@ -351,12 +351,10 @@ impl AuditLog {
                 )
             })?;
         }
-        let mut entries = written.into_iter().map(|(entry, _)| entry);
-        let (torn, entry) = match (entries.next(), entries.next()) {
-            (Some(torn), Some(entry)) => (Some(torn), entry),
-            (Some(entry), None) => (None, entry),
-            _ => unreachable!("append writes one or two entries"),
-        };
+        // The export's entry last, the record of a torn line before it.
+        let mut entries: Vec<AuditEntry> = written.into_iter().map(|(entry, _)| entry).collect();
+        let entry = entries.pop().context("no entry was written")?;
+        let torn = entries.pop();
         publish().with_context(|| {
             format!(
                 "the export is audited ({} of {}) but could not be made",
