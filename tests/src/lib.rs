@@ -4,6 +4,7 @@
 //! Under CI (`CI=true`) a missing privilege fails the test with a message; elsewhere the
 //! test says it is skipped and returns.
 
+pub mod audit;
 pub mod capture;
 pub mod clients;
 pub mod frames;
