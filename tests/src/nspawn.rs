@@ -1,7 +1,8 @@
 //! A real systemd to run the package's unit under, on a machine whose PID 1 is not
 //! systemd: this host's own root, booted by `systemd-nspawn` in a throw-away overlay
 //! (`--volatile=overlay`: every write is lost at exit), inside a lab namespace
-//! (`--network-namespace-path`), with the host's bpffs bound in.
+//! (`--network-namespace-path`), with the host's bpffs bound in, booted to `basic.target`
+//! only.
 
 use std::{
     path::PathBuf,
@@ -38,9 +39,15 @@ impl Container {
                 "--keep-unit",
             ])
             .args(["--link-journal=no", "--capability=all", "--console=pipe"])
+            // nspawn's own seccomp filter refuses bpf(2) to everything in the container
+            // (EPERM), whatever its capabilities: the service needs it.
+            .arg("--system-call-filter=bpf")
             .arg(format!("--machine={name}"))
             .arg(format!("--network-namespace-path=/run/netns/{netns}"))
             .arg("--bind=/sys/fs/bpf")
+            // Only what a service needs (journald, sysusers, tmpfiles, D-Bus sockets): the
+            // host's own enabled services (a database, say) stay down in the container.
+            .arg("systemd.unit=basic.target")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::null())

@@ -6,6 +6,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use crate::under_ci;
@@ -92,7 +93,13 @@ pub struct InstalledRoot {
 
 impl InstalledRoot {
     pub fn install(package: &Path) -> Self {
-        let root = std::env::temp_dir().join(format!("classifier-deb-root-{}", std::process::id()));
+        // One root per install: the tests of one binary install at the same time.
+        static INSTALLS: AtomicU32 = AtomicU32::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "classifier-deb-root-{}-{}",
+            std::process::id(),
+            INSTALLS.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&root);
         let admin = root.join("var/lib/dpkg");
         for dir in ["info", "updates", "triggers"] {

@@ -7,7 +7,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::Path,
+    path::PathBuf,
     process::Command,
 };
 
@@ -18,15 +18,50 @@ use classifier_tests::{
     privileged,
 };
 use classifier_user::lab::{
-    Host, Lab, LabSpec, http::HttpServer, tls::TlsServer, topology::SERVICE_V4,
+    Host, Lab, LabSpec,
+    http::HttpServer,
+    tls::TlsServer,
+    topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
 };
 
 /// Blocked at all times by the council's default policy (category gambling).
 const GAMBLING: &str = "www.bet365.com";
 /// In no category: allowed.
 const DOWNLOADS: &str = "downloads.example.test";
-/// The unit's pin directory (`classifier run`'s default), in the host's bpffs.
-const PIN_DIR: &str = "/sys/fs/bpf/classifier";
+
+/// The unit's pin directory in the host's bpffs (bound into the container): one of this
+/// test's own (`--pin-dir` in /etc/default/classifier), never a real service's. Removed on
+/// drop, also when the test fails with the daemon killed and its pins left.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rust and LLVM tools of this build machine, each of which must not run in the container.
+const TOOLCHAIN: [&str; 7] = [
+    "cargo",
+    "rustc",
+    "clang-22",
+    "llc",
+    "llc-22",
+    "bpf-linker",
+    "/root/.cargo/bin/cargo",
+];
+
+/// Hides the build machine's Rust and LLVM inside the container (its own mount namespace:
+/// the host keeps them): empty directories over theirs, /dev/null over the binaries.
+const HIDE_TOOLCHAINS: &str = "set -e
+for dir in /usr/lib/llvm-* /usr/lib/rustlib /root/.cargo /root/.rustup; do
+    [ -d \"$dir\" ] && mount -t tmpfs -o ro,size=4k none \"$dir\"
+done
+for bin in /usr/bin/cargo /usr/bin/rustc /usr/bin/rustdoc /usr/bin/rustc-web \
+           /usr/bin/cargo-web; do
+    [ -e \"$bin\" ] && mount --bind /dev/null \"$bin\"
+done
+true";
 
 fn tls_blocked(client: &Host, name: &str) -> bool {
     let output = Lab::command(client, "curl")
@@ -68,10 +103,6 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
     let Some(deb) = debian_package(test) else {
         return;
     };
-    assert!(
-        !Path::new(PIN_DIR).exists(),
-        "{PIN_DIR} is in use on this host: a classifier service runs here?"
-    );
     let lab = Lab::up(&LabSpec {
         server_names: vec![DOWNLOADS.into(), GAMBLING.into()],
         ..LabSpec::default()
@@ -81,13 +112,46 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
         HttpServer::start(&lab.server.netns, &[SocketAddr::new(SERVICE_V4.into(), 80)]).unwrap();
     let _tls = TlsServer::start(&lab, &[GAMBLING.into()]).unwrap();
     let client = &lab.clients[0];
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/classifier-unit-{}",
+        lab.id
+    )));
     let container = Container::boot(&format!("cls-{}", lab.id), &lab.gateway.netns)
         .expect("the container boots");
+
+    // A gateway has no Rust or LLVM: hide this host's, and show they are gone.
+    container.run_ok(&["sh", "-c", HIDE_TOOLCHAINS]);
+    for tool in TOOLCHAIN {
+        let found = container.run(&[tool, "--version"]).unwrap();
+        assert!(
+            !found.status.success(),
+            "{tool} still runs in the container"
+        );
+    }
 
     // Installed, but not enabled or started: the interfaces come first.
     let deb = deb.display().to_string();
     container.run_ok(&["dpkg", "--install", &deb]);
     container.run_ok(&["getent", "group", "classifier"]);
+    // Every line of the unit as this systemd reads it: no unknown key, no missing path.
+    let verify = container
+        .run(&[
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            "classifier.service",
+        ])
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(
+        verify.status.success() && !said.contains("classifier.service"),
+        "systemd-analyze verify: {}\n{said}",
+        verify.status
+    );
     let enabled = container
         .run(&["systemctl", "is-enabled", "classifier"])
         .unwrap();
@@ -95,12 +159,26 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
     container.run_ok(&[
         "sh",
         "-c",
-        "printf 'CLASSIFIER_IFACE=lan0\\nCLASSIFIER_WAN=wan0\\n' > /etc/default/classifier \
-         && cp /etc/classifier/policy.toml /root/policy.good",
+        &format!(
+            "printf 'CLASSIFIER_IFACE={}\\nCLASSIFIER_WAN={}\\n\
+             CLASSIFIER_RUN_ARGS=--pin-dir {}\\n' > /etc/default/classifier \
+             && cp /etc/classifier/policy.toml /root/policy.good",
+            lab.gateway.iface,
+            GATEWAY_WAN_IFACE,
+            pins.0.display()
+        ),
     ]);
 
     // Type=notify: `systemctl start` returns once the daemon said READY=1.
-    container.run_ok(&["systemctl", "start", "classifier"]);
+    let start = container
+        .run(&["systemctl", "start", "classifier"])
+        .unwrap();
+    assert!(
+        start.status.success(),
+        "systemctl start: {}\n{}",
+        String::from_utf8_lossy(&start.stderr),
+        container.run_ok(&["journalctl", "--unit=classifier", "--no-pager"])
+    );
     let status_text = container.run_ok(&[
         "systemctl",
         "show",
@@ -109,7 +187,8 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
         "classifier",
     ]);
     assert!(
-        status_text.contains("enforcing") && status_text.contains("on lan0"),
+        status_text.contains("enforcing")
+            && status_text.contains(&format!("on {}", lab.gateway.iface)),
         "{status_text}"
     );
     assert!(tls_blocked(client, GAMBLING), "gambling is blocked");
@@ -117,6 +196,41 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
     let status = container.run_ok(&["classifier", "status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["adopted"], false);
+    assert!(pins.0.exists(), "the unit pins into {}", pins.0.display());
+
+    // The control socket's group, under the unit: a member asks, anyone else is refused.
+    container.run_ok(&[
+        "useradd",
+        "--system",
+        "--groups",
+        "classifier",
+        "cls-member",
+    ]);
+    container.run_ok(&["useradd", "--system", "cls-stranger"]);
+    let as_user = |user: &str| {
+        container
+            .run(&[
+                "setpriv",
+                &format!("--reuid={user}"),
+                &format!("--regid={user}"),
+                "--init-groups",
+                "classifier",
+                "status",
+            ])
+            .unwrap()
+    };
+    let member = as_user("cls-member");
+    assert!(
+        member.status.success(),
+        "a member of classifier asks: {}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let stranger = as_user("cls-stranger");
+    assert!(
+        !stranger.status.success(),
+        "anyone else is refused: {}",
+        String::from_utf8_lossy(&stranger.stdout)
+    );
 
     // A bad policy: `systemctl reload` fails and the warning is in the journal.
     container.run_ok(&[
@@ -177,7 +291,7 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
 
     // `systemctl stop`: detached and unpinned.
     container.run_ok(&["systemctl", "stop", "classifier"]);
-    assert!(!Path::new(PIN_DIR).exists(), "a stop removes the pins");
+    assert!(!pins.0.exists(), "a stop removes the pins");
     assert!(!gateway_has_xdp(&lab), "a stop detaches XDP");
     let journal = container.run_ok(&["journalctl", "--unit=classifier", "--no-pager"]);
     assert!(

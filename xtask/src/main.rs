@@ -59,9 +59,10 @@ enum Task {
         target: Option<String>,
     },
     /// Build the Debian package (target/debian/classifier_<version>-1_<arch>.deb): the
-    /// release binary, the systemd unit, man pages, completions, the default policy.
+    /// optimised, stripped binary, the systemd unit, man pages, completions, the default
+    /// policy (docs/packaging.md).
     Deb {
-        /// Package target/release/classifier as it is instead of building it first.
+        /// Package target/dist/classifier as it is instead of building it first.
         #[arg(long)]
         no_build: bool,
     },
@@ -105,8 +106,8 @@ fn main() -> anyhow::Result<()> {
                 ]),
             )?;
             step("build", cargo(&["build", "--workspace", "--bins"]))?;
-            // The package tests (lintian, the unit, the installed binary in the lab) need
-            // the .deb: a release build of the daemon.
+            // The package tests (lintian, the unit, the installed binary in the lab, the
+            // unit under systemd) share this one package: an optimised build of the daemon.
             let package = deb::build(&root, false)?;
             let mut test = cargo(&["test", "--workspace", "--no-fail-fast"]);
             test.args(args)
