@@ -81,6 +81,15 @@ fn gateway_has_xdp(lab: &Lab) -> bool {
     String::from_utf8_lossy(&output.stdout).contains("xdp")
 }
 
+/// The generation of the policy the running daemon enforces (one more at each reload).
+fn policy_generation(container: &Container) -> u64 {
+    let status = container.run_ok(&["classifier", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    status["policy_generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no policy_generation in {status}"))
+}
+
 fn main_pid(container: &Container) -> String {
     container
         .run_ok(&[
@@ -232,7 +241,10 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
         String::from_utf8_lossy(&stranger.stdout)
     );
 
-    // A bad policy: `systemctl reload` fails and the warning is in the journal.
+    // A bad policy: `systemctl reload` fails, the warning is in the journal, and the policy
+    // in force stays; a good one is taken (a new generation).
+    let generation = || policy_generation(&container);
+    let first = generation();
     container.run_ok(&[
         "sh",
         "-c",
@@ -255,8 +267,10 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
         warnings.contains("policy reload refused") && !warnings.contains("datapath attached"),
         "journalctl -p warning has the warning and not the info lines:\n{warnings}"
     );
+    assert_eq!(generation(), first, "the refused policy changed nothing");
     container.run_ok(&["cp", "/root/policy.good", "/etc/classifier/policy.toml"]);
     container.run_ok(&["systemctl", "reload", "classifier"]);
+    assert!(generation() > first, "ExecReload= reloaded the policy");
     assert_eq!(
         container
             .run_ok(&["systemctl", "is-active", "classifier"])
