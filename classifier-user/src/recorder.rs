@@ -19,7 +19,7 @@ use crate::{
     degradation::{FlowDelta, IntervalReport},
     export::ipfix::LiveExport,
     flows::{
-        BootClock, FlowRecord,
+        DatapathClock, FlowRecord,
         ending::{Ended, FlowEnds},
         neighbours::Neighbours,
         read_entries,
@@ -285,7 +285,7 @@ fn take_ended(
     let complete = walk.complete;
     state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
-    let ended = ends.sort(walk, crate::flows::boot_time_ns()?, &rules);
+    let ended = ends.sort(walk, crate::flows::datapath_clock_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;
     if complete {
         // Names of flows that left the table some other way (evicted between two walks
@@ -326,7 +326,7 @@ fn to_records(
     ended: &[Ended],
     neighbours: &Neighbours,
 ) -> anyhow::Result<Vec<FlowRecord>> {
-    let clock = BootClock::now()?;
+    let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
     Ok(ended
         .iter()
