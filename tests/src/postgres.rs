@@ -61,20 +61,33 @@ impl Postgres {
             .spawn()
             .context("starting postgres")?;
         let server = Self { child, dir };
-        server.wait_for_socket()?;
+        server.wait_for_socket(&bin)?;
         Ok(server)
     }
 
-    fn wait_for_socket(&self) -> anyhow::Result<()> {
+    /// Waits until the server accepts connections: its socket appears while it is still
+    /// starting up ("the database system is starting up"), so ask pg_isready.
+    fn wait_for_socket(&self, bin: &Path) -> anyhow::Result<()> {
         let socket = self.dir.join(".s.PGSQL.5432");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if socket.exists() {
-                return Ok(());
+                let ready = Command::new(bin.join("pg_isready"))
+                    .arg("-q")
+                    .arg("-h")
+                    .arg(&self.dir)
+                    .status()
+                    .context("running pg_isready")?;
+                if ready.success() {
+                    return Ok(());
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("postgres did not open {} within 30 s", socket.display())
+        bail!(
+            "postgres did not accept connections on {} within 30 s",
+            socket.display()
+        )
     }
 
     /// The libpq connection string the store takes (`--store`).
