@@ -18,6 +18,7 @@ use classifier_tests::{
     setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
+    degradation::{ClientVolume, IntervalReport},
     export::ExportRow,
     flows::{Counters, FlowRecord},
     lab::topology::SERVICE_V4,
@@ -206,4 +207,90 @@ fn the_daemon_records_into_postgresql_and_export_reads_it_back() {
     );
     assert_eq!(row.name, NAME);
     assert_eq!(row.end_reason, "fin");
+}
+
+/// A 5-minute degradation report that ended at `end`, naming a top client.
+fn degradation_report(end: &str) -> IntervalReport {
+    let end: jiff::Timestamp = end.parse().unwrap();
+    IntervalReport {
+        interval_seconds: 300,
+        start: end - jiff::SignedDuration::from_secs(300),
+        end,
+        download_bps: 8000,
+        upload_bps: 800,
+        download_utilisation: None,
+        upload_utilisation: None,
+        by_category: Vec::new(),
+        by_group: Vec::new(),
+        withheld: Vec::new(),
+        top_clients: vec![ClientVolume {
+            client: "192.0.2.77".parse().unwrap(),
+            category: "streaming-video".into(),
+            bytes: 1000,
+        }],
+        events: Vec::new(),
+    }
+}
+
+#[test]
+fn retention_prunes_degradation_and_vacuums_on_postgresql() {
+    if !privileged("retention_prunes_degradation_and_vacuums_on_postgresql") {
+        return;
+    }
+    let server = Postgres::start().expect("a PostgreSQL server starts");
+    let mut store = Store::open(&server.connection()).unwrap();
+    store
+        .insert(&[
+            record("192.0.2.10:1000", "2025-09-01T09:00:00Z", 4000),
+            record("192.0.2.12:1002", "2026-11-30T09:00:00Z", 700),
+        ])
+        .unwrap();
+    store
+        .insert_degradation(&[
+            degradation_report("2026-08-01T10:00:00Z"),
+            degradation_report("2026-12-01T10:00:00Z"),
+        ])
+        .unwrap();
+    let vacuums = |store: &mut Store, table: &str| match store {
+        Store::Postgres(pg) => pg.vacuum_count(table).unwrap(),
+        Store::Sqlite(_) => unreachable!("a PostgreSQL store"),
+    };
+    let before = (
+        vacuums(&mut store, "flows"),
+        vacuums(&mut store, "degradation"),
+    );
+
+    let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+    let report = store.apply_retention(&Retention::default(), now).unwrap();
+    assert_eq!((report.deleted, report.degradation_deleted), (1, 1));
+    let left = store.degradation(None, None, 100).unwrap();
+    assert_eq!(left.len(), 1, "the report past 90 days is deleted");
+    assert_eq!(left[0].end, "2026-12-01T10:00:00Z".parse().unwrap());
+
+    // The deleted rows' pages were vacuumed by the job, not left to autovacuum.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = (
+            vacuums(&mut store, "flows"),
+            vacuums(&mut store, "degradation"),
+        );
+        if after.0 > before.0 && after.1 > before.1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no VACUUM after the retention job: {before:?} → {after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The job recorded what it enforces: a reader leaves out what it would delete.
+    let later: jiff::Timestamp = "2028-03-01T00:00:00Z".parse().unwrap();
+    assert_eq!(store.query(&Filter::default()).unwrap().len(), 1);
+    assert!(
+        store
+            .query_retained(&Filter::default(), later)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -162,7 +162,8 @@ pub fn export(
     if !Store::exists(store) {
         bail!("no flow store at {store} (the daemon's `run --store`)");
     }
-    let flows = Store::open(store)?.query(&request.filter)?;
+    // Never what the retention job should have removed, whether or not it has run.
+    let flows = Store::open(store)?.query_retained(&request.filter, now)?;
     let bytes = encode(&flows, request.format)?;
     let pending = pending::Pending::write(&request.out, &bytes)?;
     let facts = audit::ExportFacts {

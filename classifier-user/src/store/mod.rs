@@ -134,6 +134,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
     ALTER TABLE flows ADD COLUMN second_name TEXT;
     ALTER TABLE flows ADD COLUMN second_category TEXT;",
+    // 5: the retention each gateway's job enforces, for readers without its policy.
+    "CREATE TABLE retention_in_force (
+        gateway TEXT PRIMARY KEY,
+        keep TEXT NOT NULL,
+        after TEXT NOT NULL,
+        degradation_keep TEXT NOT NULL,
+        recorded_ms INTEGER NOT NULL
+    );",
 ];
 
 /// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
@@ -171,6 +179,23 @@ impl Store {
             Self::Sqlite(s) => s.query(filter),
             Self::Postgres(p) => p.query(filter),
         }
+    }
+
+    /// The records `filter` selects as the retention in force leaves them: none that it
+    /// deletes, none with a client that it anonymises, whether or not the daemon's job has
+    /// run yet. What investigation exports read.
+    pub fn query_retained(
+        &mut self,
+        filter: &Filter,
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<StoredFlow>> {
+        let recorded = match self {
+            Self::Sqlite(s) => s.recorded_retentions(),
+            Self::Postgres(p) => p.recorded_retentions(),
+        }
+        .context("reading the retention in force")?;
+        let view = retention::RetentionView::new(&recorded, now)?;
+        Ok(view.apply(self.query(filter)?, filter))
     }
 
     pub fn count(&mut self) -> anyhow::Result<u64> {

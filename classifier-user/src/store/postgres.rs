@@ -76,6 +76,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
     ALTER TABLE flows ADD COLUMN second_name TEXT;
     ALTER TABLE flows ADD COLUMN second_category TEXT;",
+    // 5: the retention each gateway's job enforces, for readers without its policy.
+    "CREATE TABLE retention_in_force (
+        gateway TEXT PRIMARY KEY,
+        keep TEXT NOT NULL,
+        after TEXT NOT NULL,
+        degradation_keep TEXT NOT NULL,
+        recorded_ms BIGINT NOT NULL
+    );",
 ];
 
 /// A connection to the store on PostgreSQL.
@@ -284,7 +292,31 @@ impl PgStore {
         let cutoff_ms = cutoff.as_millisecond();
         let params: &[&(dyn ToSql + Sync)] = &[&cutoff_ms];
         let mut transaction = self.client().transaction()?;
-        transaction.execute(
+        let (keep, after, degradation_keep) = retention.to_row();
+        transaction
+            .execute(
+                "INSERT INTO retention_in_force (gateway, keep, after, degradation_keep,
+                    recorded_ms)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (gateway) DO UPDATE SET keep = excluded.keep,
+                    after = excluded.after, degradation_keep = excluded.degradation_keep,
+                    recorded_ms = excluded.recorded_ms",
+                &[
+                    &super::retention::gateway_name(),
+                    &keep,
+                    &after,
+                    &degradation_keep,
+                    &now.as_millisecond(),
+                ],
+            )
+            .context("recording the retention in force")?;
+        let degradation_deleted = transaction
+            .execute(
+                "DELETE FROM degradation WHERE end_ms < $1",
+                &[&retention.degradation_cutoff(now)?.as_millisecond()],
+            )
+            .context("deleting expired degradation reports")?;
+        let stripped = transaction.execute(
             "UPDATE degradation SET report = (report::jsonb - 'top_clients')::text
              WHERE end_ms < $1 AND report::jsonb ? 'top_clients'",
             params,
@@ -293,6 +325,7 @@ impl PgStore {
             cutoff,
             deleted: 0,
             anonymised: 0,
+            degradation_deleted,
         };
         match retention.after {
             AfterRetention::Delete => {
@@ -327,7 +360,40 @@ impl PgStore {
         transaction
             .commit()
             .context("committing the retention job")?;
+        if report.changed() || stripped > 0 {
+            // Deleted and updated rows stay in the tables' pages, client addresses and all,
+            // until vacuumed. Autovacuum would come to them in its own time; the job does
+            // not wait. Plain VACUUM takes no lock that stops other gateways' inserts (FULL
+            // would), and outside a transaction, as VACUUM must be.
+            self.client()
+                .batch_execute("VACUUM (ANALYZE) flows, degradation")
+                .context(
+                    "vacuuming the PostgreSQL flow store after the retention job (its deletes \
+                     are committed; the store's role must own the tables)",
+                )?;
+        }
         Ok(report)
+    }
+
+    /// Every retention recorded in the store (one per gateway that ran the job).
+    pub fn recorded_retentions(&mut self) -> anyhow::Result<Vec<Retention>> {
+        self.client()
+            .query(
+                "SELECT keep, after, degradation_keep FROM retention_in_force",
+                &[],
+            )?
+            .iter()
+            .map(|row| Retention::from_row(row.get(0), row.get(1), row.get(2)))
+            .collect()
+    }
+
+    /// How often `table` was vacuumed by hand, as PostgreSQL's statistics count it.
+    pub fn vacuum_count(&mut self, table: &str) -> anyhow::Result<i64> {
+        let row = self.client().query_one(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = $1",
+            &[&table],
+        )?;
+        Ok(row.get(0))
     }
 
     /// Flows counted in the daily totals (what deleting kept).
