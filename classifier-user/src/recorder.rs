@@ -24,7 +24,7 @@ use crate::{
         neighbours::Neighbours,
         read_entries,
     },
-    store::{EndReason, Store, retention},
+    store::{EndReason, Store, pg_connect, retention},
 };
 
 /// How often the flow table is walked for ended flows.
@@ -66,7 +66,7 @@ impl Recorder {
     pub fn open(store: Option<String>, lan_interface: &str) -> anyhow::Result<Self> {
         let opened = store.as_deref().map(Store::open).transpose()?;
         if let Some(location) = &store {
-            info!(store = %redacted(location), "recording ended flows");
+            info!(store = %pg_connect::redact(location), "recording ended flows");
         }
         Ok(Self {
             store: opened,
@@ -143,7 +143,7 @@ impl Recorder {
             let count = records.len();
             self.write(records, shared);
             if let Some(location) = &self.store_path {
-                info!(flows = count, store = %redacted(location), "recorded the flows live at stop");
+                info!(flows = count, store = %pg_connect::redact(location), "recorded the flows live at stop");
             }
         }
     }
@@ -272,21 +272,6 @@ impl Recorder {
             Err(e) => warn!(error = %format!("{e:#}"), "the retention job failed"),
         }
     }
-}
-
-/// `location` without a password, for logs.
-fn redacted(location: &str) -> String {
-    location
-        .split_whitespace()
-        .map(|part| {
-            if part.starts_with("password=") {
-                "password=…"
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Walks the table, takes the flows that ended out of it, and returns their records;

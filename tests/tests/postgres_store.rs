@@ -13,7 +13,7 @@ use classifier_tests::{
     classifier_bin,
     clients::curl_download,
     council_policy_with_short_idle,
-    postgres::Postgres,
+    postgres::{Postgres, SERVER_NAME, TLS_DATABASE, TLS_PASSWORD, TestCa},
     privileged,
     setup::{daemon_with_policy, http_lab},
 };
@@ -22,6 +22,7 @@ use classifier_user::{
     export::ExportRow,
     flows::{Counters, FlowRecord},
     lab::topology::SERVICE_V4,
+    netns,
     store::{
         EndReason, Filter, Store,
         retention::{AfterRetention, Retention},
@@ -293,4 +294,195 @@ fn retention_prunes_degradation_and_vacuums_on_postgresql() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// `location` opened from inside `server`'s network namespace: whether the connection is
+/// encrypted, or the error.
+fn open_in(server: &Postgres, location: String) -> Result<bool, String> {
+    let namespace = server.netns().expect("a TLS server").to_owned();
+    netns::run_in(&namespace, move || {
+        let mut store = Store::open(&location)?;
+        let Store::Postgres(pg) = &mut store else {
+            unreachable!("a PostgreSQL store")
+        };
+        let encrypted = pg.connection_encrypted()?;
+        // The store works over it: migrated, written, read back.
+        store.insert(&[record("192.0.2.10:1000", "2026-11-30T09:00:00Z", 4000)])?;
+        anyhow::ensure!(!store.query(&Filter::default())?.is_empty());
+        Ok(encrypted)
+    })
+    .map_err(|e| format!("{e:#}"))
+}
+
+#[test]
+fn postgresql_over_tls_as_sslmode_says() {
+    if !privileged("postgresql_over_tls_as_sslmode_says") {
+        return;
+    }
+    let ca = TestCa::make().expect("a test CA (the openssl command)");
+    let server = Postgres::start_tls(&ca).expect("a PostgreSQL server with TLS starts");
+    let to = |host: &str, tls: &str| {
+        format!(
+            "host={host} hostaddr=127.0.0.1 port=5432 user=classifier dbname={TLS_DATABASE} \
+             password={TLS_PASSWORD} {tls}"
+        )
+    };
+    let ca_file = ca.ca.display().to_string();
+    let other_ca = ca.other_ca.display().to_string();
+
+    // verify-full with the CA that signed the server's certificate, for its name.
+    assert_eq!(
+        open_in(
+            &server,
+            to(
+                SERVER_NAME,
+                &format!("sslmode=verify-full sslrootcert={ca_file}")
+            )
+        ),
+        Ok(true)
+    );
+    // Another name: verify-full refuses, verify-ca (the chain only) accepts.
+    let wrong_name = open_in(
+        &server,
+        to(
+            "other.example.test",
+            &format!("sslmode=verify-full sslrootcert={ca_file}"),
+        ),
+    )
+    .expect_err("verify-full to a name the certificate does not have");
+    assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
+    assert_eq!(
+        open_in(
+            &server,
+            to(
+                "other.example.test",
+                &format!("sslmode=verify-ca sslrootcert={ca_file}")
+            )
+        ),
+        Ok(true)
+    );
+    // Another CA: refused, by verify-ca too, and by require given that CA.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let wrong_ca = open_in(
+            &server,
+            to(
+                SERVER_NAME,
+                &format!("sslmode={mode} sslrootcert={other_ca}"),
+            ),
+        )
+        .expect_err("a server certificate of another CA");
+        assert!(wrong_ca.contains("UnknownIssuer"), "{mode}: {wrong_ca}");
+    }
+    // require without a CA file: encrypted, the server unchecked (as libpq).
+    assert_eq!(
+        open_in(
+            &server,
+            to(
+                SERVER_NAME,
+                "sslmode=require sslrootcert=/nonexistent/root.crt"
+            )
+        ),
+        Ok(true)
+    );
+    // disable: the server takes TCP only over TLS (hostssl), so it refuses.
+    let plaintext = open_in(&server, to(SERVER_NAME, "sslmode=disable"))
+        .expect_err("plaintext to a hostssl-only server");
+    assert!(plaintext.contains("no encryption"), "{plaintext}");
+    // The same as a URL, with prefer (the default) given the CA: encrypted and checked.
+    let url = format!(
+        "postgresql://classifier:{TLS_PASSWORD}@{SERVER_NAME}:5432/{TLS_DATABASE}\
+         ?hostaddr=127.0.0.1&sslrootcert={ca_file}"
+    );
+    assert_eq!(open_in(&server, url), Ok(true));
+}
+
+#[test]
+fn a_password_in_the_store_url_is_never_shown() {
+    if !privileged("a_password_in_the_store_url_is_never_shown") {
+        return;
+    }
+    let ca = TestCa::make().expect("a test CA (the openssl command)");
+    let server = Postgres::start_tls(&ca).expect("a PostgreSQL server with TLS starts");
+    let namespace = server.netns().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(format!("classifier-pgpw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit_log = dir.join("audit.jsonl");
+    let url = |query: &str| {
+        format!(
+            "postgresql://classifier:{TLS_PASSWORD}@{SERVER_NAME}:5432/{TLS_DATABASE}\
+             ?hostaddr=127.0.0.1&{query}"
+        )
+    };
+    // The real binary in the server's namespace, logging everything it can.
+    let classifier = |args: &[&str]| {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &namespace])
+            .arg(classifier_bin())
+            .args(["--log", "trace"])
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !shown.contains(TLS_PASSWORD),
+            "the password was shown by `classifier {}`:\n{shown}",
+            args.join(" ")
+        );
+        (output.status.success(), shown)
+    };
+    let export = |store: &str, out: &str| {
+        classifier(&[
+            "export",
+            "--case",
+            "PG-TLS-1",
+            "--requested-by",
+            "J. Smith",
+            "--format",
+            "jsonl",
+            "--store",
+            store,
+            "--out",
+            dir.join(out).to_str().unwrap(),
+            "--audit-log",
+            audit_log.to_str().unwrap(),
+        ])
+    };
+    let ca_file = ca.ca.display().to_string();
+    let other_ca = ca.other_ca.display().to_string();
+    for (query, says) in [
+        ("sslmode=disable".to_owned(), "no encryption"),
+        (
+            format!("sslmode=verify-full&sslrootcert={other_ca}"),
+            "UnknownIssuer",
+        ),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/root.crt".to_owned(),
+            "needs the CA certificate file",
+        ),
+        ("sslmode=bogus".to_owned(), "choose disable"),
+    ] {
+        let (ok, shown) = export(&url(&query), "refused.jsonl");
+        assert!(!ok, "{query}: {shown}");
+        assert!(shown.contains(says), "{query}: {shown}");
+        assert!(
+            shown.contains("classifier:…@"),
+            "{query}: the store is named, without its password: {shown}"
+        );
+    }
+    let good = url(&format!("sslmode=verify-full&sslrootcert={ca_file}"));
+    let (ok, shown) = export(&good, "case.jsonl");
+    assert!(ok, "{shown}");
+    let (ok, shown) = classifier(&["degradation", "--store", &good]);
+    assert!(ok, "{shown}");
+    for file in [dir.join("case.jsonl"), audit_log] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains(TLS_PASSWORD), "{}: {text}", file.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -46,7 +46,7 @@ pub fn execute(args: &DegradationArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         store::Store::exists(&args.store),
         "no flow store at {} (the daemon's `run --store`)",
-        args.store
+        store::pg_connect::redact(&args.store)
     );
     let mut store = store::Store::open(&args.store)?;
     let limit = if args.events {

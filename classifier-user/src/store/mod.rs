@@ -6,6 +6,7 @@
 //! seen), where (server, name, category, application), how much and how long. Never
 //! payload.
 
+pub mod pg_connect;
 pub mod postgres;
 pub mod retention;
 
@@ -155,7 +156,11 @@ impl Store {
     /// Opens `location`: a PostgreSQL connection string or URL, else an SQLite file path.
     pub fn open(location: &str) -> anyhow::Result<Self> {
         if postgres::is_postgres(location) {
-            Ok(Self::Postgres(postgres::PgStore::connect(location)?))
+            Ok(Self::Postgres(
+                postgres::PgStore::connect(location).with_context(|| {
+                    format!("the PostgreSQL flow store {}", pg_connect::redact(location))
+                })?,
+            ))
         } else {
             Ok(Self::Sqlite(FlowStore::open(Path::new(location))?))
         }

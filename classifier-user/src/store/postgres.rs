@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use postgres::{Client, NoTls, types::ToSql};
+use postgres::{Client, types::ToSql};
 
 use super::{
     EndReason, Filter, StoredFlow,
@@ -107,17 +107,22 @@ impl Drop for PgStore {
 
 /// Whether `location` names a PostgreSQL database rather than an SQLite file.
 pub fn is_postgres(location: &str) -> bool {
+    const KEYS: &[&str] = &["host", "hostaddr", "port", "dbname", "user", "password"];
     location.starts_with("postgres://")
         || location.starts_with("postgresql://")
-        || location
-            .split_whitespace()
-            .any(|part| part.starts_with("host="))
+        || location.split_whitespace().any(|part| {
+            part.split_once('=')
+                .is_some_and(|(key, _)| KEYS.contains(&key.trim()))
+        })
 }
 
 impl PgStore {
+    /// Connects as libpq would (`sslmode`, `sslrootcert`, PGPASSWORD, the password file:
+    /// see [`super::pg_connect`]) and migrates.
     pub fn connect(location: &str) -> anyhow::Result<Self> {
-        let client =
-            Client::connect(location, NoTls).context("connecting to the PostgreSQL flow store")?;
+        let client = super::pg_connect::Target::parse(location)?
+            .connect()
+            .context("connecting to the PostgreSQL flow store")?;
         let mut store = Self {
             client: Some(client),
         };
@@ -385,6 +390,15 @@ impl PgStore {
             .iter()
             .map(|row| Retention::from_row(row.get(0), row.get(1), row.get(2)))
             .collect()
+    }
+
+    /// Whether this connection is encrypted (TLS), as the server sees it.
+    pub fn connection_encrypted(&mut self) -> anyhow::Result<bool> {
+        let row = self.client().query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )?;
+        Ok(row.get(0))
     }
 
     /// How often `table` was vacuumed by hand, as PostgreSQL's statistics count it.
