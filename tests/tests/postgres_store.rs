@@ -1,6 +1,9 @@
-//! The flow store on a real PostgreSQL server: the retention job with an injected clock,
-//! the degradation log, and the daemon in the lab recording into it, read back with
-//! `classifier export` and compared with tcpdump.
+//! The flow store on a real PostgreSQL server: the retention job with an injected clock
+//! (degradation reports pruned, the tables vacuumed), the degradation log, and the daemon
+//! in the lab recording into it, read back with `classifier export` and compared with
+//! tcpdump. Over TLS, a server of its own in a network namespace with `ssl=on`, a test CA
+//! and `hostssl` lines only: each `sslmode` does what libpq's does, and a password in the
+//! store's URL is never shown by the export, `degradation` or the daemon.
 
 use std::{
     net::SocketAddr,
@@ -9,6 +12,7 @@ use std::{
 };
 
 use classifier_tests::{
+    audit::AuditSandbox,
     capture::{self, Capture},
     classifier_bin,
     clients::curl_download,
@@ -164,8 +168,11 @@ fn the_daemon_records_into_postgresql_and_export_reads_it_back() {
     }
     daemon.stop().unwrap();
 
+    // The export audits itself into /var/lib/classifier: the test's own, in a sandbox.
+    let sandbox = AuditSandbox::with_syslog("postgres-store");
     let out = lab.data_dir().join("case.jsonl");
-    let output = Command::new(classifier_bin())
+    let output = sandbox
+        .classifier()
         .args([
             "export",
             "--case",
@@ -183,8 +190,6 @@ fn the_daemon_records_into_postgresql_and_export_reads_it_back() {
         ])
         .arg("--out")
         .arg(&out)
-        .arg("--audit-log")
-        .arg(lab.data_dir().join("audit.jsonl"))
         .output()
         .unwrap();
     assert!(
@@ -404,21 +409,20 @@ fn a_password_in_the_store_url_is_never_shown() {
     let ca = TestCa::make().expect("a test CA (the openssl command)");
     let server = Postgres::start_tls(&ca).expect("a PostgreSQL server with TLS starts");
     let namespace = server.netns().unwrap().to_owned();
-    let dir = std::env::temp_dir().join(format!("classifier-pgpw-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let audit_log = dir.join("audit.jsonl");
+    let sandbox = AuditSandbox::with_syslog("postgres-password");
+    let dir = sandbox.work_dir();
     let url = |query: &str| {
         format!(
             "postgresql://classifier:{TLS_PASSWORD}@{SERVER_NAME}:5432/{TLS_DATABASE}\
              ?hostaddr=127.0.0.1&{query}"
         )
     };
-    // The real binary in the server's namespace, logging everything it can.
+    // The real binary in the server's network namespace and the audit's sandbox, logging
+    // everything it can.
     let classifier = |args: &[&str]| {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &namespace])
-            .arg(classifier_bin())
+        let mut command = sandbox.classifier();
+        in_network_namespace(&mut command, &namespace);
+        let output = command
             .args(["--log", "trace"])
             .args(args)
             .env("RUST_LOG", "trace")
@@ -449,8 +453,6 @@ fn a_password_in_the_store_url_is_never_shown() {
             store,
             "--out",
             dir.join(out).to_str().unwrap(),
-            "--audit-log",
-            audit_log.to_str().unwrap(),
         ])
     };
     let ca_file = ca.ca.display().to_string();
@@ -480,9 +482,76 @@ fn a_password_in_the_store_url_is_never_shown() {
     assert!(ok, "{shown}");
     let (ok, shown) = classifier(&["degradation", "--store", &good]);
     assert!(ok, "{shown}");
-    for file in [dir.join("case.jsonl"), audit_log] {
+    for file in [dir.join("case.jsonl"), sandbox.log()] {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(!text.contains(TLS_PASSWORD), "{}: {text}", file.display());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    let witnessed = sandbox.witnessed(1);
+    assert!(!witnessed.contains(TLS_PASSWORD), "{witnessed}");
+
+    // The daemon, on the namespace's loopback, logging at trace into a file: it names the
+    // store it records into, without the password, and stops cleanly.
+    let log_file = dir.join("daemon.log");
+    let pid_file = dir.join("daemon.pid");
+    let mut daemon = Command::new(classifier_bin())
+        .args([
+            "--log", "trace", "run", "--netns", &namespace, "--iface", "lo",
+        ])
+        .arg("--pin-dir")
+        .arg(format!(
+            "/sys/fs/bpf/classifier-pgpw-{}",
+            std::process::id()
+        ))
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--control-socket")
+        .arg(dir.join("control.sock"))
+        .args(["--no-metrics", "--store", &good])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pid_file.exists() {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            panic!(
+                "classifier run exited ({status}): {}",
+                std::fs::read_to_string(&log_file).unwrap()
+            );
+        }
+        assert!(Instant::now() < deadline, "classifier run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains(TLS_PASSWORD),
+        "the daemon logged the password:\n{log}"
+    );
+    assert!(
+        log.contains("recording ended flows") && log.contains("classifier:…@"),
+        "{log}"
+    );
+}
+
+/// `command` runs in the network namespace `name`. Opened here, before the audit sandbox
+/// hides /run/netns behind its own /run.
+fn in_network_namespace(command: &mut Command, name: &str) {
+    use std::os::unix::process::CommandExt as _;
+    let namespace = std::fs::File::open(netns::path(name)).expect("the server's namespace");
+    // SAFETY: between fork and exec the closure makes one system call on a descriptor
+    // opened before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
