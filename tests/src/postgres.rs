@@ -21,7 +21,17 @@ pub struct Postgres {
     child: Child,
     dir: PathBuf,
     /// The network namespace a TLS server listens in, removed with it.
-    netns: Option<String>,
+    netns: Option<OwnedNetns>,
+}
+
+/// A network namespace of the test's, deleted when dropped: also when the server fails to
+/// start after it was made.
+struct OwnedNetns(String);
+
+impl Drop for OwnedNetns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.0]);
+    }
 }
 
 /// The password of the `classifier` role a TLS server has (over TCP, only with it).
@@ -95,10 +105,10 @@ impl Postgres {
         if let Some(ca) = tls {
             let name = format!("clpg-{}-{n}", std::process::id());
             ip(&["netns", "add", &name])?;
+            netns = Some(OwnedNetns(name.clone()));
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
             command = Command::new("ip");
             command.args(["netns", "exec", &name, "runuser"]);
-            netns = Some(name);
             let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
             std::fs::copy(&ca.server_cert, &cert)?;
             std::fs::copy(&ca.server_key, &key)?;
@@ -144,7 +154,7 @@ impl Postgres {
 
     /// The network namespace a TLS server listens in (clients must run there).
     pub fn netns(&self) -> Option<&str> {
-        self.netns.as_deref()
+        self.netns.as_ref().map(|netns| netns.0.as_str())
     }
 
     /// Waits until the server accepts connections: its socket appears while it is still
@@ -192,9 +202,6 @@ impl Drop for Postgres {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(name) = &self.netns {
-            let _ = ip(&["netns", "del", name]);
-        }
     }
 }
 

@@ -194,13 +194,18 @@ impl Store {
         filter: &Filter,
         now: Timestamp,
     ) -> anyhow::Result<Vec<StoredFlow>> {
+        let view = self.retention_view(now)?;
+        Ok(view.apply(self.query(filter)?, filter))
+    }
+
+    /// What a reader may see, from the retentions the gateways' jobs recorded in the store.
+    fn retention_view(&mut self, now: Timestamp) -> anyhow::Result<retention::RetentionView> {
         let recorded = match self {
             Self::Sqlite(s) => s.recorded_retentions(),
             Self::Postgres(p) => p.recorded_retentions(),
         }
         .context("reading the retention in force")?;
-        let view = retention::RetentionView::new(&recorded, now)?;
-        Ok(view.apply(self.query(filter)?, filter))
+        retention::RetentionView::new(&recorded, now)
     }
 
     pub fn count(&mut self) -> anyhow::Result<u64> {
@@ -230,6 +235,22 @@ impl Store {
             Self::Sqlite(s) => s.degradation(interval_seconds, since, limit),
             Self::Postgres(p) => p.degradation(interval_seconds, since, limit),
         }
+    }
+
+    /// The degradation reports [`Store::degradation`] selects as the retention in force
+    /// leaves them: none past `degradation_retention`, no top clients past `retention`,
+    /// whether or not the daemon's job has run yet. What `classifier degradation` reads.
+    pub fn degradation_retained(
+        &mut self,
+        interval_seconds: Option<u64>,
+        since: Option<Timestamp>,
+        limit: usize,
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<crate::degradation::IntervalReport>> {
+        let view = self.retention_view(now)?;
+        let since = since.max(view.degradation_drop_before);
+        let reports = self.degradation(interval_seconds, since, limit)?;
+        Ok(view.apply_to_degradation(reports))
     }
 
     pub fn apply_retention(

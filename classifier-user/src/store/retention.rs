@@ -160,7 +160,10 @@ pub struct RetentionView {
     /// Records that ended before this should have been deleted: left out.
     pub drop_before: Option<Timestamp>,
     /// Records that ended before this should have been anonymised: shown without client.
+    /// Degradation reports that ended before it have no top clients.
     pub anonymise_before: Option<Timestamp>,
+    /// Degradation reports that ended before this should have been deleted: left out.
+    pub degradation_drop_before: Option<Timestamp>,
 }
 
 impl RetentionView {
@@ -174,6 +177,7 @@ impl RetentionView {
         let mut view = Self {
             drop_before: None,
             anonymise_before: None,
+            degradation_drop_before: None,
         };
         for retention in retentions {
             let cutoff = Some(retention.cutoff(now)?);
@@ -181,8 +185,30 @@ impl RetentionView {
                 view.drop_before = view.drop_before.max(cutoff);
             }
             view.anonymise_before = view.anonymise_before.max(cutoff);
+            view.degradation_drop_before = view
+                .degradation_drop_before
+                .max(Some(retention.degradation_cutoff(now)?));
         }
         Ok(view)
+    }
+
+    /// Degradation reports as the job would have left them: none past
+    /// `degradation_retention`, none naming a client past `retention`.
+    pub fn apply_to_degradation(
+        &self,
+        reports: Vec<crate::degradation::IntervalReport>,
+    ) -> Vec<crate::degradation::IntervalReport> {
+        let before = |cutoff: Option<Timestamp>, end: Timestamp| cutoff.is_some_and(|c| end < c);
+        reports
+            .into_iter()
+            .filter(|report| !before(self.degradation_drop_before, report.end))
+            .map(|mut report| {
+                if before(self.anonymise_before, report.end) {
+                    report.top_clients.clear();
+                }
+                report
+            })
+            .collect()
     }
 
     /// `flows` as the job would have left them: past retention, deleted or anonymised. A
@@ -569,6 +595,54 @@ mod tests {
             .filter(|w| *w == b"192.0.2.77")
             .count();
         assert_eq!(count, 1, "only the recent report names the client");
+    }
+
+    #[test]
+    fn a_reader_sees_degradation_reports_as_the_job_would_leave_them() {
+        let reports = vec![
+            degradation_report("2026-08-01T10:00:00Z"),
+            degradation_report("2026-10-20T10:00:00Z"),
+            degradation_report("2026-12-01T10:00:00Z"),
+        ];
+        let ends = |reports: &[crate::degradation::IntervalReport]| -> Vec<(String, usize)> {
+            reports
+                .iter()
+                .map(|r| (r.end.to_string(), r.top_clients.len()))
+                .collect()
+        };
+        // Nothing recorded: reports kept 90 days, clients 14 months.
+        let view = RetentionView::new(&[], now()).unwrap();
+        assert_eq!(
+            ends(&view.apply_to_degradation(reports.clone())),
+            [
+                ("2026-10-20T10:00:00Z".into(), 1),
+                ("2026-12-01T10:00:00Z".into(), 1)
+            ]
+        );
+        // Clients 30 days, reports a year; with a second gateway's 90 days the strictest
+        // wins for each.
+        let short = Retention {
+            keep: Span::new().days(30),
+            degradation_keep: Span::new().days(365),
+            ..Retention::default()
+        };
+        let view = RetentionView::new(&[short], now()).unwrap();
+        assert_eq!(
+            ends(&view.apply_to_degradation(reports.clone())),
+            [
+                ("2026-08-01T10:00:00Z".into(), 0),
+                ("2026-10-20T10:00:00Z".into(), 0),
+                ("2026-12-01T10:00:00Z".into(), 1)
+            ]
+        );
+        let view = RetentionView::new(&[short, Retention::default()], now()).unwrap();
+        assert_eq!(
+            ends(&view.apply_to_degradation(reports)),
+            [
+                ("2026-10-20T10:00:00Z".into(), 0),
+                ("2026-12-01T10:00:00Z".into(), 1)
+            ]
+        );
     }
 
     #[test]
