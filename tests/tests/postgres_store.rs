@@ -494,15 +494,12 @@ fn a_password_in_the_store_url_is_never_shown() {
     // store it records into, without the password, and stops cleanly.
     let log_file = dir.join("daemon.log");
     let pid_file = dir.join("daemon.pid");
-    let mut daemon = Command::new(classifier_bin())
+    let pin_dir = format!("/sys/fs/bpf/classifier-pgpw-{}", std::process::id());
+    let child = Command::new(classifier_bin())
         .args([
             "--log", "trace", "run", "--netns", &namespace, "--iface", "lo",
         ])
-        .arg("--pin-dir")
-        .arg(format!(
-            "/sys/fs/bpf/classifier-pgpw-{}",
-            std::process::id()
-        ))
+        .args(["--pin-dir", &pin_dir])
         .arg("--pid-file")
         .arg(&pid_file)
         .arg("--control-socket")
@@ -513,9 +510,10 @@ fn a_password_in_the_store_url_is_never_shown() {
         .stderr(std::fs::File::create(&log_file).unwrap())
         .spawn()
         .unwrap();
+    let mut daemon = Stopped::on_drop(child, pin_dir);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pid_file.exists() {
-        if let Some(status) = daemon.try_wait().unwrap() {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
             panic!(
                 "classifier run exited ({status}): {}",
                 std::fs::read_to_string(&log_file).unwrap()
@@ -524,12 +522,7 @@ fn a_password_in_the_store_url_is_never_shown() {
         assert!(Instant::now() < deadline, "classifier run did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = daemon.wait().unwrap();
+    let status = daemon.stop();
     let log = std::fs::read_to_string(&log_file).unwrap();
     assert!(status.success(), "{log}");
     assert!(
@@ -540,6 +533,45 @@ fn a_password_in_the_store_url_is_never_shown() {
         log.contains("recording ended flows") && log.contains("classifier:…@"),
         "{log}"
     );
+}
+
+/// A daemon started outside a lab: stopped (SIGTERM, then SIGKILL) and its pins removed
+/// when dropped, also when the test fails first.
+struct Stopped {
+    child: std::process::Child,
+    pin_dir: String,
+}
+
+impl Stopped {
+    fn on_drop(child: std::process::Child, pin_dir: String) -> Self {
+        Self { child, pin_dir }
+    }
+
+    /// SIGTERM, and how it exited (SIGKILL after 30 s).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("the killed daemon reaped")
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
 }
 
 /// `command` runs in the network namespace `name`. Opened here, before the audit sandbox
