@@ -242,10 +242,8 @@ fn aged_report(days: i64) -> IntervalReport {
 /// touched. No privilege needed.
 #[test]
 fn degradation_reports_past_their_retention_are_never_shown() {
-    let dir = std::env::temp_dir().join(format!("classifier-degr-ret-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = dir.join("flows.sqlite");
+    let dir = Scratch::new("degradation-retention");
+    let store = dir.0.join("flows.sqlite");
     // 500 days old (past 14 months), 100 days old (past the reports' 90 days), 40 days
     // old, 1 day old.
     FlowStore::open(&store)
@@ -312,5 +310,22 @@ fn degradation_reports_past_their_retention_are_never_shown() {
             .len(),
         4
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A scratch directory removed at the end, also on failure.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("classifier-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
