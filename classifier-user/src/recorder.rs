@@ -19,12 +19,12 @@ use crate::{
     degradation::{FlowDelta, IntervalReport},
     export::ipfix::LiveExport,
     flows::{
-        BootClock, FlowRecord,
+        DatapathClock, FlowRecord,
         ending::{Ended, FlowEnds},
         neighbours::Neighbours,
         read_entries,
     },
-    store::{EndReason, Store, retention},
+    store::{EndReason, Store, pg_connect, retention},
 };
 
 /// How often the flow table is walked for ended flows.
@@ -56,6 +56,8 @@ pub struct Recorder {
     /// Records of the last batch the store refused, tried again with the next one.
     unwritten: Vec<FlowRecord>,
     last_retention: Option<Instant>,
+    /// The retention the job last enforced: a reload that changes it runs the job at once.
+    retention_in_force: Option<(String, &'static str, String)>,
     ipfix: Option<LiveExport>,
 }
 
@@ -64,7 +66,7 @@ impl Recorder {
     pub fn open(store: Option<String>, lan_interface: &str) -> anyhow::Result<Self> {
         let opened = store.as_deref().map(Store::open).transpose()?;
         if let Some(location) = &store {
-            info!(store = %redacted(location), "recording ended flows");
+            info!(store = %pg_connect::redact(location), "recording ended flows");
         }
         Ok(Self {
             store: opened,
@@ -73,6 +75,7 @@ impl Recorder {
             neighbours: Neighbours::of(lan_interface),
             unwritten: Vec::new(),
             last_retention: None,
+            retention_in_force: None,
             ipfix: None,
         })
     }
@@ -93,12 +96,25 @@ impl Recorder {
         };
         self.write(ended, shared);
         self.close_intervals(shared);
-        if self
-            .last_retention
-            .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
+        let (retention, override_reason) = {
+            let records = &shared.lock().in_force.policy.records;
+            (records.retention, records.retention_override_reason.clone())
+        };
+        let changed = self.retention_in_force.as_ref() != Some(&retention.to_row());
+        if changed
+            || self
+                .last_retention
+                .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
         {
+            if changed && let Some(reason) = override_reason {
+                warn!(
+                    retention = %format!("{:#}", retention.keep),
+                    reason = %reason,
+                    "records are kept longer than the councils' 14 months, by the policy's override"
+                );
+            }
             self.last_retention = Some(Instant::now());
-            let retention = shared.lock().in_force.policy.records.retention;
+            self.retention_in_force = Some(retention.to_row());
             self.run_retention(&retention);
         }
     }
@@ -127,7 +143,7 @@ impl Recorder {
             let count = records.len();
             self.write(records, shared);
             if let Some(location) = &self.store_path {
-                info!(flows = count, store = %redacted(location), "recorded the flows live at stop");
+                info!(flows = count, store = %pg_connect::redact(location), "recorded the flows live at stop");
             }
         }
     }
@@ -245,31 +261,17 @@ impl Recorder {
     fn run_retention(&mut self, retention: &retention::Retention) {
         let Some(store) = &mut self.store else { return };
         match store.apply_retention(retention, jiff::Timestamp::now()) {
-            Ok(report) if report.deleted + report.anonymised > 0 => info!(
+            Ok(report) if report.changed() => info!(
                 cutoff = %report.cutoff,
                 deleted = report.deleted,
                 anonymised = report.anonymised,
+                degradation_deleted = report.degradation_deleted,
                 "retention: records past the retention period handled"
             ),
             Ok(_) => {}
             Err(e) => warn!(error = %format!("{e:#}"), "the retention job failed"),
         }
     }
-}
-
-/// `location` without a password, for logs.
-fn redacted(location: &str) -> String {
-    location
-        .split_whitespace()
-        .map(|part| {
-            if part.starts_with("password=") {
-                "password=…"
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Walks the table, takes the flows that ended out of it, and returns their records;
@@ -285,7 +287,7 @@ fn take_ended(
     let complete = walk.complete;
     state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
-    let ended = ends.sort(walk, crate::flows::boot_time_ns()?, &rules);
+    let ended = ends.sort(walk, crate::flows::datapath_clock_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;
     if complete {
         // Names of flows that left the table some other way (evicted between two walks
@@ -326,7 +328,7 @@ fn to_records(
     ended: &[Ended],
     neighbours: &Neighbours,
 ) -> anyhow::Result<Vec<FlowRecord>> {
-    let clock = BootClock::now()?;
+    let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
     Ok(ended
         .iter()

@@ -15,6 +15,7 @@ pub mod nspawn;
 pub mod package;
 pub mod postgres;
 pub mod run;
+pub mod rustls_client;
 pub mod segments;
 pub mod setup;
 pub mod tls_clients;

@@ -2,7 +2,8 @@
 //! crosses the lab gateway; the degradation log (read with `classifier degradation`) shows
 //! the shape rule saturated, streaming above its share, the client on top and the bytes
 //! withheld; Prometheus' `/metrics` (fetched with curl) counts exactly the bytes the flow's
-//! record has.
+//! record has. `classifier degradation` on a store no daemon touched shows nothing the
+//! retention should have removed.
 
 use std::{
     process::Command,
@@ -16,9 +17,12 @@ use classifier_tests::{
     setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
-    degradation::{Event, IntervalReport},
+    degradation::{ClientVolume, Event, IntervalReport},
     lab::{Lab, topology::SERVICE_V4},
-    store::{Filter, FlowStore, StoredFlow},
+    store::{
+        Filter, FlowStore, Store, StoredFlow,
+        retention::{AfterRetention, Retention},
+    },
 };
 
 const NAME: &str = "video.example.test";
@@ -208,4 +212,120 @@ fn metric(text: &str, series: &str) -> u64 {
                 .map(|v| v.trim().parse::<f64>().unwrap() as u64)
         })
         .unwrap_or_else(|| panic!("no `{series}` in\n{text}"))
+}
+
+/// A 10 s report that ended `days` ago, naming one top client.
+fn aged_report(days: i64) -> IntervalReport {
+    let end = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
+    IntervalReport {
+        interval_seconds: 10,
+        start: end - jiff::SignedDuration::from_secs(10),
+        end,
+        download_bps: 8000,
+        upload_bps: 800,
+        download_utilisation: None,
+        upload_utilisation: None,
+        by_category: Vec::new(),
+        by_group: Vec::new(),
+        withheld: Vec::new(),
+        top_clients: vec![ClientVolume {
+            client: "192.0.2.77".parse().unwrap(),
+            category: "streaming-video".into(),
+            bytes: 1000,
+        }],
+        events: Vec::new(),
+    }
+}
+
+/// `classifier degradation` never shows what the retention should have removed, whether
+/// or not the daemon's job has run: the real binary on a real SQLite file no daemon
+/// touched. No privilege needed.
+#[test]
+fn degradation_reports_past_their_retention_are_never_shown() {
+    let dir = Scratch::new("degradation-retention");
+    let store = dir.0.join("flows.sqlite");
+    // 500 days old (past 14 months), 100 days old (past the reports' 90 days), 40 days
+    // old, 1 day old.
+    FlowStore::open(&store)
+        .unwrap()
+        .insert_degradation(&[
+            aged_report(500),
+            aged_report(100),
+            aged_report(40),
+            aged_report(1),
+        ])
+        .unwrap();
+    let shown = |last: &str| -> Vec<IntervalReport> {
+        let output = Command::new(classifier_bin())
+            .args(["degradation", "--json", "--last", last, "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let age_in_days = |reports: &[IntervalReport]| -> Vec<i64> {
+        let now = jiff::Timestamp::now();
+        reports
+            .iter()
+            .map(|r| now.duration_since(r.end).as_secs() / 86_400)
+            .collect()
+    };
+
+    // No retention recorded: the built-in 90 days for reports, 14 months for clients.
+    let reports = shown("100");
+    assert_eq!(age_in_days(&reports), [40, 1], "{reports:#?}");
+    assert!(reports.iter().all(|r| r.top_clients.len() == 1));
+
+    // A daemon whose records keep clients 30 days, reports 365 days, recorded that (its
+    // job ran long ago, removing nothing from these): the 100-day-old report is shown
+    // again, and the reports past 30 days without their client.
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 1000);
+    let retention = Retention {
+        keep: jiff::Span::new().days(30),
+        after: AfterRetention::Delete,
+        degradation_keep: jiff::Span::new().days(365),
+    };
+    Store::open(store.to_str().unwrap())
+        .unwrap()
+        .apply_retention(&retention, long_ago)
+        .unwrap();
+    let reports = shown("100");
+    assert_eq!(age_in_days(&reports), [100, 40, 1], "{reports:#?}");
+    let clients: Vec<usize> = reports.iter().map(|r| r.top_clients.len()).collect();
+    assert_eq!(clients, [0, 0, 1]);
+    // Nothing was removed from the store by reading it.
+    assert_eq!(
+        FlowStore::open(&store)
+            .unwrap()
+            .degradation(None, None, 100)
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+/// A scratch directory removed at the end, also on failure.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("classifier-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -33,7 +33,7 @@ impl Default for EndRules {
     }
 }
 
-/// Why `entry` has ended by `now_ns` (CLOCK_BOOTTIME), or `None` while it is live.
+/// Why `entry` has ended by `now_ns` (CLOCK_MONOTONIC, [`super::datapath_clock_ns`]), or `None` while it is live.
 pub fn end_reason(
     key: &FlowKey,
     entry: &FlowEntry,

@@ -14,6 +14,7 @@ pub mod file;
 pub mod groups;
 pub mod ids;
 pub mod lists;
+pub mod retention;
 pub mod rules;
 pub mod schedule;
 pub mod show;
@@ -77,10 +78,12 @@ pub struct DatapathSettings {
 }
 
 /// `[records]`, validated.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RecordsPolicy {
     pub end_rules: crate::flows::ending::EndRules,
     pub retention: crate::store::retention::Retention,
+    /// Why records are kept longer than the councils' 14 months, when they are.
+    pub retention_override_reason: Option<String>,
     /// `[export] ipfix_collector`.
     pub ipfix_collector: Option<std::net::SocketAddr>,
 }
@@ -346,18 +349,39 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
     if idle_timeout.is_zero() {
         return Err(source.error_at(&at("idle_timeout"), "must be longer than 0s".to_owned()));
     }
-    let keep: jiff::Span = section.retention.parse().map_err(|e| {
-        source.error_at(
-            &at("retention"),
-            format!(
-                "`{}`: {e} (e.g. `14 months`, `400 days`)",
-                section.retention
-            ),
-        )
-    })?;
-    if keep.is_negative() || keep.is_zero() {
-        return Err(source.error_at(&at("retention"), "must be longer than nothing".to_owned()));
+    let keep = retention::parse_period(&section.retention)
+        .map_err(|message| source.error_at(&at("retention"), message))?;
+    let override_reason = section.retention_override_reason.as_deref().map(str::trim);
+    let beyond_limit = retention::longer_than_months(keep, retention::MAX_MONTHS);
+    match (beyond_limit, override_reason) {
+        (true, None | Some("")) => {
+            return Err(source.error_at(
+                &at("retention"),
+                format!(
+                    "`{}` is more than {} months: {}. To keep records longer, say why in \
+                     `retention_override_reason` (the decision's reference and who took it)",
+                    section.retention,
+                    retention::MAX_MONTHS,
+                    retention::LIMIT_REASON
+                ),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(source.error_at(
+                &at("retention_override_reason"),
+                format!(
+                    "retention `{}` is within {} months: there is nothing to override; \
+                     remove the reason",
+                    section.retention,
+                    retention::MAX_MONTHS
+                ),
+            ));
+        }
+        _ => {}
     }
+    // Past `retention` a report has no client in it, so no limit applies beyond that.
+    let degradation_keep = retention::parse_period(&section.degradation_retention)
+        .map_err(|message| source.error_at(&at("degradation_retention"), message))?;
     let after = match section.after_retention.as_str() {
         "delete" => AfterRetention::Delete,
         "anonymise" | "anonymize" => AfterRetention::Anonymise,
@@ -386,7 +410,12 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
             idle_timeout,
             ..Default::default()
         },
-        retention: Retention { keep, after },
+        retention: Retention {
+            keep,
+            after,
+            degradation_keep,
+        },
+        retention_override_reason: override_reason.map(str::to_owned),
         ipfix_collector,
     })
 }
