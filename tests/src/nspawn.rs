@@ -24,10 +24,16 @@ pub struct Container {
 impl Container {
     /// Boots this host's root with systemd as PID 1 in network namespace `netns`.
     pub fn boot(name: &str, netns: &str) -> anyhow::Result<Self> {
-        // nspawn refuses "/" itself; a bind mount of it is another path to the same tree.
+        // nspawn refuses "/" itself; a bind mount of it is another path to the same tree,
+        // read-only so that nothing (a careless `rm -r` of the temporary directory, say)
+        // can change the host through it. The container writes to its overlay only.
         let root = std::env::temp_dir().join(format!("classifier-nspawn-{name}"));
         std::fs::create_dir_all(&root)?;
-        crate::package::run_ok(Command::new("mount").arg("--bind").arg("/").arg(&root));
+        crate::package::run_ok(
+            Command::new("mount")
+                .args(["--bind", "-o", "ro", "/"])
+                .arg(&root),
+        );
         let log = std::env::temp_dir().join(format!("classifier-nspawn-{name}.log"));
         let nspawn = Command::new("systemd-nspawn")
             .arg("--directory")
@@ -45,9 +51,10 @@ impl Container {
             .arg(format!("--machine={name}"))
             .arg(format!("--network-namespace-path=/run/netns/{netns}"))
             .arg("--bind=/sys/fs/bpf")
-            // Only what a service needs (journald, sysusers, tmpfiles, D-Bus sockets): the
-            // host's own enabled services (a database, say) stay down in the container.
-            .arg("systemd.unit=basic.target")
+            // Only what a service needs (journald, sysusers, tmpfiles, sockets): the host's
+            // own enabled services (a database, say) and timers (apt's daily run, which
+            // fires at boot when it missed its hour) stay down in the container.
+            .args(["systemd.unit=basic.target", "systemd.mask=timers.target"])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::null())
