@@ -17,6 +17,7 @@ pub mod segments;
 pub mod setup;
 pub mod tls_clients;
 pub mod tracker;
+pub mod tshark;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

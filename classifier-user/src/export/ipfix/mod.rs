@@ -258,8 +258,7 @@ impl Encoder {
         put_template_set(&mut body, self.layout.enterprise);
         let mut records = 0u32;
         for (template, v6) in [(TEMPLATE_V4, false), (TEMPLATE_V6, true)] {
-            let family: Vec<&FlowRecord> =
-                flows.iter().filter(|f| f.client.is_ipv6() == v6).collect();
+            let family: Vec<&FlowRecord> = flows.iter().filter(|f| is_v6(f) == v6).collect();
             if family.is_empty() {
                 continue;
             }
@@ -346,8 +345,9 @@ fn put_record(out: &mut BytesMut, flow: &FlowRecord, direction: Direction, layou
         };
     out.put_u64(flow.first_seen.as_millisecond().max(0) as u64);
     out.put_u64(flow.last_seen.as_millisecond().max(0) as u64);
-    put_address(out, source.ip());
-    put_address(out, destination.ip());
+    let v6 = is_v6(flow);
+    put_address(out, source.ip(), v6);
+    put_address(out, destination.ip(), v6);
     out.put_u16(source.port());
     out.put_u16(destination.port());
     out.put_u8(protocol_number(&flow.protocol));
@@ -376,10 +376,18 @@ fn put_record(out: &mut BytesMut, flow: &FlowRecord, direction: Direction, layou
     }
 }
 
-fn put_address(out: &mut BytesMut, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
-        std::net::IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+/// Whether `flow` goes under the IPv6 template: either end IPv6 (the kernel's keys never
+/// mix families, but a record must never misalign a message).
+fn is_v6(flow: &FlowRecord) -> bool {
+    flow.client.is_ipv6() || flow.server.is_ipv6()
+}
+
+/// `ip` in the template's family: an IPv4 address in an IPv6 template is IPv4-mapped.
+fn put_address(out: &mut BytesMut, ip: std::net::IpAddr, v6: bool) {
+    match (ip, v6) {
+        (std::net::IpAddr::V4(v4), false) => out.extend_from_slice(&v4.octets()),
+        (std::net::IpAddr::V4(v4), true) => out.extend_from_slice(&v4.to_ipv6_mapped().octets()),
+        (std::net::IpAddr::V6(v6), _) => out.extend_from_slice(&v6.octets()),
     }
 }
 
@@ -401,9 +409,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::tests::flow;
 
-    /// A minimal reader of what [`Encoder`] writes: each data record's fields as
-    /// (element, enterprise, bytes), following the message's own templates.
-    pub(crate) fn decode(message: &[u8]) -> Vec<Vec<(u16, Option<u32>, Vec<u8>)>> {
+    /// One decoded field: (element, enterprise, bytes).
+    type Decoded = (u16, Option<u32>, Vec<u8>);
+
+    /// A minimal reader of what [`Encoder`] writes: each data record's fields, following
+    /// the message's own templates.
+    pub(crate) fn decode(message: &[u8]) -> Vec<Vec<Decoded>> {
         let u16_at = |at: usize| u16::from_be_bytes([message[at], message[at + 1]]);
         let u32_at = |at: usize| u32::from_be_bytes(message[at..at + 4].try_into().unwrap());
         let mut templates: std::collections::HashMap<u16, Vec<Field>> = Default::default();
@@ -456,7 +467,7 @@ pub(crate) mod tests {
         records
     }
 
-    fn field(record: &[(u16, Option<u32>, Vec<u8>)], element: u16) -> &[u8] {
+    fn field(record: &[Decoded], element: u16) -> &[u8] {
         &record
             .iter()
             .find(|(e, enterprise, _)| *e == element && enterprise.is_none())
