@@ -278,6 +278,7 @@ fn run_daemon(
         degradation,
         flows_at_last_walk: 0,
         last_intervals: Default::default(),
+        last_reload: daemon::LastReload::loaded_at(jiff::Timestamp::now()),
     };
     state.apply_shaping();
     let shared = Shared::new(state);
