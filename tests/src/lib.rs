@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod capture;
 pub mod clients;
+pub mod dashboard;
 pub mod frames;
 pub mod harness;
 pub mod iperf;

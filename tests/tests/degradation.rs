@@ -2,7 +2,8 @@
 //! crosses the lab gateway; the degradation log (read with `classifier degradation`) shows
 //! the shape rule saturated, streaming above its share, the client on top and the bytes
 //! withheld; Prometheus' `/metrics` (fetched with curl) counts exactly the bytes the flow's
-//! record has, passes `promtool check metrics`, and reports a refused policy reload.
+//! record has, passes `promtool check metrics`, and reports a refused policy reload; the
+//! Grafana dashboard's queries name only what it exports, per gateway.
 
 use std::{
     io::Write as _,
@@ -105,6 +106,13 @@ fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_b
     )));
     assert!(metrics.contains("classifier_xdp_mode{interface=\"lan0\",mode="));
     promtool_check(&metrics);
+    // Grafana's dashboard asks only for what this daemon exports, per gateway.
+    let dashboard = std::fs::read_to_string(classifier_tests::dashboard::DASHBOARD).unwrap();
+    assert_eq!(
+        classifier_tests::dashboard::problems(&dashboard, &metrics),
+        Vec::<String>::new(),
+        "docs/grafana-dashboard.json against\n{metrics}"
+    );
 
     // A policy file that does not load: refused, the old one stays, and /metrics says so.
     let started = metric(
