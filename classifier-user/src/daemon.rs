@@ -64,6 +64,38 @@ pub struct State {
     pub flows_at_last_walk: usize,
     /// The newest closed interval of each length, for `/metrics`.
     pub last_intervals: std::collections::BTreeMap<u64, IntervalReport>,
+    /// How the last policy load or reload went, for `/metrics`.
+    pub last_reload: LastReload,
+}
+
+/// How the last policy load or reload (SIGHUP, `classifier policy reload`) went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastReload {
+    /// When it was tried.
+    pub at: jiff::Timestamp,
+    /// Whether the policy read then is the one in force (a refused file changes nothing).
+    pub succeeded: bool,
+    /// When a policy was last put in force.
+    pub last_success: jiff::Timestamp,
+}
+
+impl LastReload {
+    /// The policy the daemon started with, loaded at `at`.
+    pub fn loaded_at(at: jiff::Timestamp) -> Self {
+        Self {
+            at,
+            succeeded: true,
+            last_success: at,
+        }
+    }
+
+    fn record(&mut self, at: jiff::Timestamp, succeeded: bool) {
+        self.at = at;
+        self.succeeded = succeeded;
+        if succeeded {
+            self.last_success = at;
+        }
+    }
 }
 
 /// The answer to a status request.
@@ -338,13 +370,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared) {
             let shared = shared.clone();
             async move {
                 match metrics::prometheus::render(&shared.lock()) {
-                    Ok(text) => (
-                        [(
-                            CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
+                    Ok(text) => ([(CONTENT_TYPE, metrics::prometheus::content_type())], text)
                         .into_response(),
                     Err(e) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
@@ -375,9 +401,9 @@ fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
     service::reloading();
     let mut guard = shared.lock();
     let state = &mut *guard;
-    let reloaded = state
-        .in_force
-        .reload(&mut state.datapath, jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
+    let reloaded = state.in_force.reload(&mut state.datapath, now);
+    state.last_reload.record(now, reloaded.is_ok());
     match &reloaded {
         Ok(_) => state.apply_shaping(),
         Err(e) => warn!(error = %format!("{e:#}"), "policy reload refused"),

@@ -17,13 +17,17 @@ use tracing::{info, warn};
 use crate::{
     daemon::{Shared, State},
     degradation::{FlowDelta, IntervalReport},
-    export::ipfix::LiveExport,
+    export::ipfix::{
+        Layout, ObservationPoint,
+        live::{LiveExport, Reports},
+    },
     flows::{
         DatapathClock, FlowRecord,
         ending::{Ended, FlowEnds},
         neighbours::Neighbours,
         read_entries,
     },
+    policy::IpfixPolicy,
     store::{EndReason, Store, pg_connect, retention},
 };
 
@@ -45,6 +49,10 @@ pub struct RecorderStats {
     /// IPFIX messages sent to the collector, and those the network refused.
     pub ipfix_messages: u64,
     pub ipfix_failed: u64,
+    /// Reports of flows still live (the active timeout), a subset of the flows' records
+    /// sent.
+    #[serde(default)]
+    pub ipfix_interim_reports: u64,
 }
 
 /// Where and how the daemon records flows.
@@ -59,11 +67,20 @@ pub struct Recorder {
     /// The retention the job last enforced: a reload that changes it runs the job at once.
     retention_in_force: Option<(String, &'static str, String)>,
     ipfix: Option<LiveExport>,
+    /// What the collector was told of flows that last: each report is a delta.
+    reports: Reports,
+    /// The gateway's interfaces and LAN MAC, as IPFIX records them.
+    observation: ObservationPoint,
 }
 
 impl Recorder {
     /// Opens the store at `store` (none: flows are ended and counted, not written).
-    pub fn open(store: Option<String>, lan_interface: &str) -> anyhow::Result<Self> {
+    /// `lan_interface` and `wan_interface` are where the gateway observes the flows.
+    pub fn open(
+        store: Option<String>,
+        lan_interface: &str,
+        wan_interface: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let opened = store.as_deref().map(Store::open).transpose()?;
         if let Some(location) = &store {
             info!(store = %pg_connect::redact(location), "recording ended flows");
@@ -77,6 +94,8 @@ impl Recorder {
             last_retention: None,
             retention_in_force: None,
             ipfix: None,
+            reports: Reports::default(),
+            observation: observation_point(lan_interface, wan_interface),
         })
     }
 
@@ -84,16 +103,17 @@ impl Recorder {
     /// it is due.
     pub fn walk(&mut self, shared: &Shared) {
         self.neighbours.refresh();
-        let ended = {
+        let (ended, lasting) = {
             let mut state = shared.lock();
             match take_ended(&mut state, &mut self.ends, &self.neighbours) {
-                Ok(ended) => ended,
+                Ok(ended) => (ended, self.due_reports(&state)),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "could not walk the flow table");
                     return;
                 }
             }
         };
+        self.report_lasting(lasting, shared);
         self.write(ended, shared);
         self.close_intervals(shared);
         let (retention, override_reason) = {
@@ -152,8 +172,9 @@ impl Recorder {
         if records.is_empty() && self.unwritten.is_empty() {
             return;
         }
-        let collector = shared.lock().in_force.policy.records.ipfix_collector;
-        let (sent, unsent) = self.send_ipfix(&records, collector);
+        let ipfix = shared.lock().in_force.policy.records.ipfix;
+        let finals: Vec<FlowRecord> = records.iter().map(|r| self.reports.last(r)).collect();
+        let (sent, unsent) = self.send_ipfix(&finals, &ipfix);
         let ended = records.len() as u64;
         let evicted = records
             .iter()
@@ -185,27 +206,91 @@ impl Recorder {
         state.recorded.ipfix_failed += unsent;
     }
 
+    /// The interim reports of live flows whose active timeout is up (each a delta since
+    /// the flow's previous report); none without a collector.
+    fn due_reports(&mut self, state: &State) -> Vec<FlowRecord> {
+        let ipfix = state.in_force.policy.records.ipfix;
+        if ipfix.collector.is_none() {
+            self.reports.clear();
+            return Vec::new();
+        }
+        let Ok(now_ns) = crate::flows::datapath_clock_ns() else {
+            return Vec::new();
+        };
+        let due: Vec<Ended> = self
+            .ends
+            .live()
+            .filter(|(key, entry)| {
+                let id = (
+                    crate::flows::socket_addr(key.client_addr, key.client_port),
+                    crate::flows::socket_addr(key.server_addr, key.server_port),
+                    key.protocol,
+                );
+                self.reports
+                    .due(&id, entry.first_seen_ns, now_ns, ipfix.active_timeout)
+            })
+            .map(|(key, entry)| Ended {
+                key: *key,
+                entry: *entry,
+                // Replaced below: a live flow's record has no end.
+                reason: EndReason::Stopped,
+            })
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let Ok(records) = to_records(state, &due, &self.neighbours) else {
+            return Vec::new();
+        };
+        records
+            .into_iter()
+            .map(|mut record| {
+                record.ended = None;
+                self.reports.interim(&record, now_ns)
+            })
+            .collect()
+    }
+
+    /// Sends the interim reports of lasting flows.
+    fn report_lasting(&mut self, reports: Vec<FlowRecord>, shared: &Shared) {
+        if reports.is_empty() {
+            return;
+        }
+        let ipfix = shared.lock().in_force.policy.records.ipfix;
+        let (sent, unsent) = self.send_ipfix(&reports, &ipfix);
+        let mut state = shared.lock();
+        state.recorded.ipfix_interim_reports += reports.len() as u64;
+        state.recorded.ipfix_messages += sent;
+        state.recorded.ipfix_failed += unsent;
+    }
+
     /// Sends `records` to the policy's collector, if it names one; (sent, failed).
-    fn send_ipfix(
-        &mut self,
-        records: &[FlowRecord],
-        collector: Option<std::net::SocketAddr>,
-    ) -> (u64, u64) {
-        let Some(collector) = collector else {
+    fn send_ipfix(&mut self, records: &[FlowRecord], ipfix: &IpfixPolicy) -> (u64, u64) {
+        let Some(collector) = ipfix.collector else {
             self.ipfix = None;
+            self.reports.clear();
             return (0, 0);
         };
         if records.is_empty() {
             return (0, 0);
         }
+        let layout = Layout {
+            enterprise: ipfix.enterprise,
+            observation: self.observation,
+        };
         if self
             .ipfix
             .as_ref()
-            .is_none_or(|live| live.collector() != collector)
+            .is_none_or(|live| !live.serves(collector, layout))
         {
-            match LiveExport::connect(collector) {
+            match LiveExport::connect(collector, layout) {
                 Ok(live) => {
-                    info!(%collector, "exporting ended flows as IPFIX");
+                    info!(
+                        %collector,
+                        enterprise_number = ?ipfix.enterprise,
+                        active_timeout = %humantime::format_duration(ipfix.active_timeout),
+                        "exporting flows as IPFIX"
+                    );
                     self.ipfix = Some(live);
                 }
                 Err(e) => {
@@ -271,6 +356,23 @@ impl Recorder {
             Ok(_) => {}
             Err(e) => warn!(error = %format!("{e:#}"), "the retention job failed"),
         }
+    }
+}
+
+/// The ifIndex of the LAN and WAN interfaces and the LAN's MAC, in the daemon's namespace;
+/// what cannot be found is 0 (IPFIX's "unknown").
+fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> ObservationPoint {
+    let ifindex = |name: &str| nix::net::if_::if_nametoindex(name).unwrap_or(0);
+    let lan_ifindex = ifindex(lan_interface);
+    let lan_mac = crate::shaping::netlink::Netlink::open()
+        .and_then(|mut netlink| netlink.link_address(lan_ifindex))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    ObservationPoint {
+        lan_ifindex,
+        wan_ifindex: wan_interface.map_or(0, ifindex),
+        lan_mac,
     }
 }
 

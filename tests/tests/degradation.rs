@@ -2,11 +2,14 @@
 //! crosses the lab gateway; the degradation log (read with `classifier degradation`) shows
 //! the shape rule saturated, streaming above its share, the client on top and the bytes
 //! withheld; Prometheus' `/metrics` (fetched with curl) counts exactly the bytes the flow's
-//! record has. `classifier degradation` on a store no daemon touched shows nothing the
-//! retention should have removed.
+//! record has, passes `promtool check metrics`, and reports a refused policy reload; the
+//! Grafana dashboard's queries name only what it exports, per gateway. `classifier
+//! degradation` on a store no daemon touched shows nothing the retention should have
+//! removed.
 
 use std::{
-    process::Command,
+    io::Write as _,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -76,12 +79,12 @@ fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_b
     let metrics = fetch_metrics(&lab);
     let download = metric(
         &metrics,
-        r#"classifier_traffic_bytes_total{category="streaming-video",group="default",direction="download"}"#,
+        r#"classifier_traffic_bytes_total{category="streaming-video",direction="download",group="default"}"#,
     );
     assert_eq!(download, record.flow.download.bytes, "{metrics}");
     let upload = metric(
         &metrics,
-        r#"classifier_traffic_bytes_total{category="streaming-video",group="default",direction="upload"}"#,
+        r#"classifier_traffic_bytes_total{category="streaming-video",direction="upload",group="default"}"#,
     );
     assert_eq!(upload, record.flow.upload.bytes);
     let throttled = metric(
@@ -90,13 +93,56 @@ fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_b
     );
     assert_eq!(throttled, record.flow.shaped.bytes);
     assert!(
-        metrics.contains("classifier_datapath_total{counter=\"packets\"}"),
+        metric(&metrics, "classifier_datapath_packets_total") > 0,
         "{metrics}"
     );
     assert!(
-        metrics.contains("classifier_interval_bits_per_second{"),
+        metrics.contains("classifier_interval_throughput_bytes_per_second{"),
         "{metrics}"
     );
+    assert!(metric(&metrics, "classifier_flows_ended_total") >= 1);
+    assert_eq!(
+        metric(&metrics, "classifier_policy_last_reload_successful"),
+        1
+    );
+    assert!(metrics.contains(&format!(
+        "classifier_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    assert!(metrics.contains("classifier_xdp_mode{interface=\"lan0\",mode="));
+    promtool_check(&metrics);
+    // Grafana's dashboard asks only for what this daemon exports, per gateway.
+    let dashboard = std::fs::read_to_string(classifier_tests::dashboard::DASHBOARD).unwrap();
+    assert_eq!(
+        classifier_tests::dashboard::problems(&dashboard, &metrics),
+        Vec::<String>::new(),
+        "docs/grafana-dashboard.json against\n{metrics}"
+    );
+
+    // A policy file that does not load: refused, the old one stays, and /metrics says so.
+    let started = metric(
+        &metrics,
+        "classifier_policy_last_reload_success_timestamp_seconds",
+    );
+    std::fs::write(lab.data_dir().join("policy.toml"), "[site\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let refused = wait_for_metric(&lab, "classifier_policy_last_reload_successful", 0);
+    assert!(
+        metric(&refused, "classifier_policy_last_reload_timestamp_seconds") >= started,
+        "{refused}"
+    );
+    assert_eq!(
+        metric(
+            &refused,
+            "classifier_policy_last_reload_success_timestamp_seconds"
+        ),
+        started
+    );
+    promtool_check(&refused);
     daemon.stop().unwrap();
 
     // The log, as `classifier degradation --json` prints it.
@@ -202,6 +248,50 @@ fn fetch_metrics(lab: &Lab) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Fetches `/metrics` until `series` has `value` (bounded), and returns that text.
+fn wait_for_metric(lab: &Lab, series: &str, value: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fetch_metrics(lab);
+        if metric(&text, series) == value {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} not {value} within 10 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `promtool check metrics` (Prometheus' own linter) on `text`: it must find nothing.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt install prometheus; `cargo xtask setup` does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {}\n{said}\n{text}",
+        output.status
+    );
 }
 
 /// The value of the sample named exactly `series` (name and labels).

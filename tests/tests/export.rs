@@ -29,6 +29,7 @@ use classifier_tests::{
     nfdump::{Collector, NfFlow},
     privileged,
     setup::{daemon_with_policy, http_lab},
+    tshark::{IpfixRecord, read_ipfix},
 };
 use classifier_user::{
     export::ExportRow,
@@ -57,6 +58,7 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     let data = lab.data_dir();
     std::fs::create_dir_all(&data).unwrap();
     let collector = Collector::start(&lab.gateway, LIVE_COLLECTOR, &data.join("live")).unwrap();
+    let export_capture = Capture::start_on(&lab.gateway, "lo", "udp port 4739").unwrap();
     let policy = council_policy_with_short_idle(&format!(
         "[export]\nipfix_collector = \"{LIVE_COLLECTOR}\"\n"
     ));
@@ -86,6 +88,15 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     // Live IPFIX, as nfdump reads it: one record each way per flow, tcpdump's counts.
     let live = collector.finish().unwrap();
     check_ipfix(&live, &wire, server, "live IPFIX");
+    // And as Wireshark's dissector reads it: the same counts, the name as IANA's
+    // httpRequestHost, and no enterprise field (the policy sets no number).
+    let pcap = data.join("live-export.pcap");
+    export_capture.save(&pcap).unwrap();
+    check_tshark(
+        &read_ipfix(&pcap, LIVE_COLLECTOR.port()).unwrap(),
+        &wire,
+        server,
+    );
 
     // Investigation exports, audited in a log of the test's (and a syslog socket).
     let sandbox = AuditSandbox::with_syslog("lab-exports");
@@ -273,6 +284,40 @@ fn check_ipfix(
             "{what}: {client} download"
         );
         assert_eq!(upload[0].protocol, 6);
+    }
+}
+
+/// Each flow of `wire` is in `records` as one record each way with tcpdump's counts, the
+/// server name in httpRequestHost and nothing enterprise-specific.
+fn check_tshark(
+    records: &[IpfixRecord],
+    wire: &[(SocketAddr, Counters, Counters)],
+    server: SocketAddr,
+) {
+    for (client, up, down) in wire {
+        for (from, to, counted) in [(*client, server, up), (server, *client, down)] {
+            let seen: Vec<_> = records
+                .iter()
+                .filter(|r| (r.src, r.dst) == (from, to))
+                .collect();
+            assert_eq!(
+                seen.len(),
+                1,
+                "tshark: one record {from} → {to}: {records:#?}"
+            );
+            let record = seen[0];
+            assert_eq!(
+                (record.packets, record.bytes),
+                (counted.packets, counted.bytes),
+                "tshark: {from} → {to}"
+            );
+            assert_eq!(record.http_request_host.as_deref(), Some(SERVER_NAME));
+            assert_eq!(record.application_category, "uncategorized");
+            assert_eq!(
+                record.enterprise_fields, 0,
+                "no enterprise number: {record:?}"
+            );
+        }
     }
 }
 

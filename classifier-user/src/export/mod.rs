@@ -215,7 +215,10 @@ pub fn encode(flows: &[StoredFlow], format: Format) -> anyhow::Result<Vec<u8>> {
         }
         Format::Ipfix => {
             let records: Vec<_> = flows.iter().map(|s| s.flow.clone()).collect();
-            let mut encoder = ipfix::Encoder::new(ipfix::OBSERVATION_DOMAIN);
+            // From the store: no interfaces, and no enterprise fields (the file's reader
+            // has no site number to read them under).
+            let mut encoder =
+                ipfix::Encoder::new(ipfix::OBSERVATION_DOMAIN, ipfix::Layout::default());
             Ok(encoder.messages(&records, Timestamp::now()).concat())
         }
     }

@@ -119,6 +119,11 @@ impl FlowEnds {
         self.seen.get(key)
     }
 
+    /// Every flow live at the last walk, as it was then.
+    pub fn live(&self) -> impl Iterator<Item = (&FlowKey, &FlowEntry)> {
+        self.seen.iter()
+    }
+
     /// Whether `key` was live at the last walk.
     pub fn is_live(&self, key: &FlowKey) -> bool {
         self.seen.contains_key(key)

@@ -293,8 +293,15 @@ fn default_after_retention() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ExportSection {
     /// An IPFIX collector (`ADDRESS:PORT`, UDP; nfcapd, GoFlow2, ElastiFlow): every ended
-    /// flow is sent there too. Absent: no live export.
+    /// flow is sent there too, and long flows while they last. Absent: no live export.
     pub ipfix_collector: Option<String>,
+    /// The site's IANA Private Enterprise Number: the fields IANA has no element for
+    /// (classification method, exact verdict, group, evasion) are exported under it.
+    /// Absent: those fields are not exported.
+    pub ipfix_enterprise_number: Option<u32>,
+    /// How often a flow that lasts is reported while it lasts (`30m`); each report counts
+    /// what crossed since the one before.
+    pub ipfix_active_timeout: Option<String>,
 }
 
 /// `[degradation]`: the bandwidth-degradation log.

@@ -795,3 +795,48 @@ mod retention {
         );
     }
 }
+
+#[test]
+fn ipfix_export_defaults_to_no_enterprise_fields_and_a_30_minute_active_timeout() {
+    let policy = parse("[export]\nipfix_collector = \"192.0.2.50:4739\"\n").unwrap();
+    let ipfix = policy.records.ipfix;
+    assert_eq!(ipfix.collector, Some("192.0.2.50:4739".parse().unwrap()));
+    assert_eq!(
+        ipfix.enterprise, None,
+        "nothing under any number by default"
+    );
+    assert_eq!(ipfix.active_timeout, std::time::Duration::from_secs(1800));
+
+    let policy = parse(
+        "[export]\nipfix_collector = \"192.0.2.50:4739\"\n\
+         ipfix_enterprise_number = 64000\nipfix_active_timeout = \"5m\"\n",
+    )
+    .unwrap();
+    assert_eq!(policy.records.ipfix.enterprise, Some(64000));
+    assert_eq!(
+        policy.records.ipfix.active_timeout,
+        std::time::Duration::from_secs(300)
+    );
+
+    for (text, field) in [
+        (
+            "[export]\nipfix_enterprise_number = 0\n",
+            "export.ipfix_enterprise_number",
+        ),
+        (
+            "[export]\nipfix_active_timeout = \"0s\"\n",
+            "export.ipfix_active_timeout",
+        ),
+        (
+            "[export]\nipfix_active_timeout = \"soon\"\n",
+            "export.ipfix_active_timeout",
+        ),
+        (
+            "[export]\nipfix_collector = \"collector\"\n",
+            "export.ipfix_collector",
+        ),
+    ] {
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+}
