@@ -458,4 +458,6 @@ fn datapath_config(
 }
 
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;
