@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod run;
 pub mod segments;
 pub mod setup;
+pub mod site_config;
 pub mod tls_clients;
 pub mod tracker;
 pub mod wire;

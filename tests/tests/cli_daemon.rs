@@ -99,11 +99,14 @@ impl Setup {
         std::fs::create_dir_all(lab.data_dir()).unwrap();
         let policy_file = lab.data_dir().join("policy.toml");
         std::fs::write(&policy_file, POLICY).unwrap();
+        // Named with --exceptions, so it must exist: none granted yet.
+        let exceptions_file = lab.data_dir().join("exceptions.toml");
+        std::fs::write(&exceptions_file, "").unwrap();
         Self {
             _http: http,
             _tls: tls,
             policy_file,
-            exceptions_file: lab.data_dir().join("exceptions.toml"),
+            exceptions_file,
             log_file: lab.data_dir().join("daemon.log"),
             lab,
         }
