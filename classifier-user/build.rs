@@ -17,7 +17,7 @@ const BPF_TARGET: &str = "bpfel-unknown-none";
 const BPF_PROFILE: &str = "bpf";
 const BPF_CRATE: &str = "classifier-ebpf";
 /// The crate's binaries: the datapath, and the lab's pass-through XDP program.
-const BPF_OBJECTS: [&str; 2] = ["classifier-ebpf", "lab-xdp-pass"];
+const BPF_OBJECTS: [&str; 3] = ["classifier-ebpf", "lab-xdp-pass", "bench-floor"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

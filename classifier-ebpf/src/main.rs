@@ -22,6 +22,7 @@ mod atomic;
 mod bounded_loop;
 mod classify;
 mod enforce;
+mod events;
 mod flows;
 mod maps;
 mod packet;

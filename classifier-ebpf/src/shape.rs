@@ -198,6 +198,6 @@ fn ask_for_client_class(key: &FlowKey, class: u16) {
         (*event)._pad2 = 0;
         (*event).client_addr = key.client_addr;
     }
-    slot.submit(0);
+    slot.submit(crate::events::urgent(size_of::<ShapeClientEvent>()));
     stats::bump(Stat::ClientClassRequested);
 }

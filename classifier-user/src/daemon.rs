@@ -35,6 +35,10 @@ use crate::{
 /// [`crate::events::EVENTS_PER_TURN`]: the loop's other work is not kept waiting.
 const QUIC_VERDICTS_PER_TURN: usize = 256;
 
+/// How often the ring buffer is read for the events that do not wake the daemon (see
+/// classifier-ebpf's `events`): a flow's name is in its record within this.
+const LAZY_EVENTS_EVERY: Duration = Duration::from_millis(50);
+
 /// Flow records made per hold of the state's lock while answering `flows`: the events, the
 /// clock and `status` get the lock between two such chunks.
 const RECORDS_PER_LOCK: usize = 4096;
@@ -277,6 +281,10 @@ pub async fn serve(
     ticks.tick().await;
     let mut walks = tokio::time::interval(recorder::WALK_EVERY);
     walks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Names and other events that only inform do not wake us (a wake-up per new flow costs
+    // more than classifying it): they are read on this tick, or with the next urgent one.
+    let mut lazy_events = tokio::time::interval(LAZY_EVENTS_EVERY);
+    lazy_events.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quic_verdicts = shared.lock().learned.start_quic_worker()?;
     let connections = Arc::new(Semaphore::new(control::MAX_CONNECTIONS));
     let flow_answers = Arc::new(Semaphore::new(control::FLOW_ANSWERS_AT_ONCE));
@@ -295,6 +303,9 @@ pub async fn serve(
                 if drain_events(&shared, guard.get_inner_mut()) == Drained::Empty {
                     guard.clear_ready();
                 }
+            }
+            _ = lazy_events.tick() => {
+                drain_events(&shared, events.get_mut());
             }
             Some(first) = quic_verdicts.recv() => {
                 apply_quic_verdicts(&shared, first, &mut quic_verdicts);

@@ -4,6 +4,7 @@
 //! Under CI (`CI=true`) a missing privilege fails the test with a message; elsewhere the
 //! test says it is skipped and returns.
 
+pub mod audit;
 pub mod capture;
 pub mod clients;
 pub mod frames;
@@ -12,6 +13,7 @@ pub mod iperf;
 pub mod nfdump;
 pub mod postgres;
 pub mod run;
+pub mod rustls_client;
 pub mod segments;
 pub mod setup;
 pub mod site_config;

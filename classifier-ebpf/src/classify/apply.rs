@@ -288,7 +288,7 @@ pub unsafe fn emit_classified(
             None => 0,
         };
     }
-    slot.submit(0);
+    slot.submit(crate::events::informing());
 }
 
 /// Copies the name into the event (at most NAME_CAP - 1 bytes); returns its length.

