@@ -22,7 +22,7 @@ use crate::{
     control::{self, ErrorReply, Request},
     degradation::{Degradation, IntervalReport},
     events::{Drained, Learned},
-    flows::{self, BootClock, FlowRecord},
+    flows::{self, DatapathClock, FlowRecord},
     in_force::InForce,
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
@@ -68,6 +68,38 @@ pub struct State {
     pub flows_at_last_walk: usize,
     /// The newest closed interval of each length, for `/metrics`.
     pub last_intervals: std::collections::BTreeMap<u64, IntervalReport>,
+    /// How the last policy load or reload went, for `/metrics`.
+    pub last_reload: LastReload,
+}
+
+/// How the last policy load or reload (SIGHUP, `classifier policy reload`) went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastReload {
+    /// When it was tried.
+    pub at: jiff::Timestamp,
+    /// Whether the policy read then is the one in force (a refused file changes nothing).
+    pub succeeded: bool,
+    /// When a policy was last put in force.
+    pub last_success: jiff::Timestamp,
+}
+
+impl LastReload {
+    /// The policy the daemon started with, loaded at `at`.
+    pub fn loaded_at(at: jiff::Timestamp) -> Self {
+        Self {
+            at,
+            succeeded: true,
+            last_success: at,
+        }
+    }
+
+    fn record(&mut self, at: jiff::Timestamp, succeeded: bool) {
+        self.at = at;
+        self.succeeded = succeeded;
+        if succeeded {
+            self.last_success = at;
+        }
+    }
 }
 
 /// The answer to a status request.
@@ -357,13 +389,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared) {
             let shared = shared.clone();
             async move {
                 match metrics::prometheus::render(&shared.lock()) {
-                    Ok(text) => (
-                        [(
-                            CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
+                    Ok(text) => ([(CONTENT_TYPE, metrics::prometheus::content_type())], text)
                         .into_response(),
                     Err(e) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
@@ -393,9 +419,9 @@ fn on_clock(shared: &Shared) {
 fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
     let mut guard = shared.lock();
     let state = &mut *guard;
-    let reloaded = state
-        .in_force
-        .reload(&mut state.datapath, jiff::Timestamp::now());
+    let now = jiff::Timestamp::now();
+    let reloaded = state.in_force.reload(&mut state.datapath, now);
+    state.last_reload.record(now, reloaded.is_ok());
     match &reloaded {
         Ok(_) => state.apply_shaping(),
         Err(e) => warn!(error = %format!("{e:#}"), "policy reload refused"),
@@ -471,7 +497,7 @@ fn for_records(
     mut take: impl FnMut(Vec<FlowRecord>) -> bool,
 ) -> anyhow::Result<()> {
     entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.upload.bytes + e.download.bytes));
-    let clock = BootClock::now()?;
+    let clock = DatapathClock::now()?;
     for chunk in entries.chunks(RECORDS_PER_LOCK) {
         let records = {
             let state = shared.lock();

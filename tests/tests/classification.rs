@@ -14,7 +14,7 @@ use classifier_tests::{
 };
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{BootClock, FlowRecord},
+    flows::{DatapathClock, FlowRecord},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -85,7 +85,7 @@ impl Harness {
         FlowRecord::from_entry(
             key,
             &entry,
-            &BootClock::now().unwrap(),
+            &DatapathClock::now().unwrap(),
             &self.state.policy,
             self.state.learned.names.get(key),
         )

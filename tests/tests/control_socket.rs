@@ -334,7 +334,7 @@ fn fill_flow_table(pin_dir: &Path, count: u32) {
         .expect("the pinned flow table");
     let mut table: aya::maps::HashMap<_, FlowKey, FlowEntry> =
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(map)).unwrap();
-    let now = classifier_user::flows::boot_time_ns().unwrap();
+    let now = classifier_user::flows::datapath_clock_ns().unwrap();
     for i in 0..count {
         let client = std::net::Ipv4Addr::new(192, 0, 2, 10 + (i / 60_000) as u8);
         let key = FlowKey {

@@ -185,6 +185,60 @@ fn policy_check_names_file_line_and_field() {
     );
 }
 
+/// `policy check` on the built-in policy with its retention line replaced by `retention`:
+/// whether it passed, and what it said.
+fn check_retention(scratch: &SiteConfig, retention: &str) -> (bool, String) {
+    let file = scratch.work_dir().join("retention.toml");
+    let text = classifier_user::policy::DEFAULT_POLICY
+        .replace("retention = \"14 months\"\n", &format!("{retention}\n"));
+    assert_ne!(text, classifier_user::policy::DEFAULT_POLICY);
+    std::fs::write(&file, &text).unwrap();
+    let output = scratch.classifier(&["policy", "check", file.to_str().unwrap()]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+#[test]
+fn policy_check_refuses_a_retention_that_can_be_misread_or_is_too_long() {
+    let Some(scratch) = SiteConfig::new("check-retention") else {
+        return;
+    };
+    // `m`: minutes (jiff's reading, which deleted a year's records within the hour) or
+    // months? Refused, with the forms that cannot be misread.
+    let (ok, said) = check_retention(&scratch, "retention = \"14m\"");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("records.retention") && said.contains("ambiguous (minutes or months?)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("`14 months`") && said.contains("`420 days`"),
+        "{said}"
+    );
+    // Longer than the councils' 14 months: refused with the policy's reason...
+    let (ok, said) = check_retention(&scratch, "retention = \"30 years\"");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("Personal data is retained for a maximum of 14 months")
+            && said.contains("retention_override_reason"),
+        "{said}"
+    );
+    // ...unless an override names why.
+    let (ok, said) = check_retention(
+        &scratch,
+        "retention = \"2 years\"\nretention_override_reason = \"IG decision IG-2027-03 \
+         (tribunal hold), J. Smith, SIRO\"",
+    );
+    assert!(ok, "{said}");
+    // Spelled out, within the limit: valid.
+    let (ok, said) = check_retention(&scratch, "retention = \"420 days\"");
+    assert!(ok && said.contains("valid"), "{said}");
+}
+
 /// The built-in policy with one more category, `news` (uncategorised, so allowed, in the
 /// built-in one), blocked in working hours.
 fn with_news_blocked_at_work() -> String {

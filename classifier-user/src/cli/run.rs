@@ -216,7 +216,7 @@ fn run_daemon(
         Err(err) => return (datapath, None, Err(err)),
     };
     let store = (!args.no_store).then(|| args.store.clone());
-    let recorder = match Recorder::open(store, &args.iface) {
+    let recorder = match Recorder::open(store, &args.iface, args.wan.as_deref()) {
         Ok(recorder) => recorder,
         Err(err) => return (datapath, Some(shaper), Err(err)),
     };
@@ -279,6 +279,7 @@ fn run_daemon(
         degradation,
         flows_at_last_walk: 0,
         last_intervals: Default::default(),
+        last_reload: daemon::LastReload::loaded_at(jiff::Timestamp::now()),
     };
     state.apply_shaping();
     let shared = Shared::new(state);
