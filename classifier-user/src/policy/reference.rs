@@ -56,6 +56,15 @@ const SECTIONS: &[(&str, Keys)] = &[
     ("[datapath]", fields_of::<DatapathSection>),
 ];
 
+/// Keys whose example is accepted only beside another key's value: (section, key, other
+/// key, its value). Checking the key's example puts the other in too.
+const COMPANIONS: &[(&str, &str, &str, &str)] = &[(
+    "[records]",
+    "retention_override_reason",
+    "retention",
+    "\"2 years\"",
+)];
+
 /// The field names (aliases included) a derived `Deserialize` of struct `T` accepts.
 fn fields_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     struct Introspect<'a>(&'a mut Option<&'static [&'static str]>);
@@ -344,8 +353,16 @@ fn every_documented_example_is_accepted_in_its_section() {
         for row in &section.rows {
             let key = &row.names[0];
             let example = value(&row.example);
+            let companions: Vec<(&str, toml::Value)> = COMPANIONS
+                .iter()
+                .filter(|(header, of, ..)| *header == section.header && of == key)
+                .map(|(_, _, other, text)| (*other, value(text)))
+                .collect();
             let results: Vec<_> = variants(&document, section, |table| {
                 table.insert(key.clone(), example.clone());
+                for (other, value) in &companions {
+                    table.insert((*other).to_owned(), value.clone());
+                }
             })
             .iter()
             .map(|variant| parse(variant, &dir.0))
