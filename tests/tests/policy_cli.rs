@@ -595,7 +595,7 @@ fn policy_check_reads_gov_uk_bank_holidays_and_warns_when_they_run_out() {
         &["--at", "2027-03-01T09:00:00Z", "--strict"],
     );
     assert!(!ok);
-    let line = line_with(&text, "bank-holidays-file");
+    let line = line_with(&text, "bank-holidays-file = \"bank-holidays.json\"");
     assert!(
         err.contains(&format!("gov-uk.toml:{line}:"))
             && err.contains("schedule.bank-holidays-file")
