@@ -17,6 +17,7 @@ pub mod run;
 pub mod rustls_client;
 pub mod segments;
 pub mod setup;
+pub mod site_config;
 pub mod tls_clients;
 pub mod tracker;
 pub mod tshark;

@@ -140,16 +140,102 @@ impl std::fmt::Display for ShapingMethod {
 
 /// Where the exceptions the CLI adds and expires are kept, unless told otherwise.
 pub const DEFAULT_EXCEPTIONS_FILE: &str = "/etc/classifier/exceptions.toml";
+/// The site's policy, which commands that read a policy without a daemon use when it
+/// exists. A fixed path, the one the systemd unit gives the daemon; no variable moves it
+/// (`--policy FILE` reads another).
+pub const SITE_POLICY_FILE: &str = "/etc/classifier/policy.toml";
+
+/// Which policy a command reads when it does not ask a daemon: the file named with
+/// `--policy`, else the site's file ([`SITE_POLICY_FILE`]) when it exists, else the built-in
+/// council policy. Commands say which they used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyChoice {
+    /// Named with `--policy`.
+    Named(PathBuf),
+    /// The site's policy file, [`SITE_POLICY_FILE`], which exists.
+    Site(PathBuf),
+    /// The built-in council policy (the site has no policy file).
+    BuiltIn,
+}
+
+impl PolicyChoice {
+    pub fn resolve(named: Option<&Path>) -> Self {
+        match named {
+            Some(path) => Self::Named(path.to_owned()),
+            None => {
+                let site = Path::new(SITE_POLICY_FILE);
+                if site.exists() {
+                    Self::Site(site.to_owned())
+                } else {
+                    Self::BuiltIn
+                }
+            }
+        }
+    }
+
+    /// The file, when there is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Named(path) | Self::Site(path) => Some(path),
+            Self::BuiltIn => None,
+        }
+    }
+
+    /// How messages name it: `the site's policy /etc/classifier/policy.toml`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Named(path) => format!("the policy {}", path.display()),
+            Self::Site(path) => format!("the site's policy {}", path.display()),
+            Self::BuiltIn => {
+                format!("the built-in council policy (there is no {SITE_POLICY_FILE})")
+            }
+        }
+    }
+}
+
+/// The exceptions file a command reads: the one named with `--exceptions`, which must
+/// exist (a mistyped path is an error, not "no exceptions"), else
+/// [`DEFAULT_EXCEPTIONS_FILE`], read when it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionsChoice {
+    pub path: PathBuf,
+    /// Named by the user.
+    pub named: bool,
+}
+
+impl ExceptionsChoice {
+    pub fn resolve(named: Option<&Path>) -> Self {
+        match named {
+            Some(path) => Self {
+                path: path.to_owned(),
+                named: true,
+            },
+            None => Self {
+                path: PathBuf::from(DEFAULT_EXCEPTIONS_FILE),
+                named: false,
+            },
+        }
+    }
+}
 
 /// Where a policy comes from: a policy file (or the built-in one) and the exceptions file
-/// `classifier exceptions add|expire` maintains (read when it exists).
+/// `classifier exceptions add|expire` maintains.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySources {
     pub policy: Option<PathBuf>,
-    pub exceptions: Option<PathBuf>,
+    /// Read when it exists; when the user named it, it must exist.
+    pub exceptions: Option<ExceptionsChoice>,
 }
 
 impl PolicySources {
+    /// The policy `choice` and the exceptions file `exceptions`.
+    pub fn of(choice: &PolicyChoice, exceptions: ExceptionsChoice) -> Self {
+        Self {
+            policy: choice.file().map(Path::to_owned),
+            exceptions: Some(exceptions),
+        }
+    }
+
     /// Reads and validates both files: an error names file, line and field.
     pub fn load(&self) -> Result<Policy, PolicyError> {
         self.load_with_ids(&ClassIds::default())
@@ -167,8 +253,20 @@ impl PolicySources {
                 ids,
             )?,
         };
-        if let Some(file) = self.exceptions.as_deref().filter(|f| f.exists()) {
-            policy.add_exceptions_from(file)?;
+        if let Some(exceptions) = &self.exceptions {
+            if exceptions.path.exists() {
+                policy.add_exceptions_from(&exceptions.path)?;
+            } else if exceptions.named {
+                return Err(PolicyError {
+                    file: exceptions.path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    field: "(file)".into(),
+                    message: "the exceptions file named with --exceptions does not exist \
+                              (`classifier exceptions add` makes it)"
+                        .into(),
+                });
+            }
         }
         Ok(policy)
     }
@@ -555,5 +653,7 @@ fn datapath_config(
     })
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
