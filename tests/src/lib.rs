@@ -82,10 +82,10 @@ pub fn flows_json(control_socket: &Path) -> String {
 /// `extra` TOML appended.
 pub fn council_policy_with_short_idle(extra: &str) -> String {
     let default = classifier_user::policy::DEFAULT_POLICY;
-    let policy = default.replacen("idle_timeout = \"5m\"", "idle_timeout = \"3s\"", 1);
+    let policy = default.replacen("idle_timeout = \"5 minutes\"", "idle_timeout = \"3s\"", 1);
     assert_ne!(
         policy, default,
-        "the built-in policy sets [records] idle_timeout = \"5m\""
+        "the built-in policy sets [records] idle_timeout = \"5 minutes\""
     );
     format!("{policy}\n{extra}")
 }

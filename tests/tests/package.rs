@@ -117,6 +117,7 @@ fn the_package_holds_what_a_gateway_needs() {
     for wanted in [
         "./usr/bin/classifier",
         "./etc/classifier/policy.toml",
+        "./etc/classifier/bank-holidays.json",
         "./etc/default/classifier",
         "./usr/lib/sysusers.d/classifier.conf",
         "./usr/share/man/man1/classifier.1.gz",
@@ -153,7 +154,11 @@ fn the_package_holds_what_a_gateway_needs() {
         .stdout,
     )
     .unwrap();
-    for conffile in ["/etc/classifier/policy.toml", "/etc/default/classifier"] {
+    for conffile in [
+        "/etc/classifier/policy.toml",
+        "/etc/classifier/bank-holidays.json",
+        "/etc/default/classifier",
+    ] {
         assert!(
             conffiles.lines().any(|l| l == conffile),
             "{conffile} is a conffile: {conffiles}"

@@ -622,3 +622,229 @@ fn a_named_exceptions_file_that_does_not_exist_is_an_error() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!Path::new(missing).exists(), "nothing made");
 }
+
+/// `policy check` of `text` written to `name` in `scratch`, with `args` after the file:
+/// whether it passed, its standard output and its standard error.
+fn check_file(
+    scratch: &SiteConfig,
+    name: &str,
+    text: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let file = scratch.work_dir().join(name);
+    std::fs::write(&file, text).unwrap();
+    let mut all = vec!["policy", "check", file.to_str().unwrap()];
+    all.extend(args);
+    let output = scratch.classifier(&all);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The 1-based line of the first line of `text` that contains `marker`.
+fn line_with(text: &str, marker: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no `{marker}`"))
+        + 1
+}
+
+/// Monday 23 November 2026: the shipped policy's bank holidays reach into next year.
+const AT_2026: &str = "2026-11-23T10:00:00Z";
+
+#[test]
+fn policy_check_warns_about_lunch_after_working_and_strict_refuses_it() {
+    let Some(scratch) = SiteConfig::new("check-warn") else {
+        return;
+    };
+    let lunch =
+        "[[schedule.period]]\nname = \"lunch\"\ndays = \"weekdays\"\nhours = \"12:00-13:00\"\n\n";
+    let default = classifier_user::policy::DEFAULT_POLICY;
+    assert!(default.contains(lunch));
+    // Lunch moved after working hours: it would never be in force, silently.
+    let text = default.replacen(lunch, "", 1).replacen(
+        "# Shorter days, e.g.:",
+        &format!("\n{lunch}# Shorter days, e.g.:"),
+        1,
+    );
+    let line = line_with(&text, "name = \"lunch\"");
+    let (ok, out, err) = check_file(&scratch, "lunch.toml", &text, &["--at", AT_2026]);
+    assert!(ok, "a warning is not an error: {err}");
+    assert!(out.contains("valid"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "warning: {}",
+            scratch.work_dir().join("lunch.toml").display()
+        )) && err.contains(&format!("lunch.toml:{line}:"))
+            && err.contains("schedule.period[1].name")
+            && err.contains("`lunch` can never be in force"),
+        "{err}"
+    );
+    let (ok, _, err) = check_file(
+        &scratch,
+        "lunch.toml",
+        &text,
+        &["--at", AT_2026, "--strict"],
+    );
+    assert!(!ok, "--strict refuses warnings");
+    assert!(err.contains("refused (--strict): 1 warning"), "{err}");
+    // The shipped policy itself: nothing to warn about, also with --strict.
+    let (ok, _, err) = check_file(
+        &scratch,
+        "default.toml",
+        default,
+        &["--at", AT_2026, "--strict"],
+    );
+    assert!(ok && !err.contains("warning"), "{err}");
+}
+
+#[test]
+fn policy_check_refuses_a_public_suffix_in_a_list_file_naming_the_list_and_line() {
+    let Some(scratch) = SiteConfig::new("check-suffix") else {
+        return;
+    };
+    std::fs::create_dir_all(scratch.work_dir().join("ut1/gambling")).unwrap();
+    let list = scratch.work_dir().join("ut1/gambling/domains");
+    std::fs::write(
+        &list,
+        "bet.example\n# a mistake below\nco.uk\nodds.example\n",
+    )
+    .unwrap();
+    let text = classifier_user::policy::DEFAULT_POLICY.replacen(
+        "description = \"Betting, casinos and poker\"",
+        "description = \"Betting, casinos and poker\"\nlists = [\"ut1/gambling\"]",
+        1,
+    );
+    let (ok, _, err) = check_file(&scratch, "suffix.toml", &text, &[]);
+    assert!(!ok, "refused");
+    assert!(
+        err.contains(&format!("{}:3:", list.display()))
+            && err.contains("categories.gambling.lists[0]")
+            && err.contains("`co.uk` is a public suffix"),
+        "{err}"
+    );
+    // A list saved with a byte order mark: its file and line.
+    std::fs::write(&list, "\u{feff}bet.example\n").unwrap();
+    let (ok, _, err) = check_file(&scratch, "suffix.toml", &text, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("{}:1:", list.display())) && err.contains("byte order mark"),
+        "{err}"
+    );
+    // And an inline one: the policy's line.
+    let inline =
+        classifier_user::policy::DEFAULT_POLICY.replacen("\"coral.co.uk\"", "\"co.uk\"", 1);
+    let (ok, _, err) = check_file(&scratch, "inline.toml", &inline, &[]);
+    assert!(!ok);
+    let line = line_with(&inline, "\"co.uk\"");
+    assert!(
+        err.contains(&format!("inline.toml:{line}:"))
+            && err.contains("categories.gambling.domains"),
+        "{err}"
+    );
+}
+
+#[test]
+fn policy_check_refuses_an_ambiguous_idle_timeout() {
+    let Some(scratch) = SiteConfig::new("check-duration") else {
+        return;
+    };
+    let text = classifier_user::policy::DEFAULT_POLICY.replacen(
+        "idle_timeout = \"5 minutes\"",
+        "idle_timeout = \"5M\"",
+        1,
+    );
+    let (ok, _, err) = check_file(&scratch, "timeout.toml", &text, &[]);
+    assert!(!ok);
+    let line = line_with(&text, "idle_timeout = \"5M\"");
+    assert!(
+        err.contains(&format!("timeout.toml:{line}:"))
+            && err.contains("records.idle_timeout")
+            && err.contains("ambiguous (minutes or months?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn policy_check_reads_gov_uk_bank_holidays_and_warns_when_they_run_out() {
+    let Some(scratch) = SiteConfig::new("check-bank-holidays") else {
+        return;
+    };
+    std::fs::write(
+        scratch.work_dir().join("bank-holidays.json"),
+        classifier_user::policy::bank_holidays::SHIPPED,
+    )
+    .unwrap();
+    let default = classifier_user::policy::DEFAULT_POLICY;
+    let start = default.find("bank-holidays = [").unwrap();
+    let end = start + default[start..].find("]\n").unwrap() + 2;
+    let text = format!(
+        "{}bank-holidays-file = \"bank-holidays.json\"\nbank-holidays-division = \
+         \"northern-ireland\"\n{}",
+        &default[..start],
+        &default[end..]
+    );
+    let (ok, _, err) = check_file(
+        &scratch,
+        "gov-uk.toml",
+        &text,
+        &["--at", AT_2026, "--strict"],
+    );
+    assert!(ok, "{err}");
+    // In 2027 the copy holds no date in 2028.
+    let (ok, _, err) = check_file(
+        &scratch,
+        "gov-uk.toml",
+        &text,
+        &["--at", "2027-03-01T09:00:00Z", "--strict"],
+    );
+    assert!(!ok);
+    let line = line_with(&text, "bank-holidays-file = \"bank-holidays.json\"");
+    assert!(
+        err.contains(&format!("gov-uk.toml:{line}:"))
+            && err.contains("schedule.bank-holidays-file")
+            && err.contains("none falls in 2028")
+            && err.contains("https://www.gov.uk/bank-holidays.json"),
+        "{err}"
+    );
+    // The policy decides by Northern Ireland's dates: 13 July 2026 (the Boyne, substitute
+    // day), 10:00 BST, is a bank holiday.
+    let policy = scratch.work_dir().join("gov-uk.toml");
+    let out = stdout(&scratch.classifier(&[
+        "policy",
+        "explain",
+        "192.0.2.10",
+        "www.youtube.com",
+        "--at",
+        "2026-07-13T09:00:00Z",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+    ]));
+    let explained: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(explained["period"], "outside", "{explained:#}");
+}
+
+#[test]
+fn policy_check_warns_about_an_expired_exception_at_its_line() {
+    let Some(scratch) = SiteConfig::new("check-expired") else {
+        return;
+    };
+    let text = format!(
+        "{}\n[[exceptions]]\nclient = \"192.0.2.42\"\ncategories = [\"cloud-storage\"]\n\
+         approved_by = \"A. Manager\"\nreference = \"RITM0012345\"\nreason = \"Contractor \
+         files\"\nexpires = \"2026-10-31\"\n",
+        classifier_user::policy::DEFAULT_POLICY
+    );
+    let (ok, _, err) = check_file(&scratch, "expired.toml", &text, &["--at", AT_2026]);
+    assert!(ok, "{err}");
+    let line = line_with(&text, "expires = \"2026-10-31\"");
+    assert!(
+        err.contains(&format!("expired.toml:{line}:"))
+            && err.contains("exceptions[0].expires")
+            && err.contains("RITM0012345 expired"),
+        "{err}"
+    );
+}

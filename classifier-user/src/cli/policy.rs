@@ -20,13 +20,25 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy file without touching the kernel: every error names file, line and
-    /// field.
+    /// field. What would silently change enforcement is refused (empty hours or days, a bare
+    /// public suffix listed, a duration that could be read two ways, a list file that is
+    /// not UTF-8); what is legal but probably wrong is warned about (a period never in
+    /// force, a rule no traffic reaches, an expired exception, bank holidays running out,
+    /// a strict default period, a category no rule names).
     #[command(after_help = "\
 Examples:
-  classifier policy check /etc/classifier/policy.toml && systemctl reload classifier")]
+  classifier policy check /etc/classifier/policy.toml && systemctl reload classifier
+  classifier policy check --strict new.toml     # refuse warnings too (CI, change control)")]
     Check {
         /// The policy file (TOML).
         file: PathBuf,
+        /// Refuse the file (exit status 1) when there is any warning, not only errors.
+        #[arg(long)]
+        strict: bool,
+        /// Check as of this moment (RFC 3339; default: now): which exceptions have expired,
+        /// whether the bank holidays reach into the next year.
+        #[arg(long, value_name = "TIME")]
+        at: Option<jiff::Timestamp>,
     },
     /// Make the running daemon read its policy file again (as SIGHUP does). A file that does
     /// not validate is refused and the policy in force stays.
@@ -100,7 +112,9 @@ pub struct ExplainArgs {
 
 pub fn execute(command: &PolicyCommand) -> anyhow::Result<()> {
     match command {
-        PolicyCommand::Check { file } => check(file),
+        PolicyCommand::Check { file, strict, at } => {
+            check(file, *strict, at.unwrap_or_else(jiff::Timestamp::now))
+        }
         PolicyCommand::Reload(socket) => reload(socket),
         PolicyCommand::Show {
             socket,
@@ -112,8 +126,9 @@ pub fn execute(command: &PolicyCommand) -> anyhow::Result<()> {
     }
 }
 
-fn check(file: &Path) -> anyhow::Result<()> {
-    let policy = Policy::load(file)?;
+fn check(file: &Path, strict: bool, at: jiff::Timestamp) -> anyhow::Result<()> {
+    let checked = crate::policy::check::check_file(file, at)?;
+    let policy = &checked.policy;
     let report = &policy.classes.report;
     println!(
         "{}: valid: {} categories, {} domains, {} groups, {} rules, {} exceptions; periods {}",
@@ -128,7 +143,25 @@ fn check(file: &Path) -> anyhow::Result<()> {
     for note in report.notes() {
         println!("note: {note}");
     }
-    Ok(())
+    for warning in &checked.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match checked.warnings.len() {
+        0 => Ok(()),
+        n if strict => anyhow::bail!(
+            "{}: refused (--strict): {n} warning{}",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        ),
+        n => {
+            eprintln!(
+                "{}: {n} warning{} (--strict refuses them)",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+    }
 }
 
 fn reload(socket: &SocketArgs) -> anyhow::Result<()> {

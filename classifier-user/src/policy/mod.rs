@@ -7,8 +7,11 @@
 //!
 //! A policy that fails to load changes nothing: the caller keeps the policy in force.
 
+pub mod bank_holidays;
+pub mod check;
 pub mod classes;
 pub mod decide;
+pub mod durations;
 pub mod exceptions;
 pub mod file;
 pub mod groups;
@@ -345,16 +348,31 @@ impl Policy {
     ) -> Result<Self, PolicyError> {
         let source = Source::new(origin, text);
         let file: PolicyFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        Self::compile(&file, &source, base_dir, ids)
+    }
+
+    /// Validates a parsed policy file; `source` locates errors.
+    fn compile(
+        file: &PolicyFile,
+        source: &Source<'_>,
+        base_dir: &Path,
+        ids: &ClassIds,
+    ) -> Result<Self, PolicyError> {
+        let origin = source.file();
         let timezone = jiff::tz::TimeZone::get(&file.site.timezone).map_err(|e| {
             source.error_at(
                 &FieldPath::root().key("site").key("timezone"),
                 format!("unknown time zone `{}`: {e}", file.site.timezone),
             )
         })?;
-        let classes = classes::compile(&file, &source, base_dir, ids)?;
-        let groups = Groups::compile(&file.groups, &source)?;
-        let schedule = schedule::compile(&file.schedule.clone().unwrap_or_default(), &timezone)
-            .map_err(|(path, message)| source.error_at(&path, message))?;
+        let classes = classes::compile(file, source, base_dir, ids)?;
+        let groups = Groups::compile(&file.groups, source)?;
+        let schedule = schedule::compile(
+            &file.schedule.clone().unwrap_or_default(),
+            &timezone,
+            base_dir,
+        )
+        .map_err(|(path, message)| source.error_at(&path, message))?;
         let periods = schedule.periods();
         let category = |name: &str| classes.category_id(name);
         let group = |name: &str| groups.id(name);
@@ -365,7 +383,7 @@ impl Policy {
                 group: &group,
                 periods: &periods,
             },
-            &source,
+            source,
         )?;
         let exceptions = exceptions::compile(
             &file.exceptions,
@@ -374,16 +392,16 @@ impl Policy {
                 group: &group,
             },
             &timezone,
-            &source,
+            source,
         )?;
-        let datapath = datapath_config(&file, &source)?;
-        let shaping = shaping_method(&file, &source)?;
-        let records = records_policy(&file, &source)?;
-        let degradation = degradation_policy(&file, &classes, &source)?;
-        rules::check_shape_classes(&rules, &source)?;
+        let datapath = datapath_config(file, source)?;
+        let shaping = shaping_method(file, source)?;
+        let records = records_policy(file, source)?;
+        let degradation = degradation_policy(file, &classes, source)?;
+        rules::check_shape_classes(&rules, source)?;
         Ok(Self {
-            origin: origin.display().to_string(),
-            site_name: file.site.name,
+            origin: origin.to_owned(),
+            site_name: file.site.name.clone(),
             timezone,
             classes,
             groups,
@@ -408,9 +426,8 @@ fn degradation_policy(
     let at = |key: &str| FieldPath::root().key("degradation").key(key);
     let mut intervals = Vec::new();
     for text in &section.intervals {
-        let interval = humantime::parse_duration(text).map_err(|e| {
-            source.error_at(&at("intervals"), format!("`{text}`: {e} (e.g. `10s`)"))
-        })?;
+        let interval = durations::parse_duration(text)
+            .map_err(|message| source.error_at(&at("intervals"), message))?;
         if interval < std::time::Duration::from_secs(2) {
             return Err(source.error_at(
                 &at("intervals"),
@@ -465,15 +482,8 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
     use crate::store::retention::{AfterRetention, Retention};
     let section = &file.records;
     let at = |key: &str| FieldPath::root().key("records").key(key);
-    let idle_timeout = humantime::parse_duration(&section.idle_timeout).map_err(|e| {
-        source.error_at(
-            &at("idle_timeout"),
-            format!("`{}`: {e} (e.g. `5m`)", section.idle_timeout),
-        )
-    })?;
-    if idle_timeout.is_zero() {
-        return Err(source.error_at(&at("idle_timeout"), "must be longer than 0s".to_owned()));
-    }
+    let idle_timeout = durations::parse_duration(&section.idle_timeout)
+        .map_err(|message| source.error_at(&at("idle_timeout"), message))?;
     let keep = retention::parse_period(&section.retention)
         .map_err(|message| source.error_at(&at("retention"), message))?;
     let override_reason = section.retention_override_reason.as_deref().map(str::trim);
@@ -558,12 +568,8 @@ fn ipfix_policy(file: &PolicyFile, source: &Source<'_>) -> Result<IpfixPolicy, P
     let active_timeout = match &section.ipfix_active_timeout {
         None => IpfixPolicy::DEFAULT_ACTIVE_TIMEOUT,
         Some(text) => {
-            let timeout = humantime::parse_duration(text).map_err(|e| {
-                source.error_at(
-                    &at("ipfix_active_timeout"),
-                    format!("`{text}`: {e} (e.g. `30m`)"),
-                )
-            })?;
+            let timeout = durations::parse_duration(text)
+                .map_err(|message| source.error_at(&at("ipfix_active_timeout"), message))?;
             if timeout < std::time::Duration::from_secs(1) {
                 return Err(source.error_at(
                     &at("ipfix_active_timeout"),
@@ -607,12 +613,13 @@ fn datapath_config(
             ));
         }
     };
-    let peer_ttl: Duration = humantime::parse_duration(&file.bittorrent.peer_ttl).map_err(|e| {
-        source.error_at(
-            &FieldPath::root().key("bittorrent").key("peer_ttl"),
-            format!("`{}`: {e} (e.g. `10m`)", file.bittorrent.peer_ttl),
-        )
-    })?;
+    let peer_ttl: Duration =
+        durations::parse_duration(&file.bittorrent.peer_ttl).map_err(|message| {
+            source.error_at(
+                &FieldPath::root().key("bittorrent").key("peer_ttl"),
+                message,
+            )
+        })?;
     let section = &file.datapath;
     let mut lan_prefixes = Vec::new();
     for (i, text) in section.lan_prefixes.iter().enumerate() {

@@ -58,12 +58,26 @@ const SECTIONS: &[(&str, Keys)] = &[
 
 /// Keys whose example is accepted only beside another key's value: (section, key, other
 /// key, its value). Checking the key's example puts the other in too.
-const COMPANIONS: &[(&str, &str, &str, &str)] = &[(
-    "[records]",
-    "retention_override_reason",
-    "retention",
-    "\"2 years\"",
-)];
+const COMPANIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "[records]",
+        "retention_override_reason",
+        "retention",
+        "\"2 years\"",
+    ),
+    (
+        "[schedule]",
+        "bank-holidays-file",
+        "bank-holidays-division",
+        "\"scotland\"",
+    ),
+    (
+        "[schedule]",
+        "bank-holidays-division",
+        "bank-holidays-file",
+        "\"bank-holidays.json\"",
+    ),
+];
 
 /// The field names (aliases included) a derived `Deserialize` of struct `T` accepts.
 fn fields_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
@@ -251,7 +265,8 @@ fn variants(
         .collect()
 }
 
-/// A directory with what the examples' relative paths name (`lists = ["ut1/gambling"]`).
+/// A directory with what the examples' relative paths name (`lists = ["ut1/gambling"]`,
+/// `bank-holidays-file = "bank-holidays.json"`).
 struct ExampleDir(PathBuf);
 
 impl ExampleDir {
@@ -264,6 +279,11 @@ impl ExampleDir {
         let list = dir.join("ut1/gambling");
         std::fs::create_dir_all(&list).unwrap();
         std::fs::write(list.join("domains"), "casino.example\n# a comment\n").unwrap();
+        std::fs::write(
+            dir.join("bank-holidays.json"),
+            super::bank_holidays::SHIPPED,
+        )
+        .unwrap();
         Self(dir)
     }
 }
