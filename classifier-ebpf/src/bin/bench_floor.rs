@@ -129,7 +129,7 @@ fn count(key: &Key, bytes: u64) {
         }
         return;
     }
-    let _ = FLOOR_FLOWS.insert(key, &Counters { packets: 1, bytes }, BPF_NOEXIST as u64);
+    let _ = FLOOR_FLOWS.insert(key, Counters { packets: 1, bytes }, BPF_NOEXIST as u64);
 }
 
 #[cfg(target_arch = "bpf")]
