@@ -14,6 +14,7 @@ pub mod domain;
 pub mod event;
 pub mod flow;
 pub mod maps;
+pub mod names;
 pub mod parse;
 pub mod policy;
 pub mod shaping;

@@ -9,8 +9,9 @@ use classifier_common::{
     config::PeerKey,
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent, kind},
     flow::{FlowKey, ip_proto, ipv4_mapped},
+    names::version,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     bittorrent,
@@ -52,6 +53,8 @@ pub enum Event {
         class_flags: u8,
         /// SNI or Host as sent (case kept); empty when the class came from elsewhere.
         name: String,
+        /// The datapath kept the name in `NAMES` too ([`crate::flows::names`]).
+        name_kept: bool,
     },
     QuicInitial {
         key: FlowKey,
@@ -82,6 +85,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
                 method: event.method,
                 class_flags: event.class_flags,
                 name: String::from_utf8_lossy(&event.name[..name_len]).into_owned(),
+                name_kept: event.name_kept != 0,
             })
         }
         kind::QUIC_INITIAL => {
@@ -150,6 +154,7 @@ impl Learned {
                 method,
                 class_flags,
                 name,
+                name_kept,
             } if class_flags & classifier_common::classify::class_flags::RECHECK != 0 => {
                 tracing::warn!(
                     flow = %flows::describe_key(&key),
@@ -161,6 +166,9 @@ impl Learned {
                 );
                 let _ = app;
                 if !name.is_empty() {
+                    if !name_kept {
+                        keep_name(datapath, &key, version::SECOND, &name);
+                    }
                     self.names.insert_second(key, name);
                 }
             }
@@ -170,6 +178,7 @@ impl Learned {
                 app,
                 method,
                 name,
+                name_kept,
                 ..
             } => {
                 debug!(
@@ -181,6 +190,9 @@ impl Learned {
                     "flow classified"
                 );
                 if !name.is_empty() {
+                    if !name_kept {
+                        keep_name(datapath, &key, version::FIRST, &name);
+                    }
                     self.names.insert(key, name);
                 }
             }
@@ -194,6 +206,26 @@ impl Learned {
                 self.client_classes_wanted.push((class, client_addr));
             }
         }
+    }
+
+    /// Takes the names the kernel kept for the flows in the table (a previous daemon's, or
+    /// read while none ran) into memory, and removes those of flows no longer there: what a
+    /// daemon started on a pinned datapath does before it records anything.
+    pub fn adopt_kept_names(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
+        let flows = flows::read_entries(&datapath.flow_table()?).entries;
+        let adopted = flows::names::adopt(&mut datapath.names_mut()?, &flows);
+        let count = adopted.names.len();
+        for (key, names) in adopted.names {
+            self.names.adopt(key, names);
+        }
+        if count + adopted.stale > 0 {
+            info!(
+                names = count,
+                stale_removed = adopted.stale,
+                "took over the flow names kept in the kernel"
+            );
+        }
+        Ok(())
     }
 
     /// Reads every event waiting in the datapath's ring buffer (an offline replay, where
@@ -273,6 +305,8 @@ impl Learned {
                     category = policy.classes.category_name(class.category),
                     "QUIC flow classified"
                 );
+                // Kept before the class is handed over: the name outlives this daemon.
+                keep_name(datapath, &key, version::FIRST, name);
                 self.names.insert(key, name.clone());
             }
             QuicVerdict::Unreadable(reason) => {
@@ -285,6 +319,22 @@ impl Learned {
         if let Err(e) = written {
             warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
         }
+    }
+}
+
+/// Puts a name the daemon learnt into the kernel's `NAMES`, where it outlives the daemon:
+/// QUIC names (decrypted here), and names whose event says the datapath could not keep
+/// them. Tagged with the flow entry's first packet time; a flow no longer in the table has
+/// nothing to tag.
+fn keep_name(datapath: &mut Datapath, key: &FlowKey, which: u8, name: &str) {
+    let kept = datapath
+        .flow_table()
+        .and_then(|table| Ok(table.get(key, 0)?.first_seen_ns))
+        .and_then(|first_seen| {
+            flows::names::keep(&mut datapath.names_mut()?, key, which, first_seen, name)
+        });
+    if let Err(e) = kept {
+        debug!(flow = %flows::describe_key(key), error = %format!("{e:#}"), "flow name not kept in the kernel");
     }
 }
 
@@ -362,7 +412,7 @@ mod tests {
             category: 3,
             app: 256,
             evasion: 0,
-            _pad: 0,
+            name_kept: 1,
             alt_category: 0,
             key: FlowKey::default(),
             name,

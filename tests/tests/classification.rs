@@ -14,7 +14,7 @@ use classifier_tests::{
 };
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{BootClock, FlowRecord},
+    flows::{BootClock, FlowNames, FlowRecord, Names, names},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -89,6 +89,15 @@ impl Harness {
             &self.state.policy,
             self.state.learned.names.get(key),
         )
+    }
+
+    /// The flow's names as a daemon that heard none of the events finds them (one started
+    /// after a crash): in the kernel's `NAMES`.
+    fn kept_names(&self, key: &FlowKey) -> Option<Names> {
+        let table = self.state.datapath.flow_table().unwrap();
+        let entry = table.get(key, 0).unwrap();
+        let kept = self.state.datapath.names().unwrap();
+        names::of_flow(&FlowNames::default(), Some(&kept), key, &entry)
     }
 
     fn stat(&self, stat: Stat) -> u64 {
@@ -221,6 +230,14 @@ fn check(harness: &Harness, case: &str, key: &FlowKey, expected: &Expected) {
     assert_eq!(
         got, want,
         "{case}: (name, category, app, method, ech, unreadable)"
+    );
+    // The kernel kept the same name (the datapath's, or the daemon's for QUIC), for a
+    // daemon that starts after this one dies.
+    let kept = harness.kept_names(key).and_then(|names| names.first);
+    assert_eq!(
+        kept.as_deref(),
+        expected.name,
+        "{case}: the name kept in NAMES"
     );
 }
 
@@ -436,6 +453,90 @@ fn a_name_is_sent_to_the_daemon_once_per_flow() {
         .filter(|e| matches!(e, Event::Classified { .. }))
         .collect();
     assert_eq!(names.len(), 1, "one name event: {events:?}");
+    assert!(
+        matches!(
+            names[0],
+            Event::Classified {
+                name_kept: true,
+                ..
+            }
+        ),
+        "the datapath kept the name in NAMES: {names:?}"
+    );
+}
+
+#[test]
+fn names_kept_in_the_kernel_are_adopted_by_a_new_daemon_and_stale_ones_removed() {
+    if !privileged("names_kept_in_the_kernel_are_adopted_by_a_new_daemon") {
+        return;
+    }
+    use classifier_common::names::{NameKey, version};
+    let mut harness = Harness::new();
+    let tls = key(ip_proto::TCP, 41401, 443);
+    harness.send(&tcp_flow(
+        41401,
+        443,
+        &Hello::new().sni("www.youtube.com").bytes(),
+        1448,
+    ));
+    let http = key(ip_proto::TCP, 41402, 80);
+    harness.send(&tcp_flow(
+        41402,
+        80,
+        b"GET / HTTP/1.1\r\nHost: www.BBC.co.uk\r\nAccept: */*\r\n\r\n",
+        1448,
+    ));
+    let datapath = &mut harness.state.datapath;
+    let first_seen = datapath
+        .flow_table()
+        .unwrap()
+        .get(&tls, 0)
+        .unwrap()
+        .first_seen_ns;
+    // Stale names: one of a flow no longer in the table, and a second name of an earlier
+    // flow on the TLS flow's addresses and ports (another first packet).
+    let gone = key(ip_proto::TCP, 41499, 443);
+    {
+        let mut kept = datapath.names_mut().unwrap();
+        names::keep(&mut kept, &gone, version::FIRST, 1, "gone.example").unwrap();
+        names::keep(
+            &mut kept,
+            &tls,
+            version::SECOND,
+            first_seen + 1,
+            "earlier.example",
+        )
+        .unwrap();
+    }
+
+    // A daemon that heard none of the events (one started after a kill -9).
+    let mut fresh = Learned::default();
+    fresh.adopt_kept_names(datapath).unwrap();
+    assert_eq!(
+        fresh.names.get(&tls),
+        Some(&Names {
+            first: Some("www.youtube.com".into()),
+            second: None,
+        }),
+        "the TLS flow's name, and not the earlier flow's"
+    );
+    assert_eq!(
+        fresh.names.get(&http).and_then(|n| n.first.as_deref()),
+        Some("www.BBC.co.uk"),
+        "the Host as sent"
+    );
+    assert_eq!(fresh.names.get(&gone), None);
+    let is_kept = |datapath: &Datapath, key: &FlowKey, which| {
+        let kept = datapath.names().unwrap();
+        kept.get(&NameKey::new(*key, which), 0).is_ok()
+    };
+    assert!(!is_kept(datapath, &gone, version::FIRST), "removed");
+    assert!(!is_kept(datapath, &tls, version::SECOND), "removed");
+
+    // Recorded: forgotten.
+    names::forget(&mut datapath.names_mut().unwrap(), &tls);
+    assert!(!is_kept(datapath, &tls, version::FIRST));
+    assert!(is_kept(datapath, &http, version::FIRST));
 }
 
 #[test]

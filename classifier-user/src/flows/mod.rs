@@ -3,10 +3,12 @@
 
 mod batch;
 pub mod ending;
+pub mod names;
 pub mod neighbours;
 
+pub use names::{FlowNames, Names};
+
 use std::{
-    collections::HashMap as StdHashMap,
     io::{self, Write},
     net::{IpAddr, Ipv6Addr, SocketAddr},
 };
@@ -227,50 +229,6 @@ pub fn protocol_name(protocol: u8) -> String {
         ip_proto::ICMP => "icmp".into(),
         ip_proto::ICMPV6 => "ipv6-icmp".into(),
         other => other.to_string(),
-    }
-}
-
-/// The names flows were classified by, as the datapath's events delivered them (once per
-/// flow). Bounded: names of flows that left the flow table are dropped at each report.
-#[derive(Debug, Default)]
-pub struct FlowNames {
-    names: StdHashMap<FlowKey, Names>,
-}
-
-/// The names a flow was read by: the one that classified it, and a second one from a
-/// second version of the same bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Names {
-    pub first: Option<String>,
-    pub second: Option<String>,
-}
-
-impl FlowNames {
-    /// Beyond this many names (flows the table already evicted), new ones are not kept.
-    const MAX: usize = 1 << 20;
-
-    pub fn insert(&mut self, key: FlowKey, name: String) {
-        self.entry(key, |names| names.first = Some(name));
-    }
-
-    /// A second name for the flow (see [`Names::second`]).
-    pub fn insert_second(&mut self, key: FlowKey, name: String) {
-        self.entry(key, |names| names.second = Some(name));
-    }
-
-    fn entry(&mut self, key: FlowKey, set: impl FnOnce(&mut Names)) {
-        if self.names.len() < Self::MAX || self.names.contains_key(&key) {
-            set(self.names.entry(key).or_default());
-        }
-    }
-
-    pub fn get(&self, key: &FlowKey) -> Option<&Names> {
-        self.names.get(key)
-    }
-
-    /// Forgets names of flows for which `live` says false.
-    pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool) {
-        self.names.retain(|key, _| live(key));
     }
 }
 
