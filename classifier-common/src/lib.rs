@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod event;
 pub mod flow;
+pub mod host_name;
 pub mod maps;
 pub mod names;
 pub mod parse;

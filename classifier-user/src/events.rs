@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use classifier_common::{
     classify::Method,
-    config::PeerKey,
+    config::{ClassResult, PeerKey},
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent, kind},
     flow::{FlowKey, ip_proto, ipv4_mapped},
     names::version,
@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     bittorrent,
-    flows::{self, FlowNames},
+    flows::{self, FlowNames, Name},
     loader::Datapath,
     policy::Policy,
     quic::{
@@ -51,8 +51,9 @@ pub enum Event {
         app: u16,
         method: u8,
         class_flags: u8,
-        /// SNI or Host as sent (case kept); empty when the class came from elsewhere.
-        name: String,
+        /// SNI or Host as sent (case kept), checked as a host name; none when the class
+        /// came from elsewhere.
+        name: Option<Name>,
         /// The datapath kept the name in `NAMES` too ([`crate::flows::names`]).
         name_kept: bool,
     },
@@ -84,7 +85,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
                 app: event.app,
                 method: event.method,
                 class_flags: event.class_flags,
-                name: String::from_utf8_lossy(&event.name[..name_len]).into_owned(),
+                name: Name::captured(&event.name[..name_len]),
                 name_kept: event.name_kept != 0,
             })
         }
@@ -158,14 +159,14 @@ impl Learned {
             } if class_flags & classifier_common::classify::class_flags::RECHECK != 0 => {
                 tracing::warn!(
                     flow = %flows::describe_key(&key),
-                    second_name = %name,
-                    first_name = self.names.get(&key).and_then(|n| n.first.as_deref()).unwrap_or(""),
+                    second_name = %name.as_ref().map(Name::to_string).unwrap_or_default(),
+                    first_name = %self.names.get(&key).and_then(|n| n.first.as_ref()).map(Name::to_string).unwrap_or_default(),
                     category = policy.classes.category_name(category),
                     method = Method::from_u8(method).name(),
                     "two versions of a flow's first bytes named different sites: the stricter verdict applies"
                 );
                 let _ = app;
-                if !name.is_empty() {
+                if let Some(name) = name {
                     if !name_kept {
                         keep_name(datapath, &key, version::SECOND, &name);
                     }
@@ -183,13 +184,13 @@ impl Learned {
             } => {
                 debug!(
                     flow = %flows::describe_key(&key),
-                    name = %name,
+                    name = %name.as_ref().map(Name::to_string).unwrap_or_default(),
                     category = policy.classes.category_name(category),
                     app = policy.classes.app_name(app),
                     method = Method::from_u8(method).name(),
                     "flow classified"
                 );
-                if !name.is_empty() {
+                if let Some(name) = name {
                     if !name_kept {
                         keep_name(datapath, &key, version::FIRST, &name);
                     }
@@ -299,6 +300,10 @@ impl Learned {
         let class = quic::class_of(verdict, &policy.classes);
         match verdict {
             QuicVerdict::Named { name, .. } => {
+                // Checked here, as the datapath's names are when their events are read.
+                let Some(name) = Name::captured(name.as_bytes()) else {
+                    return self.hand_over_quic_class(key, class, datapath);
+                };
                 debug!(
                     flow = %flows::describe_key(&key),
                     name = %name,
@@ -306,13 +311,18 @@ impl Learned {
                     "QUIC flow classified"
                 );
                 // Kept before the class is handed over: the name outlives this daemon.
-                keep_name(datapath, &key, version::FIRST, name);
-                self.names.insert(key, name.clone());
+                keep_name(datapath, &key, version::FIRST, &name);
+                self.names.insert(key, name);
             }
             QuicVerdict::Unreadable(reason) => {
                 debug!(flow = %flows::describe_key(&key), reason = %reason, "QUIC Initials unreadable");
             }
         }
+        self.hand_over_quic_class(key, class, datapath);
+    }
+
+    /// Tells the datapath a QUIC flow's class ([`Learned::classify_quic`]).
+    fn hand_over_quic_class(&self, key: FlowKey, class: ClassResult, datapath: &mut Datapath) {
         let written = datapath
             .class_results()
             .and_then(|mut results| Ok(results.insert(key, class, 0)?));
@@ -326,7 +336,7 @@ impl Learned {
 /// QUIC names (decrypted here), and names whose event says the datapath could not keep
 /// them. Tagged with the flow entry's first packet time; a flow no longer in the table has
 /// nothing to tag.
-fn keep_name(datapath: &mut Datapath, key: &FlowKey, which: u8, name: &str) {
+fn keep_name(datapath: &mut Datapath, key: &FlowKey, which: u8, name: &Name) {
     let kept = datapath
         .flow_table()
         .and_then(|table| Ok(table.get(key, 0)?.first_seen_ns))
@@ -426,7 +436,10 @@ mod tests {
         else {
             panic!("not decoded");
         };
-        assert_eq!((name.as_str(), category, app), ("www.youtube.com", 3, 256));
+        assert_eq!(
+            (name, category, app),
+            (Some(Name::Host("www.youtube.com".into())), 3, 256)
+        );
     }
 
     #[test]

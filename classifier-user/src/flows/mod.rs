@@ -6,7 +6,7 @@ pub mod ending;
 pub mod names;
 pub mod neighbours;
 
-pub use names::{FlowNames, Names};
+pub use names::{FlowNames, Name, Names};
 
 use std::{
     io::{self, Write},
@@ -49,7 +49,8 @@ pub struct FlowRecord {
     pub vlan: Option<u16>,
     /// True when the first packet came from the server side.
     pub server_initiated: bool,
-    /// The server name the flow was classified by (TLS SNI, HTTP Host, QUIC SNI).
+    /// The server name the flow was classified by (TLS SNI, HTTP Host, QUIC SNI): always a
+    /// host name or address literal (see `evasion` for bytes that were not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Category name (`uncategorized` when none matched).
@@ -66,7 +67,8 @@ pub struct FlowRecord {
     pub unreadable: bool,
     /// What the client did to hide the name (`bad-checksum`, `bad-ttl`, `bad-sequence`,
     /// `bad-options`, `conflict`: decoys and contradictions; `reordered`, `tls-records`,
-    /// `ip-fragments`: ways of cutting the bytes).
+    /// `ip-fragments`: ways of cutting the bytes; `not-a-host-name`: it sent bytes that
+    /// are not a host name where a name goes, which are then not recorded as its name).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub evasion: Vec<String>,
     /// A second name read from a second version of the same stream bytes (a decoy and the
@@ -129,14 +131,14 @@ impl FlowRecord {
             last_seen: clock.timestamp(entry.last_seen_ns),
             vlan: (entry.vlan_id != 0).then_some(entry.vlan_id),
             server_initiated: entry.flags & flow_flags::STARTED_DOWNSTREAM != 0,
-            name: names.and_then(|n| n.first.clone()),
+            name: names.and_then(Names::first_host).map(str::to_owned),
             category: classes.category_name(entry.category).to_owned(),
             app: classes.app_name(entry.app).to_owned(),
             method: Method::from_u8(entry.method).name().to_owned(),
             ech: entry.class_flags & class_flags::ECH != 0,
             unreadable: entry.class_flags & class_flags::UNREADABLE != 0,
-            evasion: evasion_names(entry.evasion),
-            second_name: names.and_then(|n| n.second.clone()),
+            evasion: evasion_notes(entry.evasion, names),
+            second_name: names.and_then(Names::second_host).map(str::to_owned),
             second_category: (entry.alt_category != 0 && entry.alt_category != entry.category)
                 .then(|| classes.category_name(entry.alt_category).to_owned()),
             group: policy.groups.name(entry.group).to_owned(),
@@ -155,6 +157,16 @@ impl FlowRecord {
     pub fn total_bytes(&self) -> u64 {
         self.upload.bytes + self.download.bytes
     }
+}
+
+/// The record's evasion notes: the datapath's [`evasion`] bits, and whether a name the flow
+/// sent was not a host name ([`names::NOT_A_HOST_NAME`]).
+fn evasion_notes(bits: u8, names: Option<&Names>) -> Vec<String> {
+    let mut notes = evasion_names(bits);
+    if names.is_some_and(Names::has_non_host_name) {
+        notes.push(names::NOT_A_HOST_NAME.to_owned());
+    }
+    notes
 }
 
 /// The names of [`evasion`] bits.
@@ -352,11 +364,13 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
     Ok(())
 }
 
-/// Whether an [`evasion`] name is a decoy or contradiction (not just a way of cutting).
+/// Whether an evasion note is a decoy or contradiction (not just a way of cutting): one of
+/// the [`evasion::DECEPTION`] bits, or a name that was not a host name.
 pub fn is_deception(name: &str) -> bool {
-    evasion::NAMES
-        .iter()
-        .any(|(bit, known)| *known == name && bit & evasion::DECEPTION != 0)
+    name == names::NOT_A_HOST_NAME
+        || evasion::NAMES
+            .iter()
+            .any(|(bit, known)| *known == name && bit & evasion::DECEPTION != 0)
 }
 
 /// `text`, cut with an ellipsis to at most `width` characters.

@@ -7,6 +7,10 @@
 //! records a flow whose name it never heard of reads the flow's names there ([`read_kept`]);
 //! once a flow is recorded its names are removed ([`forget`]). So a crash, a `kill -9`, a
 //! SIGUSR1 hand-over or an upgrade loses no name, and neither does a full event ring.
+//!
+//! Every name is checked as it is captured, from an event or from the kernel ([`Name::captured`]):
+//! bytes that are not a host name never reach the daemon's memory, logs or records, only
+//! the fact that the flow sent such bytes does ([`NOT_A_HOST_NAME`]).
 
 use std::{
     borrow::{Borrow, BorrowMut},
@@ -17,8 +21,67 @@ use aya::maps::{HashMap, IterableMap as _, MapData};
 use classifier_common::{
     classify::{Method, evasion},
     flow::{FlowEntry, FlowKey},
+    host_name::is_host_name,
     names::{FlowName, NameKey, version},
 };
+
+/// The note a record carries (among its evasion notes) when a name the flow sent was not a
+/// host name: the name itself is not recorded.
+pub const NOT_A_HOST_NAME: &str = "not-a-host-name";
+
+/// What the daemon keeps in `NAMES` for a name that was not a host name (when the datapath
+/// could not keep the bytes itself): itself not a host name, so a later daemon reads it back
+/// as [`Name::NotAHostName`] too.
+const NOT_A_HOST_NAME_KEPT: &[u8] = b"\0";
+
+/// A server name as the daemon captured it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Name {
+    /// A host name or address literal, as sent (case kept).
+    Host(String),
+    /// Bytes that are not a host name ([`classifier_common::host_name`]): only that fact
+    /// is kept, never the bytes.
+    NotAHostName,
+}
+
+impl Name {
+    /// The name in `bytes` as sent on the wire (none when there are no bytes).
+    pub fn captured(bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() {
+            return None;
+        }
+        Some(match std::str::from_utf8(bytes) {
+            Ok(text) if is_host_name(bytes) => Self::Host(text.to_owned()),
+            _ => Self::NotAHostName,
+        })
+    }
+
+    /// The host name, if it is one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Self::Host(name) => Some(name),
+            Self::NotAHostName => None,
+        }
+    }
+
+    /// The bytes `NAMES` keeps for it.
+    fn kept_bytes(&self) -> &[u8] {
+        match self {
+            Self::Host(name) => name.as_bytes(),
+            Self::NotAHostName => NOT_A_HOST_NAME_KEPT,
+        }
+    }
+}
+
+/// For logs: the name, or that it was none.
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Host(name) => f.write_str(name),
+            Self::NotAHostName => write!(f, "({NOT_A_HOST_NAME})"),
+        }
+    }
+}
 
 /// The names flows were classified by, as the datapath's events delivered them (once per
 /// flow) or the kernel kept them. Bounded: names of flows that left the flow table are
@@ -32,13 +95,30 @@ pub struct FlowNames {
 /// second version of the same bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Names {
-    pub first: Option<String>,
-    pub second: Option<String>,
+    pub first: Option<Name>,
+    pub second: Option<Name>,
 }
 
 impl Names {
     pub fn is_empty(&self) -> bool {
         self.first.is_none() && self.second.is_none()
+    }
+
+    /// The first name, if it is a host name.
+    pub fn first_host(&self) -> Option<&str> {
+        self.first.as_ref().and_then(Name::host)
+    }
+
+    /// The second name, if it is a host name.
+    pub fn second_host(&self) -> Option<&str> {
+        self.second.as_ref().and_then(Name::host)
+    }
+
+    /// One of them was not a host name.
+    pub fn has_non_host_name(&self) -> bool {
+        [&self.first, &self.second]
+            .iter()
+            .any(|name| matches!(name, Some(Name::NotAHostName)))
     }
 }
 
@@ -46,12 +126,12 @@ impl FlowNames {
     /// Beyond this many names (flows the table already evicted), new ones are not kept.
     const MAX: usize = 1 << 20;
 
-    pub fn insert(&mut self, key: FlowKey, name: String) {
+    pub fn insert(&mut self, key: FlowKey, name: Name) {
         self.entry(key, |names| names.first = Some(name));
     }
 
     /// A second name for the flow (see [`Names::second`]).
-    pub fn insert_second(&mut self, key: FlowKey, name: String) {
+    pub fn insert_second(&mut self, key: FlowKey, name: Name) {
         self.entry(key, |names| names.second = Some(name));
     }
 
@@ -114,7 +194,7 @@ pub fn read_kept<T: Borrow<MapData>>(
         map.get(&NameKey::new(*key, which), 0)
             .ok()
             .filter(|kept| kept.first_seen_ns == first_seen_ns)
-            .map(|kept| text(&kept))
+            .and_then(|kept| Name::captured(kept.bytes()))
     };
     Names {
         first: read(version::FIRST),
@@ -151,9 +231,9 @@ pub fn keep<T: BorrowMut<MapData>>(
     key: &FlowKey,
     which: u8,
     first_seen_ns: u64,
-    name: &str,
+    name: &Name,
 ) -> anyhow::Result<()> {
-    let value = FlowName::new(first_seen_ns, name.as_bytes());
+    let value = FlowName::new(first_seen_ns, name.kept_bytes());
     map.insert(NameKey::new(*key, which), value, 0)?;
     Ok(())
 }
@@ -200,8 +280,8 @@ pub fn adopt<T: BorrowMut<MapData>>(
         }
         let slot = names.entry(key.flow).or_default();
         match key.version {
-            version::FIRST => slot.first = Some(text(&value)),
-            version::SECOND => slot.second = Some(text(&value)),
+            version::FIRST => slot.first = Name::captured(value.bytes()),
+            version::SECOND => slot.second = Name::captured(value.bytes()),
             _ => stale.push(key),
         }
     }
@@ -213,11 +293,6 @@ pub fn adopt<T: BorrowMut<MapData>>(
         names: names.into_iter().collect(),
         stale: stale_count,
     }
-}
-
-/// A kept name as text (lossy: the wire may carry anything).
-fn text(kept: &FlowName) -> String {
-    String::from_utf8_lossy(kept.bytes()).into_owned()
 }
 
 #[cfg(test)]
@@ -236,33 +311,72 @@ mod tests {
         }
     }
 
+    fn host(name: &str) -> Name {
+        Name::Host(name.to_owned())
+    }
+
+    #[test]
+    fn names_are_captured_as_host_names_or_as_not_being_one() {
+        assert_eq!(Name::captured(b""), None);
+        assert_eq!(
+            Name::captured(b"www.BBC.co.uk"),
+            Some(host("www.BBC.co.uk"))
+        );
+        for hostile in [
+            &b"www.example.com\0"[..],
+            b"=HYPERLINK(\"http://evil.example\")",
+            b"www.example.com\r\nforged: line",
+            b"www example.com",
+            b"\xff\xfe.example",
+        ] {
+            let name = Name::captured(hostile).expect("bytes were sent");
+            assert_eq!(name, Name::NotAHostName, "{hostile:?}");
+            assert_eq!(
+                name.to_string(),
+                "(not-a-host-name)",
+                "logs never see the bytes"
+            );
+            // What the daemon keeps for it in the kernel reads back the same.
+            assert_eq!(Name::captured(name.kept_bytes()), Some(Name::NotAHostName));
+        }
+        let names = Names {
+            first: Some(host("www.example.com")),
+            second: Some(Name::NotAHostName),
+        };
+        assert_eq!(
+            (names.first_host(), names.second_host()),
+            (Some("www.example.com"), None)
+        );
+        assert!(names.has_non_host_name());
+    }
+
     #[test]
     fn kept_names_fill_only_what_the_events_did_not_tell() {
         let mut names = FlowNames::default();
-        names.insert(key(1), "from.event".into());
+        names.insert(key(1), host("from.event"));
         names.adopt(
             key(1),
             Names {
-                first: Some("from.kernel".into()),
-                second: Some("second.kernel".into()),
+                first: Some(host("from.kernel")),
+                second: Some(host("second.kernel")),
             },
         );
         names.adopt(
             key(2),
             Names {
-                first: Some("only.kernel".into()),
+                first: Some(host("only.kernel")),
                 second: None,
             },
         );
         assert_eq!(
             names.get(&key(1)),
             Some(&Names {
-                first: Some("from.event".into()),
-                second: Some("second.kernel".into()),
+                first: Some(host("from.event")),
+                second: Some(host("second.kernel")),
             })
         );
         assert_eq!(
-            names.get(&key(2)).and_then(|n| n.first.as_deref()),
+            names.get(&key(2)).and_then(Names::first_host),
             Some("only.kernel")
         );
     }
