@@ -13,6 +13,7 @@ pub mod iperf;
 pub mod nfdump;
 pub mod postgres;
 pub mod run;
+pub mod rustls_client;
 pub mod segments;
 pub mod setup;
 pub mod tls_clients;

@@ -291,7 +291,7 @@ fn list_size(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result
     Ok(())
 }
 
-fn throughput(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> {
+fn throughput(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {
     let _ = writeln!(
         doc,
         "iperf3 TCP ({} streams) and TLS handshakes through the lab gateway (network \
@@ -326,8 +326,37 @@ fn throughput(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()
             num(row, "paired_ratio_max"),
         );
     }
+    throughput_plots(doc, results, paths)?;
     heavy_probe(doc, results);
     daemon_starts(doc, results);
+    Ok(())
+}
+
+/// One plot per measure: each configuration's paired ratio to `none` (median, min … max).
+fn throughput_plots(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {
+    let mut measures: Vec<&str> = Vec::new();
+    for row in rows(results, "rows") {
+        if !measures.contains(&text(row, "measure")) {
+            measures.push(text(row, "measure"));
+        }
+    }
+    for (index, measure) in measures.iter().enumerate() {
+        let bars: Vec<(String, f64, f64, f64)> = rows(results, "rows")
+            .iter()
+            .filter(|row| text(row, "measure") == *measure)
+            .map(|row| {
+                (
+                    text(row, "configuration").to_owned(),
+                    num(row, "paired_ratio_median"),
+                    num(row, "paired_ratio_min"),
+                    num(row, "paired_ratio_max"),
+                )
+            })
+            .collect();
+        let name = format!("throughput-{index}.svg");
+        plot_ratio_bars(&paths.plots.join(&name), measure, &bars)?;
+        let _ = writeln!(doc, "\n![{measure}, ratio to none](bench/{name})");
+    }
     Ok(())
 }
 
@@ -391,13 +420,54 @@ fn daemon_starts(doc: &mut String, results: &Value) {
             }
         }
     }
-    let qdiscs = text(results, "classifier_qdiscs");
-    if qdiscs != "?" && !qdiscs.trim().is_empty() {
-        let _ = writeln!(
-            doc,
-            "\nThe gateway's qdiscs while the daemon ran (`tc qdisc show`, LAN then WAN):\n\n```\n{}\n```",
-            qdiscs.trim_end()
-        );
+    for (key, whose) in [
+        ("classifier_qdiscs", "the allow-all policy"),
+        ("shipped_qdiscs", "the shipped policy at work"),
+    ] {
+        let qdiscs = text(results, key);
+        if qdiscs != "?" && !qdiscs.trim().is_empty() {
+            let _ = writeln!(
+                doc,
+                "\nThe gateway's qdiscs while the daemon ran with {whose} (`tc qdisc show`, \
+                 LAN then WAN):\n\n```\n{}\n```",
+                qdiscs.trim_end()
+            );
+        }
+    }
+    daemon_cpu(doc, results);
+}
+
+/// The daemon's CPU time per new connection, and what that is at 1,000 new flows a second.
+fn daemon_cpu(doc: &mut String, results: &Value) {
+    let Some(configs) = results
+        .get("daemon_cpu_us_per_connection")
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    let _ = writeln!(
+        doc,
+        "\nThe daemon's CPU time per new TLS connection (all its threads, over the \
+         connections samples: reading the flow's events, recording it when it ends, \
+         counters), and the share of one core that is at 1,000 new flows a second:\n"
+    );
+    for (config, samples) in configs {
+        let mut micros: Vec<f64> = samples
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        micros.sort_by(f64::total_cmp);
+        if let (Some(min), Some(max)) = (micros.first(), micros.last()) {
+            let median = micros[micros.len() / 2];
+            let _ = writeln!(
+                doc,
+                "- {config}: median {median:.0} µs per connection ({min:.0} … {max:.0}): \
+                 {:.1} % of a core at 1,000 new flows/s",
+                median / 10.0
+            );
+        }
     }
 }
 
@@ -635,6 +705,68 @@ fn plot_log_x(
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+/// Horizontal bars, one per label, of a ratio (median) with a line from min to max, and a
+/// mark at 1 (the baseline).
+fn plot_ratio_bars(
+    file: &Path,
+    title: &str,
+    bars: &[(String, f64, f64, f64)],
+) -> anyhow::Result<()> {
+    let x_max = bars.iter().map(|b| b.3).fold(1.0, f64::max) * 1.1;
+    let height = 80 + 36 * bars.len() as u32;
+    let root = SVGBackend::new(file, (820, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{title}: ratio to none"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(330)
+        .build_cartesian_2d(0.0..x_max, (0..bars.len()).into_segmented())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(bars.len())
+        .y_label_formatter(&|segment| match segment {
+            SegmentValue::CenterOf(at) => labels.get(*at).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc("paired ratio to no program (median, min … max)")
+        .draw()
+        .map_err(plot_error)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(at, bar)| {
+            Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(at)),
+                    (bar.1, SegmentValue::Exact(at + 1)),
+                ],
+                BLUE.mix(0.5).filled(),
+            )
+        }))
+        .map_err(plot_error)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(at, bar)| {
+            PathElement::new(
+                vec![
+                    (bar.2, SegmentValue::CenterOf(at)),
+                    (bar.3, SegmentValue::CenterOf(at)),
+                ],
+                BLACK.stroke_width(2),
+            )
+        }))
+        .map_err(plot_error)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(1.0, SegmentValue::Exact(0)), (1.0, SegmentValue::Last)],
+            RED,
+        )))
         .map_err(plot_error)?;
     root.present().map_err(plot_error)?;
     Ok(())

@@ -2,17 +2,23 @@
 //! classifier's established-flow fast path is measured (`datapath-bench`): parse Ethernet,
 //! IPv4 or IPv6 and the TCP or UDP ports, look the 5-tuple up in an LRU hash (inserting it
 //! when new), add the packet and its bytes. No VLANs, options, fragments, classification,
-//! policy or shaping. Only for the benchmark; never attached to an interface.
+//! policy or shaping.
+//!
+//! Beside it, `empty_xdp` and `empty_tc`: programs that pass every packet, attached by the
+//! throughput benchmark at the hooks the classifier uses (XDP on the LAN ingress, TC on both
+//! egresses), a baseline that carries the hooks' own cost and none of ours.
+//!
+//! Only for the benchmarks; the product never loads this object.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // `atomic_xadd`: BPF has no compare-and-swap for core's atomics (see `add`).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action::XDP_PASS},
+    bindings::{BPF_NOEXIST, TC_ACT_PIPE, xdp_action::XDP_PASS},
     btf_maps::LruHashMap,
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 
 /// The 5-tuple, both addresses 16 bytes (IPv4 mapped), as the classifier keys its flows.
@@ -43,6 +49,18 @@ pub fn floor_flow_count(ctx: XdpContext) -> u32 {
         count(&key, (ctx.data_end() - ctx.data()) as u64);
     }
     XDP_PASS
+}
+
+/// Passes every frame: the XDP hook's own cost.
+#[xdp]
+pub fn empty_xdp(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+/// Passes every packet on (`TC_ACT_PIPE`, as the classifier does): the TC egress hook's own cost.
+#[classifier]
+pub fn empty_tc(_ctx: TcContext) -> i32 {
+    TC_ACT_PIPE
 }
 
 /// `N` bytes at `offset`, if the frame has them.

@@ -35,17 +35,12 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs as _},
     os::fd::AsFd,
     str::FromStr,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use clap::{ArgGroup, Parser};
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
+use classifier_tests::rustls_client::{http_answer_complete, lab_client_config};
+use rustls::{ClientConnection, pki_types::ServerName};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -266,7 +261,7 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
         .map_err(setup)?;
     detail.local = socket.local_addr().ok();
 
-    let mut tls = ClientConnection::new(config(), server_name(&args.sni)?)
+    let mut tls = ClientConnection::new(lab_client_config(), server_name(&args.sni)?)
         .map_err(|e| fail(Outcome::Error, format!("rustls: {e}")))?;
     let mut hello = Vec::new();
     while tls.wants_write() {
@@ -303,7 +298,7 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
             detail.stage = "response";
             continue;
         }
-        if request_sent && answer_complete(&response) {
+        if request_sent && http_answer_complete(&response) {
             break;
         }
         socket
@@ -480,84 +475,4 @@ fn set_ttl(socket: &TcpStream, value: i32) -> Result<(), Failure> {
         nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Ipv4Ttl, &value)
     };
     set.map_err(|e| fail(Outcome::Error, format!("setting the TTL to {value}: {e}")))
-}
-
-/// Whether `response` holds a whole HTTP answer by its Content-Length (answers without one
-/// end when the server closes).
-fn answer_complete(response: &[u8]) -> bool {
-    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let headers = String::from_utf8_lossy(&response[..end]);
-    headers
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .is_some_and(|length| response.len() >= end + 4 + length)
-}
-
-fn config() -> Arc<ClientConfig> {
-    // ring (a C and assembly build, no CMake or Go as aws-lc-rs needs); rustls 0.23.48
-    // deprecates it only for lacking post-quantum key exchange, which a lab client does not
-    // need (and a classic X25519 ClientHello is what most clients still send).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// Accepts any certificate (the lab's are self-signed and throw-away) but still checks the
-/// handshake signatures, so the handshake is a real one.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -1,9 +1,12 @@
 //! Throughput through the lab gateway: iperf3 TCP with several parallel streams, with no
-//! program on the gateway, with the classifier daemon (a policy that allows everything, with
-//! 10 domains and with a large list), and with iptables string-match rules (`xt_string`) of
-//! N SNI-like names that never occur in the traffic, so every packet is searched by every
-//! rule and passes. Beside throughput, new TLS connections per second (curl against the
-//! lab's `openssl s_server`, a full handshake each).
+//! program on the gateway, with empty programs at the classifier's hooks (the hooks' own
+//! cost), with the classifier daemon (a policy that allows everything, with 10 domains and
+//! with a large list; and the shipped council policy as at work, its shape rules and HTB in
+//! place, with and without the large list), and with iptables string-match rules
+//! (`xt_string`) of N SNI-like names that never occur in the traffic, so every packet is
+//! searched by every rule and passes. Beside throughput, new TLS connections per second
+//! (`handshake-client`: one process, a new TCP connection and full handshake each, against
+//! the lab's `openssl s_server`), and the daemon's CPU time per new connection.
 //!
 //! The machines are shared and noisy: configurations are interleaved round-robin within one
 //! run (the starting one rotates each round), so noise hits all alike; each row reports the
@@ -31,12 +34,16 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use classifier_tests::{classifier_bin, iperf};
-use classifier_user::lab::{
-    Host, Lab, LabSpec,
-    daemon::{DaemonOptions, DaemonProcess},
-    tls::TlsServer,
-    topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
+use classifier_tests::{classifier_bin, iperf, setup::council_policy_at_work};
+use classifier_user::{
+    lab::{
+        Host, Lab, LabSpec,
+        daemon::{DaemonOptions, DaemonProcess},
+        tls::{HTTPS_PORT, TlsServer},
+        topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
+    },
+    loader::BENCH_FLOOR_OBJECT,
+    netns,
 };
 use serde::Serialize;
 
@@ -77,8 +84,9 @@ struct Args {
 }
 
 const PORT: u16 = 5201;
-/// The name curl connects to: listed in every classifier policy here, allowed.
-const NAME: &str = "www.youtube.com";
+/// The name the TLS client connects to: listed in the allow-all policies here, and allowed
+/// at all times by the shipped policy (which lists it nowhere).
+const NAME: &str = "www.gov.uk";
 /// The user chain the string rules live in (jumped to from FORWARD).
 const CHAIN: &str = "TPUT_BENCH";
 
@@ -86,8 +94,14 @@ const CHAIN: &str = "TPUT_BENCH";
 enum Config {
     /// No XDP/TC program and no iptables rule on the gateway.
     None,
+    /// Programs that pass everything at the classifier's hooks: XDP on the LAN ingress, TC
+    /// on both egresses.
+    EmptyPrograms,
     /// The classifier daemon with `domains` domains loaded, nothing blocked or shaped.
     Classifier { domains: usize },
+    /// The classifier daemon with the shipped council policy as at work (its shape rules and
+    /// HTB in place), and `extra` more domains from a list file.
+    Shipped { extra: usize },
     /// `rules` iptables string rules in the gateway's FORWARD path.
     XtString { rules: usize },
 }
@@ -96,7 +110,13 @@ impl Config {
     fn label(self) -> String {
         match self {
             Config::None => "none".into(),
+            Config::EmptyPrograms => "empty programs at the hooks".into(),
             Config::Classifier { domains } => format!("classifier, {} domains", thousands(domains)),
+            Config::Shipped { extra: 0 } => "classifier, shipped policy at work".into(),
+            Config::Shipped { extra } => format!(
+                "classifier, shipped policy at work + {} domains",
+                thousands(extra)
+            ),
             Config::XtString { rules } => format!("xt_string, {} rules", thousands(rules)),
         }
     }
@@ -172,8 +192,13 @@ struct Report {
     xdp_mode: String,
     /// How long each start of the daemon took to attach, per configuration.
     daemon_start_seconds: BTreeMap<String, Vec<f64>>,
-    /// The gateway's qdiscs while the daemon ran (`tc qdisc show`).
+    /// The gateway's qdiscs while the daemon ran (`tc qdisc show`), allow-all policy.
     classifier_qdiscs: String,
+    /// The same with the shipped policy (its HTB for the shape rules).
+    shipped_qdiscs: String,
+    /// The daemon's CPU time (all threads) per new TLS connection, microseconds, per
+    /// classifier configuration: × 1,000 connections/s ÷ 10⁶ = the share of one core.
+    daemon_cpu_us_per_connection: BTreeMap<String, Vec<f64>>,
     seconds_per_run: u32,
     streams: u32,
     repetitions: usize,
@@ -220,6 +245,8 @@ struct Observed {
     xdp_mode: String,
     daemon_start_seconds: BTreeMap<String, Vec<f64>>,
     classifier_qdiscs: String,
+    shipped_qdiscs: String,
+    daemon_cpu_us_per_connection: BTreeMap<String, Vec<f64>>,
 }
 
 /// Samples of every (configuration, measure), round by round.
@@ -263,8 +290,11 @@ fn main() -> anyhow::Result<()> {
     };
     let mut configs = vec![
         Config::None,
+        Config::EmptyPrograms,
         Config::Classifier { domains: 10 },
         Config::Classifier { domains: big_list },
+        Config::Shipped { extra: 0 },
+        Config::Shipped { extra: big_list },
     ];
     configs.extend(string_rules.iter().map(|&rules| Config::XtString { rules }));
     configs.dedup();
@@ -356,6 +386,8 @@ fn main() -> anyhow::Result<()> {
         xdp_mode: observed.xdp_mode,
         daemon_start_seconds: observed.daemon_start_seconds,
         classifier_qdiscs: observed.classifier_qdiscs,
+        shipped_qdiscs: observed.shipped_qdiscs,
+        daemon_cpu_us_per_connection: observed.daemon_cpu_us_per_connection,
         seconds_per_run: seconds,
         streams: args.streams,
         repetitions,
@@ -368,10 +400,20 @@ fn main() -> anyhow::Result<()> {
             "none: no XDP/TC program and an empty iptables filter table (iptables-nft keeps \
              its base chains once created; every configuration has them)."
                 .into(),
-            "classifier: the daemon attached to the gateway (XDP on the LAN ingress, TC on \
-             the egress) with a policy of categories and domains and no rule, so nothing is \
-             blocked or shaped and no HTB qdisc is set up (the daemon adds one only for shape \
-             rules); the large list is one list file."
+            "empty programs: an XDP program on the LAN ingress and TC programs on both \
+             egresses (TCX) that pass every packet, attached where the classifier attaches: \
+             the hooks' own cost, none of ours."
+                .into(),
+            "classifier, N domains: the daemon attached to the gateway (XDP on the LAN \
+             ingress, TC on both egresses) with a policy of categories and domains and no \
+             rule, so nothing is blocked or shaped and no HTB qdisc is set up (the daemon adds \
+             one only for shape rules); the large list is one list file."
+                .into(),
+            "classifier, shipped policy at work: the council policy the package installs, its \
+             working-hours period in force (so its shape rules and their HTB qdisc are set up), \
+             optionally with the large list as one more category. The measured traffic (iperf3 \
+             on port 5201, TLS to www.gov.uk) is in no category: allowed, unshaped, as most of \
+             a council's traffic is."
                 .into(),
             format!(
                 "xt_string: N rules `-m string --algo bm --string <name> -j DROP` in one user \
@@ -381,10 +423,12 @@ fn main() -> anyhow::Result<()> {
                 iptables
             ),
             format!(
-                "TLS connections/s: one curl over IPv4 fetching /bytes-16384 from openssl \
-                 s_server one fetch after another, up to {handshakes} fetches or {} s, a new \
-                 TCP connection and full TLS handshake each (--no-sessionid), SNI {NAME}; the \
-                 rate from the end of the first fetch to the end of the last.",
+                "TLS connections/s: handshake-client (rustls, one process) over IPv4 fetching \
+                 /bytes-16384 from openssl s_server one connection after another, up to \
+                 {handshakes} connections or {} s, a new TCP connection and full TLS handshake \
+                 each (no resumption), SNI {NAME}; the rate from the end of the first \
+                 connection to the end of the last. The daemon's CPU time over the same \
+                 connections (all its threads' schedstat) is reported per connection.",
                 plan.handshake_budget.as_secs()
             ),
         ],
@@ -417,28 +461,26 @@ fn measure_config(
     notes: &mut Observed,
 ) -> anyhow::Result<Vec<f64>> {
     let client = &lab.clients[0];
-    let run_all = || -> anyhow::Result<Vec<f64>> {
-        plan.measures
-            .iter()
-            .map(|&measure| match measure {
-                Measure::Handshakes => {
-                    handshake_rate(client, plan.handshakes, plan.handshake_budget)
-                }
-                _ => iperf_run(client, measure, plan),
-            })
-            .collect()
-    };
+    let run_all = || run_measures(client, plan, None).map(|(values, _)| values);
     match config {
         Config::None => {
             ensure_bare(lab)?;
             run_all()
         }
-        Config::Classifier { domains } => {
+        Config::EmptyPrograms => {
+            ensure_bare(lab)?;
+            let attached = EmptyPrograms::attach(lab)?;
+            let values = run_all()?;
+            drop(attached);
+            Ok(values)
+        }
+        Config::Classifier { .. } | Config::Shipped { .. } => {
+            let policy = match config {
+                Config::Classifier { domains } => files.policy(domains),
+                _ => files.shipped(config),
+            };
             let options = DaemonOptions {
-                extra_args: vec![
-                    "--policy".into(),
-                    files.policy(domains).display().to_string(),
-                ],
+                extra_args: vec!["--policy".into(), policy.display().to_string()],
                 // Its log goes to a file, shown only if it fails to start.
                 log_file: Some(files.dir.join("daemon.log")),
                 ..DaemonOptions::default()
@@ -451,21 +493,41 @@ fn measure_config(
                 .entry(config.label())
                 .or_default()
                 .push(begun.elapsed().as_secs_f64());
-            if notes.classifier_qdiscs.is_empty() {
+            let qdiscs = match config {
+                Config::Classifier { .. } => &mut notes.classifier_qdiscs,
+                _ => &mut notes.shipped_qdiscs,
+            };
+            if qdiscs.is_empty() {
                 for iface in [GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE] {
-                    notes.classifier_qdiscs +=
-                        &gateway_cmd(lab, "tc", &["qdisc", "show", "dev", iface])?;
+                    *qdiscs += &gateway_cmd(lab, "tc", &["qdisc", "show", "dev", iface])?;
                 }
             }
             let status = daemon.status()?;
-            anyhow::ensure!(
-                status.domains == domains && status.rules == 0,
-                "the daemon has {} domains and {} rules in force, not {domains} and 0",
-                status.domains,
-                status.rules
-            );
+            match config {
+                Config::Classifier { domains } => anyhow::ensure!(
+                    status.domains == domains && status.rules == 0,
+                    "the daemon has {} domains and {} rules in force, not {domains} and 0",
+                    status.domains,
+                    status.rules
+                ),
+                Config::Shipped { extra } => anyhow::ensure!(
+                    status.domains > extra && status.rules > 0,
+                    "the shipped policy is in force with {} domains and {} rules: expected \
+                     more than {extra} domains and some rules",
+                    status.domains,
+                    status.rules
+                ),
+                _ => unreachable!("only daemon configurations here"),
+            }
             notes.xdp_mode = status.xdp_mode.clone();
-            let values = run_all()?;
+            let (values, cpu_per_connection) = run_measures(client, plan, Some(daemon.pid()))?;
+            if let Some(seconds) = cpu_per_connection {
+                notes
+                    .daemon_cpu_us_per_connection
+                    .entry(config.label())
+                    .or_default()
+                    .push(seconds * 1e6);
+            }
             let status = daemon.status()?;
             anyhow::ensure!(
                 status.blocked_packets == 0 && status.shaped_bytes == 0,
@@ -489,6 +551,53 @@ fn measure_config(
             Ok(values)
         }
     }
+}
+
+/// One sample of each measure; with a daemon's pid, also its CPU seconds per TLS connection
+/// over the connections measure.
+fn run_measures(
+    client: &Host,
+    plan: &Plan,
+    daemon: Option<u32>,
+) -> anyhow::Result<(Vec<f64>, Option<f64>)> {
+    let mut values = Vec::new();
+    let mut cpu_per_connection = None;
+    for &measure in &plan.measures {
+        values.push(match measure {
+            Measure::Handshakes => {
+                let before = daemon.map(process_cpu_seconds).transpose()?;
+                let run = handshake_rate(client, plan.handshakes, plan.handshake_budget)?;
+                if let (Some(pid), Some(before)) = (daemon, before) {
+                    let used = process_cpu_seconds(pid)? - before;
+                    cpu_per_connection = Some(used / run.connections as f64);
+                }
+                run.per_second
+            }
+            _ => iperf_run(client, measure, plan)?,
+        });
+    }
+    Ok((values, cpu_per_connection))
+}
+
+/// A process's CPU time so far, all its threads, in seconds: the scheduler's nanosecond
+/// account (`/proc/<pid>/task/*/schedstat`, first field), as `/proc/<pid>/stat` counts in
+/// 10 ms ticks, too coarse for a few hundred connections.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut nanoseconds = 0u64;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that ended between the listing and the read took its time with it.
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        nanoseconds += stat
+            .split_whitespace()
+            .next()
+            .and_then(|field| field.parse::<u64>().ok())
+            .with_context(|| format!("{} is not `<ns on CPU> ...`: {stat:?}", path.display()))?;
+    }
+    Ok(nanoseconds as f64 / 1e9)
 }
 
 /// One download through `rules` string rules, bounded at its length and a minute more.
@@ -632,79 +741,45 @@ fn iperf_run(client: &Host, measure: Measure, plan: &Plan) -> anyhow::Result<f64
 /// Up to `count` HTTPS fetches over IPv4 (as iperf3 and the string rules), each a new
 /// connection with a full handshake, for at most `budget`; connections per second over the
 /// ones that completed.
-fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Result<f64> {
-    use std::io::{BufRead as _, Read as _};
-    let url = format!("https://{NAME}/bytes-16384");
-    // stdbuf: each fetch's --write-out line as the fetch ends, not all at exit (curl's
-    // stdout is a pipe, so fully buffered; --no-buffer does not cover --write-out).
-    let mut command = Lab::command(client, "stdbuf");
+/// What one connections sample measured.
+#[derive(serde::Deserialize)]
+struct HandshakeRun {
+    connections: usize,
+    per_second: f64,
+}
+
+/// New TLS connections per second from `client` to the lab's server, one process
+/// (`handshake-client`), up to `count` connections or `budget`.
+fn handshake_rate(client: &Host, count: usize, budget: Duration) -> anyhow::Result<HandshakeRun> {
+    let server = std::net::SocketAddr::from((SERVICE_V4, HTTPS_PORT));
+    let mut command = Lab::command(client, &sibling_binary("handshake-client")?);
     command
-        .args(["-oL", "curl"])
-        .args([
-            "--ipv4",
-            "--silent",
-            "--show-error",
-            "--insecure",
-            "--no-sessionid",
-        ])
-        .args(["--max-time", "5"])
-        .args(["--write-out", "%{num_connects} %{http_code}\\n"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for _ in 0..count {
-        command.args([url.as_str(), "--output", "/dev/null"]);
+        .arg(server.to_string())
+        .args(["--sni", NAME, "--path", "/bytes-16384"])
+        .args(["--count", &count.to_string()])
+        .args(["--budget", &budget.as_secs_f64().to_string()]);
+    let output = output_within(command, budget + Duration::from_secs(30))?;
+    let line = String::from_utf8_lossy(&output.stdout);
+    let answer: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("handshake-client printed {line:?}"))?;
+    if let Some(error) = answer.get("error") {
+        bail!("handshake-client: {error}");
     }
-    let begun = Instant::now();
-    let mut child = command.spawn().context("starting curl")?;
-    let stdout = child.stdout.take().context("curl's stdout")?;
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if send.send((Instant::now(), line)).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = begun + budget;
-    let (mut done, mut first, mut last) = (0, begun, begun);
-    let mut failed = None;
-    while done < count {
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            break;
-        };
-        let Ok((at, line)) = receive.recv_timeout(left) else {
-            break;
-        };
-        if line.trim() != "1 200" {
-            failed = Some(line);
-            break;
-        }
-        if done == 0 {
-            first = at;
-        }
-        done += 1;
-        last = at;
-    }
-    // Bounded: whatever is left of the fetches is not waited for.
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut errors = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut errors);
-    }
-    if let Some(line) = failed {
-        bail!(
-            "a curl fetch failed or reused a connection (`num_connects http_code`: {line}): {errors}"
-        );
-    }
+    Ok(serde_json::from_value(answer)?)
+}
+
+/// A binary built beside this one (target/<profile>/).
+fn sibling_binary(name: &str) -> anyhow::Result<String> {
+    let path = std::env::current_exe()?
+        .parent()
+        .context("the benchmark's directory")?
+        .join(name);
     anyhow::ensure!(
-        done >= 2,
-        "only {done} of {count} TLS fetches completed within {budget:?}: {errors}"
+        path.exists(),
+        "{} not found: build it with `cargo build --release -p classifier-tests --bins`",
+        path.display()
     );
-    // From the end of the first fetch to the end of the last: curl's start-up left out.
-    Ok((done - 1) as f64 / (last - first).as_secs_f64())
+    Ok(path.display().to_string())
 }
 
 /// The policy files: 10 domains inline, and `big` from one list file. Removed on drop.
@@ -713,11 +788,12 @@ struct PolicyFiles {
     big: usize,
 }
 
-/// Ten real names in two categories, none blocked or shaped (no rules).
+/// Ten real names in two categories, none blocked or shaped (no rules); the TLS name's
+/// domain among them.
 const SMALL_POLICY: &str = "[categories.streaming-video]\n\
     domains = [\"youtube.com\", \"dailymotion.com\", \"netflix.com\", \"twitch.tv\", \"vimeo.com\"]\n\
-    [categories.gambling]\n\
-    domains = [\"bet365.com\", \"williamhill.com\", \"paddypower.com\", \"betfair.com\", \"skybet.com\"]\n";
+    [categories.public-sector]\n\
+    domains = [\"gov.uk\", \"nhs.uk\", \"police.uk\", \"parliament.uk\", \"mod.uk\"]\n";
 
 impl PolicyFiles {
     fn write(lab_id: &str, big: usize) -> anyhow::Result<Self> {
@@ -730,16 +806,25 @@ impl PolicyFiles {
         for i in 0..big.saturating_sub(1) {
             list.push_str(&format!("host{i}.site{}.example\n", i % 9973));
         }
-        list.push_str("youtube.com\n");
+        list.push_str("gov.uk\n");
         std::fs::write(files.dir.join("list/domains"), list)?;
-        std::fs::write(
-            files.policy(big),
-            format!(
-                "[categories.bench]\nlists = [\"{}\"]\n",
-                files.dir.join("list").display()
-            ),
-        )?;
+        let list_category = format!(
+            "\n[categories.bench]\ndescription = \"The benchmark's large list\"\nlists = [\"{}\"]\n",
+            files.dir.join("list").display()
+        );
+        std::fs::write(files.policy(big), &list_category)?;
+        let shipped = council_policy_at_work();
+        std::fs::write(files.dir.join("shipped.toml"), &shipped)?;
+        std::fs::write(files.dir.join("shipped-big.toml"), shipped + &list_category)?;
         Ok(files)
+    }
+
+    /// The shipped policy's file for a `Config::Shipped`.
+    fn shipped(&self, config: Config) -> PathBuf {
+        match config {
+            Config::Shipped { extra: 0 } => self.dir.join("shipped.toml"),
+            _ => self.dir.join("shipped-big.toml"),
+        }
     }
 
     fn policy(&self, domains: usize) -> PathBuf {
@@ -754,6 +839,41 @@ impl PolicyFiles {
 impl Drop for PolicyFiles {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The empty programs (`classifier-ebpf/src/bin/bench_floor.rs`) attached at the
+/// classifier's hooks in the gateway's namespace; detached when dropped (the links belong to
+/// the loaded object).
+struct EmptyPrograms {
+    _ebpf: aya::Ebpf,
+}
+
+impl EmptyPrograms {
+    fn attach(lab: &Lab) -> anyhow::Result<Self> {
+        use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
+        let ebpf = netns::run_in(&lab.gateway.netns, || {
+            let mut ebpf =
+                aya::Ebpf::load(BENCH_FLOOR_OBJECT).context("loading the bench object")?;
+            let xdp: &mut Xdp = ebpf
+                .program_mut("empty_xdp")
+                .context("empty_xdp is in the bench object")?
+                .try_into()?;
+            xdp.load()?;
+            xdp.attach(GATEWAY_LAN_IFACE, XdpMode::Driver)
+                .context("attaching empty_xdp to the LAN interface")?;
+            let tc: &mut SchedClassifier = ebpf
+                .program_mut("empty_tc")
+                .context("empty_tc is in the bench object")?
+                .try_into()?;
+            tc.load()?;
+            for iface in [GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE] {
+                tc.attach(iface, TcAttachType::Egress)
+                    .with_context(|| format!("attaching empty_tc to {iface}'s egress"))?;
+            }
+            Ok(ebpf)
+        })?;
+        Ok(Self { _ebpf: ebpf })
     }
 }
 
