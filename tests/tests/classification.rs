@@ -4,6 +4,7 @@
 use aya::maps::{MapData, RingBuf};
 use classifier_common::{
     flow::{FlowKey, ip_proto, ipv4_mapped},
+    host_name::is_host_name,
     stats::Stat,
     testing::{Hello, chrome_like},
 };
@@ -266,7 +267,12 @@ fn tls_client_hellos_whole_split_and_broken() {
         .position(|w| w == b"www.netflix.com")
         .unwrap();
     bad_sni_length[at - 1] = 0xff; // the name's length points past the extension
-    let long_name: &'static str = format!("{}.example", "a".repeat(255 - ".example".len())).leak();
+    // The longest host name (253 bytes), and the longest name the datapath reads (255
+    // bytes), which is no host name.
+    let label = "a".repeat(63);
+    let long_name: &'static str =
+        format!("{label}.{label}.{label}.{}.example", "a".repeat(53)).leak();
+    let too_long: &'static str = format!("{}.example", "a".repeat(255 - ".example".len())).leak();
     let youtube_cdn = "rr3---sn-aigl6nzr.googlevideo.com";
     let with_ech = |expected: Expected| Expected {
         ech: true,
@@ -335,12 +341,20 @@ fn tls_client_hellos_whole_split_and_broken() {
             named("xn--bcher-kva.example", "uncategorized", "tls", "sni"),
         ),
         tcp_case(
-            "255-byte name",
+            "253-byte name",
             41008,
             443,
             &hello(long_name),
             1448,
             named(long_name, "uncategorized", "tls", "sni"),
+        ),
+        tcp_case(
+            "255-byte name: read, but no host name, so not recorded as one",
+            41016,
+            443,
+            &hello(too_long),
+            1448,
+            unnamed("uncategorized", "tls", "sni"),
         ),
         tcp_case(
             "longest listed suffix wins",
@@ -986,23 +1000,34 @@ fn corrupted_client_hellos_give_the_sent_name_no_name_or_unreadable_never_anothe
     let all = mutants(
         &good,
         at - 9..at + name.len(),
-        &[0x00, 0x01, 0x7f, 0xff],
+        // 'x' keeps a name a host name; the others make it none.
+        &[0x00, 0x01, b'x', 0x7f, 0xff],
         20000,
     );
     let harness = run_mutants(&all, 443);
     let classes = &harness.state.policy.classes;
-    let mut seen = [0usize; 3];
+    let mut seen = [0usize; 4];
     for mutant in &all {
         let record = harness.record(&key(ip_proto::TCP, mutant.port, 443));
+        let sent = &mutant.payload[at..at + name.len()];
+        let category_of_sent = classes
+            .lookup(&String::from_utf8_lossy(sent))
+            .map_or("uncategorized", |e| classes.category_name(e.category));
         match &record.name {
             Some(got) => {
                 seen[0] += 1;
-                let sent = String::from_utf8_lossy(&mutant.payload[at..at + name.len()]);
-                assert_eq!(got, &sent, "the name is the bytes where it was sent");
-                let category = classes
-                    .lookup(got)
-                    .map_or("uncategorized", |e| classes.category_name(e.category));
-                assert_eq!(record.category, category, "{got}: its own category");
+                assert_eq!(
+                    got.as_bytes(),
+                    sent,
+                    "the name is the bytes where it was sent"
+                );
+                assert_eq!(record.category, category_of_sent, "{got}: its own category");
+            }
+            // Read where it was sent, but a NUL, DEL or 0xff made it no host name.
+            None if record.evasion.iter().any(|n| n == names::NOT_A_HOST_NAME) => {
+                seen[3] += 1;
+                assert!(!is_host_name(sent), "{sent:?} is a host name: {record:?}");
+                assert_eq!(record.category, category_of_sent, "{record:?}");
             }
             None if record.unreadable => {
                 seen[1] += 1;
@@ -1016,7 +1041,7 @@ fn corrupted_client_hellos_give_the_sent_name_no_name_or_unreadable_never_anothe
     }
     assert!(
         seen.iter().all(|n| *n > 0),
-        "named, unreadable and nameless all occur: {seen:?}"
+        "named, unreadable, nameless and not a host name all occur: {seen:?}"
     );
 }
 
