@@ -105,6 +105,7 @@ impl State {
             &self.datapath.flow_table()?,
             &self.in_force.policy,
             &self.learned.names,
+            self.datapath.names().ok().as_ref(),
         )
     }
 

@@ -244,18 +244,22 @@ pub fn protocol_name(protocol: u8) -> String {
     }
 }
 
-/// Every flow in `table` with its class and name, largest first.
-pub fn read_table<T: std::borrow::Borrow<MapData>>(
+/// Every flow in `table` with its class and name, largest first. A name the daemon has not
+/// heard yet (its event still waits in the ring buffer) is read from `kept`, the kernel's
+/// `NAMES`, where the datapath put it first.
+pub fn read_table<T: std::borrow::Borrow<MapData>, N: std::borrow::Borrow<MapData>>(
     table: &HashMap<T, FlowKey, FlowEntry>,
     policy: &Policy,
     names: &FlowNames,
+    kept: Option<&names::NamesMap<N>>,
 ) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
     let clock = BootClock::now()?;
     let mut records: Vec<(FlowKey, FlowRecord)> = read_entries(table)
         .entries
         .iter()
         .map(|(key, entry)| {
-            let record = FlowRecord::from_entry(key, entry, &clock, policy, names.get(key));
+            let flow_names = names::of_flow(names, kept, key, entry);
+            let record = FlowRecord::from_entry(key, entry, &clock, policy, flow_names.as_ref());
             (*key, record)
         })
         .collect();
