@@ -56,9 +56,10 @@ pub mod flow_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowEntry {
-    /// `bpf_ktime_get_boot_ns()` of the first packet (CLOCK_BOOTTIME, ns).
+    /// The first packet's time, CLOCK_MONOTONIC_COARSE ns (`bpf_ktime_get_coarse_ns()`:
+    /// CLOCK_MONOTONIC at the timer tick's resolution).
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_boot_ns()` of the latest packet.
+    /// The latest packet's time, on the same clock; never before `first_seen_ns`.
     pub last_seen_ns: u64,
     /// Client → server.
     pub upload: DirectionCounters,

@@ -128,6 +128,106 @@ impl Stat {
         Stat::PeerCacheDeclined,
     ];
 
+    /// One line for the metric's HELP: what the counter counts.
+    pub const fn help(self) -> &'static str {
+        match self {
+            Stat::Packets => "Every packet either program looked at.",
+            Stat::NotIp => {
+                "Ethernet frames that carry neither IPv4 nor IPv6 (ARP, LLDP, ...): passed."
+            }
+            Stat::Fragments => {
+                "Later IP fragments no first fragment named a flow for: passed, not attributed."
+            }
+            Stat::Malformed => {
+                "Headers that are truncated or inconsistent: passed, never attributed to a flow."
+            }
+            Stat::FlowsCreated => "New entries in the flow table.",
+            Stat::FlowInsertFailed => {
+                "A new flow could not be stored (the kernel refused the insert)."
+            }
+            Stat::ClassifiedByName => "Flows whose class came from a name (SNI, Host, QUIC).",
+            Stat::ClassifiedBittorrent => {
+                "Flows classified as BitTorrent (signature, tracker or peer cache)."
+            }
+            Stat::ClassifiedByPort => "Flows classified by a port rule alone.",
+            Stat::Unreadable => {
+                "Flows whose first bytes looked like TLS or HTTP but could not be read: given the policy's `unreadable` category."
+            }
+            Stat::Reassembled => {
+                "ClientHellos or requests that spanned several segments and were reassembled."
+            }
+            Stat::ReassemblyLost => {
+                "A flow waiting for reassembly lost its buffer (evicted under load)."
+            }
+            Stat::QuicToDaemon => "QUIC Initials handed to the daemon.",
+            Stat::EventsDropped => {
+                "Events dropped because the ring buffer was full (the daemon is behind)."
+            }
+            Stat::Blocked => "Packets dropped by a block verdict.",
+            Stat::TrackerRepliesToDaemon => {
+                "BitTorrent tracker replies handed to the daemon for their peer lists."
+            }
+            Stat::ResetsSent => {
+                "Blocked TCP packets answered with a reset to the client (fail-fast)."
+            }
+            Stat::UnreachablesSent => {
+                "Blocked UDP packets answered with ICMP \"administratively prohibited\" (fail-fast)."
+            }
+            Stat::Shaped => {
+                "Packets of shaped flows put into an HTB class (shared or a client's own)."
+            }
+            Stat::PolicerDropped => {
+                "Packets of shaped flows the policer dropped (its bucket was empty)."
+            }
+            Stat::AllowancePassed => {
+                "Packets of shaped flows passed at full speed on the client's short-clip allowance."
+            }
+            Stat::ClientClassRequested => {
+                "Requests to the daemon for a client's own HTB class (per-client rules)."
+            }
+            Stat::DecoyChecksum => {
+                "Segments of a flow being classified with a wrong TCP/UDP or IPv4 header checksum: decoys, ignored."
+            }
+            Stat::DecoyTtl => {
+                "Segments of a flow being classified with a TTL or hop limit of 1, or other than the SYN's: decoys, ignored."
+            }
+            Stat::DecoySequence => {
+                "Segments of a flow being classified with a sequence or acknowledgment number outside the window, or no ACK: decoys, ignored."
+            }
+            Stat::DecoyOptions => {
+                "Segments of a flow being classified with an option or header the server drops them for (old timestamp, MD5, misplaced hop-by-hop, urgent data): decoys, ignored."
+            }
+            Stat::StreamConflicts => {
+                "Segments whose bytes differed from bytes already seen at the same stream position."
+            }
+            Stat::Reordered => {
+                "Flows whose first bytes came out of order and were put back in order."
+            }
+            Stat::RecordsJoined => "ClientHellos joined from several TLS records.",
+            Stat::FirstFragments => {
+                "First IP fragments of a flow's datagrams (the flow is then unreadable if they carry its first payload)."
+            }
+            Stat::LaterFragments => {
+                "Later IP fragments counted against the flow their first fragment named."
+            }
+            Stat::SourceOverQuota => {
+                "New flows refused because their client was over its quota of new flows."
+            }
+            Stat::ForeignSource => {
+                "Packets from outside the LAN prefixes, dropped (spoofed or misrouted)."
+            }
+            Stat::ReassemblyOverQuota => {
+                "Reassembly buffers refused because their client was over its quota."
+            }
+            Stat::QuicOverQuota => {
+                "QUIC Initials not handed to the daemon because their client was over its quota."
+            }
+            Stat::PeerCacheDeclined => {
+                "Flows the peer cache knew the server of but did not classify: a well-known service port, or the flow's own bytes named it."
+            }
+        }
+    }
+
     /// Stable snake_case name, used in logs, JSON and metrics.
     pub const fn name(self) -> &'static str {
         match self {

@@ -388,7 +388,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// GPL-compatible licence: required for helpers such as `bpf_ktime_get_boot_ns`.
+/// GPL-compatible licence: required for helpers such as `bpf_ktime_get_ns`.
 #[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

@@ -371,7 +371,7 @@ fn learn_peers(key: &FlowKey, reply: &[u8], datapath: &mut Datapath) {
     if peers.is_empty() {
         return;
     }
-    let learned = crate::flows::boot_time_ns().and_then(|now| {
+    let learned = crate::flows::datapath_clock_ns().and_then(|now| {
         let mut cache = datapath.peer_cache()?;
         for peer in &peers {
             let addr = match peer.ip() {

@@ -17,15 +17,19 @@ use tracing::{info, warn};
 use crate::{
     daemon::{Shared, State},
     degradation::{FlowDelta, IntervalReport},
-    export::ipfix::LiveExport,
+    export::ipfix::{
+        Layout, ObservationPoint,
+        live::{LiveExport, Reports},
+    },
     flows::{
-        BootClock, FlowRecord,
+        DatapathClock, FlowRecord,
         ending::{Ended, FlowEnds},
         names,
         neighbours::Neighbours,
         read_entries,
     },
-    store::{EndReason, Store, retention},
+    policy::IpfixPolicy,
+    store::{EndReason, Store, pg_connect, retention},
 };
 
 /// How often the flow table is walked for ended flows.
@@ -46,6 +50,10 @@ pub struct RecorderStats {
     /// IPFIX messages sent to the collector, and those the network refused.
     pub ipfix_messages: u64,
     pub ipfix_failed: u64,
+    /// Reports of flows still live (the active timeout), a subset of the flows' records
+    /// sent.
+    #[serde(default)]
+    pub ipfix_interim_reports: u64,
 }
 
 /// Where and how the daemon records flows.
@@ -57,15 +65,26 @@ pub struct Recorder {
     /// Records of the last batch the store refused, tried again with the next one.
     unwritten: Vec<FlowRecord>,
     last_retention: Option<Instant>,
+    /// The retention the job last enforced: a reload that changes it runs the job at once.
+    retention_in_force: Option<(String, &'static str, String)>,
     ipfix: Option<LiveExport>,
+    /// What the collector was told of flows that last: each report is a delta.
+    reports: Reports,
+    /// The gateway's interfaces and LAN MAC, as IPFIX records them.
+    observation: ObservationPoint,
 }
 
 impl Recorder {
     /// Opens the store at `store` (none: flows are ended and counted, not written).
-    pub fn open(store: Option<String>, lan_interface: &str) -> anyhow::Result<Self> {
+    /// `lan_interface` and `wan_interface` are where the gateway observes the flows.
+    pub fn open(
+        store: Option<String>,
+        lan_interface: &str,
+        wan_interface: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let opened = store.as_deref().map(Store::open).transpose()?;
         if let Some(location) = &store {
-            info!(store = %redacted(location), "recording ended flows");
+            info!(store = %pg_connect::redact(location), "recording ended flows");
         }
         Ok(Self {
             store: opened,
@@ -74,7 +93,10 @@ impl Recorder {
             neighbours: Neighbours::of(lan_interface),
             unwritten: Vec::new(),
             last_retention: None,
+            retention_in_force: None,
             ipfix: None,
+            reports: Reports::default(),
+            observation: observation_point(lan_interface, wan_interface),
         })
     }
 
@@ -82,16 +104,17 @@ impl Recorder {
     /// it is due.
     pub fn walk(&mut self, shared: &Shared) {
         self.neighbours.refresh();
-        let (ended, records) = {
+        let ((ended, records), lasting) = {
             let mut state = shared.lock();
             match take_ended(&mut state, &mut self.ends, &self.neighbours) {
-                Ok(ended) => ended,
+                Ok(taken) => (taken, self.due_reports(&state)),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "could not walk the flow table");
                     return;
                 }
             }
         };
+        self.report_lasting(lasting, shared);
         // Written first, then taken out of the kernel's tables: a daemon killed in between
         // leaves the flows (and their names) to the next one, which records them.
         let named: Vec<bool> = records
@@ -101,12 +124,25 @@ impl Recorder {
         self.write(records, shared);
         release(&mut shared.lock(), &ended, &named);
         self.close_intervals(shared);
-        if self
-            .last_retention
-            .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
+        let (retention, override_reason) = {
+            let records = &shared.lock().in_force.policy.records;
+            (records.retention, records.retention_override_reason.clone())
+        };
+        let changed = self.retention_in_force.as_ref() != Some(&retention.to_row());
+        if changed
+            || self
+                .last_retention
+                .is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
         {
+            if changed && let Some(reason) = override_reason {
+                warn!(
+                    retention = %format!("{:#}", retention.keep),
+                    reason = %reason,
+                    "records are kept longer than the councils' 14 months, by the policy's override"
+                );
+            }
             self.last_retention = Some(Instant::now());
-            let retention = shared.lock().in_force.policy.records.retention;
+            self.retention_in_force = Some(retention.to_row());
             self.run_retention(&retention);
         }
     }
@@ -135,7 +171,7 @@ impl Recorder {
             let count = records.len();
             self.write(records, shared);
             if let Some(location) = &self.store_path {
-                info!(flows = count, store = %redacted(location), "recorded the flows live at stop");
+                info!(flows = count, store = %pg_connect::redact(location), "recorded the flows live at stop");
             }
         }
     }
@@ -144,8 +180,9 @@ impl Recorder {
         if records.is_empty() && self.unwritten.is_empty() {
             return;
         }
-        let collector = shared.lock().in_force.policy.records.ipfix_collector;
-        let (sent, unsent) = self.send_ipfix(&records, collector);
+        let ipfix = shared.lock().in_force.policy.records.ipfix;
+        let finals: Vec<FlowRecord> = records.iter().map(|r| self.reports.last(r)).collect();
+        let (sent, unsent) = self.send_ipfix(&finals, &ipfix);
         let ended = records.len() as u64;
         let evicted = records
             .iter()
@@ -177,27 +214,91 @@ impl Recorder {
         state.recorded.ipfix_failed += unsent;
     }
 
+    /// The interim reports of live flows whose active timeout is up (each a delta since
+    /// the flow's previous report); none without a collector.
+    fn due_reports(&mut self, state: &State) -> Vec<FlowRecord> {
+        let ipfix = state.in_force.policy.records.ipfix;
+        if ipfix.collector.is_none() {
+            self.reports.clear();
+            return Vec::new();
+        }
+        let Ok(now_ns) = crate::flows::datapath_clock_ns() else {
+            return Vec::new();
+        };
+        let due: Vec<Ended> = self
+            .ends
+            .live()
+            .filter(|(key, entry)| {
+                let id = (
+                    crate::flows::socket_addr(key.client_addr, key.client_port),
+                    crate::flows::socket_addr(key.server_addr, key.server_port),
+                    key.protocol,
+                );
+                self.reports
+                    .due(&id, entry.first_seen_ns, now_ns, ipfix.active_timeout)
+            })
+            .map(|(key, entry)| Ended {
+                key: *key,
+                entry: *entry,
+                // Replaced below: a live flow's record has no end.
+                reason: EndReason::Stopped,
+            })
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let Ok(records) = to_records(state, &due, &self.neighbours) else {
+            return Vec::new();
+        };
+        records
+            .into_iter()
+            .map(|mut record| {
+                record.ended = None;
+                self.reports.interim(&record, now_ns)
+            })
+            .collect()
+    }
+
+    /// Sends the interim reports of lasting flows.
+    fn report_lasting(&mut self, reports: Vec<FlowRecord>, shared: &Shared) {
+        if reports.is_empty() {
+            return;
+        }
+        let ipfix = shared.lock().in_force.policy.records.ipfix;
+        let (sent, unsent) = self.send_ipfix(&reports, &ipfix);
+        let mut state = shared.lock();
+        state.recorded.ipfix_interim_reports += reports.len() as u64;
+        state.recorded.ipfix_messages += sent;
+        state.recorded.ipfix_failed += unsent;
+    }
+
     /// Sends `records` to the policy's collector, if it names one; (sent, failed).
-    fn send_ipfix(
-        &mut self,
-        records: &[FlowRecord],
-        collector: Option<std::net::SocketAddr>,
-    ) -> (u64, u64) {
-        let Some(collector) = collector else {
+    fn send_ipfix(&mut self, records: &[FlowRecord], ipfix: &IpfixPolicy) -> (u64, u64) {
+        let Some(collector) = ipfix.collector else {
             self.ipfix = None;
+            self.reports.clear();
             return (0, 0);
         };
         if records.is_empty() {
             return (0, 0);
         }
+        let layout = Layout {
+            enterprise: ipfix.enterprise,
+            observation: self.observation,
+        };
         if self
             .ipfix
             .as_ref()
-            .is_none_or(|live| live.collector() != collector)
+            .is_none_or(|live| !live.serves(collector, layout))
         {
-            match LiveExport::connect(collector) {
+            match LiveExport::connect(collector, layout) {
                 Ok(live) => {
-                    info!(%collector, "exporting ended flows as IPFIX");
+                    info!(
+                        %collector,
+                        enterprise_number = ?ipfix.enterprise,
+                        active_timeout = %humantime::format_duration(ipfix.active_timeout),
+                        "exporting flows as IPFIX"
+                    );
                     self.ipfix = Some(live);
                 }
                 Err(e) => {
@@ -253,10 +354,11 @@ impl Recorder {
     fn run_retention(&mut self, retention: &retention::Retention) {
         let Some(store) = &mut self.store else { return };
         match store.apply_retention(retention, jiff::Timestamp::now()) {
-            Ok(report) if report.deleted + report.anonymised > 0 => info!(
+            Ok(report) if report.changed() => info!(
                 cutoff = %report.cutoff,
                 deleted = report.deleted,
                 anonymised = report.anonymised,
+                degradation_deleted = report.degradation_deleted,
                 "retention: records past the retention period handled"
             ),
             Ok(_) => {}
@@ -265,19 +367,21 @@ impl Recorder {
     }
 }
 
-/// `location` without a password, for logs.
-fn redacted(location: &str) -> String {
-    location
-        .split_whitespace()
-        .map(|part| {
-            if part.starts_with("password=") {
-                "password=…"
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The ifIndex of the LAN and WAN interfaces and the LAN's MAC, in the daemon's namespace;
+/// what cannot be found is 0 (IPFIX's "unknown").
+fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> ObservationPoint {
+    let ifindex = |name: &str| nix::net::if_::if_nametoindex(name).unwrap_or(0);
+    let lan_ifindex = ifindex(lan_interface);
+    let lan_mac = crate::shaping::netlink::Netlink::open()
+        .and_then(|mut netlink| netlink.link_address(lan_ifindex))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    ObservationPoint {
+        lan_ifindex,
+        wan_ifindex: wan_interface.map_or(0, ifindex),
+        lan_mac,
+    }
 }
 
 /// Walks the table and returns the flows that ended, with their records (for the caller
@@ -293,7 +397,7 @@ fn take_ended(
     let complete = walk.complete;
     state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
-    let ended = ends.sort(walk, crate::flows::boot_time_ns()?, &rules);
+    let ended = ends.sort(walk, crate::flows::datapath_clock_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;
     if complete {
         // Names of flows that left the table some other way (evicted between two walks
@@ -347,7 +451,7 @@ fn to_records(
     ended: &[Ended],
     neighbours: &Neighbours,
 ) -> anyhow::Result<Vec<FlowRecord>> {
-    let clock = BootClock::now()?;
+    let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
     let kept = state.datapath.names().ok();
     Ok(ended

@@ -36,8 +36,14 @@ impl Capture {
     /// Starts capturing on `host`'s interface with a BPF `filter`; returns once tcpdump
     /// reports that it listens.
     pub fn start(host: &Host, filter: &str) -> anyhow::Result<Self> {
+        Self::start_on(host, host.iface, filter)
+    }
+
+    /// Starts capturing on `host`'s interface `iface` (its loopback, say) with a BPF
+    /// `filter`; returns once tcpdump reports that it listens.
+    pub fn start_on(host: &Host, iface: &str, filter: &str) -> anyhow::Result<Self> {
         let path = std::env::temp_dir().join(format!(
-            "classifier-capture-{}-{}.pcap",
+            "classifier-capture-{}-{iface}-{}.pcap",
             host.netns,
             std::process::id()
         ));
@@ -45,7 +51,7 @@ impl Capture {
             // --immediate-mode: without it tcpdump takes packets from the kernel in blocks
             // handed over on a timeout, and exits on SIGTERM without reading the last block,
             // silently (those are not counted as dropped).
-            .args(["-i", host.iface, "-n", "--immediate-mode", "-U", "-w"])
+            .args(["-i", iface, "-n", "--immediate-mode", "-U", "-w"])
             .arg(&path)
             .arg(filter)
             .stdout(Stdio::null())

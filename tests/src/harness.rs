@@ -5,7 +5,7 @@ use aya::maps::{MapData, RingBuf};
 use classifier_common::{flow::FlowKey, stats::Stat};
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{BootClock, FlowNames, FlowRecord, names},
+    flows::{DatapathClock, FlowNames, FlowRecord, names},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -83,7 +83,7 @@ impl Harness {
         FlowRecord::from_entry(
             key,
             &entry,
-            &BootClock::now().expect("the clocks"),
+            &DatapathClock::now().expect("the clocks"),
             &self.policy,
             self.learned.names.get(key),
         )
@@ -101,7 +101,7 @@ impl Harness {
         FlowRecord::from_entry(
             key,
             &entry,
-            &BootClock::now().expect("the clocks"),
+            &DatapathClock::now().expect("the clocks"),
             &self.policy,
             names.as_ref(),
         )

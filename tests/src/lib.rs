@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod capture;
 pub mod clients;
+pub mod dashboard;
 pub mod frames;
 pub mod harness;
 pub mod iperf;
@@ -16,8 +17,10 @@ pub mod run;
 pub mod rustls_client;
 pub mod segments;
 pub mod setup;
+pub mod site_config;
 pub mod tls_clients;
 pub mod tracker;
+pub mod tshark;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

@@ -15,7 +15,7 @@ use classifier_tests::{
 };
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{BootClock, FlowNames, FlowRecord, Name, Names, names},
+    flows::{DatapathClock, FlowNames, FlowRecord, Name, Names, names},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -86,7 +86,7 @@ impl Harness {
         FlowRecord::from_entry(
             key,
             &entry,
-            &BootClock::now().unwrap(),
+            &DatapathClock::now().unwrap(),
             &self.state.policy,
             self.state.learned.names.get(key),
         )

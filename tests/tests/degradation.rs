@@ -2,10 +2,14 @@
 //! crosses the lab gateway; the degradation log (read with `classifier degradation`) shows
 //! the shape rule saturated, streaming above its share, the client on top and the bytes
 //! withheld; Prometheus' `/metrics` (fetched with curl) counts exactly the bytes the flow's
-//! record has.
+//! record has, passes `promtool check metrics`, and reports a refused policy reload; the
+//! Grafana dashboard's queries name only what it exports, per gateway. `classifier
+//! degradation` on a store no daemon touched shows nothing the retention should have
+//! removed.
 
 use std::{
-    process::Command,
+    io::Write as _,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -16,9 +20,12 @@ use classifier_tests::{
     setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
-    degradation::{Event, IntervalReport},
+    degradation::{ClientVolume, Event, IntervalReport},
     lab::{Lab, topology::SERVICE_V4},
-    store::{Filter, FlowStore, StoredFlow},
+    store::{
+        Filter, FlowStore, Store, StoredFlow,
+        retention::{AfterRetention, Retention},
+    },
 };
 
 const NAME: &str = "video.example.test";
@@ -72,12 +79,12 @@ fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_b
     let metrics = fetch_metrics(&lab);
     let download = metric(
         &metrics,
-        r#"classifier_traffic_bytes_total{category="streaming-video",group="default",direction="download"}"#,
+        r#"classifier_traffic_bytes_total{category="streaming-video",direction="download",group="default"}"#,
     );
     assert_eq!(download, record.flow.download.bytes, "{metrics}");
     let upload = metric(
         &metrics,
-        r#"classifier_traffic_bytes_total{category="streaming-video",group="default",direction="upload"}"#,
+        r#"classifier_traffic_bytes_total{category="streaming-video",direction="upload",group="default"}"#,
     );
     assert_eq!(upload, record.flow.upload.bytes);
     let throttled = metric(
@@ -86,13 +93,56 @@ fn a_saturated_shape_rule_and_streaming_share_are_logged_and_metrics_count_the_b
     );
     assert_eq!(throttled, record.flow.shaped.bytes);
     assert!(
-        metrics.contains("classifier_datapath_total{counter=\"packets\"}"),
+        metric(&metrics, "classifier_datapath_packets_total") > 0,
         "{metrics}"
     );
     assert!(
-        metrics.contains("classifier_interval_bits_per_second{"),
+        metrics.contains("classifier_interval_throughput_bytes_per_second{"),
         "{metrics}"
     );
+    assert!(metric(&metrics, "classifier_flows_ended_total") >= 1);
+    assert_eq!(
+        metric(&metrics, "classifier_policy_last_reload_successful"),
+        1
+    );
+    assert!(metrics.contains(&format!(
+        "classifier_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    assert!(metrics.contains("classifier_xdp_mode{interface=\"lan0\",mode="));
+    promtool_check(&metrics);
+    // Grafana's dashboard asks only for what this daemon exports, per gateway.
+    let dashboard = std::fs::read_to_string(classifier_tests::dashboard::DASHBOARD).unwrap();
+    assert_eq!(
+        classifier_tests::dashboard::problems(&dashboard, &metrics),
+        Vec::<String>::new(),
+        "docs/grafana-dashboard.json against\n{metrics}"
+    );
+
+    // A policy file that does not load: refused, the old one stays, and /metrics says so.
+    let started = metric(
+        &metrics,
+        "classifier_policy_last_reload_success_timestamp_seconds",
+    );
+    std::fs::write(lab.data_dir().join("policy.toml"), "[site\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let refused = wait_for_metric(&lab, "classifier_policy_last_reload_successful", 0);
+    assert!(
+        metric(&refused, "classifier_policy_last_reload_timestamp_seconds") >= started,
+        "{refused}"
+    );
+    assert_eq!(
+        metric(
+            &refused,
+            "classifier_policy_last_reload_success_timestamp_seconds"
+        ),
+        started
+    );
+    promtool_check(&refused);
     daemon.stop().unwrap();
 
     // The log, as `classifier degradation --json` prints it.
@@ -200,6 +250,50 @@ fn fetch_metrics(lab: &Lab) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Fetches `/metrics` until `series` has `value` (bounded), and returns that text.
+fn wait_for_metric(lab: &Lab, series: &str, value: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fetch_metrics(lab);
+        if metric(&text, series) == value {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} not {value} within 10 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `promtool check metrics` (Prometheus' own linter) on `text`: it must find nothing.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt install prometheus; `cargo xtask setup` does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {}\n{said}\n{text}",
+        output.status
+    );
+}
+
 /// The value of the sample named exactly `series` (name and labels).
 fn metric(text: &str, series: &str) -> u64 {
     text.lines()
@@ -208,4 +302,120 @@ fn metric(text: &str, series: &str) -> u64 {
                 .map(|v| v.trim().parse::<f64>().unwrap() as u64)
         })
         .unwrap_or_else(|| panic!("no `{series}` in\n{text}"))
+}
+
+/// A 10 s report that ended `days` ago, naming one top client.
+fn aged_report(days: i64) -> IntervalReport {
+    let end = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
+    IntervalReport {
+        interval_seconds: 10,
+        start: end - jiff::SignedDuration::from_secs(10),
+        end,
+        download_bps: 8000,
+        upload_bps: 800,
+        download_utilisation: None,
+        upload_utilisation: None,
+        by_category: Vec::new(),
+        by_group: Vec::new(),
+        withheld: Vec::new(),
+        top_clients: vec![ClientVolume {
+            client: "192.0.2.77".parse().unwrap(),
+            category: "streaming-video".into(),
+            bytes: 1000,
+        }],
+        events: Vec::new(),
+    }
+}
+
+/// `classifier degradation` never shows what the retention should have removed, whether
+/// or not the daemon's job has run: the real binary on a real SQLite file no daemon
+/// touched. No privilege needed.
+#[test]
+fn degradation_reports_past_their_retention_are_never_shown() {
+    let dir = Scratch::new("degradation-retention");
+    let store = dir.0.join("flows.sqlite");
+    // 500 days old (past 14 months), 100 days old (past the reports' 90 days), 40 days
+    // old, 1 day old.
+    FlowStore::open(&store)
+        .unwrap()
+        .insert_degradation(&[
+            aged_report(500),
+            aged_report(100),
+            aged_report(40),
+            aged_report(1),
+        ])
+        .unwrap();
+    let shown = |last: &str| -> Vec<IntervalReport> {
+        let output = Command::new(classifier_bin())
+            .args(["degradation", "--json", "--last", last, "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let age_in_days = |reports: &[IntervalReport]| -> Vec<i64> {
+        let now = jiff::Timestamp::now();
+        reports
+            .iter()
+            .map(|r| now.duration_since(r.end).as_secs() / 86_400)
+            .collect()
+    };
+
+    // No retention recorded: the built-in 90 days for reports, 14 months for clients.
+    let reports = shown("100");
+    assert_eq!(age_in_days(&reports), [40, 1], "{reports:#?}");
+    assert!(reports.iter().all(|r| r.top_clients.len() == 1));
+
+    // A daemon whose records keep clients 30 days, reports 365 days, recorded that (its
+    // job ran long ago, removing nothing from these): the 100-day-old report is shown
+    // again, and the reports past 30 days without their client.
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 1000);
+    let retention = Retention {
+        keep: jiff::Span::new().days(30),
+        after: AfterRetention::Delete,
+        degradation_keep: jiff::Span::new().days(365),
+    };
+    Store::open(store.to_str().unwrap())
+        .unwrap()
+        .apply_retention(&retention, long_ago)
+        .unwrap();
+    let reports = shown("100");
+    assert_eq!(age_in_days(&reports), [100, 40, 1], "{reports:#?}");
+    let clients: Vec<usize> = reports.iter().map(|r| r.top_clients.len()).collect();
+    assert_eq!(clients, [0, 0, 1]);
+    // Nothing was removed from the store by reading it.
+    assert_eq!(
+        FlowStore::open(&store)
+            .unwrap()
+            .degradation(None, None, 100)
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+/// A scratch directory removed at the end, also on failure.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("classifier-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -10,7 +10,8 @@
 //! the log's lock leaves no file; a log cut, reordered or edited fails `audit verify`
 //! (against a real journald, or a syslog socket of the test's); a torn last line is
 //! recovered and recorded; `SUDO_USER` names no one; a formula in a name is neutralised in
-//! the CSV and exact in the JSON Lines.
+//! the CSV and exact in the JSON Lines; nothing past the retention is exported, whether or
+//! not the daemon's job has run.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -28,12 +29,16 @@ use classifier_tests::{
     nfdump::{Collector, NfFlow},
     privileged,
     setup::{daemon_with_policy, http_lab},
+    tshark::{IpfixRecord, read_ipfix},
 };
 use classifier_user::{
     export::ExportRow,
     flows::{Counters, FlowRecord},
     lab::{Lab, topology::SERVICE_V4},
-    store::{EndReason, Filter, FlowStore},
+    store::{
+        EndReason, Filter, FlowStore, Store,
+        retention::{AfterRetention, Retention},
+    },
 };
 
 const HTTP_PORT: u16 = 80;
@@ -53,6 +58,7 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     let data = lab.data_dir();
     std::fs::create_dir_all(&data).unwrap();
     let collector = Collector::start(&lab.gateway, LIVE_COLLECTOR, &data.join("live")).unwrap();
+    let export_capture = Capture::start_on(&lab.gateway, "lo", "udp port 4739").unwrap();
     let policy = council_policy_with_short_idle(&format!(
         "[export]\nipfix_collector = \"{LIVE_COLLECTOR}\"\n"
     ));
@@ -82,6 +88,15 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     // Live IPFIX, as nfdump reads it: one record each way per flow, tcpdump's counts.
     let live = collector.finish().unwrap();
     check_ipfix(&live, &wire, server, "live IPFIX");
+    // And as Wireshark's dissector reads it: the same counts, the name as IANA's
+    // httpRequestHost, and no enterprise field (the policy sets no number).
+    let pcap = data.join("live-export.pcap");
+    export_capture.save(&pcap).unwrap();
+    check_tshark(
+        &read_ipfix(&pcap, LIVE_COLLECTOR.port()).unwrap(),
+        &wire,
+        server,
+    );
 
     // Investigation exports, audited in a log of the test's (and a syslog socket).
     let sandbox = AuditSandbox::with_syslog("lab-exports");
@@ -269,6 +284,40 @@ fn check_ipfix(
             "{what}: {client} download"
         );
         assert_eq!(upload[0].protocol, 6);
+    }
+}
+
+/// Each flow of `wire` is in `records` as one record each way with tcpdump's counts, the
+/// server name in httpRequestHost and nothing enterprise-specific.
+fn check_tshark(
+    records: &[IpfixRecord],
+    wire: &[(SocketAddr, Counters, Counters)],
+    server: SocketAddr,
+) {
+    for (client, up, down) in wire {
+        for (from, to, counted) in [(*client, server, up), (server, *client, down)] {
+            let seen: Vec<_> = records
+                .iter()
+                .filter(|r| (r.src, r.dst) == (from, to))
+                .collect();
+            assert_eq!(
+                seen.len(),
+                1,
+                "tshark: one record {from} → {to}: {records:#?}"
+            );
+            let record = seen[0];
+            assert_eq!(
+                (record.packets, record.bytes),
+                (counted.packets, counted.bytes),
+                "tshark: {from} → {to}"
+            );
+            assert_eq!(record.http_request_host.as_deref(), Some(SERVER_NAME));
+            assert_eq!(record.application_category, "uncategorized");
+            assert_eq!(
+                record.enterprise_fields, 0,
+                "no enterprise number: {record:?}"
+            );
+        }
     }
 }
 
@@ -893,4 +942,124 @@ fn a_formula_in_a_name_is_neutralised_in_csv_and_exact_in_jsonl() {
         .collect();
     let exact: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(exact, [name, "+cmd|' /C calc'!A0", "www.example.com"]);
+}
+
+/// A record of a flow from `client` (port `port`) that started `days` ago.
+fn aged_record(client: &str, port: u16, days: i64) -> FlowRecord {
+    let first_seen = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
+    FlowRecord {
+        client: SocketAddr::new(client.parse().unwrap(), port),
+        client_mac: Some("02:00:00:00:00:0a".into()),
+        server: SocketAddr::new(SERVICE_V4.into(), 443),
+        protocol: "tcp".into(),
+        upload: Counters {
+            packets: 3,
+            bytes: 300,
+        },
+        download: Counters {
+            packets: 9,
+            bytes: 9000,
+        },
+        first_seen,
+        last_seen: first_seen + jiff::SignedDuration::from_secs(30),
+        vlan: None,
+        server_initiated: false,
+        name: Some("www.youtube.com".into()),
+        category: "streaming-video".into(),
+        app: "youtube".into(),
+        method: "sni".into(),
+        ech: false,
+        unreadable: false,
+        evasion: Vec::new(),
+        second_name: None,
+        second_category: None,
+        group: "staff".into(),
+        verdict: "shape".into(),
+        blocked: Counters::default(),
+        shaped: Counters::default(),
+        ended: Some(EndReason::Fin),
+    }
+}
+
+/// `classifier export` never returns what the retention should have removed, whether or
+/// not the daemon's job has run: the real binary on a real SQLite file no daemon touched.
+#[test]
+fn export_never_returns_records_past_the_retention() {
+    if !privileged("export_never_returns_records_past_the_retention") {
+        return;
+    }
+    let sandbox = AuditSandbox::with_syslog("retention");
+    let store = sandbox.work_dir().join("flows.sqlite");
+    // 500 days old (past 14 months), 100 days old, 10 days old.
+    FlowStore::open(&store)
+        .unwrap()
+        .insert(&[
+            aged_record("192.0.2.10", 1, 500),
+            aged_record("192.0.2.10", 2, 100),
+            aged_record("192.0.2.10", 3, 10),
+        ])
+        .unwrap();
+    let mut case = 0;
+    let mut export = |extra: &[&str]| -> Vec<ExportRow> {
+        case += 1;
+        let out = sandbox.work_dir().join(format!("case-{case}.jsonl"));
+        let output = export_command(&sandbox, &store, &format!("HR-RET-{case}"), &out)
+            .args(extra)
+            .output()
+            .unwrap();
+        succeeded(&output);
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ports = |rows: &[ExportRow]| -> Vec<u16> { rows.iter().map(|r| r.client_port).collect() };
+
+    // No daemon has run the job here: the built-in 14 months hold all the same.
+    let rows = export(&[]);
+    assert_eq!(ports(&rows), [2, 3], "{rows:#?}");
+    assert_eq!(
+        FlowStore::open(&store).unwrap().count().unwrap(),
+        3,
+        "the export removes nothing itself"
+    );
+
+    // A daemon whose policy anonymises after 30 days recorded its retention (its job ran
+    // 200 days ago, anonymising the oldest then): the 100-day-old record is shown without
+    // its client, and not at all to a search for that client.
+    let anonymise_30_days = Retention {
+        keep: jiff::Span::new().days(30),
+        after: AfterRetention::Anonymise,
+        ..Retention::default()
+    };
+    let long_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 200);
+    Store::open(store.to_str().unwrap())
+        .unwrap()
+        .apply_retention(&anonymise_30_days, long_ago)
+        .unwrap();
+    let rows = export(&[]);
+    assert_eq!(ports(&rows), [0, 0, 3], "{rows:#?}");
+    assert!(
+        rows[..2]
+            .iter()
+            .all(|r| r.anonymised && r.client.is_empty() && r.client_mac.is_empty())
+    );
+    assert_eq!(rows[2].client, "192.0.2.10");
+    let rows = export(&["--client", "192.0.2.10"]);
+    assert_eq!(ports(&rows), [3], "{rows:#?}");
+
+    // The policy then changes to delete after 30 days (recorded, the job not yet run on
+    // the 100-day-old record): it is not exported.
+    let delete_30_days = Retention {
+        after: AfterRetention::Delete,
+        ..anonymise_30_days
+    };
+    Store::open(store.to_str().unwrap())
+        .unwrap()
+        .apply_retention(&delete_30_days, long_ago)
+        .unwrap();
+    let rows = export(&[]);
+    assert_eq!(ports(&rows), [3], "{rows:#?}");
+    assert_eq!(sandbox.log_lines().len(), 4, "every export audited");
 }

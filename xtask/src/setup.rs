@@ -35,8 +35,12 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     // The lab's TLS server (openssl s_server) and its certificates.
     "openssl",
-    // A real IPFIX collector (nfcapd) and reader (nfdump) for the export tests.
+    // A real IPFIX collector (nfcapd) and reader (nfdump) for the export tests, and a
+    // second, independent one: Wireshark's IPFIX dissector, on a capture of the export.
     "nfdump",
+    "tshark",
+    // promtool (`promtool check metrics`), which checks the daemon's live /metrics.
+    "prometheus",
     // A real PostgreSQL for the store's PostgreSQL backend tests.
     "postgresql",
     // A real systemd-journald (and journalctl) for the export audit tests, run in the

@@ -46,7 +46,7 @@ pub fn execute(args: &DegradationArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         store::Store::exists(&args.store),
         "no flow store at {} (the daemon's `run --store`)",
-        args.store
+        store::pg_connect::redact(&args.store)
     );
     let mut store = store::Store::open(&args.store)?;
     let limit = if args.events {
@@ -54,7 +54,13 @@ pub fn execute(args: &DegradationArgs) -> anyhow::Result<()> {
     } else {
         args.last
     };
-    let mut reports = store.degradation(args.interval.map(|d| d.as_secs()), args.since, limit)?;
+    // Never what the retention job should have removed, whether or not it has run.
+    let mut reports = store.degradation_retained(
+        args.interval.map(|d| d.as_secs()),
+        args.since,
+        limit,
+        jiff::Timestamp::now(),
+    )?;
     if args.events {
         reports.retain(|r| !r.events.is_empty());
         let skip = reports.len().saturating_sub(args.last);

@@ -12,7 +12,7 @@ use crate::{
     control::{self, Request},
     in_force::ReloadReport,
     policy::{
-        Policy,
+        ExceptionsChoice, Policy, PolicyChoice, PolicySources,
         show::{Summary, parse_target},
     },
 };
@@ -32,19 +32,26 @@ Examples:
     /// not validate is refused and the policy in force stays.
     Reload(SocketArgs),
     /// The policy: categories, groups, periods, rules and exceptions. Without --policy, the
-    /// running daemon's, with the period in force.
+    /// running daemon's, with the period in force; with no daemon running, the site's
+    /// /etc/classifier/policy.toml, or the built-in policy when there is none (it says which).
     Show {
         #[command(flatten)]
         socket: SocketArgs,
         /// Show this file instead of asking the daemon.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// The exceptions file to show with the policy when no daemon is asked (default:
+        /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+        #[arg(long, value_name = "FILE")]
+        exceptions: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
     /// Which group, category, period, rule and exception decide what a client may do with a
     /// site or port, and why: the running daemon's policy, or with --policy a candidate
-    /// file (no daemon needed). With no daemon running, the built-in policy answers.
+    /// file (no daemon needed). With no daemon running, the site's
+    /// /etc/classifier/policy.toml answers, or the built-in policy when there is none (it
+    /// says which).
     #[command(after_help = "\
 Examples:
   # Can this staff PC watch YouTube now?
@@ -80,10 +87,11 @@ pub struct ExplainArgs {
     /// The policy file to ask instead of the running daemon.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The exceptions file to add to --policy (or to the built-in policy when no daemon
-    /// runs), read when it exists. The daemon uses its own.
-    #[arg(long, value_name = "FILE", default_value = crate::policy::DEFAULT_EXCEPTIONS_FILE)]
-    exceptions: PathBuf,
+    /// The exceptions file to add to the policy when no daemon is asked (default:
+    /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+    /// The daemon uses its own.
+    #[arg(long, value_name = "FILE")]
+    exceptions: Option<PathBuf>,
     #[command(flatten)]
     socket: SocketArgs,
     #[arg(long)]
@@ -97,8 +105,9 @@ pub fn execute(command: &PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Show {
             socket,
             policy,
+            exceptions,
             json,
-        } => show(socket, policy.as_deref(), *json),
+        } => show(socket, policy.as_deref(), exceptions.as_deref(), *json),
         PolicyCommand::Explain(args) => explain(args),
     }
 }
@@ -138,14 +147,20 @@ fn reload(socket: &SocketArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let summary = match file {
-        Some(file) => Summary::of(&Policy::load(file)?, None),
-        None => {
-            let lines = control::ask(&socket.control_socket, &Request::ShowPolicy)?;
-            serde_json::from_str(lines.first().context("no answer")?)
-                .context("the daemon's answer")?
-        }
+fn show(
+    socket: &SocketArgs,
+    file: Option<&Path>,
+    exceptions: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let summary = if file.is_none() && control::daemon_listens(&socket.control_socket) {
+        let lines = control::ask(&socket.control_socket, &Request::ShowPolicy)?;
+        serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?
+    } else {
+        Summary::of(
+            &offline_policy(file, exceptions, &socket.control_socket)?,
+            None,
+        )
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -153,6 +168,24 @@ fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<
         print!("{}", summary.render());
     }
     Ok(())
+}
+
+/// The policy a command reads without a daemon (see [`PolicyChoice`]) with its exceptions,
+/// saying on stderr which it is when the user did not name it.
+fn offline_policy(
+    file: Option<&Path>,
+    exceptions: Option<&Path>,
+    socket: &Path,
+) -> anyhow::Result<Policy> {
+    let choice = PolicyChoice::resolve(file);
+    if file.is_none() {
+        eprintln!(
+            "note: no daemon answers on {}: this is {} (--policy FILE reads another)",
+            socket.display(),
+            choice.describe()
+        );
+    }
+    Ok(PolicySources::of(&choice, ExceptionsChoice::resolve(exceptions)).load()?)
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
@@ -168,19 +201,11 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
         let lines = control::ask(socket, &request)?;
         serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?
     } else {
-        if args.policy.is_none() {
-            eprintln!(
-                "note: no daemon answers on {}: this is the built-in council policy's answer \
-                 (--policy FILE asks another)",
-                socket.display()
-            );
-        }
-        let policy = crate::policy::PolicySources {
-            policy: args.policy.clone(),
-            exceptions: Some(args.exceptions.clone()),
-        }
-        .load()?;
-        policy.explain(args.client, &target, at)
+        offline_policy(args.policy.as_deref(), args.exceptions.as_deref(), socket)?.explain(
+            args.client,
+            &target,
+            at,
+        )
     };
     if args.json {
         println!("{}", serde_json::to_string(&explanation)?);

@@ -48,9 +48,10 @@ pub struct RunArgs {
     #[arg(long, short = 'p', value_name = "FILE")]
     policy: Option<PathBuf>,
 
-    /// Exceptions file kept by `classifier exceptions add|expire`; read when it exists.
-    #[arg(long, value_name = "FILE", default_value = policy::DEFAULT_EXCEPTIONS_FILE)]
-    exceptions: PathBuf,
+    /// Exceptions file kept by `classifier exceptions add|expire` (default:
+    /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+    #[arg(long, value_name = "FILE")]
+    exceptions: Option<PathBuf>,
 
     /// Network namespace the interface is in (as made by `ip netns add`). Only the network
     /// namespace is entered: maps are still pinned in the host's /sys/fs/bpf.
@@ -215,7 +216,7 @@ fn run_daemon(
         Err(err) => return (datapath, None, Err(err)),
     };
     let store = (!args.no_store).then(|| args.store.clone());
-    let recorder = match Recorder::open(store, &args.iface) {
+    let recorder = match Recorder::open(store, &args.iface, args.wan.as_deref()) {
         Ok(recorder) => recorder,
         Err(err) => return (datapath, Some(shaper), Err(err)),
     };
@@ -278,6 +279,7 @@ fn run_daemon(
         degradation,
         flows_at_last_walk: 0,
         last_intervals: Default::default(),
+        last_reload: daemon::LastReload::loaded_at(jiff::Timestamp::now()),
     };
     // The names of flows a previous daemon knew (or the datapath read while none ran) are
     // this daemon's before it records anything.
@@ -359,7 +361,9 @@ fn prepare(
 fn sources(args: &RunArgs) -> PolicySources {
     PolicySources {
         policy: args.policy.clone(),
-        exceptions: Some(args.exceptions.clone()),
+        exceptions: Some(policy::ExceptionsChoice::resolve(
+            args.exceptions.as_deref(),
+        )),
     }
 }
 

@@ -160,9 +160,13 @@ pub fn export(
         bail!("an export needs the name of who asked for it (--requested-by)");
     }
     if !Store::exists(store) {
-        bail!("no flow store at {store} (the daemon's `run --store`)");
+        bail!(
+            "no flow store at {} (the daemon's `run --store`)",
+            crate::store::pg_connect::redact(store)
+        );
     }
-    let flows = Store::open(store)?.query(&request.filter)?;
+    // Never what the retention job should have removed, whether or not it has run.
+    let flows = Store::open(store)?.query_retained(&request.filter, now)?;
     let bytes = encode(&flows, request.format)?;
     let pending = pending::Pending::write(&request.out, &bytes)?;
     let facts = audit::ExportFacts {
@@ -211,7 +215,10 @@ pub fn encode(flows: &[StoredFlow], format: Format) -> anyhow::Result<Vec<u8>> {
         }
         Format::Ipfix => {
             let records: Vec<_> = flows.iter().map(|s| s.flow.clone()).collect();
-            let mut encoder = ipfix::Encoder::new(ipfix::OBSERVATION_DOMAIN);
+            // From the store: no interfaces, and no enterprise fields (the file's reader
+            // has no site number to read them under).
+            let mut encoder =
+                ipfix::Encoder::new(ipfix::OBSERVATION_DOMAIN, ipfix::Layout::default());
             Ok(encoder.messages(&records, Timestamp::now()).concat())
         }
     }

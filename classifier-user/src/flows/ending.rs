@@ -33,7 +33,7 @@ impl Default for EndRules {
     }
 }
 
-/// Why `entry` has ended by `now_ns` (CLOCK_BOOTTIME), or `None` while it is live.
+/// Why `entry` has ended by `now_ns` (CLOCK_MONOTONIC, [`super::datapath_clock_ns`]), or `None` while it is live.
 pub fn end_reason(
     key: &FlowKey,
     entry: &FlowEntry,
@@ -117,6 +117,11 @@ impl FlowEnds {
     /// The entry as the last walk saw it.
     pub fn previous(&self, key: &FlowKey) -> Option<&FlowEntry> {
         self.seen.get(key)
+    }
+
+    /// Every flow live at the last walk, as it was then.
+    pub fn live(&self) -> impl Iterator<Item = (&FlowKey, &FlowEntry)> {
+        self.seen.iter()
     }
 
     /// Whether `key` was live at the last walk.

@@ -112,7 +112,7 @@ impl FlowRecord {
     pub fn from_entry(
         key: &FlowKey,
         entry: &FlowEntry,
-        clock: &BootClock,
+        clock: &DatapathClock,
         policy: &Policy,
         names: Option<&Names>,
     ) -> Self {
@@ -178,34 +178,37 @@ pub fn evasion_names(bits: u8) -> Vec<String> {
         .collect()
 }
 
-/// CLOCK_BOOTTIME in ns: the clock the datapath stamps flows and the peer cache with
-/// (`bpf_ktime_get_boot_ns()`).
-pub fn boot_time_ns() -> anyhow::Result<u64> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .context("reading CLOCK_BOOTTIME")?;
+/// CLOCK_MONOTONIC in ns: the clock the datapath stamps the peer cache and quotas with
+/// (`bpf_ktime_get_ns()`), and flows with at the timer tick's resolution
+/// (`bpf_ktime_get_coarse_ns()`, never ahead of this; see `classifier-ebpf/src/flows.rs`).
+pub fn datapath_clock_ns() -> anyhow::Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .context("reading CLOCK_MONOTONIC")?;
     Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
-/// Converts the kernel's `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
+/// Converts the datapath's stamps ([`datapath_clock_ns`]) to wall-clock time. CLOCK_MONOTONIC
+/// stops while the machine is suspended, so a stamp taken before a suspend converts to a
+/// time too early by the suspension's length: gateways do not suspend.
 #[derive(Clone, Copy, Debug)]
-pub struct BootClock {
-    /// Wall-clock time at boot.
-    boot: Timestamp,
+pub struct DatapathClock {
+    /// Wall-clock time when the datapath clock read 0.
+    origin: Timestamp,
 }
 
-impl BootClock {
+impl DatapathClock {
     /// Reads both clocks now.
     pub fn now() -> anyhow::Result<Self> {
-        let since_boot = SignedDuration::from_nanos(boot_time_ns()?.min(i64::MAX as u64) as i64);
-        let boot = Timestamp::now()
-            .checked_sub(since_boot)
-            .context("boot time before the epoch")?;
-        Ok(Self { boot })
+        let since = SignedDuration::from_nanos(datapath_clock_ns()?.min(i64::MAX as u64) as i64);
+        let origin = Timestamp::now()
+            .checked_sub(since)
+            .context("the monotonic clock's origin before the epoch")?;
+        Ok(Self { origin })
     }
 
-    pub fn timestamp(&self, boot_ns: u64) -> Timestamp {
-        let since_boot = SignedDuration::from_nanos(boot_ns.min(i64::MAX as u64) as i64);
-        self.boot.checked_add(since_boot).unwrap_or(self.boot)
+    pub fn timestamp(&self, clock_ns: u64) -> Timestamp {
+        let since = SignedDuration::from_nanos(clock_ns.min(i64::MAX as u64) as i64);
+        self.origin.checked_add(since).unwrap_or(self.origin)
     }
 }
 
@@ -244,6 +247,24 @@ pub fn protocol_name(protocol: u8) -> String {
     }
 }
 
+/// The flow table through a file descriptor of its own.
+pub type OwnedFlowTable = HashMap<MapData, FlowKey, FlowEntry>;
+
+/// A handle on `table` with a file descriptor of its own, so that the table can be walked
+/// by a thread that does not hold the datapath (the daemon's state stays unlocked).
+pub fn own_handle(table: &HashMap<&MapData, FlowKey, FlowEntry>) -> anyhow::Result<OwnedFlowTable> {
+    use aya::maps::IterableMap as _;
+    use std::os::fd::AsFd as _;
+    let fd = table
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating the flow table's descriptor")?;
+    let map = aya::maps::Map::from_map_data(MapData::from_fd(fd)?)?;
+    HashMap::try_from(map).context("FLOWS is not a hash map")
+}
+
 /// Every flow in `table` with its class and name, largest first. A name the daemon has not
 /// heard yet (its event still waits in the ring buffer) is read from `kept`, the kernel's
 /// `NAMES`, where the datapath put it first.
@@ -253,7 +274,7 @@ pub fn read_table<T: std::borrow::Borrow<MapData>, N: std::borrow::Borrow<MapDat
     names: &FlowNames,
     kept: Option<&names::NamesMap<N>>,
 ) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
-    let clock = BootClock::now()?;
+    let clock = DatapathClock::now()?;
     let mut records: Vec<(FlowKey, FlowRecord)> = read_entries(table)
         .entries
         .iter()
@@ -402,8 +423,8 @@ mod tests {
 
     #[test]
     fn boot_stamps_become_recent_wall_time() {
-        let clock = BootClock::now().unwrap();
-        let now_ns = boot_time_ns().unwrap();
+        let clock = DatapathClock::now().unwrap();
+        let now_ns = datapath_clock_ns().unwrap();
         let drift = Timestamp::now().duration_since(clock.timestamp(now_ns));
         assert!(drift.abs() < SignedDuration::from_secs(1), "{drift:?}");
     }

@@ -573,7 +573,7 @@ impl Datapath {
         HashMap::try_from(map).context("BUCKETS is not a hash map")
     }
 
-    /// The BitTorrent peer cache: peer endpoint → CLOCK_BOOTTIME ns it was last seen.
+    /// The BitTorrent peer cache: peer endpoint → CLOCK_MONOTONIC ns it was last seen.
     pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
         let map = self.ebpf.map_mut(maps::PEERS).context("no PEERS map")?;
         HashMap::try_from(map).context("PEERS is not a hash map")

@@ -242,14 +242,22 @@ pub struct RecordsSection {
     /// A flow with no packet either way for this long has ended (`5m`).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: String,
-    /// How long records keep the client's address and MAC, in calendar units
-    /// (`14 months`, the councils' limit).
+    /// How long records keep the client's address and MAC, in units spelled out
+    /// (`14 months`, the councils' limit; `420 days`). Longer than 14 months only with
+    /// `retention_override_reason`.
     #[serde(default = "default_retention")]
     pub retention: String,
+    /// Why this site keeps records longer than the councils' 14 months (a decision's
+    /// reference, who took it). Refused when the retention is within 14 months.
+    pub retention_override_reason: Option<String>,
     /// `delete` (volume kept as daily totals) or `anonymise` (client removed, the rest
     /// kept).
     #[serde(default = "default_after_retention")]
     pub after_retention: String,
+    /// How long the bandwidth-degradation log keeps its reports (their top clients go at
+    /// `retention` already, whichever is first).
+    #[serde(default = "default_degradation_retention")]
+    pub degradation_retention: String,
 }
 
 impl Default for RecordsSection {
@@ -257,9 +265,15 @@ impl Default for RecordsSection {
         Self {
             idle_timeout: default_idle_timeout(),
             retention: default_retention(),
+            retention_override_reason: None,
             after_retention: default_after_retention(),
+            degradation_retention: default_degradation_retention(),
         }
     }
+}
+
+fn default_degradation_retention() -> String {
+    "90 days".into()
 }
 
 fn default_idle_timeout() -> String {
@@ -279,8 +293,15 @@ fn default_after_retention() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ExportSection {
     /// An IPFIX collector (`ADDRESS:PORT`, UDP; nfcapd, GoFlow2, ElastiFlow): every ended
-    /// flow is sent there too. Absent: no live export.
+    /// flow is sent there too, and long flows while they last. Absent: no live export.
     pub ipfix_collector: Option<String>,
+    /// The site's IANA Private Enterprise Number: the fields IANA has no element for
+    /// (classification method, exact verdict, group, evasion) are exported under it.
+    /// Absent: those fields are not exported.
+    pub ipfix_enterprise_number: Option<u32>,
+    /// How often a flow that lasts is reported while it lasts (`30m`); each report counts
+    /// what crossed since the one before.
+    pub ipfix_active_timeout: Option<String>,
 }
 
 /// `[degradation]`: the bandwidth-degradation log.

@@ -14,6 +14,7 @@ pub mod file;
 pub mod groups;
 pub mod ids;
 pub mod lists;
+pub mod retention;
 pub mod rules;
 pub mod schedule;
 pub mod show;
@@ -77,12 +78,41 @@ pub struct DatapathSettings {
 }
 
 /// `[records]`, validated.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RecordsPolicy {
     pub end_rules: crate::flows::ending::EndRules,
     pub retention: crate::store::retention::Retention,
-    /// `[export] ipfix_collector`.
-    pub ipfix_collector: Option<std::net::SocketAddr>,
+    /// Why records are kept longer than the councils' 14 months, when they are.
+    pub retention_override_reason: Option<String>,
+    /// `[export]`: the live IPFIX export.
+    pub ipfix: IpfixPolicy,
+}
+
+/// `[export]`, validated: where and how flows are exported as IPFIX while the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpfixPolicy {
+    /// `ipfix_collector`: none, no live export.
+    pub collector: Option<std::net::SocketAddr>,
+    /// `ipfix_enterprise_number`: none, the enterprise-specific fields are not exported.
+    pub enterprise: Option<u32>,
+    /// `ipfix_active_timeout`: a lasting flow is reported this often.
+    pub active_timeout: std::time::Duration,
+}
+
+impl IpfixPolicy {
+    /// 30 minutes: what routers ship with (Cisco IOS, Juniper, FortiGate) and what most
+    /// collectors' dashboards expect; docs/ipfix.md compares nfdump's and softflowd's.
+    pub const DEFAULT_ACTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+}
+
+impl Default for IpfixPolicy {
+    fn default() -> Self {
+        Self {
+            collector: None,
+            enterprise: None,
+            active_timeout: Self::DEFAULT_ACTIVE_TIMEOUT,
+        }
+    }
 }
 
 /// How shape verdicts are enforced (`[shaping] method`).
@@ -107,16 +137,102 @@ impl std::fmt::Display for ShapingMethod {
 
 /// Where the exceptions the CLI adds and expires are kept, unless told otherwise.
 pub const DEFAULT_EXCEPTIONS_FILE: &str = "/etc/classifier/exceptions.toml";
+/// The site's policy, which commands that read a policy without a daemon use when it
+/// exists. A fixed path, the one the systemd unit gives the daemon; no variable moves it
+/// (`--policy FILE` reads another).
+pub const SITE_POLICY_FILE: &str = "/etc/classifier/policy.toml";
+
+/// Which policy a command reads when it does not ask a daemon: the file named with
+/// `--policy`, else the site's file ([`SITE_POLICY_FILE`]) when it exists, else the built-in
+/// council policy. Commands say which they used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyChoice {
+    /// Named with `--policy`.
+    Named(PathBuf),
+    /// The site's policy file, [`SITE_POLICY_FILE`], which exists.
+    Site(PathBuf),
+    /// The built-in council policy (the site has no policy file).
+    BuiltIn,
+}
+
+impl PolicyChoice {
+    pub fn resolve(named: Option<&Path>) -> Self {
+        match named {
+            Some(path) => Self::Named(path.to_owned()),
+            None => {
+                let site = Path::new(SITE_POLICY_FILE);
+                if site.exists() {
+                    Self::Site(site.to_owned())
+                } else {
+                    Self::BuiltIn
+                }
+            }
+        }
+    }
+
+    /// The file, when there is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Named(path) | Self::Site(path) => Some(path),
+            Self::BuiltIn => None,
+        }
+    }
+
+    /// How messages name it: `the site's policy /etc/classifier/policy.toml`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Named(path) => format!("the policy {}", path.display()),
+            Self::Site(path) => format!("the site's policy {}", path.display()),
+            Self::BuiltIn => {
+                format!("the built-in council policy (there is no {SITE_POLICY_FILE})")
+            }
+        }
+    }
+}
+
+/// The exceptions file a command reads: the one named with `--exceptions`, which must
+/// exist (a mistyped path is an error, not "no exceptions"), else
+/// [`DEFAULT_EXCEPTIONS_FILE`], read when it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionsChoice {
+    pub path: PathBuf,
+    /// Named by the user.
+    pub named: bool,
+}
+
+impl ExceptionsChoice {
+    pub fn resolve(named: Option<&Path>) -> Self {
+        match named {
+            Some(path) => Self {
+                path: path.to_owned(),
+                named: true,
+            },
+            None => Self {
+                path: PathBuf::from(DEFAULT_EXCEPTIONS_FILE),
+                named: false,
+            },
+        }
+    }
+}
 
 /// Where a policy comes from: a policy file (or the built-in one) and the exceptions file
-/// `classifier exceptions add|expire` maintains (read when it exists).
+/// `classifier exceptions add|expire` maintains.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySources {
     pub policy: Option<PathBuf>,
-    pub exceptions: Option<PathBuf>,
+    /// Read when it exists; when the user named it, it must exist.
+    pub exceptions: Option<ExceptionsChoice>,
 }
 
 impl PolicySources {
+    /// The policy `choice` and the exceptions file `exceptions`.
+    pub fn of(choice: &PolicyChoice, exceptions: ExceptionsChoice) -> Self {
+        Self {
+            policy: choice.file().map(Path::to_owned),
+            exceptions: Some(exceptions),
+        }
+    }
+
     /// Reads and validates both files: an error names file, line and field.
     pub fn load(&self) -> Result<Policy, PolicyError> {
         self.load_with_ids(&ClassIds::default())
@@ -134,8 +250,20 @@ impl PolicySources {
                 ids,
             )?,
         };
-        if let Some(file) = self.exceptions.as_deref().filter(|f| f.exists()) {
-            policy.add_exceptions_from(file)?;
+        if let Some(exceptions) = &self.exceptions {
+            if exceptions.path.exists() {
+                policy.add_exceptions_from(&exceptions.path)?;
+            } else if exceptions.named {
+                return Err(PolicyError {
+                    file: exceptions.path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    field: "(file)".into(),
+                    message: "the exceptions file named with --exceptions does not exist \
+                              (`classifier exceptions add` makes it)"
+                        .into(),
+                });
+            }
         }
         Ok(policy)
     }
@@ -346,18 +474,39 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
     if idle_timeout.is_zero() {
         return Err(source.error_at(&at("idle_timeout"), "must be longer than 0s".to_owned()));
     }
-    let keep: jiff::Span = section.retention.parse().map_err(|e| {
-        source.error_at(
-            &at("retention"),
-            format!(
-                "`{}`: {e} (e.g. `14 months`, `400 days`)",
-                section.retention
-            ),
-        )
-    })?;
-    if keep.is_negative() || keep.is_zero() {
-        return Err(source.error_at(&at("retention"), "must be longer than nothing".to_owned()));
+    let keep = retention::parse_period(&section.retention)
+        .map_err(|message| source.error_at(&at("retention"), message))?;
+    let override_reason = section.retention_override_reason.as_deref().map(str::trim);
+    let beyond_limit = retention::longer_than_months(keep, retention::MAX_MONTHS);
+    match (beyond_limit, override_reason) {
+        (true, None | Some("")) => {
+            return Err(source.error_at(
+                &at("retention"),
+                format!(
+                    "`{}` is more than {} months: {}. To keep records longer, say why in \
+                     `retention_override_reason` (the decision's reference and who took it)",
+                    section.retention,
+                    retention::MAX_MONTHS,
+                    retention::LIMIT_REASON
+                ),
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(source.error_at(
+                &at("retention_override_reason"),
+                format!(
+                    "retention `{}` is within {} months: there is nothing to override; \
+                     remove the reason",
+                    section.retention,
+                    retention::MAX_MONTHS
+                ),
+            ));
+        }
+        _ => {}
     }
+    // Past `retention` a report has no client in it, so no limit applies beyond that.
+    let degradation_keep = retention::parse_period(&section.degradation_retention)
+        .map_err(|message| source.error_at(&at("degradation_retention"), message))?;
     let after = match section.after_retention.as_str() {
         "delete" => AfterRetention::Delete,
         "anonymise" | "anonymize" => AfterRetention::Anonymise,
@@ -368,26 +517,66 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
             ));
         }
     };
-    let ipfix_collector = file
-        .export
-        .ipfix_collector
-        .as_deref()
-        .map(|text| {
-            text.parse().map_err(|e| {
-                source.error_at(
-                    &FieldPath::root().key("export").key("ipfix_collector"),
-                    format!("`{text}`: {e} (an address and a port: `192.0.2.50:4739`, `[2001:db8::50]:4739`)"),
-                )
-            })
-        })
-        .transpose()?;
     Ok(RecordsPolicy {
         end_rules: crate::flows::ending::EndRules {
             idle_timeout,
             ..Default::default()
         },
-        retention: Retention { keep, after },
-        ipfix_collector,
+        retention: Retention {
+            keep,
+            after,
+            degradation_keep,
+        },
+        retention_override_reason: override_reason.map(str::to_owned),
+        ipfix: ipfix_policy(file, source)?,
+    })
+}
+
+fn ipfix_policy(file: &PolicyFile, source: &Source<'_>) -> Result<IpfixPolicy, PolicyError> {
+    let section = &file.export;
+    let at = |key: &str| FieldPath::root().key("export").key(key);
+    let collector = section
+        .ipfix_collector
+        .as_deref()
+        .map(|text| {
+            text.parse().map_err(|e| {
+                source.error_at(
+                    &at("ipfix_collector"),
+                    format!("`{text}`: {e} (an address and a port: `192.0.2.50:4739`, `[2001:db8::50]:4739`)"),
+                )
+            })
+        })
+        .transpose()?;
+    if section.ipfix_enterprise_number == Some(0) {
+        return Err(source.error_at(
+            &at("ipfix_enterprise_number"),
+            "0 is IANA's own number, not an enterprise's: give the site's Private \
+             Enterprise Number, or leave the key out"
+                .to_owned(),
+        ));
+    }
+    let active_timeout = match &section.ipfix_active_timeout {
+        None => IpfixPolicy::DEFAULT_ACTIVE_TIMEOUT,
+        Some(text) => {
+            let timeout = humantime::parse_duration(text).map_err(|e| {
+                source.error_at(
+                    &at("ipfix_active_timeout"),
+                    format!("`{text}`: {e} (e.g. `30m`)"),
+                )
+            })?;
+            if timeout < std::time::Duration::from_secs(1) {
+                return Err(source.error_at(
+                    &at("ipfix_active_timeout"),
+                    format!("`{text}`: at least 1s (flows are looked at every 2s)"),
+                ));
+            }
+            timeout
+        }
+    };
+    Ok(IpfixPolicy {
+        collector,
+        enterprise: section.ipfix_enterprise_number,
+        active_timeout,
     })
 }
 
@@ -457,5 +646,7 @@ fn datapath_config(
     })
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

@@ -669,3 +669,174 @@ fn categories_keep_file_order_and_their_ids_across_policies() {
         "file order (news, gaming), then the removed video"
     );
 }
+
+/// `[records]` retention: units that cannot be misread, the councils' 14 months as the
+/// limit, and an override that must say why.
+mod retention {
+    use super::*;
+
+    /// `[records]` holding `body`, after a line that is not the field.
+    fn records(body: &str) -> String {
+        format!("[site]\nname = \"Test\"\n\n[records]\nidle_timeout = \"5m\"\n{body}\n")
+    }
+
+    fn refused(body: &str, marker: &str, field: &str, says: &[&str]) {
+        let text = records(body);
+        let err = parse(&text).expect_err(&text);
+        let shown = err.to_string();
+        let line = line_of(&text, marker);
+        assert_eq!(err.line, line, "the line of `{marker}`: {shown}");
+        assert!(shown.starts_with(&format!("test.toml:{line}:")), "{shown}");
+        assert_eq!(err.field, field, "{shown}");
+        for part in says {
+            assert!(shown.contains(part), "`{part}` missing: {shown}");
+        }
+    }
+
+    #[test]
+    fn minutes_or_months_written_as_m_are_refused() {
+        for written in ["14m", "14M", "1y 2m", "P14M"] {
+            refused(
+                &format!("retention = \"{written}\""),
+                &format!("\"{written}\""),
+                "records.retention",
+                &["`14 months`", "`420 days`"],
+            );
+        }
+        refused(
+            "retention = \"14m\"",
+            "\"14m\"",
+            "records.retention",
+            &["ambiguous (minutes or months?)"],
+        );
+        refused(
+            "degradation_retention = \"3m\"",
+            "\"3m\"",
+            "records.degradation_retention",
+            &["ambiguous"],
+        );
+    }
+
+    #[test]
+    fn spelled_out_units_are_what_they_say() {
+        use jiff::ToSpan as _;
+        let keep = |body: &str| parse(&records(body)).unwrap().records.retention.keep;
+        assert_eq!(
+            keep("retention = \"14 months\"").fieldwise(),
+            14.months().fieldwise()
+        );
+        assert_eq!(
+            keep("retention = \"420 days\"").fieldwise(),
+            420.days().fieldwise()
+        );
+        let policy = parse(&records("retention = \"30 days\"")).unwrap();
+        let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            policy.records.retention.cutoff(now).unwrap(),
+            "2026-11-03T12:00:00Z".parse::<jiff::Timestamp>().unwrap()
+        );
+        // The default: the councils' 14 months for records, 90 days for degradation reports.
+        let default = Policy::default_council().records;
+        assert_eq!(default.retention.keep.fieldwise(), 14.months().fieldwise());
+        assert_eq!(
+            default.retention.degradation_keep.fieldwise(),
+            90.days().fieldwise()
+        );
+        assert_eq!(default.retention_override_reason, None);
+    }
+
+    #[test]
+    fn more_than_fourteen_months_is_refused_with_the_policy_s_reason() {
+        for written in ["30 years", "15 months", "425 days", "1 year 3 months"] {
+            refused(
+                &format!("retention = \"{written}\""),
+                &format!("\"{written}\""),
+                "records.retention",
+                &[
+                    "more than 14 months",
+                    "Personal data is retained for a maximum of 14 months",
+                    "retention_override_reason",
+                ],
+            );
+        }
+        // Anonymised data may be kept longer: the degradation log (its clients gone at the
+        // records' retention) is not limited.
+        assert!(parse(&records("degradation_retention = \"3 years\"")).is_ok());
+    }
+
+    #[test]
+    fn an_override_must_name_why_and_must_override_something() {
+        let policy = parse(&records(
+            "retention = \"2 years\"\nretention_override_reason = \"Audit Committee AC-2026-7: \
+             records kept for the tribunal\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            policy.records.retention_override_reason.as_deref(),
+            Some("Audit Committee AC-2026-7: records kept for the tribunal")
+        );
+        refused(
+            "retention = \"2 years\"\nretention_override_reason = \"  \"",
+            "\"2 years\"",
+            "records.retention",
+            &["more than 14 months"],
+        );
+        refused(
+            "retention = \"14 months\"\nretention_override_reason = \"just in case\"",
+            "\"just in case\"",
+            "records.retention_override_reason",
+            &["nothing to override"],
+        );
+        refused(
+            "retention = \"6 months\"\nretention_override_reason = \"\"",
+            "\"\"",
+            "records.retention_override_reason",
+            &["nothing to override"],
+        );
+    }
+}
+
+#[test]
+fn ipfix_export_defaults_to_no_enterprise_fields_and_a_30_minute_active_timeout() {
+    let policy = parse("[export]\nipfix_collector = \"192.0.2.50:4739\"\n").unwrap();
+    let ipfix = policy.records.ipfix;
+    assert_eq!(ipfix.collector, Some("192.0.2.50:4739".parse().unwrap()));
+    assert_eq!(
+        ipfix.enterprise, None,
+        "nothing under any number by default"
+    );
+    assert_eq!(ipfix.active_timeout, std::time::Duration::from_secs(1800));
+
+    let policy = parse(
+        "[export]\nipfix_collector = \"192.0.2.50:4739\"\n\
+         ipfix_enterprise_number = 64000\nipfix_active_timeout = \"5m\"\n",
+    )
+    .unwrap();
+    assert_eq!(policy.records.ipfix.enterprise, Some(64000));
+    assert_eq!(
+        policy.records.ipfix.active_timeout,
+        std::time::Duration::from_secs(300)
+    );
+
+    for (text, field) in [
+        (
+            "[export]\nipfix_enterprise_number = 0\n",
+            "export.ipfix_enterprise_number",
+        ),
+        (
+            "[export]\nipfix_active_timeout = \"0s\"\n",
+            "export.ipfix_active_timeout",
+        ),
+        (
+            "[export]\nipfix_active_timeout = \"soon\"\n",
+            "export.ipfix_active_timeout",
+        ),
+        (
+            "[export]\nipfix_collector = \"collector\"\n",
+            "export.ipfix_collector",
+        ),
+    ] {
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+}

@@ -291,6 +291,28 @@ impl Netlink {
         Ok(None)
     }
 
+    /// The Ethernet address of interface `ifindex`, if it has one (IPFIX records the
+    /// gateway's side of each frame with it).
+    pub fn link_address(&mut self, ifindex: u32) -> anyhow::Result<Option<[u8; 6]>> {
+        use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+        let mut message = LinkMessage::default();
+        message.header.index = ifindex;
+        let replies = self.exchange(RouteNetlinkMessage::GetLink(message), 0)?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewLink(link) = reply else {
+                continue;
+            };
+            for attribute in &link.attributes {
+                if let LinkAttribute::Address(bytes) = attribute
+                    && let Ok(mac) = <[u8; 6]>::try_from(bytes.as_slice())
+                {
+                    return Ok(Some(mac));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Sends one request and collects the replies up to its acknowledgement (or the end
     /// of a dump); a refusal is the kernel's errno.
     fn exchange(

@@ -6,6 +6,7 @@
 //! seen), where (server, name, category, application), how much and how long. Never
 //! payload.
 
+pub mod pg_connect;
 pub mod postgres;
 pub mod retention;
 
@@ -134,6 +135,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
     ALTER TABLE flows ADD COLUMN second_name TEXT;
     ALTER TABLE flows ADD COLUMN second_category TEXT;",
+    // 5: the retention each gateway's job enforces, for readers without its policy.
+    "CREATE TABLE retention_in_force (
+        gateway TEXT PRIMARY KEY,
+        keep TEXT NOT NULL,
+        after TEXT NOT NULL,
+        degradation_keep TEXT NOT NULL,
+        recorded_ms INTEGER NOT NULL
+    );",
 ];
 
 /// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
@@ -147,7 +156,11 @@ impl Store {
     /// Opens `location`: a PostgreSQL connection string or URL, else an SQLite file path.
     pub fn open(location: &str) -> anyhow::Result<Self> {
         if postgres::is_postgres(location) {
-            Ok(Self::Postgres(postgres::PgStore::connect(location)?))
+            Ok(Self::Postgres(
+                postgres::PgStore::connect(location).with_context(|| {
+                    format!("the PostgreSQL flow store {}", pg_connect::redact(location))
+                })?,
+            ))
         } else {
             Ok(Self::Sqlite(FlowStore::open(Path::new(location))?))
         }
@@ -171,6 +184,28 @@ impl Store {
             Self::Sqlite(s) => s.query(filter),
             Self::Postgres(p) => p.query(filter),
         }
+    }
+
+    /// The records `filter` selects as the retention in force leaves them: none that it
+    /// deletes, none with a client that it anonymises, whether or not the daemon's job has
+    /// run yet. What investigation exports read.
+    pub fn query_retained(
+        &mut self,
+        filter: &Filter,
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<StoredFlow>> {
+        let view = self.retention_view(now)?;
+        Ok(view.apply(self.query(filter)?, filter))
+    }
+
+    /// What a reader may see, from the retentions the gateways' jobs recorded in the store.
+    fn retention_view(&mut self, now: Timestamp) -> anyhow::Result<retention::RetentionView> {
+        let recorded = match self {
+            Self::Sqlite(s) => s.recorded_retentions(),
+            Self::Postgres(p) => p.recorded_retentions(),
+        }
+        .context("reading the retention in force")?;
+        retention::RetentionView::new(&recorded, now)
     }
 
     pub fn count(&mut self) -> anyhow::Result<u64> {
@@ -200,6 +235,22 @@ impl Store {
             Self::Sqlite(s) => s.degradation(interval_seconds, since, limit),
             Self::Postgres(p) => p.degradation(interval_seconds, since, limit),
         }
+    }
+
+    /// The degradation reports [`Store::degradation`] selects as the retention in force
+    /// leaves them: none past `degradation_retention`, no top clients past `retention`,
+    /// whether or not the daemon's job has run yet. What `classifier degradation` reads.
+    pub fn degradation_retained(
+        &mut self,
+        interval_seconds: Option<u64>,
+        since: Option<Timestamp>,
+        limit: usize,
+        now: Timestamp,
+    ) -> anyhow::Result<Vec<crate::degradation::IntervalReport>> {
+        let view = self.retention_view(now)?;
+        let since = since.max(view.degradation_drop_before);
+        let reports = self.degradation(interval_seconds, since, limit)?;
+        Ok(view.apply_to_degradation(reports))
     }
 
     pub fn apply_retention(

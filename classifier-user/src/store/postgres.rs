@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use postgres::{Client, NoTls, types::ToSql};
+use postgres::{Client, types::ToSql};
 
 use super::{
     EndReason, Filter, StoredFlow,
@@ -76,6 +76,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
     ALTER TABLE flows ADD COLUMN second_name TEXT;
     ALTER TABLE flows ADD COLUMN second_category TEXT;",
+    // 5: the retention each gateway's job enforces, for readers without its policy.
+    "CREATE TABLE retention_in_force (
+        gateway TEXT PRIMARY KEY,
+        keep TEXT NOT NULL,
+        after TEXT NOT NULL,
+        degradation_keep TEXT NOT NULL,
+        recorded_ms BIGINT NOT NULL
+    );",
 ];
 
 /// A connection to the store on PostgreSQL.
@@ -99,17 +107,22 @@ impl Drop for PgStore {
 
 /// Whether `location` names a PostgreSQL database rather than an SQLite file.
 pub fn is_postgres(location: &str) -> bool {
+    const KEYS: &[&str] = &["host", "hostaddr", "port", "dbname", "user", "password"];
     location.starts_with("postgres://")
         || location.starts_with("postgresql://")
-        || location
-            .split_whitespace()
-            .any(|part| part.starts_with("host="))
+        || location.split_whitespace().any(|part| {
+            part.split_once('=')
+                .is_some_and(|(key, _)| KEYS.contains(&key.trim()))
+        })
 }
 
 impl PgStore {
+    /// Connects as libpq would (`sslmode`, `sslrootcert`, PGPASSWORD, the password file:
+    /// see [`super::pg_connect`]) and migrates.
     pub fn connect(location: &str) -> anyhow::Result<Self> {
-        let client =
-            Client::connect(location, NoTls).context("connecting to the PostgreSQL flow store")?;
+        let client = super::pg_connect::Target::parse(location)?
+            .connect()
+            .context("connecting to the PostgreSQL flow store")?;
         let mut store = Self {
             client: Some(client),
         };
@@ -284,7 +297,31 @@ impl PgStore {
         let cutoff_ms = cutoff.as_millisecond();
         let params: &[&(dyn ToSql + Sync)] = &[&cutoff_ms];
         let mut transaction = self.client().transaction()?;
-        transaction.execute(
+        let (keep, after, degradation_keep) = retention.to_row();
+        transaction
+            .execute(
+                "INSERT INTO retention_in_force (gateway, keep, after, degradation_keep,
+                    recorded_ms)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (gateway) DO UPDATE SET keep = excluded.keep,
+                    after = excluded.after, degradation_keep = excluded.degradation_keep,
+                    recorded_ms = excluded.recorded_ms",
+                &[
+                    &super::retention::gateway_name(),
+                    &keep,
+                    &after,
+                    &degradation_keep,
+                    &now.as_millisecond(),
+                ],
+            )
+            .context("recording the retention in force")?;
+        let degradation_deleted = transaction
+            .execute(
+                "DELETE FROM degradation WHERE end_ms < $1",
+                &[&retention.degradation_cutoff(now)?.as_millisecond()],
+            )
+            .context("deleting expired degradation reports")?;
+        let stripped = transaction.execute(
             "UPDATE degradation SET report = (report::jsonb - 'top_clients')::text
              WHERE end_ms < $1 AND report::jsonb ? 'top_clients'",
             params,
@@ -293,6 +330,7 @@ impl PgStore {
             cutoff,
             deleted: 0,
             anonymised: 0,
+            degradation_deleted,
         };
         match retention.after {
             AfterRetention::Delete => {
@@ -327,7 +365,49 @@ impl PgStore {
         transaction
             .commit()
             .context("committing the retention job")?;
+        if report.changed() || stripped > 0 {
+            // Deleted and updated rows stay in the tables' pages, client addresses and all,
+            // until vacuumed. Autovacuum would come to them in its own time; the job does
+            // not wait. Plain VACUUM takes no lock that stops other gateways' inserts (FULL
+            // would), and outside a transaction, as VACUUM must be.
+            self.client()
+                .batch_execute("VACUUM (ANALYZE) flows, degradation")
+                .context(
+                    "vacuuming the PostgreSQL flow store after the retention job (its deletes \
+                     are committed; the store's role must own the tables)",
+                )?;
+        }
         Ok(report)
+    }
+
+    /// Every retention recorded in the store (one per gateway that ran the job).
+    pub fn recorded_retentions(&mut self) -> anyhow::Result<Vec<Retention>> {
+        self.client()
+            .query(
+                "SELECT keep, after, degradation_keep FROM retention_in_force",
+                &[],
+            )?
+            .iter()
+            .map(|row| Retention::from_row(row.get(0), row.get(1), row.get(2)))
+            .collect()
+    }
+
+    /// Whether this connection is encrypted (TLS), as the server sees it.
+    pub fn connection_encrypted(&mut self) -> anyhow::Result<bool> {
+        let row = self.client().query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )?;
+        Ok(row.get(0))
+    }
+
+    /// How often `table` was vacuumed by hand, as PostgreSQL's statistics count it.
+    pub fn vacuum_count(&mut self, table: &str) -> anyhow::Result<i64> {
+        let row = self.client().query_one(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = $1",
+            &[&table],
+        )?;
+        Ok(row.get(0))
     }
 
     /// Flows counted in the daily totals (what deleting kept).

@@ -7,6 +7,13 @@
 //! that could lead back to the client is replaced by something derived from it (a hash of
 //! an address can be reversed by trying every address), it is removed.
 //!
+//! Degradation reports lose their top clients at the same cutoff and are deleted at their
+//! own (`degradation_retention`, 90 days by default).
+//!
+//! Each run records the retention in force in the store (`retention_in_force`, one row per
+//! gateway), so that a reader without the daemon's policy, `classifier export`, can leave
+//! out what the job should have removed even if it has not run yet ([`RetentionView`]).
+//!
 //! The clock is a parameter: the daemon passes the time now, tests a time of their own.
 
 use anyhow::Context as _;
@@ -14,7 +21,7 @@ use jiff::{Span, Timestamp, tz::TimeZone};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::FlowStore;
+use super::{Filter, FlowStore, StoredFlow};
 
 /// What happens to records past the retention period.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -27,6 +34,23 @@ pub enum AfterRetention {
     Anonymise,
 }
 
+impl AfterRetention {
+    pub fn name(self) -> &'static str {
+        match self {
+            AfterRetention::Delete => "delete",
+            AfterRetention::Anonymise => "anonymise",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "delete" => Some(AfterRetention::Delete),
+            "anonymise" => Some(AfterRetention::Anonymise),
+            _ => None,
+        }
+    }
+}
+
 /// The retention the policy sets.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Retention {
@@ -34,6 +58,9 @@ pub struct Retention {
     #[serde(serialize_with = "span_text")]
     pub keep: Span,
     pub after: AfterRetention,
+    /// How long a degradation report is kept at all.
+    #[serde(serialize_with = "span_text")]
+    pub degradation_keep: Span,
 }
 
 fn span_text<S: serde::Serializer>(span: &Span, serializer: S) -> Result<S::Ok, S::Error> {
@@ -45,6 +72,7 @@ impl Default for Retention {
         Self {
             keep: Span::new().months(14),
             after: AfterRetention::Delete,
+            degradation_keep: Span::new().days(90),
         }
     }
 }
@@ -53,17 +81,49 @@ impl Retention {
     /// Records that ended before this are past retention. Months are calendar months,
     /// counted back in UTC.
     pub fn cutoff(&self, now: Timestamp) -> anyhow::Result<Timestamp> {
-        let cutoff = now
-            .to_zoned(TimeZone::UTC)
-            .checked_sub(self.keep)
-            .with_context(|| {
-                format!(
-                    "retention `{:#}` reaches before the calendar's start",
-                    self.keep
-                )
-            })?;
-        Ok(cutoff.timestamp())
+        back(now, self.keep)
     }
+
+    /// Degradation reports that ended before this are deleted.
+    pub fn degradation_cutoff(&self, now: Timestamp) -> anyhow::Result<Timestamp> {
+        back(now, self.degradation_keep)
+    }
+
+    /// This retention as `retention_in_force` keeps it: (keep, after, degradation keep).
+    pub(crate) fn to_row(self) -> (String, &'static str, String) {
+        (
+            format!("{:#}", self.keep),
+            self.after.name(),
+            format!("{:#}", self.degradation_keep),
+        )
+    }
+
+    /// A row of `retention_in_force`, read back.
+    pub(crate) fn from_row(
+        keep: &str,
+        after: &str,
+        degradation_keep: &str,
+    ) -> anyhow::Result<Self> {
+        let span = |text: &str| -> anyhow::Result<Span> {
+            text.parse()
+                .with_context(|| format!("the store's recorded retention `{text}`"))
+        };
+        Ok(Self {
+            keep: span(keep)?,
+            after: AfterRetention::parse(after)
+                .with_context(|| format!("the store's recorded `after_retention` `{after}`"))?,
+            degradation_keep: span(degradation_keep)?,
+        })
+    }
+}
+
+/// `span` before `now`, in calendar units counted back in UTC.
+fn back(now: Timestamp, span: Span) -> anyhow::Result<Timestamp> {
+    let cutoff = now
+        .to_zoned(TimeZone::UTC)
+        .checked_sub(span)
+        .with_context(|| format!("retention `{span:#}` reaches before the calendar's start"))?;
+    Ok(cutoff.timestamp())
 }
 
 /// What one run of the job did.
@@ -72,6 +132,110 @@ pub struct RetentionReport {
     pub cutoff: Timestamp,
     pub deleted: u64,
     pub anonymised: u64,
+    /// Degradation reports deleted (past `degradation_retention`).
+    pub degradation_deleted: u64,
+}
+
+impl RetentionReport {
+    /// Whether the job removed anything.
+    pub fn changed(&self) -> bool {
+        self.deleted + self.anonymised + self.degradation_deleted > 0
+    }
+}
+
+/// The name this gateway records its retention under: its host name.
+pub(crate) fn gateway_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned())
+}
+
+/// What a reader of the store may return, from every retention recorded in it (the
+/// strictest wins: several gateways may share a PostgreSQL store), or the built-in 14
+/// months when none is (a store no daemon of this version has run the job on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionView {
+    /// Records that ended before this should have been deleted: left out.
+    pub drop_before: Option<Timestamp>,
+    /// Records that ended before this should have been anonymised: shown without client.
+    /// Degradation reports that ended before it have no top clients.
+    pub anonymise_before: Option<Timestamp>,
+    /// Degradation reports that ended before this should have been deleted: left out.
+    pub degradation_drop_before: Option<Timestamp>,
+}
+
+impl RetentionView {
+    pub fn new(recorded: &[Retention], now: Timestamp) -> anyhow::Result<Self> {
+        let fallback = [Retention::default()];
+        let retentions = if recorded.is_empty() {
+            &fallback[..]
+        } else {
+            recorded
+        };
+        let mut view = Self {
+            drop_before: None,
+            anonymise_before: None,
+            degradation_drop_before: None,
+        };
+        for retention in retentions {
+            let cutoff = Some(retention.cutoff(now)?);
+            if retention.after == AfterRetention::Delete {
+                view.drop_before = view.drop_before.max(cutoff);
+            }
+            view.anonymise_before = view.anonymise_before.max(cutoff);
+            view.degradation_drop_before = view
+                .degradation_drop_before
+                .max(Some(retention.degradation_cutoff(now)?));
+        }
+        Ok(view)
+    }
+
+    /// Degradation reports as the job would have left them: none past
+    /// `degradation_retention`, none naming a client past `retention`.
+    pub fn apply_to_degradation(
+        &self,
+        reports: Vec<crate::degradation::IntervalReport>,
+    ) -> Vec<crate::degradation::IntervalReport> {
+        let before = |cutoff: Option<Timestamp>, end: Timestamp| cutoff.is_some_and(|c| end < c);
+        reports
+            .into_iter()
+            .filter(|report| !before(self.degradation_drop_before, report.end))
+            .map(|mut report| {
+                if before(self.anonymise_before, report.end) {
+                    report.top_clients.clear();
+                }
+                report
+            })
+            .collect()
+    }
+
+    /// `flows` as the job would have left them: past retention, deleted or anonymised. A
+    /// record the job would have anonymised no longer has the client `filter` names.
+    pub fn apply(&self, flows: Vec<StoredFlow>, filter: &Filter) -> Vec<StoredFlow> {
+        let before = |cutoff: Option<Timestamp>, flow: &StoredFlow| {
+            cutoff.is_some_and(|cutoff| flow.flow.last_seen < cutoff)
+        };
+        flows
+            .into_iter()
+            .filter(|flow| !before(self.drop_before, flow))
+            .filter_map(|mut flow| {
+                if !flow.anonymised && before(self.anonymise_before, &flow) {
+                    if filter.client.is_some() {
+                        return None;
+                    }
+                    flow.flow.client = std::net::SocketAddr::new(
+                        std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                        0,
+                    );
+                    flow.flow.client_mac = None;
+                    flow.anonymised = true;
+                }
+                Some(flow)
+            })
+            .collect()
+    }
 }
 
 /// Deletes or anonymises every record that ended before `retention`'s cutoff from `now`.
@@ -82,12 +246,37 @@ pub fn apply(
 ) -> anyhow::Result<RetentionReport> {
     let cutoff = retention.cutoff(now)?;
     let cutoff_ms = cutoff.as_millisecond();
+    let degradation_cutoff = retention.degradation_cutoff(now)?;
     let transaction = store.connection().transaction()?;
     let mut report = RetentionReport {
         cutoff,
         deleted: 0,
         anonymised: 0,
+        degradation_deleted: 0,
     };
+    let (keep, after, degradation_keep) = retention.to_row();
+    transaction
+        .execute(
+            "INSERT INTO retention_in_force (gateway, keep, after, degradation_keep, recorded_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (gateway) DO UPDATE SET keep = excluded.keep, after = excluded.after,
+                degradation_keep = excluded.degradation_keep,
+                recorded_ms = excluded.recorded_ms",
+            params![
+                gateway_name(),
+                keep,
+                after,
+                degradation_keep,
+                now.as_millisecond()
+            ],
+        )
+        .context("recording the retention in force")?;
+    report.degradation_deleted = transaction
+        .execute(
+            "DELETE FROM degradation WHERE end_ms < ?1",
+            params![degradation_cutoff.as_millisecond()],
+        )
+        .context("deleting expired degradation reports")? as u64;
     // Degradation reports name their top clients: those go, the aggregates stay.
     transaction
         .execute(
@@ -155,6 +344,26 @@ pub struct DailyUsage {
 }
 
 impl FlowStore {
+    /// Every retention recorded in the store (one per gateway that ran the job).
+    pub fn recorded_retentions(&mut self) -> anyhow::Result<Vec<Retention>> {
+        let mut statement = self
+            .connection()
+            .prepare("SELECT keep, after, degradation_keep FROM retention_in_force")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut retentions = Vec::new();
+        for row in rows {
+            let (keep, after, degradation_keep) = row?;
+            retentions.push(Retention::from_row(&keep, &after, &degradation_keep)?);
+        }
+        Ok(retentions)
+    }
+
     /// The daily totals kept for deleted records, oldest first.
     pub fn daily_usage(&mut self) -> anyhow::Result<Vec<DailyUsage>> {
         let mut statement = self.connection().prepare(
@@ -316,5 +525,186 @@ mod tests {
         let mut store = FlowStore::open(&temp.path).unwrap();
         // Run again: nothing more to do.
         assert_eq!(apply(&mut store, &retention, now()).unwrap().anonymised, 0);
+    }
+
+    /// A 5-minute degradation report that ended at `end`, naming one top client.
+    pub(crate) fn degradation_report(end: &str) -> crate::degradation::IntervalReport {
+        let end: Timestamp = end.parse().unwrap();
+        crate::degradation::IntervalReport {
+            interval_seconds: 300,
+            start: end - jiff::SignedDuration::from_secs(300),
+            end,
+            download_bps: 8000,
+            upload_bps: 800,
+            download_utilisation: None,
+            upload_utilisation: None,
+            by_category: Vec::new(),
+            by_group: Vec::new(),
+            withheld: Vec::new(),
+            top_clients: vec![crate::degradation::ClientVolume {
+                client: "192.0.2.77".parse().unwrap(),
+                category: "streaming-video".into(),
+                bytes: 1000,
+            }],
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn degradation_reports_have_their_own_retention() {
+        let temp = TempStore::new("retention-degradation");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        store
+            .insert_degradation(&[
+                // Past 90 days (and past 30 days).
+                degradation_report("2026-08-01T10:00:00Z"),
+                // Within 90 days, past 30.
+                degradation_report("2026-10-20T10:00:00Z"),
+                // Within both.
+                degradation_report("2026-12-01T10:00:00Z"),
+            ])
+            .unwrap();
+        let ends = |store: &FlowStore| -> Vec<String> {
+            store
+                .degradation(None, None, 100)
+                .unwrap()
+                .iter()
+                .map(|r| r.end.to_string())
+                .collect()
+        };
+        let retention = Retention {
+            keep: Span::new().days(30),
+            ..Retention::default()
+        };
+        let report = apply(&mut store, &retention, now()).unwrap();
+        assert_eq!(report.degradation_deleted, 1);
+        assert!(report.changed());
+        assert_eq!(
+            ends(&store),
+            ["2026-10-20T10:00:00Z", "2026-12-01T10:00:00Z"]
+        );
+        // The one past the records' 30 days has lost its clients, the recent one has not.
+        let reports = store.degradation(None, None, 100).unwrap();
+        assert!(reports[0].top_clients.is_empty());
+        assert_eq!(reports[1].top_clients.len(), 1);
+        // Nor is the deleted report's client left in the file's bytes.
+        drop(store);
+        let bytes = std::fs::read(&temp.path).unwrap();
+        let count = bytes
+            .windows("192.0.2.77".len())
+            .filter(|w| *w == b"192.0.2.77")
+            .count();
+        assert_eq!(count, 1, "only the recent report names the client");
+    }
+
+    #[test]
+    fn a_reader_sees_degradation_reports_as_the_job_would_leave_them() {
+        let reports = vec![
+            degradation_report("2026-08-01T10:00:00Z"),
+            degradation_report("2026-10-20T10:00:00Z"),
+            degradation_report("2026-12-01T10:00:00Z"),
+        ];
+        let ends = |reports: &[crate::degradation::IntervalReport]| -> Vec<(String, usize)> {
+            reports
+                .iter()
+                .map(|r| (r.end.to_string(), r.top_clients.len()))
+                .collect()
+        };
+        // Nothing recorded: reports kept 90 days, clients 14 months.
+        let view = RetentionView::new(&[], now()).unwrap();
+        assert_eq!(
+            ends(&view.apply_to_degradation(reports.clone())),
+            [
+                ("2026-10-20T10:00:00Z".into(), 1),
+                ("2026-12-01T10:00:00Z".into(), 1)
+            ]
+        );
+        // Clients 30 days, reports a year; with a second gateway's 90 days the strictest
+        // wins for each.
+        let short = Retention {
+            keep: Span::new().days(30),
+            degradation_keep: Span::new().days(365),
+            ..Retention::default()
+        };
+        let view = RetentionView::new(&[short], now()).unwrap();
+        assert_eq!(
+            ends(&view.apply_to_degradation(reports.clone())),
+            [
+                ("2026-08-01T10:00:00Z".into(), 0),
+                ("2026-10-20T10:00:00Z".into(), 0),
+                ("2026-12-01T10:00:00Z".into(), 1)
+            ]
+        );
+        let view = RetentionView::new(&[short, Retention::default()], now()).unwrap();
+        assert_eq!(
+            ends(&view.apply_to_degradation(reports)),
+            [
+                ("2026-10-20T10:00:00Z".into(), 0),
+                ("2026-12-01T10:00:00Z".into(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_job_records_the_retention_it_enforces() {
+        let temp = TempStore::new("retention-recorded");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        assert!(store.recorded_retentions().unwrap().is_empty());
+        let retention = Retention {
+            keep: Span::new().days(30),
+            after: AfterRetention::Anonymise,
+            degradation_keep: Span::new().days(7),
+        };
+        apply(&mut store, &retention, now()).unwrap();
+        // A second run (a later policy) replaces this gateway's row.
+        apply(&mut store, &retention, now()).unwrap();
+        let recorded = store.recorded_retentions().unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].to_row(), retention.to_row());
+    }
+
+    #[test]
+    fn a_reader_sees_records_as_the_job_would_leave_them() {
+        let temp = TempStore::new("retention-view");
+        let store = store_with_old_and_new_records(&temp);
+        let flows = store.query(&Filter::default()).unwrap();
+        let ports = |flows: &[StoredFlow]| -> Vec<u16> {
+            flows.iter().map(|f| f.flow.client.port()).collect()
+        };
+        // Nothing recorded: the built-in 14 months, deleted.
+        let view = RetentionView::new(&[], now()).unwrap();
+        assert_eq!(
+            ports(&view.apply(flows.clone(), &Filter::default())),
+            [1002, 1003]
+        );
+        // Anonymise: the old ones without their client; filtered by a client, not at all.
+        let anonymise = Retention {
+            after: AfterRetention::Anonymise,
+            ..Retention::default()
+        };
+        let view = RetentionView::new(&[anonymise], now()).unwrap();
+        let seen = view.apply(flows.clone(), &Filter::default());
+        assert_eq!(ports(&seen), [0, 0, 1002, 1003]);
+        assert!(
+            seen[..2]
+                .iter()
+                .all(|f| f.anonymised && f.flow.client_mac.is_none())
+        );
+        let client_10 = Filter {
+            client: Some("192.0.2.10".parse().unwrap()),
+            ..Filter::default()
+        };
+        assert_eq!(
+            ports(&view.apply(flows.clone(), &client_10)),
+            [1002, 1003],
+            "an anonymised record no longer belongs to its client"
+        );
+        // Two gateways: the strictest wins.
+        let short = Retention {
+            keep: Span::new().days(30),
+            ..Retention::default()
+        };
+        let view = RetentionView::new(&[anonymise, short], now()).unwrap();
+        assert_eq!(ports(&view.apply(flows, &Filter::default())), [1003]);
     }
 }
