@@ -202,10 +202,10 @@ fn server_addr(flow: &Flow) -> SocketAddr {
 /// blocked flow ends within the test; a closed one ends after min(linger, idle) = 4 s).
 fn policy() -> String {
     let at_work = council_policy_at_work();
-    let policy = at_work.replacen("idle_timeout = \"5m\"", "idle_timeout = \"4s\"", 1);
+    let policy = at_work.replacen("idle_timeout = \"5 minutes\"", "idle_timeout = \"4s\"", 1);
     assert_ne!(
         policy, at_work,
-        "the council policy sets idle_timeout = \"5m\""
+        "the council policy sets idle_timeout = \"5 minutes\""
     );
     policy
 }
