@@ -148,26 +148,28 @@ pub struct Allowances {
 }
 
 impl std::fmt::Display for Allowances {
+    /// `5 minutes/hour and 50 MB per 1h at full speed per client`; under a shared rule
+    /// `30 minutes/day shared at full speed` (the volume is always each client's).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(time) = &self.time {
-            parts.push(format!(
-                "{time} at full speed{}",
-                if self.per_client {
-                    " per client"
-                } else {
-                    " shared"
-                }
-            ));
-        }
-        if let Some(volume) = &self.volume {
-            parts.push(format!(
-                "{} MB per {} per client",
+        let volume = self.volume.as_ref().map(|volume| {
+            format!(
+                "{} MB per {}",
                 volume.bytes / 1_000_000,
                 humantime::format_duration(volume.per)
-            ));
+            )
+        });
+        match (&self.time, volume) {
+            (Some(time), Some(volume)) if self.per_client => {
+                write!(f, "{time} and {volume} at full speed per client")
+            }
+            (Some(time), Some(volume)) => {
+                write!(f, "{time} shared and {volume} per client at full speed")
+            }
+            (Some(time), None) if self.per_client => write!(f, "{time} at full speed per client"),
+            (Some(time), None) => write!(f, "{time} shared at full speed"),
+            (None, Some(volume)) => write!(f, "{volume} at full speed per client"),
+            (None, None) => Ok(()),
         }
-        f.write_str(&parts.join(" and "))
     }
 }
 

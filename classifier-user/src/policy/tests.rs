@@ -545,7 +545,7 @@ fn time_allowances_become_the_datapath_s_minutes() {
     );
     assert_eq!(
         policy.rules[1].action.to_string(),
-        "block after 30 minutes/day at full speed shared"
+        "block after 30 minutes/day shared at full speed"
     );
 }
 
@@ -610,8 +610,8 @@ mod explain {
         assert_eq!(working.period, "working");
         assert_eq!(
             working.action,
-            "shape 16kbit per client after 5 minutes/hour at full speed per client and 50 MB \
-             per 1h per client"
+            "shape 16kbit per client after 5 minutes/hour and 50 MB per 1h at full speed per \
+             client"
         );
         assert!(working.render().contains("rule 10"), "{}", working.render());
         let left = working.allowance.as_ref().expect("the rule's allowances");
