@@ -148,7 +148,7 @@ fn within_minutes(key: &FlowKey, class: u16, rule: &ShapeRule, now: u64) -> bool
     };
     let allowed = rule.allowance_minutes as u32;
     let window_ns = rule.allowance_window_minutes as u64 * MINUTE_NS;
-    if let Some(stored) = BUCKETS.get_ptr_mut(&bucket) {
+    if let Some(stored) = BUCKETS.get_ptr_mut(bucket) {
         // SAFETY: a map value pointer, valid for this program run; a race with another CPU
         // costs a minute at most (see MinuteCount).
         unsafe {
@@ -160,7 +160,7 @@ fn within_minutes(key: &FlowKey, class: u16, rule: &ShapeRule, now: u64) -> bool
     }
     let minutes = MinuteCount::starting(now);
     // A full LRU map evicts; a failed insert leaves the next packet to try again.
-    let _ = BUCKETS.insert(&bucket, &TokenBucket::from(minutes), 0);
+    let _ = BUCKETS.insert(bucket, TokenBucket::from(minutes), 0);
     minutes.minutes <= allowed
 }
 
