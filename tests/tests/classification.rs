@@ -802,7 +802,7 @@ fn the_peer_cache_forgets_peers_after_its_ttl() {
     if !privileged("the_peer_cache_forgets_peers_after_its_ttl") {
         return;
     }
-    let policy = default_policy_with("peer_ttl = \"10m\"", "peer_ttl = \"1s\"");
+    let policy = default_policy_with("peer_ttl = \"10 minutes\"", "peer_ttl = \"1s\"");
     let mut harness = Harness::with_policy(policy);
     let mut handshake = b"\x13BitTorrent protocol".to_vec();
     handshake.extend_from_slice(&[0u8; 48]);

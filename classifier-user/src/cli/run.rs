@@ -48,9 +48,10 @@ pub struct RunArgs {
     #[arg(long, short = 'p', value_name = "FILE")]
     policy: Option<PathBuf>,
 
-    /// Exceptions file kept by `classifier exceptions add|expire`; read when it exists.
-    #[arg(long, value_name = "FILE", default_value = policy::DEFAULT_EXCEPTIONS_FILE)]
-    exceptions: PathBuf,
+    /// Exceptions file kept by `classifier exceptions add|expire` (default:
+    /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+    #[arg(long, value_name = "FILE")]
+    exceptions: Option<PathBuf>,
 
     /// Network namespace the interface is in (as made by `ip netns add`). Only the network
     /// namespace is entered: maps are still pinned in the host's /sys/fs/bpf.
@@ -355,7 +356,9 @@ fn prepare(
 fn sources(args: &RunArgs) -> PolicySources {
     PolicySources {
         policy: args.policy.clone(),
-        exceptions: Some(args.exceptions.clone()),
+        exceptions: Some(policy::ExceptionsChoice::resolve(
+            args.exceptions.as_deref(),
+        )),
     }
 }
 

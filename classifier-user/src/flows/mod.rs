@@ -277,6 +277,24 @@ impl FlowNames {
     }
 }
 
+/// The flow table through a file descriptor of its own.
+pub type OwnedFlowTable = HashMap<MapData, FlowKey, FlowEntry>;
+
+/// A handle on `table` with a file descriptor of its own, so that the table can be walked
+/// by a thread that does not hold the datapath (the daemon's state stays unlocked).
+pub fn own_handle(table: &HashMap<&MapData, FlowKey, FlowEntry>) -> anyhow::Result<OwnedFlowTable> {
+    use aya::maps::IterableMap as _;
+    use std::os::fd::AsFd as _;
+    let fd = table
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating the flow table's descriptor")?;
+    let map = aya::maps::Map::from_map_data(MapData::from_fd(fd)?)?;
+    HashMap::try_from(map).context("FLOWS is not a hash map")
+}
+
 /// Every flow in `table` with its class and name, largest first.
 pub fn read_table<T: std::borrow::Borrow<MapData>>(
     table: &HashMap<T, FlowKey, FlowEntry>,

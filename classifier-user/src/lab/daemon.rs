@@ -43,6 +43,8 @@ pub struct DaemonOptions {
     /// Where the daemon's log (its stderr) goes, appended, instead of to ours: tests read
     /// it back with [`DaemonProcess::log`].
     pub log_file: Option<PathBuf>,
+    /// The control socket, when not the lab's own under /run/classifier.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl DaemonProcess {
@@ -52,7 +54,10 @@ impl DaemonProcess {
         let pin_dir = lab.pin_dir();
         let pid_file = std::env::temp_dir().join(format!("classifier-lab-{}.pid", lab.id));
         let _ = std::fs::remove_file(&pid_file);
-        let control_socket = lab.control_socket();
+        let control_socket = options
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| lab.control_socket());
         let mut command = Command::new(binary);
         command
             .arg("run")
