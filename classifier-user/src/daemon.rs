@@ -537,10 +537,14 @@ fn for_records(
         let records = {
             let state = shared.lock();
             let policy = &state.in_force.policy;
+            // A name whose event the daemon has not read yet is in the kernel's NAMES.
+            let kept = state.datapath.names().ok();
             chunk
                 .iter()
                 .map(|(key, entry)| {
-                    FlowRecord::from_entry(key, entry, &clock, policy, state.learned.names.get(key))
+                    let names =
+                        flows::names::of_flow(&state.learned.names, kept.as_ref(), key, entry);
+                    FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref())
                 })
                 .collect()
         };

@@ -281,6 +281,11 @@ fn run_daemon(
         last_intervals: Default::default(),
         last_reload: daemon::LastReload::loaded_at(jiff::Timestamp::now()),
     };
+    // The names of flows a previous daemon knew (or the datapath read while none ran) are
+    // this daemon's before it records anything.
+    if let Err(e) = state.learned.adopt_kept_names(&mut state.datapath) {
+        tracing::warn!(error = %format!("{e:#}"), "could not read the flow names kept in the kernel");
+    }
     state.apply_shaping();
     let shared = Shared::new(state);
     let reporting = Reporting {

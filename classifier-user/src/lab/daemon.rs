@@ -157,10 +157,19 @@ impl DaemonProcess {
         Ok(())
     }
 
+    /// Asks the daemon to exit leaving its datapath attached for the next one (SIGUSR1, a
+    /// hand-over or upgrade) and returns how it exited.
+    pub fn hand_over(self) -> anyhow::Result<ExitStatus> {
+        self.signal_and_wait(Signal::SIGUSR1)
+    }
+
     /// Asks the daemon to shut down cleanly (SIGTERM) and returns how it exited.
-    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)
-            .context("signalling the daemon")?;
+    pub fn stop(self) -> anyhow::Result<ExitStatus> {
+        self.signal_and_wait(Signal::SIGTERM)
+    }
+
+    fn signal_and_wait(mut self, signal: Signal) -> anyhow::Result<ExitStatus> {
+        kill(Pid::from_raw(self.child.id() as i32), signal).context("signalling the daemon")?;
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -168,7 +177,7 @@ impl DaemonProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("classifier run did not stop within {READY_TIMEOUT:?} of SIGTERM")
+        bail!("classifier run did not stop within {READY_TIMEOUT:?} of {signal}")
     }
 }
 
