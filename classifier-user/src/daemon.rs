@@ -127,6 +127,10 @@ pub struct Status {
     /// Put into shaping classes, over the flows in the table.
     pub shaped_bytes: u64,
     pub shaping: ShapingStatus,
+    /// What clients have left of the rules' allowances (those the datapath has counted),
+    /// spent and fewest left first.
+    #[serde(default)]
+    pub allowances: Vec<crate::policy::allowances::AllowanceLeft>,
     #[serde(default)]
     pub records: RecorderStats,
     /// QUIC Initials not read because the worker's queue was full (a flood): their flows
@@ -192,6 +196,7 @@ impl State {
             blocked_bytes: totals.blocked_bytes,
             shaped_bytes: totals.shaped_bytes,
             shaping: self.shaper.status(),
+            allowances: crate::shaping::allowances::all_left(&self.datapath, &in_force.policy)?,
             records: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
@@ -209,6 +214,36 @@ impl State {
             if self.adopted { ", taken over" } else { "" },
             self.in_force.period
         )
+    }
+
+    /// Puts what the client has used of the deciding rule's allowances into an explanation
+    /// of a moment within a minute of now (another moment keeps the policy's figures: the
+    /// datapath counts only the present).
+    fn measure_allowance(
+        &self,
+        explanation: &mut crate::policy::show::Explanation,
+    ) -> anyhow::Result<()> {
+        let near_now = jiff::Timestamp::now()
+            .duration_since(explanation.at)
+            .as_secs()
+            .abs()
+            < 60;
+        let crate::policy::decide::Reason::Rule { rule, .. } = &explanation.decided_by else {
+            return Ok(());
+        };
+        let policy = &self.in_force.policy;
+        let Some(rule) = policy.rules.get(rule.saturating_sub(1)) else {
+            return Ok(());
+        };
+        if explanation.allowance.is_some() && near_now {
+            explanation.allowance = crate::shaping::allowances::left_for(
+                &self.datapath,
+                policy,
+                explanation.client,
+                rule,
+            )?;
+        }
+        Ok(())
     }
 
     /// Puts the policy's shape rules into the shaper; a failure is logged, and shaped
@@ -666,7 +701,9 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
         }
         Request::Explain { client, target, at } => {
             let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
-            let explanation = shared.lock().in_force.policy.explain(*client, &asked, *at);
+            let state = shared.lock();
+            let mut explanation = state.in_force.policy.explain(*client, &asked, *at);
+            state.measure_allowance(&mut explanation)?;
             serde_json::to_string(&explanation)?
         }
         Request::Flows => unreachable!("answered by answer_flows"),
