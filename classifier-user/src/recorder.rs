@@ -234,8 +234,12 @@ impl Recorder {
                     crate::flows::socket_addr(key.server_addr, key.server_port),
                     key.protocol,
                 );
-                self.reports
-                    .due(&id, entry.first_seen_ns, now_ns, ipfix.active_timeout)
+                self.reports.due(
+                    &id,
+                    entry.first_seen_ns,
+                    entry.last_seen_ns,
+                    ipfix.active_timeout,
+                )
             })
             .map(|(key, entry)| Ended {
                 key: *key,

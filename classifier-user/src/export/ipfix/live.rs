@@ -90,14 +90,17 @@ pub struct Reports {
 }
 
 impl Reports {
-    /// Whether a live flow that started at `first_seen_ns` is due a report at `now_ns`
-    /// (all CLOCK_BOOTTIME): `every` since it started, or since its last report.
-    pub fn due(&self, id: &FlowId, first_seen_ns: u64, now_ns: u64, every: Duration) -> bool {
+    /// Whether a live flow that started at `first_seen_ns` and last moved a packet at
+    /// `last_seen_ns` is due a report (all on the datapath's clock): when it has been
+    /// active for `every` since it started, or since its last report. Activity, not the
+    /// walk's clock: a flow that went quiet before the timeout (one ended by FIN and
+    /// waiting out its linger, or idle) is reported once, when it ends.
+    pub fn due(&self, id: &FlowId, first_seen_ns: u64, last_seen_ns: u64, every: Duration) -> bool {
         let since = self
             .reported
             .get(id)
             .map_or(first_seen_ns, |reported| reported.at_ns);
-        now_ns.saturating_sub(since) >= every.as_nanos() as u64
+        last_seen_ns.saturating_sub(since) >= every.as_nanos() as u64
     }
 
     /// The report of a live flow (`record` holds its totals so far), remembered as the
@@ -192,6 +195,10 @@ mod tests {
         let mut reports = Reports::default();
         assert!(!reports.due(&id, started_ns, started_ns + 59 * SECOND, every));
         assert!(reports.due(&id, started_ns, started_ns + 60 * SECOND, every));
+
+        // Quiet since its 10th second: never due, however late the walk comes.
+        let quiet = (crate::flows::socket_addr([0; 16], 1), id.1, id.2);
+        assert!(!reports.due(&quiet, started_ns, started_ns + 10 * SECOND, every));
 
         let first = reports.interim(&at(&start, 60, 10, 50), started_ns + 60 * SECOND);
         assert_eq!((first.upload.packets, first.download.packets), (10, 50));
