@@ -22,8 +22,14 @@ pub struct Container {
 }
 
 impl Container {
-    /// Boots this host's root with systemd as PID 1 in network namespace `netns`.
-    pub fn boot(name: &str, netns: &str) -> anyhow::Result<Self> {
+    /// Where [`Container::boot`]'s file is seen inside the container.
+    pub const BOUND_FILE: &str = "/run/classifier-test/package.deb";
+
+    /// Boots this host's root with systemd as PID 1 in network namespace `netns`, with
+    /// `file` (the package under test) bound read-only at [`Container::BOUND_FILE`]: the
+    /// host's /tmp, where a CI clone may live, is not the container's (nspawn mounts a fresh
+    /// one).
+    pub fn boot(name: &str, netns: &str, file: &std::path::Path) -> anyhow::Result<Self> {
         // nspawn refuses "/" itself; a bind mount of it is another path to the same tree,
         // read-only so that nothing (a careless `rm -r` of the temporary directory, say)
         // can change the host through it. The container writes to its overlay only.
@@ -51,6 +57,7 @@ impl Container {
             .arg(format!("--machine={name}"))
             .arg(format!("--network-namespace-path=/run/netns/{netns}"))
             .arg("--bind=/sys/fs/bpf")
+            .arg(format!("--bind-ro={}:{}", file.display(), Self::BOUND_FILE))
             // Only what a service needs (journald, sysusers, tmpfiles, sockets): the host's
             // own enabled services (a database, say) and timers (apt's daily run, which
             // fires at boot when it missed its hour) stay down in the container.

@@ -127,7 +127,7 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
         lab.id
     )));
     let started = Instant::now();
-    let container = Container::boot(&format!("cls-{}", lab.id), &lab.gateway.netns)
+    let container = Container::boot(&format!("cls-{}", lab.id), &lab.gateway.netns, &deb)
         .expect("the container boots");
 
     eprintln!("container booted in {:.1?}", started.elapsed());
@@ -149,7 +149,7 @@ fn the_unit_runs_under_systemd_reloads_restarts_with_a_hand_over_and_stops() {
     container.run_ok(&["rm", "-f", "/var/lib/man-db/auto-update"]);
 
     // Installed, but not enabled or started: the interfaces come first.
-    let deb = deb.display().to_string();
+    let deb = Container::BOUND_FILE.to_owned();
     container.run_ok(&["dpkg", "--install", &deb]);
     container.run_ok(&["getent", "group", "classifier"]);
     // Every line of the unit as this systemd reads it: no unknown key, no missing path.
