@@ -318,10 +318,23 @@ fn curl_https_timed(client: &Host, name: &str, family: &str) -> Output {
         .expect("curl runs")
 }
 
-/// Curl to a blocked site, over IPv4 and IPv6, on `lab`'s first client while a capture
+/// [`curl_is_reset`], and the daemon counted one reset per connection.
+fn curl_is_reset_at_once(lab: &Lab, daemon: &DaemonProcess, families: &[&str]) {
+    curl_is_reset(lab, families);
+    let status = daemon.status().unwrap();
+    assert_eq!(
+        status
+            .datapath
+            .get(classifier_common::stats::Stat::ResetsSent),
+        families.len() as u64,
+        "one reset per blocked connection: {status:?}"
+    );
+}
+
+/// Curl to a blocked site, over the IP `families`, on `lab`'s first client while a capture
 /// runs there: curl must fail with a reset (not a timeout), which the capture shows answered
 /// the ClientHello itself (no retransmission), within [`ANSWER_BOUND`].
-fn curl_is_reset_at_once(lab: &Lab, daemon: &DaemonProcess, families: &[&str]) {
+fn curl_is_reset(lab: &Lab, families: &[&str]) {
     let client = &lab.clients[0];
     let capture = Capture::start(client, "tcp port 443").unwrap();
     let mut curl_times = Vec::new();
@@ -365,14 +378,6 @@ fn curl_is_reset_at_once(lab: &Lab, daemon: &DaemonProcess, families: &[&str]) {
             seen.after_first_data
         );
     }
-    let status = daemon.status().unwrap();
-    assert_eq!(
-        status
-            .datapath
-            .get(classifier_common::stats::Stat::ResetsSent),
-        families.len() as u64,
-        "one reset per blocked connection: {status:?}"
-    );
 }
 
 /// The issue this answers: on a plain veth LAN, XDP_TX resets reached the client seconds
@@ -621,4 +626,77 @@ fn a_flood_of_blocked_datagrams_is_answered_one_for_one_and_the_answers_are_not_
         "answers are no flows of their own: {flows:?}"
     );
     daemon.stop().unwrap();
+}
+
+/// The names of the TC programs attached to the gateway's LAN interface (TCX links, which
+/// `bpftool net` of this distribution does not list), ingress and egress.
+fn gateway_tc_programs(lab: &Lab) -> String {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let iface = lab.gateway.iface;
+    netns::run_in(&lab.gateway.netns, move || {
+        let mut names = Vec::new();
+        for (hook, attach_type) in [
+            ("ingress", TcAttachType::Ingress),
+            ("egress", TcAttachType::Egress),
+        ] {
+            let (_, programs) = SchedClassifier::query_tcx(iface, attach_type)?;
+            for program in programs {
+                let name = program.name_as_str().unwrap_or("?").to_owned();
+                names.push(format!("{hook}:{name}"));
+            }
+        }
+        Ok(names.join(" "))
+    })
+    .expect("querying the gateway's TCX links")
+}
+
+/// The TC way outlives its daemon as the rest of the datapath does: after `kill -9` the
+/// pinned `lan_replies` goes on sending the answers, the next daemon takes it over, and a
+/// daemon told to answer by XDP_TX takes it off (a clean stop leaves nothing behind).
+#[test]
+fn the_tc_way_outlives_a_killed_daemon_and_the_next_one_takes_it_over_or_off() {
+    if !privileged("the_tc_way_outlives_a_killed_daemon") {
+        return;
+    }
+    let lab = plain_veth_lab(&[BLOCKED]);
+    let _tls = TlsServer::start(&lab, &[BLOCKED.into()]).unwrap();
+    let first = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
+    let replies_pin = first
+        .pin_dir
+        .join("links")
+        .join(lab.gateway.iface)
+        .join("tc-ingress");
+    assert!(replies_pin.exists(), "lan_replies' attachment is pinned");
+    let programs = gateway_tc_programs(&lab);
+    assert!(programs.contains("ingress:lan_replies"), "{programs}");
+    first.kill_hard().unwrap();
+
+    curl_is_reset(&lab, &["--ipv4"]); // no daemon: the pinned programs answer
+
+    let second = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
+    let status = second.status().unwrap();
+    assert!(status.adopted, "{status:?}");
+    assert_eq!(status.fail_fast_replies.way, TC_REDIRECT);
+    curl_is_reset(&lab, &["--ipv6"]);
+    second.kill_hard().unwrap();
+
+    let third = daemon_answering_by(&lab, XDP_TX, Vec::new());
+    assert!(third.status().unwrap().adopted);
+    assert!(
+        !replies_pin.exists(),
+        "the TC way's attachment is taken off"
+    );
+    assert!(
+        !gateway_tc_programs(&lab).contains("lan_replies"),
+        "{}",
+        gateway_tc_programs(&lab)
+    );
+    let pin_dir = third.pin_dir.clone();
+    assert!(third.stop().unwrap().success());
+    assert!(!pin_dir.exists(), "a clean stop removes every pin");
+    let left = gateway_tc_programs(&lab);
+    assert!(
+        !left.contains("lan_replies") && !left.contains("lan_egress"),
+        "{left}"
+    );
 }
