@@ -35,7 +35,10 @@ pub struct ClassifiedEvent {
     pub app: u16,
     /// [`crate::classify::evasion`] bits so far.
     pub evasion: u8,
-    pub _pad: u8,
+    /// 1: the datapath also put the name into `NAMES` ([`crate::names`]), where it outlives
+    /// the daemon. 0: it did not (no name, the write failed, or a datapath older than
+    /// `NAMES`, whose byte here was padding), and the daemon keeps it there itself.
+    pub name_kept: u8,
     /// The flow's second category ([`crate::flow::FlowEntry::alt_category`]).
     pub alt_category: u16,
     pub key: FlowKey,

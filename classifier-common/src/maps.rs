@@ -60,6 +60,21 @@ pub const LAN_PREFIXES_MAX_ENTRIES: usize = 1024;
 pub const FRAGMENTS: &str = "FRAGMENTS";
 pub const FRAGMENTS_MAX_ENTRIES: usize = 8192;
 
+/// Flow (and which of its names) → the server name it was classified by
+/// ([`crate::names`]): written by the datapath as it reads a name (and by the daemon for
+/// QUIC), so that names survive the daemon. LRU.
+///
+/// Pinned, so its layout is part of the upgrade contract: a change to [`crate::names::NameKey`]
+/// or [`crate::names::FlowName`] gets a new map name (`NAMES2`, ...), so that a new daemon
+/// never adopts an old map it would misread (the loader also refuses a pinned map whose
+/// type, key or value size differs from this object's).
+pub const NAMES: &str = "NAMES";
+/// 128 Ki names, half the flow table: names belong to TLS, HTTP and QUIC flows, while DNS,
+/// NTP and other unnamed datagrams fill much of the rest. Past that, the least recently
+/// named flows lose their kernel copy (the running daemon still holds theirs in memory).
+/// Memory: 48 MiB by the kernel's accounting (`datapath-bench` prints it): 128 Ki × 384 B a name.
+pub const NAMES_MAX_ENTRIES: usize = 131_072;
+
 /// Ring buffer of [`crate::event`]s to the daemon.
 pub const EVENTS: &str = "EVENTS";
 /// 4 MiB: ~13,000 classification events or ~2,000 QUIC Initials between two reads.
@@ -114,7 +129,7 @@ pub const CLASS_IDS_MAX_ENTRIES: usize = 4096;
 /// the kernel empties a program array once no process or pin holds it, which would stop
 /// classification while a restarted daemon is on its way; a new daemon writes its own
 /// programs into it.
-pub const PINNED_MAPS: [&str; 26] = [
+pub const PINNED_MAPS: [&str; 27] = [
     CLASSIFIERS,
     FLOWS,
     STATS,
@@ -130,6 +145,7 @@ pub const PINNED_MAPS: [&str; 26] = [
     LAN_PREFIXES,
     FRAGMENTS,
     EVENTS,
+    NAMES,
     CLASS_RESULTS,
     CONFIG,
     GROUP_PREFIXES,

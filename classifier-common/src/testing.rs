@@ -33,7 +33,12 @@ impl Hello {
     }
 
     pub fn sni(self, name: &str) -> Self {
-        let name = name.as_bytes();
+        self.sni_bytes(name.as_bytes())
+    }
+
+    /// A server_name extension carrying `name` as it is (any bytes, as a hostile client
+    /// sends them).
+    pub fn sni_bytes(self, name: &[u8]) -> Self {
         let mut data = Vec::new();
         data.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
         data.push(SNI_HOST_NAME);

@@ -5,6 +5,7 @@ use crate::{
     domain::DomainEntry,
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent},
     flow::{DirectionCounters, FlowEntry, FlowKey, FragmentKey},
+    names::{FlowName, NameKey},
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, VlanKey},
     shaping::{BucketKey, ClientClassKey, ShapeRule, TokenBucket},
 };
@@ -58,3 +59,7 @@ unsafe impl aya::Pod for ShapeClientEvent {}
 unsafe impl aya::Pod for SourceQuota {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FragmentKey {}
+// SAFETY: as above: a flow key, a version byte and explicit padding, 44 bytes.
+unsafe impl aya::Pod for NameKey {}
+// SAFETY: as above: integers and byte arrays, padding spelled out, 272 bytes.
+unsafe impl aya::Pod for FlowName {}

@@ -18,9 +18,10 @@ use classifier_common::{
         ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
         CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
         EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
-        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES,
-        REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
+        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, NAMES_MAX_ENTRIES, PEERS_MAX_ENTRIES,
+        PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
     },
+    names::{FlowName, NameKey},
     parse::http::RequestScanner,
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, GroupPrefixData, VlanKey},
     shaping::{BucketKey, ClientClassKey, MAX_SHAPE_CLASSES, ShapeRule, TokenBucket},
@@ -174,6 +175,27 @@ pub static FRAGMENTS: LruHashMap<FragmentKey, FlowKey, FRAGMENTS_MAX_ENTRIES> = 
 /// Events to the daemon: classified flows (with their names) and QUIC Initials.
 #[btf_map]
 pub static EVENTS: RingBuf<u8, EVENTS_BYTES> = RingBuf::new();
+
+/// The names flows were classified by (SNI, Host; QUIC names from the daemon), outside the
+/// daemon's memory so that they outlive it: the daemon reads them back after a restart and
+/// removes a flow's once it is recorded. LRU: past its size, the flows named longest ago
+/// lose their kernel copy first.
+#[btf_map]
+pub static NAMES: LruHashMap<NameKey, FlowName, NAMES_MAX_ENTRIES> = LruHashMap::new();
+
+/// A `NAMES` key and value built per CPU before they are inserted (272 bytes would not fit
+/// the 512-byte stack beside a classifier's locals). Not pinned: scratch.
+#[btf_map]
+pub static NAME_SLOT: PerCpuArray<NameSlot, 1> = PerCpuArray::new();
+
+/// What [`NAME_SLOT`] holds.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NameSlot {
+    pub key: NameKey,
+    pub _pad: u32,
+    pub name: FlowName,
+}
 
 /// Classes the daemon worked out (QUIC server names), picked up by the flow's next packet.
 #[btf_map]

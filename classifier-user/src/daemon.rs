@@ -11,9 +11,10 @@ use aya::maps::{MapData, RingBuf};
 use classifier_common::flow::FlowKey;
 use serde::Serialize;
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, unix::AsyncFd},
-    net::{UnixListener, UnixStream},
+    io::{AsyncWriteExt as _, unix::AsyncFd},
+    net::{UnixListener, UnixStream, unix::OwnedWriteHalf},
     signal::unix::{Signal, SignalKind, signal},
+    sync::{Semaphore, mpsc},
 };
 use tracing::{debug, info, warn};
 
@@ -21,7 +22,7 @@ use crate::{
     control::{self, ErrorReply, Request},
     degradation::{Degradation, IntervalReport},
     events::{Drained, Learned},
-    flows::{self, FlowRecord},
+    flows::{self, DatapathClock, FlowRecord},
     in_force::InForce,
     loader::{Datapath, XdpAttachMode},
     metrics::{self, DatapathStats},
@@ -37,6 +38,10 @@ const QUIC_VERDICTS_PER_TURN: usize = 256;
 /// How often the ring buffer is read for the events that do not wake the daemon (see
 /// classifier-ebpf's `events`): a flow's name is in its record within this.
 const LAZY_EVENTS_EVERY: Duration = Duration::from_millis(50);
+
+/// Flow records made per hold of the state's lock while answering `flows`: the events, the
+/// clock and `status` get the lock between two such chunks.
+const RECORDS_PER_LOCK: usize = 4096;
 
 /// What the running daemon holds: the datapath, the policy in force, and what the events
 /// told it.
@@ -145,18 +150,36 @@ pub struct Status {
     pub datapath: DatapathStats,
 }
 
+/// What `status` reports of the flow table, summed from one walk of it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlowTotals {
+    pub flows: usize,
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+    pub shaped_bytes: u64,
+}
+
+impl FlowTotals {
+    fn of(entries: &[(FlowKey, classifier_common::flow::FlowEntry)]) -> Self {
+        entries
+            .iter()
+            .fold(Self::default(), |totals, (_, entry)| Self {
+                flows: totals.flows + 1,
+                blocked_packets: totals.blocked_packets + entry.blocked.packets,
+                blocked_bytes: totals.blocked_bytes + entry.blocked.bytes,
+                shaped_bytes: totals.shaped_bytes + entry.shaped.bytes,
+            })
+    }
+}
+
 impl State {
-    /// Every flow, with class and name, largest first.
-    pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
-        flows::read_table(
-            &self.datapath.flow_table()?,
-            &self.in_force.policy,
-            &self.learned.names,
-        )
+    /// A handle on the flow table of its own, to walk the table with the state unlocked.
+    pub fn flow_table_handle(&self) -> anyhow::Result<flows::OwnedFlowTable> {
+        flows::own_handle(&self.datapath.flow_table()?)
     }
 
-    pub fn status(&self) -> anyhow::Result<Status> {
-        let flows = self.flows()?;
+    /// The status, with `totals` from a walk of the flow table made without the lock.
+    pub fn status(&self, totals: FlowTotals) -> anyhow::Result<Status> {
         let in_force = &self.in_force;
         let now = jiff::Timestamp::now();
         Ok(Status {
@@ -179,10 +202,10 @@ impl State {
                 .filter(|e| e.is_active(now))
                 .count(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            flows: flows.len(),
-            blocked_packets: flows.iter().map(|(_, f)| f.blocked.packets).sum(),
-            blocked_bytes: flows.iter().map(|(_, f)| f.blocked.bytes).sum(),
-            shaped_bytes: flows.iter().map(|(_, f)| f.shaped.bytes).sum(),
+            flows: totals.flows,
+            blocked_packets: totals.blocked_packets,
+            blocked_bytes: totals.blocked_bytes,
+            shaped_bytes: totals.shaped_bytes,
             shaping: self.shaper.status(),
             records: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
@@ -311,9 +334,12 @@ pub async fn serve(
     let mut lazy_events = tokio::time::interval(LAZY_EVENTS_EVERY);
     lazy_events.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quic_verdicts = shared.lock().learned.start_quic_worker()?;
+    let connections = Arc::new(Semaphore::new(control::MAX_CONNECTIONS));
+    let flow_answers = Arc::new(Semaphore::new(control::FLOW_ANSWERS_AT_ONCE));
     loop {
         tokio::select! {
-            _ = ticks.tick() => report(&shared, &reporting)?,
+            // A walk of the flow table: off the async worker for its while.
+            _ = ticks.tick() => tokio::task::block_in_place(|| report(&shared, &reporting))?,
             // The store's writes block (SQLite; the PostgreSQL client runs its own runtime):
             // off the async worker for their while.
             _ = walks.tick() => tokio::task::block_in_place(|| recorder.walk(&shared)),
@@ -333,14 +359,23 @@ pub async fn serve(
                 apply_quic_verdicts(&shared, first, &mut quic_verdicts);
             }
             accepted = control.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &shared).await {
-                            debug!(error = %format!("{e:#}"), "control request failed");
-                        }
-                    });
-                }
+                Ok((stream, _)) => match connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let shared = shared.clone();
+                        let flow_answers = flow_answers.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = answer(stream, shared, flow_answers).await {
+                                debug!(error = %format!("{e:#}"), "control request failed");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    // Told at once, without a task: a fresh socket's buffer takes the line
+                    // without blocking (and if not, the client is not reading anyway).
+                    Err(_) => {
+                        let _ = stream.try_write(ErrorReply::line(control::BUSY).as_bytes());
+                    }
+                },
                 Err(e) => warn!(error = %e, "control socket accept failed"),
             },
             _ = clock.tick() => on_clock(&shared),
@@ -446,15 +481,23 @@ fn apply_quic_verdicts(
     }
 }
 
+/// Logs the counters (and prints the flows with `--print-flows`); the table is walked with
+/// the state unlocked.
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
-    let state = shared.lock();
-    let flows = state.flows()?;
-    let stats = metrics::read_stats(&state.datapath.stats_table()?)?;
-    drop(state);
-    info!(flows = flows.len(), counters = %serde_json::to_string(&stats)?, "datapath counters");
+    let (table, stats) = {
+        let state = shared.lock();
+        let stats = metrics::read_stats(&state.datapath.stats_table()?)?;
+        (state.flow_table_handle()?, stats)
+    };
+    let entries = flows::read_entries(&table).entries;
+    info!(flows = entries.len(), counters = %serde_json::to_string(&stats)?, "datapath counters");
     if reporting.print_flows {
         use std::io::Write as _;
-        let records: Vec<FlowRecord> = flows.into_iter().map(|(_, r)| r).collect();
+        let mut records = Vec::new();
+        for_records(shared, entries, |chunk| {
+            records.extend(chunk);
+            true
+        })?;
         let mut out = std::io::stdout().lock();
         flows::write_table(&mut out, &records, reporting.top)?;
         writeln!(out)?;
@@ -462,73 +505,169 @@ fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Answers one control connection: one request line, JSON lines back.
-async fn answer(stream: UnixStream, shared: &Shared) -> anyhow::Result<()> {
-    let credentials = stream.peer_cred()?;
-    let (read, mut write) = stream.into_split();
-    if !control::peer_allowed(credentials.uid(), credentials.gid()) {
-        let refusal = ErrorReply {
-            error: format!("needs root or the `{}` group", control::ADMIN_GROUP),
+/// Makes the records of `entries`, largest flow first, a chunk at a time with the state
+/// locked for each chunk only, handing each chunk to `take` until it returns false.
+fn for_records(
+    shared: &Shared,
+    mut entries: Vec<(FlowKey, classifier_common::flow::FlowEntry)>,
+    mut take: impl FnMut(Vec<FlowRecord>) -> bool,
+) -> anyhow::Result<()> {
+    entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.upload.bytes + e.download.bytes));
+    let clock = DatapathClock::now()?;
+    for chunk in entries.chunks(RECORDS_PER_LOCK) {
+        let records = {
+            let state = shared.lock();
+            let policy = &state.in_force.policy;
+            // A name whose event the daemon has not read yet is in the kernel's NAMES.
+            let kept = state.datapath.names().ok();
+            chunk
+                .iter()
+                .map(|(key, entry)| {
+                    let names =
+                        flows::names::of_flow(&state.learned.names, kept.as_ref(), key, entry);
+                    FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref())
+                })
+                .collect()
         };
-        write
-            .write_all(format!("{}\n", serde_json::to_string(&refusal)?).as_bytes())
-            .await?;
-        return Ok(());
+        if !take(records) {
+            break;
+        }
     }
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => respond(shared, &request),
-        Err(e) => Err(anyhow::anyhow!("bad request: {e}")),
-    };
-    let text = match reply {
-        Ok(lines) => lines,
-        Err(e) => format!(
-            "{}\n",
-            serde_json::to_string(&ErrorReply {
-                error: format!("{e:#}")
-            })?
-        ),
-    };
-    write.write_all(text.as_bytes()).await?;
     Ok(())
 }
 
-fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
-    if *request == Request::Reload {
-        return Ok(format!("{}\n", serde_json::to_string(&reload(shared)?)?));
+/// Answers one control connection: one request line, JSON lines back. Each step is bounded
+/// in time, and the work (the group database, the flow table, files) is done off the
+/// async workers.
+async fn answer(
+    stream: UnixStream,
+    shared: Shared,
+    flow_answers: Arc<Semaphore>,
+) -> anyhow::Result<()> {
+    let credentials = stream.peer_cred()?;
+    let (read, mut write) = stream.into_split();
+    // The group database may be remote (LDAP, sssd).
+    let (uid, gid) = (credentials.uid(), credentials.gid());
+    if !tokio::task::spawn_blocking(move || control::peer_allowed(uid, gid)).await? {
+        let refusal = format!("needs root or the `{}` group", control::ADMIN_GROUP);
+        return send(&mut write, ErrorReply::line(refusal)).await;
     }
-    let mut state = shared.lock();
-    let mut text = String::new();
-    match request {
-        Request::Flows => {
-            for (_, record) in state.flows()? {
-                text += &serde_json::to_string(&record)?;
-                text.push('\n');
+    let request =
+        match control::read_request(read, control::MAX_REQUEST_BYTES, control::REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(request) => request,
+            Err(bad) => {
+                debug!(error = %bad, "control request refused");
+                return send(&mut write, ErrorReply::line(bad)).await;
             }
-            for (_, _, record) in state.recent.records() {
-                text += &serde_json::to_string(record)?;
-                text.push('\n');
-            }
+        };
+    if request == Request::Flows {
+        return answer_flows(shared, flow_answers, write).await;
+    }
+    let text = tokio::task::spawn_blocking(move || respond(&shared, &request))
+        .await?
+        .unwrap_or_else(|e| ErrorReply::line(format!("{e:#}")));
+    send(&mut write, text).await
+}
+
+/// Writes `text`, giving up on a client that does not take it within
+/// [`control::WRITE_TIMEOUT`].
+async fn send(write: &mut OwnedWriteHalf, text: String) -> anyhow::Result<()> {
+    tokio::time::timeout(control::WRITE_TIMEOUT, write.write_all(text.as_bytes()))
+        .await
+        .context("the client did not read the answer in time")??;
+    Ok(())
+}
+
+/// `flows`: made on a blocking thread (the table walked with the state unlocked, records
+/// made a chunk at a time) and written as it is made, for as long as the client reads. A
+/// client that stops reading is dropped after [`control::WRITE_TIMEOUT`], and the making
+/// stops with it.
+async fn answer_flows(
+    shared: Shared,
+    flow_answers: Arc<Semaphore>,
+    mut write: OwnedWriteHalf,
+) -> anyhow::Result<()> {
+    let turn = tokio::time::timeout(control::FLOWS_TURN_TIMEOUT, flow_answers.acquire_owned());
+    let Ok(Ok(permit)) = turn.await else {
+        let busy = format!(
+            "busy: {} flow tables are being sent; try again",
+            control::FLOW_ANSWERS_AT_ONCE
+        );
+        return send(&mut write, ErrorReply::line(busy)).await;
+    };
+    let (lines, mut chunks) = mpsc::channel::<String>(2);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = make_flows(&shared, &lines) {
+            let _ = lines.blocking_send(ErrorReply::line(format!("{e:#}")));
         }
+        drop(permit);
+    });
+    while let Some(chunk) = chunks.recv().await {
+        send(&mut write, chunk).await?;
+    }
+    Ok(())
+}
+
+/// The lines of the `flows` answer, a chunk at a time into `lines`: the table's flows,
+/// largest first, then those that ended in the last minute.
+fn make_flows(shared: &Shared, lines: &mpsc::Sender<String>) -> anyhow::Result<()> {
+    let table = shared.lock().flow_table_handle()?;
+    let entries = flows::read_entries(&table).entries;
+    let mut failed = None;
+    for_records(shared, entries, |records| match json_lines(&records) {
+        // Sent fails when the writer has gone: the client left, or was too slow.
+        Ok(text) => lines.blocking_send(text).is_ok(),
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let recent: Vec<FlowRecord> = shared
+        .lock()
+        .recent
+        .records()
+        .map(|(_, _, record)| record.clone())
+        .collect();
+    let _ = lines.blocking_send(json_lines(&recent)?);
+    Ok(())
+}
+
+fn json_lines<T: Serialize>(items: &[T]) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for item in items {
+        text += &serde_json::to_string(item)?;
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The answer to every request but `flows`; run on a blocking thread.
+fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
+    let answer = match request {
+        Request::Reload => serde_json::to_string(&reload(shared)?)?,
         Request::Status => {
-            text += &serde_json::to_string(&state.status()?)?;
-            text.push('\n');
+            let table = shared.lock().flow_table_handle()?;
+            let totals = FlowTotals::of(&flows::read_entries(&table).entries);
+            serde_json::to_string(&shared.lock().status(totals)?)?
         }
         Request::ShowPolicy => {
-            text += &serde_json::to_string(&crate::policy::show::Summary::of(
+            let state = shared.lock();
+            serde_json::to_string(&crate::policy::show::Summary::of(
                 &state.in_force.policy,
                 Some(&state.in_force.period),
-            ))?;
-            text.push('\n');
+            ))?
         }
         Request::Explain { client, target, at } => {
             let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
-            let explanation = state.in_force.policy.explain(*client, &asked, *at);
-            text += &serde_json::to_string(&explanation)?;
-            text.push('\n');
+            let explanation = shared.lock().in_force.policy.explain(*client, &asked, *at);
+            serde_json::to_string(&explanation)?
         }
-        Request::Reload => unreachable!("answered above"),
-    }
-    Ok(text)
+        Request::Flows => unreachable!("answered by answer_flows"),
+    };
+    Ok(format!("{answer}\n"))
 }

@@ -6,15 +6,16 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use classifier_common::{
     classify::Method,
-    config::PeerKey,
+    config::{ClassResult, PeerKey},
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent, kind},
     flow::{FlowKey, ip_proto, ipv4_mapped},
+    names::version,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     bittorrent,
-    flows::{self, FlowNames},
+    flows::{self, FlowNames, Name},
     loader::Datapath,
     policy::Policy,
     quic::{
@@ -50,8 +51,11 @@ pub enum Event {
         app: u16,
         method: u8,
         class_flags: u8,
-        /// SNI or Host as sent (case kept); empty when the class came from elsewhere.
-        name: String,
+        /// SNI or Host as sent (case kept), checked as a host name; none when the class
+        /// came from elsewhere.
+        name: Option<Name>,
+        /// The datapath kept the name in `NAMES` too ([`crate::flows::names`]).
+        name_kept: bool,
     },
     QuicInitial {
         key: FlowKey,
@@ -81,7 +85,8 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
                 app: event.app,
                 method: event.method,
                 class_flags: event.class_flags,
-                name: String::from_utf8_lossy(&event.name[..name_len]).into_owned(),
+                name: Name::captured(&event.name[..name_len]),
+                name_kept: event.name_kept != 0,
             })
         }
         kind::QUIC_INITIAL => {
@@ -150,17 +155,21 @@ impl Learned {
                 method,
                 class_flags,
                 name,
+                name_kept,
             } if class_flags & classifier_common::classify::class_flags::RECHECK != 0 => {
                 tracing::warn!(
                     flow = %flows::describe_key(&key),
-                    second_name = %name,
-                    first_name = self.names.get(&key).and_then(|n| n.first.as_deref()).unwrap_or(""),
+                    second_name = %name.as_ref().map(Name::to_string).unwrap_or_default(),
+                    first_name = %self.names.get(&key).and_then(|n| n.first.as_ref()).map(Name::to_string).unwrap_or_default(),
                     category = policy.classes.category_name(category),
                     method = Method::from_u8(method).name(),
                     "two versions of a flow's first bytes named different sites: the stricter verdict applies"
                 );
                 let _ = app;
-                if !name.is_empty() {
+                if let Some(name) = name {
+                    if !name_kept {
+                        keep_name(datapath, &key, version::SECOND, &name);
+                    }
                     self.names.insert_second(key, name);
                 }
             }
@@ -170,17 +179,21 @@ impl Learned {
                 app,
                 method,
                 name,
+                name_kept,
                 ..
             } => {
                 debug!(
                     flow = %flows::describe_key(&key),
-                    name = %name,
+                    name = %name.as_ref().map(Name::to_string).unwrap_or_default(),
                     category = policy.classes.category_name(category),
                     app = policy.classes.app_name(app),
                     method = Method::from_u8(method).name(),
                     "flow classified"
                 );
-                if !name.is_empty() {
+                if let Some(name) = name {
+                    if !name_kept {
+                        keep_name(datapath, &key, version::FIRST, &name);
+                    }
                     self.names.insert(key, name);
                 }
             }
@@ -194,6 +207,26 @@ impl Learned {
                 self.client_classes_wanted.push((class, client_addr));
             }
         }
+    }
+
+    /// Takes the names the kernel kept for the flows in the table (a previous daemon's, or
+    /// read while none ran) into memory, and removes those of flows no longer there: what a
+    /// daemon started on a pinned datapath does before it records anything.
+    pub fn adopt_kept_names(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
+        let flows = flows::read_entries(&datapath.flow_table()?).entries;
+        let adopted = flows::names::adopt(&mut datapath.names_mut()?, &flows);
+        let count = adopted.names.len();
+        for (key, names) in adopted.names {
+            self.names.adopt(key, names);
+        }
+        if count + adopted.stale > 0 {
+            info!(
+                names = count,
+                stale_removed = adopted.stale,
+                "took over the flow names kept in the kernel"
+            );
+        }
+        Ok(())
     }
 
     /// Reads every event waiting in the datapath's ring buffer (an offline replay, where
@@ -267,24 +300,51 @@ impl Learned {
         let class = quic::class_of(verdict, &policy.classes);
         match verdict {
             QuicVerdict::Named { name, .. } => {
+                // Checked here, as the datapath's names are when their events are read.
+                let Some(name) = Name::captured(name.as_bytes()) else {
+                    return self.hand_over_quic_class(key, class, datapath);
+                };
                 debug!(
                     flow = %flows::describe_key(&key),
                     name = %name,
                     category = policy.classes.category_name(class.category),
                     "QUIC flow classified"
                 );
-                self.names.insert(key, name.clone());
+                // Kept before the class is handed over: the name outlives this daemon.
+                keep_name(datapath, &key, version::FIRST, &name);
+                self.names.insert(key, name);
             }
             QuicVerdict::Unreadable(reason) => {
                 debug!(flow = %flows::describe_key(&key), reason = %reason, "QUIC Initials unreadable");
             }
         }
+        self.hand_over_quic_class(key, class, datapath);
+    }
+
+    /// Tells the datapath a QUIC flow's class ([`Learned::classify_quic`]).
+    fn hand_over_quic_class(&self, key: FlowKey, class: ClassResult, datapath: &mut Datapath) {
         let written = datapath
             .class_results()
             .and_then(|mut results| Ok(results.insert(key, class, 0)?));
         if let Err(e) = written {
             warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
         }
+    }
+}
+
+/// Puts a name the daemon learnt into the kernel's `NAMES`, where it outlives the daemon:
+/// QUIC names (decrypted here), and names whose event says the datapath could not keep
+/// them. Tagged with the flow entry's first packet time; a flow no longer in the table has
+/// nothing to tag.
+fn keep_name(datapath: &mut Datapath, key: &FlowKey, which: u8, name: &Name) {
+    let kept = datapath
+        .flow_table()
+        .and_then(|table| Ok(table.get(key, 0)?.first_seen_ns))
+        .and_then(|first_seen| {
+            flows::names::keep(&mut datapath.names_mut()?, key, which, first_seen, name)
+        });
+    if let Err(e) = kept {
+        debug!(flow = %flows::describe_key(key), error = %format!("{e:#}"), "flow name not kept in the kernel");
     }
 }
 
@@ -362,7 +422,7 @@ mod tests {
             category: 3,
             app: 256,
             evasion: 0,
-            _pad: 0,
+            name_kept: 1,
             alt_category: 0,
             key: FlowKey::default(),
             name,
@@ -376,7 +436,10 @@ mod tests {
         else {
             panic!("not decoded");
         };
-        assert_eq!((name.as_str(), category, app), ("www.youtube.com", 3, 256));
+        assert_eq!(
+            (name, category, app),
+            (Some(Name::Host("www.youtube.com".into())), 3, 256)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::{
     flows::{
         DatapathClock, FlowRecord,
         ending::{Ended, FlowEnds},
+        names,
         neighbours::Neighbours,
         read_entries,
     },
@@ -103,10 +104,10 @@ impl Recorder {
     /// it is due.
     pub fn walk(&mut self, shared: &Shared) {
         self.neighbours.refresh();
-        let (ended, lasting) = {
+        let ((ended, records), lasting) = {
             let mut state = shared.lock();
             match take_ended(&mut state, &mut self.ends, &self.neighbours) {
-                Ok(ended) => (ended, self.due_reports(&state)),
+                Ok(taken) => (taken, self.due_reports(&state)),
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "could not walk the flow table");
                     return;
@@ -114,7 +115,14 @@ impl Recorder {
             }
         };
         self.report_lasting(lasting, shared);
-        self.write(ended, shared);
+        // Written first, then taken out of the kernel's tables: a daemon killed in between
+        // leaves the flows (and their names) to the next one, which records them.
+        let named: Vec<bool> = records
+            .iter()
+            .map(|r| r.name.is_some() || r.second_name.is_some())
+            .collect();
+        self.write(records, shared);
+        release(&mut shared.lock(), &ended, &named);
         self.close_intervals(shared);
         let (retention, override_reason) = {
             let records = &shared.lock().in_force.policy.records;
@@ -376,14 +384,14 @@ fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> Observ
     }
 }
 
-/// Walks the table, takes the flows that ended out of it, and returns their records;
-/// they also go to the state's recently-ended list, so `classifier flows` shows them a
-/// while longer.
+/// Walks the table and returns the flows that ended, with their records (for the caller
+/// to write, then [`release`]); they also go to the state's recently-ended list, so
+/// `classifier flows` shows them a while longer.
 fn take_ended(
     state: &mut State,
     ends: &mut FlowEnds,
     neighbours: &Neighbours,
-) -> anyhow::Result<Vec<FlowRecord>> {
+) -> anyhow::Result<(Vec<Ended>, Vec<FlowRecord>)> {
     let rules = state.in_force.policy.records.end_rules;
     let walk = read_entries(&state.datapath.flow_table()?);
     let complete = walk.complete;
@@ -396,15 +404,28 @@ fn take_ended(
         // before the daemon saw them) go too.
         state.learned.names.retain(|key| ends.is_live(key));
     }
-    let mut table = state.datapath.flow_table_mut()?;
-    for flow in ended.iter().filter(|f| f.reason != EndReason::Evicted) {
-        // Gone already (evicted since the walk) is as good as removed.
-        let _ = table.remove(&flow.key);
-    }
     for (flow, record) in ended.iter().zip(&records) {
         state.recent.push(flow.key, record.clone());
     }
-    Ok(records)
+    Ok((ended, records))
+}
+
+/// Takes recorded flows out of the flow table, and their names (`named`: the record had
+/// one) out of the kernel's `NAMES`.
+fn release(state: &mut State, ended: &[Ended], named: &[bool]) {
+    if let Ok(mut table) = state.datapath.flow_table_mut() {
+        for flow in ended.iter().filter(|f| f.reason != EndReason::Evicted) {
+            // Gone already (evicted since the walk) is as good as removed.
+            let _ = table.remove(&flow.key);
+        }
+    }
+    if let Ok(mut kept) = state.datapath.names_mut() {
+        for (flow, named) in ended.iter().zip(named) {
+            if *named || names::may_be_named(&flow.entry) {
+                names::forget(&mut kept, &flow.key);
+            }
+        }
+    }
 }
 
 /// Adds each flow's bytes since the last walk to the degradation log (not on the first
@@ -432,11 +453,14 @@ fn to_records(
 ) -> anyhow::Result<Vec<FlowRecord>> {
     let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
+    let kept = state.datapath.names().ok();
     Ok(ended
         .iter()
         .map(|flow| {
-            let name = state.learned.names.get(&flow.key);
-            let mut record = FlowRecord::from_entry(&flow.key, &flow.entry, &clock, policy, name);
+            let flow_names =
+                names::of_flow(&state.learned.names, kept.as_ref(), &flow.key, &flow.entry);
+            let mut record =
+                FlowRecord::from_entry(&flow.key, &flow.entry, &clock, policy, flow_names.as_ref());
             record.client_mac = neighbours.mac_of(record.client.ip());
             record.ended = Some(flow.reason);
             record

@@ -224,7 +224,8 @@ impl Replay {
     pub fn take_capture(&mut self) -> anyhow::Result<Replayed> {
         let flows = {
             let table = self.datapath.flow_table()?;
-            flows::read_table(&table, &self.policy, &self.learned.names)?
+            let kept = self.datapath.names().ok();
+            flows::read_table(&table, &self.policy, &self.learned.names, kept.as_ref())?
                 .into_iter()
                 .map(|(_, record)| record)
                 .collect()

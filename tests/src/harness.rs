@@ -5,7 +5,7 @@ use aya::maps::{MapData, RingBuf};
 use classifier_common::{flow::FlowKey, stats::Stat};
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{DatapathClock, FlowRecord},
+    flows::{DatapathClock, FlowNames, FlowRecord, names},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -86,6 +86,24 @@ impl Harness {
             &DatapathClock::now().expect("the clocks"),
             &self.policy,
             self.learned.names.get(key),
+        )
+    }
+
+    /// The flow's record as a daemon that heard none of the events would write it (one
+    /// started after a crash): its names from the kernel's `NAMES` alone.
+    pub fn record_from_kernel(&self, key: &FlowKey) -> FlowRecord {
+        let table = self.datapath.flow_table().expect("the flow table");
+        let entry = table
+            .get(key, 0)
+            .unwrap_or_else(|e| panic!("no flow {key:?}: {e}"));
+        let kept = self.datapath.names().expect("the kept names");
+        let names = names::of_flow(&FlowNames::default(), Some(&kept), key, &entry);
+        FlowRecord::from_entry(
+            key,
+            &entry,
+            &DatapathClock::now().expect("the clocks"),
+            &self.policy,
+            names.as_ref(),
         )
     }
 

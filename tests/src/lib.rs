@@ -17,6 +17,7 @@ pub mod run;
 pub mod rustls_client;
 pub mod segments;
 pub mod setup;
+pub mod site_config;
 pub mod tls_clients;
 pub mod tracker;
 pub mod tshark;
@@ -75,10 +76,10 @@ pub fn flows_json(control_socket: &Path) -> String {
 /// `extra` TOML appended.
 pub fn council_policy_with_short_idle(extra: &str) -> String {
     let default = classifier_user::policy::DEFAULT_POLICY;
-    let policy = default.replacen("idle_timeout = \"5m\"", "idle_timeout = \"3s\"", 1);
+    let policy = default.replacen("idle_timeout = \"5 minutes\"", "idle_timeout = \"3s\"", 1);
     assert_ne!(
         policy, default,
-        "the built-in policy sets [records] idle_timeout = \"5m\""
+        "the built-in policy sets [records] idle_timeout = \"5 minutes\""
     );
     format!("{policy}\n{extra}")
 }

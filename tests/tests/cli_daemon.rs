@@ -100,11 +100,14 @@ impl Setup {
         std::fs::create_dir_all(lab.data_dir()).unwrap();
         let policy_file = lab.data_dir().join("policy.toml");
         std::fs::write(&policy_file, POLICY).unwrap();
+        // Named with --exceptions, so it must exist: none granted yet.
+        let exceptions_file = lab.data_dir().join("exceptions.toml");
+        std::fs::write(&exceptions_file, "").unwrap();
         Self {
             _http: http,
             _tls: tls,
             policy_file,
-            exceptions_file: lab.data_dir().join("exceptions.toml"),
+            exceptions_file,
             log_file: lab.data_dir().join("daemon.log"),
             lab,
         }
@@ -330,8 +333,18 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         "the policy blocks gambling"
     );
     // The blocked flow was reset: it leaves the table 5 s after its last packet, so what
-    // follows, up to the status checks, takes less than that.
-    let before = flows_cli(&daemon.control_socket, &[]);
+    // follows, up to the status checks, takes less than that. Its name is read with the
+    // events that do not wake the daemon, within 50 ms: asked until it is there.
+    let asked = Instant::now();
+    let before = loop {
+        let flows = flows_cli(&daemon.control_socket, &[]);
+        if flow_from(&flows, first, BLOCKED).name.is_some()
+            || asked.elapsed() > Duration::from_secs(1)
+        {
+            break flows;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
 
     let big_flow = flow_from(&before, first, BIG);
     let small_flow = flow_from(&before, second, SMALL);

@@ -526,6 +526,14 @@ fn run_family(v6: bool) {
             unreadable: record.unreadable,
         };
         let family = if v6 { "IPv6" } else { "IPv4" };
+        // A daemon started after this one died finds the same names in the kernel.
+        let kept = harness.record_from_kernel(&key(v6, conn.client_port, conn.server_port));
+        if (&kept.name, &kept.second_name) != (&record.name, &record.second_name) {
+            failures.push(format!(
+                "{family}, {}: names kept in the kernel {:?}, {:?}; the daemon heard {:?}, {:?}",
+                case.name, kept.name, kept.second_name, record.name, record.second_name
+            ));
+        }
         if got != case.expected {
             failures.push(format!(
                 "{family}, {}: got {got:?}, want {:?}",

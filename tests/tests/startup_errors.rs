@@ -228,3 +228,28 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     assert!(stderr.contains("xdp_mode=generic"), "{stderr}");
     assert!(!pin_dir.exists());
 }
+
+#[test]
+fn a_named_exceptions_file_that_does_not_exist_stops_the_start() {
+    if !privileged("a_named_exceptions_file_that_does_not_exist_stops_the_start") {
+        return;
+    }
+    let missing =
+        std::env::temp_dir().join(format!("classifier-exeptions-{}.toml", std::process::id()));
+    let pin_dir = unique_pin_dir("noexceptions");
+    let output = classifier(&["run", "--iface", "lo", "--exceptions"])
+        .arg(&missing)
+        .arg("--pin-dir")
+        .arg(&pin_dir)
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &output,
+        &[
+            &missing.display().to_string(),
+            "does not exist",
+            "--exceptions",
+        ],
+    );
+    assert!(!pin_dir.exists(), "refused before the kernel was touched");
+}

@@ -5,13 +5,14 @@ use classifier_common::{
     config::{ClassResult, Config, PeerKey, peer_cache_applies},
     event::{ClassifiedEvent, NAME_CAP, kind},
     flow::{FlowEntry, FlowKey, flow_flags},
+    names::{NameKey, version},
     policy::policy_flags,
     stats::Stat,
 };
 
 use crate::{
     flows::now_ns,
-    maps::{EVENTS, PEERS, PROTO_CATS, REASM},
+    maps::{EVENTS, NAME_SLOT, NAMES, PEERS, PROTO_CATS, REASM},
     packet::StreamView,
     stats,
 };
@@ -255,7 +256,8 @@ fn count_class(method: Method) {
 }
 
 /// One [`ClassifiedEvent`] into the ring buffer; counted as dropped when it is full.
-/// `second`: the name is a second version's (flagged with RECHECK for the daemon).
+/// `second`: the name is a second version's (flagged with RECHECK for the daemon). The
+/// name goes into `NAMES` first, so that it outlives the daemon, and a full ring buffer.
 ///
 /// # Safety
 /// `entry` must point to the flow's live map value.
@@ -266,6 +268,11 @@ pub unsafe fn emit_classified(
     name: Option<NameRef<'_>>,
     second: bool,
 ) {
+    let kept = match &name {
+        // SAFETY: forwarded from the caller.
+        Some(name) => unsafe { keep_name(key, entry, name, second) },
+        None => false,
+    };
     let Some(mut slot) = EVENTS.reserve_untyped::<ClassifiedEvent>(0) else {
         stats::bump(Stat::EventsDropped);
         return;
@@ -280,7 +287,7 @@ pub unsafe fn emit_classified(
         (*event).category = (*entry).category;
         (*event).app = (*entry).app;
         (*event).evasion = (*entry).evasion;
-        (*event)._pad = 0;
+        (*event).name_kept = kept as u8;
         (*event).alt_category = (*entry).alt_category;
         (*event).key = *key;
         (*event).name_len = match name {
@@ -291,10 +298,48 @@ pub unsafe fn emit_classified(
     slot.submit(crate::events::informing());
 }
 
+/// Puts the flow's name (its first, or with `second` its second) into `NAMES`, tagged
+/// with the flow entry's first packet time; whether it is there.
+///
+/// # Safety
+/// `entry` must point to the flow's live map value.
+#[inline(always)]
+unsafe fn keep_name(
+    key: &FlowKey,
+    entry: *mut FlowEntry,
+    name: &NameRef<'_>,
+    second: bool,
+) -> bool {
+    let Some(slot) = NAME_SLOT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot, live for the program run; `entry` is live (caller).
+    unsafe {
+        let len = copy_name(name, &raw mut (*slot).name.name);
+        if len == 0 {
+            return false;
+        }
+        (*slot).name.len = len;
+        (*slot).name.first_seen_ns = (*entry).first_seen_ns;
+        (*slot).key = NameKey::new(
+            *key,
+            if second {
+                version::SECOND
+            } else {
+                version::FIRST
+            },
+        );
+        // By reference: by value, the 272 bytes would be copied onto the stack first.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let inserted = NAMES.insert(&(*slot).key, &(*slot).name, 0);
+        inserted.is_ok()
+    }
+}
+
 /// Copies the name into the event (at most NAME_CAP - 1 bytes); returns its length.
 ///
 /// # Safety
-/// `dst` must be the event's name array in reserved ring-buffer memory.
+/// `dst` must be a name array in reserved ring-buffer memory or a map value.
 #[inline(always)]
 unsafe fn copy_name(name: &NameRef<'_>, dst: *mut [u8; NAME_CAP]) -> u8 {
     let len = if name.len < NAME_CAP {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{
     control::{self, Request},
     policy::{
-        self, Policy, PolicySources,
+        self, ExceptionsChoice, Policy, PolicyChoice, PolicySources,
         exceptions::{ExceptionSection, ExceptionsFile, Target},
     },
 };
@@ -50,12 +50,14 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct Files {
-    /// The policy the exceptions are checked against (default: the built-in council policy).
+    /// The policy the exceptions are checked against (default: the site's
+    /// /etc/classifier/policy.toml, or the built-in council policy when there is none).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The exceptions file.
-    #[arg(long, value_name = "FILE", default_value = policy::DEFAULT_EXCEPTIONS_FILE)]
-    exceptions: PathBuf,
+    /// The exceptions file (default: /etc/classifier/exceptions.toml). One named here must
+    /// exist, except for `add`, which makes it.
+    #[arg(long, value_name = "FILE")]
+    exceptions: Option<PathBuf>,
     /// The running daemon's control socket (asked to reload after a change).
     #[arg(long, value_name = "PATH", default_value = control::DEFAULT_SOCKET)]
     control_socket: PathBuf,
@@ -112,15 +114,21 @@ pub fn execute(command: &ExceptionsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn sources(files: &Files) -> PolicySources {
-    PolicySources {
-        policy: files.policy.clone(),
-        exceptions: Some(files.exceptions.clone()),
+impl Files {
+    /// The policy to check against, said on stderr (stdout may be JSON).
+    fn policy(&self) -> PolicyChoice {
+        let choice = PolicyChoice::resolve(self.policy.as_deref());
+        eprintln!("policy: {}", choice.describe());
+        choice
+    }
+
+    fn exceptions(&self) -> ExceptionsChoice {
+        ExceptionsChoice::resolve(self.exceptions.as_deref())
     }
 }
 
 fn list(files: &Files, json: bool) -> anyhow::Result<()> {
-    let policy = sources(files).load()?;
+    let policy = PolicySources::of(&files.policy(), files.exceptions()).load()?;
     let now = Timestamp::now();
     let listed: Vec<Listed> = policy
         .exceptions
@@ -172,7 +180,8 @@ fn list(files: &Files, json: bool) -> anyhow::Result<()> {
 }
 
 fn add(args: &AddArgs) -> anyhow::Result<()> {
-    let mut file = read_file(&args.files.exceptions)?;
+    let target = args.files.exceptions();
+    let mut file = read_file(&target.path)?;
     file.exceptions.push(ExceptionSection {
         client: args.client.map(|c| c.to_string()),
         group: args.group.clone(),
@@ -182,18 +191,33 @@ fn add(args: &AddArgs) -> anyhow::Result<()> {
         reason: args.reason.clone(),
         expires: args.expires.clone(),
     });
-    replace_checked(&args.files, &file)?;
+    let created = !target.path.exists();
+    replace_checked(&args.files, &target.path, &file)?;
     println!(
-        "added exception {} to {}",
+        "added exception {} to {}{}",
         args.reference,
-        args.files.exceptions.display()
+        target.path.display(),
+        if created { " (a new file)" } else { "" }
     );
+    if created && target.named {
+        println!(
+            "note: the daemon reads the exceptions file given to `classifier run --exceptions` \
+             (default {})",
+            policy::DEFAULT_EXCEPTIONS_FILE
+        );
+    }
     reload_daemon(&args.files.control_socket);
     Ok(())
 }
 
 fn expire(reference: &str, files: &Files) -> anyhow::Result<()> {
-    let mut file = read_file(&files.exceptions)?;
+    let target = files.exceptions();
+    anyhow::ensure!(
+        target.path.exists(),
+        "{} does not exist: no exception to expire",
+        target.path.display()
+    );
+    let mut file = read_file(&target.path)?;
     let now = Timestamp::now().to_string();
     let mut found = 0;
     for exception in file
@@ -208,9 +232,9 @@ fn expire(reference: &str, files: &Files) -> anyhow::Result<()> {
         found > 0,
         "no exception with reference `{reference}` in {} (exceptions written in the policy file \
          itself are ended there)",
-        files.exceptions.display()
+        target.path.display()
     );
-    replace_checked(files, &file)?;
+    replace_checked(files, &target.path, &file)?;
     println!("exception {reference} expired at {now}");
     reload_daemon(&files.control_socket);
     Ok(())
@@ -226,8 +250,7 @@ fn read_file(path: &Path) -> anyhow::Result<ExceptionsFile> {
 
 /// Writes `file` next to the exceptions file, validates it with the policy, then moves it
 /// into place: a change that does not validate leaves the file as it was.
-fn replace_checked(files: &Files, file: &ExceptionsFile) -> anyhow::Result<()> {
-    let target = &files.exceptions;
+fn replace_checked(files: &Files, target: &Path, file: &ExceptionsFile) -> anyhow::Result<()> {
     if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -238,7 +261,7 @@ fn replace_checked(files: &Files, file: &ExceptionsFile) -> anyhow::Result<()> {
         toml::to_string(file).context("writing the exceptions")?
     );
     std::fs::write(&candidate, text).with_context(|| format!("writing {}", candidate.display()))?;
-    let mut policy = match &files.policy {
+    let mut policy = match files.policy().file() {
         Some(path) => Policy::load(path)?,
         None => Policy::default_council(),
     };

@@ -12,7 +12,7 @@ use crate::{
     control::{self, Request},
     in_force::ReloadReport,
     policy::{
-        Policy,
+        ExceptionsChoice, Policy, PolicyChoice, PolicySources,
         show::{Summary, parse_target},
     },
 };
@@ -20,31 +20,50 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Validate a policy file without touching the kernel: every error names file, line and
-    /// field.
+    /// field. What would silently change enforcement is refused (empty hours or days, a bare
+    /// public suffix listed, a duration that could be read two ways, a list file that is
+    /// not UTF-8); what is legal but probably wrong is warned about (a period never in
+    /// force, a rule no traffic reaches, an expired exception, bank holidays running out,
+    /// a strict default period, a category no rule names).
     #[command(after_help = "\
 Examples:
-  classifier policy check /etc/classifier/policy.toml && systemctl reload classifier")]
+  classifier policy check /etc/classifier/policy.toml && systemctl reload classifier
+  classifier policy check --strict new.toml     # refuse warnings too (CI, change control)")]
     Check {
         /// The policy file (TOML).
         file: PathBuf,
+        /// Refuse the file (exit status 1) when there is any warning, not only errors.
+        #[arg(long)]
+        strict: bool,
+        /// Check as of this moment (RFC 3339; default: now): which exceptions have expired,
+        /// whether the bank holidays reach into the next year.
+        #[arg(long, value_name = "TIME")]
+        at: Option<jiff::Timestamp>,
     },
     /// Make the running daemon read its policy file again (as SIGHUP does). A file that does
     /// not validate is refused and the policy in force stays.
     Reload(SocketArgs),
     /// The policy: categories, groups, periods, rules and exceptions. Without --policy, the
-    /// running daemon's, with the period in force.
+    /// running daemon's, with the period in force; with no daemon running, the site's
+    /// /etc/classifier/policy.toml, or the built-in policy when there is none (it says which).
     Show {
         #[command(flatten)]
         socket: SocketArgs,
         /// Show this file instead of asking the daemon.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// The exceptions file to show with the policy when no daemon is asked (default:
+        /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+        #[arg(long, value_name = "FILE")]
+        exceptions: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
     /// Which group, category, period, rule and exception decide what a client may do with a
     /// site or port, and why: the running daemon's policy, or with --policy a candidate
-    /// file (no daemon needed). With no daemon running, the built-in policy answers.
+    /// file (no daemon needed). With no daemon running, the site's
+    /// /etc/classifier/policy.toml answers, or the built-in policy when there is none (it
+    /// says which).
     #[command(after_help = "\
 Examples:
   # Can this staff PC watch YouTube now?
@@ -80,10 +99,11 @@ pub struct ExplainArgs {
     /// The policy file to ask instead of the running daemon.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The exceptions file to add to --policy (or to the built-in policy when no daemon
-    /// runs), read when it exists. The daemon uses its own.
-    #[arg(long, value_name = "FILE", default_value = crate::policy::DEFAULT_EXCEPTIONS_FILE)]
-    exceptions: PathBuf,
+    /// The exceptions file to add to the policy when no daemon is asked (default:
+    /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+    /// The daemon uses its own.
+    #[arg(long, value_name = "FILE")]
+    exceptions: Option<PathBuf>,
     #[command(flatten)]
     socket: SocketArgs,
     #[arg(long)]
@@ -92,19 +112,23 @@ pub struct ExplainArgs {
 
 pub fn execute(command: &PolicyCommand) -> anyhow::Result<()> {
     match command {
-        PolicyCommand::Check { file } => check(file),
+        PolicyCommand::Check { file, strict, at } => {
+            check(file, *strict, at.unwrap_or_else(jiff::Timestamp::now))
+        }
         PolicyCommand::Reload(socket) => reload(socket),
         PolicyCommand::Show {
             socket,
             policy,
+            exceptions,
             json,
-        } => show(socket, policy.as_deref(), *json),
+        } => show(socket, policy.as_deref(), exceptions.as_deref(), *json),
         PolicyCommand::Explain(args) => explain(args),
     }
 }
 
-fn check(file: &Path) -> anyhow::Result<()> {
-    let policy = Policy::load(file)?;
+fn check(file: &Path, strict: bool, at: jiff::Timestamp) -> anyhow::Result<()> {
+    let checked = crate::policy::check::check_file(file, at)?;
+    let policy = &checked.policy;
     let report = &policy.classes.report;
     println!(
         "{}: valid: {} categories, {} domains, {} groups, {} rules, {} exceptions; periods {}",
@@ -119,7 +143,25 @@ fn check(file: &Path) -> anyhow::Result<()> {
     for note in report.notes() {
         println!("note: {note}");
     }
-    Ok(())
+    for warning in &checked.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match checked.warnings.len() {
+        0 => Ok(()),
+        n if strict => anyhow::bail!(
+            "{}: refused (--strict): {n} warning{}",
+            file.display(),
+            if n == 1 { "" } else { "s" }
+        ),
+        n => {
+            eprintln!(
+                "{}: {n} warning{} (--strict refuses them)",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+    }
 }
 
 fn reload(socket: &SocketArgs) -> anyhow::Result<()> {
@@ -138,14 +180,20 @@ fn reload(socket: &SocketArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let summary = match file {
-        Some(file) => Summary::of(&Policy::load(file)?, None),
-        None => {
-            let lines = control::ask(&socket.control_socket, &Request::ShowPolicy)?;
-            serde_json::from_str(lines.first().context("no answer")?)
-                .context("the daemon's answer")?
-        }
+fn show(
+    socket: &SocketArgs,
+    file: Option<&Path>,
+    exceptions: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let summary = if file.is_none() && control::daemon_listens(&socket.control_socket) {
+        let lines = control::ask(&socket.control_socket, &Request::ShowPolicy)?;
+        serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?
+    } else {
+        Summary::of(
+            &offline_policy(file, exceptions, &socket.control_socket)?,
+            None,
+        )
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -153,6 +201,24 @@ fn show(socket: &SocketArgs, file: Option<&Path>, json: bool) -> anyhow::Result<
         print!("{}", summary.render());
     }
     Ok(())
+}
+
+/// The policy a command reads without a daemon (see [`PolicyChoice`]) with its exceptions,
+/// saying on stderr which it is when the user did not name it.
+fn offline_policy(
+    file: Option<&Path>,
+    exceptions: Option<&Path>,
+    socket: &Path,
+) -> anyhow::Result<Policy> {
+    let choice = PolicyChoice::resolve(file);
+    if file.is_none() {
+        eprintln!(
+            "note: no daemon answers on {}: this is {} (--policy FILE reads another)",
+            socket.display(),
+            choice.describe()
+        );
+    }
+    Ok(PolicySources::of(&choice, ExceptionsChoice::resolve(exceptions)).load()?)
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
@@ -168,19 +234,11 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
         let lines = control::ask(socket, &request)?;
         serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?
     } else {
-        if args.policy.is_none() {
-            eprintln!(
-                "note: no daemon answers on {}: this is the built-in council policy's answer \
-                 (--policy FILE asks another)",
-                socket.display()
-            );
-        }
-        let policy = crate::policy::PolicySources {
-            policy: args.policy.clone(),
-            exceptions: Some(args.exceptions.clone()),
-        }
-        .load()?;
-        policy.explain(args.client, &target, at)
+        offline_policy(args.policy.as_deref(), args.exceptions.as_deref(), socket)?.explain(
+            args.client,
+            &target,
+            at,
+        )
     };
     if args.json {
         println!("{}", serde_json::to_string(&explanation)?);

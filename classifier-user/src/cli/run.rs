@@ -49,9 +49,10 @@ pub struct RunArgs {
     #[arg(long, short = 'p', value_name = "FILE")]
     policy: Option<PathBuf>,
 
-    /// Exceptions file kept by `classifier exceptions add|expire`; read when it exists.
-    #[arg(long, value_name = "FILE", default_value = policy::DEFAULT_EXCEPTIONS_FILE)]
-    exceptions: PathBuf,
+    /// Exceptions file kept by `classifier exceptions add|expire` (default:
+    /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
+    #[arg(long, value_name = "FILE")]
+    exceptions: Option<PathBuf>,
 
     /// Network namespace the interface is in (as made by `ip netns add`). Only the network
     /// namespace is entered: maps are still pinned in the host's /sys/fs/bpf.
@@ -324,6 +325,11 @@ fn run_daemon(
         last_intervals: Default::default(),
         last_reload: daemon::LastReload::loaded_at(jiff::Timestamp::now()),
     };
+    // The names of flows a previous daemon knew (or the datapath read while none ran) are
+    // this daemon's before it records anything.
+    if let Err(e) = state.learned.adopt_kept_names(&mut state.datapath) {
+        tracing::warn!(error = %format!("{e:#}"), "could not read the flow names kept in the kernel");
+    }
     state.apply_shaping();
     let shared = Shared::new(state);
     let reporting = Reporting {
@@ -422,7 +428,9 @@ fn prepare(
 fn sources(args: &RunArgs) -> PolicySources {
     PolicySources {
         policy: args.policy.clone(),
-        exceptions: Some(args.exceptions.clone()),
+        exceptions: Some(policy::ExceptionsChoice::resolve(
+            args.exceptions.as_deref(),
+        )),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Reading the whole flow table in a few system calls (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6)
+//! Reading a whole hash map (the flow table, the kept names) in a few system calls (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6)
 //! instead of two per flow (next key, then lookup), which the daemon's every-2-s walk spent
 //! ~2.8 µs a flow on: a third of a CPU for a full table.
 //!
@@ -11,7 +11,6 @@ use std::{
 };
 
 use aya::maps::MapData;
-use classifier_common::flow::{FlowEntry, FlowKey};
 
 /// `BPF_MAP_LOOKUP_BATCH` (include/uapi/linux/bpf.h).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -32,12 +31,21 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every (key, entry) of the flow table behind `map`, in batches. An error means the
-/// kernel refused the batch call (then nothing was returned, or the walk is incomplete).
-pub fn lookup_all(map: &MapData) -> io::Result<Vec<(FlowKey, FlowEntry)>> {
+/// Every (key, value) of the hash map behind `map`, in batches. An error means the kernel
+/// refused the batch call (then nothing was returned, or the walk is incomplete).
+pub fn lookup_all<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: &MapData,
+) -> io::Result<Vec<(K, V)>> {
+    let info = map.info().map_err(io::Error::other)?;
+    if info.key_size() as usize != size_of::<K>() || info.value_size() as usize != size_of::<V>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the map's key or value size is not the type's",
+        ));
+    }
     let fd = map.fd().as_fd().as_raw_fd();
-    let mut keys = vec![FlowKey::default(); CHUNK];
-    let mut values = vec![FlowEntry::default(); CHUNK];
+    let mut keys = vec![K::default(); CHUNK];
+    let mut values = vec![V::default(); CHUNK];
     // The resume token: a bucket number for hash maps; room for a key, as libbpf gives.
     let mut token_in = [0u8; 64];
     let mut token_out = [0u8; 64];
@@ -54,8 +62,8 @@ pub fn lookup_all(map: &MapData) -> io::Result<Vec<(FlowKey, FlowEntry)>> {
             ..BatchAttr::default()
         };
         // SAFETY: `attr` describes buffers of CHUNK keys and values of the map's key and
-        // value types (the flow table's, checked at load), and tokens larger than the
-        // kernel's; all outlive the call.
+        // value sizes (checked above), and tokens larger than the kernel's; all outlive the
+        // call.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_bpf,

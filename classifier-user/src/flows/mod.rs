@@ -3,10 +3,12 @@
 
 mod batch;
 pub mod ending;
+pub mod names;
 pub mod neighbours;
 
+pub use names::{FlowNames, Name, Names};
+
 use std::{
-    collections::HashMap as StdHashMap,
     io::{self, Write},
     net::{IpAddr, Ipv6Addr, SocketAddr},
 };
@@ -47,7 +49,8 @@ pub struct FlowRecord {
     pub vlan: Option<u16>,
     /// True when the first packet came from the server side.
     pub server_initiated: bool,
-    /// The server name the flow was classified by (TLS SNI, HTTP Host, QUIC SNI).
+    /// The server name the flow was classified by (TLS SNI, HTTP Host, QUIC SNI): always a
+    /// host name or address literal (see `evasion` for bytes that were not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Category name (`uncategorized` when none matched).
@@ -64,7 +67,8 @@ pub struct FlowRecord {
     pub unreadable: bool,
     /// What the client did to hide the name (`bad-checksum`, `bad-ttl`, `bad-sequence`,
     /// `bad-options`, `conflict`: decoys and contradictions; `reordered`, `tls-records`,
-    /// `ip-fragments`: ways of cutting the bytes).
+    /// `ip-fragments`: ways of cutting the bytes; `not-a-host-name`: it sent bytes that
+    /// are not a host name where a name goes, which are then not recorded as its name).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub evasion: Vec<String>,
     /// A second name read from a second version of the same stream bytes (a decoy and the
@@ -127,14 +131,14 @@ impl FlowRecord {
             last_seen: clock.timestamp(entry.last_seen_ns),
             vlan: (entry.vlan_id != 0).then_some(entry.vlan_id),
             server_initiated: entry.flags & flow_flags::STARTED_DOWNSTREAM != 0,
-            name: names.and_then(|n| n.first.clone()),
+            name: names.and_then(Names::first_host).map(str::to_owned),
             category: classes.category_name(entry.category).to_owned(),
             app: classes.app_name(entry.app).to_owned(),
             method: Method::from_u8(entry.method).name().to_owned(),
             ech: entry.class_flags & class_flags::ECH != 0,
             unreadable: entry.class_flags & class_flags::UNREADABLE != 0,
-            evasion: evasion_names(entry.evasion),
-            second_name: names.and_then(|n| n.second.clone()),
+            evasion: evasion_notes(entry.evasion, names),
+            second_name: names.and_then(Names::second_host).map(str::to_owned),
             second_category: (entry.alt_category != 0 && entry.alt_category != entry.category)
                 .then(|| classes.category_name(entry.alt_category).to_owned()),
             group: policy.groups.name(entry.group).to_owned(),
@@ -153,6 +157,16 @@ impl FlowRecord {
     pub fn total_bytes(&self) -> u64 {
         self.upload.bytes + self.download.bytes
     }
+}
+
+/// The record's evasion notes: the datapath's [`evasion`] bits, and whether a name the flow
+/// sent was not a host name ([`names::NOT_A_HOST_NAME`]).
+fn evasion_notes(bits: u8, names: Option<&Names>) -> Vec<String> {
+    let mut notes = evasion_names(bits);
+    if names.is_some_and(Names::has_non_host_name) {
+        notes.push(names::NOT_A_HOST_NAME.to_owned());
+    }
+    notes
 }
 
 /// The names of [`evasion`] bits.
@@ -233,62 +247,40 @@ pub fn protocol_name(protocol: u8) -> String {
     }
 }
 
-/// The names flows were classified by, as the datapath's events delivered them (once per
-/// flow). Bounded: names of flows that left the flow table are dropped at each report.
-#[derive(Debug, Default)]
-pub struct FlowNames {
-    names: StdHashMap<FlowKey, Names>,
+/// The flow table through a file descriptor of its own.
+pub type OwnedFlowTable = HashMap<MapData, FlowKey, FlowEntry>;
+
+/// A handle on `table` with a file descriptor of its own, so that the table can be walked
+/// by a thread that does not hold the datapath (the daemon's state stays unlocked).
+pub fn own_handle(table: &HashMap<&MapData, FlowKey, FlowEntry>) -> anyhow::Result<OwnedFlowTable> {
+    use aya::maps::IterableMap as _;
+    use std::os::fd::AsFd as _;
+    let fd = table
+        .map()
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating the flow table's descriptor")?;
+    let map = aya::maps::Map::from_map_data(MapData::from_fd(fd)?)?;
+    HashMap::try_from(map).context("FLOWS is not a hash map")
 }
 
-/// The names a flow was read by: the one that classified it, and a second one from a
-/// second version of the same bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Names {
-    pub first: Option<String>,
-    pub second: Option<String>,
-}
-
-impl FlowNames {
-    /// Beyond this many names (flows the table already evicted), new ones are not kept.
-    const MAX: usize = 1 << 20;
-
-    pub fn insert(&mut self, key: FlowKey, name: String) {
-        self.entry(key, |names| names.first = Some(name));
-    }
-
-    /// A second name for the flow (see [`Names::second`]).
-    pub fn insert_second(&mut self, key: FlowKey, name: String) {
-        self.entry(key, |names| names.second = Some(name));
-    }
-
-    fn entry(&mut self, key: FlowKey, set: impl FnOnce(&mut Names)) {
-        if self.names.len() < Self::MAX || self.names.contains_key(&key) {
-            set(self.names.entry(key).or_default());
-        }
-    }
-
-    pub fn get(&self, key: &FlowKey) -> Option<&Names> {
-        self.names.get(key)
-    }
-
-    /// Forgets names of flows for which `live` says false.
-    pub fn retain(&mut self, live: impl Fn(&FlowKey) -> bool) {
-        self.names.retain(|key, _| live(key));
-    }
-}
-
-/// Every flow in `table` with its class and name, largest first.
-pub fn read_table<T: std::borrow::Borrow<MapData>>(
+/// Every flow in `table` with its class and name, largest first. A name the daemon has not
+/// heard yet (its event still waits in the ring buffer) is read from `kept`, the kernel's
+/// `NAMES`, where the datapath put it first.
+pub fn read_table<T: std::borrow::Borrow<MapData>, N: std::borrow::Borrow<MapData>>(
     table: &HashMap<T, FlowKey, FlowEntry>,
     policy: &Policy,
     names: &FlowNames,
+    kept: Option<&names::NamesMap<N>>,
 ) -> anyhow::Result<Vec<(FlowKey, FlowRecord)>> {
     let clock = DatapathClock::now()?;
     let mut records: Vec<(FlowKey, FlowRecord)> = read_entries(table)
         .entries
         .iter()
         .map(|(key, entry)| {
-            let record = FlowRecord::from_entry(key, entry, &clock, policy, names.get(key));
+            let flow_names = names::of_flow(names, kept, key, entry);
+            let record = FlowRecord::from_entry(key, entry, &clock, policy, flow_names.as_ref());
             (*key, record)
         })
         .collect();
@@ -397,11 +389,13 @@ pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> 
     Ok(())
 }
 
-/// Whether an [`evasion`] name is a decoy or contradiction (not just a way of cutting).
+/// Whether an evasion note is a decoy or contradiction (not just a way of cutting): one of
+/// the [`evasion::DECEPTION`] bits, or a name that was not a host name.
 pub fn is_deception(name: &str) -> bool {
-    evasion::NAMES
-        .iter()
-        .any(|(bit, known)| *known == name && bit & evasion::DECEPTION != 0)
+    name == names::NOT_A_HOST_NAME
+        || evasion::NAMES
+            .iter()
+            .any(|(bit, known)| *known == name && bit & evasion::DECEPTION != 0)
 }
 
 /// `text`, cut with an ellipsis to at most `width` characters.

@@ -43,6 +43,8 @@ pub struct DaemonOptions {
     /// Where the daemon's log (its stderr) goes, appended, instead of to ours: tests read
     /// it back with [`DaemonProcess::log`].
     pub log_file: Option<PathBuf>,
+    /// The control socket, when not the lab's own under /run/classifier.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl DaemonProcess {
@@ -52,7 +54,10 @@ impl DaemonProcess {
         let pin_dir = lab.pin_dir();
         let pid_file = std::env::temp_dir().join(format!("classifier-lab-{}.pid", lab.id));
         let _ = std::fs::remove_file(&pid_file);
-        let control_socket = lab.control_socket();
+        let control_socket = options
+            .control_socket
+            .clone()
+            .unwrap_or_else(|| lab.control_socket());
         let mut command = Command::new(binary);
         command
             .arg("run")
@@ -152,10 +157,19 @@ impl DaemonProcess {
         Ok(())
     }
 
+    /// Asks the daemon to exit leaving its datapath attached for the next one (SIGUSR1, a
+    /// hand-over or upgrade) and returns how it exited.
+    pub fn hand_over(self) -> anyhow::Result<ExitStatus> {
+        self.signal_and_wait(Signal::SIGUSR1)
+    }
+
     /// Asks the daemon to shut down cleanly (SIGTERM) and returns how it exited.
-    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)
-            .context("signalling the daemon")?;
+    pub fn stop(self) -> anyhow::Result<ExitStatus> {
+        self.signal_and_wait(Signal::SIGTERM)
+    }
+
+    fn signal_and_wait(mut self, signal: Signal) -> anyhow::Result<ExitStatus> {
+        kill(Pid::from_raw(self.child.id() as i32), signal).context("signalling the daemon")?;
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -163,7 +177,7 @@ impl DaemonProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("classifier run did not stop within {READY_TIMEOUT:?} of SIGTERM")
+        bail!("classifier run did not stop within {READY_TIMEOUT:?} of {signal}")
     }
 }
 

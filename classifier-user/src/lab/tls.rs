@@ -24,6 +24,13 @@ pub struct TlsServer {
 impl TlsServer {
     /// Starts `openssl s_server` in `lab`'s server namespace for `names`.
     pub fn start(lab: &Lab, names: &[String]) -> anyhow::Result<Self> {
+        Self::start_on(lab, names, &[HTTPS_PORT])
+    }
+
+    /// [`TlsServer::start`] listening on each of `ports`. An `s_server` serves one
+    /// connection at a time: a test that keeps a connection open long gives it a port of
+    /// its own.
+    pub fn start_on(lab: &Lab, names: &[String], ports: &[u16]) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("classifier-tls-{}", lab.id));
         std::fs::create_dir_all(&dir)?;
         let server = Self { dir };
@@ -34,22 +41,26 @@ impl TlsServer {
                 vec![b'x'; size as usize],
             )?;
         }
-        // One server per address family: s_server's IPv6 socket is IPv6-only.
-        for (family, address) in [
-            ("-4", format!("0.0.0.0:{HTTPS_PORT}")),
-            ("-6", format!("[::]:{HTTPS_PORT}")),
-        ] {
-            let mut command = Lab::command(&lab.server, "openssl");
-            command
-                .current_dir(&server.dir)
-                .args(["s_server", "-quiet", "-WWW", family, "-accept", &address])
-                .args(["-cert", "cert.pem", "-key", "key.pem"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            lab.spawn(command)?;
+        for &port in ports {
+            // One server per address family: s_server's IPv6 socket is IPv6-only.
+            for (family, address) in [
+                ("-4", format!("0.0.0.0:{port}")),
+                ("-6", format!("[::]:{port}")),
+            ] {
+                let mut command = Lab::command(&lab.server, "openssl");
+                command
+                    .current_dir(&server.dir)
+                    .args(["s_server", "-quiet", "-WWW", family, "-accept", &address])
+                    .args(["-cert", "cert.pem", "-key", "key.pem"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                lab.spawn(command)?;
+            }
         }
-        wait_listening(&lab.server, HTTPS_PORT, 2)?;
+        for &port in ports {
+            wait_listening(&lab.server, port, 2)?;
+        }
         Ok(server)
     }
 

@@ -28,6 +28,7 @@ use classifier_common::{
     config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf, fail_fast_replies},
     flow::{FlowEntry, FlowKey, FragmentKey},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
+    names::{FlowName, NameKey},
     shaping::{BucketKey, ClientClassKey, TokenBucket},
 };
 
@@ -494,6 +495,18 @@ impl Datapath {
         HashMap::try_from(map).context("FLOWS is not a hash map")
     }
 
+    /// The names flows were classified by, kept in the kernel ([`crate::flows::names`]).
+    pub fn names(&self) -> anyhow::Result<crate::flows::names::NamesMap<&MapData>> {
+        let map = self.ebpf.map(maps::NAMES).context("no NAMES map")?;
+        HashMap::try_from(map).context("NAMES is not a hash map")
+    }
+
+    /// The kept names, to add to and remove from.
+    pub fn names_mut(&mut self) -> anyhow::Result<crate::flows::names::NamesMap<&mut MapData>> {
+        let map = self.ebpf.map_mut(maps::NAMES).context("no NAMES map")?;
+        HashMap::try_from(map).context("NAMES is not a hash map")
+    }
+
     /// The global per-CPU counters.
     pub fn stats_table(&self) -> anyhow::Result<PerCpuArray<&MapData, u64>> {
         let map = self.ebpf.map(maps::STATS).context("no STATS map")?;
@@ -545,7 +558,7 @@ impl Datapath {
 
     /// Empties the tables that hold what the datapath learnt from traffic: flows, stream
     /// buffers, fragments, the peer cache, per-client quotas and allowances, the daemon's
-    /// answers. The policy's tables stay. For replaying one capture after another, each
+    /// answers, the kept names. The policy's tables stay. For replaying one capture after another, each
     /// from a datapath that has seen nothing (their flows may share addresses and ports).
     pub fn forget_traffic(&mut self) -> anyhow::Result<()> {
         clear::<FlowKey, FlowEntry>(&mut self.ebpf, maps::FLOWS)?;
@@ -554,7 +567,8 @@ impl Datapath {
         clear::<PeerKey, u64>(&mut self.ebpf, maps::PEERS)?;
         clear::<[u8; 16], SourceQuota>(&mut self.ebpf, maps::SOURCES)?;
         clear::<BucketKey, TokenBucket>(&mut self.ebpf, maps::BUCKETS)?;
-        clear::<FlowKey, ClassResult>(&mut self.ebpf, maps::CLASS_RESULTS)
+        clear::<FlowKey, ClassResult>(&mut self.ebpf, maps::CLASS_RESULTS)?;
+        clear::<NameKey, FlowName>(&mut self.ebpf, maps::NAMES)
     }
 
     /// Changes the datapath settings in force (until the next table install writes the
@@ -661,9 +675,6 @@ impl Datapath {
     }
 }
 
-/// Fails with the fix when maps a previous daemon pinned cannot serve this one: a flow
-/// table of another layout (another version), or a domain table too small for the policy.
-/// The kernel would otherwise refuse the programs with a verifier message, or worse.
 /// The category and application ids of a datapath pinned under `pin_dir` (none if there is
 /// none): a policy loaded with them gives every name the id the running flows know it by.
 pub fn pinned_class_ids(pin_dir: &Path) -> anyhow::Result<crate::policy::ClassIds> {
@@ -693,37 +704,88 @@ fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// Fails with the fix when maps a previous daemon pinned cannot serve this one: a map of
+/// another type or layout (another version: its key or value size differs from this
+/// object's), or a domain table too small for the policy. Every
+/// pinned map is checked against this object's own definition of it. Adopted as they are,
+/// such maps would be refused by the verifier at best, and misread at worst (a layout
+/// change that keeps every size gets a new map name instead: see `maps::NAMES`).
 fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
     use aya::maps::MapInfo;
+    let object = aya_obj::Object::parse(EBPF_OBJECT).context("reading the BPF object's maps")?;
     let fix = format!(
-        "stop any daemon using {dir}, then remove it (`rm -r {dir}`; flow counters start          again from zero) and start again",
+        "stop any daemon using {dir}, then remove it (`rm -r {dir}`; flow counters start \
+         again from zero) and start again",
         dir = pin_dir.display()
     );
-    let flows = pin_dir.join(maps::FLOWS);
-    if flows.exists() {
+    for name in maps::PINNED_MAPS {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let ours = object
+            .maps
+            .get(name)
+            .with_context(|| format!("the BPF object has no map {name}"))?;
         let info =
-            MapInfo::from_pin(&flows).with_context(|| format!("reading {}", flows.display()))?;
-        let (key, value) = (size_of::<FlowKey>() as u32, size_of::<FlowEntry>() as u32);
-        anyhow::ensure!(
-            info.key_size() == key && info.value_size() == value,
-            "the flow table pinned in {} was made by another classifier version ({}-byte              keys and {}-byte entries; this version uses {key} and {value}): {fix}",
-            pin_dir.display(),
-            info.key_size(),
-            info.value_size()
-        );
-    }
-    let domain_table = pin_dir.join(maps::DOMAINS);
-    if domain_table.exists() {
-        let info = MapInfo::from_pin(&domain_table)
-            .with_context(|| format!("reading {}", domain_table.display()))?;
-        anyhow::ensure!(
-            info.max_entries() >= domains,
-            "the domain table pinned in {} has room for {} entries; this policy needs {domains}: {fix}",
-            pin_dir.display(),
-            info.max_entries()
-        );
+            MapInfo::from_pin(&path).with_context(|| format!("reading {}", path.display()))?;
+        let pinned = MapLayout {
+            map_type: info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        };
+        let ours = MapLayout {
+            map_type: ours.map_type(),
+            key_size: ours.key_size(),
+            value_size: ours.value_size(),
+            max_entries: ours.max_entries(),
+        };
+        let room_for = (name == maps::DOMAINS).then_some(domains);
+        if let Some(why) = layout_mismatch(&pinned, &ours, room_for) {
+            anyhow::bail!(
+                "the {name} map pinned in {} cannot serve this classifier version: {why}: {fix}",
+                pin_dir.display()
+            );
+        }
     }
     Ok(())
+}
+
+/// What adopting a pinned map depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MapLayout {
+    /// `bpf_map_type`.
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+/// Why a map pinned as `pinned` cannot stand in for this object's `ours`, if it cannot: its
+/// type, or the size of its keys or values, differ (this version would misread it), or it
+/// has no room for `room_for` entries (the domain table, sized to the policy's lists). A
+/// map of another number of entries otherwise still serves.
+fn layout_mismatch(pinned: &MapLayout, ours: &MapLayout, room_for: Option<u32>) -> Option<String> {
+    if pinned.map_type != ours.map_type {
+        return Some(format!(
+            "it is a map of type {}, this version's is of type {}",
+            pinned.map_type, ours.map_type
+        ));
+    }
+    if (pinned.key_size, pinned.value_size) != (ours.key_size, ours.value_size) {
+        return Some(format!(
+            "{}-byte keys and {}-byte values; this version uses {} and {}",
+            pinned.key_size, pinned.value_size, ours.key_size, ours.value_size
+        ));
+    }
+    let needed = room_for.unwrap_or(0);
+    (pinned.max_entries < needed).then(|| {
+        format!(
+            "it has room for {} entries; this policy needs {needed}",
+            pinned.max_entries
+        )
+    })
 }
 
 /// Attaches XDP in the mode asked for (auto: native, else generic with a warning).
@@ -815,5 +877,67 @@ fn unpin_all(dir: &Path) -> anyhow::Result<()> {
 fn remove_pins(dir: &Path) {
     if let Err(e) = unpin_all(dir) {
         warn!(error = %format!("{e:#}"), "cleaning up after a failed start");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LRU_HASH: u32 = aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32;
+
+    fn names_layout() -> MapLayout {
+        MapLayout {
+            map_type: LRU_HASH,
+            key_size: size_of::<NameKey>() as u32,
+            value_size: size_of::<FlowName>() as u32,
+            max_entries: maps::NAMES_MAX_ENTRIES as u32,
+        }
+    }
+
+    #[test]
+    fn a_pinned_map_of_another_layout_or_type_is_refused() {
+        let ours = names_layout();
+        assert_eq!(layout_mismatch(&ours, &ours, None), None);
+        let older = MapLayout {
+            value_size: ours.value_size - 8,
+            ..ours
+        };
+        let why = layout_mismatch(&older, &ours, None).expect("refused");
+        assert!(
+            why.contains("264-byte values") && why.contains("272"),
+            "{why}"
+        );
+        let other_type = MapLayout {
+            map_type: LRU_HASH + 1,
+            ..ours
+        };
+        assert!(layout_mismatch(&other_type, &ours, None).is_some());
+    }
+
+    #[test]
+    fn a_map_of_another_size_serves_unless_the_policy_needs_more_room() {
+        let ours = names_layout();
+        let smaller = MapLayout {
+            max_entries: 1024,
+            ..ours
+        };
+        assert_eq!(layout_mismatch(&smaller, &ours, None), None, "an LRU");
+        let why = layout_mismatch(&smaller, &ours, Some(4096)).expect("no room");
+        assert!(why.contains("this policy needs 4096"), "{why}");
+        assert_eq!(layout_mismatch(&smaller, &ours, Some(1024)), None);
+    }
+
+    #[test]
+    fn every_pinned_map_is_in_the_object() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        for name in maps::PINNED_MAPS {
+            assert!(object.maps.contains_key(name), "{name}");
+        }
+        let names = &object.maps[maps::NAMES];
+        assert_eq!(
+            (names.key_size(), names.value_size()),
+            (size_of::<NameKey>() as u32, size_of::<FlowName>() as u32)
+        );
     }
 }

@@ -26,6 +26,11 @@ use super::{
 pub struct ClassTables {
     /// Categories in file order (id 0 is "uncategorized").
     pub categories: Vec<Named>,
+    /// Category name → id, and id → position in `categories`: a policy may have tens of
+    /// thousands of categories (one per UT1 list), and every rule, app and exception looks
+    /// names up.
+    category_by_name: HashMap<String, u16>,
+    category_by_id: HashMap<u16, usize>,
     /// Policy applications in file order (ids from `FIRST_POLICY_APP`).
     pub apps: Vec<Named>,
     /// Every name's id, this policy's and those of earlier policies whose flows may still
@@ -104,10 +109,16 @@ impl CompileReport {
 
 impl ClassTables {
     pub fn category_id(&self, name: &str) -> Option<u16> {
-        self.categories
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| c.id)
+        self.category_by_name.get(name).copied()
+    }
+
+    /// Adds a category (in file order).
+    fn push_category(&mut self, category: Named) {
+        self.category_by_name
+            .insert(category.name.clone(), category.id);
+        self.category_by_id
+            .insert(category.id, self.categories.len());
+        self.categories.push(category);
     }
 
     /// The category ids of this policy, and 0 (uncategorized).
@@ -129,10 +140,9 @@ impl ClassTables {
         match id {
             0 => "uncategorized",
             id => self
-                .categories
-                .iter()
-                .find(|c| c.id == id)
-                .map(|c| c.name.as_str())
+                .category_by_id
+                .get(&id)
+                .map(|index| self.categories[*index].name.as_str())
                 .or_else(|| self.ids.category_name(id))
                 .unwrap_or("unknown-category"),
         }
@@ -181,15 +191,25 @@ impl ClassTables {
     }
 }
 
-/// A domain as the tables key it: lowercase, no trailing dot, no `*.` wildcard prefix
-/// (every domain covers its subdomains anyway). Refuses what cannot be a DNS name.
+/// A domain as the tables key it: lowercase ASCII (an internationalised name in punycode,
+/// `bücher.example` → `xn--bcher-kva.example`, as SNI and Host carry it), no trailing dot,
+/// no `*.` wildcard prefix (every domain covers its subdomains anyway). Refuses what cannot
+/// be a DNS name.
 pub fn normalize_domain(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
     let name = trimmed
         .strip_prefix("*.")
         .or_else(|| trimmed.strip_prefix('.'))
         .unwrap_or(trimmed);
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let name = if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        // UTS #46 as browsers do it: mapped, normalised, then punycode per label.
+        idna::domain_to_ascii(name).map_err(|_| {
+            format!("`{raw}` is not a domain name (an internationalised name IDNA refuses)")
+        })?
+    };
     if name.is_empty() || name.len() > domain::MAX_NAME_LEN {
         return Err(format!("`{raw}` is not a domain name (length)"));
     }
@@ -205,11 +225,52 @@ pub fn normalize_domain(raw: &str) -> Result<String, String> {
     };
     if !name.split('.').all(valid_label) {
         return Err(format!(
-            "`{raw}` is not a domain name (letters, digits, '-' and '_' between dots; \
-             write internationalised names in punycode, xn--...)"
+            "`{raw}` is not a domain name (letters, digits, '-' and '_' between dots)"
         ));
     }
     Ok(name)
+}
+
+/// Refuses a normalised domain that is itself a public suffix in the ICANN section of the
+/// Public Suffix List (`com`, `co.uk`, `gov.uk`): listed, it would put every site under
+/// it in the category. Suffixes of the list's private section (`github.io`,
+/// `blogspot.com`) are one company's and may be listed on purpose.
+pub fn refuse_public_suffix(domain: &str) -> Result<(), String> {
+    match psl::suffix(domain.as_bytes()) {
+        Some(suffix)
+            if suffix.as_bytes() == domain.as_bytes() && suffix.typ() == Some(psl::Type::Icann) =>
+        {
+            Err(format!(
+                "`{domain}` is a public suffix (Public Suffix List): it would put every site \
+                 under it in this category; list the sites themselves"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// [`normalize_domain`], then [`refuse_public_suffix`]: a domain as a list entry.
+pub fn list_entry(raw: &str) -> Result<String, ListEntryError> {
+    let domain = normalize_domain(raw).map_err(ListEntryError::NotADomain)?;
+    refuse_public_suffix(&domain).map_err(ListEntryError::PublicSuffix)?;
+    Ok(domain)
+}
+
+/// Why a list entry was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListEntryError {
+    /// Not a domain (an address, a URL, a typo): a list file skips such lines.
+    NotADomain(String),
+    /// A bare public suffix: refused wherever it is written.
+    PublicSuffix(String),
+}
+
+impl ListEntryError {
+    pub fn message(self) -> String {
+        match self {
+            ListEntryError::NotADomain(message) | ListEntryError::PublicSuffix(message) => message,
+        }
+    }
 }
 
 /// Builds the tables from the parsed file. Lists are read relative to `base_dir`. Names
@@ -264,15 +325,8 @@ pub fn compile(
         builder.add_inline(&section.domains, class, source, &path.key("domains"))?;
         for (i, list) in section.lists.iter().enumerate() {
             let list_path = base_dir.join(list);
-            let contents = lists::read_list(&list_path).map_err(|e| {
-                source.error_at(
-                    &path.key("lists").index(i),
-                    format!(
-                        "cannot read {}: {e}",
-                        lists::list_file(&list_path).display()
-                    ),
-                )
-            })?;
+            let contents = lists::read_list(&list_path)
+                .map_err(|e| e.located(source, &path.key("lists").index(i)))?;
             builder.report.list_lines_skipped += contents.skipped;
             let room = 5usize.saturating_sub(builder.report.list_skipped_examples.len());
             builder
@@ -323,7 +377,7 @@ fn give_ids(
                 e.to_string(),
             )
         })?;
-        tables.categories.push(Named {
+        tables.push_category(Named {
             id,
             name: name.clone(),
         });
@@ -361,7 +415,8 @@ impl DomainBuilder {
         path: &FieldPath,
     ) -> Result<(), PolicyError> {
         for (i, raw) in domains.iter().enumerate() {
-            let domain = normalize_domain(raw).map_err(|e| source.error_at(&path.index(i), e))?;
+            let domain =
+                list_entry(raw).map_err(|e| source.error_at(&path.index(i), e.message()))?;
             self.add(domain, class);
         }
         Ok(())
@@ -474,16 +529,48 @@ mod tests {
             normalize_domain("xn--bcher-kva.example").unwrap(),
             "xn--bcher-kva.example"
         );
+        // Internationalised names become the punycode SNI and Host carry.
+        assert_eq!(
+            normalize_domain("Bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalize_domain("*.ドメイン.テスト").unwrap(),
+            "xn--eckwd4c7c.xn--zckzah"
+        );
         for bad in [
             "",
             "192.0.2.1",
             "2001:db8::1",
             "http://x.com/",
             "a..b",
-            "bücher.example",
             "has space.com",
+            "bü cher.example",
         ] {
             assert!(normalize_domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bare_public_suffixes_are_refused_and_names_under_them_are_not() {
+        for suffix in [
+            "com", "co.uk", "uk", "gov.uk", "org", "COM.", "*.co.uk", ".net",
+        ] {
+            let err = list_entry(suffix).unwrap_err();
+            assert!(
+                matches!(&err, ListEntryError::PublicSuffix(m) if m.contains("public suffix")),
+                "{suffix}: {err:?}"
+            );
+        }
+        for domain in [
+            "example.com",
+            "bbc.co.uk",
+            "www.gov.uk",
+            "dns.google",
+            "github.io",
+            "blogspot.com",
+        ] {
+            assert!(list_entry(domain).is_ok(), "{domain}");
         }
     }
 

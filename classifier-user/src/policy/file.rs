@@ -209,7 +209,7 @@ impl Default for BittorrentSection {
 }
 
 fn default_peer_ttl() -> String {
-    "10m".into()
+    "10 minutes".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,7 +239,7 @@ fn default_shaping_method() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsSection {
-    /// A flow with no packet either way for this long has ended (`5m`).
+    /// A flow with no packet either way for this long has ended (`5 minutes`).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: String,
     /// How long records keep the client's address and MAC, in units spelled out
@@ -277,7 +277,7 @@ fn default_degradation_retention() -> String {
 }
 
 fn default_idle_timeout() -> String {
-    "5m".into()
+    "5 minutes".into()
 }
 
 fn default_retention() -> String {
@@ -299,7 +299,7 @@ pub struct ExportSection {
     /// (classification method, exact verdict, group, evasion) are exported under it.
     /// Absent: those fields are not exported.
     pub ipfix_enterprise_number: Option<u32>,
-    /// How often a flow that lasts is reported while it lasts (`30m`); each report counts
+    /// How often a flow that lasts is reported while it lasts (`30 minutes`); each report counts
     /// what crossed since the one before.
     pub ipfix_active_timeout: Option<String>,
 }
@@ -336,7 +336,7 @@ impl Default for DegradationSection {
 }
 
 fn default_degradation_intervals() -> Vec<String> {
-    vec!["10s".into(), "5m".into()]
+    vec!["10s".into(), "5 minutes".into()]
 }
 
 fn default_alert_share() -> f64 {

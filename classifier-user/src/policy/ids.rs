@@ -18,8 +18,23 @@ use classifier_common::{
 /// Name → id, for categories and for policy applications.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClassIds {
-    categories: BTreeMap<String, u16>,
-    apps: BTreeMap<String, u16>,
+    categories: Registry,
+    apps: Registry,
+}
+
+/// Names and their ids, and the highest id given (the next new name gets the one after),
+/// kept so that giving n names ids takes time in proportion to n, not n².
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Registry {
+    ids: BTreeMap<String, u16>,
+    highest: Option<u16>,
+}
+
+impl Registry {
+    fn insert(&mut self, name: String, id: u16) {
+        self.ids.insert(name, id);
+        self.highest = self.highest.max(Some(id));
+    }
 }
 
 /// Why a name got no id.
@@ -61,6 +76,7 @@ impl ClassIds {
         known: impl Fn(&str) -> bool + 'a,
     ) -> impl Iterator<Item = u16> + 'a {
         self.categories
+            .ids
             .iter()
             .filter(move |(name, _)| !known(name))
             .map(|(_, id)| *id)
@@ -91,7 +107,7 @@ impl ClassIds {
 
     /// How many names have ids.
     pub fn len(&self) -> usize {
-        self.categories.len() + self.apps.len()
+        self.categories.ids.len() + self.apps.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,32 +116,36 @@ impl ClassIds {
 }
 
 fn assign(
-    map: &mut BTreeMap<String, u16>,
+    registry: &mut Registry,
     name: &str,
     first: u16,
     what: &'static str,
 ) -> Result<u16, IdError> {
-    if let Some(id) = map.get(name) {
+    if let Some(id) = registry.ids.get(name) {
         return Ok(*id);
     }
     if name.len() > CLASS_NAME_MAX {
         return Err(IdError::TooLong(name.to_owned()));
     }
-    let id = match map.values().max() {
+    let id = match registry.highest {
         None => first,
         Some(max) => max.checked_add(1).ok_or(IdError::Exhausted(what))?,
     };
-    map.insert(name.to_owned(), id);
+    registry.insert(name.to_owned(), id);
     Ok(id)
 }
 
-fn keyed(kind: u8, map: &BTreeMap<String, u16>) -> impl Iterator<Item = (ClassNameKey, u16)> + '_ {
-    map.iter()
+fn keyed(kind: u8, registry: &Registry) -> impl Iterator<Item = (ClassNameKey, u16)> + '_ {
+    registry
+        .ids
+        .iter()
         .filter_map(move |(name, id)| ClassNameKey::new(kind, name).map(|key| (key, *id)))
 }
 
-fn name_of(map: &BTreeMap<String, u16>, id: u16) -> Option<&str> {
-    map.iter()
+fn name_of(registry: &Registry, id: u16) -> Option<&str> {
+    registry
+        .ids
+        .iter()
         .find(|(_, known)| **known == id)
         .map(|(name, _)| name.as_str())
 }

@@ -7,8 +7,11 @@
 //!
 //! A policy that fails to load changes nothing: the caller keeps the policy in force.
 
+pub mod bank_holidays;
+pub mod check;
 pub mod classes;
 pub mod decide;
+pub mod durations;
 pub mod exceptions;
 pub mod file;
 pub mod groups;
@@ -137,16 +140,102 @@ impl std::fmt::Display for ShapingMethod {
 
 /// Where the exceptions the CLI adds and expires are kept, unless told otherwise.
 pub const DEFAULT_EXCEPTIONS_FILE: &str = "/etc/classifier/exceptions.toml";
+/// The site's policy, which commands that read a policy without a daemon use when it
+/// exists. A fixed path, the one the systemd unit gives the daemon; no variable moves it
+/// (`--policy FILE` reads another).
+pub const SITE_POLICY_FILE: &str = "/etc/classifier/policy.toml";
+
+/// Which policy a command reads when it does not ask a daemon: the file named with
+/// `--policy`, else the site's file ([`SITE_POLICY_FILE`]) when it exists, else the built-in
+/// council policy. Commands say which they used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyChoice {
+    /// Named with `--policy`.
+    Named(PathBuf),
+    /// The site's policy file, [`SITE_POLICY_FILE`], which exists.
+    Site(PathBuf),
+    /// The built-in council policy (the site has no policy file).
+    BuiltIn,
+}
+
+impl PolicyChoice {
+    pub fn resolve(named: Option<&Path>) -> Self {
+        match named {
+            Some(path) => Self::Named(path.to_owned()),
+            None => {
+                let site = Path::new(SITE_POLICY_FILE);
+                if site.exists() {
+                    Self::Site(site.to_owned())
+                } else {
+                    Self::BuiltIn
+                }
+            }
+        }
+    }
+
+    /// The file, when there is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Named(path) | Self::Site(path) => Some(path),
+            Self::BuiltIn => None,
+        }
+    }
+
+    /// How messages name it: `the site's policy /etc/classifier/policy.toml`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Named(path) => format!("the policy {}", path.display()),
+            Self::Site(path) => format!("the site's policy {}", path.display()),
+            Self::BuiltIn => {
+                format!("the built-in council policy (there is no {SITE_POLICY_FILE})")
+            }
+        }
+    }
+}
+
+/// The exceptions file a command reads: the one named with `--exceptions`, which must
+/// exist (a mistyped path is an error, not "no exceptions"), else
+/// [`DEFAULT_EXCEPTIONS_FILE`], read when it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionsChoice {
+    pub path: PathBuf,
+    /// Named by the user.
+    pub named: bool,
+}
+
+impl ExceptionsChoice {
+    pub fn resolve(named: Option<&Path>) -> Self {
+        match named {
+            Some(path) => Self {
+                path: path.to_owned(),
+                named: true,
+            },
+            None => Self {
+                path: PathBuf::from(DEFAULT_EXCEPTIONS_FILE),
+                named: false,
+            },
+        }
+    }
+}
 
 /// Where a policy comes from: a policy file (or the built-in one) and the exceptions file
-/// `classifier exceptions add|expire` maintains (read when it exists).
+/// `classifier exceptions add|expire` maintains.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySources {
     pub policy: Option<PathBuf>,
-    pub exceptions: Option<PathBuf>,
+    /// Read when it exists; when the user named it, it must exist.
+    pub exceptions: Option<ExceptionsChoice>,
 }
 
 impl PolicySources {
+    /// The policy `choice` and the exceptions file `exceptions`.
+    pub fn of(choice: &PolicyChoice, exceptions: ExceptionsChoice) -> Self {
+        Self {
+            policy: choice.file().map(Path::to_owned),
+            exceptions: Some(exceptions),
+        }
+    }
+
     /// Reads and validates both files: an error names file, line and field.
     pub fn load(&self) -> Result<Policy, PolicyError> {
         self.load_with_ids(&ClassIds::default())
@@ -164,8 +253,20 @@ impl PolicySources {
                 ids,
             )?,
         };
-        if let Some(file) = self.exceptions.as_deref().filter(|f| f.exists()) {
-            policy.add_exceptions_from(file)?;
+        if let Some(exceptions) = &self.exceptions {
+            if exceptions.path.exists() {
+                policy.add_exceptions_from(&exceptions.path)?;
+            } else if exceptions.named {
+                return Err(PolicyError {
+                    file: exceptions.path.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    field: "(file)".into(),
+                    message: "the exceptions file named with --exceptions does not exist \
+                              (`classifier exceptions add` makes it)"
+                        .into(),
+                });
+            }
         }
         Ok(policy)
     }
@@ -247,16 +348,31 @@ impl Policy {
     ) -> Result<Self, PolicyError> {
         let source = Source::new(origin, text);
         let file: PolicyFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        Self::compile(&file, &source, base_dir, ids)
+    }
+
+    /// Validates a parsed policy file; `source` locates errors.
+    fn compile(
+        file: &PolicyFile,
+        source: &Source<'_>,
+        base_dir: &Path,
+        ids: &ClassIds,
+    ) -> Result<Self, PolicyError> {
+        let origin = source.file();
         let timezone = jiff::tz::TimeZone::get(&file.site.timezone).map_err(|e| {
             source.error_at(
                 &FieldPath::root().key("site").key("timezone"),
                 format!("unknown time zone `{}`: {e}", file.site.timezone),
             )
         })?;
-        let classes = classes::compile(&file, &source, base_dir, ids)?;
-        let groups = Groups::compile(&file.groups, &source)?;
-        let schedule = schedule::compile(&file.schedule.clone().unwrap_or_default(), &timezone)
-            .map_err(|(path, message)| source.error_at(&path, message))?;
+        let classes = classes::compile(file, source, base_dir, ids)?;
+        let groups = Groups::compile(&file.groups, source)?;
+        let schedule = schedule::compile(
+            &file.schedule.clone().unwrap_or_default(),
+            &timezone,
+            base_dir,
+        )
+        .map_err(|(path, message)| source.error_at(&path, message))?;
         let periods = schedule.periods();
         let category = |name: &str| classes.category_id(name);
         let group = |name: &str| groups.id(name);
@@ -267,7 +383,7 @@ impl Policy {
                 group: &group,
                 periods: &periods,
             },
-            &source,
+            source,
         )?;
         let exceptions = exceptions::compile(
             &file.exceptions,
@@ -276,16 +392,16 @@ impl Policy {
                 group: &group,
             },
             &timezone,
-            &source,
+            source,
         )?;
-        let datapath = datapath_config(&file, &source)?;
-        let shaping = shaping_method(&file, &source)?;
-        let records = records_policy(&file, &source)?;
-        let degradation = degradation_policy(&file, &classes, &source)?;
-        rules::check_shape_classes(&rules, &source)?;
+        let datapath = datapath_config(file, source)?;
+        let shaping = shaping_method(file, source)?;
+        let records = records_policy(file, source)?;
+        let degradation = degradation_policy(file, &classes, source)?;
+        rules::check_shape_classes(&rules, source)?;
         Ok(Self {
-            origin: origin.display().to_string(),
-            site_name: file.site.name,
+            origin: origin.to_owned(),
+            site_name: file.site.name.clone(),
             timezone,
             classes,
             groups,
@@ -310,9 +426,8 @@ fn degradation_policy(
     let at = |key: &str| FieldPath::root().key("degradation").key(key);
     let mut intervals = Vec::new();
     for text in &section.intervals {
-        let interval = humantime::parse_duration(text).map_err(|e| {
-            source.error_at(&at("intervals"), format!("`{text}`: {e} (e.g. `10s`)"))
-        })?;
+        let interval = durations::parse_duration(text)
+            .map_err(|message| source.error_at(&at("intervals"), message))?;
         if interval < std::time::Duration::from_secs(2) {
             return Err(source.error_at(
                 &at("intervals"),
@@ -367,15 +482,8 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
     use crate::store::retention::{AfterRetention, Retention};
     let section = &file.records;
     let at = |key: &str| FieldPath::root().key("records").key(key);
-    let idle_timeout = humantime::parse_duration(&section.idle_timeout).map_err(|e| {
-        source.error_at(
-            &at("idle_timeout"),
-            format!("`{}`: {e} (e.g. `5m`)", section.idle_timeout),
-        )
-    })?;
-    if idle_timeout.is_zero() {
-        return Err(source.error_at(&at("idle_timeout"), "must be longer than 0s".to_owned()));
-    }
+    let idle_timeout = durations::parse_duration(&section.idle_timeout)
+        .map_err(|message| source.error_at(&at("idle_timeout"), message))?;
     let keep = retention::parse_period(&section.retention)
         .map_err(|message| source.error_at(&at("retention"), message))?;
     let override_reason = section.retention_override_reason.as_deref().map(str::trim);
@@ -460,12 +568,8 @@ fn ipfix_policy(file: &PolicyFile, source: &Source<'_>) -> Result<IpfixPolicy, P
     let active_timeout = match &section.ipfix_active_timeout {
         None => IpfixPolicy::DEFAULT_ACTIVE_TIMEOUT,
         Some(text) => {
-            let timeout = humantime::parse_duration(text).map_err(|e| {
-                source.error_at(
-                    &at("ipfix_active_timeout"),
-                    format!("`{text}`: {e} (e.g. `30m`)"),
-                )
-            })?;
+            let timeout = durations::parse_duration(text)
+                .map_err(|message| source.error_at(&at("ipfix_active_timeout"), message))?;
             if timeout < std::time::Duration::from_secs(1) {
                 return Err(source.error_at(
                     &at("ipfix_active_timeout"),
@@ -509,12 +613,13 @@ fn datapath_config(
             ));
         }
     };
-    let peer_ttl: Duration = humantime::parse_duration(&file.bittorrent.peer_ttl).map_err(|e| {
-        source.error_at(
-            &FieldPath::root().key("bittorrent").key("peer_ttl"),
-            format!("`{}`: {e} (e.g. `10m`)", file.bittorrent.peer_ttl),
-        )
-    })?;
+    let peer_ttl: Duration =
+        durations::parse_duration(&file.bittorrent.peer_ttl).map_err(|message| {
+            source.error_at(
+                &FieldPath::root().key("bittorrent").key("peer_ttl"),
+                message,
+            )
+        })?;
     let section = &file.datapath;
     let mut lan_prefixes = Vec::new();
     for (i, text) in section.lan_prefixes.iter().enumerate() {
@@ -548,5 +653,7 @@ fn datapath_config(
     })
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

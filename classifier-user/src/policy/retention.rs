@@ -35,29 +35,8 @@ const UNITS: &[&str] = &[
 /// Reads a period such as `14 months` or `420 days`. The error says what was wrong and
 /// the accepted forms.
 pub fn parse_period(text: &str) -> Result<Span, String> {
+    super::durations::check_units(text, UNITS, ACCEPTED)?;
     let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(format!("empty: write {ACCEPTED}"));
-    }
-    // Every run of letters is a unit (this also refuses ISO 8601 `P14M` and `ago`).
-    for unit in trimmed
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| !w.is_empty())
-    {
-        if unit == "m" || unit == "M" {
-            return Err(format!(
-                "`{text}`: `{unit}` is ambiguous (minutes or months?): write {ACCEPTED}"
-            ));
-        }
-        if !UNITS.contains(&unit) {
-            return Err(format!("`{text}`: unknown unit `{unit}`: write {ACCEPTED}"));
-        }
-    }
-    if trimmed.contains(['-', '+', '.', ':']) {
-        return Err(format!(
-            "`{text}`: whole positive numbers only: write {ACCEPTED}"
-        ));
-    }
     let span: Span = trimmed
         .parse()
         .map_err(|e| format!("`{text}`: {e}: write {ACCEPTED}"))?;

@@ -49,6 +49,7 @@ pub struct RuleSection {
     /// `per-client` (each client gets the rate).
     pub share: Option<String>,
     /// For `shape`: full speed for this much per client and period first, e.g. `20MB/hour`
+    /// or `500kB/10min` (`m` is refused: minutes or months?)
     /// ("occasional short clips only").
     pub allowance: Option<String>,
     /// For `block`: tell the client at once (a TCP reset; for UDP, QUIC included, an ICMP
@@ -173,6 +174,21 @@ fn compile_rule(
     source: &Source<'_>,
 ) -> Result<Rule, PolicyError> {
     let path = FieldPath::root().key("rules").index(index);
+    for (field, list, every) in [
+        ("categories", &section.categories, "every category"),
+        ("groups", &section.groups, "every group"),
+        ("periods", &section.periods, "at all times"),
+    ] {
+        if matches!(list, OneOrMany::Many(names) if names.is_empty()) {
+            return Err(source.error_at(
+                &path.key(field),
+                format!(
+                    "an empty list: the rule would apply {every}; leave `{field}` out if that \
+                     is meant, or name some"
+                ),
+            ));
+        }
+    }
     let resolve =
         |field: &str, list: &OneOrMany, lookup: &dyn Fn(&str) -> Option<u16>, known: &str| {
             let names = list.names();
@@ -371,7 +387,7 @@ pub fn format_rate(bps: u64) -> String {
 
 /// `20MB/hour`, `500kB/10m`, `1GB/day` (SI bytes).
 fn parse_allowance(text: &str) -> Result<Allowance, String> {
-    let usage = || format!("`{text}`: write an allowance like 20MB/hour or 500kB/10m");
+    let usage = || format!("`{text}`: write an allowance like 20MB/hour or 500kB/10min");
     let (amount, per) = text.split_once('/').ok_or_else(usage)?;
     let amount = amount.trim();
     let split = amount
@@ -390,7 +406,8 @@ fn parse_allowance(text: &str) -> Result<Allowance, String> {
         "minute" => Duration::from_secs(60),
         "hour" => Duration::from_secs(3600),
         "day" => Duration::from_secs(86_400),
-        other => humantime::parse_duration(other).map_err(|_| usage())?,
+        other => super::durations::parse_duration(other)
+            .map_err(|e| format!("{e} (or `minute`, `hour`, `day`)"))?,
     };
     if bytes < 1.0 || per.is_zero() {
         return Err(usage());
@@ -444,10 +461,17 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_allowance("500kB/10m").unwrap().per,
+            parse_allowance("500kB/10min").unwrap().per,
             Duration::from_secs(600)
         );
-        for bad in ["20MB", "20/hour", "20MB/sometimes", "0MB/hour"] {
+        for bad in [
+            "20MB",
+            "20/hour",
+            "20MB/sometimes",
+            "0MB/hour",
+            "500kB/10m",
+            "1GB/1M",
+        ] {
             assert!(parse_allowance(bad).is_err(), "{bad}");
         }
     }

@@ -12,7 +12,7 @@
 //! minute); on the night they go back, the repeated hour is inside or outside a range by
 //! its wall-clock time, both times.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::Path};
 
 use indexmap::IndexMap;
 use jiff::{
@@ -39,6 +39,11 @@ pub struct ScheduleSection {
     /// Dates (YYYY-MM-DD) on which only periods with `bank-holidays = true` apply.
     #[serde(default)]
     pub bank_holidays: Vec<String>,
+    /// A copy of gov.uk's `bank-holidays.json` whose `bank-holidays-division` dates are
+    /// bank holidays too (relative paths are from the policy file's directory).
+    pub bank_holidays_file: Option<String>,
+    /// `england-and-wales`, `scotland` or `northern-ireland`: the file's division.
+    pub bank_holidays_division: Option<String>,
     /// Periods, first match wins.
     #[serde(default, rename = "period")]
     pub periods: Vec<PeriodSection>,
@@ -81,35 +86,20 @@ fn default_period_name() -> String {
     "outside".into()
 }
 
-/// England and Wales bank holidays (gov.uk) for the default schedule; extend the list in
-/// the policy file each year.
-const ENGLAND_AND_WALES_BANK_HOLIDAYS: [&str; 16] = [
-    "2026-01-01",
-    "2026-04-03",
-    "2026-04-06",
-    "2026-05-04",
-    "2026-05-25",
-    "2026-08-31",
-    "2026-12-25",
-    "2026-12-28",
-    "2027-01-01",
-    "2027-03-26",
-    "2027-03-29",
-    "2027-05-03",
-    "2027-05-31",
-    "2027-08-30",
-    "2027-12-27",
-    "2027-12-28",
-];
-
 impl Default for ScheduleSection {
     /// The council schedule: lunch 12:00-13:00 and working hours 08:30-17:00 on weekdays,
-    /// `outside` otherwise, England and Wales bank holidays.
+    /// `outside` otherwise, England and Wales bank holidays from the shipped copy of
+    /// gov.uk's file.
     fn default() -> Self {
         let weekdays = OneOrMany::One("weekdays".into());
+        let bank_holidays =
+            super::bank_holidays::dates_of(super::bank_holidays::SHIPPED, "england-and-wales")
+                .expect("the shipped bank-holidays.json is gov.uk's (tested)");
         Self {
             default: default_period_name(),
-            bank_holidays: ENGLAND_AND_WALES_BANK_HOLIDAYS.map(String::from).to_vec(),
+            bank_holidays: bank_holidays.iter().map(Date::to_string).collect(),
+            bank_holidays_file: None,
+            bank_holidays_division: None,
             periods: vec![
                 PeriodSection {
                     name: "lunch".into(),
@@ -147,6 +137,89 @@ struct Period {
     on_bank_holidays: bool,
 }
 
+/// A kind of day, for [`Schedule::never_in_force`].
+#[derive(Debug, Clone, Copy)]
+struct DayContext {
+    /// Monday is 0.
+    weekday: usize,
+    holiday: bool,
+    yesterday_holiday: bool,
+}
+
+/// The minutes of one day a period covers (hours are written to the minute).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Minutes([u64; MINUTE_WORDS]);
+
+const MINUTES_A_DAY: usize = 24 * 60;
+const MINUTE_WORDS: usize = MINUTES_A_DAY.div_ceil(64);
+
+impl Minutes {
+    /// Adds seconds `[start, end)` of the day.
+    fn add_range(&mut self, start: u32, end: u32) {
+        for minute in (start / 60) as usize..(end / 60) as usize {
+            self.0[minute / 64] |= 1 << (minute % 64);
+        }
+    }
+
+    fn add(&mut self, other: &Minutes) {
+        for (word, other) in self.0.iter_mut().zip(&other.0) {
+            *word |= other;
+        }
+    }
+
+    fn remove(&mut self, other: &Minutes) {
+        for (word, other) in self.0.iter_mut().zip(&other.0) {
+            *word &= !other;
+        }
+    }
+
+    fn is_within(&self, other: &Minutes) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .all(|(word, other)| word & !other == 0)
+    }
+
+    fn meets(&self, other: &Minutes) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .any(|(word, other)| word & other != 0)
+    }
+
+    fn is_full(&self) -> bool {
+        let mut full = Minutes::default();
+        full.add_range(0, DAY);
+        *self == full
+    }
+}
+
+impl Period {
+    /// The minutes of a `context` day this period covers: its ranges of that day, and
+    /// the part after midnight of a range that began the day before.
+    fn minutes(&self, context: DayContext) -> Minutes {
+        let mut minutes = Minutes::default();
+        if self.on_bank_holidays || !context.holiday {
+            for range in &self.hours[context.weekday] {
+                let end = if range.crosses_midnight() {
+                    DAY
+                } else {
+                    range.end
+                };
+                minutes.add_range(range.start, end);
+            }
+        }
+        if self.on_bank_holidays || !context.yesterday_holiday {
+            for range in &self.hours[(context.weekday + 6) % 7] {
+                if range.crosses_midnight() {
+                    minutes.add_range(0, range.end);
+                }
+            }
+        }
+        minutes
+    }
+}
+
 /// Seconds of the local day: `[start, end)`; `end <= start` crosses midnight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
@@ -167,10 +240,12 @@ pub struct PeriodAt {
     pub reason: String,
 }
 
-/// Validates `section`: errors name the field from the document root.
+/// Validates `section`: errors name the field from the document root. A bank-holidays
+/// file is read relative to `base_dir`.
 pub fn compile(
     section: &ScheduleSection,
     timezone: &TimeZone,
+    base_dir: &Path,
 ) -> Result<Schedule, (FieldPath, String)> {
     let root = FieldPath::root().key("schedule");
     if section.default.trim().is_empty() {
@@ -189,6 +264,7 @@ pub fn compile(
         })?;
         bank_holidays.insert(date);
     }
+    bank_holidays.extend(bank_holidays_from_file(section, &root, base_dir)?);
     let periods = section
         .periods
         .iter()
@@ -203,6 +279,31 @@ pub fn compile(
     })
 }
 
+/// The dates of `bank-holidays-file`'s `bank-holidays-division`, if the schedule names a
+/// file; the two keys go together.
+fn bank_holidays_from_file(
+    section: &ScheduleSection,
+    root: &FieldPath,
+    base_dir: &Path,
+) -> Result<Vec<Date>, (FieldPath, String)> {
+    use super::bank_holidays::{DIVISIONS, read};
+    match (&section.bank_holidays_file, &section.bank_holidays_division) {
+        (None, None) => Ok(Vec::new()),
+        (Some(_), None) => Err((
+            root.key("bank-holidays-file"),
+            format!("name the file's division in `bank-holidays-division` ({DIVISIONS})"),
+        )),
+        (None, Some(_)) => Err((
+            root.key("bank-holidays-division"),
+            "a division of which file? Name gov.uk's bank-holidays.json in \
+             `bank-holidays-file`"
+                .into(),
+        )),
+        (Some(file), Some(division)) => read(&base_dir.join(file), division)
+            .map_err(|message| (root.key("bank-holidays-file"), message)),
+    }
+}
+
 fn compile_period(
     section: &PeriodSection,
     path: &FieldPath,
@@ -213,6 +314,12 @@ fn compile_period(
             "a period needs a name, e.g. \"working\"".into(),
         ));
     }
+    refuse_empty(
+        &section.days,
+        path.key("days"),
+        "days: weekdays, mon, sat, ...",
+    )?;
+    refuse_empty(&section.hours, path.key("hours"), "hours: 08:30-17:00")?;
     let mut days = Vec::new();
     for (i, day) in section.days.items().into_iter().enumerate() {
         let at = || match section.days {
@@ -228,6 +335,11 @@ fn compile_period(
     }
     for (day_name, day_hours) in &section.hours_by_day {
         let at = path.key("hours-by-day").key(day_name);
+        refuse_empty(
+            day_hours,
+            at.clone(),
+            "hours (to have none that day, leave the day out of `days`)",
+        )?;
         let day_ranges = parse_ranges(day_hours, &at)?;
         for day in parse_days(day_name).map_err(|e| (at.clone(), e))? {
             hours[day.to_monday_zero_offset() as usize] = day_ranges.clone();
@@ -238,6 +350,17 @@ fn compile_period(
         hours,
         on_bank_holidays: section.bank_holidays,
     })
+}
+
+/// An empty list would make the period cover nothing, silently: refused.
+fn refuse_empty(list: &OneOrMany, at: FieldPath, what: &str) -> Result<(), (FieldPath, String)> {
+    match list {
+        OneOrMany::Many(items) if items.is_empty() => Err((
+            at,
+            format!("an empty list: the period would never be in force; name the {what}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_days(text: &str) -> Result<Vec<Weekday>, String> {
@@ -323,6 +446,96 @@ impl Schedule {
 
     pub fn timezone(&self) -> &TimeZone {
         &self.timezone
+    }
+
+    /// The name of the period in force when no period covers a moment.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// The name of each `[[schedule.period]]`, in file order.
+    pub fn period_names(&self) -> impl Iterator<Item = &str> {
+        self.periods.iter().map(|p| p.name.as_str())
+    }
+
+    /// Whether the dates of bank holidays change what is in force: some period does not
+    /// apply on them.
+    pub fn bank_holidays_matter(&self) -> bool {
+        self.periods.iter().any(|p| !p.on_bank_holidays)
+    }
+
+    /// Every bank holiday, listed and from the file, in date order.
+    pub fn bank_holidays(&self) -> &BTreeSet<Date> {
+        &self.bank_holidays
+    }
+
+    /// The periods (their positions in `[[schedule.period]]`) that can never be in force,
+    /// each with the earlier periods that take its moments: periods are read top to
+    /// bottom, so one listed after others that cover all its hours (lunch after working)
+    /// never applies.
+    pub fn never_in_force(&self) -> Vec<(usize, Vec<usize>)> {
+        let contexts = self.day_contexts();
+        let mut taken = vec![Minutes::default(); contexts.len()];
+        let mut never = Vec::new();
+        for (index, period) in self.periods.iter().enumerate() {
+            let mut reachable = false;
+            let mut covered_by = Vec::new();
+            for (context, taken_before) in contexts.iter().zip(&mut taken) {
+                let own = period.minutes(*context);
+                reachable |= !own.is_within(taken_before);
+                // Which earlier periods take its minutes: each the first to cover some.
+                let mut left = own.clone();
+                for (earlier, other) in self.periods[..index].iter().enumerate() {
+                    let other = other.minutes(*context);
+                    if left.meets(&other) && !covered_by.contains(&earlier) {
+                        covered_by.push(earlier);
+                    }
+                    left.remove(&other);
+                }
+                taken_before.add(&own);
+            }
+            if !reachable {
+                covered_by.sort_unstable();
+                never.push((index, covered_by));
+            }
+        }
+        never
+    }
+
+    /// Whether the default period is ever in force: some moment of some kind of day no
+    /// period covers.
+    pub fn default_in_force(&self) -> bool {
+        self.day_contexts().into_iter().any(|context| {
+            let mut taken = Minutes::default();
+            for period in &self.periods {
+                taken.add(&period.minutes(context));
+            }
+            !taken.is_full()
+        })
+    }
+
+    /// Every kind of day a period's hours depend on: the weekday, whether it is a bank
+    /// holiday, and whether the day before was (a range crossing midnight began then).
+    /// Bank-holiday days only when the schedule has bank holidays.
+    fn day_contexts(&self) -> Vec<DayContext> {
+        let holiday_states: &[bool] = if self.bank_holidays.is_empty() {
+            &[false]
+        } else {
+            &[false, true]
+        };
+        let mut contexts = Vec::new();
+        for weekday in 0..7 {
+            for &holiday in holiday_states {
+                for &yesterday_holiday in holiday_states {
+                    contexts.push(DayContext {
+                        weekday,
+                        holiday,
+                        yesterday_holiday,
+                    });
+                }
+            }
+        }
+        contexts
     }
 
     /// The period in force at `at`, and why.
@@ -482,7 +695,7 @@ mod tests {
     }
 
     fn council() -> Schedule {
-        compile(&ScheduleSection::default(), &london()).unwrap()
+        compile(&ScheduleSection::default(), &london(), Path::new(".")).unwrap()
     }
 
     fn at(text: &str) -> Timestamp {
@@ -499,7 +712,7 @@ mod tests {
             schedule: ScheduleSection,
         }
         let doc: Doc = toml::from_str(toml_text).unwrap();
-        compile(&doc.schedule, &london())
+        compile(&doc.schedule, &london(), Path::new("."))
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl Summary {
 /// `policy explain`: one decision and every step that led to it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Explanation {
+    /// The policy that answered: its file, or the built-in policy's name.
+    #[serde(default)]
+    pub policy: String,
     pub client: IpAddr,
     /// The domain or port asked about.
     pub target: String,
@@ -193,6 +196,7 @@ impl Policy {
         let period = self.schedule.period_at(at);
         let decision = self.decide(client, None, category, &period.name, at);
         Explanation {
+            policy: self.origin.clone(),
             client,
             target: target_text,
             at,
@@ -261,6 +265,7 @@ impl Explanation {
     pub fn render(&self) -> String {
         let mut text = String::new();
         let _ = writeln!(text, "{} → {} at {}", self.client, self.target, self.at);
+        let _ = writeln!(text, "  policy:   {}", self.policy);
         let _ = writeln!(text, "  group:    {}", self.group);
         let _ = writeln!(
             text,

@@ -68,6 +68,10 @@ pub struct Source<'a> {
     file: String,
     text: &'a str,
     tree: Option<Spanned<DeValue<'a>>>,
+    /// Where each line starts: `policy check` locates a warning for each of tens of
+    /// thousands of categories, and counting lines from the top for each would take time
+    /// in proportion to their square.
+    line_starts: Vec<usize>,
 }
 
 impl<'a> Source<'a> {
@@ -76,13 +80,25 @@ impl<'a> Source<'a> {
             file: file.display().to_string(),
             text,
             tree: Some(document_tree(text)),
+            line_starts: line_starts(text),
         }
+    }
+
+    /// The file's name, as messages give it.
+    pub fn file(&self) -> &str {
+        &self.file
     }
 
     /// An error at `path` (its value's position, or the file's start when it has none).
     pub fn error_at(&self, path: &FieldPath, message: impl Into<String>) -> PolicyError {
         let offset = self.span_of(path).map_or(0, |span| span.start);
         self.error_at_offset(offset, path.to_string(), message.into())
+    }
+
+    /// The 1-based line of the value at `path` (1 when it has none).
+    pub fn line_of(&self, path: &FieldPath) -> usize {
+        let offset = self.span_of(path).map_or(0, |span| span.start);
+        line_and_column(&self.line_starts, offset.min(self.text.len())).0
     }
 
     /// A TOML syntax or type error, with the field it is in.
@@ -96,7 +112,7 @@ impl<'a> Source<'a> {
     }
 
     fn error_at_offset(&self, offset: usize, field: String, message: String) -> PolicyError {
-        let (line, column) = line_and_column(self.text, offset);
+        let (line, column) = line_and_column(&self.line_starts, offset.min(self.text.len()));
         PolicyError {
             file: self.file.clone(),
             line,
@@ -111,10 +127,7 @@ impl<'a> Source<'a> {
         let mut value = self.tree.as_ref()?;
         for segment in &path.0 {
             value = match (segment, value.get_ref()) {
-                (Segment::Key(key), DeValue::Table(table)) => table
-                    .iter()
-                    .find(|(k, _)| k.get_ref().as_ref() == key.as_str())
-                    .map(|(_, v)| v)?,
+                (Segment::Key(key), DeValue::Table(table)) => table.get(key.as_str())?,
                 (Segment::Index(index), DeValue::Array(array)) => array.get(*index)?,
                 // One name written for a list of names: item 0 is the value itself.
                 (Segment::Index(0), _) => value,
@@ -184,15 +197,17 @@ fn document_tree(text: &str) -> Spanned<DeValue<'_>> {
     Spanned::new(span, DeValue::Table(table.into_inner()))
 }
 
-/// 1-based line and column of a byte offset.
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
+/// The byte offset where each line of `text` starts.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(nl, _)| nl + 1))
+        .collect()
+}
+
+/// 1-based line and column (in bytes) of a byte offset, given where lines start.
+fn line_and_column(line_starts: &[usize], offset: usize) -> (usize, usize) {
+    let line = line_starts.partition_point(|start| *start <= offset).max(1);
+    (line, offset - line_starts[line - 1] + 1)
 }
 
 #[cfg(test)]

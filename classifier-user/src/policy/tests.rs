@@ -136,7 +136,7 @@ fn errors_name_file_line_and_field() {
             "[bittorrent]\npeer_ttl = \"soon\"\n",
             "\"soon\"",
             "bittorrent.peer_ttl",
-            "10m",
+            "`5min`",
         ),
         (
             "[categories.video]\nlists = [\"/nonexistent/ut1/video\"]\n",
@@ -677,7 +677,7 @@ mod retention {
 
     /// `[records]` holding `body`, after a line that is not the field.
     fn records(body: &str) -> String {
-        format!("[site]\nname = \"Test\"\n\n[records]\nidle_timeout = \"5m\"\n{body}\n")
+        format!("[site]\nname = \"Test\"\n\n[records]\nidle_timeout = \"5 minutes\"\n{body}\n")
     }
 
     fn refused(body: &str, marker: &str, field: &str, says: &[&str]) {
@@ -809,7 +809,7 @@ fn ipfix_export_defaults_to_no_enterprise_fields_and_a_30_minute_active_timeout(
 
     let policy = parse(
         "[export]\nipfix_collector = \"192.0.2.50:4739\"\n\
-         ipfix_enterprise_number = 64000\nipfix_active_timeout = \"5m\"\n",
+         ipfix_enterprise_number = 64000\nipfix_active_timeout = \"5min\"\n",
     )
     .unwrap();
     assert_eq!(policy.records.ipfix.enterprise, Some(64000));

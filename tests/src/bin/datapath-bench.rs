@@ -94,8 +94,10 @@ struct MapMemory {
 }
 
 /// The maps that hold the state of reading flows' first bytes, and the flow table.
-const STATE_MAPS: [(&str, &str); 10] = [
+const STATE_MAPS: [(&str, &str); 12] = [
     ("FLOWS", "flow table (for scale)"),
+    ("NAMES", "flows' names, kept for the next daemon"),
+    ("NAME_SLOT", "per CPU: a name being kept"),
     (
         "REASM",
         "stream buffers of flows whose first bytes span segments",

@@ -23,7 +23,8 @@
 //! checked: the lab's are throw-away), sends `GET PATH HTTP/1.1` with `Host: SNI`, reads the
 //! answer, and prints one line of JSON: `{"outcome": "reset"|"ok"|"timeout"|"error",
 //! "detail": {...}}`. It exits 0 in all these cases (the caller judges); everything it does
-//! ends within `--timeout`.
+//! ends within `--timeout`. `--local-port` fixes the client's port (the flow's key), and
+//! `--read-rate` reads the answer slowly, for a long-lived flow (`lab_restart_names.rs`).
 //!
 //! ```sh
 //! ip netns exec <client ns> evasive-client 203.0.113.10:443 --sni www.bet365.com --disorder 1
@@ -31,7 +32,7 @@
 
 use std::{
     io::{self, Read as _, Write as _},
-    net::{SocketAddr, TcpStream, ToSocketAddrs as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs as _},
     os::fd::AsFd,
     str::FromStr,
     time::{Duration, Instant},
@@ -78,6 +79,13 @@ struct Args {
     /// Only IPv6 addresses of a server name.
     #[arg(long, short = '6')]
     ipv6: bool,
+    /// Connect from this local port (the flow's key is then known in advance).
+    #[arg(long, value_name = "PORT")]
+    local_port: Option<u16>,
+    /// Read the answer at most this many bytes a second (with a small receive buffer, the
+    /// server then sends no faster: a long-lived flow).
+    #[arg(long, value_name = "BYTES")]
+    read_rate: Option<u64>,
 }
 
 /// Where to cut: a byte offset, or an offset from the server name's first byte.
@@ -244,7 +252,7 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
     detail.stage = "connect";
     let server = resolve(args)?;
     detail.server = Some(server);
-    let mut socket = TcpStream::connect_timeout(&server, remaining(deadline, "connect")?)
+    let mut socket = connect(server, args.local_port, remaining(deadline, "connect")?)
         .map_err(|e| io_failure("connect", &e))?;
     let setup = |e: io::Error| fail(Outcome::Error, format!("socket options: {e}"));
     socket.set_nodelay(true).map_err(setup)?;
@@ -273,6 +281,7 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
     );
     let mut request_sent = false;
     let mut response = Vec::new();
+    let mut requested_at = Instant::now();
     loop {
         while tls.wants_write() {
             tls.write_tls(&mut socket)
@@ -285,6 +294,7 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
                 .write_all(request.as_bytes())
                 .map_err(|e| fail(Outcome::Error, format!("request: {e}")))?;
             request_sent = true;
+            requested_at = Instant::now();
             detail.stage = "response";
             continue;
         }
@@ -307,6 +317,12 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
             let n = tls.reader().read(&mut buffer).unwrap_or(0);
             response.extend_from_slice(&buffer[..n]);
             detail.response_bytes = response.len();
+            if let Some(rate) = args.read_rate {
+                // Ahead of the rate: wait until the bytes read are due.
+                let due = Duration::from_secs_f64(response.len() as f64 / rate.max(1) as f64);
+                let ahead = due.saturating_sub(requested_at.elapsed());
+                std::thread::sleep(ahead.min(remaining(deadline, detail.stage)?));
+            }
         }
         if read == 0 || state.peer_has_closed() {
             if !request_sent {
@@ -335,6 +351,35 @@ fn run(args: &Args, started: Instant, detail: &mut Detail) -> Result<(), Failure
     }
     detail.message = "handshake done, answer read".into();
     Ok(())
+}
+
+/// A TCP connection to `server`, from `local_port` when given (bound first).
+fn connect(
+    server: SocketAddr,
+    local_port: Option<u16>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, bind, connect, setsockopt, socket,
+        sockopt,
+    };
+    use std::os::fd::AsRawFd as _;
+    let Some(port) = local_port else {
+        return TcpStream::connect_timeout(&server, timeout);
+    };
+    let (family, any) = match server {
+        SocketAddr::V4(_) => (AddressFamily::Inet, IpAddr::from(Ipv4Addr::UNSPECIFIED)),
+        SocketAddr::V6(_) => (AddressFamily::Inet6, IpAddr::from(Ipv6Addr::UNSPECIFIED)),
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(any, port)),
+    )?;
+    // A lab server answers at once: the blocking connect needs no timeout of its own.
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(server))?;
+    Ok(TcpStream::from(fd))
 }
 
 fn resolve(args: &Args) -> Result<SocketAddr, Failure> {

@@ -789,12 +789,12 @@ struct PolicyFiles {
     big: usize,
 }
 
-/// Ten real names in two categories, none blocked or shaped (no rules); the TLS name's
-/// domain among them.
+/// Ten real names in two categories, none blocked or shaped (no rules); the TLS name among
+/// them (as host names: `gov.uk` and `nhs.uk` are public suffixes, refused in lists).
 const SMALL_POLICY: &str = "[categories.streaming-video]\n\
     domains = [\"youtube.com\", \"dailymotion.com\", \"netflix.com\", \"twitch.tv\", \"vimeo.com\"]\n\
     [categories.public-sector]\n\
-    domains = [\"gov.uk\", \"nhs.uk\", \"police.uk\", \"parliament.uk\", \"mod.uk\"]\n";
+    domains = [\"www.gov.uk\", \"www.nhs.uk\", \"www.police.uk\", \"www.parliament.uk\", \"www.mod.uk\"]\n";
 
 impl PolicyFiles {
     fn write(lab_id: &str, big: usize) -> anyhow::Result<Self> {
@@ -807,7 +807,7 @@ impl PolicyFiles {
         for i in 0..big.saturating_sub(1) {
             list.push_str(&format!("host{i}.site{}.example\n", i % 9973));
         }
-        list.push_str("gov.uk\n");
+        list.push_str("www.gov.uk\n");
         std::fs::write(files.dir.join("list/domains"), list)?;
         let list_category = format!(
             "\n[categories.bench]\ndescription = \"The benchmark's large list\"\nlists = [\"{}\"]\n",
