@@ -5,7 +5,9 @@
 //! A shaped packet either goes into an HTB class (the TC program sets `skb->priority` to
 //! the class id, which HTB reads before its filters), or, with the policer, passes while
 //! its bucket has tokens and is dropped when it has none. The short-clip allowance is a
-//! bucket too: while a client's allowance has bytes left, its packets pass unshaped.
+//! bucket too: while a client's allowance has bytes left, its packets pass unshaped. The
+//! time allowance ([`MinuteCount`]) counts the minutes in which a client moved traffic under
+//! the rule: while they are within the allowance, its packets pass unshaped.
 //!
 //! [`ShapeRule`]s are double-buffered like the action table: the rule for class `c` in
 //! table `t` sits at index `t * MAX_SHAPE_CLASSES + c` of `SHAPERS`.
@@ -39,6 +41,11 @@ pub mod shape_flags {
     pub const POLICER: u32 = 1 << 1;
     /// The rule has a short-clip allowance (`allowance_bytes` per `allowance_period_ns`).
     pub const ALLOWANCE: u32 = 1 << 2;
+    /// The rule has a time allowance (`allowance_minutes` per `allowance_window_minutes`).
+    pub const TIME_ALLOWANCE: u32 = 1 << 3;
+    /// Once the allowances are spent, drop instead of shaping (`action = "block"` with an
+    /// allowance): the rule has no rate.
+    pub const BLOCK_WHEN_SPENT: u32 = 1 << 4;
 }
 
 /// Bits of [`crate::flow::FlowEntry::shape_flags`].
@@ -62,7 +69,19 @@ pub struct ShapeRule {
     pub allowance_refill: u64,
     /// [`shape_flags`] bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// The time allowance: this many minutes with traffic at full speed...
+    pub allowance_minutes: u16,
+    /// ...in a window of this many minutes from the first of them ([`MinuteCount`]).
+    pub allowance_window_minutes: u16,
+}
+
+impl ShapeRule {
+    /// Whether the rule holds what the daemon wrote for a shape rule; an empty slot (no
+    /// rule with this class in the table in force) shapes nothing.
+    #[inline(always)]
+    pub const fn is_set(&self) -> bool {
+        self.rate_bytes != 0 || self.flags & shape_flags::BLOCK_WHEN_SPENT != 0
+    }
 }
 
 /// What a [`BucketKey`] bucket meters.
@@ -71,6 +90,9 @@ pub mod bucket_kind {
     pub const ALLOWANCE: u8 = 1;
     /// The policer's bucket of a rule (shared: client all zero) or of a client under it.
     pub const POLICER: u8 = 2;
+    /// The minutes counted under a rule's time allowance ([`super::MinuteCount`]): a
+    /// client's (per-client rules), or everyone's under the rule (shared: client all zero).
+    pub const MINUTES: u8 = 3;
 }
 
 /// Key of the `BUCKETS` map.
@@ -161,6 +183,94 @@ pub const fn allowance_rate(bytes: u64, period_ns: u64) -> u64 {
     }
 }
 
+/// A minute of use: the first packet after the previous minute ended starts the next.
+pub const MINUTE_NS: u64 = 60_000_000_000;
+const MINUTE_MS: u32 = 60_000;
+
+/// The minutes in which a client (or, under a shared rule, anyone) moved traffic under a
+/// rule with a time allowance, in its current window.
+///
+/// A minute of use starts with the first packet after the previous one ended and lasts 60 s,
+/// so a 50-second clip is one minute wherever it falls on the clock, and minutes without a
+/// packet are not counted. A window starts with the first packet after the previous window
+/// ended and lasts the allowance's period (an hour, a day): the datapath has no calendar, so
+/// "10 minutes/day" is 10 minutes in the 24 hours from the first of them.
+///
+/// Kept in a `BUCKETS` entry of kind [`bucket_kind::MINUTES`]: the same 16 bytes as a
+/// [`TokenBucket`], converted by the `From` impls (`updated_ns` holds the window's start,
+/// `tokens` the minutes counted and when the current one began). Updates from several CPUs
+/// at once may lose one: the count then errs by a minute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MinuteCount {
+    /// CLOCK_MONOTONIC ns of the window's first packet.
+    pub window_start_ns: u64,
+    /// Minutes of use counted in the window, the one in progress included.
+    pub minutes: u32,
+    /// When the minute in progress began, ms after `window_start_ns`.
+    pub minute_start_ms: u32,
+}
+
+impl MinuteCount {
+    /// A window and its first minute, started by a packet at `now_ns`.
+    pub const fn starting(now_ns: u64) -> Self {
+        Self {
+            window_start_ns: now_ns,
+            minutes: 1,
+            minute_start_ms: 0,
+        }
+    }
+
+    /// Counts a packet at `now_ns` under an allowance of `allowed` minutes per window of
+    /// `window_ns`: it starts a new window when the last one has ended, a new minute when
+    /// the last one has. Returns whether the packet is within the allowance.
+    #[inline(always)]
+    pub fn count(&mut self, now_ns: u64, allowed: u32, window_ns: u64) -> bool {
+        // A clock that went back (another CPU's earlier reading) is the window's start.
+        let into_window = now_ns.saturating_sub(self.window_start_ns);
+        if into_window >= window_ns {
+            *self = Self::starting(now_ns);
+        } else {
+            // Windows are at most 65,535 minutes (u16): 3.9e9 ms fits a u32.
+            let into_window_ms = (into_window / 1_000_000) as u32;
+            if into_window_ms.saturating_sub(self.minute_start_ms) >= MINUTE_MS {
+                self.minutes = self.minutes.saturating_add(1);
+                self.minute_start_ms = into_window_ms;
+            }
+        }
+        self.minutes <= allowed
+    }
+
+    /// Minutes left of `allowed` (0 once spent; the one in progress counts as used).
+    pub const fn left(&self, allowed: u32) -> u32 {
+        allowed.saturating_sub(self.minutes)
+    }
+
+    /// Whether the window that began at `window_start_ns` has ended at `now_ns`: the next
+    /// packet starts a fresh one.
+    pub const fn window_over(&self, now_ns: u64, window_ns: u64) -> bool {
+        now_ns.saturating_sub(self.window_start_ns) >= window_ns
+    }
+}
+
+impl From<TokenBucket> for MinuteCount {
+    fn from(bucket: TokenBucket) -> Self {
+        Self {
+            window_start_ns: bucket.updated_ns,
+            minutes: (bucket.tokens >> 32) as u32,
+            minute_start_ms: bucket.tokens as u32,
+        }
+    }
+}
+
+impl From<MinuteCount> for TokenBucket {
+    fn from(count: MinuteCount) -> Self {
+        Self {
+            tokens: (count.minutes as u64) << 32 | count.minute_start_ms as u64,
+            updated_ns: count.window_start_ns,
+        }
+    }
+}
+
 /// Key of the `CLIENT_CLASSES` map: a client under a per-client HTB rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -173,6 +283,8 @@ pub struct ClientClassKey {
 
 #[cfg(test)]
 mod tests {
+    use std::{vec, vec::Vec};
+
     use super::*;
 
     const SECOND: u64 = 1_000_000_000;
@@ -225,6 +337,109 @@ mod tests {
         assert_eq!(allowance_rate(20_000_000, 3600 * SECOND), 5555);
         assert_eq!(allowance_rate(20_000_000, 0), 0);
         assert_eq!(allowance_rate(u64::MAX, 1), u64::MAX);
+    }
+
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+
+    /// Counts packets at these times (ns) under `allowed` minutes per `window`; returns
+    /// whether each was within the allowance.
+    fn count_at(times: &[u64], allowed: u32, window: u64) -> (MinuteCount, Vec<bool>) {
+        let mut count = MinuteCount::starting(times[0]);
+        let mut within = vec![count.minutes <= allowed];
+        for &t in &times[1..] {
+            within.push(count.count(t, allowed, window));
+        }
+        (count, within)
+    }
+
+    #[test]
+    fn a_minute_of_use_runs_sixty_seconds_from_its_first_packet() {
+        // Starting at 50 s past a clock minute: 59.9 s later is the same minute of use,
+        // 60 s later the second. The clock's minutes do not matter.
+        let start = 1000 * SECOND + 50 * SECOND;
+        let (count, within) = count_at(
+            &[start, start + 10 * SECOND, start + 59_900_000_000],
+            1,
+            HOUR,
+        );
+        assert_eq!(within, [true, true, true]);
+        assert_eq!(count.minutes, 1);
+        let (count, within) = count_at(&[start, start + MINUTE], 1, HOUR);
+        assert_eq!(within, [true, false], "the second minute is beyond one");
+        assert_eq!(count.minutes, 2);
+        assert_eq!(count.left(1), 0);
+    }
+
+    #[test]
+    fn idle_minutes_are_not_counted() {
+        // Three short bursts 20 minutes apart are three minutes, not forty-one.
+        let (count, within) = count_at(
+            &[
+                0,
+                30 * SECOND,
+                20 * MINUTE,
+                20 * MINUTE + 5 * SECOND,
+                40 * MINUTE,
+            ],
+            3,
+            HOUR,
+        );
+        assert_eq!(count.minutes, 3);
+        assert!(within.iter().all(|w| *w), "{within:?}");
+        assert_eq!(count.left(3), 0);
+        // The next minute of use is the fourth: beyond the allowance.
+        let mut count = count;
+        assert!(!count.count(50 * MINUTE, 3, HOUR));
+    }
+
+    #[test]
+    fn a_minute_begun_later_does_not_restart_the_one_in_progress() {
+        // Packets every 10 s for five minutes: five minutes of use, no more.
+        let times: Vec<u64> = (0..30).map(|i| i * 10 * SECOND).collect();
+        let (count, _) = count_at(&times, 10, HOUR);
+        assert_eq!(count.minutes, 5);
+    }
+
+    #[test]
+    fn the_window_rolls_over_an_hour_or_a_day_after_its_first_minute() {
+        let start = 7 * HOUR;
+        // Spent within the hour...
+        let (mut count, within) = count_at(&[start, start + MINUTE, start + 2 * MINUTE], 2, HOUR);
+        assert_eq!(within, [true, true, false]);
+        assert!(
+            !count.count(start + HOUR - SECOND, 2, HOUR),
+            "still this hour"
+        );
+        assert!(!count.window_over(start + HOUR - SECOND, HOUR));
+        // ...and whole again once the hour from its first minute is over.
+        assert!(count.window_over(start + HOUR, HOUR));
+        assert!(count.count(start + HOUR, 2, HOUR), "a new window");
+        assert_eq!(count, MinuteCount::starting(start + HOUR));
+        // A day's window: 23 hours later the minutes are still spent.
+        let day = 24 * HOUR;
+        let (mut count, _) = count_at(&[start, start + MINUTE], 1, day);
+        assert!(!count.count(start + 23 * HOUR, 1, day));
+        assert!(count.count(start + day, 1, day));
+    }
+
+    #[test]
+    fn a_clock_going_back_counts_nothing_new() {
+        let mut count = MinuteCount::starting(10 * MINUTE);
+        assert!(count.count(5 * MINUTE, 1, HOUR));
+        assert_eq!(count, MinuteCount::starting(10 * MINUTE));
+    }
+
+    #[test]
+    fn minute_counts_survive_the_trip_through_a_token_bucket() {
+        let count = MinuteCount {
+            window_start_ns: u64::MAX - 5,
+            minutes: u32::MAX,
+            minute_start_ms: 3_900_000_000,
+        };
+        assert_eq!(MinuteCount::from(TokenBucket::from(count)), count);
+        let fresh = MinuteCount::starting(42);
+        assert_eq!(MinuteCount::from(TokenBucket::from(fresh)), fresh);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Shaping at TC egress, for flows whose verdict is `shape`: downloads on the LAN
 //! interface, uploads on the WAN interface.
 //!
-//! A shaped packet is first offered to the client's short-clip allowance (passed at full
-//! speed while it lasts); after that it goes into the rule's HTB class by `skb->priority`
-//! (HTB reads the priority before any filter, and TCX runs before the qdisc), or, with the
-//! policer, passes or drops by the rule's token bucket.
+//! A shaped packet is first offered to the rule's allowances, the short-clip volume and the
+//! minutes of use (passed at full speed while both last); after that it goes into the rule's
+//! HTB class by `skb->priority` (HTB reads the priority before any filter, and TCX runs
+//! before the qdisc), or, with the policer, passes or drops by the rule's token bucket; a
+//! `block` rule with an allowance drops it.
 
 use aya_ebpf::programs::TcContext;
 use classifier_common::{
@@ -12,8 +13,8 @@ use classifier_common::{
     flow::{FlowEntry, FlowKey},
     policy::table_of,
     shaping::{
-        BucketKey, ClientClassKey, ShapeRule, TokenBucket, bucket_kind, flow_shape_flags,
-        htb_priority, shape_flags, shaper_index,
+        BucketKey, ClientClassKey, MINUTE_NS, MinuteCount, ShapeRule, TokenBucket, bucket_kind,
+        flow_shape_flags, htb_priority, shape_flags, shaper_index,
     },
     stats::Stat,
 };
@@ -48,14 +49,24 @@ pub unsafe fn shape(key: &FlowKey, entry: *mut FlowEntry, count: WireCount) -> S
     let Some(rule) = SHAPERS.get(shaper_index(table, class)).copied() else {
         return Shaped::Pass;
     };
-    if rule.rate_bytes == 0 {
+    if !rule.is_set() {
         // A class the daemon has not filled in (never in a consistent table).
         return Shaped::Pass;
     }
     let now = now_ns();
-    if rule.flags & shape_flags::ALLOWANCE != 0 && within_allowance(key, class, &rule, count, now) {
+    if within_allowances(key, class, &rule, count, now) {
         stats::bump(Stat::AllowancePassed);
         return Shaped::Pass;
+    }
+    if rule.flags & shape_flags::BLOCK_WHEN_SPENT != 0 {
+        // SAFETY: forwarded from the caller; counters are shared between CPUs.
+        unsafe {
+            let counters = &raw mut (*entry).blocked;
+            atomic::add(&raw mut (*counters).packets, count.packets);
+            atomic::add(&raw mut (*counters).bytes, count.bytes);
+        }
+        stats::bump(Stat::Blocked);
+        return Shaped::Drop;
     }
     // SAFETY: forwarded from the caller; counters are shared between CPUs.
     unsafe {
@@ -96,6 +107,61 @@ pub unsafe fn shape_skb(
         }
         Shaped::Drop => crate::TC_ACT_SHOT,
     }
+}
+
+/// Whether the rule has an allowance and the packet is within all it has: the minutes of
+/// use are counted first (a packet in a new minute starts it even when the volume is spent,
+/// as the minute is used), then the volume taken, only while minutes are left.
+#[inline(always)]
+fn within_allowances(
+    key: &FlowKey,
+    class: u16,
+    rule: &ShapeRule,
+    count: WireCount,
+    now: u64,
+) -> bool {
+    let timed = rule.flags & shape_flags::TIME_ALLOWANCE != 0;
+    let metered = rule.flags & shape_flags::ALLOWANCE != 0;
+    if !timed && !metered {
+        return false;
+    }
+    if timed && !within_minutes(key, class, rule, now) {
+        return false;
+    }
+    !metered || within_allowance(key, class, rule, count, now)
+}
+
+/// Counts the packet's minute of use under the rule (the client's, or everyone's under a
+/// shared rule); false once the minutes of the window are spent.
+#[inline(always)]
+fn within_minutes(key: &FlowKey, class: u16, rule: &ShapeRule, now: u64) -> bool {
+    let client_addr = if rule.flags & shape_flags::PER_CLIENT != 0 {
+        key.client_addr
+    } else {
+        [0; 16]
+    };
+    let bucket = BucketKey {
+        client_addr,
+        class,
+        kind: bucket_kind::MINUTES,
+        _pad: 0,
+    };
+    let allowed = rule.allowance_minutes as u32;
+    let window_ns = rule.allowance_window_minutes as u64 * MINUTE_NS;
+    if let Some(stored) = BUCKETS.get_ptr_mut(bucket) {
+        // SAFETY: a map value pointer, valid for this program run; a race with another CPU
+        // costs a minute at most (see MinuteCount).
+        unsafe {
+            let mut minutes = MinuteCount::from(*stored);
+            let within = minutes.count(now, allowed, window_ns);
+            *stored = TokenBucket::from(minutes);
+            return within;
+        }
+    }
+    let minutes = MinuteCount::starting(now);
+    // A full LRU map evicts; a failed insert leaves the next packet to try again.
+    let _ = BUCKETS.insert(bucket, TokenBucket::from(minutes), 0);
+    minutes.minutes <= allowed
 }
 
 /// Takes the packet from the client's allowance under the rule; false once it is spent.

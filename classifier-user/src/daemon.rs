@@ -28,6 +28,7 @@ use crate::{
     metrics::{self, DatapathStats},
     quic::worker::Verdicts,
     recorder::{self, RecentlyEnded, Recorder, RecorderStats},
+    service,
     shaping::{Shaper, ShapingStatus},
 };
 
@@ -141,6 +142,10 @@ pub struct Status {
     /// Put into shaping classes, over the flows in the table.
     pub shaped_bytes: u64,
     pub shaping: ShapingStatus,
+    /// What clients have left of the rules' allowances (those the datapath has counted),
+    /// spent and fewest left first.
+    #[serde(default)]
+    pub allowances: Vec<crate::policy::allowances::AllowanceLeft>,
     #[serde(default)]
     pub records: RecorderStats,
     /// QUIC Initials not read because the worker's queue was full (a flood): their flows
@@ -207,10 +212,54 @@ impl State {
             blocked_bytes: totals.blocked_bytes,
             shaped_bytes: totals.shaped_bytes,
             shaping: self.shaper.status(),
+            allowances: crate::shaping::allowances::all_left(&self.datapath, &in_force.policy)?,
             records: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
             datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
         })
+    }
+
+    /// One line for `systemctl status`: what is enforced, where.
+    pub fn service_status(&self) -> String {
+        format!(
+            "enforcing {} (generation {}) on {} (XDP {}{}), period {}",
+            self.in_force.policy.origin,
+            self.in_force.generation,
+            self.interface,
+            self.xdp_mode,
+            if self.adopted { ", taken over" } else { "" },
+            self.in_force.period
+        )
+    }
+
+    /// Puts what the client has used of the deciding rule's allowances into an explanation
+    /// of a moment within a minute of now (another moment keeps the policy's figures: the
+    /// datapath counts only the present).
+    fn measure_allowance(
+        &self,
+        explanation: &mut crate::policy::show::Explanation,
+    ) -> anyhow::Result<()> {
+        let near_now = jiff::Timestamp::now()
+            .duration_since(explanation.at)
+            .as_secs()
+            .abs()
+            < 60;
+        let crate::policy::decide::Reason::Rule { rule, .. } = &explanation.decided_by else {
+            return Ok(());
+        };
+        let policy = &self.in_force.policy;
+        let Some(rule) = policy.rules.get(rule.saturating_sub(1)) else {
+            return Ok(());
+        };
+        if explanation.allowance.is_some() && near_now {
+            explanation.allowance = crate::shaping::allowances::left_for(
+                &self.datapath,
+                policy,
+                explanation.client,
+                rule,
+            )?;
+        }
+        Ok(())
     }
 
     /// Puts the policy's shape rules into the shaper; a failure is logged, and shaped
@@ -385,6 +434,7 @@ pub async fn serve(
             }
             _ = hand_over.recv() => {
                 info!("SIGUSR1: exiting, leaving the datapath to the next daemon");
+                service::stopping("exiting: the datapath stays attached for the next daemon");
                 return Ok(Exit::KeepDatapath);
             }
             _ = terminate.recv() => break,
@@ -392,6 +442,7 @@ pub async fn serve(
         }
     }
     info!("shutting down");
+    service::stopping("shutting down: detaching the datapath");
     tokio::task::block_in_place(|| recorder.finish(&shared));
     Ok(Exit::Stop)
 }
@@ -433,6 +484,7 @@ fn on_clock(shared: &Shared) {
 
 /// Reloads the policy file; a bad one is logged and changes nothing.
 fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
+    service::reloading();
     let mut guard = shared.lock();
     let state = &mut *guard;
     let now = jiff::Timestamp::now();
@@ -442,6 +494,7 @@ fn reload(shared: &Shared) -> anyhow::Result<crate::in_force::ReloadReport> {
         Ok(_) => state.apply_shaping(),
         Err(e) => warn!(error = %format!("{e:#}"), "policy reload refused"),
     }
+    service::ready(&state.service_status());
     reloaded
 }
 
@@ -664,7 +717,9 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
         }
         Request::Explain { client, target, at } => {
             let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
-            let explanation = shared.lock().in_force.policy.explain(*client, &asked, *at);
+            let state = shared.lock();
+            let mut explanation = state.in_force.policy.explain(*client, &asked, *at);
+            state.measure_allowance(&mut explanation)?;
             serde_json::to_string(&explanation)?
         }
         Request::Flows => unreachable!("answered by answer_flows"),

@@ -21,6 +21,7 @@
 //! - [`recorder`]: ended flows out of the table and into the store, the retention job;
 //! - [`daemon`]: the running daemon's state, event handling and reporting;
 //! - [`control`]: the control socket the CLI asks the daemon through;
+//! - [`service`]: life under systemd: readiness notifications, log priorities;
 //! - [`cli`]: the subcommands.
 
 pub mod bittorrent;
@@ -41,6 +42,7 @@ pub mod preflight;
 pub mod quic;
 pub mod recorder;
 pub mod replay;
+pub mod service;
 pub mod shaping;
 pub mod store;
 pub mod tables;

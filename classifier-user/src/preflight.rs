@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use caps::{CapSet, Capability};
 use nix::sys::statfs::{FsType, statfs};
 
 /// Where the kernel exposes its own BTF.
@@ -15,10 +16,17 @@ const BPF_FS_MAGIC: FsType = FsType(0xcafe_4a11);
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "`classifier {command}` must run as root (it loads BPF programs and changes \
-         interfaces): run it with sudo"
+        "`classifier {command}` lacks {}: it loads BPF programs and changes interfaces. \
+         Run it as root (sudo), as the systemd unit (it grants them), or with these \
+         capabilities (e.g. `setpriv --inh-caps=+{caps} --ambient-caps=+{caps}`)",
+        missing.join(", "),
+        caps = missing.iter().map(|c| c.trim_start_matches("CAP_").to_lowercase())
+            .collect::<Vec<_>>().join(",+")
     )]
-    NotRoot { command: &'static str },
+    MissingCapabilities {
+        command: &'static str,
+        missing: Vec<String>,
+    },
     #[error(
         "kernel BTF not found at {}: this kernel was built without CONFIG_DEBUG_INFO_BTF; \
          use a kernel that has it (Debian and Ubuntu kernels since 5.8 do)",
@@ -35,12 +43,37 @@ pub enum PreflightError {
     NoInterface { name: String, where_: String },
 }
 
-/// Fails unless the process runs as root.
-pub fn require_root(command: &'static str) -> Result<(), PreflightError> {
-    if nix::unistd::geteuid().is_root() {
+/// What `classifier run` needs, and why each.
+pub const RUN_CAPABILITIES: [Capability; 3] = [
+    // bpf(2): load the programs, create and pin the maps, read them.
+    Capability::CAP_BPF,
+    // Attach XDP and TC, and the HTB qdiscs and classes of shaping (netlink).
+    Capability::CAP_NET_ADMIN,
+    // Without it the verifier refuses the XDP program: "pointer arithmetic with it
+    // prohibited for !root" (CAP_PERFMON is what it takes for root there).
+    Capability::CAP_PERFMON,
+];
+
+/// Entering a network namespace (`--netns`, the lab) takes CAP_SYS_ADMIN, on top.
+pub const NETNS_CAPABILITY: Capability = Capability::CAP_SYS_ADMIN;
+
+/// Fails unless the process holds each of `needed` in its effective set: root has them
+/// all, the systemd unit grants exactly these, and so can `setpriv` or `capsh`. A uid
+/// check would refuse the unit's capability-only service and accept a root without them
+/// (inside a container, say).
+pub fn require_capabilities(
+    command: &'static str,
+    needed: &[Capability],
+) -> Result<(), PreflightError> {
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|&&cap| !caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
         Ok(())
     } else {
-        Err(PreflightError::NotRoot { command })
+        Err(PreflightError::MissingCapabilities { command, missing })
     }
 }
 
@@ -81,6 +114,21 @@ pub fn require_interface(name: &str, netns: Option<&str>) -> Result<u32, Preflig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_capabilities_are_named_with_the_setpriv_fix() {
+        let err = PreflightError::MissingCapabilities {
+            command: "run",
+            missing: vec!["CAP_BPF".into(), "CAP_PERFMON".into()],
+        };
+        assert_eq!(
+            err.to_string(),
+            "`classifier run` lacks CAP_BPF, CAP_PERFMON: it loads BPF programs and changes \
+             interfaces. Run it as root (sudo), as the systemd unit (it grants them), or with \
+             these capabilities (e.g. `setpriv --inh-caps=+bpf,+perfmon \
+             --ambient-caps=+bpf,+perfmon`)"
+        );
+    }
 
     #[test]
     fn tmp_is_not_bpffs() {

@@ -12,6 +12,8 @@ pub mod frames;
 pub mod harness;
 pub mod iperf;
 pub mod nfdump;
+pub mod nspawn;
+pub mod package;
 pub mod postgres;
 pub mod run;
 pub mod rustls_client;
@@ -31,14 +33,18 @@ pub fn privileged(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    let under_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(
-        !under_ci,
+        !under_ci(),
         "{test} needs root (BPF and network namespaces) and CI=true: run the tests as root \
          with `cargo xtask test`"
     );
     eprintln!("SKIPPED {test}: needs root; run `sudo -E cargo xtask test`");
     false
+}
+
+/// Whether this is CI (`CI=true`), where a test that cannot run fails instead of skipping.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// The `classifier` binary under test: $CLASSIFIER_BIN (set by `cargo xtask test`), else the

@@ -2,7 +2,8 @@
 //! daemon making its HTB classes: shaped downloads and uploads run near their rate while
 //! an unshaped flow beside them is not slowed; a shared rate is shared between clients and
 //! a per-client rate is each client's; the short-clip allowance lets the first bytes
-//! through at full speed; the end of working hours lifts the limit on a running flow.
+//! through at full speed, and the time allowance the first minutes of use; the end of
+//! working hours lifts the limit on a running flow.
 //!
 //! Rates are measured by iperf3 on the receiving side. Bounds are generous (these machines
 //! are shared): HTB itself is accurate to a few percent.
@@ -344,6 +345,163 @@ allowance = "3MB/hour"
         "{:?}",
         status.datapath
     );
+}
+
+/// Seconds the stream runs: past the one-minute allowance, with time to see it throttled.
+const STREAM_SECONDS: u64 = 72;
+/// The stream's rate from the server: 50 kB/s (400 kbit/s), 25 times the throttled rate.
+const STREAM_BYTES_PER_SECOND: u64 = 50_000;
+
+/// Streams clips to `client` at [`STREAM_BYTES_PER_SECOND`] for [`STREAM_SECONDS`] in the
+/// background; returns curl and the file its body grows in.
+fn start_stream(
+    client: &classifier_user::lab::Host,
+    file: &std::path::Path,
+) -> std::process::Child {
+    Lab::command(client, "curl")
+        .args(["--silent", "--ipv4", "--max-time"])
+        .arg(STREAM_SECONDS.to_string())
+        .arg("--output")
+        .arg(file)
+        .arg(format!(
+            "http://clips.example.test/bytes/{}?rate={STREAM_BYTES_PER_SECOND}",
+            STREAM_BYTES_PER_SECOND * 2 * STREAM_SECONDS
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl starts")
+}
+
+/// Bytes per second the file grew between two of `sizes` (taken a second apart, from 0).
+fn grew(sizes: &[u64], from: usize, to: usize) -> f64 {
+    (sizes[to] - sizes[from]) as f64 / (to - from) as f64
+}
+
+#[test]
+fn a_time_allowance_runs_out_after_a_minute_of_streaming_then_the_client_is_throttled() {
+    if !privileged(
+        "a_time_allowance_runs_out_after_a_minute_of_streaming_then_the_client_is_throttled",
+    ) {
+        return;
+    }
+    // The default policy's throttle (16 kbit/s: no continual audio) after one minute of use
+    // an hour: the shortest allowance a policy can write.
+    let rules = r#"
+[[rules]]
+description = "Clips: one minute of use an hour at full speed, then 16 kbit/s"
+categories = "clips"
+action = "shape"
+rate = "16kbit"
+share = "per-client"
+time_allowance = "1 minute/hour"
+"#;
+    let mut setup = Setup::new(&always_working(rules), 2);
+    let _http = clip_server(&setup.lab);
+    let client = &setup.lab.clients[0];
+    let body = std::env::temp_dir().join(format!("classifier-stream-{}.bin", setup.lab.id));
+    let _ = std::fs::remove_file(&body);
+    let mut curl = start_stream(client, &body);
+    let started = Instant::now();
+    let mut sizes = Vec::new();
+    let mut halfway = None;
+    for second in 0..=STREAM_SECONDS - 2 {
+        let due = started + Duration::from_secs(second);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        sizes.push(std::fs::metadata(&body).map_or(0, |m| m.len()));
+        if second == 30 {
+            halfway = Some(explain_clips(&setup, client.ipv4));
+        }
+    }
+    let _ = curl.kill();
+    let _ = curl.wait();
+    let _ = std::fs::remove_file(&body);
+    let within = grew(&sizes, 5, 55);
+    let beyond = grew(&sizes, 65, sizes.len() - 1);
+    eprintln!(
+        "time allowance: {within:.0} B/s in the first minute, {beyond:.0} B/s after it; sizes {sizes:?}"
+    );
+    assert!(
+        within > 0.7 * STREAM_BYTES_PER_SECOND as f64,
+        "the first minute streams at full speed: {within:.0} B/s"
+    );
+    // 16 kbit/s is 2,000 B/s; HTB's burst and the queue drained at the switch make it a
+    // little more over a short window.
+    assert!(
+        beyond < 6_000.0,
+        "after the minute of use the stream is throttled: {beyond:.0} B/s"
+    );
+
+    let halfway = halfway.expect("asked halfway");
+    let left = halfway.allowance.expect("the rule's allowance");
+    assert!(left.measured, "{left:?}");
+    assert_eq!(
+        (left.minutes_used, left.minutes_left, left.spent),
+        (Some(1), Some(0), false),
+        "halfway through its only minute: used, not yet spent"
+    );
+    assert!(left.window_ends.is_some());
+
+    let spent = |status: &classifier_user::daemon::Status| {
+        status
+            .allowances
+            .iter()
+            .find(|a| a.client == Some(client.ipv4.into()))
+            .cloned()
+            .unwrap_or_else(|| panic!("{:?}", status.allowances))
+    };
+    let after = spent(&setup.daemon().status().unwrap());
+    assert!(after.spent && after.minutes_used >= Some(2), "{after:?}");
+
+    // A crashed daemon's successor reads the same pinned counts: still spent.
+    setup.daemon.take().unwrap().kill_hard().unwrap();
+    let options = DaemonOptions {
+        extra_args: vec!["--policy".into(), setup.policy_file.display().to_string()],
+        ..DaemonOptions::default()
+    };
+    setup.daemon = Some(
+        DaemonProcess::start(&classifier_bin(), &setup.lab, &options).expect("daemon restarts"),
+    );
+    let restarted = spent(&setup.daemon().status().unwrap());
+    assert!(restarted.spent, "{restarted:?}");
+    let moved = restarted
+        .window_ends
+        .unwrap()
+        .duration_since(after.window_ends.unwrap())
+        .as_secs()
+        .abs();
+    assert!(moved <= 1, "the same window: {restarted:?} {after:?}");
+
+    // Another client has its own minutes: 400 kB at full speed (200 s at 16 kbit/s).
+    let other = fetch_clip(&setup.lab.clients[1], 400_000);
+    assert!(
+        other < 5.0,
+        "another client's allowance is its own: {other:.2} s"
+    );
+}
+
+/// `classifier policy explain` of the clips for `client`, asked of the running daemon.
+fn explain_clips(
+    setup: &Setup,
+    client: std::net::Ipv4Addr,
+) -> classifier_user::policy::show::Explanation {
+    let output = std::process::Command::new(classifier_bin())
+        .args([
+            "policy",
+            "explain",
+            &client.to_string(),
+            "clips.example.test",
+            "--json",
+        ])
+        .arg("--control-socket")
+        .arg(&setup.daemon().control_socket)
+        .output()
+        .expect("classifier runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("an explanation")
 }
 
 /// A policy whose `lunch` starts at `lunch_starts` (UTC): working hours until then.

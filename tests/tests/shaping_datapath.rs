@@ -2,11 +2,12 @@
 //! a client's first bytes untouched, then its packets get the HTB class of their rule as
 //! `skb->priority`, downloads on the LAN egress and uploads on the WAN egress alike; a
 //! per-client rule asks the daemon for the client's own class and uses it once it is
-//! there; the policer passes a burst and then drops.
+//! there; the policer passes a burst and then drops; the time allowance passes the packets
+//! of its minutes, then shapes or (a block rule's) drops, and a new window starts afresh.
 
 use classifier_common::{
     flow::{FlowKey, ip_proto, ipv4_mapped},
-    shaping::{ClientClassKey, htb_priority},
+    shaping::{BucketKey, ClientClassKey, MinuteCount, TokenBucket, bucket_kind, htb_priority},
     stats::Stat,
     testing::Hello,
 };
@@ -28,9 +29,17 @@ const PORT: u16 = 48001;
 const PAYLOAD: usize = 1000;
 
 fn policy(rule: &str, method: &str) -> Policy {
+    policy_of(
+        &format!("action = \"shape\"\nrate = \"2mbit\"\n{rule}"),
+        method,
+    )
+}
+
+/// A policy whose one rule for the video category is `rule` (action included).
+fn policy_of(rule: &str, method: &str) -> Policy {
     let text = format!(
         "[schedule]\ndefault = \"working\"\n[categories.video]\ndomains = [\"youtube.com\"]\n\
-         [[rules]]\ncategories = \"video\"\naction = \"shape\"\nrate = \"2mbit\"\n{rule}\n\
+         [[rules]]\ncategories = \"video\"\n{rule}\n\
          [shaping]\nmethod = \"{method}\"\n"
     );
     Policy::parse(&text, "shaping.toml".as_ref(), ".".as_ref()).unwrap()
@@ -179,4 +188,123 @@ fn the_policer_passes_its_burst_then_drops() {
     assert!(dropped > 0, "beyond the burst the policer drops");
     let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
     assert_eq!(stats.get(Stat::PolicerDropped), dropped as u64);
+}
+
+/// The minutes rule 1 has counted for everyone (a shared rule).
+const SHARED_MINUTES: BucketKey = BucketKey {
+    client_addr: [0; 16],
+    class: 1,
+    kind: bucket_kind::MINUTES,
+    _pad: 0,
+};
+
+fn minutes(datapath: &Datapath) -> MinuteCount {
+    MinuteCount::from(datapath.buckets().unwrap().get(&SHARED_MINUTES, 0).unwrap())
+}
+
+/// Makes the count say what it would `ago` later: one minute used, in a window and a
+/// minute that began `ago` before now.
+fn one_minute_used_since(datapath: &mut Datapath, ago: std::time::Duration) {
+    let now = classifier_user::flows::datapath_clock_ns().unwrap();
+    let count = MinuteCount {
+        window_start_ns: now - ago.as_nanos() as u64,
+        minutes: 1,
+        minute_start_ms: 0,
+    };
+    datapath
+        .buckets_mut()
+        .unwrap()
+        .insert(SHARED_MINUTES, TokenBucket::from(count), 0)
+        .unwrap();
+}
+
+#[test]
+fn a_time_allowance_passes_its_minutes_then_shapes_and_a_new_window_starts_afresh() {
+    if !privileged("a_time_allowance_passes_its_minutes_then_shapes_and_a_new_window_starts_afresh")
+    {
+        return;
+    }
+    let mut datapath =
+        datapath_with_video_flow(&policy("time_allowance = \"1 minute/hour\"", "htb"));
+    assert_eq!(
+        download(&mut datapath),
+        (TC_ACT_PIPE, 0),
+        "the first minute"
+    );
+    assert_eq!(
+        upload_leaving_wan(&mut datapath),
+        (TC_ACT_PIPE, 0),
+        "the same minute, the other way"
+    );
+    assert_eq!(minutes(&datapath).minutes, 1);
+
+    // 61 s later the next packet starts a second minute: beyond the allowance.
+    one_minute_used_since(&mut datapath, std::time::Duration::from_secs(61));
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, htb_priority(1)));
+    assert_eq!(minutes(&datapath).minutes, 2);
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, htb_priority(1)));
+    assert_eq!(minutes(&datapath).minutes, 2, "still the second minute");
+
+    // An hour after the window began, the next packet starts a new one at full speed.
+    one_minute_used_since(&mut datapath, std::time::Duration::from_secs(3601));
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, 0), "a new window");
+    assert_eq!(minutes(&datapath).minutes, 1);
+
+    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    assert_eq!(stats.get(Stat::AllowancePassed), 3);
+    assert_eq!(stats.get(Stat::Shaped), 2);
+}
+
+#[test]
+fn a_block_rule_with_a_time_allowance_drops_once_its_minutes_are_spent() {
+    if !privileged("a_block_rule_with_a_time_allowance_drops_once_its_minutes_are_spent") {
+        return;
+    }
+    let mut datapath = datapath_with_video_flow(&policy_of(
+        "action = \"block\"\ntime_allowance = \"1 minute/hour\"\nallowance = \"1MB/hour\"",
+        "htb",
+    ));
+    assert_eq!(
+        download(&mut datapath),
+        (TC_ACT_PIPE, 0),
+        "within the minute"
+    );
+    one_minute_used_since(&mut datapath, std::time::Duration::from_secs(90));
+    assert_eq!(download(&mut datapath), (TC_ACT_SHOT, 0), "spent: dropped");
+    assert_eq!(upload_leaving_wan(&mut datapath), (TC_ACT_SHOT, 0));
+    let entry = datapath.flow_table().unwrap().get(&flow_key(), 0).unwrap();
+    assert_eq!(entry.blocked.packets, 2);
+    assert_eq!(entry.blocked.bytes, 2 * 1040);
+    assert_eq!(entry.shaped.packets, 0);
+    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    assert_eq!(stats.get(Stat::Blocked), 2);
+    assert_eq!(stats.get(Stat::AllowancePassed), 1);
+}
+
+#[test]
+fn with_both_allowances_full_speed_lasts_while_both_do() {
+    if !privileged("with_both_allowances_full_speed_lasts_while_both_do") {
+        return;
+    }
+    // Minutes to spare, but 3000 bytes: two 1040-byte packets fit, the third does not.
+    let mut datapath = datapath_with_video_flow(&policy(
+        "time_allowance = \"10 minutes/hour\"\nallowance = \"3kB/hour\"",
+        "htb",
+    ));
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, 0));
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, 0));
+    assert_eq!(
+        download(&mut datapath),
+        (TC_ACT_PIPE, htb_priority(1)),
+        "the volume is spent"
+    );
+    assert_eq!(minutes(&datapath).minutes, 1);
+    // And the other way: volume to spare, the minutes spent.
+    let mut datapath = datapath_with_video_flow(&policy(
+        "time_allowance = \"1 minute/hour\"\nallowance = \"1GB/hour\"",
+        "htb",
+    ));
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, 0));
+    one_minute_used_since(&mut datapath, std::time::Duration::from_secs(60));
+    assert_eq!(download(&mut datapath), (TC_ACT_PIPE, htb_priority(1)));
 }

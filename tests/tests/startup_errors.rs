@@ -43,8 +43,8 @@ fn unique_pin_dir(name: &str) -> PathBuf {
 }
 
 #[test]
-fn without_root_it_says_to_use_sudo() {
-    if !privileged("without_root_it_says_to_use_sudo") {
+fn without_root_it_names_the_capabilities_and_says_to_use_sudo() {
+    if !privileged("without_root_it_names_the_capabilities_and_says_to_use_sudo") {
         return;
     }
     // Drop to nobody for the child only; `setpriv` is in util-linux.
@@ -54,7 +54,32 @@ fn without_root_it_says_to_use_sudo() {
         .args(["run", "--iface", "lo"])
         .output()
         .unwrap();
-    assert_fails_with(&output, &["must run as root", "sudo"]);
+    assert_fails_with(
+        &output,
+        &["lacks CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON", "sudo"],
+    );
+}
+
+#[test]
+fn root_without_a_capability_is_refused_by_name() {
+    if !privileged("root_without_a_capability_is_refused_by_name") {
+        return;
+    }
+    // Still uid 0, but CAP_NET_ADMIN is gone: a uid check would let this start and fail
+    // later, in the middle of attaching.
+    let output = Command::new("setpriv")
+        .args([
+            "--bounding-set=-all,+bpf,+perfmon,+sys_admin",
+            "--inh-caps=-all",
+        ])
+        .arg(classifier_bin())
+        .args(["run", "--iface", "lo", "--netns", "nosuch-ns"])
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &output,
+        &["lacks CAP_NET_ADMIN:", "--ambient-caps=+net_admin"],
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Project tasks. The README's two commands are `cargo xtask demo` and `cargo xtask test`;
 //! both start with `setup`, which installs whatever this machine lacks.
 
+mod deb;
 mod report;
 mod setup;
 
@@ -57,6 +58,14 @@ enum Task {
         /// quic_initial).
         target: Option<String>,
     },
+    /// Build the Debian package (target/debian/classifier_<version>-1_<arch>.deb): the
+    /// optimised, stripped binary, the systemd unit, man pages, completions, the default
+    /// policy (docs/packaging.md).
+    Deb {
+        /// Package target/dist/classifier as it is instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Set up and run the benchmarks (ratios measured in one run; results in target/bench),
     /// then write docs/benchmarks.md and its plots from them.
     Bench {
@@ -97,11 +106,16 @@ fn main() -> anyhow::Result<()> {
                 ]),
             )?;
             step("build", cargo(&["build", "--workspace", "--bins"]))?;
+            // The package tests (lintian, the unit, the installed binary in the lab, the
+            // unit under systemd) share this one package: an optimised build of the daemon.
+            let package = deb::build(&root, false)?;
             let mut test = cargo(&["test", "--workspace", "--no-fail-fast"]);
             test.args(args)
-                .env("CLASSIFIER_BIN", root.join("target/debug/classifier"));
+                .env("CLASSIFIER_BIN", root.join("target/debug/classifier"))
+                .env("CLASSIFIER_DEB", package);
             step("tests", test)
         }
+        Task::Deb { no_build } => deb::build(&root, no_build).map(drop),
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),
         Task::BenchReport => report::write(&report::Paths::of(&root), None),
         Task::Bench { quick } => {

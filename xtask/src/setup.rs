@@ -44,7 +44,8 @@ const PACKAGES: &[&str] = &[
     // A real PostgreSQL for the store's PostgreSQL backend tests.
     "postgresql",
     // A real systemd-journald (and journalctl) for the export audit tests, run in the
-    // test's own mount namespace: every audit entry is also sent to the journal.
+    // test's own mount namespace: every audit entry is also sent to the journal. Also
+    // `systemd-analyze security` and `verify` on the package's unit.
     "systemd",
     // nDPI's ndpiReader, the peer the nDPI comparison benchmark (ndpi-compare) runs.
     "libndpi-bin",
@@ -55,6 +56,11 @@ const PACKAGES: &[&str] = &[
     // (lab_poisoning), and the captures. Transmission with transmission-create.
     "aria2",
     "transmission-cli",
+    // The Debian package's check: lintian on the .deb.
+    "lintian",
+    // systemd-nspawn: a real systemd (this host's root, booted in a throw-away overlay) for
+    // the unit's lab test, on machines whose PID 1 is not systemd.
+    "systemd-container",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
@@ -89,6 +95,7 @@ pub fn run_with(extras: Extras) -> anyhow::Result<()> {
         install_packages(CAPTURE_PACKAGES)?;
     }
     install_bpf_linker()?;
+    crate::deb::install_cargo_deb()?;
     mount_bpffs()?;
     eprintln!("setup: everything present ({:.1?})", started.elapsed());
     Ok(())

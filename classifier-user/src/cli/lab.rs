@@ -42,7 +42,10 @@ pub enum LabCommand {
 }
 
 pub fn execute(command: LabCommand) -> anyhow::Result<()> {
-    preflight::require_root("lab")?;
+    // Namespaces, veths and mounts besides the daemon's own needs: in practice, root.
+    let mut needed = preflight::RUN_CAPABILITIES.to_vec();
+    needed.push(preflight::NETNS_CAPABILITY);
+    preflight::require_capabilities("lab", &needed)?;
     match command {
         LabCommand::Demo {
             duration,

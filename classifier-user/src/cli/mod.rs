@@ -2,6 +2,7 @@
 
 mod audit;
 mod classify_pcap;
+mod completions;
 mod degradation;
 mod exceptions;
 mod export;
@@ -10,11 +11,13 @@ mod lab;
 mod policy;
 mod run;
 mod status;
+mod stop;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+use crate::service::{self, LogFormat};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -45,7 +48,10 @@ Examples:
   classifier lab demo
 
   # Remove lab namespaces left behind by a killed test run
-  classifier lab down";
+  classifier lab down
+
+  # Under systemd: reload the policy, restart (the datapath is handed over), stop (detached)
+  systemctl reload classifier; systemctl restart classifier; systemctl stop classifier";
 
 /// eBPF traffic classifier for organisation edge gateways.
 ///
@@ -60,6 +66,17 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `classifier_user=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
     log: String,
+
+    /// How log lines look: under systemd (stderr is the journal) `auto` starts each with
+    /// its syslog priority, so `journalctl -p warning` finds the warnings.
+    #[arg(
+        long,
+        global = true,
+        env = "CLASSIFIER_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,13 +105,21 @@ enum Command {
     /// A lab of network namespaces (clients, gateway, server) for demos and tests.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Stop a running daemon: detach the datapath, or hand it to the next daemon (how the
+    /// systemd unit stops and restarts it).
+    Stop(stop::StopArgs),
+    /// Shell completions: `classifier completions bash > /etc/bash_completion.d/classifier`.
+    Completions(completions::CompletionsArgs),
+    /// Write a man page per subcommand into a directory (the Debian package's).
+    #[command(hide = true)]
+    ManPages(completions::ManPagesArgs),
 }
 
 /// Parses the command line, runs the subcommand, and turns an error into one line on
 /// stderr and exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    service::init_logging(&cli.log, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run::execute(&args),
         Command::Status(args) => status::execute(&args),
@@ -106,30 +131,26 @@ pub fn main() -> ExitCode {
         Command::Audit(command) => audit::execute(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
         Command::Lab(command) => lab::execute(command),
+        Command::Stop(args) => stop::execute(&args),
+        Command::Completions(args) => completions::execute(&args, command()),
+        Command::ManPages(args) => completions::man_pages(&args, command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("{}error: {err:#}", service::error_prefix());
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(filter: &str) {
-    use std::io::IsTerminal as _;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+/// The whole command line's definition (for completions and man pages).
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
-
     use super::*;
 
     #[test]

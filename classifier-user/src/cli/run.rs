@@ -36,12 +36,12 @@ Examples:
 pub struct RunArgs {
     /// The gateway's LAN-facing interface: XDP on its ingress, TC on its egress (where
     /// downloads are shaped).
-    #[arg(long, short = 'i', value_name = "IFACE")]
+    #[arg(long, short = 'i', value_name = "IFACE", env = "CLASSIFIER_IFACE")]
     iface: String,
 
     /// The gateway's WAN-facing interface, where uploads are shaped (TC on its egress).
     /// Without it, shape rules slow downloads only.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", env = "CLASSIFIER_WAN")]
     wan: Option<String>,
 
     /// Policy file (TOML); without it, the built-in default council policy. Check a file
@@ -195,7 +195,11 @@ fn is_veth(iface: &str) -> bool {
 }
 
 pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
-    preflight::require_root("run")?;
+    let mut needed = preflight::RUN_CAPABILITIES.to_vec();
+    if args.netns.is_some() {
+        needed.push(preflight::NETNS_CAPABILITY);
+    }
+    preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.
@@ -331,6 +335,8 @@ fn run_daemon(
         tracing::warn!(error = %format!("{e:#}"), "could not read the flow names kept in the kernel");
     }
     state.apply_shaping();
+    // Ready: the datapath enforces, and the control socket and signals are served.
+    crate::service::ready(&state.service_status());
     let shared = Shared::new(state);
     let reporting = Reporting {
         interval: args.report_interval,

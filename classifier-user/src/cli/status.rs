@@ -76,6 +76,7 @@ pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
         shaping.client_classes,
         shaping.edt_pacing
     );
+    print_allowances(&status.allowances);
     let records = &status.records;
     println!(
         "records:    {} flows ended and recorded ({} found evicted by the LRU table); {} could \
@@ -89,4 +90,32 @@ pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
     println!("uptime:     {} s", status.uptime_seconds);
     println!("datapath:   {}", serde_json::to_string(&status.datapath)?);
     Ok(())
+}
+
+/// Most clients `status` lists by their allowances (the JSON has them all).
+const ALLOWANCES_SHOWN: usize = 20;
+
+/// The clients the datapath has counted allowances for, spent and fewest left first.
+fn print_allowances(allowances: &[crate::policy::allowances::AllowanceLeft]) {
+    if allowances.is_empty() {
+        println!("allowances: no client has used a rule's allowance");
+        return;
+    }
+    println!(
+        "allowances: {} counted, {} spent",
+        allowances.len(),
+        allowances.iter().filter(|a| a.spent).count()
+    );
+    for allowance in allowances.iter().take(ALLOWANCES_SHOWN) {
+        let who = allowance
+            .client
+            .map_or_else(|| "everyone (shared)".to_owned(), |c| c.to_string());
+        println!("  {who:<24} {}", allowance.render());
+    }
+    if allowances.len() > ALLOWANCES_SHOWN {
+        println!(
+            "  ... and {} more (`classifier status --json` lists them all)",
+            allowances.len() - ALLOWANCES_SHOWN
+        );
+    }
 }

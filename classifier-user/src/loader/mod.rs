@@ -636,6 +636,13 @@ impl Datapath {
         HashMap::try_from(map).context("BUCKETS is not a hash map")
     }
 
+    /// Token buckets and minute counts, to change: for tests that need a count as it would
+    /// be minutes or hours later.
+    pub fn buckets_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, BucketKey, TokenBucket>> {
+        let map = self.ebpf.map_mut(maps::BUCKETS).context("no BUCKETS map")?;
+        HashMap::try_from(map).context("BUCKETS is not a hash map")
+    }
+
     /// The BitTorrent peer cache: peer endpoint → CLOCK_MONOTONIC ns it was last seen.
     pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
         let map = self.ebpf.map_mut(maps::PEERS).context("no PEERS map")?;

@@ -382,6 +382,8 @@ fn strictness(action: Option<&Action>) -> (u8, u64) {
     match action {
         None | Some(Action::Allow) => (0, 0),
         Some(Action::Shape(shaping)) => (1, u64::MAX - shaping.rate_bps),
+        // Full speed for a while, then nothing: stricter than any rate, not a block.
+        Some(Action::BlockAfter(_)) => (1, u64::MAX),
         Some(Action::Block) => (2, 0),
     }
 }

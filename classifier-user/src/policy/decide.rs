@@ -25,16 +25,24 @@ fn policer_burst(rate_bytes: u64) -> u64 {
     (rate_bytes / 5).max(2 * 65_536)
 }
 
-fn shape_rule(shaping: &rules::Shaping, method: ShapingMethod) -> ShapeRule {
-    let rate_bytes = shaping.rate_bps / 8;
+fn shape_rule(action: &rules::Action, method: ShapingMethod) -> Option<ShapeRule> {
+    let (rate_bps, allowances) = match action {
+        Action::Shape(shaping) => (shaping.rate_bps, shaping.allowances()),
+        Action::BlockAfter(allowances) => (0, allowances.clone()),
+        Action::Allow | Action::Block => return None,
+    };
+    let rate_bytes = rate_bps / 8;
     let mut flags = 0;
-    if shaping.per_client {
+    if allowances.per_client {
         flags |= shape_flags::PER_CLIENT;
     }
     if method == ShapingMethod::Policer {
         flags |= shape_flags::POLICER;
     }
-    let (allowance_bytes, allowance_refill) = match &shaping.allowance {
+    if matches!(action, Action::BlockAfter(_)) {
+        flags |= shape_flags::BLOCK_WHEN_SPENT;
+    }
+    let (allowance_bytes, allowance_refill) = match &allowances.volume {
         Some(allowance) => {
             flags |= shape_flags::ALLOWANCE;
             let period_ns = allowance.per.as_nanos().min(u64::MAX as u128) as u64;
@@ -42,14 +50,26 @@ fn shape_rule(shaping: &rules::Shaping, method: ShapingMethod) -> ShapeRule {
         }
         None => (0, 0),
     };
-    ShapeRule {
+    let (allowance_minutes, allowance_window_minutes) = match allowances.time {
+        Some(time) => {
+            flags |= shape_flags::TIME_ALLOWANCE;
+            (time.minutes, time.window_minutes)
+        }
+        None => (0, 0),
+    };
+    Some(ShapeRule {
         rate_bytes,
-        burst_bytes: policer_burst(rate_bytes),
+        burst_bytes: if rate_bytes == 0 {
+            0
+        } else {
+            policer_burst(rate_bytes)
+        },
         allowance_bytes,
         allowance_refill,
         flags,
-        _pad: 0,
-    }
+        allowance_minutes,
+        allowance_window_minutes,
+    })
 }
 
 /// What decided, for explanations.
@@ -176,12 +196,7 @@ impl Policy {
     pub fn shapers(&self) -> Vec<(u16, ShapeRule)> {
         self.rules
             .iter()
-            .filter_map(|rule| match &rule.action {
-                Action::Shape(shaping) => {
-                    Some((shape_class(rule), shape_rule(shaping, self.shaping)))
-                }
-                _ => None,
-            })
+            .filter_map(|rule| Some((shape_class(rule), shape_rule(&rule.action, self.shaping)?)))
             .collect()
     }
 
@@ -209,7 +224,9 @@ impl Policy {
                 fail_fast: u8::from(rule.fail_fast),
                 ..ActionEntry::default()
             }),
-            Action::Shape(_) => Some(ActionEntry {
+            // Full speed while the allowances last, then dropped: the datapath's shaping
+            // step counts them and drops (see classifier-ebpf's `shape`).
+            Action::Shape(_) | Action::BlockAfter(_) => Some(ActionEntry {
                 verdict: verdict::SHAPE,
                 shape_class: shape_class(rule),
                 ..ActionEntry::default()

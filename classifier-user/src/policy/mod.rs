@@ -7,6 +7,7 @@
 //!
 //! A policy that fails to load changes nothing: the caller keeps the policy in force.
 
+pub mod allowances;
 pub mod bank_holidays;
 pub mod check;
 pub mod classes;

@@ -50,8 +50,12 @@ pub struct RuleSection {
     pub share: Option<String>,
     /// For `shape`: full speed for this much per client and period first, e.g. `20MB/hour`
     /// or `500kB/10min` (`m` is refused: minutes or months?)
-    /// ("occasional short clips only").
+    /// ("occasional short clips only"). With `block`: blocked once it is spent.
     pub allowance: Option<String>,
+    /// For `shape` or `block`: full speed for this many minutes of use per hour or day first,
+    /// e.g. `10 minutes/hour` (a minute of use: 60 s from a packet, idle minutes not
+    /// counted), then shaped or blocked. Per client, or shared with `share = "shared"`.
+    pub time_allowance: Option<String>,
     /// For `block`: tell the client at once (a TCP reset; for UDP, QUIC included, an ICMP
     /// "administratively prohibited", which makes a browser fall back to TCP without
     /// waiting), the default; `false` drops silently.
@@ -64,15 +68,27 @@ pub enum Action {
     Allow,
     Block,
     Shape(Shaping),
+    /// `block` with an allowance: full speed while it lasts, then dropped.
+    BlockAfter(Allowances),
 }
 
 impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Allow => "allow",
-            Action::Block => "block",
+            Action::Block | Action::BlockAfter(_) => "block",
             Action::Shape(_) => "shape",
         }
+    }
+
+    /// The allowances before the rule shapes or blocks, if it has any.
+    pub fn allowances(&self) -> Option<Allowances> {
+        match self {
+            Action::Shape(shaping) => Some(shaping.allowances()),
+            Action::BlockAfter(allowances) => Some(allowances.clone()),
+            Action::Allow | Action::Block => None,
+        }
+        .filter(|a| a.volume.is_some() || a.time.is_some())
     }
 }
 
@@ -80,6 +96,7 @@ impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Action::Shape(shaping) => write!(f, "shape {shaping}"),
+            Action::BlockAfter(allowances) => write!(f, "block after {allowances}"),
             other => f.write_str(other.name()),
         }
     }
@@ -91,6 +108,17 @@ pub struct Shaping {
     pub rate_bps: u64,
     pub per_client: bool,
     pub allowance: Option<Allowance>,
+    pub time_allowance: Option<TimeAllowance>,
+}
+
+impl Shaping {
+    pub fn allowances(&self) -> Allowances {
+        Allowances {
+            per_client: self.per_client,
+            volume: self.allowance.clone(),
+            time: self.time_allowance,
+        }
+    }
 }
 
 impl std::fmt::Display for Shaping {
@@ -101,15 +129,79 @@ impl std::fmt::Display for Shaping {
         } else {
             " shared"
         })?;
-        if let Some(allowance) = &self.allowance {
-            write!(
-                f,
-                " after {} MB per {}",
-                allowance.bytes / 1_000_000,
-                humantime::format_duration(allowance.per)
-            )?;
+        let allowances = self.allowances();
+        if allowances.volume.is_some() || allowances.time.is_some() {
+            write!(f, " after {allowances}")?;
         }
         Ok(())
+    }
+}
+
+/// What a rule gives at full speed before it shapes or blocks: the volume, the minutes of
+/// use, or both (full speed while both last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowances {
+    /// The volume is always each client's; the minutes are each client's, or shared by
+    /// everyone under the rule.
+    pub per_client: bool,
+    pub volume: Option<Allowance>,
+    pub time: Option<TimeAllowance>,
+}
+
+impl std::fmt::Display for Allowances {
+    /// `5 minutes/hour and 50 MB per 1h at full speed per client`; under a shared rule
+    /// `30 minutes/day shared at full speed` (the volume is always each client's).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let volume = self.volume.as_ref().map(|volume| {
+            format!(
+                "{} MB per {}",
+                volume.bytes / 1_000_000,
+                humantime::format_duration(volume.per)
+            )
+        });
+        match (&self.time, volume) {
+            (Some(time), Some(volume)) if self.per_client => {
+                write!(f, "{time} and {volume} at full speed per client")
+            }
+            (Some(time), Some(volume)) => {
+                write!(f, "{time} shared and {volume} per client at full speed")
+            }
+            (Some(time), None) if self.per_client => write!(f, "{time} at full speed per client"),
+            (Some(time), None) => write!(f, "{time} shared at full speed"),
+            (None, Some(volume)) => write!(f, "{volume} at full speed per client"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Full speed for `minutes` minutes of use in every window of `window_minutes` (an hour, a
+/// day), counted from the first of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeAllowance {
+    pub minutes: u16,
+    pub window_minutes: u16,
+}
+
+impl std::fmt::Display for TimeAllowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural = |n: u16, unit: &str| {
+            if n == 1 {
+                unit.to_owned()
+            } else {
+                format!("{n} {unit}s")
+            }
+        };
+        let window = if self.window_minutes.is_multiple_of(1440) {
+            plural(self.window_minutes / 1440, "day")
+        } else {
+            plural(self.window_minutes / 60, "hour")
+        };
+        let minutes = if self.minutes == 1 {
+            "minute"
+        } else {
+            "minutes"
+        };
+        write!(f, "{} {minutes}/{window}", self.minutes)
     }
 }
 
@@ -237,6 +329,13 @@ fn compile_rule(
         (!list.is_empty()).then(|| list.iter().map(|p| p.to_string()).collect())
     };
     let action = compile_action(section, &path, source)?;
+    if section.fail_fast.is_some() && matches!(action, Action::BlockAfter(_)) {
+        return Err(source.error_at(
+            &path.key("fail_fast"),
+            "a block after an allowance drops a flow that has been running: there is no first \
+             packet left to answer at once; leave `fail_fast` out",
+        ));
+    }
     if section.fail_fast.is_some() && action != Action::Block {
         return Err(source.error_at(
             &path.key("fail_fast"),
@@ -280,24 +379,75 @@ fn compile_action(
     path: &FieldPath,
     source: &Source<'_>,
 ) -> Result<Action, PolicyError> {
-    let shaping_only = [
+    let allowed_with = |action: &str| -> &'static [&'static str] {
+        match action {
+            "block" => &["share", "allowance", "time_allowance"],
+            "shape" => &["rate", "share", "allowance", "time_allowance"],
+            _ => &[],
+        }
+    };
+    let set = [
         ("rate", section.rate.is_some()),
         ("share", section.share.is_some()),
         ("allowance", section.allowance.is_some()),
+        ("time_allowance", section.time_allowance.is_some()),
     ];
+    if let Some((field, _)) = set
+        .iter()
+        .find(|(field, set)| *set && !allowed_with(&section.action).contains(field))
+        .filter(|_| matches!(section.action.as_str(), "allow" | "block" | "shape"))
+    {
+        let goes_with = match *field {
+            "rate" => "action = \"shape\"",
+            _ => "action = \"shape\" or \"block\"",
+        };
+        return Err(source.error_at(
+            &path.key(field),
+            format!("`{field}` only goes with {goes_with}"),
+        ));
+    }
+    let per_client = || match section.share.as_deref() {
+        None | Some("shared") => Ok(false),
+        Some("per-client") => Ok(true),
+        Some(other) => Err(source.error_at(
+            &path.key("share"),
+            format!("`{other}`: choose `shared` or `per-client`"),
+        )),
+    };
+    let allowances = || -> Result<(Option<Allowance>, Option<TimeAllowance>), PolicyError> {
+        let volume = section
+            .allowance
+            .as_deref()
+            .map(parse_allowance)
+            .transpose()
+            .map_err(|e| source.error_at(&path.key("allowance"), e))?;
+        let time = section
+            .time_allowance
+            .as_deref()
+            .map(parse_time_allowance)
+            .transpose()
+            .map_err(|e| source.error_at(&path.key("time_allowance"), e))?;
+        Ok((volume, time))
+    };
     match section.action.as_str() {
-        "allow" | "block" => {
-            if let Some((field, _)) = shaping_only.iter().find(|(_, set)| *set) {
-                return Err(source.error_at(
-                    &path.key(field),
-                    format!("`{field}` only goes with action = \"shape\""),
-                ));
+        "allow" => Ok(Action::Allow),
+        "block" => {
+            let (volume, time) = allowances()?;
+            if volume.is_none() && time.is_none() {
+                if section.share.is_some() {
+                    return Err(source.error_at(
+                        &path.key("share"),
+                        "`share` goes with a block rule only when it has an allowance (who \
+                         shares the minutes)",
+                    ));
+                }
+                return Ok(Action::Block);
             }
-            Ok(if section.action == "allow" {
-                Action::Allow
-            } else {
-                Action::Block
-            })
+            Ok(Action::BlockAfter(Allowances {
+                per_client: per_client()?,
+                volume,
+                time,
+            }))
         }
         "shape" => {
             let rate = section.rate.as_deref().ok_or_else(|| {
@@ -307,26 +457,13 @@ fn compile_action(
                 )
             })?;
             let rate_bps = parse_rate(rate).map_err(|e| source.error_at(&path.key("rate"), e))?;
-            let per_client = match section.share.as_deref() {
-                None | Some("shared") => false,
-                Some("per-client") => true,
-                Some(other) => {
-                    return Err(source.error_at(
-                        &path.key("share"),
-                        format!("`{other}`: choose `shared` or `per-client`"),
-                    ));
-                }
-            };
-            let allowance = section
-                .allowance
-                .as_deref()
-                .map(parse_allowance)
-                .transpose()
-                .map_err(|e| source.error_at(&path.key("allowance"), e))?;
+            let per_client = per_client()?;
+            let (allowance, time_allowance) = allowances()?;
             Ok(Action::Shape(Shaping {
                 rate_bps,
                 per_client,
                 allowance,
+                time_allowance,
             }))
         }
         other => Err(source.error_at(
@@ -418,6 +555,58 @@ fn parse_allowance(text: &str) -> Result<Allowance, String> {
     })
 }
 
+/// `10 minutes/hour`, `1 minute/hour`, `30 minutes/day`, `1 hour/day`, `45 minutes/2 hours`:
+/// units written out, as `m` could be minutes or months and `10 minutes/h` reads as a typo.
+/// The window is whole hours or days, up to a week, and longer than the allowance.
+fn parse_time_allowance(text: &str) -> Result<TimeAllowance, String> {
+    let usage = || {
+        format!(
+            "`{text}`: write a time allowance like \"10 minutes/hour\" or \"30 minutes/day\" \
+             (units written out: minute(s) or hour(s) per hour(s) or day(s))"
+        )
+    };
+    let (amount, window) = text.split_once('/').ok_or_else(usage)?;
+    let minutes_in = |words: &str, units: &[(&str, u32)], bare: bool| -> Option<u32> {
+        let mut parts = words.split_whitespace();
+        let (number, unit) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(unit), None, None) if bare => ("1", unit),
+            (Some(number), Some(unit), None) => (number, unit),
+            _ => return None,
+        };
+        // Digits only: no signs, fractions or exponents.
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let number: u32 = number.parse().ok()?;
+        let (_, per) = units
+            .iter()
+            .find(|(name, _)| unit == *name || unit.strip_suffix('s') == Some(name))?;
+        number.checked_mul(*per)
+    };
+    let minutes = minutes_in(amount, &[("minute", 1), ("hour", 60)], false).ok_or_else(usage)?;
+    let window_minutes =
+        minutes_in(window, &[("hour", 60), ("day", 1440)], true).ok_or_else(usage)?;
+    if minutes == 0 {
+        return Err(format!(
+            "`{text}`: no minutes at full speed is `action = \"shape\"` or `\"block\"` without \
+             an allowance"
+        ));
+    }
+    if window_minutes == 0 || window_minutes > 7 * 1440 {
+        return Err(format!("`{text}`: the window runs from an hour to 7 days"));
+    }
+    if minutes >= window_minutes {
+        return Err(format!(
+            "`{text}`: the allowance fills its whole window, so it never runs out: leave it out \
+             or shorten it"
+        ));
+    }
+    Ok(TimeAllowance {
+        minutes: minutes as u16,
+        window_minutes: window_minutes as u16,
+    })
+}
+
 /// The first rule that matches, if any.
 pub fn first_match<'a>(
     rules: &'a [Rule],
@@ -474,6 +663,56 @@ mod tests {
         ] {
             assert!(parse_allowance(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn time_allowances_write_their_units_out() {
+        let allowance = |minutes, window_minutes| TimeAllowance {
+            minutes,
+            window_minutes,
+        };
+        for (text, expected) in [
+            ("10 minutes/hour", allowance(10, 60)),
+            ("1 minute/hour", allowance(1, 60)),
+            ("30 minutes / day", allowance(30, 1440)),
+            ("1 hour/day", allowance(60, 1440)),
+            ("45 minutes/2 hours", allowance(45, 120)),
+            ("2 hours/7 days", allowance(120, 7 * 1440)),
+        ] {
+            assert_eq!(parse_time_allowance(text), Ok(expected), "{text}");
+        }
+        assert_eq!(allowance(10, 60).to_string(), "10 minutes/hour");
+        assert_eq!(allowance(1, 1440).to_string(), "1 minute/day");
+        assert_eq!(allowance(45, 120).to_string(), "45 minutes/2 hours");
+        for bad in [
+            "10m/hour",
+            "10 m/hour",
+            "10 min/hour",
+            "10 minutes/h",
+            "10 minutes/1h",
+            "10 minutes",
+            "10/hour",
+            "minutes/hour",
+            "1.5 minutes/hour",
+            "-1 minutes/hour",
+            "0 minutes/hour",
+            "10 seconds/minute",
+            "10 minutes/minute",
+            "60 minutes/hour",
+            "2 hours/hour",
+            "1 minute/8 days",
+            "1 minute/0 hours",
+            "99999999999 minutes/day",
+            "10 minutes/hour/day",
+            "",
+        ] {
+            assert!(parse_time_allowance(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_time_allowance("10m/hour")
+                .unwrap_err()
+                .contains("units written out")
+        );
     }
 
     #[test]

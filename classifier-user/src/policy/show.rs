@@ -9,7 +9,7 @@ use std::{
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{Policy, decide::Reason, exceptions::Target};
+use super::{Policy, allowances::AllowanceLeft, decide::Reason, exceptions::Target};
 
 /// `policy show`: the policy in a form for people and for `--json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -174,6 +174,10 @@ pub struct Explanation {
     pub period_reason: String,
     pub action: String,
     pub decided_by: Reason,
+    /// What is left of the deciding rule's allowances for the client (time and volume at
+    /// full speed), when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<AllowanceLeft>,
 }
 
 /// What `explain` is asked about: a name as in an SNI or Host, or a (protocol, port).
@@ -195,6 +199,17 @@ impl Policy {
         let (category, category_reason, target_text) = self.category_of(target);
         let period = self.schedule.period_at(at);
         let decision = self.decide(client, None, category, &period.name, at);
+        let allowance = match (&decision.reason, decision.action.allowances()) {
+            (Reason::Rule { rule, .. }, Some(allowances)) => {
+                let for_client = allowances.per_client || allowances.time.is_none();
+                Some(AllowanceLeft::unused(
+                    *rule,
+                    for_client.then_some(client),
+                    &allowances,
+                ))
+            }
+            _ => None,
+        };
         Explanation {
             policy: self.origin.clone(),
             client,
@@ -207,6 +222,7 @@ impl Policy {
             period_reason: period.reason,
             action: decision.action.to_string(),
             decided_by: decision.reason,
+            allowance,
         }
     }
 
@@ -292,6 +308,9 @@ impl Explanation {
             Reason::Default => "no rule matches: allowed".to_owned(),
         };
         let _ = writeln!(text, "  decision: {} ({why})", self.action);
+        if let Some(allowance) = &self.allowance {
+            let _ = writeln!(text, "  left:     {}", allowance.render());
+        }
         text
     }
 }

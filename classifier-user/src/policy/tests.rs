@@ -33,7 +33,9 @@ fn default_policy_compiles_with_every_category() {
         "gambling",
         "adult",
         "violence-weapons",
-        "extremist-illegal",
+        "piracy",
+        "extremist",
+        "online-trading",
         "money-making",
         "cloud-storage",
         "file-sharing",
@@ -204,7 +206,18 @@ mod decisions {
         let policy = Policy::default_council();
         let now = "2026-11-23T10:00:00Z";
         let staff = "192.0.2.10";
-        for forbidden in ["adult", "gambling", "gaming", "cloud-storage", "doh"] {
+        for forbidden in [
+            "adult",
+            "gambling",
+            "gaming",
+            "cloud-storage",
+            "doh",
+            "piracy",
+            "extremist",
+            "online-trading",
+            "money-making",
+            "file-sharing",
+        ] {
             for period in ["working", "lunch", "outside"] {
                 assert_eq!(
                     decide(&policy, staff, forbidden, period, now).action,
@@ -213,19 +226,21 @@ mod decisions {
                 );
             }
         }
-        assert_eq!(
-            decide(&policy, staff, "file-sharing", "working", now).action,
-            Action::Block
-        );
-        assert!(matches!(
-            decide(&policy, staff, "file-sharing", "outside", now).action,
-            Action::Shape(_)
-        ));
-        let clips = decide(&policy, staff, "streaming-video", "working", now);
-        let Action::Shape(shaping) = &clips.action else {
-            panic!("{clips:?}")
-        };
-        assert!(shaping.per_client && shaping.allowance.is_some());
+        for period in ["working", "lunch", "outside"] {
+            let clips = decide(&policy, staff, "streaming-video", period, now);
+            let Action::Shape(shaping) = &clips.action else {
+                panic!("{clips:?}")
+            };
+            assert!(shaping.per_client && shaping.allowance.is_some());
+            assert!(
+                shaping.time_allowance.is_some(),
+                "{period}: minutes of clips"
+            );
+            assert!(
+                shaping.rate_bps <= 64_000,
+                "{period}: too slow for continual audio"
+            );
+        }
         assert_eq!(
             decide(&policy, staff, "quic", "working", now).action,
             Action::Block
@@ -234,12 +249,12 @@ mod decisions {
             decide(&policy, staff, "quic", "lunch", now).action,
             Action::Allow
         );
-        let news = decide(&policy, staff, "streaming-video", "working", now);
+        let clips = decide(&policy, staff, "streaming-video", "working", now);
         assert_eq!(
-            news.reason,
+            clips.reason,
             Reason::Rule {
-                rule: 5,
-                description: policy.rules[4].description.clone()
+                rule: 10,
+                description: policy.rules[9].description.clone()
             }
         );
         assert_eq!(
@@ -368,6 +383,30 @@ mod decisions {
                 "only goes with",
             ),
             (
+                "[[rules]]\naction = \"allow\"\ntime_allowance = \"5 minutes/hour\"\n",
+                "\"5 minutes/hour\"",
+                "rules[0].time_allowance",
+                "only goes with action = \"shape\" or \"block\"",
+            ),
+            (
+                "[[rules]]\naction = \"shape\"\nrate = \"1mbit\"\ntime_allowance = \"5m/hour\"\n",
+                "\"5m/hour\"",
+                "rules[0].time_allowance",
+                "units written out",
+            ),
+            (
+                "[[rules]]\naction = \"block\"\nshare = \"per-client\"\n",
+                "\"per-client\"",
+                "rules[0].share",
+                "only when it has an allowance",
+            ),
+            (
+                "[[rules]]\naction = \"block\"\ntime_allowance = \"5 minutes/day\"\nfail_fast = true\n",
+                "true",
+                "rules[0].fail_fast",
+                "leave `fail_fast` out",
+            ),
+            (
                 "[[rules]]\naction = \"deny\"\n",
                 "\"deny\"",
                 "rules[0].action",
@@ -454,6 +493,63 @@ fn shape_rules_become_the_datapath_s_shapers() {
 }
 
 #[test]
+fn time_allowances_become_the_datapath_s_minutes() {
+    use classifier_common::shaping::shape_flags;
+    let policy = parse(
+        "[categories.video]\n[categories.radio]\n\
+         [[rules]]\ncategories = \"video\"\naction = \"shape\"\nrate = \"16kbit\"\n\
+         share = \"per-client\"\ntime_allowance = \"5 minutes/hour\"\nallowance = \"50MB/hour\"\n\
+         [[rules]]\ncategories = \"radio\"\naction = \"block\"\n\
+         time_allowance = \"30 minutes/day\"\n",
+    )
+    .unwrap();
+    let shapers = policy.shapers();
+    assert_eq!(
+        shapers.len(),
+        2,
+        "a block with an allowance is shaped first"
+    );
+    let (_, clips) = shapers[0];
+    assert_eq!(
+        (clips.allowance_minutes, clips.allowance_window_minutes),
+        (5, 60)
+    );
+    assert_eq!(
+        clips.flags,
+        shape_flags::PER_CLIENT | shape_flags::ALLOWANCE | shape_flags::TIME_ALLOWANCE
+    );
+    let (class, radio) = shapers[1];
+    assert_eq!(class, 2);
+    assert_eq!(
+        (radio.allowance_minutes, radio.allowance_window_minutes),
+        (30, 1440)
+    );
+    assert_eq!(
+        radio.flags,
+        shape_flags::TIME_ALLOWANCE | shape_flags::BLOCK_WHEN_SPENT,
+        "shared minutes, then dropped"
+    );
+    assert_eq!(radio.rate_bytes, 0);
+    assert!(radio.is_set());
+    let tables = policy.decision_tables("working", jiff::Timestamp::now());
+    let radio_id = policy.classes.category_id("radio").unwrap();
+    let (_, entry) = tables
+        .actions
+        .iter()
+        .find(|((_, category), _)| *category == radio_id)
+        .unwrap();
+    assert_eq!(
+        (entry.verdict, entry.shape_class),
+        (verdict::SHAPE, 2),
+        "the block waits for the allowance in the shaping step"
+    );
+    assert_eq!(
+        policy.rules[1].action.to_string(),
+        "block after 30 minutes/day shared at full speed"
+    );
+}
+
+#[test]
 fn a_shape_rule_beyond_the_datapath_s_classes_is_refused() {
     let mut text = String::from("[categories.video]\n");
     for _ in 0..255 {
@@ -512,12 +608,19 @@ mod explain {
             ("staff", "streaming-video")
         );
         assert_eq!(working.period, "working");
-        assert!(
-            working.action.starts_with("shape 1mbit"),
-            "{}",
-            working.action
+        assert_eq!(
+            working.action,
+            "shape 16kbit per client after 5 minutes/hour and 50 MB per 1h at full speed per \
+             client"
         );
-        assert!(working.render().contains("rule 5"), "{}", working.render());
+        assert!(working.render().contains("rule 10"), "{}", working.render());
+        let left = working.allowance.as_ref().expect("the rule's allowances");
+        assert_eq!((left.minutes_left, left.measured), (Some(5), false));
+        assert!(
+            working.render().contains("5 of 5 minutes left"),
+            "{}",
+            working.render()
+        );
 
         let lunch = explain("192.0.2.10", "www.youtube.com", "2026-11-23T12:30:00Z");
         assert_eq!(lunch.period, "lunch");
@@ -526,7 +629,13 @@ mod explain {
             "{}",
             lunch.period_reason
         );
-        assert!(lunch.action.starts_with("shape 5mbit"), "{}", lunch.action);
+        assert!(
+            lunch
+                .action
+                .starts_with("shape 16kbit per client after 15 minutes/hour"),
+            "{}",
+            lunch.action
+        );
 
         let saturday = explain("192.0.2.10", "www.youtube.com", "2026-11-28T10:00:00Z");
         assert_eq!(saturday.period, "outside");

@@ -11,6 +11,7 @@
 //! EDT pacing (`skb->tstamp` honoured by `sch_fq`) would shape without queues, but needs
 //! `sch_fq`; the daemon probes for it and says whether this kernel has it.
 
+pub mod allowances;
 pub mod netlink;
 
 use std::collections::{BTreeMap, HashMap};
@@ -115,7 +116,12 @@ impl Shaper {
         shapers: &[(u16, ShapeRule)],
         datapath: &mut Datapath,
     ) -> anyhow::Result<()> {
-        let rules: BTreeMap<u16, ShapeRule> = shapers.iter().copied().collect();
+        // A block rule with an allowance drops once it is spent: it has no class to queue in.
+        let rules: BTreeMap<u16, ShapeRule> = shapers
+            .iter()
+            .copied()
+            .filter(|(_, rule)| rule.flags & shape_flags::BLOCK_WHEN_SPENT == 0)
+            .collect();
         let changed = rules != self.rules || method != self.method || self.owned_roots.is_empty();
         self.method = method;
         self.rules = rules;
