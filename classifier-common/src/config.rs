@@ -31,6 +31,37 @@ pub mod checksums {
     }
 }
 
+/// How a fail-fast answer (a TCP reset, an ICMP unreachable) built at XDP from the client's
+/// packet goes back out of the LAN interface.
+pub mod fail_fast_replies {
+    /// XDP_TX: the driver sends the frame back itself. Right for a NIC with native XDP; on a
+    /// veth the frame reaches the peer only when the peer runs XDP itself (otherwise it
+    /// waits, seconds or for ever, for other traffic to flush it), and generic XDP sends it
+    /// past the qdisc, lost when the queue is stopped.
+    pub const XDP_TX: u8 = 0;
+    /// XDP passes the answer up with [`REPLY_METADATA`] in front of it; the TC ingress
+    /// program `lan_replies` sends it out of the same interface with `bpf_redirect`, through
+    /// the interface's ordinary transmit path (works on any interface).
+    pub const TC_REDIRECT: u8 = 1;
+
+    /// The way's name, as logs, `status` and `--fail-fast-replies` show it.
+    pub const fn name(way: u8) -> &'static str {
+        match way {
+            XDP_TX => "xdp-tx",
+            TC_REDIRECT => "tc-redirect",
+            _ => "unknown",
+        }
+    }
+
+    /// The 4 bytes of XDP metadata that mark a frame as a fail-fast answer for
+    /// `lan_replies` to send (only XDP programs write metadata: a client cannot).
+    pub const REPLY_METADATA: u32 = 0xfa11_fa57;
+    /// The skb mark `lan_replies` gives the answer it redirects, so that `lan_egress` lets it
+    /// out uncounted (it is the client's own blocked packet, counted at XDP). Only together
+    /// with "received on the interface it leaves by", which no forwarded download is.
+    pub const REPLY_MARK: u32 = 0xfa11_fa57;
+}
+
 /// The datapath's settings: one entry of the `CONFIG` array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +88,9 @@ pub struct Config {
     pub quic_burst: u16,
     /// Flows are made only for sources in `LAN_PREFIXES` (1), or for any source (0).
     pub lan_filter: u8,
-    pub _pad: [u8; 3],
+    /// [`fail_fast_replies`]: set by the daemon for the interface, never by the policy.
+    pub fail_fast_replies: u8,
+    pub _pad: [u8; 2],
 }
 
 impl Config {
@@ -76,7 +109,8 @@ impl Config {
         quic_rate: 0,
         quic_burst: 0,
         lan_filter: 0,
-        _pad: [0; 3],
+        fail_fast_replies: 0,
+        _pad: [0; 2],
     };
 }
 
@@ -101,7 +135,8 @@ impl Default for Config {
             quic_rate: 50,
             quic_burst: 200,
             lan_filter: 0,
-            _pad: [0; 3],
+            fail_fast_replies: fail_fast_replies::XDP_TX,
+            _pad: [0; 2],
         }
     }
 }

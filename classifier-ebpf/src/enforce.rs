@@ -166,7 +166,8 @@ pub unsafe fn fate(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> Fate {
 }
 
 /// XDP's action for a client's packet: pass, drop, or (fail-fast blocks) the packet turned
-/// into a reset (TCP) or an ICMP unreachable (UDP) to the client and sent back.
+/// into a reset (TCP) or an ICMP unreachable (UDP) to the client and sent back (by XDP_TX,
+/// or passed up marked for `lan_replies`: see [`crate::replies`]).
 ///
 /// # Safety
 /// `entry` must point to the flow's live map value.
@@ -177,7 +178,7 @@ pub unsafe fn upload_action(
     key: &FlowKey,
     entry: *mut FlowEntry,
 ) -> u32 {
-    use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX};
+    use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
     // SAFETY: forwarded from the caller.
     match unsafe { fate(key, entry, meta.l3_len as u64) } {
         Fate::Pass => XDP_PASS,
@@ -189,12 +190,10 @@ pub unsafe fn upload_action(
             XDP_DROP
         }
         Fate::DropAndReset if crate::reset::tcp_reset(ctx, meta) => {
-            stats::bump(Stat::ResetsSent);
-            XDP_TX
+            crate::replies::send_back(ctx, Stat::ResetsSent)
         }
         Fate::DropAndReset if crate::reset::udp_unreachable(ctx, meta) => {
-            stats::bump(Stat::UnreachablesSent);
-            XDP_TX
+            crate::replies::send_back(ctx, Stat::UnreachablesSent)
         }
         Fate::DropAndReset => XDP_DROP,
     }

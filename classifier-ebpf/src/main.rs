@@ -7,6 +7,8 @@
 //! - `classify_upload` (XDP, tail call): TLS SNI, HTTP Host, QUIC, BitTorrent, ports.
 //! - `lan_egress` (TC, gateway LAN interface, egress): sees every server→client packet;
 //!   counts it against the same flow, drops it if blocked, shapes it if shaped.
+//! - `lan_replies` (TC, gateway LAN interface, ingress; only where XDP_TX cannot be relied
+//!   on): sends the fail-fast answers XDP built back out of the interface ([`replies`]).
 //! - `wan_egress` (TC, gateway WAN interface, egress): client→server packets on their way
 //!   out, after XDP counted them: shapes the uploads of shaped flows.
 //! - `empty_xdp`: does nothing; the baseline that benchmarks divide by.
@@ -26,6 +28,7 @@ mod events;
 mod flows;
 mod maps;
 mod packet;
+mod replies;
 mod reset;
 mod shape;
 mod sources;
@@ -138,6 +141,9 @@ pub fn enforce_upload(ctx: XdpContext) -> u32 {
 /// whatever runs after us (with TCX: the next program, then the default action).
 #[classifier]
 pub fn lan_egress(ctx: TcContext) -> i32 {
+    if replies::is_sent_answer(&ctx) {
+        return TC_ACT_PIPE; // the client's blocked packet, answered: counted at XDP
+    }
     // SAFETY: `skb` is the program's context pointer, valid for the whole run.
     let segments = unsafe { (*ctx.skb.skb).gso_segs };
     let mut meta = PacketMeta::default();
@@ -162,6 +168,13 @@ pub fn lan_egress(ctx: TcContext) -> i32 {
     }
     // SAFETY: as above; `blocks` has worked the verdict out.
     unsafe { shape_if_shaped(&ctx, &key, seen.entry, seen.count) }
+}
+
+/// Fail-fast answers XDP passed up marked, sent back out of the LAN interface (attached to
+/// its ingress only where XDP_TX cannot be relied on; see [`replies`]).
+#[classifier]
+pub fn lan_replies(ctx: TcContext) -> i32 {
+    replies::redirect_marked(&ctx)
 }
 
 /// Client→server packets leaving the WAN interface: the uploads of shaped flows go into

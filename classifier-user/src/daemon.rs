@@ -56,6 +56,8 @@ pub struct State {
     pub shaper: Shaper,
     pub interface: String,
     pub xdp_mode: XdpAttachMode,
+    /// How fail-fast answers go back to clients, and why.
+    pub fail_fast_replies: FailFastReplies,
     /// The attachments were taken over from a previous daemon.
     pub adopted: bool,
     pub started: Instant,
@@ -103,11 +105,24 @@ impl LastReload {
     }
 }
 
+/// How fail-fast answers (resets, ICMP unreachables) leave the LAN interface, as `status`
+/// shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FailFastReplies {
+    /// `xdp-tx` or `tc-redirect` (`classifier_common::config::fail_fast_replies::name`).
+    pub way: String,
+    /// Why this way: the flag, or what the probe found on the interface.
+    pub reason: String,
+}
+
 /// The answer to a status request.
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Status {
     pub interface: String,
     pub xdp_mode: String,
+    /// How fail-fast answers go back to clients.
+    #[serde(default)]
+    pub fail_fast_replies: FailFastReplies,
     /// The programs went into attachments a previous daemon left (a restart).
     pub adopted: bool,
     pub policy: String,
@@ -175,6 +190,7 @@ impl State {
         Ok(Status {
             interface: self.interface.clone(),
             xdp_mode: self.xdp_mode.to_string(),
+            fail_fast_replies: self.fail_fast_replies.clone(),
             adopted: self.adopted,
             policy: in_force.policy.origin.clone(),
             period: in_force.period.clone(),

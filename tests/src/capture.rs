@@ -91,7 +91,8 @@ impl Capture {
         let mut reader = PcapReader::new(file).context("reading tcpdump's pcap")?;
         let mut packets = Vec::new();
         while let Some(packet) = reader.next_packet() {
-            if let Some(parsed) = CapturedPacket::parse(&packet?.data) {
+            let packet = packet?;
+            if let Some(parsed) = CapturedPacket::parse(&packet.data, packet.timestamp) {
                 packets.push(parsed);
             }
         }
@@ -135,16 +136,23 @@ impl Drop for Capture {
     }
 }
 
-/// A captured IP packet: its endpoints and layer-3 length.
+/// A captured TCP or UDP packet: when, its endpoints, layer-3 length, and for TCP its flags
+/// and payload length.
 #[derive(Clone, Copy, Debug)]
 pub struct CapturedPacket {
+    /// The capture's timestamp (since the epoch, microseconds).
+    pub at: Duration,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub l3_len: u64,
+    /// TCP only: a reset.
+    pub rst: bool,
+    /// TCP only: payload bytes.
+    pub tcp_payload_len: usize,
 }
 
 impl CapturedPacket {
-    fn parse(frame: &[u8]) -> Option<Self> {
+    fn parse(frame: &[u8], at: Duration) -> Option<Self> {
         let sliced = SlicedPacket::from_ethernet(frame).ok()?;
         let (src_ip, dst_ip, l3_len): (IpAddr, IpAddr, u64) = match sliced.net? {
             NetSlice::Ipv4(ip) => (
@@ -159,15 +167,23 @@ impl CapturedPacket {
             ),
             _ => return None,
         };
-        let (sport, dport) = match sliced.transport? {
-            TransportSlice::Tcp(tcp) => (tcp.source_port(), tcp.destination_port()),
-            TransportSlice::Udp(udp) => (udp.source_port(), udp.destination_port()),
+        let (sport, dport, rst, tcp_payload_len) = match sliced.transport? {
+            TransportSlice::Tcp(tcp) => (
+                tcp.source_port(),
+                tcp.destination_port(),
+                tcp.rst(),
+                tcp.payload().len(),
+            ),
+            TransportSlice::Udp(udp) => (udp.source_port(), udp.destination_port(), false, 0),
             _ => return None,
         };
         Some(Self {
+            at,
             src: SocketAddr::new(src_ip, sport),
             dst: SocketAddr::new(dst_ip, dport),
             l3_len,
+            rst,
+            tcp_payload_len,
         })
     }
 }

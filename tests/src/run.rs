@@ -43,22 +43,47 @@ pub fn try_run_frame(
 /// XDP_TX: the frame (rewritten) goes back out of the interface it came in on.
 pub const XDP_TX: u32 = 3;
 
-/// Runs the XDP program of LAN ingress on `frame` and returns its verdict and the frame as
-/// the program left it.
-pub fn run_upload_out(datapath: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+/// `sizeof(struct xdp_md)`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+/// egress_ifindex.
+const XDP_MD_SIZE: usize = 24;
+
+/// A frame as the XDP program of LAN ingress left it, with the metadata it put in front.
+pub struct XdpOutcome {
+    pub action: u32,
+    /// The XDP metadata in front of the frame (empty when the program wrote none).
+    pub metadata: Vec<u8>,
+    pub frame: Vec<u8>,
+}
+
+/// Runs the XDP program of LAN ingress on `frame`; returns its verdict, and the frame and
+/// its metadata as the program left them (the kernel reports the metadata's length in
+/// the context's `data`, the frame's start past it).
+pub fn run_upload_outcome(datapath: &mut Datapath, frame: &[u8]) -> XdpOutcome {
     let mut out = vec![0u8; frame.len() + 256];
+    let mut ctx_in = [0u8; XDP_MD_SIZE];
+    // data = 0, data_end = the frame's length: the kernel insists on it when given a context.
+    ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    let mut ctx_out = [0u8; XDP_MD_SIZE];
     let result = datapath
         .xdp(program::LAN_INGRESS)
         .unwrap()
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
             repeat: 1,
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed on {frame:02x?}: {e:?}"));
     out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    let metadata_len = u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize;
+    let frame = out.split_off(metadata_len);
+    XdpOutcome {
+        action: result.return_value,
+        metadata: out,
+        frame,
+    }
 }
 
 /// Average nanoseconds per run of the XDP program `name` over `repeat` runs on `frame`,
@@ -101,4 +126,50 @@ pub fn run_tc_priority(datapath: &mut Datapath, name: &str, frame: &[u8]) -> (u3
             .unwrap(),
     );
     (result.return_value, priority)
+}
+
+/// `offsetof(struct __sk_buff, mark)`.
+const SKB_MARK_OFFSET: usize = 8;
+/// `offsetof(struct __sk_buff, ingress_ifindex)`.
+const SKB_INGRESS_IFINDEX_OFFSET: usize = 36;
+/// `offsetof(struct __sk_buff, ifindex)`.
+const SKB_IFINDEX_OFFSET: usize = 40;
+/// The loopback interface's index: the device `BPF_PROG_TEST_RUN` gives the skb.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Runs the TC program `name` once on `frame` given an skb `mark` that arrived on
+/// `ingress_ifindex` and leaves by the loopback interface; returns its verdict and the
+/// skb's mark as the program left it.
+pub fn run_tc_marked(
+    datapath: &mut Datapath,
+    name: &str,
+    frame: &[u8],
+    mark: u32,
+    ingress_ifindex: u32,
+) -> (u32, u32) {
+    let mut ctx_in = vec![0u8; SKB_CTX_SIZE];
+    let mut put = |offset: usize, value: u32| {
+        ctx_in[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
+    };
+    put(SKB_MARK_OFFSET, mark);
+    put(SKB_INGRESS_IFINDEX_OFFSET, ingress_ifindex);
+    put(SKB_IFINDEX_OFFSET, LOOPBACK_IFINDEX);
+    let mut ctx_out = vec![0u8; SKB_CTX_SIZE];
+    let result = datapath
+        .tc(name)
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name} failed: {e:?}"));
+    let mark = u32::from_ne_bytes(
+        ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4]
+            .try_into()
+            .unwrap(),
+    );
+    (result.return_value, mark)
 }

@@ -94,6 +94,7 @@ impl Setup {
         let (lab, http) = classifier_tests::setup::http_lab_with(&LabSpec {
             clients: 2,
             server_names: vec![DOWNLOADS.into(), VIDEO.into(), GAMBLING.into()],
+            ..LabSpec::default()
         });
         let tls = TlsServer::start(&lab, &[GAMBLING.into()]).expect("the lab's TLS server starts");
         std::fs::create_dir_all(lab.data_dir()).unwrap();

@@ -2,6 +2,7 @@
 //! XDP (uploads) and TC (downloads) from the packet that classifies them; groups, exceptions
 //! and a generation swap change verdicts of flows already running.
 
+use classifier_common::config::fail_fast_replies::{self, REPLY_MARK, REPLY_METADATA};
 use classifier_common::{
     flow::{FlowKey, ip_proto, ipv4_mapped},
     policy::{ActionEntry, verdict},
@@ -11,8 +12,12 @@ use classifier_common::{
 use classifier_tests::{
     frames::{self, CLIENT_V4, SERVER_V4, Way},
     privileged,
-    run::{TC_ACT_PIPE, XDP_PASS, XDP_TX, run_frame, run_upload_out},
+    run::{
+        LOOPBACK_IFINDEX, TC_ACT_PIPE, XDP_PASS, XDP_TX, run_frame, run_tc_marked,
+        run_upload_outcome,
+    },
 };
+use classifier_user::loader::program;
 use classifier_user::{
     in_force::InForce,
     loader::Datapath,
@@ -305,15 +310,40 @@ fn council_datapath_at_work() -> Datapath {
     datapath
 }
 
+/// The ways a fail-fast answer leaves ([`fail_fast_replies`]): the way, the XDP action that
+/// sends it, and the metadata in front of it (the mark `lan_replies` looks for).
+fn answer_ways() -> [(u8, u32, Vec<u8>); 2] {
+    [
+        (fail_fast_replies::XDP_TX, XDP_TX, Vec::new()),
+        (
+            fail_fast_replies::TC_REDIRECT,
+            XDP_PASS,
+            REPLY_METADATA.to_ne_bytes().to_vec(),
+        ),
+    ]
+}
+
 /// Fail-fast: the blocked ClientHello comes back as a reset from the server, valid to the
-/// last checksum, for IPv4 and IPv6; a blocked client's own reset is only dropped.
+/// last checksum, for IPv4 and IPv6, sent by XDP_TX or passed up marked for TC; a blocked
+/// client's own reset is only dropped.
 #[test]
 fn a_blocked_client_hello_comes_back_as_a_valid_reset() {
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     if !privileged("a_blocked_client_hello_comes_back_as_a_valid_reset") {
         return;
     }
-    let mut datapath = council_datapath_at_work();
+    for (way, action, metadata) in answer_ways() {
+        let mut datapath = council_datapath_at_work();
+        datapath.set_fail_fast_replies(way).unwrap();
+        blocked_client_hellos_come_back_as_resets(&mut datapath, action, &metadata);
+    }
+}
+
+fn blocked_client_hellos_come_back_as_resets(
+    datapath: &mut Datapath,
+    expected_action: u32,
+    expected_metadata: &[u8],
+) {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
     let hello = Hello::new().sni("www.bet365.com").bytes();
     for (port, v6) in [(47001u16, false), (47002, true)] {
         let (syn, ack, client_hello) = if v6 {
@@ -329,13 +359,15 @@ fn a_blocked_client_hello_comes_back_as_a_valid_reset() {
                 frames::tcp4(Way::Up, port, 443, "PA", &hello),
             )
         };
-        assert_eq!(run_frame(&mut datapath, Way::Up, &syn), XDP_PASS);
-        assert_eq!(run_frame(&mut datapath, Way::Up, &ack), XDP_PASS);
-        let (action, reply) = run_upload_out(&mut datapath, &client_hello);
+        assert_eq!(run_frame(datapath, Way::Up, &syn), XDP_PASS);
+        assert_eq!(run_frame(datapath, Way::Up, &ack), XDP_PASS);
+        let outcome = run_upload_outcome(datapath, &client_hello);
         assert_eq!(
-            action, XDP_TX,
+            outcome.action, expected_action,
             "v6={v6}: the blocked ClientHello is answered"
         );
+        assert_eq!(outcome.metadata, expected_metadata, "v6={v6}");
+        let reply = outcome.frame;
 
         let sent = SlicedPacket::from_ethernet(&client_hello).unwrap();
         let back = SlicedPacket::from_ethernet(&reply).unwrap();
@@ -390,7 +422,7 @@ fn a_blocked_client_hello_comes_back_as_a_valid_reset() {
     assert_eq!(stats.get(Stat::ResetsSent), 2);
     // A reset from the client itself is dropped, never answered.
     let reset = frames::tcp4(Way::Up, 47001, 443, "R", b"");
-    assert_eq!(run_frame(&mut datapath, Way::Up, &reset), XDP_DROP);
+    assert_eq!(run_frame(datapath, Way::Up, &reset), XDP_DROP);
 }
 
 /// The one's-complement sum of `bytes` as 16-bit big-endian words, folded: a message whose
@@ -408,14 +440,26 @@ fn ones_complement_sum(bytes: &[u8]) -> u16 {
 
 /// Fail-fast for UDP: a blocked DHT query (file sharing at work) comes back as ICMP
 /// "administratively prohibited" (code 13, etherparse's `FilterProhibited`) from the
-/// server, quoting the query's IP and UDP headers, with valid checksums, for IPv4 and IPv6.
+/// server, quoting the query's IP and UDP headers, with valid checksums, for IPv4 and IPv6,
+/// sent by XDP_TX or passed up marked for TC.
 #[test]
 fn a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited() {
-    use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
     if !privileged("a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited") {
         return;
     }
-    let mut datapath = council_datapath_at_work();
+    for (way, action, metadata) in answer_ways() {
+        let mut datapath = council_datapath_at_work();
+        datapath.set_fail_fast_replies(way).unwrap();
+        blocked_datagrams_come_back_as_icmp(&mut datapath, action, &metadata);
+    }
+}
+
+fn blocked_datagrams_come_back_as_icmp(
+    datapath: &mut Datapath,
+    expected_action: u32,
+    expected_metadata: &[u8],
+) {
+    use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
     let dht = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
     for (port, v6) in [(48001u16, false), (48002, true)] {
         let query = if v6 {
@@ -423,8 +467,13 @@ fn a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited() {
         } else {
             frames::udp4(Way::Up, port, 6881, dht)
         };
-        let (action, reply) = run_upload_out(&mut datapath, &query);
-        assert_eq!(action, XDP_TX, "v6={v6}: the blocked query is answered");
+        let outcome = run_upload_outcome(datapath, &query);
+        assert_eq!(
+            outcome.action, expected_action,
+            "v6={v6}: the blocked query is answered"
+        );
+        assert_eq!(outcome.metadata, expected_metadata, "v6={v6}");
+        let reply = outcome.frame;
 
         let back = SlicedPacket::from_ethernet(&reply)
             .unwrap_or_else(|e| panic!("v6={v6}: {e:?} in {reply:02x?}"));
@@ -478,6 +527,100 @@ fn a_blocked_udp_datagram_comes_back_as_icmp_administratively_prohibited() {
     }
     let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
     assert_eq!(stats.get(Stat::UnreachablesSent), 2);
+}
+
+/// The mark that lets a fail-fast answer out of `lan_egress` uncounted opens nothing else:
+/// a blocked flow's download that carries it but was received on another interface (a
+/// forwarded packet, whatever set its mark) is still dropped, as is one that comes back
+/// out of the interface it came in on without it (a client's packet sent back, hairpin).
+/// Only the two together (what `lan_replies` sends) pass, uncounted, their mark cleared.
+#[test]
+fn only_an_answer_sent_back_by_lan_replies_passes_a_blocked_flow_s_egress() {
+    if !privileged("only_an_answer_sent_back_by_lan_replies_passes") {
+        return;
+    }
+    let mut datapath = council_datapath_at_work();
+    datapath
+        .set_fail_fast_replies(fail_fast_replies::TC_REDIRECT)
+        .unwrap();
+    assert_eq!(
+        open_tls(&mut datapath, 49001, "www.bet365.com"),
+        XDP_PASS,
+        "answered: passed up marked for lan_replies"
+    );
+    let download = frames::tcp4(Way::Down, 49001, 443, "R", b"");
+    let downloaded = |datapath: &Datapath| {
+        datapath
+            .flow_table()
+            .unwrap()
+            .get(&key(49001), 0)
+            .unwrap()
+            .download
+    };
+    let before = downloaded(&datapath);
+    const ANOTHER_IFINDEX: u32 = 7;
+    for (mark, ingress_ifindex, what) in [
+        (
+            REPLY_MARK,
+            ANOTHER_IFINDEX,
+            "marked, from another interface",
+        ),
+        (
+            0,
+            LOOPBACK_IFINDEX,
+            "unmarked, back out of the same interface",
+        ),
+        (REPLY_MARK ^ 1, LOOPBACK_IFINDEX, "another mark"),
+    ] {
+        let (verdict, _) = run_tc_marked(
+            &mut datapath,
+            program::LAN_EGRESS,
+            &download,
+            mark,
+            ingress_ifindex,
+        );
+        assert_eq!(
+            verdict, TC_ACT_SHOT,
+            "{what}: the blocked flow's download is dropped"
+        );
+    }
+    let counted = downloaded(&datapath);
+    assert_eq!(counted.packets, before.packets + 3, "each was counted");
+
+    let (verdict, mark) = run_tc_marked(
+        &mut datapath,
+        program::LAN_EGRESS,
+        &download,
+        REPLY_MARK,
+        LOOPBACK_IFINDEX,
+    );
+    assert_eq!(verdict, TC_ACT_PIPE, "the answer goes out");
+    assert_eq!(mark, 0, "its mark is cleared");
+    assert_eq!(
+        downloaded(&datapath),
+        counted,
+        "and not counted as a download"
+    );
+}
+
+/// `lan_replies` sends back only what XDP marked: a frame with no metadata (anything a
+/// client can send: a reset, an ICMP unreachable, a truncated frame) passes on untouched.
+#[test]
+fn lan_replies_passes_every_frame_xdp_did_not_mark() {
+    if !privileged("lan_replies_passes_every_frame_xdp_did_not_mark") {
+        return;
+    }
+    let mut datapath = council_datapath_at_work();
+    let reset = frames::tcp4(Way::Down, 49002, 443, "RA", b"");
+    let icmp_like = frames::udp4(Way::Down, 6881, 49003, &[0xfa, 0x11, 0xfa, 0x57]);
+    for frame in [reset, icmp_like] {
+        for mark in [0, REPLY_MARK] {
+            let (verdict, mark_out) =
+                run_tc_marked(&mut datapath, program::LAN_REPLIES, &frame, mark, 2);
+            assert_eq!(verdict, TC_ACT_PIPE, "{frame:02x?}");
+            assert_eq!(mark_out, mark, "left untouched");
+        }
+    }
 }
 
 /// A policy of three categories, `order` giving their order in the file; gaming is blocked.

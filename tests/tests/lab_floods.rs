@@ -928,6 +928,7 @@ fn floods_do_not_blind_the_gateway_to_other_clients() {
     let lab = Lab::up(&LabSpec {
         clients: 2,
         server_names: names.to_vec(),
+        ..LabSpec::default()
     })
     .expect("lab comes up");
     let _tls = TlsServer::start(&lab, &names).expect("the lab's TLS server starts");

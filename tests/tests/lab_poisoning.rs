@@ -707,6 +707,7 @@ fn an_attacker_cannot_make_its_colleagues_flows_bittorrent_and_its_own_are_still
     let lab = Lab::up(&LabSpec {
         clients: 2,
         server_names: vec![ALLOWED.into()],
+        ..LabSpec::default()
     })
     .expect("lab comes up");
     let (attacker, victim) = (&lab.clients[0], &lab.clients[1]);

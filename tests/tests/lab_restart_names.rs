@@ -293,6 +293,7 @@ fn every_record_keeps_its_name_through_a_kill_9_and_a_hand_over() {
     let lab = Lab::up(&LabSpec {
         clients: 1,
         server_names: vec![STREAMING.into(), NEWS.into(), GAMBLING.into()],
+        ..LabSpec::default()
     })
     .expect("lab comes up");
     let names = [STREAMING.into(), NEWS.into(), GAMBLING.into()];

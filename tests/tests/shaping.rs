@@ -84,6 +84,7 @@ impl Setup {
         let lab = Lab::up(&LabSpec {
             clients,
             server_names: vec!["clips.example.test".into()],
+            ..LabSpec::default()
         })
         .expect("lab comes up");
         let policy_file = std::env::temp_dir().join(format!("classifier-shaping-{}.toml", lab.id));

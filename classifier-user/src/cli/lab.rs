@@ -27,6 +27,11 @@ pub enum LabCommand {
         /// Number of client hosts.
         #[arg(long, default_value_t = 2)]
         clients: usize,
+        /// Leave the switch port facing the gateway without the pass-through XDP program
+        /// that makes it take XDP_TX frames at once: a plain veth LAN, as a gateway in a
+        /// container has.
+        #[arg(long)]
+        plain_veth: bool,
     },
     /// Remove lab namespaces and pins left by runs that were killed.
     Down {
@@ -50,15 +55,19 @@ pub fn execute(command: LabCommand) -> anyhow::Result<()> {
             duration,
             report_interval,
         }),
-        LabCommand::Up { clients } => hold_lab_up(clients),
+        LabCommand::Up {
+            clients,
+            plain_veth,
+        } => hold_lab_up(clients, !plain_veth),
         LabCommand::Down { all } => remove_leftovers(all),
     }
 }
 
-fn hold_lab_up(clients: usize) -> anyhow::Result<()> {
+fn hold_lab_up(clients: usize, xdp_pass_through: bool) -> anyhow::Result<()> {
     anyhow::ensure!(clients >= 1, "--clients must be at least 1");
     let lab = Lab::up(&LabSpec {
         clients,
+        xdp_pass_through,
         ..LabSpec::default()
     })?;
     println!("lab {} is up; Ctrl-C removes it", lab.id);

@@ -7,6 +7,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
+use classifier_common::config::fail_fast_replies;
 use tracing::info;
 
 use aya::maps::{MapData, RingBuf};
@@ -112,6 +113,48 @@ pub struct RunArgs {
     /// container), and checks nothing in generic XDP mode, where GRO leaves stale ones.
     #[arg(long, value_enum, default_value_t)]
     checksums: ChecksumChoice,
+
+    /// How fail-fast answers (a blocked connection's reset, a blocked datagram's ICMP
+    /// unreachable) go back to the client. `auto` sends them with XDP_TX from a NIC in native
+    /// XDP mode, and from TC (`bpf_redirect`) on a veth (a gateway in a container) or in
+    /// generic XDP mode, where XDP_TX frames can wait seconds or be lost.
+    #[arg(long, value_enum, default_value_t)]
+    fail_fast_replies: FailFastChoice,
+}
+
+/// `--fail-fast-replies`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailFastChoice {
+    /// Decided by the interface and the XDP mode.
+    #[default]
+    Auto,
+    /// Sent back by XDP itself.
+    XdpTx,
+    /// Passed up marked, and sent back out of the interface by a TC ingress program.
+    TcRedirect,
+}
+
+/// How fail-fast answers go out (a `config::fail_fast_replies` value) for
+/// `--fail-fast-replies` on `iface` attached in `xdp_mode`, and why.
+fn fail_fast_way(
+    choice: FailFastChoice,
+    iface: &str,
+    xdp_mode: XdpAttachMode,
+) -> (u8, &'static str) {
+    use classifier_common::config::fail_fast_replies::{TC_REDIRECT, XDP_TX};
+    match choice {
+        FailFastChoice::XdpTx => (XDP_TX, "--fail-fast-replies xdp-tx"),
+        FailFastChoice::TcRedirect => (TC_REDIRECT, "--fail-fast-replies tc-redirect"),
+        FailFastChoice::Auto if xdp_mode == XdpAttachMode::Generic => (
+            TC_REDIRECT,
+            "generic XDP sends XDP_TX frames past the qdisc, lost when its queue is stopped",
+        ),
+        FailFastChoice::Auto if is_veth(iface) => (
+            TC_REDIRECT,
+            "a veth delivers XDP_TX frames at once only to a peer that runs XDP itself",
+        ),
+        FailFastChoice::Auto => (XDP_TX, "native XDP on a NIC sends XDP_TX frames itself"),
+    }
 }
 
 /// `--checksums`.
@@ -211,7 +254,7 @@ fn run_daemon(
     policy: Policy,
     args: &RunArgs,
 ) -> (Datapath, Option<Shaper>, anyhow::Result<Exit>) {
-    let (events, xdp_mode, in_force) = match prepare(&mut datapath, policy, args) {
+    let (events, attached, in_force) = match prepare(&mut datapath, policy, args) {
         Ok(prepared) => prepared,
         Err(err) => return (datapath, None, Err(err)),
     };
@@ -275,7 +318,8 @@ fn run_daemon(
         learned: Learned::default(),
         shaper,
         interface: args.iface.clone(),
-        xdp_mode,
+        xdp_mode: attached.xdp_mode,
+        fail_fast_replies: attached.fail_fast_replies,
         adopted,
         started: Instant::now(),
         recorded: RecorderStats::default(),
@@ -325,6 +369,12 @@ fn egresses(args: &RunArgs) -> anyhow::Result<Vec<Egress>> {
     Ok(interfaces)
 }
 
+/// How the programs ended up attached to the LAN interface.
+struct Attached {
+    xdp_mode: XdpAttachMode,
+    fail_fast_replies: daemon::FailFastReplies,
+}
+
 /// The policy's tables in the maps and its decisions for now in force, the event ring
 /// taken out, then the programs attached (or put into a previous daemon's attachments):
 /// a fresh datapath enforces from its first packet.
@@ -332,12 +382,14 @@ fn prepare(
     datapath: &mut Datapath,
     policy: Policy,
     args: &RunArgs,
-) -> anyhow::Result<(RingBuf<MapData>, XdpAttachMode, InForce)> {
-    // The checksum mode the interface calls for, in place before the tables (a datapath
-    // taken over keeps running meanwhile); generic mode, known only once attached, then
-    // turns checking off.
+) -> anyhow::Result<(RingBuf<MapData>, Attached, InForce)> {
+    // The checksum mode and the way of fail-fast answers the interface calls for, in place
+    // before the tables (a datapath taken over keeps running meanwhile); generic mode,
+    // known only once attached, then turns checking off (and answers to TC).
     let native = checksum_mode(args.checksums, &args.iface, XdpAttachMode::Native);
     datapath.set_checksums(native)?;
+    let (native_way, _) = fail_fast_way(args.fail_fast_replies, &args.iface, XdpAttachMode::Native);
+    datapath.set_fail_fast_replies(native_way)?;
     let in_force = InForce::install(policy, sources(args), datapath, jiff::Timestamp::now())?;
     let events = datapath.take_events()?;
     let xdp_mode = datapath.attach_lan(&args.iface, args.xdp_mode)?;
@@ -345,14 +397,22 @@ fn prepare(
     if checksums != native {
         datapath.set_checksums(checksums)?;
     }
+    let (way, reason) = fail_fast_way(args.fail_fast_replies, &args.iface, xdp_mode);
+    datapath.send_fail_fast_replies(&args.iface, way)?;
     if let Some(wan) = &args.wan {
         datapath.attach_wan(wan)?;
     }
+    let fail_fast_replies = daemon::FailFastReplies {
+        way: fail_fast_replies::name(way).to_owned(),
+        reason: reason.to_owned(),
+    };
     info!(
         interface = %args.iface,
         wan = args.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
         checksums = classifier_common::config::checksums::name(checksums),
+        fail_fast_replies = %fail_fast_replies.way,
+        fail_fast_reason = %fail_fast_replies.reason,
         adopted = datapath.adopted(),
         pin_dir = %args.pin_dir.display(),
         policy = %in_force.policy.origin,
@@ -361,7 +421,14 @@ fn prepare(
         generation = in_force.generation,
         "datapath attached: XDP on ingress, TC on egress"
     );
-    Ok((events, xdp_mode, in_force))
+    Ok((
+        events,
+        Attached {
+            xdp_mode,
+            fail_fast_replies,
+        },
+        in_force,
+    ))
 }
 
 fn sources(args: &RunArgs) -> PolicySources {

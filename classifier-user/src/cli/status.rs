@@ -47,6 +47,10 @@ pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
         }
     );
     println!(
+        "fail fast:  answers sent by {} ({})",
+        status.fail_fast_replies.way, status.fail_fast_replies.reason
+    );
+    println!(
         "policy:     {} ({} categories, {} domains, {} rules, {} exceptions active)",
         status.policy, status.categories, status.domains, status.rules, status.exceptions_active
     );

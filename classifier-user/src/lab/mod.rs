@@ -52,7 +52,8 @@ pub struct Lab {
     switch_netns: String,
     /// Processes started in the lab, stopped before the namespaces go.
     children: Mutex<Vec<Child>>,
-    /// On the switch port facing the gateway, so the gateway's XDP_TX resets arrive.
+    /// On the switch port facing the gateway, so the gateway's XDP_TX resets arrive
+    /// ([`LabSpec::xdp_pass_through`]).
     _gateway_port_xdp: Option<xdp_tx::PassThrough>,
 }
 
@@ -87,10 +88,12 @@ impl Lab {
         };
         cleanup::register(&lab.id, lab.namespaces(), lab.pin_dir());
         topology::build(&lab, spec).with_context(|| format!("bringing up lab {}", lab.id))?;
-        lab._gateway_port_xdp = Some(xdp_tx::deliver_xdp_tx_frames(
-            &lab.switch_netns,
-            topology::SWITCH_GATEWAY_PORT,
-        )?);
+        if spec.xdp_pass_through {
+            lab._gateway_port_xdp = Some(xdp_tx::deliver_xdp_tx_frames(
+                &lab.switch_netns,
+                topology::SWITCH_GATEWAY_PORT,
+            )?);
+        }
         Ok(lab)
     }
 

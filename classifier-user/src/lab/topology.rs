@@ -17,6 +17,11 @@ pub struct LabSpec {
     /// through `/etc/netns/<client namespace>/hosts`: real names (www.youtube.com) reach lab
     /// servers, and nothing else resolves (the clients get no DNS server).
     pub server_names: Vec<String>,
+    /// A pass-through XDP program on the switch port facing the gateway, so that frames the
+    /// gateway sends back with XDP_TX arrive at once (a veth delivers them only to a peer
+    /// that runs XDP). Off, the LAN is a plain veth and bridge, as a gateway in a container
+    /// has it: fail-fast answers must then go out by TC (`--fail-fast-replies`).
+    pub xdp_pass_through: bool,
 }
 
 impl Default for LabSpec {
@@ -24,6 +29,7 @@ impl Default for LabSpec {
         Self {
             clients: 2,
             server_names: Vec::new(),
+            xdp_pass_through: true,
         }
     }
 }

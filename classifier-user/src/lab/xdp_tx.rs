@@ -3,7 +3,9 @@
 //! when it runs an XDP program itself: without one the kernel queues them until unrelated
 //! traffic flushes the queue (`veth_xdp_flush` skips peers without XDP), so a reset could
 //! arrive seconds late or never. A physical NIC transmits XDP_TX frames itself; this is a
-//! property of the lab's veths, not of the classifier.
+//! property of veths. The daemon sends its answers by TC on a veth unless told otherwise
+//! (`--fail-fast-replies`), so it needs none of this: the lab keeps it for the XDP_TX way's
+//! tests, and leaves it off for plain-veth tests ([`super::LabSpec::xdp_pass_through`]).
 
 use anyhow::Context as _;
 use aya::{

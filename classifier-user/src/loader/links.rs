@@ -4,7 +4,8 @@
 //! instead of detaching and attaching again.
 //!
 //! Pins live under `<pin dir>/links/<interface>/`: `xdp-native` or `xdp-generic` (the name
-//! records the mode, as bpffs holds no other files) and `tc-egress`.
+//! records the mode, as bpffs holds no other files), `tc-egress`, and `tc-ingress` (the
+//! LAN's fail-fast answers, where they go out by TC).
 
 use std::{
     io,
@@ -39,8 +40,11 @@ impl LinkPins {
         self.dir.join(format!("xdp-{mode}"))
     }
 
-    fn tc_egress_path(&self) -> PathBuf {
-        self.dir.join("tc-egress")
+    fn tc_path(&self, hook: TcHook) -> PathBuf {
+        self.dir.join(match hook {
+            TcHook::Egress => "tc-egress",
+            TcHook::Ingress => "tc-ingress",
+        })
     }
 
     /// The XDP link a previous daemon left attached, and its mode.
@@ -51,9 +55,9 @@ impl LinkPins {
             .find(|(path, _)| path.exists())
     }
 
-    /// The TC egress link a previous daemon left attached.
-    pub fn existing_tc_egress(&self) -> Option<PathBuf> {
-        Some(self.tc_egress_path()).filter(|path| path.exists())
+    /// The TC link on `hook` a previous daemon left attached.
+    pub fn existing_tc(&self, hook: TcHook) -> Option<PathBuf> {
+        Some(self.tc_path(hook)).filter(|path| path.exists())
     }
 
     /// Pins a freshly attached XDP link.
@@ -66,11 +70,11 @@ impl LinkPins {
     }
 
     /// Pins a freshly attached TC link.
-    pub fn pin_tc_egress(&self, link: SchedClassifierLink) -> Result<PinnedLink, PinError> {
+    pub fn pin_tc(&self, link: SchedClassifierLink, hook: TcHook) -> Result<PinnedLink, PinError> {
         std::fs::create_dir_all(&self.dir)?;
         let link = FdLink::try_from(link)
             .map_err(|e| format!("TC was attached without a TCX link (kernel before 6.6?): {e}"))?;
-        Ok(link.pin(self.tc_egress_path())?)
+        Ok(link.pin(self.tc_path(hook))?)
     }
 
     /// Removes the (now empty) directories of these pins.
@@ -83,6 +87,31 @@ impl LinkPins {
     }
 }
 
+/// Which side of an interface a TC program is attached to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcHook {
+    Egress,
+    Ingress,
+}
+
+impl TcHook {
+    pub fn attach_type(self) -> aya::programs::TcAttachType {
+        match self {
+            TcHook::Egress => aya::programs::TcAttachType::Egress,
+            TcHook::Ingress => aya::programs::TcAttachType::Ingress,
+        }
+    }
+}
+
+impl std::fmt::Display for TcHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcHook::Egress => "TC egress",
+            TcHook::Ingress => "TC ingress",
+        })
+    }
+}
+
 /// Puts `program` into the XDP link pinned at `path`, replacing the program there in one
 /// step; returns the pin, kept so a clean shutdown can remove it.
 pub fn adopt_xdp(program: &mut Xdp, path: &Path) -> Result<PinnedLink, PinError> {
@@ -91,7 +120,7 @@ pub fn adopt_xdp(program: &mut Xdp, path: &Path) -> Result<PinnedLink, PinError>
     Ok(PinnedLink::from_pin(path)?)
 }
 
-/// [`adopt_xdp`] for the TC egress link.
+/// [`adopt_xdp`] for a TC link.
 pub fn adopt_tc(program: &mut SchedClassifier, path: &Path) -> Result<PinnedLink, PinError> {
     let link = SchedClassifierLink::try_from(FdLink::from(PinnedLink::from_pin(path)?))?;
     program.attach_to_link(link)?;

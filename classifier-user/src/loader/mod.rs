@@ -10,6 +10,8 @@
 
 mod links;
 
+pub use links::TcHook;
+
 use std::{
     io,
     path::{Path, PathBuf},
@@ -19,11 +21,11 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode, links::PinnedLink, tc},
+    programs::{ProgramError, SchedClassifier, Xdp, XdpMode, links::PinnedLink, tc},
     util::KernelVersion,
 };
 use classifier_common::{
-    config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf},
+    config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf, fail_fast_replies},
     flow::{FlowEntry, FlowKey, FragmentKey},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
     names::{FlowName, NameKey},
@@ -57,6 +59,8 @@ pub mod program {
     pub const LAN_EGRESS: &str = "lan_egress";
     /// TC, WAN egress: client → server, for shaping uploads.
     pub const WAN_EGRESS: &str = "wan_egress";
+    /// TC, LAN ingress (only where fail-fast answers go out by TC): sends them back.
+    pub const LAN_REPLIES: &str = "lan_replies";
     /// XDP, tail-called by LAN_INGRESS while a flow's class is open.
     pub const CLASSIFY_UPLOAD: &str = "classify_upload";
     /// XDP, tail-called: a flow's first bytes as an HTTP request.
@@ -133,9 +137,10 @@ pub enum AttachError {
         #[source]
         source: ProgramError,
     },
-    #[error("attaching TC egress to `{iface}`")]
+    #[error("attaching {hook} to `{iface}`")]
     Tc {
         iface: String,
+        hook: links::TcHook,
         #[source]
         source: ProgramError,
     },
@@ -162,6 +167,9 @@ pub struct Datapath {
     /// How the datapath checks segment checksums, when the interface decides it rather
     /// than the policy ([`Datapath::set_checksums`]).
     checksums: Option<u8>,
+    /// How fail-fast answers go out, once the daemon has chosen for the interface
+    /// ([`Datapath::set_fail_fast_replies`]).
+    fail_fast_replies: Option<u8>,
 }
 
 /// A pin directory and whether this process made it (and so may remove it on failure).
@@ -189,6 +197,7 @@ impl Datapath {
             link_pins: Vec::new(),
             adopted: false,
             checksums: None,
+            fail_fast_replies: None,
         };
         datapath.load_programs()?;
         datapath.default_config()?;
@@ -218,6 +227,7 @@ impl Datapath {
             link_pins: Vec::new(),
             adopted: false,
             checksums: None,
+            fail_fast_replies: None,
         };
         if let Err(err) = datapath
             .load_programs()
@@ -259,7 +269,11 @@ impl Datapath {
                 .load()
                 .with_context(|| format!("the kernel refused XDP program `{name}`"))?;
         }
-        for name in [program::LAN_EGRESS, program::WAN_EGRESS] {
+        for name in [
+            program::LAN_EGRESS,
+            program::WAN_EGRESS,
+            program::LAN_REPLIES,
+        ] {
             self.tc(name)?
                 .load()
                 .with_context(|| format!("the kernel refused TC program `{name}`"))?;
@@ -315,7 +329,7 @@ impl Datapath {
     ) -> Result<XdpAttachMode, AttachError> {
         let pins = self.link_pins_for(iface);
         let xdp_mode = self.attach_xdp(iface, mode, pins.as_ref())?;
-        self.attach_tc_egress(iface, program::LAN_EGRESS, pins.as_ref())?;
+        self.attach_tc(iface, program::LAN_EGRESS, TcHook::Egress, pins.as_ref())?;
         self.link_pins.extend(pins);
         Ok(xdp_mode)
     }
@@ -324,9 +338,49 @@ impl Datapath {
     /// taken over on restart as the LAN attachments are.
     pub fn attach_wan(&mut self, iface: &str) -> Result<(), AttachError> {
         let pins = self.link_pins_for(iface);
-        self.attach_tc_egress(iface, program::WAN_EGRESS, pins.as_ref())?;
+        self.attach_tc(iface, program::WAN_EGRESS, TcHook::Egress, pins.as_ref())?;
         self.link_pins.extend(pins);
         Ok(())
+    }
+
+    /// Makes fail-fast answers leave the LAN interface `iface` the way `way` says
+    /// ([`fail_fast_replies`]), in an order that never leaves an answer without a way out:
+    /// for TC, `lan_replies` goes on the interface's ingress before the datapath marks
+    /// answers for it; for XDP_TX, the datapath stops marking before a `lan_replies` a
+    /// previous daemon left is taken off.
+    pub fn send_fail_fast_replies(&mut self, iface: &str, way: u8) -> anyhow::Result<()> {
+        let pins = self.link_pins_for(iface);
+        if way == fail_fast_replies::TC_REDIRECT {
+            self.attach_tc(iface, program::LAN_REPLIES, TcHook::Ingress, pins.as_ref())?;
+            return self.set_fail_fast_replies(way);
+        }
+        self.set_fail_fast_replies(way)?;
+        if let Some(leftover) = pins
+            .as_ref()
+            .and_then(|pins| pins.existing_tc(TcHook::Ingress))
+        {
+            let link = PinnedLink::from_pin(&leftover)
+                .with_context(|| format!("opening {}", leftover.display()))?;
+            links::release(link).with_context(|| {
+                format!(
+                    "taking off the TC ingress program a previous daemon left on `{iface}` ({})",
+                    leftover.display()
+                )
+            })?;
+            info!(
+                interface = iface,
+                "took off the previous daemon's TC ingress program: answers go out by XDP_TX"
+            );
+        }
+        Ok(())
+    }
+
+    /// How fail-fast answers go out from now on (a [`fail_fast_replies`] value), kept over
+    /// later table installs: it is the interface's property, not the policy's. Attaches
+    /// nothing (see [`Datapath::send_fail_fast_replies`]); on its own, for tests.
+    pub fn set_fail_fast_replies(&mut self, way: u8) -> anyhow::Result<()> {
+        self.fail_fast_replies = Some(way);
+        self.update_config(|config| config.fail_fast_replies = way)
     }
 
     fn link_pins_for(&self, iface: &str) -> Option<links::LinkPins> {
@@ -375,18 +429,22 @@ impl Datapath {
         Ok(attached_mode)
     }
 
-    fn attach_tc_egress(
+    fn attach_tc(
         &mut self,
         iface: &str,
         program_name: &str,
+        hook: TcHook,
         link_pins: Option<&links::LinkPins>,
     ) -> Result<(), AttachError> {
         let pin_error = |source| AttachError::Pin {
             iface: iface.to_owned(),
-            what: "TC egress",
+            what: match hook {
+                TcHook::Egress => "TC egress",
+                TcHook::Ingress => "TC ingress",
+            },
             source,
         };
-        let existing = link_pins.and_then(|p| p.existing_tc_egress());
+        let existing = link_pins.and_then(|p| p.existing_tc(hook));
         let program = self
             .ebpf
             .program_mut(program_name)
@@ -398,7 +456,8 @@ impl Datapath {
             info!(
                 interface = iface,
                 program = program_name,
-                "took over the TC egress attachment a previous daemon left"
+                hook = %hook,
+                "took over the TC attachment a previous daemon left"
             );
             return Ok(());
         }
@@ -408,16 +467,17 @@ impl Datapath {
             let _ = tc::qdisc_add_clsact(iface);
         }
         let link_id = program
-            .attach(iface, TcAttachType::Egress)
+            .attach(iface, hook.attach_type())
             .map_err(|source| AttachError::Tc {
                 iface: iface.to_owned(),
+                hook,
                 source,
             })?;
         if let Some(pins) = link_pins {
             let link = program
                 .take_link(link_id)
                 .map_err(|e| pin_error(Box::new(e)))?;
-            let pinned = pins.pin_tc_egress(link).map_err(pin_error)?;
+            let pinned = pins.pin_tc(link, hook).map_err(pin_error)?;
             self.links.push(pinned);
         }
         Ok(())
@@ -470,6 +530,9 @@ impl Datapath {
         let mut config = settings.config;
         if let Some(checksums) = self.checksums {
             config.checksums = checksums;
+        }
+        if let Some(way) = self.fail_fast_replies {
+            config.fail_fast_replies = way;
         }
         tables::install(&mut self.ebpf, tables, &config)?;
         tables::install_lan_prefixes(&mut self.ebpf, &settings.lan_prefixes)

@@ -449,6 +449,7 @@ impl<'a> Session<'a> {
         let lab = Lab::up(&LabSpec {
             clients: 1,
             server_names: names.iter().map(|n| n.to_string()).collect(),
+            ..LabSpec::default()
         })?;
         check_stop()?;
         reply_from_service_addresses(&lab.server)?;

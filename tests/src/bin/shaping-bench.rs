@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     let lab = Lab::up(&LabSpec {
         clients: 1,
         server_names: Vec::new(),
+        ..LabSpec::default()
     })?;
     iperf::serve(&lab, PORT);
     let mut results = Vec::new();

@@ -312,6 +312,7 @@ fn main() -> anyhow::Result<()> {
     let lab = Lab::up(&LabSpec {
         clients: 1,
         server_names: vec![NAME.to_owned()],
+        ..LabSpec::default()
     })?;
     iperf::serve(&lab, PORT);
     let _tls = TlsServer::start(&lab, &[NAME.to_owned()])?;

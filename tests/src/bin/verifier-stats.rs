@@ -15,11 +15,18 @@ fn main() -> anyhow::Result<()> {
     let names = [
         program::LAN_INGRESS,
         program::LAN_EGRESS,
+        program::LAN_REPLIES,
+        program::WAN_EGRESS,
         program::EMPTY_XDP,
+    ];
+    let tc = [
+        program::LAN_EGRESS,
+        program::LAN_REPLIES,
+        program::WAN_EGRESS,
     ];
     for name in names.into_iter().chain(tail_calls) {
         let prog = ebpf.program_mut(name).expect("program in object");
-        let loaded = if name == program::LAN_EGRESS {
+        let loaded = if tc.contains(&name) {
             let tc: &mut SchedClassifier = prog.try_into()?;
             tc.load().map(|()| tc.info())
         } else {
