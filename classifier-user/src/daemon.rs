@@ -715,10 +715,18 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
                 Some(&state.in_force.period),
             ))?
         }
-        Request::Explain { client, target, at } => {
+        Request::Explain {
+            client,
+            target,
+            at,
+            vlan,
+        } => {
             let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
             let state = shared.lock();
-            let mut explanation = state.in_force.policy.explain(*client, &asked, *at);
+            let mut explanation = state
+                .in_force
+                .policy
+                .explain_on(*client, *vlan, &asked, *at);
             state.measure_allowance(&mut explanation)?;
             serde_json::to_string(&explanation)?
         }

@@ -18,6 +18,7 @@ pub mod file;
 pub mod groups;
 pub mod ids;
 pub mod lists;
+pub mod moment;
 pub mod retention;
 pub mod rules;
 pub mod schedule;
