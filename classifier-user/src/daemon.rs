@@ -552,7 +552,7 @@ fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
             true
         })?;
         let mut out = std::io::stdout().lock();
-        flows::write_table(&mut out, &records, reporting.top)?;
+        flows::write_table(&mut out, &records, reporting.top, usize::MAX)?;
         writeln!(out)?;
     }
     Ok(())

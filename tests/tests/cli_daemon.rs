@@ -377,15 +377,25 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         &daemon.control_socket,
         &["--category", "lab-downloads", "--top", "1"],
     );
+    // --wide: every column whole, as this test reads the rows (the width is tested in
+    // classifier-user's flows::tests).
     let table_category = classifier_ok(&[
         "flows",
+        "--wide",
         "--control-socket",
         socket,
         "--category",
         "lab-downloads",
     ]);
-    let table_block = classifier_ok(&["flows", "--control-socket", socket, "--verdict", "block"]);
-    let table_top = classifier_ok(&["flows", "--control-socket", socket, "--top", "1"]);
+    let table_block = classifier_ok(&[
+        "flows",
+        "--wide",
+        "--control-socket",
+        socket,
+        "--verdict",
+        "block",
+    ]);
+    let table_top = classifier_ok(&["flows", "--wide", "--control-socket", socket, "--top", "1"]);
     let status_json = classifier_ok(&["status", "--json", "--control-socket", socket]);
     let status_text = classifier_ok(&["status", "--control-socket", socket]);
     let after = flows_cli(&daemon.control_socket, &[]);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Action, Policy, Rule, allowances::AllowanceLeft, classes::normalize_domain, decide::Reason,
-    exceptions::Target, groups::GroupReason, rules,
+    exceptions::Target, groups::GroupReason, rules, schedule::PeriodLine,
 };
 
 /// `policy show`: the policy in a form for people and for `--json`.
@@ -27,8 +27,45 @@ pub struct Summary {
     pub groups: Vec<String>,
     pub rules: Vec<RuleLine>,
     pub exceptions: Vec<ExceptionLine>,
+    /// When each period is in force. (Fields from here on default when an older daemon
+    /// answers without them.)
+    #[serde(default)]
+    pub schedule: ScheduleLines,
+    #[serde(default)]
+    pub bank_holidays: HolidayLines,
+    #[serde(default)]
+    pub retention: RetentionLines,
 }
 
+/// `[schedule]`: the periods top to bottom (the first that covers a moment is in force),
+/// and the period in force when none does.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ScheduleLines {
+    pub periods: Vec<PeriodLine>,
+    pub default: String,
+}
+
+/// The bank holidays, and gov.uk's file they come from when the schedule names one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct HolidayLines {
+    pub dates: Vec<jiff::civil::Date>,
+    pub file: Option<String>,
+    pub division: Option<String>,
+}
+
+/// `[records]`: how long flow records keep the client, and what happens after.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RetentionLines {
+    /// `14 months`.
+    pub keep: String,
+    /// `delete` or `anonymise`.
+    pub after: String,
+    pub degradation_keep: String,
+    /// Why records are kept beyond the councils' 14 months, when they are.
+    pub override_reason: Option<String>,
+    /// A flow with no packet for this long ends.
+    pub idle_timeout: String,
+}
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CategoryLine {
     pub name: String,
@@ -41,6 +78,13 @@ pub struct RuleLine {
     pub number: usize,
     pub description: String,
     pub action: String,
+    /// What the rule matches; `None`: any (the key left out).
+    #[serde(default)]
+    pub categories: Option<Vec<String>>,
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    #[serde(default)]
+    pub periods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,10 +127,16 @@ impl Summary {
             rules: policy
                 .rules
                 .iter()
-                .map(|rule| RuleLine {
-                    number: rule.index + 1,
-                    description: rule.description.clone(),
-                    action: rule.action.to_string(),
+                .map(|rule| {
+                    let condition = RuleCondition::of(policy, rule);
+                    RuleLine {
+                        number: condition.number,
+                        description: condition.description,
+                        action: condition.action,
+                        categories: condition.categories,
+                        groups: condition.groups,
+                        periods: condition.periods,
+                    }
                 })
                 .collect(),
             exceptions: policy
@@ -108,6 +158,22 @@ impl Summary {
                     reason: e.reason.clone(),
                 })
                 .collect(),
+            schedule: ScheduleLines {
+                periods: policy.schedule.period_lines(),
+                default: policy.schedule.default_name().to_owned(),
+            },
+            bank_holidays: HolidayLines {
+                dates: policy.schedule.bank_holidays().iter().copied().collect(),
+                file: policy
+                    .schedule
+                    .bank_holidays_source()
+                    .map(|(file, _)| file.to_owned()),
+                division: policy
+                    .schedule
+                    .bank_holidays_source()
+                    .map(|(_, division)| division.to_owned()),
+            },
+            retention: RetentionLines::of(&policy.records),
         }
     }
 
@@ -131,13 +197,20 @@ impl Summary {
                 category.name, category.domains
             );
         }
+        self.render_schedule(&mut text);
         let _ = writeln!(text, "\nrules (first match wins; no match: allow):");
         for rule in &self.rules {
-            let _ = writeln!(
-                text,
-                "  {:>2}. {:<60} → {}",
-                rule.number, rule.description, rule.action
-            );
+            let condition = RuleCondition {
+                number: rule.number,
+                description: String::new(),
+                categories: rule.categories.clone(),
+                groups: rule.groups.clone(),
+                periods: rule.periods.clone(),
+                action: String::new(),
+            };
+            let _ = writeln!(text, "  {:>2}. {}", rule.number, rule.description);
+            let _ = writeln!(text, "      when:   {}", condition.render());
+            let _ = writeln!(text, "      action: {}", rule.action);
         }
         let _ = writeln!(text, "\nexceptions:");
         if self.exceptions.is_empty() {
@@ -155,7 +228,93 @@ impl Summary {
                 e.reason
             );
         }
+        self.render_retention(&mut text);
         text
+    }
+
+    fn render_schedule(&self, text: &mut String) {
+        let _ = writeln!(
+            text,
+            "\nschedule (the first period that covers a moment is in force; else `{}`):",
+            self.schedule.default
+        );
+        for period in &self.schedule.periods {
+            let _ = writeln!(
+                text,
+                "  {:<12} {}{}",
+                period.name,
+                period.hours.join("; "),
+                if period.on_bank_holidays {
+                    ""
+                } else {
+                    " (not on bank holidays)"
+                }
+            );
+        }
+        let holidays = &self.bank_holidays;
+        let from = match (&holidays.file, &holidays.division) {
+            (Some(file), Some(division)) => format!(" (with {file}, division {division})"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            text,
+            "\nbank holidays{from}:{}",
+            if holidays.dates.is_empty() {
+                " none"
+            } else {
+                ""
+            }
+        );
+        let mut years: Vec<(i16, Vec<String>)> = Vec::new();
+        for date in &holidays.dates {
+            let day = date.strftime("%m-%d").to_string();
+            match years.last_mut() {
+                Some((year, days)) if *year == date.year() => days.push(day),
+                _ => years.push((date.year(), vec![day])),
+            }
+        }
+        for (year, days) in years {
+            let _ = writeln!(text, "  {year}: {}", days.join(" "));
+        }
+    }
+
+    fn render_retention(&self, text: &mut String) {
+        let retention = &self.retention;
+        if retention.keep.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            text,
+            "\nretention: flow records keep the client for {}, then {}; degradation \
+             reports are kept {}; a flow ends after {} idle",
+            retention.keep, retention.after, retention.degradation_keep, retention.idle_timeout
+        );
+        if let Some(reason) = &retention.override_reason {
+            let _ = writeln!(text, "  beyond 14 months because: {reason}");
+        }
+    }
+}
+
+impl RetentionLines {
+    fn of(records: &super::RecordsPolicy) -> Self {
+        use jiff::fmt::friendly::{Designator, SpanPrinter};
+        let retention = &records.retention;
+        let words = |span: &jiff::Span| {
+            SpanPrinter::new()
+                .designator(Designator::Verbose)
+                .span_to_string(span)
+        };
+        Self {
+            keep: words(&retention.keep),
+            after: match retention.after {
+                crate::store::retention::AfterRetention::Delete => "delete",
+                crate::store::retention::AfterRetention::Anonymise => "anonymise",
+            }
+            .to_owned(),
+            degradation_keep: words(&retention.degradation_keep),
+            override_reason: records.retention_override_reason.clone(),
+            idle_timeout: humantime::format_duration(records.end_rules.idle_timeout).to_string(),
+        }
     }
 }
 
