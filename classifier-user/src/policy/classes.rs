@@ -247,10 +247,10 @@ impl ClassTables {
                     field,
                     entries,
                 } => {
-                    if let Some((_, line)) = entries.iter().find(|(d, _)| d == domain) {
+                    if let Some(index) = entries.iter().position(|(d, _)| d == domain) {
                         matched.file = Some(file.clone());
-                        matched.line = Some(*line);
-                        matched.field = Some(field.clone());
+                        matched.line = Some(entries[index].1);
+                        matched.field = Some(format!("{field}[{index}]"));
                         break;
                     }
                 }

@@ -208,9 +208,12 @@ impl Summary {
                 periods: rule.periods.clone(),
                 action: String::new(),
             };
-            let _ = writeln!(text, "  {:>2}. {}", rule.number, rule.description);
-            let _ = writeln!(text, "      when:   {}", condition.render());
-            let _ = writeln!(text, "      action: {}", rule.action);
+            let _ = writeln!(
+                text,
+                "  {:>2}. {:<60} → {}",
+                rule.number, rule.description, rule.action
+            );
+            let _ = writeln!(text, "      when: {}", condition.render());
         }
         let _ = writeln!(text, "\nexceptions:");
         if self.exceptions.is_empty() {
@@ -297,11 +300,12 @@ impl Summary {
 
 impl RetentionLines {
     fn of(records: &super::RecordsPolicy) -> Self {
-        use jiff::fmt::friendly::{Designator, SpanPrinter};
+        use jiff::fmt::friendly::{Designator, Spacing, SpanPrinter};
         let retention = &records.retention;
         let words = |span: &jiff::Span| {
             SpanPrinter::new()
                 .designator(Designator::Verbose)
+                .spacing(Spacing::BetweenUnitsAndDesignators)
                 .span_to_string(span)
         };
         Self {
@@ -692,6 +696,11 @@ pub fn parse_target(text: &str) -> Result<Asked, String> {
         let protocol = match protocol.to_ascii_lowercase().as_str() {
             "tcp" => 6,
             "udp" => 17,
+            other if other.contains('.') => {
+                return Err(format!(
+                    "`{text}`: give the host alone, or a whole URL (https://{text})"
+                ));
+            }
             other => return Err(format!("`{other}`: write tcp/PORT or udp/PORT")),
         };
         return Ok(Asked::Port {
