@@ -702,13 +702,35 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         socket,
     ]);
     for expected in [
-        "  group:    staff\n",
-        "  category: gambling (",
-        "  period:   working (",
-        "  decision: block (rule 1: Gambling: blocked)\n",
+        format!("  group:    staff ({}: in prefix ", first.ipv4),
+        "  category: gambling (".to_owned(),
+        "  matched:  bet365.com (".to_owned(),
+        "  period:   working (".to_owned(),
+        "  decision: block (rule 1: Gambling: blocked)\n".to_owned(),
+        "  rule:     1: categories gambling; groups every group; periods always\n".to_owned(),
     ] {
-        assert!(text.contains(expected), "`{expected}` in\n{text}");
+        assert!(text.contains(&expected), "`{expected}` in\n{text}");
     }
+    // --at in the daemon's policy's zone: a local time across the spring clock change.
+    let local: Value = serde_json::from_str(&classifier_ok(&[
+        "policy",
+        "explain",
+        &first.ipv4.to_string(),
+        GAMBLING,
+        "--at",
+        "2026-03-30 16:45",
+        "--control-socket",
+        socket,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(local["at"], "2026-03-30T15:45:00Z", "{local:#}");
+    assert!(
+        local["at_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("Europe/London")),
+        "{local:#}"
+    );
 
     // An exception for the first client, a few seconds long: gambling opens for that
     // client only, then closes by itself, and the daemon logs that it ended.
