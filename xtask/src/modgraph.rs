@@ -42,6 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "quic",
             "bittorrent",
             "netns",
+            "netlink",
             "preflight",
         ],
     ),
