@@ -533,19 +533,33 @@ mod tests {
     use super::*;
     use classifier_common::flow::ipv4_mapped;
 
+    /// A flow as `classifier flows --json` carries it.
+    fn flow(client: &str, server: &str, name: &str, category: &str, down: u64) -> FlowRecord {
+        serde_json::from_value(serde_json::json!({
+            "client": client, "server": server, "protocol": "tcp",
+            "upload": {"packets": 10, "bytes": 1000},
+            "download": {"packets": 20, "bytes": down},
+            "first_seen": "2026-11-23T10:00:00Z", "last_seen": "2026-11-23T10:00:30Z",
+            "server_initiated": false, "name": name, "category": category, "app": "youtube",
+            "method": "sni", "ech": false, "group": "staff", "verdict": "shape",
+            "blocked": {"packets": 0, "bytes": 0}, "shaped": {"packets": 5, "bytes": 5000},
+        }))
+        .unwrap()
+    }
+
     /// Flows as a gateway has them: IPv4 and IPv6 clients, a long name, a long category.
     fn gateway_flows() -> Vec<FlowRecord> {
-        let mut v6 = crate::store::tests::flow(
+        let v6 = flow(
             "[2001:db8:1::10]:51234",
-            "2026-11-23T10:00:00Z",
+            "[2001:db8:ffff:1:2:3:4:5]:443",
+            "rr3---sn-aigl6nsd.googlevideo-cdn-edge.example.com",
             "streaming-video",
             123_456_789,
         );
-        v6.server = "[2001:db8:ffff:1:2:3:4:5]:443".parse().unwrap();
-        v6.name = Some("rr3---sn-aigl6nsd.googlevideo-cdn-edge.example.com".into());
-        let mut v4 = crate::store::tests::flow(
+        let mut v4 = flow(
             "192.0.2.10:40000",
-            "2026-11-23T10:00:00Z",
+            "203.0.113.10:443",
+            "www.youtube.com",
             "violence-weapons-and-extremism",
             42,
         );

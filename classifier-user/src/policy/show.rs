@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Action, Policy, Rule, allowances::AllowanceLeft, classes::normalize_domain, decide::Reason,
+    Action, Policy, Rule, allowances::AllowanceLeft, decide::Reason, entries::normalize_domain,
     exceptions::Target, groups::GroupReason, rules, schedule::PeriodLine,
 };
 
@@ -310,11 +310,7 @@ impl RetentionLines {
         };
         Self {
             keep: words(&retention.keep),
-            after: match retention.after {
-                crate::store::retention::AfterRetention::Delete => "delete",
-                crate::store::retention::AfterRetention::Anonymise => "anonymise",
-            }
-            .to_owned(),
+            after: retention.after.name().to_owned(),
             degradation_keep: words(&retention.degradation_keep),
             override_reason: records.retention_override_reason.clone(),
             idle_timeout: humantime::format_duration(records.end_rules.idle_timeout).to_string(),
