@@ -396,6 +396,25 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         "block",
     ]);
     let table_top = classifier_ok(&["flows", "--wide", "--control-socket", socket, "--top", "1"]);
+    // The table fits the terminal's width (COLUMNS here; stdout is no terminal).
+    let fitted: Vec<(usize, String)> = [80, 120, 0]
+        .into_iter()
+        .map(|columns| {
+            let mut command = Command::new(classifier_bin());
+            command.args(["flows", "--control-socket", socket]);
+            if columns > 0 {
+                command.env("COLUMNS", columns.to_string());
+            } else {
+                command.env_remove("COLUMNS");
+            }
+            let output = command.output().expect("classifier runs");
+            assert!(output.status.success(), "{output:?}");
+            (
+                columns,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            )
+        })
+        .collect();
     let status_json = classifier_ok(&["status", "--json", "--control-socket", socket]);
     let status_text = classifier_ok(&["status", "--control-socket", socket]);
     let after = flows_cli(&daemon.control_socket, &[]);
@@ -484,6 +503,24 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         top_rows[0].contains(&format!(" {} ", client_column(&big_flow))),
         "{table_top}"
     );
+    for (columns, table) in &fitted {
+        // Not a terminal and no COLUMNS: 100 columns.
+        let width = if *columns == 0 { 100 } else { *columns };
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= width,
+                "{width}: {line:?} in\n{table}"
+            );
+        }
+        let header = table.lines().next().unwrap();
+        for kept in ["CLIENT", "NAME", "CATEGORY", "VERDICT", "DN BYTES"] {
+            assert!(header.contains(kept), "{width}: {kept} in\n{table}");
+        }
+        assert!(
+            (before.len()..=after.len()).contains(&rows(table).len()),
+            "every flow, in {width} columns:\n{table}"
+        );
+    }
     let more = number_after(&table_top, "... and ");
     assert_eq!(top_rows.len(), 2, "one flow and how many more: {table_top}");
     assert!(

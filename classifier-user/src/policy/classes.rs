@@ -70,6 +70,21 @@ pub enum DomainOrigin {
     List(std::path::PathBuf),
 }
 
+impl MatchedEntry {
+    /// Finds the entry's file and line in the first of `lists` (list paths, as the
+    /// policy names them) that lists it, reading them; unchanged when none does (a list
+    /// edited since the policy was read).
+    pub fn find_in_lists(&mut self, lists: &[std::path::PathBuf]) {
+        for path in lists {
+            if let Some(line) = lists::line_of(path, &self.domain) {
+                self.file = Some(lists::list_file(path).display().to_string());
+                self.line = Some(line);
+                return;
+            }
+        }
+    }
+}
+
 /// The listed domain a name matched, and where it is listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedEntry {
@@ -215,9 +230,13 @@ impl ClassTables {
     }
 
     /// The listed domain `name` matches (its longest listed suffix, as the datapath finds
-    /// it) and where it is listed: the policy file's field and line, or the list file and
-    /// line (read again now).
-    pub fn matched_entry(&self, name: &str) -> Option<MatchedEntry> {
+    /// it) and where the policy file lists it; or, when a list file does, the list files
+    /// to read for its line ([`MatchedEntry::find_in_lists`]), in the order they were read
+    /// (the first listing wins, and a category's own `domains` come before its lists).
+    pub fn matched_entry_in_memory(
+        &self,
+        name: &str,
+    ) -> Option<(MatchedEntry, Vec<std::path::PathBuf>)> {
         let name = domain::trim_root(name.as_bytes());
         let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
         let suffixes = std::iter::once(0)
@@ -236,6 +255,7 @@ impl ClassTables {
             line: None,
             field: None,
         };
+        let mut lists = Vec::new();
         let sources = self
             .domain_sources
             .iter()
@@ -251,19 +271,13 @@ impl ClassTables {
                         matched.file = Some(file.clone());
                         matched.line = Some(entries[index].1);
                         matched.field = Some(format!("{field}[{index}]"));
-                        break;
+                        return Some((matched, Vec::new()));
                     }
                 }
-                DomainOrigin::List(path) => {
-                    if let Some(line) = lists::line_of(path, domain) {
-                        matched.file = Some(lists::list_file(path).display().to_string());
-                        matched.line = Some(line);
-                        break;
-                    }
-                }
+                DomainOrigin::List(path) => lists.push(path.clone()),
             }
         }
-        Some(matched)
+        Some((matched, lists))
     }
 
     pub fn lookup(&self, name: &str) -> Option<DomainEntry> {

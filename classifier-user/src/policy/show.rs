@@ -461,10 +461,28 @@ impl Policy {
         target: &Asked,
         at: Timestamp,
     ) -> Explanation {
+        let (mut explanation, lists) = self.explain_in_memory(client, vlan, target, at);
+        explanation.find_in_lists(&lists);
+        explanation
+    }
+
+    /// [`Policy::explain_on`] without reading a list file: when the matched entry is not
+    /// in the policy file, the list files to read for its line with
+    /// [`Explanation::find_in_lists`] (the daemon reads them without holding its state).
+    pub fn explain_in_memory(
+        &self,
+        client: IpAddr,
+        vlan: Option<u16>,
+        target: &Asked,
+        at: Timestamp,
+    ) -> (Explanation, Vec<std::path::PathBuf>) {
         let (category, category_reason, target_text) = self.category_of(target);
-        let matched = match target {
-            Asked::Name(name) => self.classes.matched_entry(name),
-            _ => None,
+        let (matched, lists) = match target {
+            Asked::Name(name) => match self.classes.matched_entry_in_memory(name) {
+                Some((matched, lists)) => (Some(matched), lists),
+                None => (None, Vec::new()),
+            },
+            _ => (None, Vec::new()),
         };
         let period = self.schedule.period_at(at);
         let decision = self.decide(client, vlan, category, &period.name, at);
@@ -494,7 +512,7 @@ impl Policy {
             Action::BlockAfter(_) => Some(false),
             _ => None,
         };
-        Explanation {
+        let explanation = Explanation {
             policy: self.origin.clone(),
             client,
             vlan,
@@ -532,7 +550,8 @@ impl Policy {
             rule: rule.map(|rule| RuleCondition::of(self, rule)),
             decided_by: decision.reason,
             allowance,
-        }
+        };
+        (explanation, lists)
     }
 
     fn category_of(&self, target: &Asked) -> (u16, String, String) {
@@ -587,6 +606,28 @@ impl Policy {
 }
 
 impl Explanation {
+    /// Fills in the list file and line of the matched entry from the first of `lists`
+    /// that lists it (see [`Policy::explain_in_memory`]).
+    pub fn find_in_lists(&mut self, lists: &[std::path::PathBuf]) {
+        let Some(domain) = &self.matched_entry else {
+            return;
+        };
+        if self.list_file.is_some() || lists.is_empty() {
+            return;
+        }
+        let mut matched = super::classes::MatchedEntry {
+            domain: domain.clone(),
+            category: 0,
+            app: 0,
+            file: None,
+            line: None,
+            field: None,
+        };
+        matched.find_in_lists(lists);
+        self.list_file = matched.file;
+        self.list_line = matched.line;
+    }
+
     pub fn render(&self) -> String {
         let mut text = String::new();
         let _ = writeln!(text, "{} → {} at {}", self.client, self.target, self.at);
