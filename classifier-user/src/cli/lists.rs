@@ -142,8 +142,16 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
     for note in &staged.notes {
         println!("note: {note}");
     }
-    print_changes(&before, &after.into_iter().map(|(k, v)| (k, Some(v))).collect());
-    reload_or_undo(&args.common, &lists, replaced.as_deref(), previous.as_deref())?;
+    print_changes(
+        &before,
+        &after.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+    );
+    reload_or_undo(
+        &args.common,
+        &lists,
+        replaced.as_deref(),
+        previous.as_deref(),
+    )?;
     finish(&lists, replaced.as_deref())
 }
 
@@ -284,7 +292,14 @@ fn check_staged(
     staging: &Path,
     staged: &Staged,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
-    let has = || staged.available.iter().cloned().collect::<Vec<_>>().join(", ");
+    let has = || {
+        staged
+            .available
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for list in policy_lists {
         if !staged.lists.contains_key(&list.category) {
             bail!(
@@ -298,7 +313,10 @@ fn check_staged(
     }
     for name in &args.categories {
         if !staged.lists.contains_key(name) {
-            bail!("--category {name}: the source has no such list (it has: {})", has());
+            bail!(
+                "--category {name}: the source has no such list (it has: {})",
+                has()
+            );
         }
     }
     if staged.lists.is_empty() {
@@ -316,10 +334,16 @@ fn check_staged(
 }
 
 /// Entries per list, before and after.
-fn print_changes(before: &BTreeMap<String, Option<usize>>, after: &BTreeMap<String, Option<usize>>) {
+fn print_changes(
+    before: &BTreeMap<String, Option<usize>>,
+    after: &BTreeMap<String, Option<usize>>,
+) {
     let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
-    println!("  {:width$}  {:>10}  {:>10}  change", "list", "before", "after");
+    println!(
+        "  {:width$}  {:>10}  {:>10}  change",
+        "list", "before", "after"
+    );
     let shown = |count: Option<&Option<usize>>| match count {
         None => "-".to_owned(),
         Some(None) => "unreadable".to_owned(),
@@ -426,7 +450,10 @@ impl ProgressLine {
     }
 
     fn show(&mut self, done: u64, total: Option<u64>) {
-        if self.last.is_some_and(|last| last.elapsed() < Duration::from_secs(1)) {
+        if self
+            .last
+            .is_some_and(|last| last.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.last = Some(Instant::now());

@@ -63,8 +63,12 @@ pub struct PolicyList {
 pub fn lists_the_policy_reads(policy: &Path, lists_dir: &Path) -> anyhow::Result<Vec<PolicyList>> {
     let text = std::fs::read_to_string(policy)
         .with_context(|| format!("reading the policy {}", policy.display()))?;
-    let file: PolicyFile = toml::from_str(&text)
-        .with_context(|| format!("{}: not a valid policy (see `classifier policy check`)", policy.display()))?;
+    let file: PolicyFile = toml::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a valid policy (see `classifier policy check`)",
+            policy.display()
+        )
+    })?;
     let base_dir = policy_dir(policy)?;
     let mut found = Vec::new();
     for (name, section) in &file.categories {
@@ -111,7 +115,11 @@ pub fn check_policy_with(policy: &Path, lists_dir: &Path, version: &Path) -> any
 /// The directory a policy's relative list paths are read from, absolute.
 fn policy_dir(policy: &Path) -> anyhow::Result<PathBuf> {
     let dir = policy.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     std::path::absolute(dir).with_context(|| format!("the directory of {}", policy.display()))
 }
 

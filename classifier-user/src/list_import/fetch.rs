@@ -32,7 +32,11 @@ pub fn download(
         .timeout_global(Some(timeout))
         .http_status_as_error(true)
         .max_redirects(5)
-        .user_agent(concat!("classifier/", env!("CARGO_PKG_VERSION"), " (lists import)"))
+        .user_agent(concat!(
+            "classifier/",
+            env!("CARGO_PKG_VERSION"),
+            " (lists import)"
+        ))
         .build()
         .into();
     let mut response = agent
@@ -46,16 +50,14 @@ pub fn download(
              refused"
         );
     }
-    let mut body = response
-        .body_mut()
-        .with_config()
-        .limit(max_bytes)
-        .reader();
+    let mut body = response.body_mut().with_config().limit(max_bytes).reader();
     let mut file = File::create_new(to).with_context(|| format!("creating {}", to.display()))?;
     let mut buffer = vec![0u8; 64 * 1024];
     let mut written = 0u64;
     loop {
-        let n = body.read(&mut buffer).map_err(|e| read_error(url, max_bytes, &e))?;
+        let n = body
+            .read(&mut buffer)
+            .map_err(|e| read_error(url, max_bytes, &e))?;
         if n == 0 {
             break;
         }

@@ -136,7 +136,8 @@ fn checked_entry<R: Read>(
     limits: &Limits,
     staged: &mut Staged,
 ) -> anyhow::Result<Option<String>> {
-    let parts = safe_parts(name).map_err(|why| anyhow::anyhow!("tar entry {name}: {why}: refused"))?;
+    let parts =
+        safe_parts(name).map_err(|why| anyhow::anyhow!("tar entry {name}: {why}: refused"))?;
     let header = entry.header();
     let size = header.entry_size()?;
     if size > limits.max_file {
@@ -220,8 +221,10 @@ pub fn is_category_name(name: &str) -> bool {
 fn write_list(from: &mut dyn Read, dir: &Path, max: u64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("domains");
-    let mut file = File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
-    let copied = std::io::copy(&mut from.take(max.saturating_add(1)), &mut file)?;
+    let mut file =
+        File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+    let copied = std::io::copy(&mut from.take(max.saturating_add(1)), &mut file)
+        .map_err(|e| anyhow::anyhow!("{e} (truncated or corrupt?)"))?;
     if copied > max {
         bail!("over the limit of {max} bytes per file (--max-list-size): refused");
     }

@@ -91,7 +91,9 @@ impl ListsDir {
 
     /// A new, empty directory to stage a version in; removed when dropped unless kept.
     pub fn staging(&self) -> anyhow::Result<Staging> {
-        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
         for attempt in 0u32.. {
             let name = match attempt {
                 0 => stamp.clone(),
@@ -210,7 +212,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("classifier-store-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("classifier-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -221,7 +224,10 @@ mod tests {
         let dir = scratch("swap");
         let lists = ListsDir::new(&dir.join("ut1")).unwrap();
         let _lock = lists.lock().unwrap();
-        assert!(lists.lock().is_err(), "a second import is refused while one runs");
+        assert!(
+            lists.lock().is_err(),
+            "a second import is refused while one runs"
+        );
         let mut versions = Vec::new();
         for n in 0..3 {
             let staging = lists.staging().unwrap();
