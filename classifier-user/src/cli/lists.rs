@@ -31,9 +31,11 @@ const UNCHANGED: &str = "refused; the installed lists are unchanged";
 
 #[derive(Debug, Subcommand)]
 pub enum ListsCommand {
-    /// Install UT1 / Shallalist domain lists from a tarball or directory, local or at a URL:
-    /// every list is checked as `policy check` checks list files (and the tarball's entries
-    /// as hostile input), the policy is checked with the new lists, then they replace the
+    /// Install UT1 / Shallalist domain lists from a tarball or directory, local or at a URL.
+    ///
+    /// Every list is checked as `policy check` checks list files (and a tarball's entries as
+    /// hostile input: absolute paths, `..`, links out, devices and sizes over the limits
+    /// are refused), the policy is checked with the new lists, then they replace the
     /// installed ones in one atomic swap, the previous copy is kept, and the running daemon
     /// reloads. Anything refused leaves the installed lists as they were.
     ///
@@ -51,8 +53,10 @@ Examples:
   # Back to the copy before the last import
   classifier lists rollback")]
     Import(ImportArgs),
-    /// Put the lists installed before the last import (or rollback) back in force, after
-    /// checking the policy with them, and reload the daemon.
+    /// Put the lists installed before the last import back in force.
+    ///
+    /// The policy is checked with them first; the daemon reloads after the swap. The lists
+    /// replaced become the previous copy, so a second rollback undoes the first.
     Rollback(CommonArgs),
 }
 
