@@ -38,6 +38,7 @@ pub mod lab;
 pub mod list_import;
 pub mod loader;
 pub mod metrics;
+pub mod netlink;
 pub mod netns;
 pub mod policy;
 pub mod preflight;
