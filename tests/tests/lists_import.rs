@@ -342,6 +342,51 @@ fn hostile_and_broken_tarballs_are_refused_and_the_lists_stay() {
     );
 }
 
+#[test]
+fn shallalist_tarballs_and_plain_tars_are_read() {
+    let site = Site::new("shallalist");
+    // Shallalist's layout, gzip: gambling (the policy's) and adult (asked for).
+    let shalla = tarball(&[
+        file("BL/gambling/domains", format!("{OLD_ENTRY}\n").as_bytes()),
+        file("BL/adult/domains", b"adult.test\n"),
+        file("BL/global_usage", b"usage notes\n"),
+    ]);
+    let path = site.write("shallalist.tar.gz", &shalla);
+    let imported = site.import(&path, &["--category", "adult"]);
+    assert_ok(&imported);
+    assert_eq!(site.installed().1, format!("{OLD_ENTRY}\n"));
+    assert!(site.lists_dir().join("adult/domains").is_file());
+
+    // The same lists as a plain (uncompressed) tar: the gzip layer is optional.
+    let plain = {
+        let gzipped = ut1_tarball(&format!("{NEW_ENTRY}\n"));
+        let mut decoder = flate2::read::GzDecoder::new(&gzipped[..]);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut decoder, &mut bytes).unwrap();
+        bytes
+    };
+    let path = site.write("plain.tar", &plain);
+    let imported = site.import(&path, &[]);
+    assert_ok(&imported);
+    assert_eq!(site.installed().1, format!("{NEW_ENTRY}\n"));
+    assert!(
+        stdout(&imported).contains("removed"),
+        "adult was not taken this time: {}",
+        stdout(&imported)
+    );
+
+    // A list asked for that the source lacks refuses the import.
+    let refused = site.import(&path, &["--category", "weapons"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(
+            "--category weapons: the source has no such list (it has: agressif, gambling)"
+        ),
+        "{}",
+        stderr(&refused)
+    );
+}
+
 /// Serves fixed bodies by path, from threads inside a lab namespace; stops when dropped.
 struct FileServer {
     stop: Arc<AtomicBool>,
