@@ -125,7 +125,7 @@ fn policy_dir(policy: &Path) -> anyhow::Result<PathBuf> {
 
 /// `path` with `.` and `a/..` taken out, without asking the file system (the lists
 /// directory is a link: following it would leave it).
-fn lexical(path: &Path) -> PathBuf {
+pub fn lexical(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for component in path.components() {

@@ -28,6 +28,7 @@ impl ListsDir {
     /// The lists directory `path` (made absolute: policies name lists by absolute path).
     pub fn new(path: &Path) -> anyhow::Result<Self> {
         let link = std::path::absolute(path)
+            .map(|path| super::checks::lexical(&path))
             .with_context(|| format!("the lists directory {}", path.display()))?;
         if link.file_name().is_none() {
             bail!("the lists directory {} has no name", path.display());
