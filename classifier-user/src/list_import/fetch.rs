@@ -71,7 +71,11 @@ pub fn download(
 
 /// A body read's error, with the limit named when that is what stopped it.
 fn read_error(url: &str, max_bytes: u64, error: &std::io::Error) -> anyhow::Error {
-    if error.to_string().contains("limit") {
+    let over_limit = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|inner| matches!(inner, ureq::Error::BodyExceedsLimit(_)));
+    if over_limit {
         anyhow::anyhow!(
             "{url} is over the download limit of {max_bytes} bytes (--max-download): refused"
         )
