@@ -69,6 +69,7 @@ fn record(client: &str, started: &str, down: u64) -> FlowRecord {
             bytes: 200,
         },
         ended: Some(EndReason::Rst),
+        public_source: None,
     }
 }
 

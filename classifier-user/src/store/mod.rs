@@ -143,6 +143,11 @@ const MIGRATIONS: &[&str] = &[
         degradation_keep TEXT NOT NULL,
         recorded_ms INTEGER NOT NULL
     );",
+    // 6: the translated (public) source of a NAT gateway's flows; NULL for every record
+    // made before, or without NAT.
+    "ALTER TABLE flows ADD COLUMN public_addr TEXT;
+    ALTER TABLE flows ADD COLUMN public_port INTEGER;
+    CREATE INDEX flows_by_public ON flows (public_addr, public_port, start_ms);",
 ];
 
 /// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
@@ -281,6 +286,33 @@ pub struct Filter {
     pub to: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// The translated (public) source address the flow's uploads left the gateway with.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub public_addr: Option<std::net::IpAddr>,
+    /// ... and port.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub public_port: Option<u16>,
+    /// Flows running at this instant (started at or before it, ended at or after it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub at: Option<Timestamp>,
+}
+
+impl Filter {
+    /// The public address as stored: IPv4 as IPv4 (never IPv4-mapped).
+    fn public_addr_text(&self) -> Option<String> {
+        self.public_addr.map(|a| a.to_canonical().to_string())
+    }
+}
+
+/// How a record's public source is stored: address text and port, both or neither.
+pub(crate) fn public_columns(flow: &FlowRecord) -> (Option<String>, Option<u16>) {
+    match flow.public_source {
+        Some(source) => (
+            Some(source.ip().to_canonical().to_string()),
+            Some(source.port()),
+        ),
+        None => (None, None),
+    }
 }
 
 impl FlowStore {
@@ -342,12 +374,14 @@ impl FlowStore {
                     server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
                     server_initiated, up_packets, up_bytes, down_packets, down_bytes,
                     blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason,
-                    unreadable, evasion, second_name, second_category)
+                    unreadable, evasion, second_name, second_category, public_addr, public_port)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
+                    ?31, ?32)",
             )?;
             for flow in flows {
                 let reason = flow.ended.unwrap_or(EndReason::Idle);
+                let (public_addr, public_port) = public_columns(flow);
                 statement.execute(params![
                     flow.first_seen.as_millisecond(),
                     flow.last_seen.as_millisecond(),
@@ -379,6 +413,8 @@ impl FlowStore {
                     flow.evasion.join(","),
                     flow.second_name,
                     flow.second_category,
+                    public_addr,
+                    public_port,
                 ])?;
             }
         }
@@ -405,6 +441,19 @@ impl FlowStore {
         if let Some(category) = &filter.category {
             sql += " AND category = ?";
             values.push(category.clone().into());
+        }
+        if let Some(public) = filter.public_addr_text() {
+            sql += " AND public_addr = ?";
+            values.push(public.into());
+        }
+        if let Some(port) = filter.public_port {
+            sql += " AND public_port = ?";
+            values.push(i64::from(port).into());
+        }
+        if let Some(at) = filter.at {
+            sql += " AND start_ms <= ? AND end_ms >= ?";
+            values.push(at.as_millisecond().into());
+            values.push(at.as_millisecond().into());
         }
         sql += " ORDER BY start_ms, id";
         let mut statement = self.connection.prepare(&sql)?;
@@ -495,6 +544,16 @@ pub(crate) fn split_names(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A stored public source back as an address and port (both columns set and readable).
+pub(crate) fn public_source(
+    addr: Option<String>,
+    port: Option<i64>,
+) -> Option<std::net::SocketAddr> {
+    let ip = addr?.parse().ok()?;
+    let port = u16::try_from(port?).ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
     use crate::flows::Counters;
     let millis = |name: &str| -> rusqlite::Result<Timestamp> {
@@ -543,6 +602,10 @@ fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
             blocked: counters("blocked_packets", "blocked_bytes")?,
             shaped: counters("shaped_packets", "shaped_bytes")?,
             ended: Some(EndReason::parse(&end_reason)),
+            public_source: public_source(
+                row.get::<_, Option<String>>("public_addr")?,
+                row.get::<_, Option<i64>>("public_port")?,
+            ),
         },
         anonymised: row.get("anonymised")?,
     })
@@ -616,6 +679,7 @@ pub(crate) mod tests {
                 bytes: 5000,
             },
             ended: Some(EndReason::Idle),
+            public_source: None,
         }
     }
 
