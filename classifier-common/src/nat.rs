@@ -163,7 +163,10 @@ mod tests {
     fn a_mask_is_one_run_of_enough_bits() {
         assert_eq!(NatConfig::for_mask(0), Err(MaskError::TooNarrow(0)));
         assert_eq!(NatConfig::for_mask(0xff00), Err(MaskError::TooNarrow(8)));
-        assert_eq!(NatConfig::for_mask(0x0f0f_0000), Err(MaskError::NotContiguous));
+        assert_eq!(
+            NatConfig::for_mask(0x0f0f_0000),
+            Err(MaskError::NotContiguous)
+        );
         let config = NatConfig::for_mask(0x0fff_f000).unwrap();
         assert_eq!(config.mark_shift, 12);
         assert_eq!(config.slots, 0xffff);

@@ -200,8 +200,8 @@ pub fn wan_egress(ctx: TcContext) -> i32 {
     ) {
         return TC_ACT_PIPE;
     }
-    let key = nat::handed_over(&ctx, &meta)
-        .unwrap_or_else(|| flows::flow_key(&meta, Direction::Upload));
+    let key =
+        nat::handed_over(&ctx, &meta).unwrap_or_else(|| flows::flow_key(&meta, Direction::Upload));
     let Some(entry) = maps::FLOWS.get_ptr_mut(key) else {
         return TC_ACT_PIPE;
     };

@@ -284,7 +284,11 @@ fn check_public_sources(
             .iter()
             .find(|r| r.client == client.ip().to_string() && r.client_port == client.port())
             .unwrap_or_else(|| panic!("{what}: a row for {client}"));
-        assert_eq!(row.public_addr, GATEWAY_WAN_V4.to_string(), "{what}: {client}");
+        assert_eq!(
+            row.public_addr,
+            GATEWAY_WAN_V4.to_string(),
+            "{what}: {client}"
+        );
         let port = row.public_port.expect("a public port");
         let public = SocketAddr::new(GATEWAY_WAN_V4.into(), port);
         let (server_up, server_down) = capture::tally(at_server, public, server);
@@ -1192,8 +1196,7 @@ fn public_port_of(at_server: &[capture::CapturedPacket], len: u64) -> u16 {
 /// with the reason, writing and auditing nothing.
 #[test]
 fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it() {
-    if !privileged("an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it")
-    {
+    if !privileged("an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it") {
         return;
     }
     let (lab, _http) = http_lab_with(&LabSpec {
@@ -1208,10 +1211,17 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
     let sizes = [200_000u64, 240_000, 280_000];
     let first = overlapping_downloads(
         &lab,
-        &[(0, PORT, sizes[0]), (1, PORT, sizes[1]), (2, PORT, sizes[2])],
+        &[
+            (0, PORT, sizes[0]),
+            (1, PORT, sizes[1]),
+            (2, PORT, sizes[2]),
+        ],
     );
     // The translations expire (as conntrack's timeouts would make them): the port is free.
-    let flushed = Lab::command(&lab.gateway, "conntrack").arg("-F").output().unwrap();
+    let flushed = Lab::command(&lab.gateway, "conntrack")
+        .arg("-F")
+        .output()
+        .unwrap();
     assert!(flushed.status.success(), "conntrack -F: {flushed:?}");
     std::thread::sleep(Duration::from_millis(200));
     let first_packets = at_server.finish().unwrap();
@@ -1224,14 +1234,23 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
     let second = overlapping_downloads(&lab, &[(later, PORT, later_size)]);
     std::thread::sleep(Duration::from_millis(500));
     let second_packets = at_server.finish().unwrap();
-    assert_eq!(public_port_of(&second_packets, later_size), PORT, "port reused");
+    assert_eq!(
+        public_port_of(&second_packets, later_size),
+        PORT,
+        "port reused"
+    );
 
     // All four recorded.
     let store = lab.store_path();
     wait_for(Duration::from_secs(30), "four records", || {
         FlowStore::open(&store)
             .and_then(|s| s.query(&Filter::default()))
-            .is_ok_and(|rows| rows.iter().filter(|r| r.flow.server.port() == HTTP_PORT).count() >= 4)
+            .is_ok_and(|rows| {
+                rows.iter()
+                    .filter(|r| r.flow.server.port() == HTTP_PORT)
+                    .count()
+                    >= 4
+            })
     });
     daemon.stop().unwrap();
 
@@ -1261,19 +1280,29 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
     };
     let expect_one = |rows: &[ExportRow], client: usize, what: &str| {
         assert_eq!(rows.len(), 1, "{what}: exactly one flow: {rows:#?}");
-        assert_eq!(rows[0].client, lab.clients[client].ipv4.to_string(), "{what}");
+        assert_eq!(
+            rows[0].client,
+            lab.clients[client].ipv4.to_string(),
+            "{what}"
+        );
         assert_eq!(rows[0].client_port, PORT, "{what}");
     };
     for (client, len) in sizes.iter().enumerate() {
         let port = public_port_of(&first_packets, *len);
         let rows = who_was(format!("{GATEWAY_WAN_V4}:{port}"), first);
-        expect_one(&rows, client, &format!("{GATEWAY_WAN_V4}:{port} in the first round"));
+        expect_one(
+            &rows,
+            client,
+            &format!("{GATEWAY_WAN_V4}:{port} in the first round"),
+        );
         assert_eq!(rows[0].public_port, Some(port));
     }
     let rows = who_was(format!("{GATEWAY_WAN_V4}:{PORT}"), second);
     expect_one(&rows, later, "the reused port, later");
     // The same public source at an instant when nobody held it: nothing.
-    let before = first.checked_sub(jiff::SignedDuration::from_secs(3600)).unwrap();
+    let before = first
+        .checked_sub(jiff::SignedDuration::from_secs(3600))
+        .unwrap();
     assert!(who_was(format!("{GATEWAY_WAN_V4}:{PORT}"), before).is_empty());
 
     // Malformed input: refused with the reason; no file, no audit entry.
@@ -1288,16 +1317,32 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
     );
     for (public, at, says) in [
         ("198.51.100.1:0", "2026-12-05T14:02:00Z", "port 0"),
-        ("198.51.100.1:70000", "2026-12-05T14:02:00Z", "not a public address"),
-        ("gateway:51234", "2026-12-05T14:02:00Z", "not a public address"),
+        (
+            "198.51.100.1:70000",
+            "2026-12-05T14:02:00Z",
+            "not a public address",
+        ),
+        (
+            "gateway:51234",
+            "2026-12-05T14:02:00Z",
+            "not a public address",
+        ),
         ("0.0.0.0:51234", "2026-12-05T14:02:00Z", "unspecified"),
         ("198.51.100.1:51234", "14:02 yesterday", "not a time"),
     ] {
         let out = data.join("refused.jsonl");
         let output = sandbox
             .classifier()
-            .args(["export", "--case", "ABUSE-X", "--requested-by", "Abuse desk"])
-            .args(["--public", public, "--at", at, "--format", "jsonl", "--store"])
+            .args([
+                "export",
+                "--case",
+                "ABUSE-X",
+                "--requested-by",
+                "Abuse desk",
+            ])
+            .args([
+                "--public", public, "--at", at, "--format", "jsonl", "--store",
+            ])
             .arg(&store)
             .arg("--out")
             .arg(&out)
@@ -1307,7 +1352,11 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
         assert!(message.contains(says), "{public} at {at}: {message}");
         assert!(!out.exists(), "{public}: no file");
     }
-    assert_eq!(sandbox.log_lines().len(), entries, "refusals are not audited");
+    assert_eq!(
+        sandbox.log_lines().len(),
+        entries,
+        "refusals are not audited"
+    );
     let verified = succeeded(&sandbox.verify(&["--no-journal"]));
     assert!(verified.contains("5 entries, chain intact"), "{verified}");
 }

@@ -175,7 +175,9 @@ fn parse_public(text: &str) -> Result<PublicSource, String> {
         ));
     }
     if parsed.addr.is_unspecified() {
-        return Err(format!("`{text}`: the unspecified address names no gateway; {form}"));
+        return Err(format!(
+            "`{text}`: the unspecified address names no gateway; {form}"
+        ));
     }
     Ok(parsed)
 }

@@ -238,7 +238,7 @@ fn csv_header() -> String {
     "start,end,client,client_port,client_mac,server,server_port,protocol,name,category,app,\
      method,group,verdict,ech,unreadable,evasion,second_name,second_category,up_packets,\
      up_bytes,down_packets,down_bytes,blocked_packets,blocked_bytes,shaped_packets,\
-     shaped_bytes,end_reason,anonymised\n"
+     shaped_bytes,end_reason,anonymised,public_addr,public_port\n"
         .to_owned()
 }
 

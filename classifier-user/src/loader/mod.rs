@@ -399,7 +399,12 @@ impl Datapath {
             array.set(0, config, 0).context("writing NAT_CONFIG")?;
         }
         if config.is_on() {
-            self.attach_tc(iface, program::LAN_NAT_MARK, TcHook::NatIngress, pins.as_ref())?;
+            self.attach_tc(
+                iface,
+                program::LAN_NAT_MARK,
+                TcHook::NatIngress,
+                pins.as_ref(),
+            )?;
             return Ok(());
         }
         if let Some(leftover) = pins
@@ -514,12 +519,11 @@ impl Datapath {
         if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
             let _ = tc::qdisc_add_clsact(iface);
         }
-        let link_id = attach_in_order(program, iface, hook)
-            .map_err(|source| AttachError::Tc {
-                iface: iface.to_owned(),
-                hook,
-                source,
-            })?;
+        let link_id = attach_in_order(program, iface, hook).map_err(|source| AttachError::Tc {
+            iface: iface.to_owned(),
+            hook,
+            source,
+        })?;
         if let Some(pins) = link_pins {
             let link = program
                 .take_link(link_id)
@@ -534,7 +538,10 @@ impl Datapath {
     pub fn public_sources(
         &self,
     ) -> anyhow::Result<HashMap<&MapData, FlowKey, classifier_common::nat::PublicSource>> {
-        let map = self.ebpf.map(maps::NAT_PUBLIC).context("no NAT_PUBLIC map")?;
+        let map = self
+            .ebpf
+            .map(maps::NAT_PUBLIC)
+            .context("no NAT_PUBLIC map")?;
         HashMap::try_from(map).context("NAT_PUBLIC is not a hash map")
     }
 
@@ -634,7 +641,8 @@ impl Datapath {
         clear::<[u8; 16], SourceQuota>(&mut self.ebpf, maps::SOURCES)?;
         clear::<BucketKey, TokenBucket>(&mut self.ebpf, maps::BUCKETS)?;
         clear::<FlowKey, ClassResult>(&mut self.ebpf, maps::CLASS_RESULTS)?;
-        clear::<NameKey, FlowName>(&mut self.ebpf, maps::NAMES)
+        clear::<NameKey, FlowName>(&mut self.ebpf, maps::NAMES)?;
+        clear::<FlowKey, classifier_common::nat::PublicSource>(&mut self.ebpf, maps::NAT_PUBLIC)
     }
 
     /// Changes the datapath settings in force (until the next table install writes the

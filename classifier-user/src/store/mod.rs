@@ -780,6 +780,113 @@ pub(crate) mod tests {
         );
     }
 
+    /// A record of a translated flow: its public source too.
+    fn translated(client: &str, started: &str, public: &str) -> FlowRecord {
+        FlowRecord {
+            public_source: Some(public.parse().unwrap()),
+            ..flow(client, started, "news", 1)
+        }
+    }
+
+    #[test]
+    fn filters_select_by_public_source_and_instant() {
+        let temp = TempStore::new("public");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        store
+            .insert(&[
+                translated("192.0.2.10:1", "2026-11-23T10:00:00Z", "198.51.100.1:51234"),
+                translated("192.0.2.11:2", "2026-11-23T10:00:00Z", "198.51.100.1:51235"),
+                // The same public port, an hour later, another client.
+                translated("192.0.2.12:3", "2026-11-23T11:00:00Z", "198.51.100.1:51234"),
+                translated(
+                    "[2001:db8:1::10]:4",
+                    "2026-11-23T10:00:00Z",
+                    "[2001:db8:2::1]:51234",
+                ),
+                flow("192.0.2.13:5", "2026-11-23T10:00:00Z", "news", 1),
+            ])
+            .unwrap();
+        let ports = |public: &str, port: Option<u16>, at: Option<&str>| -> Vec<u16> {
+            store
+                .query(&Filter {
+                    public_addr: Some(public.parse().unwrap()),
+                    public_port: port,
+                    at: at.map(|t| t.parse().unwrap()),
+                    ..Filter::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|f| f.flow.client.port())
+                .collect()
+        };
+        let at_10 = Some("2026-11-23T10:00:10Z");
+        let at_11 = Some("2026-11-23T11:00:10Z");
+        assert_eq!(ports("198.51.100.1", Some(51234), at_10), [1]);
+        assert_eq!(ports("198.51.100.1", Some(51234), at_11), [3]);
+        assert_eq!(ports("198.51.100.1", Some(51234), None), [1, 3]);
+        assert_eq!(ports("198.51.100.1", None, at_10), [1, 2]);
+        assert_eq!(
+            ports("198.51.100.1", Some(51234), Some("2026-11-23T09:59:59Z")),
+            [] as [u16; 0]
+        );
+        // IPv4-mapped input finds IPv4 records; IPv6 its own.
+        assert_eq!(ports("::ffff:198.51.100.1", Some(51235), None), [2]);
+        assert_eq!(ports("2001:db8:2::1", Some(51234), at_10), [4]);
+        let stored = store.query(&Filter::default()).unwrap();
+        assert_eq!(
+            stored[0].flow.public_source,
+            Some("198.51.100.1:51234".parse().unwrap())
+        );
+        let plain = stored.iter().find(|s| s.flow.client.port() == 5).unwrap();
+        assert_eq!(plain.flow.public_source, None);
+    }
+
+    /// A store written before the public source existed (schema 5) is migrated in place:
+    /// every record is still there, with no public source, and new ones get theirs.
+    #[test]
+    fn a_store_of_schema_5_gains_the_public_source_and_loses_nothing() {
+        let temp = TempStore::new("schema5");
+        {
+            let mut connection = Connection::open(&temp.path).unwrap();
+            let transaction = connection.transaction().unwrap();
+            for sql in &MIGRATIONS[..5] {
+                transaction.execute_batch(sql).unwrap();
+            }
+            transaction.pragma_update(None, "user_version", 5).unwrap();
+            transaction.commit().unwrap();
+            connection
+                .execute(
+                    "INSERT INTO flows (start_ms, end_ms, client, client_port, server, server_port,
+                        protocol, category, app, method, grp, verdict, ech, server_initiated,
+                        up_packets, up_bytes, down_packets, down_bytes, blocked_packets,
+                        blocked_bytes, shaped_packets, shaped_bytes, end_reason)
+                     VALUES (1000, 2000, '192.0.2.10', 40000, '203.0.113.10', 443, 'tcp', 'news',
+                        'tls', 'sni', 'staff', 'allow', 0, 0, 1, 100, 2, 200, 0, 0, 0, 0, 'fin')",
+                    [],
+                )
+                .unwrap();
+        }
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        let version: i64 = store
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let old = store.query(&Filter::default()).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].flow.client, "192.0.2.10:40000".parse().unwrap());
+        assert_eq!(old[0].flow.download.bytes, 200);
+        assert_eq!(old[0].flow.public_source, None);
+        store
+            .insert(&[translated(
+                "192.0.2.11:1",
+                "2026-11-23T10:00:00Z",
+                "198.51.100.1:51234",
+            )])
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+    }
+
     #[test]
     fn a_store_from_a_newer_classifier_is_refused() {
         let temp = TempStore::new("newer");

@@ -662,18 +662,27 @@ pub(crate) mod tests {
         };
         let v4_nat = with(ie::POST_NAT_SOURCE_IPV4_ADDRESS);
         assert_eq!(v4_nat.len(), 1, "{records:?}");
-        assert_eq!(field(v4_nat[0], ie::POST_NAT_SOURCE_IPV4_ADDRESS), [198, 51, 100, 1]);
+        assert_eq!(
+            field(v4_nat[0], ie::POST_NAT_SOURCE_IPV4_ADDRESS),
+            [198, 51, 100, 1]
+        );
         assert_eq!(
             field(v4_nat[0], ie::POST_NAPT_SOURCE_TRANSPORT_PORT),
             51234u16.to_be_bytes()
         );
-        assert_eq!(field(v4_nat[0], ie::SOURCE_TRANSPORT_PORT), 40000u16.to_be_bytes());
+        assert_eq!(
+            field(v4_nat[0], ie::SOURCE_TRANSPORT_PORT),
+            40000u16.to_be_bytes()
+        );
         assert_eq!(field(v4_nat[0], ie::FLOW_DIRECTION), [0], "the upload");
         let v6_nat = with(ie::POST_NAT_SOURCE_IPV6_ADDRESS);
         assert_eq!(v6_nat.len(), 1, "{records:?}");
         assert_eq!(
             field(v6_nat[0], ie::POST_NAT_SOURCE_IPV6_ADDRESS),
-            "2001:db8:2::1".parse::<std::net::Ipv6Addr>().unwrap().octets()
+            "2001:db8:2::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
         );
         assert_eq!(with(ie::POST_NAPT_SOURCE_TRANSPORT_PORT).len(), 2);
     }
