@@ -1138,17 +1138,40 @@ fn export_never_returns_records_past_the_retention() {
     assert_eq!(sandbox.log_lines().len(), 4, "every export audited");
 }
 
-/// One download per `(client, local port, bytes)`, all at once, each held to about 2 s by
-/// curl's rate limit so that they overlap; returns an instant within all of them.
-fn overlapping_downloads(lab: &Lab, downloads: &[(usize, u16, u64)]) -> jiff::Timestamp {
-    let started = jiff::Timestamp::now();
+/// Waits (bounded) until the store at `store` holds `count` HTTP flows.
+fn wait_for_records(store: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = FlowStore::open(store)
+            .and_then(|s| s.query(&Filter::default()))
+            .unwrap_or_default();
+        if rows
+            .iter()
+            .filter(|r| r.flow.server.port() == HTTP_PORT)
+            .count()
+            >= count
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} records within 30 s: {rows:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One download per `(client, local port, bytes)`, all at once.
+fn overlapping_downloads(lab: &Lab, downloads: &[(usize, u16, u64)]) {
     let children: Vec<_> = downloads
         .iter()
         .map(|(client, port, len)| {
             Lab::command(&lab.clients[*client], "curl")
                 .args(["--silent", "--show-error", "--max-time", "20", "--ipv4"])
-                .args(["--limit-rate", "100k", "--output", "/dev/null"])
+                .args(["--output", "/dev/null"])
                 .args(["--local-port", &port.to_string()])
+                // A request one byte longer per client: the server's capture tells them apart.
+                .args(["--header", &format!("X-Who: {}", "a".repeat(client + 1))])
                 .arg(format!("http://{SERVER_NAME}/bytes/{len}"))
                 .spawn()
                 .expect("curl starts")
@@ -1158,33 +1181,44 @@ fn overlapping_downloads(lab: &Lab, downloads: &[(usize, u16, u64)]) -> jiff::Ti
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "curl: {output:?}");
     }
-    started
-        .checked_add(jiff::SignedDuration::from_millis(1000))
-        .unwrap()
 }
 
-/// The public port under which the server saw a download of `len` bytes of body (the
-/// sizes are distinct): the server's capture is the independent witness.
-fn public_port_of(at_server: &[capture::CapturedPacket], len: u64) -> u16 {
-    let server = SocketAddr::new(SERVICE_V4.into(), HTTP_PORT);
-    let mut ports: Vec<u16> = at_server
+/// The public ports the server saw the requests come from, and an instant within each
+/// flow (its request's arrival, plus 20 ms: the records are stamped at the timer tick's
+/// resolution, and a download of megabytes lasts longer), in the order of the `X-Who`
+/// header's length (the clients' order in [`overlapping_downloads`]): the server's
+/// capture is the independent witness of which client held which port when. Every
+/// request came from the gateway's WAN address.
+fn request_ports(at_server: &[capture::CapturedPacket]) -> Vec<(u16, jiff::Timestamp)> {
+    let mut requests: Vec<&capture::CapturedPacket> = at_server
         .iter()
-        .filter(|p| p.dst == server)
-        .map(|p| p.src.port())
+        .filter(|p| p.dst == SocketAddr::new(SERVICE_V4.into(), HTTP_PORT))
         .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    let matching: Vec<u16> = ports
-        .into_iter()
-        .filter(|port| {
-            let public = SocketAddr::new(GATEWAY_WAN_V4.into(), *port);
-            let (_, down) = capture::tally(at_server, public, server);
-            // The body plus headers, less than 10 % more.
-            down.bytes > len && down.bytes < len + len / 10
+    assert!(
+        requests
+            .iter()
+            .all(|p| p.src.ip() == IpAddr::from(GATEWAY_WAN_V4)),
+        "the server saw requests only from the gateway: {requests:?}"
+    );
+    requests.sort_by_key(|p| p.tcp_payload_len);
+    eprintln!(
+        "requests at the server: {:?}",
+        requests
+            .iter()
+            .map(|p| (p.src, p.tcp_payload_len))
+            .collect::<Vec<_>>()
+    );
+    requests
+        .iter()
+        .map(|p| {
+            let at = jiff::Timestamp::from_duration(p.at.try_into().unwrap()).unwrap();
+            (
+                p.src.port(),
+                at.checked_add(jiff::SignedDuration::from_millis(20))
+                    .unwrap(),
+            )
         })
-        .collect();
-    assert_eq!(matching.len(), 1, "one flow of {len} bytes at the server");
-    matching[0]
+        .collect()
 }
 
 /// "Who was 198.51.100.1:P at T?" behind a masquerading gateway with three clients, the
@@ -1200,16 +1234,18 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
         return;
     }
     let (lab, _http) = http_lab_with(&LabSpec {
-        clients: 3,
+        clients: 4,
         server_names: vec![SERVER_NAME.into()],
         nat: true,
         ..LabSpec::default()
     });
     let daemon = daemon_with_policy(&lab, &council_policy_with_short_idle(""), None);
-    let at_server = Capture::start_on(&lab.server, "eth0", "tcp port 80").unwrap();
+    // Only the requests (the bulk of a download would overflow tcpdump's buffer here).
+    const REQUESTS: &str = "tcp dst port 80 and tcp[tcpflags] & tcp-push != 0";
+    let at_server = Capture::start_on(&lab.server, "eth0", REQUESTS).unwrap();
     const PORT: u16 = 40031;
-    let sizes = [200_000u64, 240_000, 280_000];
-    let first = overlapping_downloads(
+    let sizes = [2_000_000u64, 2_400_000, 2_800_000];
+    overlapping_downloads(
         &lab,
         &[
             (0, PORT, sizes[0]),
@@ -1217,6 +1253,8 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
             (2, PORT, sizes[2]),
         ],
     );
+    let store = lab.store_path();
+    wait_for_records(&store, 3);
     // The translations expire (as conntrack's timeouts would make them): the port is free.
     let flushed = Lab::command(&lab.gateway, "conntrack")
         .arg("-F")
@@ -1224,34 +1262,28 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
         .unwrap();
     assert!(flushed.status.success(), "conntrack -F: {flushed:?}");
     std::thread::sleep(Duration::from_millis(200));
-    let first_packets = at_server.finish().unwrap();
+    let first_ports = request_ports(&at_server.finish().unwrap());
+    assert_eq!(first_ports.len(), 3, "three requests: {first_ports:?}");
     let holder = (0..3)
-        .find(|i| public_port_of(&first_packets, sizes[*i]) == PORT)
+        .find(|i| first_ports[*i].0 == PORT)
         .expect("one client kept its own port as the public one");
-    let later = (holder + 1) % 3;
-    let later_size = 320_000u64;
-    let at_server = Capture::start_on(&lab.server, "eth0", "tcp port 80").unwrap();
-    let second = overlapping_downloads(&lab, &[(later, PORT, later_size)]);
+    // A client that has not used the port (one that had would reuse its own 5-tuple: one
+    // flow, see docs/records.md).
+    let later = 3;
+    assert_ne!(holder, later);
+    let later_size = 3_200_000u64;
+    let at_server = Capture::start_on(&lab.server, "eth0", REQUESTS).unwrap();
+    overlapping_downloads(&lab, &[(later, PORT, later_size)]);
     std::thread::sleep(Duration::from_millis(500));
-    let second_packets = at_server.finish().unwrap();
+    let second_ports = request_ports(&at_server.finish().unwrap());
+    let second = second_ports[0].1;
     assert_eq!(
-        public_port_of(&second_packets, later_size),
-        PORT,
+        second_ports.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [PORT],
         "port reused"
     );
 
-    // All four recorded.
-    let store = lab.store_path();
-    wait_for(Duration::from_secs(30), "four records", || {
-        FlowStore::open(&store)
-            .and_then(|s| s.query(&Filter::default()))
-            .is_ok_and(|rows| {
-                rows.iter()
-                    .filter(|r| r.flow.server.port() == HTTP_PORT)
-                    .count()
-                    >= 4
-            })
-    });
+    wait_for_records(&store, 4);
     daemon.stop().unwrap();
 
     let sandbox = AuditSandbox::with_syslog("nat-exports");
@@ -1278,8 +1310,30 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     };
+    let everything: Vec<String> = FlowStore::open(&store)
+        .unwrap()
+        .query(&Filter::default())
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:?} {}..{} up {} down {} {:?}",
+                s.flow.client,
+                s.flow.public_source,
+                s.flow.first_seen,
+                s.flow.last_seen,
+                s.flow.upload.bytes,
+                s.flow.download.bytes,
+                s.flow.ended
+            )
+        })
+        .collect();
     let expect_one = |rows: &[ExportRow], client: usize, what: &str| {
-        assert_eq!(rows.len(), 1, "{what}: exactly one flow: {rows:#?}");
+        assert_eq!(
+            rows.len(),
+            1,
+            "{what}: exactly one flow: {rows:#?} (the store: {everything:#?})"
+        );
         assert_eq!(
             rows[0].client,
             lab.clients[client].ipv4.to_string(),
@@ -1287,8 +1341,7 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
         );
         assert_eq!(rows[0].client_port, PORT, "{what}");
     };
-    for (client, len) in sizes.iter().enumerate() {
-        let port = public_port_of(&first_packets, *len);
+    for (client, (port, first)) in first_ports.iter().copied().enumerate() {
         let rows = who_was(format!("{GATEWAY_WAN_V4}:{port}"), first);
         expect_one(
             &rows,
@@ -1300,7 +1353,8 @@ fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it(
     let rows = who_was(format!("{GATEWAY_WAN_V4}:{PORT}"), second);
     expect_one(&rows, later, "the reused port, later");
     // The same public source at an instant when nobody held it: nothing.
-    let before = first
+    let before = first_ports[0]
+        .1
         .checked_sub(jiff::SignedDuration::from_secs(3600))
         .unwrap();
     assert!(who_was(format!("{GATEWAY_WAN_V4}:{PORT}"), before).is_empty());
