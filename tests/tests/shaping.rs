@@ -134,11 +134,18 @@ impl Drop for Setup {
 /// the server, and the gateway's conntrack table, show the translation really happened.
 fn assert_server_saw_only_the_gateway(lab: &Lab) {
     use classifier_user::lab::topology::GATEWAY_WAN_V4;
-    let capture = classifier_tests::capture::Capture::start_on(&lab.server, "eth0", "tcp").unwrap();
+    let capture = classifier_tests::capture::Capture::start_on(
+        &lab.server,
+        "eth0",
+        // Connections' first packets only: a full-speed upload's would overflow tcpdump.
+        "tcp[tcpflags] & tcp-syn != 0",
+    )
+    .unwrap();
     let client = &lab.clients[0];
     let run = iperf::start(client, SERVICE_V4, UNSHAPED_PORT, Way::Upload, 1, 1000);
     run.finish();
     let packets = capture.finish().unwrap();
+    assert!(!packets.is_empty(), "the server saw the connections open");
     let sources: std::collections::BTreeSet<std::net::IpAddr> = packets
         .iter()
         .filter(|p| p.dst.ip() == std::net::IpAddr::from(SERVICE_V4))
