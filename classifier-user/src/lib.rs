@@ -36,6 +36,7 @@ pub mod in_force;
 pub mod lab;
 pub mod loader;
 pub mod metrics;
+pub mod netlink;
 pub mod netns;
 pub mod policy;
 pub mod preflight;

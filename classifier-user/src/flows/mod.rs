@@ -89,7 +89,7 @@ pub struct FlowRecord {
     pub shaped: Counters,
     /// Why the flow ended, once it has (absent for a live flow).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub ended: Option<crate::store::EndReason>,
+    pub ended: Option<ending::EndReason>,
     /// The source address and port the client's uploads left the WAN interface with, after
     /// the gateway's address translation (`run --nat-mark-mask`): what a server, or a
     /// complaint about the gateway's public address, names. Absent without NAT hand-over,
