@@ -487,3 +487,27 @@ fn bind_metrics(args: &RunArgs) -> anyhow::Result<Option<tokio::net::TcpListener
     info!(listen = %args.metrics, "serving /metrics");
     Ok(Some(tokio::net::TcpListener::from_std(listener)?))
 }
+
+#[cfg(test)]
+mod nat_mask_tests {
+    use super::parse_nat_mark_mask;
+
+    #[test]
+    fn a_nat_mark_mask_is_hex_or_decimal_one_run_of_enough_bits() {
+        assert_eq!(parse_nat_mark_mask("0x0fff0000").unwrap().mark_shift, 16);
+        assert_eq!(parse_nat_mark_mask(" 0XFFFF ").unwrap().slots, 0xffff);
+        assert_eq!(parse_nat_mark_mask("65535").unwrap().mark_mask, 0xffff);
+        for (text, says) in [
+            ("0x0f0f0000", "contiguous"),
+            ("0xff", "at least 12"),
+            ("0", "at least 12"),
+            ("0x1_0000_0000", "not a 32-bit mask"),
+            ("0x100000000", "not a 32-bit mask"),
+            ("mask", "not a 32-bit mask"),
+            ("-1", "not a 32-bit mask"),
+        ] {
+            let err = parse_nat_mark_mask(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+}
