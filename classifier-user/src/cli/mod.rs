@@ -8,6 +8,7 @@ mod exceptions;
 mod export;
 mod flows;
 mod lab;
+mod lists;
 mod policy;
 mod run;
 mod status;
@@ -90,6 +91,10 @@ enum Command {
     /// Check, reload, show and explain the policy.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Import UT1 / Shallalist domain lists (checked, swapped in atomically, daemon
+    /// reloaded), or go back to the previous copy.
+    #[command(subcommand)]
+    Lists(lists::ListsCommand),
     /// List, grant and end exceptions (kept in an exceptions file beside the policy).
     #[command(subcommand)]
     Exceptions(exceptions::ExceptionsCommand),
@@ -125,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::execute(&args),
         Command::Flows(args) => flows::execute(&args),
         Command::Policy(command) => policy::execute(&command),
+        Command::Lists(command) => lists::execute(&command),
         Command::Exceptions(command) => exceptions::execute(&command),
         Command::Export(args) => export::execute(&args),
         Command::Degradation(args) => degradation::execute(&args),
