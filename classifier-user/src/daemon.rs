@@ -578,12 +578,17 @@ fn for_records(
             let policy = &state.in_force.policy;
             // A name whose event the daemon has not read yet is in the kernel's NAMES.
             let kept = state.datapath.names().ok();
+            let public_sources = state.datapath.public_sources().ok();
             chunk
                 .iter()
                 .map(|(key, entry)| {
                     let names =
                         flows::names::of_flow(&state.learned.names, kept.as_ref(), key, entry);
-                    FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref())
+                    let mut record =
+                        FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref());
+                    record.public_source =
+                        FlowRecord::public_source_from(public_sources.as_ref(), key);
+                    record
                 })
                 .collect()
         };

@@ -453,6 +453,12 @@ fn release(state: &mut Lent<'_>, ended: &[Ended], named: &[bool]) {
             }
         }
     }
+    if let Ok(mut sources) = state.datapath.public_sources_mut() {
+        for flow in ended {
+            // Absent (no NAT, or nothing went out) is as good as removed.
+            let _ = sources.remove(&flow.key);
+        }
+    }
 }
 
 /// Adds each flow's bytes since the last walk to the degradation log (not on the first
@@ -481,6 +487,7 @@ fn to_records(
     let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
     let kept = state.datapath.names().ok();
+    let public_sources = state.datapath.public_sources().ok();
     Ok(ended
         .iter()
         .map(|flow| {
@@ -488,6 +495,8 @@ fn to_records(
             let mut record =
                 FlowRecord::from_entry(&flow.key, &flow.entry, &clock, policy, flow_names.as_ref());
             record.client_mac = neighbours.mac_of(record.client.ip());
+            record.public_source =
+                FlowRecord::public_source_from(public_sources.as_ref(), &flow.key);
             record.ended = Some(flow.reason);
             record
         })

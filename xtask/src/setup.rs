@@ -25,6 +25,10 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "procps",
+    // The NAT lab: masquerade on the gateway's WAN (nft), and its translations listed and
+    // flushed (conntrack).
+    "nftables",
+    "conntrack",
     // Real clients and capture in the lab tests.
     "curl",
     "iputils-ping",

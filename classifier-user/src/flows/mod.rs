@@ -90,6 +90,12 @@ pub struct FlowRecord {
     /// Why the flow ended, once it has (absent for a live flow).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ended: Option<ending::EndReason>,
+    /// The source address and port the client's uploads left the WAN interface with, after
+    /// the gateway's address translation (`run --nat-mark-mask`): what a server, or a
+    /// complaint about the gateway's public address, names. Absent without NAT hand-over,
+    /// and for a flow that sent nothing out of the WAN.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub public_source: Option<SocketAddr>,
 }
 
 /// Packets and layer-3 bytes in one direction.
@@ -109,6 +115,15 @@ impl From<DirectionCounters> for Counters {
 }
 
 impl FlowRecord {
+    /// The flow's translated source from the NAT hand-over's map, when it has one.
+    pub fn public_source_from<T: std::borrow::Borrow<aya::maps::MapData>>(
+        sources: Option<&aya::maps::HashMap<T, FlowKey, classifier_common::nat::PublicSource>>,
+        key: &FlowKey,
+    ) -> Option<SocketAddr> {
+        let source = sources?.get(key, 0).ok()?;
+        Some(socket_addr(source.addr, source.port))
+    }
+
     pub fn from_entry(
         key: &FlowKey,
         entry: &FlowEntry,
@@ -150,6 +165,7 @@ impl FlowRecord {
             blocked: entry.blocked.into(),
             shaped: entry.shaped.into(),
             ended: None,
+            public_source: None,
         }
     }
 

@@ -127,5 +127,6 @@ fn record(i: usize) -> FlowRecord {
             bytes: 40_000,
         },
         ended: Some(EndReason::Fin),
+        public_source: None,
     }
 }
