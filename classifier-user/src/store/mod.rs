@@ -9,12 +9,15 @@
 pub mod pg_connect;
 pub mod postgres;
 pub mod retention;
+pub mod schema;
+mod sqlite;
+
+pub use self::sqlite::FlowStore;
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use crate::flows::FlowRecord;
@@ -33,85 +36,6 @@ pub struct StoredFlow {
     /// reads as the unspecified address, port 0).
     pub anonymised: bool,
 }
-
-/// The schema, one step per version: a store made by an older daemon is brought up to
-/// date in order, each step in a transaction.
-const MIGRATIONS: &[&str] = &[
-    // 1: ended flows.
-    "CREATE TABLE flows (
-        id INTEGER PRIMARY KEY,
-        start_ms INTEGER NOT NULL,
-        end_ms INTEGER NOT NULL,
-        client TEXT NOT NULL,
-        client_port INTEGER NOT NULL,
-        client_mac TEXT,
-        server TEXT NOT NULL,
-        server_port INTEGER NOT NULL,
-        protocol TEXT NOT NULL,
-        vlan INTEGER,
-        name TEXT,
-        category TEXT NOT NULL,
-        app TEXT NOT NULL,
-        method TEXT NOT NULL,
-        grp TEXT NOT NULL,
-        verdict TEXT NOT NULL,
-        ech INTEGER NOT NULL,
-        server_initiated INTEGER NOT NULL,
-        up_packets INTEGER NOT NULL,
-        up_bytes INTEGER NOT NULL,
-        down_packets INTEGER NOT NULL,
-        down_bytes INTEGER NOT NULL,
-        blocked_packets INTEGER NOT NULL,
-        blocked_bytes INTEGER NOT NULL,
-        shaped_packets INTEGER NOT NULL,
-        shaped_bytes INTEGER NOT NULL,
-        end_reason TEXT NOT NULL,
-        anonymised INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX flows_by_start ON flows (start_ms);
-    CREATE INDEX flows_by_client ON flows (client, start_ms);",
-    // 2: totals that outlive deleted records (see `retention`).
-    "CREATE TABLE daily_usage (
-        day TEXT NOT NULL,
-        category TEXT NOT NULL,
-        app TEXT NOT NULL,
-        grp TEXT NOT NULL,
-        flows INTEGER NOT NULL,
-        up_bytes INTEGER NOT NULL,
-        down_bytes INTEGER NOT NULL,
-        blocked_bytes INTEGER NOT NULL,
-        shaped_bytes INTEGER NOT NULL,
-        PRIMARY KEY (day, category, app, grp)
-    );
-    CREATE INDEX flows_by_end ON flows (end_ms);",
-    // 3: the bandwidth-degradation log, one JSON report per closed interval.
-    "CREATE TABLE degradation (
-        id INTEGER PRIMARY KEY,
-        interval_s INTEGER NOT NULL,
-        start_ms INTEGER NOT NULL,
-        end_ms INTEGER NOT NULL,
-        report TEXT NOT NULL
-    );
-    CREATE INDEX degradation_by_end ON degradation (interval_s, end_ms);",
-    // 4: what the client did to hide the name, and a second name from a second version.
-    "ALTER TABLE flows ADD COLUMN unreadable INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
-    ALTER TABLE flows ADD COLUMN second_name TEXT;
-    ALTER TABLE flows ADD COLUMN second_category TEXT;",
-    // 5: the retention each gateway's job enforces, for readers without its policy.
-    "CREATE TABLE retention_in_force (
-        gateway TEXT PRIMARY KEY,
-        keep TEXT NOT NULL,
-        after TEXT NOT NULL,
-        degradation_keep TEXT NOT NULL,
-        recorded_ms INTEGER NOT NULL
-    );",
-    // 6: the translated (public) source of a NAT gateway's flows; NULL for every record
-    // made before, or without NAT.
-    "ALTER TABLE flows ADD COLUMN public_addr TEXT;
-    ALTER TABLE flows ADD COLUMN public_port INTEGER;
-    CREATE INDEX flows_by_public ON flows (public_addr, public_port, start_ms);",
-];
 
 /// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
 /// PostgreSQL (a `postgres://` URL or a `host=...` connection string).
@@ -233,11 +157,6 @@ impl Store {
     }
 }
 
-/// An open SQLite flow store.
-pub struct FlowStore {
-    connection: Connection,
-}
-
 /// Which records an export or query wants.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Filter {
@@ -278,227 +197,6 @@ pub(crate) fn public_columns(flow: &FlowRecord) -> (Option<String>, Option<u16>)
     }
 }
 
-impl FlowStore {
-    /// Opens (creating it and its directory if need be) and migrates the store at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("creating the flow store's directory {}", dir.display())
-            })?;
-        }
-        let connection = Connection::open(path)
-            .with_context(|| format!("opening the flow store {}", path.display()))?;
-        // Who visited what is for root and the admin group only (SQLite gives its WAL and
-        // shared-memory files the database file's mode).
-        restrict(path)?;
-        // WAL: readers (exports) never block the daemon's writes, and a crash loses at
-        // most the transaction in flight.
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .context("switching the flow store to WAL")?;
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        // Deleted and anonymised records are overwritten in the file, not left in free
-        // pages for someone with a hex editor.
-        connection.pragma_update(None, "secure_delete", "ON")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Self { connection };
-        store
-            .migrate()
-            .with_context(|| format!("migrating the flow store {}", path.display()))?;
-        Ok(store)
-    }
-
-    fn migrate(&mut self) -> anyhow::Result<()> {
-        let version: i64 = self
-            .connection
-            .pragma_query_value(None, "user_version", |row| row.get(0))?;
-        let version = usize::try_from(version).unwrap_or(usize::MAX);
-        anyhow::ensure!(
-            version <= MIGRATIONS.len(),
-            "the store has schema version {version}, newer than this classifier knows ({}): \
-             use the newer classifier",
-            MIGRATIONS.len()
-        );
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            let transaction = self.connection.transaction()?;
-            transaction.execute_batch(sql)?;
-            transaction.pragma_update(None, "user_version", (step + 1) as i64)?;
-            transaction.commit()?;
-        }
-        Ok(())
-    }
-
-    /// Writes `flows` (ended ones: `ended` set) in one transaction, one sync for the batch.
-    pub fn insert(&mut self, flows: &[FlowRecord]) -> anyhow::Result<()> {
-        let transaction = self.connection.transaction()?;
-        {
-            let mut statement = transaction.prepare_cached(
-                "INSERT INTO flows (start_ms, end_ms, client, client_port, client_mac, server,
-                    server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
-                    server_initiated, up_packets, up_bytes, down_packets, down_bytes,
-                    blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason,
-                    unreadable, evasion, second_name, second_category, public_addr, public_port)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
-                    ?31, ?32)",
-            )?;
-            for flow in flows {
-                let reason = flow.ended.unwrap_or(EndReason::Idle);
-                let (public_addr, public_port) = public_columns(flow);
-                statement.execute(params![
-                    flow.first_seen.as_millisecond(),
-                    flow.last_seen.as_millisecond(),
-                    flow.client.ip().to_string(),
-                    flow.client.port(),
-                    flow.client_mac,
-                    flow.server.ip().to_string(),
-                    flow.server.port(),
-                    flow.protocol,
-                    flow.vlan,
-                    flow.name,
-                    flow.category,
-                    flow.app,
-                    flow.method,
-                    flow.group,
-                    flow.verdict,
-                    flow.ech,
-                    flow.server_initiated,
-                    flow.upload.packets as i64,
-                    flow.upload.bytes as i64,
-                    flow.download.packets as i64,
-                    flow.download.bytes as i64,
-                    flow.blocked.packets as i64,
-                    flow.blocked.bytes as i64,
-                    flow.shaped.packets as i64,
-                    flow.shaped.bytes as i64,
-                    reason.name(),
-                    flow.unreadable,
-                    flow.evasion.join(","),
-                    flow.second_name,
-                    flow.second_category,
-                    public_addr,
-                    public_port,
-                ])?;
-            }
-        }
-        transaction.commit().context("writing flow records")?;
-        Ok(())
-    }
-
-    /// The records `filter` selects, oldest first.
-    pub fn query(&self, filter: &Filter) -> anyhow::Result<Vec<StoredFlow>> {
-        let mut sql = String::from("SELECT * FROM flows WHERE 1 = 1");
-        let mut values: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(client) = filter.client {
-            sql += " AND client = ?";
-            values.push(client.to_canonical().to_string().into());
-        }
-        if let Some(from) = filter.from {
-            sql += " AND end_ms >= ?";
-            values.push(from.as_millisecond().into());
-        }
-        if let Some(to) = filter.to {
-            sql += " AND start_ms < ?";
-            values.push(to.as_millisecond().into());
-        }
-        if let Some(category) = &filter.category {
-            sql += " AND category = ?";
-            values.push(category.clone().into());
-        }
-        if let Some(public) = filter.public_addr_text() {
-            sql += " AND public_addr = ?";
-            values.push(public.into());
-        }
-        if let Some(port) = filter.public_port {
-            sql += " AND public_port = ?";
-            values.push(i64::from(port).into());
-        }
-        if let Some(at) = filter.at {
-            sql += " AND start_ms <= ? AND end_ms >= ?";
-            values.push(at.as_millisecond().into());
-            values.push(at.as_millisecond().into());
-        }
-        sql += " ORDER BY start_ms, id";
-        let mut statement = self.connection.prepare(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(values), row_to_flow)?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context("reading flow records")
-    }
-
-    /// Writes closed degradation intervals.
-    pub fn insert_degradation(
-        &mut self,
-        reports: &[crate::degradation::IntervalReport],
-    ) -> anyhow::Result<()> {
-        let transaction = self.connection.transaction()?;
-        for report in reports {
-            transaction.execute(
-                "INSERT INTO degradation (interval_s, start_ms, end_ms, report)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    report.interval_seconds as i64,
-                    report.start.as_millisecond(),
-                    report.end.as_millisecond(),
-                    serde_json::to_string(report)?,
-                ],
-            )?;
-        }
-        transaction
-            .commit()
-            .context("writing the degradation log")?;
-        Ok(())
-    }
-
-    /// Degradation intervals of `interval_seconds` (any, with `None`) that ended at or
-    /// after `since`, oldest first, at most the `limit` newest.
-    pub fn degradation(
-        &self,
-        interval_seconds: Option<u64>,
-        since: Option<Timestamp>,
-        limit: usize,
-    ) -> anyhow::Result<Vec<crate::degradation::IntervalReport>> {
-        let mut statement = self.connection.prepare(
-            "SELECT report FROM (
-                SELECT id, report FROM degradation
-                WHERE (?1 IS NULL OR interval_s = ?1) AND end_ms >= ?2
-                ORDER BY end_ms DESC, id DESC LIMIT ?3
-             ) ORDER BY id",
-        )?;
-        let rows = statement.query_map(
-            params![
-                interval_seconds.map(|s| s as i64),
-                since.map_or(i64::MIN, |t| t.as_millisecond()),
-                limit as i64
-            ],
-            |row| row.get::<_, String>(0),
-        )?;
-        let mut reports = Vec::new();
-        for row in rows {
-            reports.push(serde_json::from_str(&row?).context("a degradation report")?);
-        }
-        Ok(reports)
-    }
-
-    /// Number of records.
-    pub fn count(&self) -> anyhow::Result<u64> {
-        Ok(self
-            .connection
-            .query_row("SELECT COUNT(*) FROM flows", [], |row| row.get::<_, i64>(0))?
-            as u64)
-    }
-
-    pub(crate) fn connection(&mut self) -> &mut Connection {
-        &mut self.connection
-    }
-}
-
-/// Makes `path` readable by its owner and group only (0640).
-pub(crate) fn restrict(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
-        .with_context(|| format!("restricting {} to its owner and group", path.display()))
-}
-
 /// `a,b` → `["a", "b"]`; empty → none.
 pub(crate) fn split_names(text: &str) -> Vec<String> {
     text.split(',')
@@ -517,66 +215,11 @@ pub(crate) fn public_source(
     Some(std::net::SocketAddr::new(ip, port))
 }
 
-fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
-    use crate::flows::Counters;
-    let millis = |name: &str| -> rusqlite::Result<Timestamp> {
-        let ms: i64 = row.get(name)?;
-        Timestamp::from_millisecond(ms).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, e.into())
-        })
-    };
-    let counters = |packets: &str, bytes: &str| -> rusqlite::Result<Counters> {
-        Ok(Counters {
-            packets: row.get::<_, i64>(packets)? as u64,
-            bytes: row.get::<_, i64>(bytes)? as u64,
-        })
-    };
-    let address = |ip: &str, port: &str| -> rusqlite::Result<std::net::SocketAddr> {
-        let text: String = row.get(ip)?;
-        let ip = text
-            .parse()
-            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
-        Ok(std::net::SocketAddr::new(ip, row.get(port)?))
-    };
-    let end_reason: String = row.get("end_reason")?;
-    Ok(StoredFlow {
-        flow: FlowRecord {
-            client: address("client", "client_port")?,
-            client_mac: row.get("client_mac")?,
-            server: address("server", "server_port")?,
-            protocol: row.get("protocol")?,
-            upload: counters("up_packets", "up_bytes")?,
-            download: counters("down_packets", "down_bytes")?,
-            first_seen: millis("start_ms")?,
-            last_seen: millis("end_ms")?,
-            vlan: row.get("vlan")?,
-            server_initiated: row.get("server_initiated")?,
-            name: row.get("name")?,
-            category: row.get("category")?,
-            app: row.get("app")?,
-            method: row.get("method")?,
-            ech: row.get("ech")?,
-            unreadable: row.get("unreadable")?,
-            evasion: split_names(&row.get::<_, String>("evasion")?),
-            second_name: row.get("second_name")?,
-            second_category: row.get("second_category")?,
-            group: row.get("grp")?,
-            verdict: row.get("verdict")?,
-            blocked: counters("blocked_packets", "blocked_bytes")?,
-            shaped: counters("shaped_packets", "shaped_bytes")?,
-            ended: Some(EndReason::parse(&end_reason)),
-            public_source: public_source(
-                row.get::<_, Option<String>>("public_addr")?,
-                row.get::<_, Option<i64>>("public_port")?,
-            ),
-        },
-        anonymised: row.get("anonymised")?,
-    })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
+    use rusqlite::Connection;
+
+    use super::{schema::Dialect, *};
     use crate::flows::Counters;
 
     /// A fresh store file under the temporary directory, removed when dropped.
@@ -679,7 +322,7 @@ pub(crate) mod tests {
             store.insert(&flows).unwrap();
         }
         // Reopened: the schema is not applied twice, the records are there.
-        let store = FlowStore::open(&temp.path).unwrap();
+        let mut store = FlowStore::open(&temp.path).unwrap();
         let stored = store.query(&Filter::default()).unwrap();
         assert_eq!(stored.len(), 2);
         for (stored, flow) in stored.iter().zip(&flows) {
@@ -687,7 +330,7 @@ pub(crate) mod tests {
             assert!(!stored.anonymised);
         }
         let journal: String = store
-            .connection
+            .connection()
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
         assert_eq!(journal, "wal");
@@ -812,7 +455,7 @@ pub(crate) mod tests {
         {
             let mut connection = Connection::open(&temp.path).unwrap();
             let transaction = connection.transaction().unwrap();
-            for sql in &MIGRATIONS[..5] {
+            for sql in &Dialect::Sqlite.migrations()[..5] {
                 transaction.execute_batch(sql).unwrap();
             }
             transaction.pragma_update(None, "user_version", 5).unwrap();
@@ -831,10 +474,10 @@ pub(crate) mod tests {
         }
         let mut store = FlowStore::open(&temp.path).unwrap();
         let version: i64 = store
-            .connection
+            .connection()
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(version, schema::VERSION as i64);
         let old = store.query(&Filter::default()).unwrap();
         assert_eq!(old.len(), 1);
         assert_eq!(old[0].flow.client, "192.0.2.10:40000".parse().unwrap());
@@ -854,9 +497,9 @@ pub(crate) mod tests {
     fn a_store_from_a_newer_classifier_is_refused() {
         let temp = TempStore::new("newer");
         {
-            let store = FlowStore::open(&temp.path).unwrap();
+            let mut store = FlowStore::open(&temp.path).unwrap();
             store
-                .connection
+                .connection()
                 .pragma_update(None, "user_version", 99)
                 .unwrap();
         }

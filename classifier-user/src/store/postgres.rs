@@ -16,81 +16,6 @@ use crate::{
     flows::{Counters, FlowRecord},
 };
 
-/// The schema, one step per version (kept in `schema_version`).
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE flows (
-        id BIGSERIAL PRIMARY KEY,
-        start_ms BIGINT NOT NULL,
-        end_ms BIGINT NOT NULL,
-        client TEXT NOT NULL,
-        client_port INTEGER NOT NULL,
-        client_mac TEXT,
-        server TEXT NOT NULL,
-        server_port INTEGER NOT NULL,
-        protocol TEXT NOT NULL,
-        vlan INTEGER,
-        name TEXT,
-        category TEXT NOT NULL,
-        app TEXT NOT NULL,
-        method TEXT NOT NULL,
-        grp TEXT NOT NULL,
-        verdict TEXT NOT NULL,
-        ech BOOLEAN NOT NULL,
-        server_initiated BOOLEAN NOT NULL,
-        up_packets BIGINT NOT NULL,
-        up_bytes BIGINT NOT NULL,
-        down_packets BIGINT NOT NULL,
-        down_bytes BIGINT NOT NULL,
-        blocked_packets BIGINT NOT NULL,
-        blocked_bytes BIGINT NOT NULL,
-        shaped_packets BIGINT NOT NULL,
-        shaped_bytes BIGINT NOT NULL,
-        end_reason TEXT NOT NULL,
-        anonymised BOOLEAN NOT NULL DEFAULT FALSE
-    );
-    CREATE INDEX flows_by_start ON flows (start_ms);
-    CREATE INDEX flows_by_client ON flows (client, start_ms);",
-    "CREATE TABLE daily_usage (
-        day TEXT NOT NULL,
-        category TEXT NOT NULL,
-        app TEXT NOT NULL,
-        grp TEXT NOT NULL,
-        flows BIGINT NOT NULL,
-        up_bytes BIGINT NOT NULL,
-        down_bytes BIGINT NOT NULL,
-        blocked_bytes BIGINT NOT NULL,
-        shaped_bytes BIGINT NOT NULL,
-        PRIMARY KEY (day, category, app, grp)
-    );
-    CREATE INDEX flows_by_end ON flows (end_ms);",
-    "CREATE TABLE degradation (
-        id BIGSERIAL PRIMARY KEY,
-        interval_s BIGINT NOT NULL,
-        start_ms BIGINT NOT NULL,
-        end_ms BIGINT NOT NULL,
-        report TEXT NOT NULL
-    );
-    CREATE INDEX degradation_by_end ON degradation (interval_s, end_ms);",
-    // 4: what the client did to hide the name, and a second name from a second version.
-    "ALTER TABLE flows ADD COLUMN unreadable BOOLEAN NOT NULL DEFAULT FALSE;
-    ALTER TABLE flows ADD COLUMN evasion TEXT NOT NULL DEFAULT '';
-    ALTER TABLE flows ADD COLUMN second_name TEXT;
-    ALTER TABLE flows ADD COLUMN second_category TEXT;",
-    // 5: the retention each gateway's job enforces, for readers without its policy.
-    "CREATE TABLE retention_in_force (
-        gateway TEXT PRIMARY KEY,
-        keep TEXT NOT NULL,
-        after TEXT NOT NULL,
-        degradation_keep TEXT NOT NULL,
-        recorded_ms BIGINT NOT NULL
-    );",
-    // 6: the translated (public) source of a NAT gateway's flows; NULL for every record
-    // made before, or without NAT.
-    "ALTER TABLE flows ADD COLUMN public_addr TEXT;
-    ALTER TABLE flows ADD COLUMN public_port INTEGER;
-    CREATE INDEX flows_by_public ON flows (public_addr, public_port, start_ms);",
-];
-
 /// A connection to the store on PostgreSQL.
 pub struct PgStore {
     /// Always there until dropped.
@@ -154,12 +79,17 @@ impl PgStore {
             .get(0);
         let version = usize::try_from(version).unwrap_or(usize::MAX);
         anyhow::ensure!(
-            version <= MIGRATIONS.len(),
+            version <= super::schema::VERSION,
             "the store has schema version {version}, newer than this classifier knows ({}): \
              use the newer classifier",
-            MIGRATIONS.len()
+            super::schema::VERSION
         );
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        for (step, sql) in super::schema::Dialect::Postgres
+            .migrations()
+            .iter()
+            .enumerate()
+            .skip(version)
+        {
             transaction.batch_execute(sql)?;
             transaction.execute(
                 "UPDATE schema_version SET version = $1",
