@@ -18,7 +18,7 @@ use crate::{
     degradation::Degradation,
     events::Learned,
     in_force::InForce,
-    loader::{self, DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
+    loader::{self, DEFAULT_PIN_DIR, Datapath, TcAttachChoice, XdpAttachMode, XdpModeChoice},
     netns,
     policy::{self, Policy, PolicySources},
     preflight,
@@ -70,6 +70,12 @@ pub struct RunArgs {
     /// XDP attach mode: native (driver) is fastest; auto falls back to generic with a warning.
     #[arg(long, value_enum, default_value_t)]
     xdp_mode: XdpModeChoice,
+
+    /// How TC programs are attached: `auto` uses TCX links where the kernel has them (6.6
+    /// and later) and clsact filters over netlink where not; both outlive a restart.
+    /// Programs a previous daemon left are taken over the way they were attached.
+    #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_TC_ATTACH")]
+    tc_attach: TcAttachChoice,
 
     /// How often to log counters (and print flows with --print-flows), e.g. `10s`, `1m`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -201,6 +207,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
+    preflight::require_kernel_features()?;
+    let tc_attach = preflight::tc_attach_mode(args.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.
     let ids = loader::pinned_class_ids(&args.pin_dir)?;
@@ -217,7 +225,9 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     // Before touching the pinned datapath: a running daemon must not be taken over.
     control::refuse_if_answered(&args.control_socket)?;
     let capacity = tables::domain_capacity(policy.classes.domains.len());
-    let datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
+    let mut datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
+    datapath.set_tc_attach(tc_attach);
+    info!(tc_attach = %tc_attach, "TC programs not taken over are attached this way");
     let (datapath, shaper, outcome) = run_daemon(datapath, policy, args);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);

@@ -10,7 +10,7 @@
 
 mod links;
 
-pub use links::TcHook;
+pub use links::{NETLINK_HANDLE, NETLINK_PRIORITY, TcAttachMode, TcHook};
 
 use std::{
     io,
@@ -21,8 +21,11 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{ProgramError, SchedClassifier, Xdp, XdpMode, links::PinnedLink, tc},
-    util::KernelVersion,
+    programs::{
+        ProgramError, SchedClassifier, Xdp, XdpMode,
+        links::{LinkOrder, PinnedLink},
+        tc::{self, NlOptions, TcAttachOptions},
+    },
 };
 use classifier_common::{
     config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf, fail_fast_replies},
@@ -107,6 +110,18 @@ pub enum XdpModeChoice {
     Generic,
 }
 
+/// How to attach the TC programs (`--tc-attach`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttachChoice {
+    /// TCX links where the kernel has them (6.6 and later), else clsact filters.
+    #[default]
+    Auto,
+    /// TCX links only: fail on a kernel without them.
+    Tcx,
+    /// Filters of a clsact qdisc, made over netlink, as kernels before 6.6 need.
+    Netlink,
+}
+
 /// The mode XDP ended up attached in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAttachMode {
@@ -170,6 +185,10 @@ pub struct Datapath {
     /// How fail-fast answers go out, once the daemon has chosen for the interface
     /// ([`Datapath::set_fail_fast_replies`]).
     fail_fast_replies: Option<u8>,
+    /// How TC programs that are not taken over get attached.
+    tc_attach: TcAttachMode,
+    /// Our clsact filters (the netlink way), taken off on a clean shutdown.
+    netlink_filters: Vec<(links::LinkPins, TcHook)>,
 }
 
 /// A pin directory and whether this process made it (and so may remove it on failure).
@@ -198,6 +217,8 @@ impl Datapath {
             adopted: false,
             checksums: None,
             fail_fast_replies: None,
+            tc_attach: TcAttachMode::Tcx,
+            netlink_filters: Vec::new(),
         };
         datapath.load_programs()?;
         datapath.default_config()?;
@@ -228,6 +249,8 @@ impl Datapath {
             adopted: false,
             checksums: None,
             fail_fast_replies: None,
+            tc_attach: TcAttachMode::Tcx,
+            netlink_filters: Vec::new(),
         };
         if let Err(err) = datapath
             .load_programs()
@@ -355,16 +378,20 @@ impl Datapath {
             return self.set_fail_fast_replies(way);
         }
         self.set_fail_fast_replies(way)?;
-        if let Some(leftover) = pins
-            .as_ref()
-            .and_then(|pins| pins.existing_tc(TcHook::Ingress))
-        {
-            let link = PinnedLink::from_pin(&leftover)
-                .with_context(|| format!("opening {}", leftover.display()))?;
-            links::release(link).with_context(|| {
+        let Some(pins) = pins else { return Ok(()) };
+        if let Some(leftover) = pins.existing_tc(TcHook::Ingress) {
+            let taken_off = match &leftover {
+                links::LeftTc::Tcx(path) => PinnedLink::from_pin(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|link| Ok(links::release(link)?)),
+                links::LeftTc::Netlink(_) => pins
+                    .detach_netlink(TcHook::Ingress)
+                    .map_err(|e| anyhow::anyhow!(e)),
+            };
+            taken_off.with_context(|| {
                 format!(
-                    "taking off the TC ingress program a previous daemon left on `{iface}` ({})",
-                    leftover.display()
+                    "taking off the TC ingress program a previous daemon left on `{iface}` \
+                     ({leftover:?})"
                 )
             })?;
             info!(
@@ -387,6 +414,12 @@ impl Datapath {
         self.pins
             .as_ref()
             .map(|pins| links::LinkPins::new(&pins.path, iface))
+    }
+
+    /// Makes TC programs attached from now on TCX links or clsact filters. Attachments a
+    /// previous daemon left are taken over as they are, whichever way they were made.
+    pub fn set_tc_attach(&mut self, mode: TcAttachMode) {
+        self.tc_attach = mode;
     }
 
     /// True when the programs went into attachments a previous daemon left.
@@ -444,42 +477,70 @@ impl Datapath {
             },
             source,
         };
-        let existing = link_pins.and_then(|p| p.existing_tc(hook));
+        let existing = link_pins.and_then(|p| p.existing_tc(hook).map(|left| (p, left)));
+        let tc_attach = self.tc_attach;
         let program = self
             .ebpf
             .program_mut(program_name)
             .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
             .expect("the TC programs are loaded by Datapath::load*");
-        if let Some(path) = existing {
-            let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
-            self.links.push(pinned);
-            info!(
-                interface = iface,
-                program = program_name,
-                hook = %hook,
-                "took over the TC attachment a previous daemon left"
-            );
-            return Ok(());
+        let tc_error = |source| AttachError::Tc {
+            iface: iface.to_owned(),
+            hook,
+            source,
+        };
+        match existing {
+            Some((_, links::LeftTc::Tcx(path))) => {
+                let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
+                self.links.push(pinned);
+            }
+            Some((pins, links::LeftTc::Netlink(path))) => {
+                pins.adopt_netlink(program, hook, &path)
+                    .map_err(pin_error)?;
+                self.netlink_filters.push((pins.clone(), hook));
+            }
+            None => {
+                match (tc_attach, link_pins) {
+                    (TcAttachMode::Netlink, Some(pins)) => {
+                        pins.attach_netlink(program, hook).map_err(pin_error)?;
+                        self.netlink_filters.push((pins.clone(), hook));
+                    }
+                    (TcAttachMode::Netlink, None) => {
+                        // Unpinned (tests): the filter goes when the program is dropped.
+                        let _ = tc::qdisc_add_clsact(iface);
+                        let options = TcAttachOptions::Netlink(NlOptions {
+                            priority: NETLINK_PRIORITY,
+                            handle: NETLINK_HANDLE.into(),
+                            classid: None,
+                        });
+                        program
+                            .attach_with_options(iface, hook.attach_type(), options)
+                            .map_err(tc_error)?;
+                    }
+                    (TcAttachMode::Tcx, pins) => {
+                        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                        let link_id = program
+                            .attach_with_options(iface, hook.attach_type(), options)
+                            .map_err(tc_error)?;
+                        if let Some(pins) = pins {
+                            let link = program
+                                .take_link(link_id)
+                                .map_err(|e| pin_error(Box::new(e)))?;
+                            let pinned = pins.pin_tc(link, hook).map_err(pin_error)?;
+                            self.links.push(pinned);
+                        }
+                    }
+                }
+                info!(interface = iface, program = program_name, hook = %hook, tc_attach = %tc_attach, "attached");
+                return Ok(());
+            }
         }
-        // Kernels before 6.6 attach TC programs through a clsact qdisc (aya uses TCX links
-        // from 6.6 on). An existing clsact is fine: adding it again fails harmlessly.
-        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
-            let _ = tc::qdisc_add_clsact(iface);
-        }
-        let link_id = program
-            .attach(iface, hook.attach_type())
-            .map_err(|source| AttachError::Tc {
-                iface: iface.to_owned(),
-                hook,
-                source,
-            })?;
-        if let Some(pins) = link_pins {
-            let link = program
-                .take_link(link_id)
-                .map_err(|e| pin_error(Box::new(e)))?;
-            let pinned = pins.pin_tc(link, hook).map_err(pin_error)?;
-            self.links.push(pinned);
-        }
+        info!(
+            interface = iface,
+            program = program_name,
+            hook = %hook,
+            "took over the TC attachment a previous daemon left"
+        );
         Ok(())
     }
 
@@ -656,6 +717,7 @@ impl Datapath {
             pins,
             links,
             link_pins,
+            netlink_filters,
             ..
         } = self;
         // Dropping the Ebpf closes the programs' own descriptors (and unpinned links, which
@@ -664,7 +726,16 @@ impl Datapath {
         for link in links {
             links::release(link).context("removing a pinned attachment")?;
         }
+        for (pins, hook) in &netlink_filters {
+            pins.detach_netlink(*hook)
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("taking our {hook} filter off `{}`", pins.iface()))?;
+        }
         for link_pins in link_pins {
+            link_pins
+                .remove_clsact_if_ours()
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("removing the clsact qdisc of `{}`", link_pins.iface()))?;
             link_pins
                 .remove_dirs()
                 .context("removing the attachments' pin directory")?;
