@@ -49,33 +49,125 @@ const fn helper(id: BpfHelper, name: &'static str, since: Since) -> Helper {
 /// (BCC docs/kernel-versions.md, "Helpers"). A helper the object calls that is not here
 /// fails the `every_helper_the_object_calls_is_in_the_table` test: add it with its version.
 pub const HELPERS: &[Helper] = &[
-    helper(BpfHelper::BPF_FUNC_map_lookup_elem, "bpf_map_lookup_elem", Since(3, 19)),
-    helper(BpfHelper::BPF_FUNC_map_update_elem, "bpf_map_update_elem", Since(3, 19)),
-    helper(BpfHelper::BPF_FUNC_map_delete_elem, "bpf_map_delete_elem", Since(3, 19)),
-    helper(BpfHelper::BPF_FUNC_ktime_get_ns, "bpf_ktime_get_ns", Since(4, 1)),
-    helper(BpfHelper::BPF_FUNC_get_prandom_u32, "bpf_get_prandom_u32", Since(4, 1)),
-    helper(BpfHelper::BPF_FUNC_get_smp_processor_id, "bpf_get_smp_processor_id", Since(4, 1)),
+    helper(
+        BpfHelper::BPF_FUNC_map_lookup_elem,
+        "bpf_map_lookup_elem",
+        Since(3, 19),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_map_update_elem,
+        "bpf_map_update_elem",
+        Since(3, 19),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_map_delete_elem,
+        "bpf_map_delete_elem",
+        Since(3, 19),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ktime_get_ns,
+        "bpf_ktime_get_ns",
+        Since(4, 1),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_get_prandom_u32,
+        "bpf_get_prandom_u32",
+        Since(4, 1),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_get_smp_processor_id,
+        "bpf_get_smp_processor_id",
+        Since(4, 1),
+    ),
     helper(BpfHelper::BPF_FUNC_tail_call, "bpf_tail_call", Since(4, 2)),
     helper(BpfHelper::BPF_FUNC_redirect, "bpf_redirect", Since(4, 4)),
-    helper(BpfHelper::BPF_FUNC_skb_load_bytes, "bpf_skb_load_bytes", Since(4, 5)),
+    helper(
+        BpfHelper::BPF_FUNC_skb_load_bytes,
+        "bpf_skb_load_bytes",
+        Since(4, 5),
+    ),
     helper(BpfHelper::BPF_FUNC_csum_diff, "bpf_csum_diff", Since(4, 6)),
-    helper(BpfHelper::BPF_FUNC_skb_pull_data, "bpf_skb_pull_data", Since(4, 9)),
-    helper(BpfHelper::BPF_FUNC_xdp_adjust_head, "bpf_xdp_adjust_head", Since(4, 10)),
-    helper(BpfHelper::BPF_FUNC_xdp_adjust_meta, "bpf_xdp_adjust_meta", Since(4, 15)),
-    helper(BpfHelper::BPF_FUNC_xdp_adjust_tail, "bpf_xdp_adjust_tail", Since(4, 18)),
-    helper(BpfHelper::BPF_FUNC_fib_lookup, "bpf_fib_lookup", Since(4, 18)),
-    helper(BpfHelper::BPF_FUNC_ringbuf_output, "bpf_ringbuf_output", Since(5, 8)),
-    helper(BpfHelper::BPF_FUNC_ringbuf_reserve, "bpf_ringbuf_reserve", Since(5, 8)),
-    helper(BpfHelper::BPF_FUNC_ringbuf_submit, "bpf_ringbuf_submit", Since(5, 8)),
-    helper(BpfHelper::BPF_FUNC_ringbuf_discard, "bpf_ringbuf_discard", Since(5, 8)),
-    helper(BpfHelper::BPF_FUNC_ringbuf_query, "bpf_ringbuf_query", Since(5, 8)),
-    helper(BpfHelper::BPF_FUNC_ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns", Since(5, 11)),
+    helper(
+        BpfHelper::BPF_FUNC_skb_pull_data,
+        "bpf_skb_pull_data",
+        Since(4, 9),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_xdp_adjust_head,
+        "bpf_xdp_adjust_head",
+        Since(4, 10),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_xdp_adjust_meta,
+        "bpf_xdp_adjust_meta",
+        Since(4, 15),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_xdp_adjust_tail,
+        "bpf_xdp_adjust_tail",
+        Since(4, 18),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_fib_lookup,
+        "bpf_fib_lookup",
+        Since(4, 18),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ringbuf_output,
+        "bpf_ringbuf_output",
+        Since(5, 8),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ringbuf_reserve,
+        "bpf_ringbuf_reserve",
+        Since(5, 8),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ringbuf_submit,
+        "bpf_ringbuf_submit",
+        Since(5, 8),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ringbuf_discard,
+        "bpf_ringbuf_discard",
+        Since(5, 8),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ringbuf_query,
+        "bpf_ringbuf_query",
+        Since(5, 8),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_ktime_get_coarse_ns,
+        "bpf_ktime_get_coarse_ns",
+        Since(5, 11),
+    ),
     helper(BpfHelper::BPF_FUNC_loop, "bpf_loop", Since(5, 17)),
-    helper(BpfHelper::BPF_FUNC_xdp_load_bytes, "bpf_xdp_load_bytes", Since(5, 18)),
-    helper(BpfHelper::BPF_FUNC_xdp_store_bytes, "bpf_xdp_store_bytes", Since(5, 18)),
-    helper(BpfHelper::BPF_FUNC_dynptr_from_mem, "bpf_dynptr_from_mem", Since(5, 19)),
-    helper(BpfHelper::BPF_FUNC_dynptr_read, "bpf_dynptr_read", Since(5, 19)),
-    helper(BpfHelper::BPF_FUNC_dynptr_write, "bpf_dynptr_write", Since(5, 19)),
+    helper(
+        BpfHelper::BPF_FUNC_xdp_load_bytes,
+        "bpf_xdp_load_bytes",
+        Since(5, 18),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_xdp_store_bytes,
+        "bpf_xdp_store_bytes",
+        Since(5, 18),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_dynptr_from_mem,
+        "bpf_dynptr_from_mem",
+        Since(5, 19),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_dynptr_read,
+        "bpf_dynptr_read",
+        Since(5, 19),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_dynptr_write,
+        "bpf_dynptr_write",
+        Since(5, 19),
+    ),
 ];
 
 /// One map type: its `bpf_map_type`, aya's name for probing it, the kernel that added it
@@ -98,15 +190,60 @@ const fn map_kind(id: bpf_map_type, probe: MapType, name: &'static str, since: S
 
 /// Map types the datapath defines (and a few near them).
 pub const MAP_KINDS: &[MapKind] = &[
-    map_kind(bpf_map_type::BPF_MAP_TYPE_HASH, MapType::Hash, "hash map", Since(3, 19)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_ARRAY, MapType::Array, "array map", Since(3, 19)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY, MapType::ProgramArray, "program array (tail calls)", Since(4, 2)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_PERCPU_HASH, MapType::PerCpuHash, "per-CPU hash map", Since(4, 6)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY, MapType::PerCpuArray, "per-CPU array", Since(4, 6)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_LRU_HASH, MapType::LruHash, "LRU hash map", Since(4, 10)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_LRU_PERCPU_HASH, MapType::LruPerCpuHash, "per-CPU LRU hash map", Since(4, 10)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_LPM_TRIE, MapType::LpmTrie, "LPM trie", Since(4, 11)),
-    map_kind(bpf_map_type::BPF_MAP_TYPE_RINGBUF, MapType::RingBuf, "ring buffer", Since(5, 8)),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_HASH,
+        MapType::Hash,
+        "hash map",
+        Since(3, 19),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_ARRAY,
+        MapType::Array,
+        "array map",
+        Since(3, 19),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_PROG_ARRAY,
+        MapType::ProgramArray,
+        "program array (tail calls)",
+        Since(4, 2),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_PERCPU_HASH,
+        MapType::PerCpuHash,
+        "per-CPU hash map",
+        Since(4, 6),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_PERCPU_ARRAY,
+        MapType::PerCpuArray,
+        "per-CPU array",
+        Since(4, 6),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_LRU_HASH,
+        MapType::LruHash,
+        "LRU hash map",
+        Since(4, 10),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_LRU_PERCPU_HASH,
+        MapType::LruPerCpuHash,
+        "per-CPU LRU hash map",
+        Since(4, 10),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_LPM_TRIE,
+        MapType::LpmTrie,
+        "LPM trie",
+        Since(4, 11),
+    ),
+    map_kind(
+        bpf_map_type::BPF_MAP_TYPE_RINGBUF,
+        MapType::RingBuf,
+        "ring buffer",
+        Since(5, 8),
+    ),
 ];
 
 /// Kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF).
@@ -252,7 +389,9 @@ pub fn probe(needs: &Needs, btf_present: bool) -> anyhow::Result<Vec<Probed>> {
     }
     for id in &needs.map_types {
         let Some(kind) = map_kind_by_id(*id) else {
-            anyhow::bail!("the BPF object defines a map of type {id}, which the probe table does not know");
+            anyhow::bail!(
+                "the BPF object defines a map of type {id}, which the probe table does not know"
+            );
         };
         report.push(Probed {
             name: kind.name.into(),
@@ -356,7 +495,10 @@ mod tests {
             "kfuncs need a probe of their own (BTF ids)"
         );
         for id in &needs.map_types {
-            assert!(map_kind_by_id(*id).is_some(), "map type {id} not in MAP_KINDS");
+            assert!(
+                map_kind_by_id(*id).is_some(),
+                "map type {id} not in MAP_KINDS"
+            );
         }
         // The scan sees what the source is known to use, where it is used.
         let called: Vec<&str> = needs.helpers.iter().map(|(id, _)| name_of(*id)).collect();
@@ -378,8 +520,16 @@ mod tests {
             redirect.1.contains(&ProgramType::SchedClassifier),
             "bpf_redirect is lan_replies' (TC): {redirect:?}"
         );
-        assert!(needs.map_types.contains(&(bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32)));
-        assert!(needs.map_types.contains(&(bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32)));
+        assert!(
+            needs
+                .map_types
+                .contains(&(bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32))
+        );
+        assert!(
+            needs
+                .map_types
+                .contains(&(bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32))
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ fn a_blocked_tls_site_fails_at_once_with_a_reset_attached(way: &str, tc_attach: 
     let programs = gateway_tc_programs(&lab, lab.gateway.iface);
     if tc_attach == TcAttach::Netlink {
         let filters = clsact_filters(&lab, lab.gateway.iface, "ingress");
-        assert!(filters.contains("lan_replies"), "a clsact filter: {filters}");
+        assert!(
+            filters.contains("lan_replies"),
+            "a clsact filter: {filters}"
+        );
     }
     assert!(programs.contains("egress:lan_egress"), "{programs}");
 

@@ -275,9 +275,24 @@ fn assert_tc_detached(lab: &Lab) {
 fn add_foreign_filter(lab: &Lab) {
     for args in [
         vec!["qdisc", "add", "dev", GATEWAY_WAN_IFACE, "clsact"],
+        // u32 (matchall and the gact action are not in every kernel build).
         vec![
-            "filter", "add", "dev", GATEWAY_WAN_IFACE, "egress", "pref", "100", "matchall",
-            "action", "pass",
+            "filter",
+            "add",
+            "dev",
+            GATEWAY_WAN_IFACE,
+            "egress",
+            "pref",
+            "100",
+            "protocol",
+            "all",
+            "u32",
+            "match",
+            "u32",
+            "0",
+            "0",
+            "classid",
+            "1:1",
         ],
     ] {
         let status = Command::new("tc")
@@ -316,8 +331,14 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
     args.extend(["--fail-fast-replies".into(), "tc-redirect".into()]);
     let first = setup.start_daemon_with(args);
     let first_egress = filter_program_id(lab, lan, "egress").expect("lan_egress is a filter");
-    assert!(filter_program_id(lab, lan, "ingress").is_some(), "lan_replies");
-    assert!(filter_program_id(lab, GATEWAY_WAN_IFACE, "egress").is_some(), "wan_egress");
+    assert!(
+        filter_program_id(lab, lan, "ingress").is_some(),
+        "lan_replies"
+    );
+    assert!(
+        filter_program_id(lab, GATEWAY_WAN_IFACE, "egress").is_some(),
+        "wan_egress"
+    );
     assert!(
         tls_reset(setup.client(), GAMBLING),
         "blocked and answered from the clsact filter"
@@ -337,9 +358,14 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
     let second = setup.start_daemon();
     assert!(second.status().unwrap().adopted);
     let second_egress = filter_program_id(lab, lan, "egress").expect("still a filter");
-    assert_ne!(second_egress, first_egress, "the new daemon's program is in the filter");
+    assert_ne!(
+        second_egress, first_egress,
+        "the new daemon's program is in the filter"
+    );
     assert_eq!(
-        clsact_filters(lab, lan, "egress").matches("handle 0xc1a5").count(),
+        clsact_filters(lab, lan, "egress")
+            .matches("handle 0xc1a5")
+            .count(),
         1,
         "replaced in place, not added: {}",
         clsact_filters(lab, lan, "egress")
@@ -350,10 +376,13 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
     assert!(second.stop().unwrap().success());
     assert!(!pin_dir.exists(), "a clean stop removes every pin");
     assert!(!has_clsact(lab, lan), "the qdisc the daemon added is gone");
-    assert!(has_clsact(lab, GATEWAY_WAN_IFACE), "somebody else's qdisc stays");
+    assert!(
+        has_clsact(lab, GATEWAY_WAN_IFACE),
+        "somebody else's qdisc stays"
+    );
     let theirs = clsact_filters(lab, GATEWAY_WAN_IFACE, "egress");
     assert!(
-        theirs.contains("matchall") && !theirs.contains("0xc1a5"),
+        theirs.contains("u32") && !theirs.contains("0xc1a5"),
         "their filter stays, ours goes: {theirs}"
     );
 }

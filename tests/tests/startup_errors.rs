@@ -127,7 +127,10 @@ fn preflight_lists_what_the_datapath_needs_and_this_kernel_has_it() {
             "{line}"
         );
     }
-    assert!(stdout.contains("minimum kernel for the datapath: 5.19"), "{stdout}");
+    assert!(
+        stdout.contains("minimum kernel for the datapath: 5.19"),
+        "{stdout}"
+    );
     assert!(stdout.contains("TC programs: TCX links"), "{stdout}");
 
     let without_tcx = classifier(&["preflight"])
@@ -135,7 +138,10 @@ fn preflight_lists_what_the_datapath_needs_and_this_kernel_has_it() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&without_tcx.stdout);
-    assert!(without_tcx.status.success(), "TCX is not required: {stdout}");
+    assert!(
+        without_tcx.status.success(),
+        "TCX is not required: {stdout}"
+    );
     assert!(
         stdout.contains("TC programs: clsact filters over netlink (no TCX: it needs 6.6+)"),
         "{stdout}"
@@ -153,7 +159,10 @@ fn a_kernel_lacking_helpers_is_told_which_and_since_when_before_anything_is_made
     let pin_dir = unique_pin_dir("lacks");
     let output = classifier(&["run", "--iface", "lo", "--pin-dir"])
         .arg(&pin_dir)
-        .env("CLASSIFIER_PRETEND_KERNEL_LACKS", "bpf_loop,bpf_dynptr_read")
+        .env(
+            "CLASSIFIER_PRETEND_KERNEL_LACKS",
+            "bpf_loop,bpf_dynptr_read",
+        )
         .output()
         .unwrap();
     assert_fails_with(
@@ -172,7 +181,9 @@ fn a_kernel_lacking_helpers_is_told_which_and_since_when_before_anything_is_made
     let stdout = String::from_utf8_lossy(&preflight.stdout);
     assert_eq!(preflight.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.lines().any(|l| l.trim_start().starts_with("ring buffer") && l.ends_with("MISSING")),
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("ring buffer") && l.ends_with("MISSING")),
         "{stdout}"
     );
     assert!(

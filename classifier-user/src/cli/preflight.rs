@@ -27,7 +27,11 @@ pub fn execute(_args: &PreflightArgs) -> anyhow::Result<()> {
             (false, true) => "MISSING",
             (false, false) => "no",
         };
-        println!("  {:<28} since {:<6} {state}", probed.name, probed.since.to_string());
+        println!(
+            "  {:<28} since {:<6} {state}",
+            probed.name,
+            probed.since.to_string()
+        );
     }
     println!(
         "minimum kernel for the datapath: {}",
@@ -43,4 +47,3 @@ pub fn execute(_args: &PreflightArgs) -> anyhow::Result<()> {
     preflight::require_kernel_features()?;
     Ok(())
 }
-

@@ -227,7 +227,6 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let capacity = tables::domain_capacity(policy.classes.domains.len());
     let mut datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
     datapath.set_tc_attach(tc_attach);
-    info!(tc_attach = %tc_attach, "TC programs not taken over are attached this way");
     let (datapath, shaper, outcome) = run_daemon(datapath, policy, args);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
@@ -420,6 +419,7 @@ fn prepare(
         interface = %args.iface,
         wan = args.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
+        tc_attach = %datapath.tc_attach(),
         checksums = classifier_common::config::checksums::name(checksums),
         fail_fast_replies = %fail_fast_replies.way,
         fail_fast_reason = %fail_fast_replies.reason,

@@ -245,10 +245,7 @@ impl LinkPins {
         for side in [TcHook::Ingress, TcHook::Egress] {
             others.extend(netlink.filters(ifindex, side.clsact_parent())?);
         }
-        let is_clsact = netlink
-            .qdiscs(ifindex)?
-            .iter()
-            .any(|q| q.kind == "clsact");
+        let is_clsact = netlink.qdiscs(ifindex)?.iter().any(|q| q.kind == "clsact");
         if !is_clsact {
             info!(interface = %self.iface, "our clsact qdisc is gone already");
         } else if others.is_empty() {

@@ -422,6 +422,11 @@ impl Datapath {
         self.tc_attach = mode;
     }
 
+    /// How TC programs not taken over are attached.
+    pub fn tc_attach(&self) -> TcAttachMode {
+        self.tc_attach
+    }
+
     /// True when the programs went into attachments a previous daemon left.
     pub fn adopted(&self) -> bool {
         self.adopted
@@ -531,7 +536,7 @@ impl Datapath {
                         }
                     }
                 }
-                info!(interface = iface, program = program_name, hook = %hook, tc_attach = %tc_attach, "attached");
+                debug!(interface = iface, program = program_name, hook = %hook, tc_attach = %tc_attach, "attached");
                 return Ok(());
             }
         }

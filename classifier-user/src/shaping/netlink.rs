@@ -171,7 +171,8 @@ impl Netlink {
             .into_iter()
             .filter_map(|message| match message {
                 RouteNetlinkMessage::NewTrafficFilter(tc)
-                    if tc.header.index == ifindex as i32 && tc.header.handle != TcHandle::UNSPEC =>
+                    if tc.header.index == ifindex as i32
+                        && tc.header.handle != TcHandle::UNSPEC =>
                 {
                     let handle = (u32::from(tc.header.handle.major) << 16)
                         | u32::from(tc.header.handle.minor);
