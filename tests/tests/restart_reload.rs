@@ -270,38 +270,32 @@ fn assert_tc_detached(lab: &Lab) {
     }
 }
 
-/// Somebody else's clsact qdisc with a filter of theirs on the WAN interface, before the
-/// daemon starts.
-fn add_foreign_filter(lab: &Lab) {
-    for args in [
-        vec!["qdisc", "add", "dev", GATEWAY_WAN_IFACE, "clsact"],
-        // u32 (matchall and the gact action are not in every kernel build).
-        vec![
-            "filter",
-            "add",
-            "dev",
-            GATEWAY_WAN_IFACE,
-            "egress",
-            "pref",
-            "100",
-            "protocol",
-            "all",
-            "u32",
-            "match",
-            "u32",
-            "0",
-            "0",
-            "classid",
-            "1:1",
-        ],
-    ] {
-        let status = Command::new("tc")
-            .args(["-n", &lab.gateway.netns])
-            .args(&args)
-            .status()
-            .expect("tc runs");
-        assert!(status.success(), "tc {args:?}");
+/// Somebody else's filter on `hook` of the gateway's `iface` (and their clsact qdisc
+/// first, when `with_qdisc`). u32: matchall and the gact action are not in every kernel
+/// build.
+fn add_foreign_filter(lab: &Lab, iface: &str, hook: &str, with_qdisc: bool) {
+    let filter = [
+        "filter", "add", "dev", iface, hook, "pref", "100", "protocol", "all", "u32", "match",
+        "u32", "0", "0", "classid", "1:1",
+    ];
+    let qdisc = ["qdisc", "add", "dev", iface, "clsact"];
+    let steps: Vec<&[&str]> = if with_qdisc {
+        vec![&qdisc, &filter]
+    } else {
+        vec![&filter]
+    };
+    for args in steps {
+        tc_ok(lab, args);
     }
+}
+
+fn tc_ok(lab: &Lab, args: &[&str]) {
+    let status = Command::new("tc")
+        .args(["-n", &lab.gateway.netns])
+        .args(args)
+        .status()
+        .expect("tc runs");
+    assert!(status.success(), "tc {args:?}");
 }
 
 /// The id of the program in our clsact filter on `hook` of `iface` ("... id 42 name ...").
@@ -315,8 +309,10 @@ fn filter_program_id(lab: &Lab, iface: &str, hook: &str) -> Option<u32> {
 
 /// On clsact filters (kernels before 6.6), a hand-over (SIGUSR1, as `systemctl restart`
 /// does) leaves the filters enforcing while no daemon runs, the next daemon puts its
-/// programs into the same filters, and a clean stop takes off ours and the qdisc we added,
-/// but never somebody else's qdisc or filter.
+/// programs into the same filters (and puts back one removed by hand meanwhile), and a
+/// clean stop takes off ours but never somebody else's qdisc or filter, even on a qdisc
+/// a daemon of ours added. (That a qdisc we added and nobody else uses goes at a stop:
+/// the kill -9 test on clsact filters.)
 #[test]
 fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was_there() {
     if !privileged("on_clsact_filters_a_hand_over_keeps_enforcing") {
@@ -326,7 +322,7 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
     let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let lab = &setup.lab;
     let lan = lab.gateway.iface;
-    add_foreign_filter(lab);
+    add_foreign_filter(lab, GATEWAY_WAN_IFACE, "egress", true);
     let mut args = TcAttach::Netlink.args();
     args.extend(["--fail-fast-replies".into(), "tc-redirect".into()]);
     let first = setup.start_daemon_with(args);
@@ -355,8 +351,29 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
         "no daemon: the filters still answer"
     );
 
+    // Meanwhile someone removes our WAN filter by hand: the next daemon puts it back.
+    tc_ok(
+        lab,
+        &[
+            "filter",
+            "del",
+            "dev",
+            GATEWAY_WAN_IFACE,
+            "egress",
+            "pref",
+            "1",
+            "handle",
+            "0xc1a5",
+            "bpf",
+        ],
+    );
     let second = setup.start_daemon();
     assert!(second.status().unwrap().adopted);
+    assert!(
+        filter_program_id(lab, GATEWAY_WAN_IFACE, "egress").is_some(),
+        "wan_egress is attached again: {}",
+        clsact_filters(lab, GATEWAY_WAN_IFACE, "egress")
+    );
     let second_egress = filter_program_id(lab, lan, "egress").expect("still a filter");
     assert_ne!(
         second_egress, first_egress,
@@ -371,11 +388,22 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
         clsact_filters(lab, lan, "egress")
     );
     assert!(tls_reset(setup.client(), GAMBLING), "under the new daemon");
+    // Someone puts a filter of theirs on the qdisc a daemon of ours added to the LAN.
+    add_foreign_filter(lab, lan, "ingress", false);
 
     let pin_dir = second.pin_dir.clone();
     assert!(second.stop().unwrap().success());
     assert!(!pin_dir.exists(), "a clean stop removes every pin");
-    assert!(!has_clsact(lab, lan), "the qdisc the daemon added is gone");
+    let lan_ingress = clsact_filters(lab, lan, "ingress");
+    assert!(
+        has_clsact(lab, lan) && lan_ingress.contains("u32") && !lan_ingress.contains("0xc1a5"),
+        "the qdisc we added stays for the filter put on it since; ours goes: {lan_ingress}"
+    );
+    assert!(
+        clsact_filters(lab, lan, "egress").is_empty(),
+        "{}",
+        clsact_filters(lab, lan, "egress")
+    );
     assert!(
         has_clsact(lab, GATEWAY_WAN_IFACE),
         "somebody else's qdisc stays"
