@@ -19,6 +19,7 @@ use classifier_tests::{
     classifier_bin,
     iperf::{self, Measured, Way},
     privileged,
+    tc::TcAttach,
 };
 use classifier_user::lab::{
     Lab, LabSpec,
@@ -81,6 +82,11 @@ struct Setup {
 
 impl Setup {
     fn new(policy: &str, clients: usize) -> Self {
+        Self::attached(policy, clients, TcAttach::Tcx)
+    }
+
+    /// [`Setup::new`] with the TC programs attached the way `tc_attach` says.
+    fn attached(policy: &str, clients: usize, tc_attach: TcAttach) -> Self {
         let lab = Lab::up(&LabSpec {
             clients,
             server_names: vec!["clips.example.test".into()],
@@ -89,8 +95,10 @@ impl Setup {
         .expect("lab comes up");
         let policy_file = std::env::temp_dir().join(format!("classifier-shaping-{}.toml", lab.id));
         std::fs::write(&policy_file, policy).unwrap();
+        let mut extra_args = tc_attach.args();
+        extra_args.extend(["--policy".into(), policy_file.display().to_string()]);
         let options = DaemonOptions {
-            extra_args: vec!["--policy".into(), policy_file.display().to_string()],
+            extra_args,
             ..DaemonOptions::default()
         };
         let daemon =
@@ -145,7 +153,21 @@ fn shaped_flows_run_near_their_rate_and_an_unshaped_one_beside_them_is_not_slowe
     {
         return;
     }
-    let setup = Setup::new(&always_working(SHAPE_RULES), 2);
+    shaped_flows_run_near_their_rate(TcAttach::Tcx);
+}
+
+/// The same with the TC programs as clsact filters (kernels before 6.6): the priority a
+/// clsact egress filter sets is read by HTB as TCX's is.
+#[test]
+fn shaped_flows_run_near_their_rate_on_clsact_filters() {
+    if !privileged("shaped_flows_run_near_their_rate_on_clsact_filters") {
+        return;
+    }
+    shaped_flows_run_near_their_rate(TcAttach::Netlink);
+}
+
+fn shaped_flows_run_near_their_rate(tc_attach: TcAttach) {
+    let setup = Setup::attached(&always_working(SHAPE_RULES), 2, tc_attach);
     let lab = &setup.lab;
     for port in [SHARED_PORT, UNSHAPED_PORT] {
         iperf::serve(lab, port);
