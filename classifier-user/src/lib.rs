@@ -38,6 +38,7 @@ pub mod kernel_features;
 pub mod lab;
 pub mod loader;
 pub mod metrics;
+pub mod netlink;
 pub mod netns;
 pub mod policy;
 pub mod preflight;

@@ -128,7 +128,8 @@ impl Recorder {
             let records = &shared.lock().in_force.policy.records;
             (records.retention, records.retention_override_reason.clone())
         };
-        let changed = self.retention_in_force.as_ref() != Some(&retention.to_row());
+        let changed = self.retention_in_force.as_ref()
+            != Some(&crate::store::retention::retention_row(&retention));
         if changed
             || self
                 .last_retention
@@ -142,7 +143,7 @@ impl Recorder {
                 );
             }
             self.last_retention = Some(Instant::now());
-            self.retention_in_force = Some(retention.to_row());
+            self.retention_in_force = Some(crate::store::retention::retention_row(&retention));
             self.run_retention(&retention);
         }
     }
@@ -376,7 +377,7 @@ impl Recorder {
 fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> ObservationPoint {
     let ifindex = |name: &str| nix::net::if_::if_nametoindex(name).unwrap_or(0);
     let lan_ifindex = ifindex(lan_interface);
-    let lan_mac = crate::shaping::netlink::Netlink::open()
+    let lan_mac = crate::netlink::Netlink::open()
         .and_then(|mut netlink| netlink.link_address(lan_ifindex))
         .ok()
         .flatten()

@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     // `setpriv`, to run a start-up test as an unprivileged user.
     "util-linux",
+    // Graphviz's `dot`, which draws docs/module-graph.svg (`cargo xtask modgraph`).
+    "graphviz",
     // Throughput through the lab gateway (shaping tests, benchmarks).
     "iperf3",
     // The lab's TLS server (openssl s_server) and its certificates.

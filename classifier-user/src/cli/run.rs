@@ -195,7 +195,7 @@ fn is_veth(iface: &str) -> bool {
     let Ok(index) = nix::net::if_::if_nametoindex(iface) else {
         return false;
     };
-    crate::shaping::netlink::Netlink::open()
+    crate::netlink::Netlink::open()
         .and_then(|mut netlink| netlink.link_kind(index))
         .is_ok_and(|kind| kind.as_deref() == Some("veth"))
 }

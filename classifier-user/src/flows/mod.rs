@@ -89,7 +89,7 @@ pub struct FlowRecord {
     pub shaped: Counters,
     /// Why the flow ended, once it has (absent for a live flow).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub ended: Option<crate::store::EndReason>,
+    pub ended: Option<ending::EndReason>,
 }
 
 /// Packets and layer-3 bytes in one direction.

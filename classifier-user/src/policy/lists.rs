@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    classes::{ListEntryError, list_entry},
+    entries::{ListEntryError, list_entry},
     source::{FieldPath, PolicyError, Source},
 };
 

@@ -13,6 +13,7 @@ pub mod check;
 pub mod classes;
 pub mod decide;
 pub mod durations;
+pub mod entries;
 pub mod exceptions;
 pub mod file;
 pub mod groups;
@@ -21,6 +22,7 @@ pub mod lists;
 pub mod retention;
 pub mod rules;
 pub mod schedule;
+pub mod settings;
 pub mod show;
 pub mod source;
 
@@ -69,7 +71,7 @@ pub struct Policy {
     /// When flows end and how long their records keep the client.
     pub records: RecordsPolicy,
     /// The bandwidth-degradation log's intervals, link and alerts.
-    pub degradation: crate::degradation::DegradationPolicy,
+    pub degradation: settings::DegradationPolicy,
 }
 
 /// What the policy sets in the datapath besides its tables.
@@ -84,8 +86,8 @@ pub struct DatapathSettings {
 /// `[records]`, validated.
 #[derive(Debug, Clone, Default)]
 pub struct RecordsPolicy {
-    pub end_rules: crate::flows::ending::EndRules,
-    pub retention: crate::store::retention::Retention,
+    pub end_rules: settings::EndRules,
+    pub retention: retention::Retention,
     /// Why records are kept longer than the councils' 14 months, when they are.
     pub retention_override_reason: Option<String>,
     /// `[export]`: the live IPFIX export.
@@ -422,7 +424,7 @@ fn degradation_policy(
     file: &PolicyFile,
     classes: &ClassTables,
     source: &Source<'_>,
-) -> Result<crate::degradation::DegradationPolicy, PolicyError> {
+) -> Result<settings::DegradationPolicy, PolicyError> {
     let section = &file.degradation;
     let at = |key: &str| FieldPath::root().key("degradation").key(key);
     let mut intervals = Vec::new();
@@ -447,7 +449,7 @@ fn degradation_policy(
     };
     let watched_categories = match &section.watched_categories {
         Some(names) => names.clone(),
-        None => crate::degradation::DegradationPolicy::default()
+        None => settings::DegradationPolicy::default()
             .watched_categories
             .into_iter()
             .filter(|name| classes.category_id(name).is_some())
@@ -470,7 +472,7 @@ fn degradation_policy(
             ),
         ));
     }
-    Ok(crate::degradation::DegradationPolicy {
+    Ok(settings::DegradationPolicy {
         intervals,
         link_download_bps: rate("link_download", &section.link_download)?,
         link_upload_bps: rate("link_upload", &section.link_upload)?,
@@ -480,7 +482,7 @@ fn degradation_policy(
 }
 
 fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolicy, PolicyError> {
-    use crate::store::retention::{AfterRetention, Retention};
+    use retention::{AfterRetention, Retention};
     let section = &file.records;
     let at = |key: &str| FieldPath::root().key("records").key(key);
     let idle_timeout = durations::parse_duration(&section.idle_timeout)
@@ -529,7 +531,7 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
         }
     };
     Ok(RecordsPolicy {
-        end_rules: crate::flows::ending::EndRules {
+        end_rules: settings::EndRules {
             idle_timeout,
             ..Default::default()
         },

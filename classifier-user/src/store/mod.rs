@@ -22,44 +22,7 @@ use crate::flows::FlowRecord;
 /// Where the daemon keeps its flow records unless told otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/classifier/flows.sqlite";
 
-/// Why a flow's record was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    /// TCP FIN seen both ways.
-    Fin,
-    /// TCP reset.
-    Rst,
-    /// No packet for the idle timeout.
-    Idle,
-    /// The kernel's LRU flow table evicted it before the daemon read its end: its
-    /// counters are those of the daemon's last look.
-    Evicted,
-    /// Still live when the daemon stopped and removed the datapath.
-    Stopped,
-}
-
-impl EndReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            EndReason::Fin => "fin",
-            EndReason::Rst => "rst",
-            EndReason::Idle => "idle",
-            EndReason::Evicted => "evicted",
-            EndReason::Stopped => "stopped",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Self {
-        match text {
-            "fin" => EndReason::Fin,
-            "rst" => EndReason::Rst,
-            "evicted" => EndReason::Evicted,
-            "stopped" => EndReason::Stopped,
-            _ => EndReason::Idle,
-        }
-    }
-}
+pub use crate::flows::ending::EndReason;
 
 /// A flow that ended, as stored (`flow.ended` says why).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

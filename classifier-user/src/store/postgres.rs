@@ -297,7 +297,7 @@ impl PgStore {
         let cutoff_ms = cutoff.as_millisecond();
         let params: &[&(dyn ToSql + Sync)] = &[&cutoff_ms];
         let mut transaction = self.client().transaction()?;
-        let (keep, after, degradation_keep) = retention.to_row();
+        let (keep, after, degradation_keep) = crate::store::retention::retention_row(retention);
         transaction
             .execute(
                 "INSERT INTO retention_in_force (gateway, keep, after, degradation_keep,
@@ -388,7 +388,9 @@ impl PgStore {
                 &[],
             )?
             .iter()
-            .map(|row| Retention::from_row(row.get(0), row.get(1), row.get(2)))
+            .map(|row| {
+                crate::store::retention::retention_from_row(row.get(0), row.get(1), row.get(2))
+            })
             .collect()
     }
 
