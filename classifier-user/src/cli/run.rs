@@ -207,7 +207,7 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
-    preflight::require_kernel_features()?;
+    preflight::require_kernel_features(loader::EBPF_OBJECT)?;
     let tc_attach = preflight::tc_attach_mode(args.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.

@@ -42,24 +42,6 @@ pub const NETLINK_PRIORITY: u16 = 1;
 /// Handle of our clsact filters ("c1a5"), one per hook: with the priority, what names them.
 pub const NETLINK_HANDLE: u32 = 0xc1a5;
 
-/// How TC programs are attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcAttachMode {
-    /// TCX links (kernel 6.6 and later).
-    Tcx,
-    /// Filters of a clsact qdisc, over netlink (any kernel).
-    Netlink,
-}
-
-impl std::fmt::Display for TcAttachMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TcAttachMode::Tcx => "tcx",
-            TcAttachMode::Netlink => "netlink",
-        })
-    }
-}
-
 /// A TC attachment a previous daemon left, by how it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeftTc {
@@ -240,7 +222,7 @@ impl LinkPins {
             return Ok(());
         }
         let ifindex = nix::net::if_::if_nametoindex(self.iface.as_str())?;
-        let mut netlink = crate::shaping::netlink::Netlink::open()?;
+        let mut netlink = crate::netlink::Netlink::open()?;
         let mut others = Vec::new();
         for side in [TcHook::Ingress, TcHook::Egress] {
             others.extend(netlink.filters(ifindex, side.clsact_parent())?);

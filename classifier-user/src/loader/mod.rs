@@ -10,7 +10,8 @@
 
 mod links;
 
-pub use links::{NETLINK_HANDLE, NETLINK_PRIORITY, TcAttachMode, TcHook};
+pub use crate::kernel_features::{TcAttachChoice, TcAttachMode};
+pub use links::{NETLINK_HANDLE, NETLINK_PRIORITY, TcHook};
 
 use std::{
     io,
@@ -108,18 +109,6 @@ pub enum XdpModeChoice {
     Native,
     /// Generic (skb) mode: works on any interface, slower.
     Generic,
-}
-
-/// How to attach the TC programs (`--tc-attach`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum TcAttachChoice {
-    /// TCX links where the kernel has them (6.6 and later), else clsact filters.
-    #[default]
-    Auto,
-    /// TCX links only: fail on a kernel without them.
-    Tcx,
-    /// Filters of a clsact qdisc, made over netlink, as kernels before 6.6 need.
-    Netlink,
 }
 
 /// The mode XDP ended up attached in.
@@ -1021,6 +1010,87 @@ mod tests {
         assert_eq!(
             (names.key_size(), names.value_size()),
             (size_of::<NameKey>() as u32, size_of::<FlowName>() as u32)
+        );
+    }
+}
+
+/// The kernel features the embedded object needs, read by `kernel_features`.
+#[cfg(test)]
+mod kernel_needs {
+    use aya::programs::ProgramType;
+    use aya_obj::generated::bpf_map_type;
+
+    use super::EBPF_OBJECT;
+    use crate::kernel_features::{Since, helper_by_id, map_kind_by_id, needs, required_since};
+
+    fn name_of(id: u32) -> &'static str {
+        helper_by_id(id).map_or("?", |h| h.name)
+    }
+
+    #[test]
+    fn every_helper_the_object_calls_is_in_the_table() {
+        let needs = needs(EBPF_OBJECT).unwrap();
+        let unknown: Vec<u32> = needs.unknown_helpers.iter().copied().collect();
+        assert!(
+            unknown.is_empty(),
+            "helpers {unknown:?} are called but not in HELPERS: add each with the kernel \
+             that brought it"
+        );
+        assert_eq!(
+            needs.kfunc_calls, 0,
+            "kfuncs need a probe of their own (BTF ids)"
+        );
+        for id in &needs.map_types {
+            assert!(
+                map_kind_by_id(*id).is_some(),
+                "map type {id} not in MAP_KINDS"
+            );
+        }
+        // The scan sees what the source is known to use, where it is used.
+        let called: Vec<&str> = needs.helpers.iter().map(|(id, _)| name_of(*id)).collect();
+        for wanted in [
+            "bpf_loop",
+            "bpf_xdp_load_bytes",
+            "bpf_dynptr_read",
+            "bpf_ringbuf_reserve",
+            "bpf_redirect",
+        ] {
+            assert!(called.contains(&wanted), "{wanted} not found in {called:?}");
+        }
+        let redirect = needs
+            .helpers
+            .iter()
+            .find(|(id, _)| name_of(*id) == "bpf_redirect")
+            .unwrap();
+        assert!(
+            redirect.1.contains(&ProgramType::SchedClassifier),
+            "bpf_redirect is lan_replies' (TC): {redirect:?}"
+        );
+        assert!(
+            needs
+                .map_types
+                .contains(&(bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32))
+        );
+        assert!(
+            needs
+                .map_types
+                .contains(&(bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32))
+        );
+    }
+
+    #[test]
+    fn the_readme_states_the_minimum_kernel_the_object_needs() {
+        let minimum = required_since(&needs(EBPF_OBJECT).unwrap());
+        assert_eq!(
+            minimum,
+            Since(5, 19),
+            "the datapath's minimum kernel changed: update the README's \"Kernels\" and \
+             docs/kernels.md, then this test"
+        );
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&format!("kernel {minimum} or later")),
+            "the README states the minimum kernel ({minimum})"
         );
     }
 }
