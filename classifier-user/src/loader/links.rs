@@ -174,14 +174,14 @@ impl LinkPins {
     }
 
     /// Puts `program` into the clsact filter a previous daemon left on `hook` (pinned at
-    /// `pinned`), in place, and pins it instead of the previous program. When the filter is
-    /// gone (removed by hand, or the qdisc with it), attaches afresh.
+    /// `pinned`), in place, and pins it instead of the previous program: true. When the
+    /// filter is gone (removed by hand, or the qdisc with it), attaches afresh: false.
     pub fn adopt_netlink(
         &self,
         program: &mut SchedClassifier,
         hook: TcHook,
         pinned: &Path,
-    ) -> Result<(), PinError> {
+    ) -> Result<bool, PinError> {
         let ours = our_filter(&self.iface, hook)?;
         match program.attach_to_link(ours) {
             Ok(id) => keep_filter(program.take_link(id)?),
@@ -189,13 +189,13 @@ impl LinkPins {
                 warn!(interface = %self.iface, hook = %hook, error = %e,
                       "the previous daemon's clsact filter is gone: attaching afresh");
                 std::fs::remove_file(pinned)?;
-                return self.attach_netlink(program, hook);
+                return self.attach_netlink(program, hook).map(|()| false);
             }
             Err(e) => return Err(Box::new(e)),
         }
         std::fs::remove_file(pinned)?;
         program.pin(pinned)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Takes our clsact filter off `hook` and unpins its program. A filter already gone

@@ -489,9 +489,13 @@ impl Datapath {
                 self.links.push(pinned);
             }
             Some((pins, links::LeftTc::Netlink(path))) => {
-                pins.adopt_netlink(program, hook, &path)
+                let adopted = pins
+                    .adopt_netlink(program, hook, &path)
                     .map_err(pin_error)?;
                 self.netlink_filters.push((pins.clone(), hook));
+                if !adopted {
+                    return Ok(());
+                }
             }
             None => {
                 match (tc_attach, link_pins) {
