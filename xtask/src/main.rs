@@ -113,6 +113,8 @@ fn main() -> anyhow::Result<()> {
                     "warnings",
                 ]),
             )?;
+            // The daemon's layers (docs/architecture.md): no import circle, none upward.
+            modgraph::run(&root, true)?;
             step("build", cargo(&["build", "--workspace", "--bins"]))?;
             // The package tests (lintian, the unit, the installed binary in the lab, the
             // unit under systemd) share this one package: an optimised build of the daemon.
