@@ -15,13 +15,17 @@ pub enum TcAttach {
 }
 
 impl TcAttach {
-    /// `classifier run` arguments forcing this way.
-    pub fn args(self) -> Vec<String> {
-        let mode = match self {
+    /// The way's name, as `--tc-attach` and `classifier status` say it.
+    pub fn name(self) -> &'static str {
+        match self {
             TcAttach::Tcx => "tcx",
             TcAttach::Netlink => "netlink",
-        };
-        vec!["--tc-attach".into(), mode.into()]
+        }
+    }
+
+    /// `classifier run` arguments forcing this way.
+    pub fn args(self) -> Vec<String> {
+        vec!["--tc-attach".into(), self.name().into()]
     }
 
     /// The name of the pin an attachment of `hook` (`ingress`, `egress`) leaves in the

@@ -190,7 +190,9 @@ fn after_kill_9_the_datapath_keeps_enforcing(tc_attach: TcAttach) {
     let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let client = setup.client();
     let daemon = setup.start_daemon_with(tc_attach.args());
-    assert!(!daemon.status().unwrap().adopted);
+    let status = daemon.status().unwrap();
+    assert!(!status.adopted);
+    assert_eq!(status.tc_attach, tc_attach.name(), "{status:?}");
     assert!(tls_blocked(client, GAMBLING), "the policy blocks gambling");
 
     // 2 MB at 400 kB/s: about five seconds, through the kill and the restart.
@@ -326,6 +328,7 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
     let mut args = TcAttach::Netlink.args();
     args.extend(["--fail-fast-replies".into(), "tc-redirect".into()]);
     let first = setup.start_daemon_with(args);
+    assert_eq!(first.status().unwrap().tc_attach, "netlink");
     let first_egress = filter_program_id(lab, lan, "egress").expect("lan_egress is a filter");
     assert!(
         filter_program_id(lab, lan, "ingress").is_some(),
@@ -368,7 +371,12 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
         ],
     );
     let second = setup.start_daemon();
-    assert!(second.status().unwrap().adopted);
+    let status = second.status().unwrap();
+    assert!(status.adopted);
+    assert_eq!(
+        status.tc_attach, "netlink",
+        "the filters taken over: {status:?}"
+    );
     assert!(
         filter_program_id(lab, GATEWAY_WAN_IFACE, "egress").is_some(),
         "wan_egress is attached again: {}",

@@ -416,6 +416,16 @@ impl Datapath {
         self.tc_attach
     }
 
+    /// How the TC programs ended up on the interfaces: as clsact filters if any is one
+    /// (made here or taken over), else as TCX links.
+    pub fn tc_attached(&self) -> TcAttachMode {
+        if self.netlink_filters.is_empty() {
+            TcAttachMode::Tcx
+        } else {
+            TcAttachMode::Netlink
+        }
+    }
+
     /// True when the programs went into attachments a previous daemon left.
     pub fn adopted(&self) -> bool {
         self.adopted
