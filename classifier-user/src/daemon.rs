@@ -562,7 +562,7 @@ fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
             true
         })?;
         let mut out = std::io::stdout().lock();
-        flows::write_table(&mut out, &records, reporting.top)?;
+        flows::write_table(&mut out, &records, reporting.top, usize::MAX)?;
         writeln!(out)?;
     }
     Ok(())
@@ -725,11 +725,24 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
                 Some(&state.in_force.period),
             ))?
         }
-        Request::Explain { client, target, at } => {
+        Request::Explain {
+            client,
+            target,
+            at,
+            vlan,
+        } => {
             let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
-            let state = shared.lock();
-            let mut explanation = state.in_force.policy.explain(*client, &asked, *at);
-            state.measure_allowance(&mut explanation)?;
+            let (mut explanation, lists) = {
+                let state = shared.lock();
+                let (mut explanation, lists) = state
+                    .in_force
+                    .policy
+                    .explain_in_memory(*client, *vlan, &asked, *at);
+                state.measure_allowance(&mut explanation)?;
+                (explanation, lists)
+            };
+            // A list file may hold millions of lines: read without holding the state.
+            explanation.find_in_lists(&lists);
             serde_json::to_string(&explanation)?
         }
         Request::Flows => unreachable!("answered by answer_flows"),

@@ -29,7 +29,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "daemon parts",
         &[
-            "in_force", "events", "recorder", "metrics", "shaping", "loader", "export", "replay",
+            "in_force",
+            "events",
+            "recorder",
+            "metrics",
+            "shaping",
+            "loader",
+            "export",
+            "replay",
+            "list_import",
         ],
     ),
     (

@@ -19,6 +19,7 @@ pub mod file;
 pub mod groups;
 pub mod ids;
 pub mod lists;
+pub mod moment;
 pub mod retention;
 pub mod rules;
 pub mod schedule;
@@ -286,9 +287,15 @@ impl Policy {
             field: "(file)".into(),
             message: format!("cannot read the exceptions file: {e}"),
         })?;
-        let source = Source::new(path, &text);
+        self.add_exceptions_text(&text, path)
+    }
+
+    /// [`Policy::add_exceptions_from`] for the text of an exceptions file, named `path` in
+    /// errors (a change not yet written is named as the file it is meant for).
+    pub fn add_exceptions_text(&mut self, text: &str, path: &Path) -> Result<(), PolicyError> {
+        let source = Source::new(path, text);
         let file: exceptions::ExceptionsFile =
-            toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
+            toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         let category = |name: &str| self.classes.category_id(name);
         let group = |name: &str| self.groups.id(name);
         let mut added = exceptions::compile(
