@@ -91,6 +91,10 @@ pub struct FailFastReplies {
 pub struct Status {
     pub interface: String,
     pub xdp_mode: String,
+    /// How the TC programs are on the interfaces: `tcx` (links) or `netlink` (clsact
+    /// filters, kernels before 6.6).
+    #[serde(default)]
+    pub tc_attach: String,
     /// How fail-fast answers go back to clients.
     #[serde(default)]
     pub fail_fast_replies: FailFastReplies,
@@ -178,6 +182,7 @@ impl State {
         Ok(Status {
             interface: self.interface.clone(),
             xdp_mode: self.xdp_mode.to_string(),
+            tc_attach: self.datapath.tc_attached().to_string(),
             fail_fast_replies: self.fail_fast_replies.clone(),
             adopted: self.adopted,
             policy: in_force.policy.origin.clone(),

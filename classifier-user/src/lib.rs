@@ -3,6 +3,7 @@
 //!
 //! Modules are named after what they do:
 //! - [`preflight`]: the checks that make a start fail early with a fix in the message;
+//! - [`kernel_features`]: what the BPF object needs of the kernel, probed;
 //! - [`netns`]: entering network namespaces;
 //! - [`loader`]: loading the BPF object, pinning its maps, attaching its programs;
 //! - [`policy`]: the policy file: categories, applications, domains, ports;
@@ -34,6 +35,7 @@ pub mod events;
 pub mod export;
 pub mod flows;
 pub mod in_force;
+pub mod kernel_features;
 pub mod lab;
 pub mod list_import;
 pub mod loader;

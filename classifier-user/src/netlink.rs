@@ -159,6 +159,40 @@ impl Netlink {
             .map(drop)
     }
 
+    /// The filters on `ifindex` under `parent` (a clsact hook: `ffff:fff2` ingress,
+    /// `ffff:fff3` egress), as (priority, handle, kind). The kernel lists a filter once per
+    /// priority as a chain head (handle 0) and once per filter; heads are left out.
+    pub fn filters(
+        &mut self,
+        ifindex: u32,
+        parent: TcHandle,
+    ) -> anyhow::Result<Vec<(u16, u32, String)>> {
+        let message = tc_message(ifindex, TcHandle::UNSPEC, parent, Vec::new());
+        let replies = self.exchange(RouteNetlinkMessage::GetTrafficFilter(message), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|message| match message {
+                RouteNetlinkMessage::NewTrafficFilter(tc)
+                    if tc.header.index == ifindex as i32
+                        && tc.header.handle != TcHandle::UNSPEC =>
+                {
+                    let handle = (u32::from(tc.header.handle.major) << 16)
+                        | u32::from(tc.header.handle.minor);
+                    Some(((tc.header.info >> 16) as u16, handle, kind_of(&tc)))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Removes the interface's clsact qdisc, and with it every filter on it: only for one
+    /// this process knows it created and found empty.
+    pub fn delete_clsact(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let message = tc_message(ifindex, TcHandle::UNSPEC, TcHandle::CLSACT, Vec::new());
+        self.exchange(RouteNetlinkMessage::DelQueueDiscipline(message), 0)
+            .map(drop)
+    }
+
     /// Creates class `major:minor`, or changes its rate, and gives it a short leaf queue.
     pub fn put_class(&mut self, ifindex: u32, major: u16, class: &HtbClass) -> anyhow::Result<()> {
         let message = tc_message(

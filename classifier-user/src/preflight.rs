@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
+
+use crate::kernel_features::{self, Missing, Probed, Since, TcAttachChoice, TcAttachMode};
 use nix::sys::statfs::{FsType, statfs};
 
 /// Where the kernel exposes its own BTF.
@@ -41,6 +43,25 @@ pub enum PreflightError {
     NotOnBpfFs { path: PathBuf },
     #[error("interface `{name}` not found{where_}: check the name with `ip link show`")]
     NoInterface { name: String, where_: String },
+    #[error(
+        "kernel {release} lacks {}: the datapath cannot load; it needs kernel {minimum} or \
+         later (`classifier preflight` lists every feature; the README's \"Kernels\" says \
+         which distribution kernels have them)",
+        missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    KernelLacks {
+        release: String,
+        missing: Vec<Missing>,
+        minimum: Since,
+    },
+    #[error(
+        "kernel {release} lacks TCX (needs {}+), which --tc-attach tcx asks for: use \
+         --tc-attach auto or netlink (clsact filters)",
+        kernel_features::TCX
+    )]
+    NoTcx { release: String },
+    #[error("probing the kernel's BPF features: {0:#}")]
+    Probe(anyhow::Error),
 }
 
 /// What `classifier run` needs, and why each.
@@ -87,6 +108,43 @@ pub fn require_kernel_btf() -> Result<(), PreflightError> {
     }
 }
 
+/// Probes the kernel for every feature the BPF `object` (the datapath's) uses (helpers, map
+/// types, BTF) and TCX; fails naming each missing one and the kernel that brought it.
+pub fn require_kernel_features(object: &[u8]) -> Result<Vec<Probed>, PreflightError> {
+    let report = probe_kernel(object).map_err(PreflightError::Probe)?;
+    let missing = kernel_features::missing(&report);
+    if missing.is_empty() {
+        Ok(report)
+    } else {
+        Err(PreflightError::KernelLacks {
+            release: kernel_features::release(),
+            minimum: kernel_features::minimum_kernel(&report),
+            missing,
+        })
+    }
+}
+
+/// Every feature of [`require_kernel_features`], present or not.
+pub fn probe_kernel(object: &[u8]) -> anyhow::Result<Vec<Probed>> {
+    let needs = kernel_features::needs(object)?;
+    kernel_features::probe(&needs, require_kernel_btf().is_ok())
+}
+
+/// How TC programs get attached for `--tc-attach`: TCX links where the kernel has them,
+/// clsact filters (netlink) where not or when asked.
+pub fn tc_attach_mode(choice: TcAttachChoice) -> Result<TcAttachMode, PreflightError> {
+    let has_tcx = kernel_features::has_tcx() && !kernel_features::tcx_pretended_missing();
+    match choice {
+        TcAttachChoice::Netlink => Ok(TcAttachMode::Netlink),
+        TcAttachChoice::Tcx if has_tcx => Ok(TcAttachMode::Tcx),
+        TcAttachChoice::Tcx => Err(PreflightError::NoTcx {
+            release: kernel_features::release(),
+        }),
+        TcAttachChoice::Auto if has_tcx => Ok(TcAttachMode::Tcx),
+        TcAttachChoice::Auto => Ok(TcAttachMode::Netlink),
+    }
+}
+
 /// Fails unless `pin_dir` is, or would be created, on a BPF filesystem.
 pub fn require_bpffs(pin_dir: &Path) -> Result<(), PreflightError> {
     let not_on_bpffs = || PreflightError::NotOnBpfFs {
@@ -127,6 +185,31 @@ mod tests {
              interfaces. Run it as root (sudo), as the systemd unit (it grants them), or with \
              these capabilities (e.g. `setpriv --inh-caps=+bpf,+perfmon \
              --ambient-caps=+bpf,+perfmon`)"
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_features_is_told_each_and_the_minimum() {
+        let err = PreflightError::KernelLacks {
+            release: "5.15.0-91-generic".into(),
+            missing: vec![
+                Missing {
+                    name: "bpf_loop".into(),
+                    since: Since(5, 17),
+                },
+                Missing {
+                    name: "bpf_dynptr_read".into(),
+                    since: Since(5, 19),
+                },
+            ],
+            minimum: Since(5, 19),
+        };
+        assert!(
+            err.to_string().starts_with(
+                "kernel 5.15.0-91-generic lacks bpf_loop (needs 5.17+), bpf_dynptr_read \
+                 (needs 5.19+): the datapath cannot load; it needs kernel 5.19 or later"
+            ),
+            "{err}"
         );
     }
 

@@ -20,6 +20,7 @@ pub mod rustls_client;
 pub mod segments;
 pub mod setup;
 pub mod site_config;
+pub mod tc;
 pub mod tls_clients;
 pub mod tracker;
 pub mod tshark;

@@ -19,6 +19,7 @@ use std::{
 use classifier_tests::{
     capture::{Capture, CapturedPacket},
     classifier_bin, privileged,
+    tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
 use classifier_user::{
     lab::{
@@ -77,15 +78,37 @@ fn a_blocked_tls_site_fails_at_once_with_a_reset_by_tc_redirect() {
     a_blocked_tls_site_fails_at_once_with_a_reset(TC_REDIRECT);
 }
 
+/// The TC way again, its programs attached as clsact filters as on kernels before 6.6.
+#[test]
+fn a_blocked_tls_site_fails_at_once_with_a_reset_by_tc_redirect_on_clsact_filters() {
+    if !privileged("a_blocked_tls_site_fails_at_once_with_a_reset_by_tc_redirect_on_clsact") {
+        return;
+    }
+    a_blocked_tls_site_fails_at_once_with_a_reset_attached(TC_REDIRECT, TcAttach::Netlink);
+}
+
 fn a_blocked_tls_site_fails_at_once_with_a_reset(way: &str) {
+    a_blocked_tls_site_fails_at_once_with_a_reset_attached(way, TcAttach::Tcx);
+}
+
+fn a_blocked_tls_site_fails_at_once_with_a_reset_attached(way: &str, tc_attach: TcAttach) {
     let lab = Lab::up(&LabSpec {
         server_names: vec![BLOCKED.into(), ALLOWED.into()],
         ..LabSpec::default()
     })
     .expect("lab comes up");
     let _tls = TlsServer::start(&lab, &[BLOCKED.into(), ALLOWED.into()]).unwrap();
-    let daemon = daemon_answering_by(&lab, way, Vec::new());
+    let daemon = daemon_answering_by(&lab, way, tc_attach.args());
     let client = &lab.clients[0];
+    let programs = gateway_tc_programs(&lab, lab.gateway.iface);
+    if tc_attach == TcAttach::Netlink {
+        let filters = clsact_filters(&lab, lab.gateway.iface, "ingress");
+        assert!(
+            filters.contains("lan_replies"),
+            "a clsact filter: {filters}"
+        );
+    }
+    assert!(programs.contains("egress:lan_egress"), "{programs}");
 
     for family in ["--ipv4", "--ipv6"] {
         let allowed = curl_https(client, ALLOWED, family);
@@ -632,51 +655,47 @@ fn a_flood_of_blocked_datagrams_is_answered_one_for_one_and_the_answers_are_not_
     daemon.stop().unwrap();
 }
 
-/// The names of the TC programs attached to the gateway's LAN interface (TCX links, which
-/// `bpftool net` of this distribution does not list), ingress and egress.
-fn gateway_tc_programs(lab: &Lab) -> String {
-    use aya::programs::{SchedClassifier, TcAttachType};
-    let iface = lab.gateway.iface;
-    netns::run_in(&lab.gateway.netns, move || {
-        let mut names = Vec::new();
-        for (hook, attach_type) in [
-            ("ingress", TcAttachType::Ingress),
-            ("egress", TcAttachType::Egress),
-        ] {
-            let (_, programs) = SchedClassifier::query_tcx(iface, attach_type)?;
-            for program in programs {
-                let name = program.name_as_str().unwrap_or("?").to_owned();
-                names.push(format!("{hook}:{name}"));
-            }
-        }
-        Ok(names.join(" "))
-    })
-    .expect("querying the gateway's TCX links")
-}
-
 /// The TC way outlives its daemon as the rest of the datapath does: after `kill -9` the
 /// pinned `lan_replies` goes on sending the answers, the next daemon takes it over, and a
-/// daemon told to answer by XDP_TX takes it off (a clean stop leaves nothing behind).
+/// daemon told to answer by XDP_TX takes it off (a clean stop leaves nothing behind). On
+/// TCX links and on clsact filters (kernels before 6.6) alike.
 #[test]
 fn the_tc_way_outlives_a_killed_daemon_and_the_next_one_takes_it_over_or_off() {
     if !privileged("the_tc_way_outlives_a_killed_daemon") {
         return;
     }
+    the_tc_way_outlives_a_killed_daemon(TcAttach::Tcx);
+}
+
+#[test]
+fn the_tc_way_outlives_a_killed_daemon_on_clsact_filters() {
+    if !privileged("the_tc_way_outlives_a_killed_daemon_on_clsact_filters") {
+        return;
+    }
+    the_tc_way_outlives_a_killed_daemon(TcAttach::Netlink);
+}
+
+fn the_tc_way_outlives_a_killed_daemon(tc_attach: TcAttach) {
     let lab = plain_veth_lab(&[BLOCKED]);
     let _tls = TlsServer::start(&lab, &[BLOCKED.into()]).unwrap();
-    let first = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
+    let options = DaemonOptions {
+        extra_args: tc_attach.args(),
+        ..DaemonOptions::default()
+    };
+    let first = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
     let replies_pin = first
         .pin_dir
         .join("links")
         .join(lab.gateway.iface)
-        .join("tc-ingress");
+        .join(tc_attach.pin_name("ingress"));
     assert!(replies_pin.exists(), "lan_replies' attachment is pinned");
-    let programs = gateway_tc_programs(&lab);
+    let programs = gateway_tc_programs(&lab, lab.gateway.iface);
     assert!(programs.contains("ingress:lan_replies"), "{programs}");
     first.kill_hard().unwrap();
 
     curl_is_reset(&lab, &["--ipv4"]); // no daemon: the pinned programs answer
 
+    // The next daemon is not told how: it takes over what it finds, the way it was made.
     let second = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
     let status = second.status().unwrap();
     assert!(status.adopted, "{status:?}");
@@ -690,17 +709,19 @@ fn the_tc_way_outlives_a_killed_daemon_and_the_next_one_takes_it_over_or_off() {
         !replies_pin.exists(),
         "the TC way's attachment is taken off"
     );
-    assert!(
-        !gateway_tc_programs(&lab).contains("lan_replies"),
-        "{}",
-        gateway_tc_programs(&lab)
-    );
+    let programs = gateway_tc_programs(&lab, lab.gateway.iface);
+    assert!(!programs.contains("lan_replies"), "{programs}");
     let pin_dir = third.pin_dir.clone();
     assert!(third.stop().unwrap().success());
     assert!(!pin_dir.exists(), "a clean stop removes every pin");
-    let left = gateway_tc_programs(&lab);
+    let left = gateway_tc_programs(&lab, lab.gateway.iface);
     assert!(
         !left.contains("lan_replies") && !left.contains("lan_egress"),
         "{left}"
+    );
+    assert!(
+        !has_clsact(&lab, lab.gateway.iface),
+        "the clsact qdisc a daemon added is gone: {}",
+        clsact_filters(&lab, lab.gateway.iface, "egress")
     );
 }

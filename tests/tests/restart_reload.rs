@@ -15,6 +15,7 @@ use classifier_tests::{
     classifier_bin,
     clients::{finish_download, slow_download},
     privileged,
+    tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
 use classifier_user::{
     flows::FlowRecord,
@@ -22,7 +23,7 @@ use classifier_user::{
         Host, Lab, LabSpec,
         daemon::{DaemonOptions, DaemonProcess},
         http::HttpServer,
-        topology::{SERVICE_V4, SERVICE_V6},
+        topology::{GATEWAY_WAN_IFACE, SERVICE_V4, SERVICE_V6},
     },
 };
 
@@ -114,8 +115,13 @@ impl Setup {
     }
 
     fn start_daemon(&self) -> DaemonProcess {
+        self.start_daemon_with(Vec::new())
+    }
+
+    fn start_daemon_with(&self, mut extra_args: Vec<String>) -> DaemonProcess {
+        extra_args.extend(["--policy".into(), self.policy_file.display().to_string()]);
         let options = DaemonOptions {
-            extra_args: vec!["--policy".into(), self.policy_file.display().to_string()],
+            extra_args,
             ..DaemonOptions::default()
         };
         DaemonProcess::start(&classifier_bin(), &self.lab, &options).expect("daemon starts")
@@ -165,11 +171,28 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
     if !privileged("after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over") {
         return;
     }
+    after_kill_9_the_datapath_keeps_enforcing(TcAttach::Tcx);
+}
+
+/// As above with the TC programs as clsact filters (kernels before 6.6): the download's
+/// counts come from `lan_egress`, which must keep counting with no daemon and be taken
+/// over in place.
+#[test]
+fn after_kill_9_the_datapath_on_clsact_filters_keeps_enforcing_and_is_taken_over() {
+    if !privileged("after_kill_9_the_datapath_on_clsact_filters_keeps_enforcing") {
+        return;
+    }
+    after_kill_9_the_datapath_keeps_enforcing(TcAttach::Netlink);
+}
+
+fn after_kill_9_the_datapath_keeps_enforcing(tc_attach: TcAttach) {
     let setup = Setup::new(&policy(false));
     let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let client = setup.client();
-    let daemon = setup.start_daemon();
-    assert!(!daemon.status().unwrap().adopted);
+    let daemon = setup.start_daemon_with(tc_attach.args());
+    let status = daemon.status().unwrap();
+    assert!(!status.adopted);
+    assert_eq!(status.tc_attach, tc_attach.name(), "{status:?}");
     assert!(tls_blocked(client, GAMBLING), "the policy blocks gambling");
 
     // 2 MB at 400 kB/s: about five seconds, through the kill and the restart.
@@ -237,6 +260,181 @@ fn after_kill_9_the_datapath_keeps_enforcing_and_the_next_daemon_takes_it_over()
         "a clean stop removes the pinned maps and attachments"
     );
     assert!(!gateway_has_xdp(&setup.lab), "a clean stop detaches XDP");
+    assert_tc_detached(&setup.lab);
+}
+
+/// Neither TCX programs nor clsact filters of ours, nor a clsact qdisc, on the gateway.
+fn assert_tc_detached(lab: &Lab) {
+    for iface in [lab.gateway.iface, GATEWAY_WAN_IFACE] {
+        let left = gateway_tc_programs(lab, iface);
+        assert!(left.is_empty(), "{iface}: {left}");
+        assert!(!has_clsact(lab, iface), "{iface} keeps a clsact qdisc");
+    }
+}
+
+/// Somebody else's filter on `hook` of the gateway's `iface` (and their clsact qdisc
+/// first, when `with_qdisc`). u32: matchall and the gact action are not in every kernel
+/// build.
+fn add_foreign_filter(lab: &Lab, iface: &str, hook: &str, with_qdisc: bool) {
+    let filter = [
+        "filter", "add", "dev", iface, hook, "pref", "100", "protocol", "all", "u32", "match",
+        "u32", "0", "0", "classid", "1:1",
+    ];
+    let qdisc = ["qdisc", "add", "dev", iface, "clsact"];
+    let steps: Vec<&[&str]> = if with_qdisc {
+        vec![&qdisc, &filter]
+    } else {
+        vec![&filter]
+    };
+    for args in steps {
+        tc_ok(lab, args);
+    }
+}
+
+fn tc_ok(lab: &Lab, args: &[&str]) {
+    let status = Command::new("tc")
+        .args(["-n", &lab.gateway.netns])
+        .args(args)
+        .status()
+        .expect("tc runs");
+    assert!(status.success(), "tc {args:?}");
+}
+
+/// The id of the program in our clsact filter on `hook` of `iface` ("... id 42 name ...").
+fn filter_program_id(lab: &Lab, iface: &str, hook: &str) -> Option<u32> {
+    let filters = clsact_filters(lab, iface, hook);
+    let line = filters.lines().find(|l| l.contains("handle 0xc1a5"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "id")?;
+    words.next()?.parse().ok()
+}
+
+/// On clsact filters (kernels before 6.6), a hand-over (SIGUSR1, as `systemctl restart`
+/// does) leaves the filters enforcing while no daemon runs, the next daemon puts its
+/// programs into the same filters (and puts back one removed by hand meanwhile), and a
+/// clean stop takes off ours but never somebody else's qdisc or filter, even on a qdisc
+/// a daemon of ours added. (That a qdisc we added and nobody else uses goes at a stop:
+/// the kill -9 test on clsact filters.)
+#[test]
+fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was_there() {
+    if !privileged("on_clsact_filters_a_hand_over_keeps_enforcing") {
+        return;
+    }
+    let setup = Setup::new(&policy(false));
+    let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
+    let lab = &setup.lab;
+    let lan = lab.gateway.iface;
+    add_foreign_filter(lab, GATEWAY_WAN_IFACE, "egress", true);
+    let mut args = TcAttach::Netlink.args();
+    args.extend(["--fail-fast-replies".into(), "tc-redirect".into()]);
+    let first = setup.start_daemon_with(args);
+    assert_eq!(first.status().unwrap().tc_attach, "netlink");
+    let first_egress = filter_program_id(lab, lan, "egress").expect("lan_egress is a filter");
+    assert!(
+        filter_program_id(lab, lan, "ingress").is_some(),
+        "lan_replies"
+    );
+    assert!(
+        filter_program_id(lab, GATEWAY_WAN_IFACE, "egress").is_some(),
+        "wan_egress"
+    );
+    assert!(
+        tls_reset(setup.client(), GAMBLING),
+        "blocked and answered from the clsact filter"
+    );
+
+    assert!(first.hand_over().unwrap().success(), "SIGUSR1: a hand-over");
+    assert_eq!(
+        filter_program_id(lab, lan, "egress"),
+        Some(first_egress),
+        "the filter stays with no daemon"
+    );
+    assert!(
+        tls_reset(setup.client(), GAMBLING),
+        "no daemon: the filters still answer"
+    );
+
+    // Meanwhile someone removes our WAN filter by hand: the next daemon puts it back.
+    tc_ok(
+        lab,
+        &[
+            "filter",
+            "del",
+            "dev",
+            GATEWAY_WAN_IFACE,
+            "egress",
+            "pref",
+            "1",
+            "handle",
+            "0xc1a5",
+            "bpf",
+        ],
+    );
+    let second = setup.start_daemon();
+    let status = second.status().unwrap();
+    assert!(status.adopted);
+    assert_eq!(
+        status.tc_attach, "netlink",
+        "the filters taken over: {status:?}"
+    );
+    assert!(
+        filter_program_id(lab, GATEWAY_WAN_IFACE, "egress").is_some(),
+        "wan_egress is attached again: {}",
+        clsact_filters(lab, GATEWAY_WAN_IFACE, "egress")
+    );
+    let second_egress = filter_program_id(lab, lan, "egress").expect("still a filter");
+    assert_ne!(
+        second_egress, first_egress,
+        "the new daemon's program is in the filter"
+    );
+    assert_eq!(
+        clsact_filters(lab, lan, "egress")
+            .matches("handle 0xc1a5")
+            .count(),
+        1,
+        "replaced in place, not added: {}",
+        clsact_filters(lab, lan, "egress")
+    );
+    assert!(tls_reset(setup.client(), GAMBLING), "under the new daemon");
+    // Someone puts a filter of theirs on the qdisc a daemon of ours added to the LAN.
+    add_foreign_filter(lab, lan, "ingress", false);
+
+    let pin_dir = second.pin_dir.clone();
+    assert!(second.stop().unwrap().success());
+    assert!(!pin_dir.exists(), "a clean stop removes every pin");
+    let lan_ingress = clsact_filters(lab, lan, "ingress");
+    assert!(
+        has_clsact(lab, lan) && lan_ingress.contains("u32") && !lan_ingress.contains("0xc1a5"),
+        "the qdisc we added stays for the filter put on it since; ours goes: {lan_ingress}"
+    );
+    assert!(
+        clsact_filters(lab, lan, "egress").is_empty(),
+        "{}",
+        clsact_filters(lab, lan, "egress")
+    );
+    assert!(
+        has_clsact(lab, GATEWAY_WAN_IFACE),
+        "somebody else's qdisc stays"
+    );
+    let theirs = clsact_filters(lab, GATEWAY_WAN_IFACE, "egress");
+    assert!(
+        theirs.contains("u32") && !theirs.contains("0xc1a5"),
+        "their filter stays, ours goes: {theirs}"
+    );
+}
+
+/// Whether an HTTPS connection to `name` is refused at once with a reset (the fail-fast
+/// answer), not left to time out.
+fn tls_reset(client: &Host, name: &str) -> bool {
+    let output = Lab::command(client, "curl")
+        .args(["--silent", "--show-error", "--ipv4", "--insecure"])
+        .args(["--max-time", "5", "--output", "/dev/null"])
+        .arg(format!("https://{name}/"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&output.stderr)
+        .to_ascii_lowercase()
+        .contains("reset")
 }
 
 #[test]

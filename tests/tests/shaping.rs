@@ -19,6 +19,7 @@ use classifier_tests::{
     classifier_bin,
     iperf::{self, Measured, Way},
     privileged,
+    tc::TcAttach,
 };
 use classifier_user::lab::{
     Lab, LabSpec,
@@ -90,10 +91,12 @@ enum Gateway {
 
 impl Setup {
     fn new(policy: &str, clients: usize) -> Self {
-        Self::on(Gateway::Routed, policy, clients)
+        Self::on(Gateway::Routed, policy, clients, TcAttach::Tcx)
     }
 
-    fn on(gateway: Gateway, policy: &str, clients: usize) -> Self {
+    /// [`Setup::new`] on a `gateway` that routes or translates, with the TC programs
+    /// attached the way `tc_attach` says.
+    fn on(gateway: Gateway, policy: &str, clients: usize, tc_attach: TcAttach) -> Self {
         let lab = Lab::up(&LabSpec {
             clients,
             server_names: vec!["clips.example.test".into()],
@@ -103,8 +106,10 @@ impl Setup {
         .expect("lab comes up");
         let policy_file = std::env::temp_dir().join(format!("classifier-shaping-{}.toml", lab.id));
         std::fs::write(&policy_file, policy).unwrap();
+        let mut extra_args = tc_attach.args();
+        extra_args.extend(["--policy".into(), policy_file.display().to_string()]);
         let options = DaemonOptions {
-            extra_args: vec!["--policy".into(), policy_file.display().to_string()],
+            extra_args,
             ..DaemonOptions::default()
         };
         let daemon =
@@ -198,7 +203,7 @@ fn shaped_flows_run_near_their_rate_and_an_unshaped_one_beside_them_is_not_slowe
     {
         return;
     }
-    shaped_flows_run_near_their_rate(Gateway::Routed);
+    shaped_flows_run_near_their_rate(Gateway::Routed, TcAttach::Tcx);
 }
 
 #[test]
@@ -206,11 +211,31 @@ fn behind_nat_shaped_flows_run_near_their_rate_uploads_too() {
     if !privileged("behind_nat_shaped_flows_run_near_their_rate_uploads_too") {
         return;
     }
-    shaped_flows_run_near_their_rate(Gateway::Nat);
+    shaped_flows_run_near_their_rate(Gateway::Nat, TcAttach::Tcx);
 }
 
-fn shaped_flows_run_near_their_rate(gateway: Gateway) {
-    let setup = Setup::on(gateway, &always_working(SHAPE_RULES), 2);
+/// The same with the TC programs as clsact filters (kernels before 6.6): the priority a
+/// clsact egress filter sets is read by HTB as TCX's is.
+#[test]
+fn shaped_flows_run_near_their_rate_on_clsact_filters() {
+    if !privileged("shaped_flows_run_near_their_rate_on_clsact_filters") {
+        return;
+    }
+    shaped_flows_run_near_their_rate(Gateway::Routed, TcAttach::Netlink);
+}
+
+/// Behind NAT on clsact filters: the NAT hand-over's filter must run before the fail-fast
+/// answers' filter on the LAN's ingress (whose verdict ends the hook's filters).
+#[test]
+fn behind_nat_on_clsact_filters_uploads_are_shaped_too() {
+    if !privileged("behind_nat_on_clsact_filters_uploads_are_shaped_too") {
+        return;
+    }
+    shaped_flows_run_near_their_rate(Gateway::Nat, TcAttach::Netlink);
+}
+
+fn shaped_flows_run_near_their_rate(gateway: Gateway, tc_attach: TcAttach) {
+    let setup = Setup::on(gateway, &always_working(SHAPE_RULES), 2, tc_attach);
     let lab = &setup.lab;
     for port in [SHARED_PORT, UNSHAPED_PORT] {
         iperf::serve(lab, port);
@@ -274,7 +299,7 @@ fn behind_nat_each_clients_uploads_get_their_own_per_client_rate() {
 }
 
 fn shared_and_per_client_rates(gateway: Gateway, way: Way) {
-    let setup = Setup::on(gateway, &always_working(SHAPE_RULES), 2);
+    let setup = Setup::on(gateway, &always_working(SHAPE_RULES), 2, TcAttach::Tcx);
     let lab = &setup.lab;
     for port in [SHARED_PORT, PER_CLIENT_PORT] {
         iperf::serve(lab, port);

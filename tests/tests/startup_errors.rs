@@ -94,6 +94,124 @@ fn without_kernel_btf_it_names_the_kernel_option() {
     assert_fails_with(&output, &["kernel BTF not found", "CONFIG_DEBUG_INFO_BTF"]);
 }
 
+/// `classifier preflight` on this kernel: every feature the BPF object uses, with the
+/// kernel that brought it, present; the minimum kernel; TCX links for TC.
+#[test]
+fn preflight_lists_what_the_datapath_needs_and_this_kernel_has_it() {
+    if !privileged("preflight_lists_what_the_datapath_needs_and_this_kernel_has_it") {
+        return;
+    }
+    let output = classifier(&["preflight"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (feature, since) in [
+        ("kernel BTF", "5.4"),
+        ("bpf_loop", "5.17"),
+        ("bpf_xdp_load_bytes", "5.18"),
+        ("bpf_dynptr_read", "5.19"),
+        ("bpf_ringbuf_reserve", "5.8"),
+        ("ring buffer", "5.8"),
+        ("LRU hash map", "4.10"),
+        ("TCX", "6.6"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(feature))
+            .unwrap_or_else(|| panic!("{feature} not listed:\n{stdout}"));
+        assert!(
+            line.contains(&format!("since {since} ")) && line.ends_with("yes"),
+            "{line}"
+        );
+    }
+    assert!(
+        stdout.contains("minimum kernel for the datapath: 5.19"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("TC programs: TCX links"), "{stdout}");
+
+    let without_tcx = classifier(&["preflight"])
+        .env("CLASSIFIER_PRETEND_KERNEL_LACKS", "tcx")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&without_tcx.stdout);
+    assert!(
+        without_tcx.status.success(),
+        "TCX is not required: {stdout}"
+    );
+    assert!(
+        stdout.contains("TC programs: clsact filters over netlink (no TCX: it needs 6.6+)"),
+        "{stdout}"
+    );
+}
+
+/// A kernel without a helper the datapath calls (as 5.15 lacks bpf_loop): the start fails
+/// at once naming each missing feature and the kernel that has it, before anything is
+/// created; so does `classifier preflight`.
+#[test]
+fn a_kernel_lacking_helpers_is_told_which_and_since_when_before_anything_is_made() {
+    if !privileged("a_kernel_lacking_helpers_is_told_which_and_since_when") {
+        return;
+    }
+    let pin_dir = unique_pin_dir("lacks");
+    let output = classifier(&["run", "--iface", "lo", "--pin-dir"])
+        .arg(&pin_dir)
+        .env(
+            "CLASSIFIER_PRETEND_KERNEL_LACKS",
+            "bpf_loop,bpf_dynptr_read",
+        )
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &output,
+        &[
+            "lacks bpf_loop (needs 5.17+), bpf_dynptr_read (needs 5.19+)",
+            "it needs kernel 5.19 or later",
+        ],
+    );
+    assert!(!pin_dir.exists(), "nothing is created");
+
+    let preflight = classifier(&["preflight"])
+        .env("CLASSIFIER_PRETEND_KERNEL_LACKS", "ring buffer")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&preflight.stdout);
+    assert_eq!(preflight.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("ring buffer") && l.ends_with("MISSING")),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&preflight.stderr).contains("lacks ring buffer (needs 5.8+)"),
+        "{}",
+        String::from_utf8_lossy(&preflight.stderr)
+    );
+}
+
+/// `--tc-attach tcx` on a kernel without TCX is refused with the way out.
+#[test]
+fn tcx_asked_for_on_a_kernel_without_it_is_refused_with_the_alternative() {
+    if !privileged("tcx_asked_for_on_a_kernel_without_it_is_refused") {
+        return;
+    }
+    let pin_dir = unique_pin_dir("no-tcx");
+    let output = classifier(&["run", "--iface", "lo", "--tc-attach", "tcx", "--pin-dir"])
+        .arg(&pin_dir)
+        .env("CLASSIFIER_PRETEND_KERNEL_LACKS", "tcx")
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &output,
+        &["lacks TCX (needs 6.6+)", "--tc-attach auto or netlink"],
+    );
+    assert!(!pin_dir.exists(), "nothing is created");
+}
+
 #[test]
 fn pin_dir_off_bpffs_is_refused_and_not_created() {
     if !privileged("pin_dir_off_bpffs_is_refused_and_not_created") {
@@ -277,4 +395,30 @@ fn a_named_exceptions_file_that_does_not_exist_stops_the_start() {
         ],
     );
     assert!(!pin_dir.exists(), "refused before the kernel was touched");
+}
+
+/// The probe can say no: a helper asked for in a program type that cannot call it
+/// (`bpf_xdp_load_bytes` from TC) is reported missing, as a kernel without it would be.
+#[test]
+fn the_helper_probe_reports_a_helper_the_program_type_lacks() {
+    use aya::programs::ProgramType;
+    use classifier_user::kernel_features::{self, Needs};
+    if !privileged("the_helper_probe_reports_a_helper_the_program_type_lacks") {
+        return;
+    }
+    let xdp_load_bytes = aya::sys::BpfHelper::BPF_FUNC_xdp_load_bytes as u32;
+    let needs = |kind| Needs {
+        helpers: vec![(xdp_load_bytes, vec![kind])],
+        ..Needs::default()
+    };
+    let present = |kind| {
+        kernel_features::probe(&needs(kind), true)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "bpf_xdp_load_bytes")
+            .unwrap()
+            .present
+    };
+    assert!(present(ProgramType::Xdp));
+    assert!(!present(ProgramType::SchedClassifier));
 }

@@ -52,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "netns",
             "netlink",
             "preflight",
+            "kernel_features",
         ],
     ),
     ("policy", &["policy"]),

@@ -10,6 +10,7 @@ mod flows;
 mod lab;
 mod lists;
 mod policy;
+mod preflight;
 mod run;
 mod status;
 mod stop;
@@ -84,6 +85,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: load and attach the datapath and report per-flow counters.
     Run(run::RunArgs),
+    /// Check this kernel for every feature the datapath needs (helpers, maps, BTF, TCX).
+    Preflight(preflight::PreflightArgs),
     /// What the running daemon enforces: interface, policy, period in force, counters.
     Status(status::StatusArgs),
     /// Show the flows of a running daemon (read from its pinned flow table).
@@ -127,6 +130,7 @@ pub fn main() -> ExitCode {
     service::init_logging(&cli.log, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run::execute(&args),
+        Command::Preflight(args) => preflight::execute(&args),
         Command::Status(args) => status::execute(&args),
         Command::Flows(args) => flows::execute(&args),
         Command::Policy(command) => policy::execute(&command),

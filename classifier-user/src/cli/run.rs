@@ -18,7 +18,7 @@ use crate::{
     degradation::Degradation,
     events::Learned,
     in_force::InForce,
-    loader::{self, DEFAULT_PIN_DIR, Datapath, XdpAttachMode, XdpModeChoice},
+    loader::{self, DEFAULT_PIN_DIR, Datapath, TcAttachChoice, XdpAttachMode, XdpModeChoice},
     netns,
     policy::{self, Policy, PolicySources},
     preflight,
@@ -70,6 +70,12 @@ pub struct RunArgs {
     /// XDP attach mode: native (driver) is fastest; auto falls back to generic with a warning.
     #[arg(long, value_enum, default_value_t)]
     xdp_mode: XdpModeChoice,
+
+    /// How TC programs are attached: `auto` uses TCX links where the kernel has them (6.6
+    /// and later) and clsact filters over netlink where not; both outlive a restart.
+    /// Programs a previous daemon left are taken over the way they were attached.
+    #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_TC_ATTACH")]
+    tc_attach: TcAttachChoice,
 
     /// How often to log counters (and print flows with --print-flows), e.g. `10s`, `1m`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -224,6 +230,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
+    preflight::require_kernel_features(loader::EBPF_OBJECT)?;
+    let tc_attach = preflight::tc_attach_mode(args.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.
     let ids = loader::pinned_class_ids(&args.pin_dir)?;
@@ -240,7 +248,8 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     // Before touching the pinned datapath: a running daemon must not be taken over.
     control::refuse_if_answered(&args.control_socket)?;
     let capacity = tables::domain_capacity(policy.classes.domains.len());
-    let datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
+    let mut datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
+    datapath.set_tc_attach(tc_attach);
     let (datapath, shaper, outcome) = run_daemon(datapath, policy, args);
     if let Some(pid_file) = &args.pid_file {
         let _ = std::fs::remove_file(pid_file);
@@ -435,6 +444,7 @@ fn prepare(
         interface = %args.iface,
         wan = args.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
+        tc_attach = %datapath.tc_attach(),
         checksums = classifier_common::config::checksums::name(checksums),
         fail_fast_replies = %fail_fast_replies.way,
         fail_fast_reason = %fail_fast_replies.reason,

@@ -36,8 +36,13 @@ pub fn execute(args: &StatusArgs) -> anyhow::Result<()> {
     let next = status
         .next_change
         .map_or_else(|| "none".to_owned(), |t| t.to_string());
+    let tc = match status.tc_attach.as_str() {
+        "netlink" => ", TC as clsact filters",
+        "tcx" => ", TC as TCX links",
+        _ => "",
+    };
     println!(
-        "interface:  {} (XDP {}{})",
+        "interface:  {} (XDP {}{tc}{})",
         status.interface,
         status.xdp_mode,
         if status.adopted {

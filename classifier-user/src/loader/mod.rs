@@ -10,7 +10,8 @@
 
 mod links;
 
-pub use links::TcHook;
+pub use crate::kernel_features::{TcAttachChoice, TcAttachMode};
+pub use links::{NETLINK_HANDLE, NETLINK_PRIORITY, TcHook};
 
 use std::{
     io,
@@ -21,8 +22,11 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{ProgramError, SchedClassifier, Xdp, XdpMode, links::PinnedLink, tc},
-    util::KernelVersion,
+    programs::{
+        ProgramError, SchedClassifier, Xdp, XdpMode,
+        links::{LinkOrder, PinnedLink},
+        tc::{self, NlOptions, TcAttachOptions},
+    },
 };
 use classifier_common::{
     config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf, fail_fast_replies},
@@ -172,6 +176,10 @@ pub struct Datapath {
     /// How fail-fast answers go out, once the daemon has chosen for the interface
     /// ([`Datapath::set_fail_fast_replies`]).
     fail_fast_replies: Option<u8>,
+    /// How TC programs that are not taken over get attached.
+    tc_attach: TcAttachMode,
+    /// Our clsact filters (the netlink way), taken off on a clean shutdown.
+    netlink_filters: Vec<(links::LinkPins, TcHook)>,
 }
 
 /// A pin directory and whether this process made it (and so may remove it on failure).
@@ -200,6 +208,8 @@ impl Datapath {
             adopted: false,
             checksums: None,
             fail_fast_replies: None,
+            tc_attach: TcAttachMode::Tcx,
+            netlink_filters: Vec::new(),
         };
         datapath.load_programs()?;
         datapath.default_config()?;
@@ -230,6 +240,8 @@ impl Datapath {
             adopted: false,
             checksums: None,
             fail_fast_replies: None,
+            tc_attach: TcAttachMode::Tcx,
+            netlink_filters: Vec::new(),
         };
         if let Err(err) = datapath
             .load_programs()
@@ -358,18 +370,8 @@ impl Datapath {
             return self.set_fail_fast_replies(way);
         }
         self.set_fail_fast_replies(way)?;
-        if let Some(leftover) = pins
-            .as_ref()
-            .and_then(|pins| pins.existing_tc(TcHook::Ingress))
-        {
-            let link = PinnedLink::from_pin(&leftover)
-                .with_context(|| format!("opening {}", leftover.display()))?;
-            links::release(link).with_context(|| {
-                format!(
-                    "taking off the TC ingress program a previous daemon left on `{iface}` ({})",
-                    leftover.display()
-                )
-            })?;
+        let Some(pins) = pins else { return Ok(()) };
+        if take_off_left_tc(&pins, TcHook::Ingress)? {
             info!(
                 interface = iface,
                 "took off the previous daemon's TC ingress program: answers go out by XDP_TX"
@@ -407,18 +409,9 @@ impl Datapath {
             )?;
             return Ok(());
         }
-        if let Some(leftover) = pins
-            .as_ref()
-            .and_then(|pins| pins.existing_tc(TcHook::NatIngress))
+        if let Some(pins) = &pins
+            && take_off_left_tc(pins, TcHook::NatIngress)?
         {
-            let link = PinnedLink::from_pin(&leftover)
-                .with_context(|| format!("opening {}", leftover.display()))?;
-            links::release(link).with_context(|| {
-                format!(
-                    "taking off the NAT hand-over a previous daemon left on `{iface}` ({})",
-                    leftover.display()
-                )
-            })?;
             info!(
                 interface = iface,
                 "took off the previous daemon's NAT hand-over (no --nat-mark-mask)"
@@ -439,6 +432,27 @@ impl Datapath {
         self.pins
             .as_ref()
             .map(|pins| links::LinkPins::new(&pins.path, iface))
+    }
+
+    /// Makes TC programs attached from now on TCX links or clsact filters. Attachments a
+    /// previous daemon left are taken over as they are, whichever way they were made.
+    pub fn set_tc_attach(&mut self, mode: TcAttachMode) {
+        self.tc_attach = mode;
+    }
+
+    /// How TC programs not taken over are attached.
+    pub fn tc_attach(&self) -> TcAttachMode {
+        self.tc_attach
+    }
+
+    /// How the TC programs ended up on the interfaces: as clsact filters if any is one
+    /// (made here or taken over), else as TCX links.
+    pub fn tc_attached(&self) -> TcAttachMode {
+        if self.netlink_filters.is_empty() {
+            TcAttachMode::Tcx
+        } else {
+            TcAttachMode::Netlink
+        }
     }
 
     /// True when the programs went into attachments a previous daemon left.
@@ -497,40 +511,81 @@ impl Datapath {
             },
             source,
         };
-        let existing = link_pins.and_then(|p| p.existing_tc(hook));
+        let existing = link_pins.and_then(|p| p.existing_tc(hook).map(|left| (p, left)));
+        let tc_attach = self.tc_attach;
         let program = self
             .ebpf
             .program_mut(program_name)
             .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
             .expect("the TC programs are loaded by Datapath::load*");
-        if let Some(path) = existing {
-            let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
-            self.links.push(pinned);
-            info!(
-                interface = iface,
-                program = program_name,
-                hook = %hook,
-                "took over the TC attachment a previous daemon left"
-            );
-            return Ok(());
-        }
-        // Kernels before 6.6 attach TC programs through a clsact qdisc (aya uses TCX links
-        // from 6.6 on). An existing clsact is fine: adding it again fails harmlessly.
-        if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
-            let _ = tc::qdisc_add_clsact(iface);
-        }
-        let link_id = attach_in_order(program, iface, hook).map_err(|source| AttachError::Tc {
+        let tc_error = |source| AttachError::Tc {
             iface: iface.to_owned(),
             hook,
             source,
-        })?;
-        if let Some(pins) = link_pins {
-            let link = program
-                .take_link(link_id)
-                .map_err(|e| pin_error(Box::new(e)))?;
-            let pinned = pins.pin_tc(link, hook).map_err(pin_error)?;
-            self.links.push(pinned);
+        };
+        match existing {
+            Some((_, links::LeftTc::Tcx(path))) => {
+                let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
+                self.links.push(pinned);
+            }
+            Some((pins, links::LeftTc::Netlink(path))) => {
+                let adopted = pins
+                    .adopt_netlink(program, hook, &path)
+                    .map_err(pin_error)?;
+                self.netlink_filters.push((pins.clone(), hook));
+                if !adopted {
+                    return Ok(());
+                }
+            }
+            None => {
+                match (tc_attach, link_pins) {
+                    (TcAttachMode::Netlink, Some(pins)) => {
+                        pins.attach_netlink(program, hook).map_err(pin_error)?;
+                        self.netlink_filters.push((pins.clone(), hook));
+                    }
+                    (TcAttachMode::Netlink, None) => {
+                        // Unpinned (tests): the filter goes when the program is dropped.
+                        let _ = tc::qdisc_add_clsact(iface);
+                        let options = TcAttachOptions::Netlink(NlOptions {
+                            priority: hook.netlink_priority(),
+                            handle: NETLINK_HANDLE.into(),
+                            classid: None,
+                        });
+                        program
+                            .attach_with_options(iface, hook.attach_type(), options)
+                            .map_err(tc_error)?;
+                    }
+                    (TcAttachMode::Tcx, pins) => {
+                        // The NAT hand-over comes first: the fail-fast answers' program
+                        // ends the hook's chain.
+                        let order = if hook == TcHook::NatIngress {
+                            LinkOrder::first()
+                        } else {
+                            LinkOrder::default()
+                        };
+                        let options = TcAttachOptions::TcxOrder(order);
+                        let link_id = program
+                            .attach_with_options(iface, hook.attach_type(), options)
+                            .map_err(tc_error)?;
+                        if let Some(pins) = pins {
+                            let link = program
+                                .take_link(link_id)
+                                .map_err(|e| pin_error(Box::new(e)))?;
+                            let pinned = pins.pin_tc(link, hook).map_err(pin_error)?;
+                            self.links.push(pinned);
+                        }
+                    }
+                }
+                debug!(interface = iface, program = program_name, hook = %hook, tc_attach = %tc_attach, "attached");
+                return Ok(());
+            }
         }
+        info!(
+            interface = iface,
+            program = program_name,
+            hook = %hook,
+            "took over the TC attachment a previous daemon left"
+        );
         Ok(())
     }
 
@@ -730,6 +785,7 @@ impl Datapath {
             pins,
             links,
             link_pins,
+            netlink_filters,
             ..
         } = self;
         // Dropping the Ebpf closes the programs' own descriptors (and unpinned links, which
@@ -738,7 +794,16 @@ impl Datapath {
         for link in links {
             links::release(link).context("removing a pinned attachment")?;
         }
+        for (pins, hook) in &netlink_filters {
+            pins.detach_netlink(*hook)
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("taking our {hook} filter off `{}`", pins.iface()))?;
+        }
         for link_pins in link_pins {
+            link_pins
+                .remove_clsact_if_ours()
+                .map_err(|e| anyhow::anyhow!(e))
+                .with_context(|| format!("removing the clsact qdisc of `{}`", link_pins.iface()))?;
             link_pins
                 .remove_dirs()
                 .context("removing the attachments' pin directory")?;
@@ -869,24 +934,25 @@ fn layout_mismatch(pinned: &MapLayout, ours: &MapLayout, room_for: Option<u32>) 
     })
 }
 
-/// Attaches XDP in the mode asked for (auto: native, else generic with a warning).
-/// Attaches a TC program fresh: with TCX, the NAT hand-over goes first in its chain (a
-/// program before it that ends the chain, as `lan_replies` does with `TC_ACT_PIPE`, would
-/// keep it from running); everything else goes last, as before.
-fn attach_in_order(
-    program: &mut SchedClassifier,
-    iface: &str,
-    hook: TcHook,
-) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
-    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-    if hook == TcHook::NatIngress && tcx {
-        return program.attach_with_options(
-            iface,
-            hook.attach_type(),
-            aya::programs::tc::TcAttachOptions::TcxOrder(aya::programs::LinkOrder::first()),
-        );
-    }
-    program.attach(iface, hook.attach_type())
+/// Takes off the TC program a previous daemon left on `hook` of `pins`' interface (a TCX
+/// link or our clsact filter), if there is one: whether there was.
+fn take_off_left_tc(pins: &links::LinkPins, hook: TcHook) -> anyhow::Result<bool> {
+    let Some(leftover) = pins.existing_tc(hook) else {
+        return Ok(false);
+    };
+    let taken_off = match &leftover {
+        links::LeftTc::Tcx(path) => PinnedLink::from_pin(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|link| Ok(links::release(link)?)),
+        links::LeftTc::Netlink(_) => pins.detach_netlink(hook).map_err(|e| anyhow::anyhow!(e)),
+    };
+    taken_off.with_context(|| {
+        format!(
+            "taking off the {hook} program a previous daemon left on `{}` ({leftover:?})",
+            pins.iface()
+        )
+    })?;
+    Ok(true)
 }
 
 fn attach_xdp_fresh(
@@ -1038,6 +1104,87 @@ mod tests {
         assert_eq!(
             (names.key_size(), names.value_size()),
             (size_of::<NameKey>() as u32, size_of::<FlowName>() as u32)
+        );
+    }
+}
+
+/// The kernel features the embedded object needs, read by `kernel_features`.
+#[cfg(test)]
+mod kernel_needs {
+    use aya::programs::ProgramType;
+    use aya_obj::generated::bpf_map_type;
+
+    use super::EBPF_OBJECT;
+    use crate::kernel_features::{Since, helper_by_id, map_kind_by_id, needs, required_since};
+
+    fn name_of(id: u32) -> &'static str {
+        helper_by_id(id).map_or("?", |h| h.name)
+    }
+
+    #[test]
+    fn every_helper_the_object_calls_is_in_the_table() {
+        let needs = needs(EBPF_OBJECT).unwrap();
+        let unknown: Vec<u32> = needs.unknown_helpers.iter().copied().collect();
+        assert!(
+            unknown.is_empty(),
+            "helpers {unknown:?} are called but not in HELPERS: add each with the kernel \
+             that brought it"
+        );
+        assert_eq!(
+            needs.kfunc_calls, 0,
+            "kfuncs need a probe of their own (BTF ids)"
+        );
+        for id in &needs.map_types {
+            assert!(
+                map_kind_by_id(*id).is_some(),
+                "map type {id} not in MAP_KINDS"
+            );
+        }
+        // The scan sees what the source is known to use, where it is used.
+        let called: Vec<&str> = needs.helpers.iter().map(|(id, _)| name_of(*id)).collect();
+        for wanted in [
+            "bpf_loop",
+            "bpf_xdp_load_bytes",
+            "bpf_dynptr_read",
+            "bpf_ringbuf_reserve",
+            "bpf_redirect",
+        ] {
+            assert!(called.contains(&wanted), "{wanted} not found in {called:?}");
+        }
+        let redirect = needs
+            .helpers
+            .iter()
+            .find(|(id, _)| name_of(*id) == "bpf_redirect")
+            .unwrap();
+        assert!(
+            redirect.1.contains(&ProgramType::SchedClassifier),
+            "bpf_redirect is lan_replies' (TC): {redirect:?}"
+        );
+        assert!(
+            needs
+                .map_types
+                .contains(&(bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32))
+        );
+        assert!(
+            needs
+                .map_types
+                .contains(&(bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32))
+        );
+    }
+
+    #[test]
+    fn the_readme_states_the_minimum_kernel_the_object_needs() {
+        let minimum = required_since(&needs(EBPF_OBJECT).unwrap());
+        assert_eq!(
+            minimum,
+            Since(5, 19),
+            "the datapath's minimum kernel changed: update the README's \"Kernels\" and \
+             docs/kernels.md, then this test"
+        );
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&format!("kernel {minimum} or later")),
+            "the README states the minimum kernel ({minimum})"
         );
     }
 }
