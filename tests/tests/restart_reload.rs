@@ -355,6 +355,8 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
     );
 
     // Meanwhile someone removes our WAN filter by hand: the next daemon puts it back.
+    let priority = classifier_user::loader::NETLINK_PRIORITY.to_string();
+    let handle = format!("{:#x}", classifier_user::loader::NETLINK_HANDLE);
     tc_ok(
         lab,
         &[
@@ -364,9 +366,9 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
             GATEWAY_WAN_IFACE,
             "egress",
             "pref",
-            "1",
+            &priority,
             "handle",
-            "0xc1a5",
+            &handle,
             "bpf",
         ],
     );
