@@ -16,6 +16,7 @@ pub mod flow;
 pub mod host_name;
 pub mod maps;
 pub mod names;
+pub mod nat;
 pub mod parse;
 pub mod policy;
 pub mod shaping;

@@ -125,11 +125,20 @@ pub const CLIENT_CLASSES_MAX_ENTRIES: usize = 0xff00;
 pub const CLASS_IDS: &str = "CLASS_IDS";
 pub const CLASS_IDS_MAX_ENTRIES: usize = 4096;
 
+/// One [`crate::nat::NatConfig`]: the NAT hand-over's mark mask (all zero: off).
+pub const NAT_CONFIG: &str = "NAT_CONFIG";
+/// Slot number (in the skb mark) → the flow that holds it ([`crate::nat::NatSlot`]).
+pub const NAT_SLOTS: &str = "NAT_SLOTS";
+/// Flow → the translated source its uploads left the WAN with ([`crate::nat::PublicSource`]).
+/// LRU, as large as the flow table; the daemon takes a flow's entry out with its record.
+pub const NAT_PUBLIC: &str = "NAT_PUBLIC";
+pub const NAT_PUBLIC_MAX_ENTRIES: usize = FLOWS_MAX_ENTRIES;
+
 /// Every map the daemon pins under its pin directory. The tail-call table is pinned too:
 /// the kernel empties a program array once no process or pin holds it, which would stop
 /// classification while a restarted daemon is on its way; a new daemon writes its own
 /// programs into it.
-pub const PINNED_MAPS: [&str; 27] = [
+pub const PINNED_MAPS: [&str; 30] = [
     CLASSIFIERS,
     FLOWS,
     STATS,
@@ -157,4 +166,7 @@ pub const PINNED_MAPS: [&str; 27] = [
     BUCKETS,
     CLIENT_CLASSES,
     CLASS_IDS,
+    NAT_CONFIG,
+    NAT_SLOTS,
+    NAT_PUBLIC,
 ];

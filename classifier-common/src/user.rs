@@ -6,6 +6,7 @@ use crate::{
     event::{ClassifiedEvent, PayloadEvent, ShapeClientEvent},
     flow::{DirectionCounters, FlowEntry, FlowKey, FragmentKey},
     names::{FlowName, NameKey},
+    nat::{NatConfig, NatSlot, PublicSource},
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, VlanKey},
     shaping::{BucketKey, ClientClassKey, ShapeRule, TokenBucket},
 };
@@ -63,3 +64,9 @@ unsafe impl aya::Pod for FragmentKey {}
 unsafe impl aya::Pod for NameKey {}
 // SAFETY: as above: integers and byte arrays, padding spelled out, 272 bytes.
 unsafe impl aya::Pod for FlowName {}
+// SAFETY: as above: integers, padding spelled out, 16 bytes.
+unsafe impl aya::Pod for NatConfig {}
+// SAFETY: as above: a flow key and an integer, 48 bytes.
+unsafe impl aya::Pod for NatSlot {}
+// SAFETY: as above: a byte array, an integer and padding spelled out, 24 bytes.
+unsafe impl aya::Pod for PublicSource {}

@@ -9,8 +9,10 @@
 //!   counts it against the same flow, drops it if blocked, shapes it if shaped.
 //! - `lan_replies` (TC, gateway LAN interface, ingress; only where XDP_TX cannot be relied
 //!   on): sends the fail-fast answers XDP built back out of the interface ([`replies`]).
+//! - `lan_nat_mark` (TC, gateway LAN interface, ingress; only on a gateway that translates
+//!   addresses): hands each upload's flow over to `wan_egress` in the skb mark ([`nat`]).
 //! - `wan_egress` (TC, gateway WAN interface, egress): client→server packets on their way
-//!   out, after XDP counted them: shapes the uploads of shaped flows.
+//!   out, after XDP counted them (and after NAT): shapes the uploads of shaped flows.
 //! - `empty_xdp`: does nothing; the baseline that benchmarks divide by.
 //!
 //! Built only for `bpfel-unknown-none` (see `classifier-user/build.rs`); on the host the
@@ -27,6 +29,7 @@ mod enforce;
 mod events;
 mod flows;
 mod maps;
+mod nat;
 mod packet;
 mod replies;
 mod reset;
@@ -177,9 +180,17 @@ pub fn lan_replies(ctx: TcContext) -> i32 {
     replies::redirect_marked(&ctx)
 }
 
+/// Uploads entering the LAN interface, before netfilter: their flow goes into the skb
+/// mark for `wan_egress`, which sees them translated (attached only with a NAT mark mask).
+#[classifier]
+pub fn lan_nat_mark(ctx: TcContext) -> i32 {
+    nat::mark_upload(&ctx)
+}
+
 /// Client→server packets leaving the WAN interface: the uploads of shaped flows go into
-/// their class. Counted already by `lan_ingress`; only looked up here. A packet of no
-/// known flow (the gateway's own, or rewritten by NAT on the way) passes untouched.
+/// their class. Counted already by `lan_ingress`; only looked up here: by the flow the
+/// NAT hand-over names in the mark, or by the packet's own addresses. A packet of no
+/// known flow (the gateway's own) passes untouched.
 #[classifier]
 pub fn wan_egress(ctx: TcContext) -> i32 {
     let mut meta = PacketMeta::default();
@@ -189,7 +200,8 @@ pub fn wan_egress(ctx: TcContext) -> i32 {
     ) {
         return TC_ACT_PIPE;
     }
-    let key = flows::flow_key(&meta, Direction::Upload);
+    let key =
+        nat::handed_over(&ctx, &meta).unwrap_or_else(|| flows::flow_key(&meta, Direction::Upload));
     let Some(entry) = maps::FLOWS.get_ptr_mut(key) else {
         return TC_ACT_PIPE;
     };

@@ -18,10 +18,12 @@ use classifier_common::{
         ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
         CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
         EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
-        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, NAMES_MAX_ENTRIES, PEERS_MAX_ENTRIES,
-        PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
+        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, NAMES_MAX_ENTRIES,
+        NAT_PUBLIC_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
+        SOURCES_MAX_ENTRIES,
     },
     names::{FlowName, NameKey},
+    nat::{NAT_SLOTS_ENTRIES, NatConfig, NatSlot, PublicSource},
     parse::http::RequestScanner,
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, GroupPrefixData, VlanKey},
     shaping::{BucketKey, ClientClassKey, MAX_SHAPE_CLASSES, ShapeRule, TokenBucket},
@@ -260,3 +262,16 @@ pub static CLIENT_CLASSES: HashMap<ClientClassKey, u16, CLIENT_CLASSES_MAX_ENTRI
 #[btf_map]
 pub static CLASS_IDS: HashMap<ClassNameKey, u16, CLASS_IDS_MAX_ENTRIES, NO_PREALLOC> =
     HashMap::new();
+
+/// The NAT hand-over's settings ([`classifier_common::nat`]); all zero: off.
+#[btf_map]
+pub static NAT_CONFIG: Array<NatConfig, 1> = Array::new();
+
+/// Slot number carried in the skb mark → the flow holding it.
+#[btf_map]
+pub static NAT_SLOTS: Array<NatSlot, NAT_SLOTS_ENTRIES> = Array::new();
+
+/// Flow → the translated source its uploads leave the WAN with.
+#[btf_map]
+pub static NAT_PUBLIC: LruHashMap<FlowKey, PublicSource, NAT_PUBLIC_MAX_ENTRIES> =
+    LruHashMap::new();

@@ -79,6 +79,9 @@ pub enum Request {
         client: std::net::IpAddr,
         target: String,
         at: jiff::Timestamp,
+        /// The client's VLAN, if asked about one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
     },
 }
 

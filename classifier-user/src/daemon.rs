@@ -18,6 +18,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+pub use crate::in_force::LastReload;
 use crate::{
     control::{self, ErrorReply, Request},
     degradation::{Degradation, IntervalReport},
@@ -73,36 +74,6 @@ pub struct State {
     pub last_intervals: std::collections::BTreeMap<u64, IntervalReport>,
     /// How the last policy load or reload went, for `/metrics`.
     pub last_reload: LastReload,
-}
-
-/// How the last policy load or reload (SIGHUP, `classifier policy reload`) went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LastReload {
-    /// When it was tried.
-    pub at: jiff::Timestamp,
-    /// Whether the policy read then is the one in force (a refused file changes nothing).
-    pub succeeded: bool,
-    /// When a policy was last put in force.
-    pub last_success: jiff::Timestamp,
-}
-
-impl LastReload {
-    /// The policy the daemon started with, loaded at `at`.
-    pub fn loaded_at(at: jiff::Timestamp) -> Self {
-        Self {
-            at,
-            succeeded: true,
-            last_success: at,
-        }
-    }
-
-    fn record(&mut self, at: jiff::Timestamp, succeeded: bool) {
-        self.at = at;
-        self.succeeded = succeeded;
-        if succeeded {
-            self.last_success = at;
-        }
-    }
 }
 
 /// How fail-fast answers (resets, ICMP unreachables) leave the LAN interface, as `status`
@@ -178,6 +149,23 @@ impl FlowTotals {
 }
 
 impl State {
+    /// `/metrics` for the state now ([`metrics::prometheus::Snapshot`]).
+    pub fn render_metrics(&self) -> anyhow::Result<String> {
+        metrics::prometheus::render(&metrics::prometheus::Snapshot {
+            interface: &self.interface,
+            xdp_mode: self.xdp_mode,
+            generation: self.in_force.generation,
+            last_reload: self.last_reload,
+            policy: &self.in_force.policy,
+            totals: &self.degradation.totals,
+            last_intervals: &self.last_intervals,
+            flows_at_last_walk: self.flows_at_last_walk,
+            recorded: self.recorded,
+            quic_initials_shed: self.learned.quic_initials_shed,
+            datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
+        })
+    }
+
     /// A handle on the flow table of its own, to walk the table with the state unlocked.
     pub fn flow_table_handle(&self) -> anyhow::Result<flows::OwnedFlowTable> {
         flows::own_handle(&self.datapath.flow_table()?)
@@ -300,6 +288,23 @@ impl Shared {
     /// Hands the state back once every task has let go of it.
     pub fn into_inner(self) -> Option<State> {
         Arc::into_inner(self.0).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl recorder::Host for Shared {
+    fn lend<R>(&self, work: impl FnOnce(recorder::Lent<'_>) -> R) -> R {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        work(recorder::Lent {
+            datapath: &mut state.datapath,
+            in_force: &state.in_force,
+            names: &mut state.learned.names,
+            stats: &mut state.recorded,
+            recent: &mut state.recent,
+            degradation: &mut state.degradation,
+            flows_at_last_walk: &mut state.flows_at_last_walk,
+            last_intervals: &mut state.last_intervals,
+        })
     }
 }
 
@@ -455,7 +460,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, shared: Shared) {
         axum::routing::get(move || {
             let shared = shared.clone();
             async move {
-                match metrics::prometheus::render(&shared.lock()) {
+                match shared.lock().render_metrics() {
                     Ok(text) => ([(CONTENT_TYPE, metrics::prometheus::content_type())], text)
                         .into_response(),
                     Err(e) => {
@@ -552,7 +557,7 @@ fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
             true
         })?;
         let mut out = std::io::stdout().lock();
-        flows::write_table(&mut out, &records, reporting.top)?;
+        flows::write_table(&mut out, &records, reporting.top, usize::MAX)?;
         writeln!(out)?;
     }
     Ok(())
@@ -573,12 +578,17 @@ fn for_records(
             let policy = &state.in_force.policy;
             // A name whose event the daemon has not read yet is in the kernel's NAMES.
             let kept = state.datapath.names().ok();
+            let public_sources = state.datapath.public_sources().ok();
             chunk
                 .iter()
                 .map(|(key, entry)| {
                     let names =
                         flows::names::of_flow(&state.learned.names, kept.as_ref(), key, entry);
-                    FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref())
+                    let mut record =
+                        FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref());
+                    record.public_source =
+                        FlowRecord::public_source_from(public_sources.as_ref(), key);
+                    record
                 })
                 .collect()
         };
@@ -715,11 +725,24 @@ fn respond(shared: &Shared, request: &Request) -> anyhow::Result<String> {
                 Some(&state.in_force.period),
             ))?
         }
-        Request::Explain { client, target, at } => {
+        Request::Explain {
+            client,
+            target,
+            at,
+            vlan,
+        } => {
             let asked = crate::policy::show::parse_target(target).map_err(anyhow::Error::msg)?;
-            let state = shared.lock();
-            let mut explanation = state.in_force.policy.explain(*client, &asked, *at);
-            state.measure_allowance(&mut explanation)?;
+            let (mut explanation, lists) = {
+                let state = shared.lock();
+                let (mut explanation, lists) = state
+                    .in_force
+                    .policy
+                    .explain_in_memory(*client, *vlan, &asked, *at);
+                state.measure_allowance(&mut explanation)?;
+                (explanation, lists)
+            };
+            // A list file may hold millions of lines: read without holding the state.
+            explanation.find_in_lists(&lists);
             serde_json::to_string(&explanation)?
         }
         Request::Flows => unreachable!("answered by answer_flows"),

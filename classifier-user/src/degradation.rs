@@ -20,34 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{Policy, rules};
 
-/// `[degradation]`, validated.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DegradationPolicy {
-    /// Interval lengths, shortest first.
-    pub intervals: Vec<Duration>,
-    /// The link's capacity each way (bits per second), when known: shares are of the link;
-    /// without it, of the traffic seen.
-    pub link_download_bps: Option<u64>,
-    pub link_upload_bps: Option<u64>,
-    /// Categories watched for taking the link (streaming, file sharing).
-    pub watched_categories: Vec<String>,
-    /// Their share of the link above which an event is logged.
-    pub alert_share: f64,
-}
-
-impl Default for DegradationPolicy {
-    fn default() -> Self {
-        Self {
-            intervals: vec![Duration::from_secs(10), Duration::from_secs(300)],
-            link_download_bps: None,
-            link_upload_bps: None,
-            watched_categories: ["streaming-video", "streaming-audio", "file-sharing"]
-                .map(String::from)
-                .to_vec(),
-            alert_share: 0.5,
-        }
-    }
-}
+pub use crate::policy::settings::DegradationPolicy;
 
 /// One flow's bytes since the last walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

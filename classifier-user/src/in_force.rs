@@ -195,3 +195,33 @@ impl InForce {
         }
     }
 }
+
+/// How the last policy load or reload (SIGHUP, `classifier policy reload`) went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastReload {
+    /// When it was tried.
+    pub at: jiff::Timestamp,
+    /// Whether the policy read then is the one in force (a refused file changes nothing).
+    pub succeeded: bool,
+    /// When a policy was last put in force.
+    pub last_success: jiff::Timestamp,
+}
+
+impl LastReload {
+    /// The policy the daemon started with, loaded at `at`.
+    pub fn loaded_at(at: jiff::Timestamp) -> Self {
+        Self {
+            at,
+            succeeded: true,
+            last_success: at,
+        }
+    }
+
+    pub fn record(&mut self, at: jiff::Timestamp, succeeded: bool) {
+        self.at = at;
+        self.succeeded = succeeded;
+        if succeeded {
+            self.last_success = at;
+        }
+    }
+}

@@ -14,6 +14,7 @@
 //! - [`metrics`]: the datapath's global counters;
 //! - [`replay`]: captures run through the real datapath offline (`classify-pcap`);
 //! - [`shaping`]: the HTB qdiscs and classes shape verdicts put packets into (netlink);
+//! - [`list_import`]: UT1 / Shallalist lists downloaded, checked and swapped in;
 //! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`in_force`]: the policy in force: period, generation, reload;
 //! - [`export`]: investigation exports (CSV, JSON Lines, IPFIX), their audit log, live IPFIX;
@@ -34,8 +35,10 @@ pub mod export;
 pub mod flows;
 pub mod in_force;
 pub mod lab;
+pub mod list_import;
 pub mod loader;
 pub mod metrics;
+pub mod netlink;
 pub mod netns;
 pub mod policy;
 pub mod preflight;

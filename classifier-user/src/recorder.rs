@@ -6,7 +6,7 @@
 //! which takes the datapath with it, records the flows still live.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -15,8 +15,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    daemon::{Shared, State},
-    degradation::{FlowDelta, IntervalReport},
+    degradation::{Degradation, FlowDelta, IntervalReport},
     export::ipfix::{
         Layout, ObservationPoint,
         live::{LiveExport, Reports},
@@ -24,10 +23,12 @@ use crate::{
     flows::{
         DatapathClock, FlowRecord,
         ending::{Ended, FlowEnds},
-        names,
+        names::{self, FlowNames},
         neighbours::Neighbours,
         read_entries,
     },
+    in_force::InForce,
+    loader::Datapath,
     policy::IpfixPolicy,
     store::{EndReason, Store, pg_connect, retention},
 };
@@ -54,6 +55,27 @@ pub struct RecorderStats {
     /// sent.
     #[serde(default)]
     pub ipfix_interim_reports: u64,
+}
+
+/// What a walk needs of the daemon's state, lent for the time of one closure under the
+/// daemon's lock: the datapath's tables, the policy in force, the flow names learned, and
+/// the recorder's own bookkeeping (kept in the state for `status`, `flows` and `/metrics`,
+/// written only here).
+pub struct Lent<'a> {
+    pub datapath: &'a mut Datapath,
+    pub in_force: &'a InForce,
+    pub names: &'a mut FlowNames,
+    pub stats: &'a mut RecorderStats,
+    pub recent: &'a mut RecentlyEnded,
+    pub degradation: &'a mut Degradation,
+    pub flows_at_last_walk: &'a mut usize,
+    pub last_intervals: &'a mut BTreeMap<u64, IntervalReport>,
+}
+
+/// Whoever holds the state the recorder works on (the daemon): it lends it piece by piece,
+/// so the recorder needs nothing of the daemon's types.
+pub trait Host {
+    fn lend<R>(&self, work: impl FnOnce(Lent<'_>) -> R) -> R;
 }
 
 /// Where and how the daemon records flows.
@@ -102,33 +124,35 @@ impl Recorder {
 
     /// One walk: ended flows out of the table and into the store; the retention job when
     /// it is due.
-    pub fn walk(&mut self, shared: &Shared) {
+    pub fn walk(&mut self, host: &impl Host) {
         self.neighbours.refresh();
-        let ((ended, records), lasting) = {
-            let mut state = shared.lock();
-            match take_ended(&mut state, &mut self.ends, &self.neighbours) {
-                Ok(taken) => (taken, self.due_reports(&state)),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "could not walk the flow table");
-                    return;
-                }
+        let taken = host.lend(|mut state| {
+            take_ended(&mut state, &mut self.ends, &self.neighbours)
+                .map(|taken| (taken, self.due_reports(&state)))
+        });
+        let ((ended, records), lasting) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "could not walk the flow table");
+                return;
             }
         };
-        self.report_lasting(lasting, shared);
+        self.report_lasting(lasting, host);
         // Written first, then taken out of the kernel's tables: a daemon killed in between
         // leaves the flows (and their names) to the next one, which records them.
         let named: Vec<bool> = records
             .iter()
             .map(|r| r.name.is_some() || r.second_name.is_some())
             .collect();
-        self.write(records, shared);
-        release(&mut shared.lock(), &ended, &named);
-        self.close_intervals(shared);
-        let (retention, override_reason) = {
-            let records = &shared.lock().in_force.policy.records;
+        self.write(records, host);
+        host.lend(|mut state| release(&mut state, &ended, &named));
+        self.close_intervals(host);
+        let (retention, override_reason) = host.lend(|state| {
+            let records = &state.in_force.policy.records;
             (records.retention, records.retention_override_reason.clone())
-        };
-        let changed = self.retention_in_force.as_ref() != Some(&retention.to_row());
+        });
+        let changed = self.retention_in_force.as_ref()
+            != Some(&crate::store::retention::retention_row(&retention));
         if changed
             || self
                 .last_retention
@@ -142,17 +166,16 @@ impl Recorder {
                 );
             }
             self.last_retention = Some(Instant::now());
-            self.retention_in_force = Some(retention.to_row());
+            self.retention_in_force = Some(crate::store::retention::retention_row(&retention));
             self.run_retention(&retention);
         }
     }
 
     /// Records the flows still live, as a stopping daemon (which removes the datapath)
     /// must.
-    pub fn finish(&mut self, shared: &Shared) {
+    pub fn finish(&mut self, host: &impl Host) {
         self.neighbours.refresh();
-        let live = {
-            let state = shared.lock();
+        let live = host.lend(|state| {
             let walk = match state.datapath.flow_table() {
                 Ok(table) => read_entries(&table).entries,
                 Err(_) => self.ends.take_live(),
@@ -166,21 +189,21 @@ impl Recorder {
                 })
                 .collect();
             to_records(&state, &ended, &self.neighbours)
-        };
+        });
         if let Ok(records) = live {
             let count = records.len();
-            self.write(records, shared);
+            self.write(records, host);
             if let Some(location) = &self.store_path {
                 info!(flows = count, store = %pg_connect::redact(location), "recorded the flows live at stop");
             }
         }
     }
 
-    fn write(&mut self, mut records: Vec<FlowRecord>, shared: &Shared) {
+    fn write(&mut self, mut records: Vec<FlowRecord>, host: &impl Host) {
         if records.is_empty() && self.unwritten.is_empty() {
             return;
         }
-        let ipfix = shared.lock().in_force.policy.records.ipfix;
+        let ipfix = host.lend(|state| state.in_force.policy.records.ipfix);
         let finals: Vec<FlowRecord> = records.iter().map(|r| self.reports.last(r)).collect();
         let (sent, unsent) = self.send_ipfix(&finals, &ipfix);
         let ended = records.len() as u64;
@@ -206,17 +229,18 @@ impl Recorder {
         } else {
             0
         };
-        let mut state = shared.lock();
-        state.recorded.flows_ended += ended;
-        state.recorded.flows_evicted += evicted;
-        state.recorded.records_failed += failed;
-        state.recorded.ipfix_messages += sent;
-        state.recorded.ipfix_failed += unsent;
+        host.lend(|state| {
+            state.stats.flows_ended += ended;
+            state.stats.flows_evicted += evicted;
+            state.stats.records_failed += failed;
+            state.stats.ipfix_messages += sent;
+            state.stats.ipfix_failed += unsent;
+        });
     }
 
     /// The interim reports of live flows whose active timeout is up (each a delta since
     /// the flow's previous report); none without a collector.
-    fn due_reports(&mut self, state: &State) -> Vec<FlowRecord> {
+    fn due_reports(&mut self, state: &Lent<'_>) -> Vec<FlowRecord> {
         let ipfix = state.in_force.policy.records.ipfix;
         if ipfix.collector.is_none() {
             self.reports.clear();
@@ -264,16 +288,17 @@ impl Recorder {
     }
 
     /// Sends the interim reports of lasting flows.
-    fn report_lasting(&mut self, reports: Vec<FlowRecord>, shared: &Shared) {
+    fn report_lasting(&mut self, reports: Vec<FlowRecord>, host: &impl Host) {
         if reports.is_empty() {
             return;
         }
-        let ipfix = shared.lock().in_force.policy.records.ipfix;
+        let ipfix = host.lend(|state| state.in_force.policy.records.ipfix);
         let (sent, unsent) = self.send_ipfix(&reports, &ipfix);
-        let mut state = shared.lock();
-        state.recorded.ipfix_interim_reports += reports.len() as u64;
-        state.recorded.ipfix_messages += sent;
-        state.recorded.ipfix_failed += unsent;
+        host.lend(|state| {
+            state.stats.ipfix_interim_reports += reports.len() as u64;
+            state.stats.ipfix_messages += sent;
+            state.stats.ipfix_failed += unsent;
+        });
     }
 
     /// Sends `records` to the policy's collector, if it names one; (sent, failed).
@@ -322,10 +347,8 @@ impl Recorder {
     }
 
     /// Closes the degradation intervals that are over: logged, kept for `/metrics`, stored.
-    fn close_intervals(&mut self, shared: &Shared) {
-        let reports: Vec<IntervalReport> = {
-            let mut guard = shared.lock();
-            let state = &mut *guard;
+    fn close_intervals(&mut self, host: &impl Host) {
+        let reports: Vec<IntervalReport> = host.lend(|state| {
             let reports = state.degradation.close_due(
                 jiff::Timestamp::now(),
                 &state.in_force.policy,
@@ -337,7 +360,7 @@ impl Recorder {
                     .insert(report.interval_seconds, report.clone());
             }
             reports
-        };
+        });
         for report in &reports {
             for event in &report.events {
                 warn!(
@@ -376,7 +399,7 @@ impl Recorder {
 fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> ObservationPoint {
     let ifindex = |name: &str| nix::net::if_::if_nametoindex(name).unwrap_or(0);
     let lan_ifindex = ifindex(lan_interface);
-    let lan_mac = crate::shaping::netlink::Netlink::open()
+    let lan_mac = crate::netlink::Netlink::open()
         .and_then(|mut netlink| netlink.link_address(lan_ifindex))
         .ok()
         .flatten()
@@ -392,21 +415,21 @@ fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> Observ
 /// to write, then [`release`]); they also go to the state's recently-ended list, so
 /// `classifier flows` shows them a while longer.
 fn take_ended(
-    state: &mut State,
+    state: &mut Lent<'_>,
     ends: &mut FlowEnds,
     neighbours: &Neighbours,
 ) -> anyhow::Result<(Vec<Ended>, Vec<FlowRecord>)> {
     let rules = state.in_force.policy.records.end_rules;
     let walk = read_entries(&state.datapath.flow_table()?);
     let complete = walk.complete;
-    state.flows_at_last_walk = walk.entries.len();
+    *state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
     let ended = ends.sort(walk, crate::flows::datapath_clock_ns()?, &rules);
     let records = to_records(state, &ended, neighbours)?;
     if complete {
         // Names of flows that left the table some other way (evicted between two walks
         // before the daemon saw them) go too.
-        state.learned.names.retain(|key| ends.is_live(key));
+        state.names.retain(|key| ends.is_live(key));
     }
     for (flow, record) in ended.iter().zip(&records) {
         state.recent.push(flow.key, record.clone());
@@ -416,7 +439,7 @@ fn take_ended(
 
 /// Takes recorded flows out of the flow table, and their names (`named`: the record had
 /// one) out of the kernel's `NAMES`.
-fn release(state: &mut State, ended: &[Ended], named: &[bool]) {
+fn release(state: &mut Lent<'_>, ended: &[Ended], named: &[bool]) {
     if let Ok(mut table) = state.datapath.flow_table_mut() {
         for flow in ended.iter().filter(|f| f.reason != EndReason::Evicted) {
             // Gone already (evicted since the walk) is as good as removed.
@@ -430,11 +453,17 @@ fn release(state: &mut State, ended: &[Ended], named: &[bool]) {
             }
         }
     }
+    if let Ok(mut sources) = state.datapath.public_sources_mut() {
+        for flow in ended {
+            // Absent (no NAT, or nothing went out) is as good as removed.
+            let _ = sources.remove(&flow.key);
+        }
+    }
 }
 
 /// Adds each flow's bytes since the last walk to the degradation log (not on the first
 /// walk: a restarted daemon would count the whole life of every flow it took over).
-fn account(state: &mut State, ends: &FlowEnds, walk: &crate::flows::TableWalk) {
+fn account(state: &mut Lent<'_>, ends: &FlowEnds, walk: &crate::flows::TableWalk) {
     if ends.walks == 0 {
         return;
     }
@@ -451,21 +480,23 @@ fn account(state: &mut State, ends: &FlowEnds, walk: &crate::flows::TableWalk) {
 }
 
 fn to_records(
-    state: &State,
+    state: &Lent<'_>,
     ended: &[Ended],
     neighbours: &Neighbours,
 ) -> anyhow::Result<Vec<FlowRecord>> {
     let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
     let kept = state.datapath.names().ok();
+    let public_sources = state.datapath.public_sources().ok();
     Ok(ended
         .iter()
         .map(|flow| {
-            let flow_names =
-                names::of_flow(&state.learned.names, kept.as_ref(), &flow.key, &flow.entry);
+            let flow_names = names::of_flow(state.names, kept.as_ref(), &flow.key, &flow.entry);
             let mut record =
                 FlowRecord::from_entry(&flow.key, &flow.entry, &clock, policy, flow_names.as_ref());
             record.client_mac = neighbours.mac_of(record.client.ip());
+            record.public_source =
+                FlowRecord::public_source_from(public_sources.as_ref(), &flow.key);
             record.ended = Some(flow.reason);
             record
         })

@@ -124,19 +124,7 @@ fn install_ports(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One table of the policy as the datapath holds it, for one period and moment: groups,
-/// the non-allow (group, category) verdicts, and the clients' active exceptions.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DecisionTables {
-    pub prefixes: Vec<(ipnet::IpNet, u16)>,
-    pub vlans: Vec<(u16, u16)>,
-    /// (group, category) → entry; pairs not listed are allowed.
-    pub actions: Vec<((u16, u16), ActionEntry)>,
-    /// (client, category) pairs an exception allows.
-    pub client_exceptions: Vec<(std::net::IpAddr, u16)>,
-    /// Shape class → how the datapath shapes it.
-    pub shapers: Vec<(u16, ShapeRule)>,
-}
+pub use crate::policy::decide::DecisionTables;
 
 /// Writes `tables` into the idle half of every policy map, then makes it the one in force
 /// by bumping the generation (one 4-byte write). Returns the new generation.

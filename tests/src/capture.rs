@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -23,6 +23,10 @@ use nix::{
 use pcap_file::pcap::PcapReader;
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the pcap file must stay the same size before tcpdump is stopped.
+const SETTLED_FOR: Duration = Duration::from_millis(300);
+/// The longest to wait for that.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A running `tcpdump -w` on a lab host's interface.
 pub struct Capture {
@@ -109,6 +113,7 @@ impl Capture {
 
     /// Stops tcpdump; fails unless it reports that the kernel dropped nothing.
     fn stop_complete(&mut self) -> anyhow::Result<()> {
+        self.settle();
         self.stop();
         let summary: Vec<String> = self.stderr_lines.try_iter().collect();
         let dropped = summary
@@ -119,6 +124,24 @@ impl Capture {
             bail!("tcpdump's capture is incomplete or unreadable: {summary:?}");
         }
         Ok(())
+    }
+
+    /// Waits until tcpdump has written what the kernel handed it: stopped by SIGTERM, it
+    /// leaves packets still queued on its socket unwritten without counting them as
+    /// dropped, which on a loaded machine (tcpdump not yet scheduled) loses the last ones.
+    fn settle(&self) {
+        let size = || std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut last = (size(), Instant::now());
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = size();
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() >= SETTLED_FOR {
+                return;
+            }
+        }
     }
 
     fn stop(&mut self) {

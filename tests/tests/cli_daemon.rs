@@ -377,15 +377,44 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         &daemon.control_socket,
         &["--category", "lab-downloads", "--top", "1"],
     );
+    // --wide: every column whole, as this test reads the rows (the width is tested in
+    // classifier-user's flows::tests).
     let table_category = classifier_ok(&[
         "flows",
+        "--wide",
         "--control-socket",
         socket,
         "--category",
         "lab-downloads",
     ]);
-    let table_block = classifier_ok(&["flows", "--control-socket", socket, "--verdict", "block"]);
-    let table_top = classifier_ok(&["flows", "--control-socket", socket, "--top", "1"]);
+    let table_block = classifier_ok(&[
+        "flows",
+        "--wide",
+        "--control-socket",
+        socket,
+        "--verdict",
+        "block",
+    ]);
+    let table_top = classifier_ok(&["flows", "--wide", "--control-socket", socket, "--top", "1"]);
+    // The table fits the terminal's width (COLUMNS here; stdout is no terminal).
+    let fitted: Vec<(usize, String)> = [80, 120, 0]
+        .into_iter()
+        .map(|columns| {
+            let mut command = Command::new(classifier_bin());
+            command.args(["flows", "--control-socket", socket]);
+            if columns > 0 {
+                command.env("COLUMNS", columns.to_string());
+            } else {
+                command.env_remove("COLUMNS");
+            }
+            let output = command.output().expect("classifier runs");
+            assert!(output.status.success(), "{output:?}");
+            (
+                columns,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            )
+        })
+        .collect();
     let status_json = classifier_ok(&["status", "--json", "--control-socket", socket]);
     let status_text = classifier_ok(&["status", "--control-socket", socket]);
     let after = flows_cli(&daemon.control_socket, &[]);
@@ -474,6 +503,24 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         top_rows[0].contains(&format!(" {} ", client_column(&big_flow))),
         "{table_top}"
     );
+    for (columns, table) in &fitted {
+        // Not a terminal and no COLUMNS: 100 columns.
+        let width = if *columns == 0 { 100 } else { *columns };
+        for line in table.lines() {
+            assert!(
+                line.chars().count() <= width,
+                "{width}: {line:?} in\n{table}"
+            );
+        }
+        let header = table.lines().next().unwrap();
+        for kept in ["CLIENT", "NAME", "CATEGORY", "VERDICT", "DN BYTES"] {
+            assert!(header.contains(kept), "{width}: {kept} in\n{table}");
+        }
+        assert!(
+            (before.len()..=after.len()).contains(&rows(table).len()),
+            "every flow, in {width} columns:\n{table}"
+        );
+    }
     let more = number_after(&table_top, "... and ");
     assert_eq!(top_rows.len(), 2, "one flow and how many more: {table_top}");
     assert!(
@@ -692,13 +739,35 @@ fn flows_status_policy_and_an_expiring_exception_through_the_cli() {
         socket,
     ]);
     for expected in [
-        "  group:    staff\n",
-        "  category: gambling (",
-        "  period:   working (",
-        "  decision: block (rule 1: Gambling: blocked)\n",
+        format!("  group:    staff ({}: in prefix ", first.ipv4),
+        "  category: gambling (".to_owned(),
+        "  matched:  bet365.com (".to_owned(),
+        "  period:   working (".to_owned(),
+        "  decision: block (rule 1: Gambling: blocked)\n".to_owned(),
+        "  rule:     1: categories gambling; groups every group; periods always\n".to_owned(),
     ] {
-        assert!(text.contains(expected), "`{expected}` in\n{text}");
+        assert!(text.contains(&expected), "`{expected}` in\n{text}");
     }
+    // --at in the daemon's policy's zone: a local time across the spring clock change.
+    let local: Value = serde_json::from_str(&classifier_ok(&[
+        "policy",
+        "explain",
+        &first.ipv4.to_string(),
+        GAMBLING,
+        "--at",
+        "2026-03-30 16:45",
+        "--control-socket",
+        socket,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(local["at"], "2026-03-30T15:45:00Z", "{local:#}");
+    assert!(
+        local["at_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("Europe/London")),
+        "{local:#}"
+    );
 
     // An exception for the first client, a few seconds long: gambling opens for that
     // client only, then closes by itself, and the daemon logs that it ended.

@@ -28,13 +28,16 @@ use classifier_tests::{
     council_policy_with_short_idle,
     nfdump::{Collector, NfFlow},
     privileged,
-    setup::{daemon_with_policy, http_lab},
+    setup::{daemon_with_policy, http_lab_with},
     tshark::{IpfixRecord, read_ipfix},
 };
 use classifier_user::{
     export::ExportRow,
     flows::{Counters, FlowRecord},
-    lab::{Lab, topology::SERVICE_V4},
+    lab::{
+        Lab, LabSpec,
+        topology::{GATEWAY_WAN_V4, SERVICE_V4},
+    },
     store::{
         EndReason, Filter, FlowStore, Store,
         retention::{AfterRetention, Retention},
@@ -54,7 +57,26 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
     if !privileged("exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire") {
         return;
     }
-    let (lab, _http) = http_lab(SERVER_NAME);
+    exports_read_back(false);
+}
+
+/// The same behind a masquerading gateway: the records also carry the translated source
+/// the server really saw (tcpdump on the server host), in the store, CSV and JSON Lines.
+#[test]
+fn behind_nat_exports_read_back_with_the_public_source_the_server_saw() {
+    if !privileged("behind_nat_exports_read_back_with_the_public_source_the_server_saw") {
+        return;
+    }
+    exports_read_back(true);
+}
+
+fn exports_read_back(nat: bool) {
+    let (lab, _http) = http_lab_with(&LabSpec {
+        clients: 1,
+        server_names: vec![SERVER_NAME.into()],
+        nat,
+        ..LabSpec::default()
+    });
     let data = lab.data_dir();
     std::fs::create_dir_all(&data).unwrap();
     let collector = Collector::start(&lab.gateway, LIVE_COLLECTOR, &data.join("live")).unwrap();
@@ -66,11 +88,13 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
 
     let client = &lab.clients[0];
     let capture = Capture::start(client, "tcp port 40021 or tcp port 40022").unwrap();
+    let server_side = Capture::start_on(&lab.server, "eth0", "tcp port 80").unwrap();
     for (port, len) in DOWNLOADS {
         curl_download(client, SERVER_NAME, SERVICE_V4.into(), port, len);
     }
     std::thread::sleep(Duration::from_millis(500));
     let captured = capture.finish().unwrap();
+    let at_server = server_side.finish().unwrap();
     let server = SocketAddr::new(SERVICE_V4.into(), HTTP_PORT);
     let wire: Vec<(SocketAddr, Counters, Counters)> = DOWNLOADS
         .iter()
@@ -127,6 +151,7 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
         .collect::<Result<_, _>>()
         .unwrap();
     check_rows(&rows, &wire, "CSV");
+    check_public_sources(&rows, &wire, &at_server, nat, "CSV");
 
     let jsonl_out = data.join("case-2.jsonl");
     succeeded(&export(&[
@@ -147,6 +172,7 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     check_rows(&rows, &wire, "JSON Lines");
+    check_public_sources(&rows, &wire, &at_server, nat, "JSON Lines");
     // The store holds what the export says it does.
     let stored = FlowStore::open(&store)
         .unwrap()
@@ -226,6 +252,52 @@ fn exports_and_live_ipfix_read_back_with_the_bytes_that_crossed_the_wire() {
         message.contains("does NOT verify") && message.contains("line 1"),
         "{message}"
     );
+}
+
+/// Behind NAT, each row's public source is the gateway's WAN address and the port under
+/// which the server host's capture shows the flow's very packets (same counts both ways),
+/// and the server saw no LAN address at all; without NAT, rows have no public source.
+fn check_public_sources(
+    rows: &[ExportRow],
+    wire: &[(SocketAddr, Counters, Counters)],
+    at_server: &[capture::CapturedPacket],
+    nat: bool,
+    what: &str,
+) {
+    let server = SocketAddr::new(SERVICE_V4.into(), HTTP_PORT);
+    if !nat {
+        assert!(
+            rows.iter()
+                .all(|r| r.public_addr.is_empty() && r.public_port.is_none()),
+            "{what}: no public source without NAT: {rows:#?}"
+        );
+        return;
+    }
+    assert!(
+        at_server
+            .iter()
+            .all(|p| p.src.ip() == IpAddr::from(GATEWAY_WAN_V4) || p.src == server),
+        "{what}: the server saw only the gateway's address"
+    );
+    for (client, up, down) in wire {
+        let row = rows
+            .iter()
+            .find(|r| r.client == client.ip().to_string() && r.client_port == client.port())
+            .unwrap_or_else(|| panic!("{what}: a row for {client}"));
+        assert_eq!(
+            row.public_addr,
+            GATEWAY_WAN_V4.to_string(),
+            "{what}: {client}"
+        );
+        let port = row.public_port.expect("a public port");
+        let public = SocketAddr::new(GATEWAY_WAN_V4.into(), port);
+        let (server_up, server_down) = capture::tally(at_server, public, server);
+        assert_eq!(
+            (server_up, server_down),
+            (*up, *down),
+            "{what}: the server saw {client}'s packets from {public}"
+        );
+    }
 }
 
 /// Waits (bounded) until the store has a record for each flow of `wire`.
@@ -423,6 +495,7 @@ fn store_with(path: &Path, names: &[&str]) {
             blocked: Counters::default(),
             shaped: Counters::default(),
             ended: Some(EndReason::Fin),
+            public_source: None,
         })
         .collect();
     store.insert(&flows).unwrap();
@@ -978,6 +1051,7 @@ fn aged_record(client: &str, port: u16, days: i64) -> FlowRecord {
         blocked: Counters::default(),
         shaped: Counters::default(),
         ended: Some(EndReason::Fin),
+        public_source: None,
     }
 }
 
@@ -1062,4 +1136,281 @@ fn export_never_returns_records_past_the_retention() {
     let rows = export(&[]);
     assert_eq!(ports(&rows), [3], "{rows:#?}");
     assert_eq!(sandbox.log_lines().len(), 4, "every export audited");
+}
+
+/// Waits (bounded) until the store at `store` holds `count` HTTP flows.
+fn wait_for_records(store: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = FlowStore::open(store)
+            .and_then(|s| s.query(&Filter::default()))
+            .unwrap_or_default();
+        if rows
+            .iter()
+            .filter(|r| r.flow.server.port() == HTTP_PORT)
+            .count()
+            >= count
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} records within 30 s: {rows:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One download per `(client, local port, bytes)`, all at once.
+fn overlapping_downloads(lab: &Lab, downloads: &[(usize, u16, u64)]) {
+    let children: Vec<_> = downloads
+        .iter()
+        .map(|(client, port, len)| {
+            Lab::command(&lab.clients[*client], "curl")
+                .args(["--silent", "--show-error", "--max-time", "20", "--ipv4"])
+                .args(["--output", "/dev/null"])
+                .args(["--local-port", &port.to_string()])
+                // A request one byte longer per client: the server's capture tells them apart.
+                .args(["--header", &format!("X-Who: {}", "a".repeat(client + 1))])
+                .arg(format!("http://{SERVER_NAME}/bytes/{len}"))
+                .spawn()
+                .expect("curl starts")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "curl: {output:?}");
+    }
+}
+
+/// The public ports the server saw the requests come from, and an instant within each
+/// flow (its request's arrival, plus 20 ms: the records are stamped at the timer tick's
+/// resolution, and a download of megabytes lasts longer), in the order of the `X-Who`
+/// header's length (the clients' order in [`overlapping_downloads`]): the server's
+/// capture is the independent witness of which client held which port when. Every
+/// request came from the gateway's WAN address.
+fn request_ports(at_server: &[capture::CapturedPacket]) -> Vec<(u16, jiff::Timestamp)> {
+    let mut requests: Vec<&capture::CapturedPacket> = at_server
+        .iter()
+        .filter(|p| p.dst == SocketAddr::new(SERVICE_V4.into(), HTTP_PORT))
+        .collect();
+    assert!(
+        requests
+            .iter()
+            .all(|p| p.src.ip() == IpAddr::from(GATEWAY_WAN_V4)),
+        "the server saw requests only from the gateway: {requests:?}"
+    );
+    requests.sort_by_key(|p| p.tcp_payload_len);
+    eprintln!(
+        "requests at the server: {:?}",
+        requests
+            .iter()
+            .map(|p| (p.src, p.tcp_payload_len))
+            .collect::<Vec<_>>()
+    );
+    requests
+        .iter()
+        .map(|p| {
+            let at = jiff::Timestamp::from_duration(p.at.try_into().unwrap()).unwrap();
+            (
+                p.src.port(),
+                at.checked_add(jiff::SignedDuration::from_millis(20))
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// "Who was 198.51.100.1:P at T?" behind a masquerading gateway with three clients, the
+/// hard cases made on purpose: all three connect from the same source port at once (NAT
+/// gives two of them other public ports), then, once the translations have expired
+/// (conntrack flushed), another client gets the very same public port. An export by
+/// public address, port and instant finds exactly the client that held it then (the
+/// server's capture says which flow was which, by its size); malformed input is refused
+/// with the reason, writing and auditing nothing.
+#[test]
+fn an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it() {
+    if !privileged("an_export_by_public_address_port_and_time_names_exactly_the_client_behind_it") {
+        return;
+    }
+    let (lab, _http) = http_lab_with(&LabSpec {
+        clients: 4,
+        server_names: vec![SERVER_NAME.into()],
+        nat: true,
+        ..LabSpec::default()
+    });
+    let daemon = daemon_with_policy(&lab, &council_policy_with_short_idle(""), None);
+    // Only the requests (the bulk of a download would overflow tcpdump's buffer here).
+    const REQUESTS: &str = "tcp dst port 80 and tcp[tcpflags] & tcp-push != 0";
+    let at_server = Capture::start_on(&lab.server, "eth0", REQUESTS).unwrap();
+    const PORT: u16 = 40031;
+    let sizes = [2_000_000u64, 2_400_000, 2_800_000];
+    overlapping_downloads(
+        &lab,
+        &[
+            (0, PORT, sizes[0]),
+            (1, PORT, sizes[1]),
+            (2, PORT, sizes[2]),
+        ],
+    );
+    let store = lab.store_path();
+    wait_for_records(&store, 3);
+    // The translations expire (as conntrack's timeouts would make them): the port is free.
+    let flushed = Lab::command(&lab.gateway, "conntrack")
+        .arg("-F")
+        .output()
+        .unwrap();
+    assert!(flushed.status.success(), "conntrack -F: {flushed:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let first_ports = request_ports(&at_server.finish().unwrap());
+    assert_eq!(first_ports.len(), 3, "three requests: {first_ports:?}");
+    let holder = (0..3)
+        .find(|i| first_ports[*i].0 == PORT)
+        .expect("one client kept its own port as the public one");
+    // A client that has not used the port (one that had would reuse its own 5-tuple: one
+    // flow, see docs/records.md).
+    let later = 3;
+    assert_ne!(holder, later);
+    let later_size = 3_200_000u64;
+    let at_server = Capture::start_on(&lab.server, "eth0", REQUESTS).unwrap();
+    overlapping_downloads(&lab, &[(later, PORT, later_size)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let second_ports = request_ports(&at_server.finish().unwrap());
+    let second = second_ports[0].1;
+    assert_eq!(
+        second_ports.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [PORT],
+        "port reused"
+    );
+
+    wait_for_records(&store, 4);
+    daemon.stop().unwrap();
+
+    let sandbox = AuditSandbox::with_syslog("nat-exports");
+    let data = lab.data_dir();
+    let mut case = 0;
+    let mut who_was = |public: String, at: jiff::Timestamp| -> Vec<ExportRow> {
+        case += 1;
+        let out = data.join(format!("who-{case}.jsonl"));
+        let output = sandbox
+            .classifier()
+            .args(["export", "--case", &format!("ABUSE-{case}")])
+            .args(["--requested-by", "Abuse desk (ISP complaint)"])
+            .args(["--public", &public, "--at", &at.to_string()])
+            .args(["--format", "jsonl", "--store"])
+            .arg(&store)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        succeeded(&output);
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let everything: Vec<String> = FlowStore::open(&store)
+        .unwrap()
+        .query(&Filter::default())
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {:?} {}..{} up {} down {} {:?}",
+                s.flow.client,
+                s.flow.public_source,
+                s.flow.first_seen,
+                s.flow.last_seen,
+                s.flow.upload.bytes,
+                s.flow.download.bytes,
+                s.flow.ended
+            )
+        })
+        .collect();
+    let expect_one = |rows: &[ExportRow], client: usize, what: &str| {
+        assert_eq!(
+            rows.len(),
+            1,
+            "{what}: exactly one flow: {rows:#?} (the store: {everything:#?})"
+        );
+        assert_eq!(
+            rows[0].client,
+            lab.clients[client].ipv4.to_string(),
+            "{what}"
+        );
+        assert_eq!(rows[0].client_port, PORT, "{what}");
+    };
+    for (client, (port, first)) in first_ports.iter().copied().enumerate() {
+        let rows = who_was(format!("{GATEWAY_WAN_V4}:{port}"), first);
+        expect_one(
+            &rows,
+            client,
+            &format!("{GATEWAY_WAN_V4}:{port} in the first round"),
+        );
+        assert_eq!(rows[0].public_port, Some(port));
+    }
+    let rows = who_was(format!("{GATEWAY_WAN_V4}:{PORT}"), second);
+    expect_one(&rows, later, "the reused port, later");
+    // The same public source at an instant when nobody held it: nothing.
+    let before = first_ports[0]
+        .1
+        .checked_sub(jiff::SignedDuration::from_secs(3600))
+        .unwrap();
+    assert!(who_was(format!("{GATEWAY_WAN_V4}:{PORT}"), before).is_empty());
+
+    // Malformed input: refused with the reason; no file, no audit entry.
+    let entries = sandbox.log_lines().len();
+    assert_eq!(entries, 5, "one audit entry per export");
+    let log = std::fs::read_to_string(sandbox.log()).unwrap();
+    assert!(
+        log.contains(&format!("\"public_addr\":\"{GATEWAY_WAN_V4}\""))
+            && log.contains(&format!("\"public_port\":{PORT}"))
+            && log.contains("\"at\":"),
+        "the audit entry names the public source and the instant: {log}"
+    );
+    for (public, at, says) in [
+        ("198.51.100.1:0", "2026-12-05T14:02:00Z", "port 0"),
+        (
+            "198.51.100.1:70000",
+            "2026-12-05T14:02:00Z",
+            "not a public address",
+        ),
+        (
+            "gateway:51234",
+            "2026-12-05T14:02:00Z",
+            "not a public address",
+        ),
+        ("0.0.0.0:51234", "2026-12-05T14:02:00Z", "unspecified"),
+        ("198.51.100.1:51234", "14:02 yesterday", "not a time"),
+    ] {
+        let out = data.join("refused.jsonl");
+        let output = sandbox
+            .classifier()
+            .args([
+                "export",
+                "--case",
+                "ABUSE-X",
+                "--requested-by",
+                "Abuse desk",
+            ])
+            .args([
+                "--public", public, "--at", at, "--format", "jsonl", "--store",
+            ])
+            .arg(&store)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let message = failed(&output);
+        assert!(message.contains(says), "{public} at {at}: {message}");
+        assert!(!out.exists(), "{public}: no file");
+    }
+    assert_eq!(
+        sandbox.log_lines().len(),
+        entries,
+        "refusals are not audited"
+    );
+    let verified = succeeded(&sandbox.verify(&["--no-journal"]));
+    assert!(verified.contains("5 entries, chain intact"), "{verified}");
 }

@@ -137,6 +137,44 @@ fn daemon_counts_each_flow_exactly_as_it_crossed_the_wire() {
     }
 }
 
+/// Behind NAT: the record's public source is the gateway's WAN address of the flow's family
+/// and the port under which the server's capture shows the same packets, and the server saw
+/// no LAN address; without NAT, no public source.
+fn check_public_source(
+    flow: &classifier_user::flows::FlowRecord,
+    nat: bool,
+    at_server: &[capture::CapturedPacket],
+    wire: (Counters, Counters),
+) {
+    use classifier_user::lab::topology::{GATEWAY_WAN_V4, GATEWAY_WAN_V6};
+    if !nat {
+        assert_eq!(flow.public_source, None, "{}", flow.client);
+        return;
+    }
+    let gateway = if flow.server.is_ipv4() {
+        IpAddr::from(GATEWAY_WAN_V4)
+    } else {
+        IpAddr::from(GATEWAY_WAN_V6)
+    };
+    let public = flow
+        .public_source
+        .unwrap_or_else(|| panic!("{}: a public source", flow.client));
+    assert_eq!(public.ip(), gateway, "{}", flow.client);
+    assert!(
+        at_server
+            .iter()
+            .all(|p| p.src.ip() != flow.client.ip() && p.dst.ip() != flow.client.ip()),
+        "the server never saw the client's own address"
+    );
+    let (up, down) = capture::tally(at_server, public, flow.server);
+    assert_eq!(
+        (JsonCounters::from(up), JsonCounters::from(down)),
+        (JsonCounters::from(wire.0), JsonCounters::from(wire.1)),
+        "{}: the server saw its packets from {public}",
+        flow.client
+    );
+}
+
 /// `classifier flows --json` against the daemon's pin directory, parsed.
 fn flows_of(control_socket: &std::path::Path) -> Vec<JsonFlow> {
     flows_json(control_socket)
@@ -150,11 +188,31 @@ fn flows_of(control_socket: &std::path::Path) -> Vec<JsonFlow> {
 /// and class the datapath gave it, the reason it ended and the client's MAC.
 #[test]
 fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
-    use classifier_user::store::{EndReason, Filter, FlowStore};
     if !privileged("ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire") {
         return;
     }
-    let (lab, _http) = classifier_tests::setup::http_lab(SERVER_NAME);
+    ended_flows_are_recorded(false);
+}
+
+/// The same behind a gateway that masquerades on its WAN: the records are the client's
+/// (tcpdump on the client), and carry the translated source under which tcpdump on the
+/// server host saw the very same packets, IPv4 and IPv6.
+#[test]
+fn behind_nat_records_carry_the_public_source_the_server_saw() {
+    if !privileged("behind_nat_records_carry_the_public_source_the_server_saw") {
+        return;
+    }
+    ended_flows_are_recorded(true);
+}
+
+fn ended_flows_are_recorded(nat: bool) {
+    use classifier_user::store::{EndReason, Filter, FlowStore};
+    let (lab, _http) = classifier_tests::setup::http_lab_with(&LabSpec {
+        clients: 1,
+        server_names: vec![SERVER_NAME.into()],
+        nat,
+        ..LabSpec::default()
+    });
     // A short idle timeout, so the UDP flow ends within the test.
     let daemon = classifier_tests::setup::daemon_with_policy(
         &lab,
@@ -165,6 +223,7 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
     let client = &lab.clients[0];
     let client_mac = interface_mac(client);
     let capture = Capture::start(client, "tcp port 40011 or tcp port 40012").unwrap();
+    let at_server = Capture::start_on(&lab.server, "eth0", "tcp port 80").unwrap();
     curl_download(client, SERVER_NAME, SERVICE_V4.into(), 40011, 400_000);
     curl_download(client, SERVER_NAME, SERVICE_V6.into(), 40012, 200_000);
     let idle_udp = SocketAddr::new(IpAddr::from(client.ipv4), 40013);
@@ -176,6 +235,7 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let captured = capture.finish().unwrap();
+    let at_server = at_server.finish().unwrap();
 
     // Closed flows are recorded once the close linger (5 s) is over, the UDP one after its
     // 3 s of idleness; the daemon walks the table every 2 s.
@@ -234,6 +294,7 @@ fn ended_flows_are_recorded_in_the_store_as_they_crossed_the_wire() {
             Some(client_mac.as_str()),
             "{port}"
         );
+        check_public_source(flow, nat, &at_server, (wire_up, wire_down));
         // Stamped at the timer tick's resolution: a quick exchange may start and end in
         // one tick, never end before it started.
         assert!(

@@ -393,7 +393,10 @@ fn show_reads_a_policy_file_without_a_daemon() {
         &serde_json::json!({
             "number": rules.len(),
             "description": "News: not at work",
-            "action": "block"
+            "action": "block",
+            "categories": ["news"],
+            "groups": null,
+            "periods": ["working"],
         })
     );
 
@@ -846,5 +849,464 @@ fn policy_check_warns_about_an_expired_exception_at_its_line() {
             && err.contains("exceptions[0].expires")
             && err.contains("RITM0012345 expired"),
         "{err}"
+    );
+}
+
+/// The built-in policy with a `news` category read from a UT1-style list directory
+/// (`lists/news/domains`, beside the policy), blocked in working hours, written to
+/// `scratch`; returns the policy's path and the list file's.
+fn with_news_list(scratch: &SiteConfig) -> (String, String) {
+    let list_dir = scratch.work_dir().join("lists/news");
+    std::fs::create_dir_all(&list_dir).unwrap();
+    let list = list_dir.join("domains");
+    std::fs::write(
+        &list,
+        "# News sites, one a line (UT1 style)\n\nexample-news.test\nbbc.co.uk   # line 4\n\
+         bücher.example\n",
+    )
+    .unwrap();
+    let policy = scratch.work_dir().join("news-list.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}\n[categories.news]\nlists = [\"lists/news\"]\n\n[[rules]]\ndescription = \
+             \"News: not at work\"\ncategories = \"news\"\nperiods = \"working\"\n\
+             groups = [\"staff\", \"guest-wifi\"]\naction = \"block\"\n",
+            classifier_user::policy::DEFAULT_POLICY
+        ),
+    )
+    .unwrap();
+    (
+        policy.to_str().unwrap().to_owned(),
+        list.to_str().unwrap().to_owned(),
+    )
+}
+
+/// `policy explain` with `args` after `explain`, as JSON; the run must succeed.
+fn explain_args(scratch: &SiteConfig, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["policy", "explain"];
+    all.extend(args);
+    all.push("--json");
+    let out = stdout(&scratch.classifier(&all));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn explain_names_the_list_file_and_line_the_app_and_the_rule_s_whole_condition() {
+    let Some(scratch) = SiteConfig::new("explain-why") else {
+        return;
+    };
+    let (policy, list) = with_news_list(&scratch);
+    // Monday 23 November 2026, 10:00 GMT: working hours.
+    let at = ["--at", "2026-11-23T10:00:00Z", "--policy", &policy];
+    let news = explain_args(
+        &scratch,
+        &[&["192.0.2.10", "www.bbc.co.uk"], &at[..]].concat(),
+    );
+    assert_eq!(news["category"], "news", "{news:#}");
+    assert_eq!(news["matched_entry"], "bbc.co.uk", "{news:#}");
+    assert_eq!(news["list_file"], list.as_str(), "{news:#}");
+    assert_eq!(news["list_line"], 4, "{news:#}");
+    assert_eq!(news["list_field"], serde_json::Value::Null, "{news:#}");
+    assert_eq!(news["app"], serde_json::Value::Null, "{news:#}");
+    assert_eq!(news["action"], "block", "{news:#}");
+    assert_eq!(news["fail_fast"], true, "{news:#}");
+    assert_eq!(news["rate"], serde_json::Value::Null, "{news:#}");
+    assert_eq!(news["allowance"], serde_json::Value::Null, "{news:#}");
+    assert_eq!(
+        news["rule"]["categories"],
+        serde_json::json!(["news"]),
+        "{news:#}"
+    );
+    assert_eq!(
+        news["rule"]["groups"],
+        serde_json::json!(["staff", "guest-wifi"])
+    );
+    assert_eq!(news["rule"]["periods"], serde_json::json!(["working"]));
+    assert_eq!(news["group_reason"]["by"], "prefix", "{news:#}");
+    assert_eq!(news["group_reason"]["prefix"], "192.0.2.0/25", "{news:#}");
+    let text = stdout(
+        &scratch.classifier(
+            &[
+                &["policy", "explain", "192.0.2.10", "www.bbc.co.uk"][..],
+                &at[..],
+            ]
+            .concat(),
+        ),
+    );
+    assert!(
+        text.contains(&format!("  matched:  bbc.co.uk ({list}:4)"))
+            && text.contains("categories news; groups staff, guest-wifi; periods working")
+            && text.contains("fail fast"),
+        "{text}"
+    );
+
+    // An application's domain, listed in the policy file itself: its field and line, the
+    // app, and a rule with an allowance (none used: no daemon counts use).
+    let policy_text = std::fs::read_to_string(&policy).unwrap();
+    let video = explain_args(
+        &scratch,
+        &[&["192.0.2.10", "www.youtube.com"], &at[..]].concat(),
+    );
+    assert_eq!(video["app"], "youtube", "{video:#}");
+    assert_eq!(video["matched_entry"], "youtube.com", "{video:#}");
+    assert_eq!(video["list_file"], policy.as_str(), "{video:#}");
+    let line = video["list_line"].as_u64().unwrap() as usize;
+    assert!(
+        policy_text
+            .lines()
+            .nth(line - 1)
+            .unwrap()
+            .contains("\"youtube.com\""),
+        "line {line}: {video:#}"
+    );
+    assert!(
+        video["list_field"]
+            .as_str()
+            .unwrap()
+            .starts_with("apps.youtube.domains["),
+        "{video:#}"
+    );
+    assert_eq!(video["rate"], "16kbit", "{video:#}");
+    assert_eq!(video["rate_bps"], 16_000, "{video:#}");
+    assert_eq!(video["per_client"], true, "{video:#}");
+    assert_eq!(video["fail_fast"], serde_json::Value::Null, "{video:#}");
+    assert_eq!(video["allowance"]["measured"], false, "{video:#}");
+    assert_eq!(
+        video["allowance"]["minutes_used"], 0,
+        "none used, offline: {video:#}"
+    );
+    assert_eq!(video["rule"]["periods"], serde_json::json!(["working"]));
+}
+
+#[test]
+fn explain_says_why_a_client_is_in_its_group_by_prefix_address_or_vlan() {
+    let Some(scratch) = SiteConfig::new("explain-group") else {
+        return;
+    };
+    let at = "2026-11-23T10:00:00Z";
+    let group = |args: &[&str]| {
+        let answer = explain_args(
+            &scratch,
+            &[args, &["www.bbc.co.uk", "--at", at][..]].concat(),
+        );
+        (
+            answer["group"].as_str().unwrap().to_owned(),
+            answer["group_reason"].clone(),
+        )
+    };
+    assert_eq!(
+        group(&["192.0.2.10"]),
+        (
+            "staff".into(),
+            serde_json::json!({"by": "prefix", "prefix": "192.0.2.0/25"})
+        )
+    );
+    assert_eq!(
+        group(&["2001:db8:1::77"]),
+        (
+            "staff".into(),
+            serde_json::json!({"by": "prefix", "prefix": "2001:db8:1::/64"})
+        )
+    );
+    // ICT's one address, inside no other group's prefix: listed in `addresses`.
+    assert_eq!(
+        group(&["192.0.2.5"]),
+        (
+            "ict".into(),
+            serde_json::json!({"by": "address", "address": "192.0.2.5"})
+        )
+    );
+    // Guest Wi-Fi claims VLAN 30 whatever the address.
+    assert_eq!(
+        group(&["198.51.100.7", "--vlan", "30"]),
+        (
+            "guest-wifi".into(),
+            serde_json::json!({"by": "vlan", "vlan": 30})
+        )
+    );
+    assert_eq!(
+        group(&["198.51.100.7"]),
+        ("default".into(), serde_json::json!({"by": "unclaimed"}))
+    );
+    let text = stdout(&scratch.classifier(&[
+        "policy",
+        "explain",
+        "198.51.100.7",
+        "www.bbc.co.uk",
+        "--vlan",
+        "30",
+        "--at",
+        at,
+    ]));
+    assert!(
+        text.contains("  group:    guest-wifi (198.51.100.7 on VLAN 30: its VLAN 30"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_reads_local_times_in_the_site_zone_across_the_clock_changes() {
+    let Some(scratch) = SiteConfig::new("explain-at") else {
+        return;
+    };
+    let answer = |at: &str| explain_args(&scratch, &["192.0.2.10", "www.youtube.com", "--at", at]);
+    // 16:45 is working hours (08:30-17:00) on the site's clock; read as UTC it would be
+    // 17:45 BST, outside them.
+    let bst = answer("2026-03-30 16:45");
+    assert_eq!(bst["at"], "2026-03-30T15:45:00Z", "{bst:#}");
+    assert_eq!(bst["period"], "working", "{bst:#}");
+    assert_eq!(bst["timezone"], "Europe/London");
+    assert_eq!(bst["at_local"], "2026-03-30 16:45:00 BST", "{bst:#}");
+    let note = bst["at_note"].as_str().unwrap();
+    assert!(
+        note.contains("Europe/London") && note.contains("+01:00"),
+        "{note}"
+    );
+    // The Friday before the clocks went forward: GMT.
+    let gmt = answer("2026-03-27T16:45");
+    assert_eq!(gmt["at"], "2026-03-27T16:45:00Z", "{gmt:#}");
+    assert_eq!(gmt["period"], "working", "{gmt:#}");
+    // RFC 3339 is read as written, with no note.
+    let rfc = answer("2026-03-30T16:45:00Z");
+    assert_eq!(rfc["period"], "outside", "17:45 BST: {rfc:#}");
+    assert_eq!(rfc["at_note"], serde_json::Value::Null);
+    // 01:30 on 29 March 2026 never happens in London: refused, saying so.
+    let gap = scratch.classifier(&[
+        "policy",
+        "explain",
+        "192.0.2.10",
+        "www.youtube.com",
+        "--at",
+        "2026-03-29 01:30",
+    ]);
+    assert!(!gap.status.success());
+    let said = stderr(&gap);
+    assert!(
+        said.contains("does not exist in Europe/London") && said.contains("2026-03-29T01:30:00"),
+        "{said}"
+    );
+    // 01:30 on 25 October 2026 happens twice: the first (BST), said.
+    let fold = answer("2026-10-25 01:30");
+    assert_eq!(fold["at"], "2026-10-25T00:30:00Z", "{fold:#}");
+    assert!(
+        fold["at_note"].as_str().unwrap().contains("happens twice"),
+        "{fold:#}"
+    );
+    // A time alone is today's, on the site's clock.
+    let today = answer("12:30");
+    assert!(
+        today["at_local"].as_str().unwrap().contains(" 12:30:00 "),
+        "{today:#}"
+    );
+    let text = stdout(&scratch.classifier(&[
+        "policy",
+        "explain",
+        "192.0.2.10",
+        "www.youtube.com",
+        "--at",
+        "2026-03-30 16:45",
+    ]));
+    assert!(
+        text.contains("  time:     2026-03-30 16:45:00 BST (Europe/London)"),
+        "{text}"
+    );
+    let garbage = scratch.classifier(&[
+        "policy",
+        "explain",
+        "192.0.2.10",
+        "www.youtube.com",
+        "--at",
+        "half past noon",
+    ]);
+    assert!(!garbage.status.success());
+    assert!(
+        stderr(&garbage).contains("Europe/London"),
+        "{}",
+        stderr(&garbage)
+    );
+}
+
+#[test]
+fn explain_takes_a_url_s_host_and_refuses_what_names_no_host() {
+    let Some(scratch) = SiteConfig::new("explain-url") else {
+        return;
+    };
+    let (policy, list) = with_news_list(&scratch);
+    let at = ["--at", "2026-11-23T10:00:00Z", "--policy", &policy];
+    let target = |url: &str| explain_args(&scratch, &[&["192.0.2.10", url], &at[..]].concat());
+
+    let plain = target("https://www.bbc.co.uk/news/uk?page=2#top");
+    assert_eq!(plain["target"], "www.bbc.co.uk", "{plain:#}");
+    assert_eq!(plain["category"], "news", "{plain:#}");
+    // Userinfo, a port and capitals are not part of the host.
+    let dressed = target("HTTPS://someone:secret@WWW.BBC.CO.UK:8443/x");
+    assert_eq!(dressed["target"], "www.bbc.co.uk", "{dressed:#}");
+    // What comes before `@` is userinfo: the browser goes to the host after it.
+    let decoy = target("https://www.bbc.co.uk@evil.example/");
+    assert_eq!(decoy["target"], "evil.example", "{decoy:#}");
+    assert_eq!(decoy["category"], "uncategorized", "{decoy:#}");
+    // An internationalised host is read in punycode, as the list is.
+    let idn = target("https://Bücher.example/katalog");
+    assert_eq!(idn["target"], "xn--bcher-kva.example", "{idn:#}");
+    assert_eq!(idn["matched_entry"], "xn--bcher-kva.example", "{idn:#}");
+    assert_eq!(
+        (&idn["list_file"], &idn["list_line"]),
+        (&list.as_str().into(), &5.into())
+    );
+    // And so is a name given alone.
+    let bare = target("BÜCHER.example");
+    assert_eq!(bare["target"], "xn--bcher-kva.example", "{bare:#}");
+
+    for (hostile, says) in [
+        ("https://[2001:db8::1]:443/", "names an address"),
+        ("http://192.0.2.1/admin", "names an address"),
+        ("https://", "is not a URL"),
+        ("https://exa mple.com/", "is not a URL"),
+        ("ftp://files.example/pub", "only http:// and https://"),
+        ("javascript:alert(1)", "is not a domain name"),
+        (
+            "www.bbc.co.uk/news",
+            "a whole URL (https://www.bbc.co.uk/news)",
+        ),
+        ("not a host!", "is not a domain name"),
+    ] {
+        let output =
+            scratch.classifier(&[&["policy", "explain", "192.0.2.10", hostile], &at[..]].concat());
+        let said = stderr(&output);
+        assert!(
+            !output.status.success() && said.contains(says),
+            "{hostile}: {said}"
+        );
+    }
+}
+
+#[test]
+fn exceptions_add_refuses_a_past_expiry_and_names_the_exceptions_file() {
+    let Some(scratch) = SiteConfig::new("exceptions-past") else {
+        return;
+    };
+    let file = scratch.work_dir().join("exceptions.toml");
+    let file = file.to_str().unwrap();
+    let add = |expires: &str, category: &str| {
+        scratch.classifier(&[
+            "exceptions",
+            "add",
+            "--client",
+            "192.0.2.10",
+            "--category",
+            category,
+            "--approved-by",
+            "J. Smith (line manager)",
+            "--reference",
+            "RITM0099999",
+            "--reason",
+            "Backdated by mistake",
+            "--expires",
+            expires,
+            "--exceptions",
+            file,
+            "--control-socket",
+            "/nonexistent/no-daemon.sock",
+        ])
+    };
+    let past = add("2020-01-31", "cloud-storage");
+    assert!(!past.status.success());
+    let said = stderr(&past);
+    assert!(
+        said.contains(file) && said.contains("has passed") && !said.contains(".new"),
+        "{said}"
+    );
+    assert!(!Path::new(file).exists(), "nothing written");
+
+    // With a file there: a past expiry and an unknown category leave it as it was, and
+    // the errors name it, not a file of the command's.
+    stdout(&add("2099-01-31", "cloud-storage"));
+    let before = std::fs::read_to_string(file).unwrap();
+    let past = add("2021-06-30T12:00:00Z", "cloud-storage");
+    assert!(
+        !past.status.success() && stderr(&past).contains(file),
+        "{}",
+        stderr(&past)
+    );
+    let unknown = add("2099-01-31", "no-such-category");
+    let said = stderr(&unknown);
+    assert!(
+        !unknown.status.success()
+            && said.contains(&format!("{file}:"))
+            && said.contains("no-such-category")
+            && !said.contains(".new"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(file).unwrap(), before);
+}
+
+#[test]
+fn show_prints_conditions_schedule_holidays_and_retention() {
+    let Some(scratch) = SiteConfig::new("show-all") else {
+        return;
+    };
+    std::fs::write(
+        scratch.work_dir().join("bank-holidays.json"),
+        classifier_user::policy::bank_holidays::SHIPPED,
+    )
+    .unwrap();
+    let default = classifier_user::policy::DEFAULT_POLICY;
+    let start = default.find("bank-holidays = [").unwrap();
+    let end = start + default[start..].find("]\n").unwrap() + 2;
+    let policy = scratch.work_dir().join("gov-uk.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}bank-holidays-file = \"bank-holidays.json\"\nbank-holidays-division = \
+             \"scotland\"\n{}",
+            &default[..start],
+            &default[end..]
+        ),
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let text = stdout(&scratch.classifier(&["policy", "show", "--policy", policy]));
+    for expected in [
+        "  lunch        mon-fri 12:00-13:00 (not on bank holidays)",
+        "  working      mon-fri 08:30-17:00 (not on bank holidays)",
+        "else `outside`",
+        "bank-holidays.json, division scotland)",
+        // St Andrew's Day (substitute) is Scotland's alone.
+        "2026: 01-01 01-02",
+        "11-30",
+        "when: categories streaming-video, streaming-audio; groups every group; periods working",
+        "retention: flow records keep the client for 14 months, then delete",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&stdout(
+        &scratch.classifier(&["policy", "show", "--policy", policy, "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(json["bank_holidays"]["division"], "scotland", "{json:#}");
+    assert!(
+        json["bank_holidays"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("bank-holidays.json")
+    );
+    assert!(
+        json["bank_holidays"]["dates"]
+            .as_array()
+            .unwrap()
+            .contains(&"2026-11-30".into()),
+        "{json:#}"
+    );
+    assert_eq!(json["retention"]["keep"], "14 months", "{json:#}");
+    assert_eq!(json["schedule"]["default"], "outside");
+    assert_eq!(json["schedule"]["periods"][0]["name"], "lunch");
+    let first = &json["rules"][0];
+    assert_eq!(first["groups"], serde_json::Value::Null, "every group");
+    assert!(
+        first["categories"]
+            .as_array()
+            .unwrap()
+            .contains(&"adult".into())
     );
 }

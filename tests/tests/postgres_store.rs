@@ -69,6 +69,7 @@ fn record(client: &str, started: &str, down: u64) -> FlowRecord {
             bytes: 200,
         },
         ended: Some(EndReason::Rst),
+        public_source: None,
     }
 }
 
@@ -81,7 +82,11 @@ fn records_and_retention_on_postgresql() {
     let mut store = Store::open(&server.connection()).unwrap();
     let flows = [
         record("192.0.2.10:1000", "2025-09-01T09:00:00Z", 4000),
-        record("192.0.2.11:1001", "2025-09-01T10:00:00Z", 6000),
+        // Behind NAT: the translated source, stored and selected by (schema 6).
+        FlowRecord {
+            public_source: Some("198.51.100.1:51234".parse().unwrap()),
+            ..record("192.0.2.11:1001", "2025-09-01T10:00:00Z", 6000)
+        },
         record("192.0.2.12:1002", "2026-11-30T09:00:00Z", 700),
     ];
     store.insert(&flows).unwrap();
@@ -95,6 +100,25 @@ fn records_and_retention_on_postgresql() {
         ..Filter::default()
     };
     assert_eq!(store.query(&client_12).unwrap().len(), 1);
+    let who_was = |store: &mut Store, port: u16, at: &str| -> Vec<SocketAddr> {
+        store
+            .query(&Filter {
+                public_addr: Some("198.51.100.1".parse().unwrap()),
+                public_port: Some(port),
+                at: Some(at.parse().unwrap()),
+                ..Filter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|s| s.flow.client)
+            .collect()
+    };
+    assert_eq!(
+        who_was(&mut store, 51234, "2025-09-01T10:00:10Z"),
+        ["192.0.2.11:1001".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(who_was(&mut store, 51234, "2025-09-01T11:00:00Z").is_empty());
+    assert!(who_was(&mut store, 51235, "2025-09-01T10:00:10Z").is_empty());
 
     // Anonymise at an injected "now" 14 months after the old ones, then delete.
     let now: jiff::Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();

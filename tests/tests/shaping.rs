@@ -79,11 +79,25 @@ struct Setup {
     daemon: Option<DaemonProcess>,
 }
 
+/// The gateway as the shaping tests run on it: routing the clients' addresses, or
+/// masquerading them on the WAN (uploads then reach the WAN's TC translated, and are
+/// shaped by the flow the NAT hand-over names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gateway {
+    Routed,
+    Nat,
+}
+
 impl Setup {
     fn new(policy: &str, clients: usize) -> Self {
+        Self::on(Gateway::Routed, policy, clients)
+    }
+
+    fn on(gateway: Gateway, policy: &str, clients: usize) -> Self {
         let lab = Lab::up(&LabSpec {
             clients,
             server_names: vec!["clips.example.test".into()],
+            nat: gateway == Gateway::Nat,
             ..LabSpec::default()
         })
         .expect("lab comes up");
@@ -116,6 +130,45 @@ impl Drop for Setup {
     }
 }
 
+/// What the server host received came from the gateway's WAN address only: tcpdump on
+/// the server, and the gateway's conntrack table, show the translation really happened.
+fn assert_server_saw_only_the_gateway(lab: &Lab) {
+    use classifier_user::lab::topology::GATEWAY_WAN_V4;
+    let capture = classifier_tests::capture::Capture::start_on(
+        &lab.server,
+        "eth0",
+        // Connections' first packets only: a full-speed upload's would overflow tcpdump.
+        "tcp[tcpflags] & tcp-syn != 0",
+    )
+    .unwrap();
+    let client = &lab.clients[0];
+    let run = iperf::start(client, SERVICE_V4, UNSHAPED_PORT, Way::Upload, 1, 1000);
+    run.finish();
+    let packets = capture.finish().unwrap();
+    assert!(!packets.is_empty(), "the server saw the connections open");
+    let sources: std::collections::BTreeSet<std::net::IpAddr> = packets
+        .iter()
+        .filter(|p| p.dst.ip() == std::net::IpAddr::from(SERVICE_V4))
+        .map(|p| p.src.ip())
+        .collect();
+    assert_eq!(
+        sources.into_iter().collect::<Vec<_>>(),
+        [std::net::IpAddr::from(GATEWAY_WAN_V4)],
+        "the server saw uploads only from the gateway's WAN address"
+    );
+    let conntrack = Lab::command(&lab.gateway, "conntrack")
+        .args(["-L", "-p", "tcp", "--src-nat"])
+        .output()
+        .expect("conntrack runs");
+    let listed = String::from_utf8_lossy(&conntrack.stdout);
+    assert!(
+        listed.contains(&format!("src={}", client.ipv4))
+            && listed.contains(&format!("dst={GATEWAY_WAN_V4}")),
+        "conntrack shows the client's connections translated: {listed}{}",
+        String::from_utf8_lossy(&conntrack.stderr)
+    );
+}
+
 fn assert_near_rate(measured: &Measured, rate: f64, what: &str) {
     assert_ratio_within(measured, rate, 0.7..=1.15, what);
 }
@@ -145,7 +198,19 @@ fn shaped_flows_run_near_their_rate_and_an_unshaped_one_beside_them_is_not_slowe
     {
         return;
     }
-    let setup = Setup::new(&always_working(SHAPE_RULES), 2);
+    shaped_flows_run_near_their_rate(Gateway::Routed);
+}
+
+#[test]
+fn behind_nat_shaped_flows_run_near_their_rate_uploads_too() {
+    if !privileged("behind_nat_shaped_flows_run_near_their_rate_uploads_too") {
+        return;
+    }
+    shaped_flows_run_near_their_rate(Gateway::Nat);
+}
+
+fn shaped_flows_run_near_their_rate(gateway: Gateway) {
+    let setup = Setup::on(gateway, &always_working(SHAPE_RULES), 2);
     let lab = &setup.lab;
     for port in [SHARED_PORT, UNSHAPED_PORT] {
         iperf::serve(lab, port);
@@ -173,9 +238,13 @@ fn shaped_flows_run_near_their_rate_and_an_unshaped_one_beside_them_is_not_slowe
         unshaped.bits_per_second / 1e6
     );
 
-    // Uploads are shaped on the WAN side the same way.
+    // Uploads are shaped on the WAN side the same way (behind NAT too: the server sees the
+    // gateway's address, checked below, and the upload still goes into its class).
     let upload = iperf::start(client, SERVICE_V4, SHARED_PORT, Way::Upload, 10, 1000).finish();
-    assert_near_rate(&upload, RATE_BPS, "shaped upload");
+    assert_near_rate(&upload, RATE_BPS, &format!("shaped upload ({gateway:?})"));
+    if gateway == Gateway::Nat {
+        assert_server_saw_only_the_gateway(lab);
+    }
     let status = setup.daemon().status().unwrap();
     assert!(status.shaped_bytes > 0, "{status:?}");
     assert!(
@@ -191,7 +260,21 @@ fn a_shared_rate_is_shared_between_clients_and_a_per_client_rate_is_each_clients
     {
         return;
     }
-    let setup = Setup::new(&always_working(SHAPE_RULES), 2);
+    shared_and_per_client_rates(Gateway::Routed, Way::Download);
+}
+
+/// Behind NAT both clients' uploads leave with the gateway's one address: only the NAT
+/// hand-over tells them apart, for the per-client rate and the shared one.
+#[test]
+fn behind_nat_each_clients_uploads_get_their_own_per_client_rate() {
+    if !privileged("behind_nat_each_clients_uploads_get_their_own_per_client_rate") {
+        return;
+    }
+    shared_and_per_client_rates(Gateway::Nat, Way::Upload);
+}
+
+fn shared_and_per_client_rates(gateway: Gateway, way: Way) {
+    let setup = Setup::on(gateway, &always_working(SHAPE_RULES), 2);
     let lab = &setup.lab;
     for port in [SHARED_PORT, PER_CLIENT_PORT] {
         iperf::serve(lab, port);
@@ -202,7 +285,7 @@ fn a_shared_rate_is_shared_between_clients_and_a_per_client_rate_is_each_clients
             .clients
             .iter()
             .zip([port, port + SECOND_CLIENT])
-            .map(|(client, port)| iperf::start(client, SERVICE_V4, port, Way::Download, 10, 1000))
+            .map(|(client, port)| iperf::start(client, SERVICE_V4, port, way, 10, 1000))
             .collect();
         runs.into_iter().map(iperf::Run::finish).collect::<Vec<_>>()
     };

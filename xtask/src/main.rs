@@ -2,6 +2,7 @@
 //! both start with `setup`, which installs whatever this machine lacks.
 
 mod deb;
+mod modgraph;
 mod report;
 mod setup;
 
@@ -75,6 +76,13 @@ enum Task {
     },
     /// Write docs/benchmarks.md again from the results in target/bench, without measuring.
     BenchReport,
+    /// Draw the daemon's module graph (docs/module-graph.svg, by Graphviz) and list its import
+    /// circles and the imports that run up the layers of docs/architecture.md.
+    Modgraph {
+        /// Fail when there is any circle, upward import or module in no layer.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,6 +113,8 @@ fn main() -> anyhow::Result<()> {
                     "warnings",
                 ]),
             )?;
+            // The daemon's layers (docs/architecture.md): no import circle, none upward.
+            modgraph::run(&root, true)?;
             step("build", cargo(&["build", "--workspace", "--bins"]))?;
             // The package tests (lintian, the unit, the installed binary in the lab, the
             // unit under systemd) share this one package: an optimised build of the daemon.
@@ -118,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         Task::Deb { no_build } => deb::build(&root, no_build).map(drop),
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),
         Task::BenchReport => report::write(&report::Paths::of(&root), None),
+        Task::Modgraph { check } => modgraph::run(&root, check),
         Task::Bench { quick } => {
             setup::run()?;
             // Results of an earlier round must not pass for this one's.

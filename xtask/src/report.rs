@@ -9,8 +9,9 @@ use std::{
 };
 
 use anyhow::Context as _;
+use bench_results::{datapath, scale, shaping, store, throughput};
 use plotters::prelude::*;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
 /// Where the results are read and the document written.
 pub struct Paths {
@@ -36,54 +37,93 @@ pub fn write(paths: &Paths, run: Option<bool>) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", paths.plots.display()))?;
     let mut doc = String::new();
     header(&mut doc, run);
-    let sections: [(&str, &str, Section); 7] = [
-        ("datapath.json", "1. Datapath cost per packet", datapath),
-        (
-            "datapath.json",
-            "2. Cost against the size of the domain lists",
-            list_size,
-        ),
-        (
-            "throughput.json",
-            "3. Throughput through the gateway",
-            throughput,
-        ),
-        ("shaping.json", "4. Shaping accuracy", shaping),
-        ("ndpi.json", "5. Classification against nDPI", ndpi),
-        (
-            "scale.json",
-            "6. Scale: memory per flow, the daemon's walk",
-            scale,
-        ),
-        ("store.json", "7. Flow store write rate", store),
-    ];
-    for (file, title, section) in sections {
-        let _ = writeln!(doc, "\n## {title}\n");
-        match read(&paths.results.join(file))? {
-            Some(results) => section(&mut doc, &results, paths)?,
-            None => {
-                let _ = writeln!(
-                    doc,
-                    "_Not measured in this run (no target/bench/{file}): `cargo xtask bench` \
-                     writes it._"
-                );
-            }
-        }
-    }
+    section(
+        &mut doc,
+        paths,
+        datapath::FILE,
+        "1. Datapath cost per packet",
+        datapath,
+    )?;
+    section(
+        &mut doc,
+        paths,
+        datapath::FILE,
+        "2. Cost against the size of the domain lists",
+        list_size,
+    )?;
+    section(
+        &mut doc,
+        paths,
+        throughput::FILE,
+        "3. Throughput through the gateway",
+        throughput,
+    )?;
+    section(
+        &mut doc,
+        paths,
+        shaping::FILE,
+        "4. Shaping accuracy",
+        shaping,
+    )?;
+    section(
+        &mut doc,
+        paths,
+        "ndpi.json",
+        "5. Classification against nDPI",
+        |doc, _: &serde::de::IgnoredAny, paths| ndpi(doc, paths),
+    )?;
+    section(
+        &mut doc,
+        paths,
+        scale::FILE,
+        "6. Scale: memory per flow, the daemon's walk",
+        scale,
+    )?;
+    section(
+        &mut doc,
+        paths,
+        store::FILE,
+        "7. Flow store write rate",
+        store,
+    )?;
     std::fs::write(&paths.doc, doc).with_context(|| format!("writing {}", paths.doc.display()))?;
     println!("wrote {}", paths.doc.display());
     Ok(())
 }
 
-type Section = fn(&mut String, &Value, &Paths) -> anyhow::Result<()>;
-
-fn read(path: &Path) -> anyhow::Result<Option<Value>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            Ok(Some(serde_json::from_str(&text).with_context(|| {
-                format!("{} is not JSON", path.display())
-            })?))
+/// One section of the document: its title, then what `render` makes of target/bench/`file`
+/// read as `T`, or a line saying it was not measured in this run.
+fn section<T: DeserializeOwned>(
+    doc: &mut String,
+    paths: &Paths,
+    file: &str,
+    title: &str,
+    render: impl FnOnce(&mut String, &T, &Paths) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let _ = writeln!(doc, "\n## {title}\n");
+    match read::<T>(&paths.results.join(file))? {
+        Some(results) => render(doc, &results, paths),
+        None => {
+            let _ = writeln!(
+                doc,
+                "_Not measured in this run (no target/bench/{file}): `cargo xtask bench` \
+                 writes it._"
+            );
+            Ok(())
         }
+    }
+}
+
+/// The results in `path`, `None` when there are none; results of another shape (a benchmark
+/// older than this report) are an error that names the file and the field.
+fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} does not hold this report's results (run `cargo xtask bench` again)",
+                path.display()
+            )
+        })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -133,23 +173,8 @@ fn first_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn num(value: &Value, key: &str) -> f64 {
-    value.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
-}
-
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or("?")
-}
-
-fn rows<'a>(value: &'a Value, key: &str) -> &'a [Value] {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice)
-}
-
 /// One table row per case: its median ns and its ratio to the empty program.
-fn case_table(doc: &mut String, cases: &[Value]) {
+fn case_table(doc: &mut String, cases: &[datapath::CaseResult]) {
     let _ = writeln!(
         doc,
         "| case | median ns | × empty XDP (median) | × (min … max) |"
@@ -159,16 +184,12 @@ fn case_table(doc: &mut String, cases: &[Value]) {
         let _ = writeln!(
             doc,
             "| {} | {:.0} | {:.2} | {:.2} … {:.2} |",
-            text(case, "case"),
-            num(case, "median_ns"),
-            num(case, "median_ratio_to_empty"),
-            num(case, "min_ratio"),
-            num(case, "max_ratio"),
+            case.case, case.median_ns, case.median_ratio_to_empty, case.min_ratio, case.max_ratio,
         );
     }
 }
 
-fn datapath(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> {
+fn datapath(doc: &mut String, results: &datapath::Report, _: &Paths) -> anyhow::Result<()> {
     let _ = writeln!(
         doc,
         "BPF_PROG_TEST_RUN of the XDP program on one CPU; the baseline is an empty XDP \
@@ -182,22 +203,19 @@ fn datapath(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> 
          reassembly buffer), except in the case that says so; the events are read after each \
          flow, as the daemon keeps up (a name wakes no reader; a QUIC Initial for the daemon \
          does, and that wake-up is part of its figure).\n",
-        num(results, "empty_xdp_median_ns"),
-        num(results, "rounds"),
-        num(results, "repeat"),
-        num(results, "fresh_flow_samples"),
+        results.empty_xdp_median_ns, results.rounds, results.repeat, results.fresh_flow_samples,
     );
-    case_table(doc, rows(results, "cases"));
+    case_table(doc, &results.cases);
     floor(doc, results);
     let _ = writeln!(
         doc,
         "\nFirst payload of a fresh flow (the cases after the QUIC Initial are what evasion \
          tools send):\n"
     );
-    case_table(doc, rows(results, "fresh_flow_cases"));
+    case_table(doc, &results.fresh_flow_cases);
     targets(doc, results);
     let _ = writeln!(doc, "{STEPS_BOUGHT}");
-    let memory = rows(results, "memory");
+    let memory = &results.memory;
     if !memory.is_empty() {
         let _ = writeln!(
             doc,
@@ -210,9 +228,9 @@ fn datapath(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> 
             let _ = writeln!(
                 doc,
                 "| `{}` | {:.2} | {} |",
-                text(map, "map"),
-                num(map, "bytes") / (1024.0 * 1024.0),
-                text(map, "what")
+                map.map,
+                map.bytes as f64 / (1024.0 * 1024.0),
+                map.what
             );
         }
     }
@@ -279,20 +297,21 @@ three programs a segment passes through looks its flow up again after the tail c
 ";
 
 /// The issue's targets against this run's figures, met or by how much they are missed.
-fn targets(doc: &mut String, results: &Value) {
-    let median = |key: &str, case: &str| {
-        rows(results, key)
+fn targets(doc: &mut String, results: &datapath::Report) {
+    let median = |cases: &[datapath::CaseResult], case: &str| {
+        cases
             .iter()
-            .find(|row| text(row, "case").starts_with(case))
-            .map(|row| num(row, "median_ns"))
+            .find(|row| row.case.starts_with(case))
+            .map(|row| row.median_ns)
     };
-    let over_floor = results
-        .get("established_over_floor")
-        .map(|row| num(row, "median_ratio_to_empty"));
-    let one = median("fresh_flow_cases", "ClientHello, one segment");
-    let two = median("fresh_flow_cases", "ClientHello, two segments (");
-    let small = median("list_size_cases", "ClientHello with 10 domains");
-    let large = median("list_size_cases", "ClientHello with 1,000,000 domains");
+    let over_floor = Some(results.established_over_floor.median_ratio_to_empty);
+    let one = median(&results.fresh_flow_cases, "ClientHello, one segment");
+    let two = median(&results.fresh_flow_cases, "ClientHello, two segments (");
+    let small = median(&results.list_size_cases, "ClientHello with 10 domains");
+    let large = median(
+        &results.list_size_cases,
+        "ClientHello with 1,000,000 domains",
+    );
     let _ = writeln!(doc, "\nTargets (issue 23) against this run:\n");
     let _ = writeln!(doc, "| target | this run | met |");
     let _ = writeln!(doc, "| --- | ---: | --- |");
@@ -319,11 +338,8 @@ fn targets(doc: &mut String, results: &Value) {
 
 /// The established flow against the least a flow-counting XDP program does: our own cost
 /// of classification, policy and shaping on a packet that needs none of them.
-fn floor(doc: &mut String, results: &Value) {
-    let (Some(floor), Some(over)) = (results.get("floor"), results.get("established_over_floor"))
-    else {
-        return;
-    };
+fn floor(doc: &mut String, results: &datapath::Report) {
+    let (floor, over) = (&results.floor, &results.established_over_floor);
     let _ = writeln!(
         doc,
         "\nThe floor: `floor_flow_count` (in `classifier-ebpf/src/bin/bench_floor.rs`) parses \
@@ -333,16 +349,16 @@ fn floor(doc: &mut String, results: &Value) {
          costs **{:.2}×** the floor (round by round, {:.2} … {:.2}). That ratio is what the \
          fast path's checks (state, shaping class, quotas, counters per direction) add over \
          counting alone.",
-        num(floor, "median_ns"),
-        num(floor, "median_ratio_to_empty"),
-        num(over, "median_ratio_to_empty"),
-        num(over, "min_ratio"),
-        num(over, "max_ratio"),
+        floor.median_ns,
+        floor.median_ratio_to_empty,
+        over.median_ratio_to_empty,
+        over.min_ratio,
+        over.max_ratio,
     );
 }
 
-fn list_size(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {
-    let cases = rows(results, "list_size_cases");
+fn list_size(doc: &mut String, results: &datapath::Report, paths: &Paths) -> anyhow::Result<()> {
+    let cases = &results.list_size_cases;
     let _ = writeln!(
         doc,
         "The one-segment ClientHello with lists of growing size loaded through the same \
@@ -353,14 +369,15 @@ fn list_size(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result
     let points: Vec<(f64, f64, f64, f64)> = cases
         .iter()
         .filter_map(|case| {
-            let domains = text(case, "case")
+            let domains = case
+                .case
                 .split_whitespace()
                 .find_map(|word| word.replace(',', "").parse::<f64>().ok())?;
             Some((
                 domains,
-                num(case, "median_ratio_to_empty"),
-                num(case, "min_ratio"),
-                num(case, "max_ratio"),
+                case.median_ratio_to_empty,
+                case.min_ratio,
+                case.max_ratio,
             ))
         })
         .collect();
@@ -391,39 +408,37 @@ fn list_size(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result
     Ok(())
 }
 
-fn throughput(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {
+fn throughput(doc: &mut String, results: &throughput::Report, paths: &Paths) -> anyhow::Result<()> {
     let _ = writeln!(
         doc,
         "iperf3 TCP ({} streams) and TLS handshakes through the lab gateway (network \
          namespaces on this machine). The baseline is the gateway with no program, measured \
          in the same run with the configurations interleaved round by round; the paired \
          ratio compares each repetition with the baseline's repetition of the same round.\n",
-        num(results, "streams")
+        results.streams
     );
-    for note in rows(results, "notes") {
-        if let Some(note) = note.as_str() {
-            let _ = writeln!(doc, "- {note}");
-        }
+    for note in &results.notes {
+        let _ = writeln!(doc, "- {note}");
     }
     let _ = writeln!(
         doc,
         "\n| measure | configuration | median | min … max | ÷ no program (medians) | paired ratio (median, min … max) |"
     );
     let _ = writeln!(doc, "| --- | --- | ---: | ---: | ---: | ---: |");
-    for row in rows(results, "rows") {
+    for row in &results.rows {
         let _ = writeln!(
             doc,
             "| {} | {} | {:.3} {} | {:.3} … {:.3} | {:.3} | {:.3} ({:.3} … {:.3}) |",
-            text(row, "measure"),
-            text(row, "configuration"),
-            num(row, "median"),
-            text(row, "unit"),
-            num(row, "min"),
-            num(row, "max"),
-            num(row, "ratio_to_none"),
-            num(row, "paired_ratio_median"),
-            num(row, "paired_ratio_min"),
-            num(row, "paired_ratio_max"),
+            row.measure,
+            row.configuration,
+            row.median,
+            row.unit,
+            row.min,
+            row.max,
+            row.ratio_to_none,
+            row.paired_ratio_median,
+            row.paired_ratio_min,
+            row.paired_ratio_max,
         );
     }
     throughput_plots(doc, results, paths)?;
@@ -433,23 +448,28 @@ fn throughput(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Resul
 }
 
 /// One plot per measure: each configuration's paired ratio to `none` (median, min … max).
-fn throughput_plots(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {
+fn throughput_plots(
+    doc: &mut String,
+    results: &throughput::Report,
+    paths: &Paths,
+) -> anyhow::Result<()> {
     let mut measures: Vec<&str> = Vec::new();
-    for row in rows(results, "rows") {
-        if !measures.contains(&text(row, "measure")) {
-            measures.push(text(row, "measure"));
+    for row in &results.rows {
+        if !measures.contains(&row.measure.as_str()) {
+            measures.push(&row.measure);
         }
     }
     for (index, measure) in measures.iter().enumerate() {
-        let bars: Vec<(String, f64, f64, f64)> = rows(results, "rows")
+        let bars: Vec<(String, f64, f64, f64)> = results
+            .rows
             .iter()
-            .filter(|row| text(row, "measure") == *measure)
+            .filter(|row| row.measure == *measure)
             .map(|row| {
                 (
-                    text(row, "configuration").to_owned(),
-                    num(row, "paired_ratio_median"),
-                    num(row, "paired_ratio_min"),
-                    num(row, "paired_ratio_max"),
+                    row.configuration.clone(),
+                    row.paired_ratio_median,
+                    row.paired_ratio_min,
+                    row.paired_ratio_max,
                 )
             })
             .collect();
@@ -461,22 +481,22 @@ fn throughput_plots(doc: &mut String, results: &Value, paths: &Paths) -> anyhow:
 }
 
 /// The one download through many string rules that is too slow to repeat.
-fn heavy_probe(doc: &mut String, results: &Value) {
-    let Some(probe) = results.get("heavy_probe").filter(|p| !p.is_null()) else {
+fn heavy_probe(doc: &mut String, results: &throughput::Report) {
+    let Some(probe) = &results.heavy_probe else {
         return;
     };
-    let rules = num(probe, "rules");
-    match probe.get("download_gbps").and_then(Value::as_f64) {
+    let rules = probe.rules;
+    match probe.download_gbps {
         Some(gbps) => {
             let _ = writeln!(
                 doc,
                 "\nNot repeated (too slow here): one {} s download through {rules} string rules \
                  reached {:.2} Mbit/s, {:.5} of the median download with no program; {:.0} s \
                  from loading the rules to removing them.",
-                num(probe, "seconds_per_run"),
+                probe.seconds_per_run,
                 gbps * 1e3,
-                num(probe, "ratio_to_none"),
-                num(probe, "wall_seconds"),
+                probe.ratio_to_none.unwrap_or(f64::NAN),
+                probe.wall_seconds,
             );
         }
         None => {
@@ -484,31 +504,24 @@ fn heavy_probe(doc: &mut String, results: &Value) {
                 doc,
                 "\nNot repeated (too slow here): one {} s download through {rules} string rules \
                  did not complete in {:.0} s: {}.",
-                num(probe, "seconds_per_run"),
-                num(probe, "wall_seconds"),
-                text(probe, "error"),
+                probe.seconds_per_run,
+                probe.wall_seconds,
+                probe.error.as_deref().unwrap_or("no error recorded"),
             );
         }
     }
 }
 
 /// How long the daemon took from start to attached, and what it put on the gateway.
-fn daemon_starts(doc: &mut String, results: &Value) {
-    if let Some(starts) = results
-        .get("daemon_start_seconds")
-        .and_then(Value::as_object)
-    {
+fn daemon_starts(doc: &mut String, results: &throughput::Report) {
+    let starts = &results.daemon_start_seconds;
+    if !starts.is_empty() {
         let _ = writeln!(
             doc,
             "\nDaemon start to attached (policy loaded, lists hashed into the maps):\n"
         );
         for (config, seconds) in starts {
-            let mut seconds: Vec<f64> = seconds
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect();
+            let mut seconds = seconds.clone();
             seconds.sort_by(f64::total_cmp);
             if let (Some(min), Some(max)) = (seconds.first(), seconds.last()) {
                 let _ = writeln!(
@@ -520,12 +533,11 @@ fn daemon_starts(doc: &mut String, results: &Value) {
             }
         }
     }
-    for (key, whose) in [
-        ("classifier_qdiscs", "the allow-all policy"),
-        ("shipped_qdiscs", "the shipped policy at work"),
+    for (qdiscs, whose) in [
+        (&results.classifier_qdiscs, "the allow-all policy"),
+        (&results.shipped_qdiscs, "the shipped policy at work"),
     ] {
-        let qdiscs = text(results, key);
-        if qdiscs != "?" && !qdiscs.trim().is_empty() {
+        if !qdiscs.trim().is_empty() {
             let _ = writeln!(
                 doc,
                 "\nThe gateway's qdiscs while the daemon ran with {whose} (`tc qdisc show`, \
@@ -538,13 +550,11 @@ fn daemon_starts(doc: &mut String, results: &Value) {
 }
 
 /// The daemon's CPU time per new connection, and what that is at 1,000 new flows a second.
-fn daemon_cpu(doc: &mut String, results: &Value) {
-    let Some(configs) = results
-        .get("daemon_cpu_us_per_connection")
-        .and_then(Value::as_object)
-    else {
+fn daemon_cpu(doc: &mut String, results: &throughput::Report) {
+    let configs = &results.daemon_cpu_us_per_connection;
+    if configs.is_empty() {
         return;
-    };
+    }
     let _ = writeln!(
         doc,
         "\nThe daemon's CPU time per new TLS connection (all its threads, over the \
@@ -552,12 +562,7 @@ fn daemon_cpu(doc: &mut String, results: &Value) {
          counters), and the share of one core that is at 1,000 new flows a second:\n"
     );
     for (config, samples) in configs {
-        let mut micros: Vec<f64> = samples
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_f64)
-            .collect();
+        let mut micros = samples.clone();
         micros.sort_by(f64::total_cmp);
         if let (Some(min), Some(max)) = (micros.first(), micros.last()) {
             let median = micros[micros.len() / 2];
@@ -571,15 +576,15 @@ fn daemon_cpu(doc: &mut String, results: &Value) {
     }
 }
 
-fn shaping(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<()> {
-    let rates = rows(results, "rates");
+fn shaping(doc: &mut String, results: &shaping::Report, paths: &Paths) -> anyhow::Result<()> {
+    let rates = &results.rates;
     let _ = writeln!(
         doc,
         "A TCP download shaped to each rate, achieved goodput as a ratio to the rate, next \
          to Linux's `tc tbf` at the same rate on the same path in the same run ({} s per \
          run). Both count Ethernet frames, so a perfect shaper shows about 0.96 of the rate \
          in TCP payload.\n",
-        num(results, "seconds_per_run"),
+        results.seconds_per_run,
     );
     let _ = writeln!(doc, "| rate | classifier | tc tbf |");
     let _ = writeln!(doc, "| --- | ---: | ---: |");
@@ -587,28 +592,20 @@ fn shaping(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<(
         let _ = writeln!(
             doc,
             "| {} | {:.3} | {:.3} |",
-            text(rate, "rate"),
-            num(rate, "classifier_ratio"),
-            num(rate, "tbf_ratio")
+            rate.rate, rate.classifier_ratio, rate.tbf_ratio
         );
     }
-    if let Some(latency) = results.get("unshaped_latency") {
-        let _ = writeln!(
-            doc,
-            "\nPing beside a saturated shaped class: {:.3} ms, against {:.3} ms with no \
-             shaping at all ({:.2}×).",
-            num(latency, "under_shaped_load_ms"),
-            num(latency, "idle_no_shaping_ms"),
-            num(latency, "ratio"),
-        );
-    }
-    let points = |key: &str| -> Vec<(f64, f64, f64, f64)> {
+    let latency = &results.unshaped_latency;
+    let _ = writeln!(
+        doc,
+        "\nPing beside a saturated shaped class: {:.3} ms, against {:.3} ms with no \
+         shaping at all ({:.2}×).",
+        latency.under_shaped_load_ms, latency.idle_no_shaping_ms, latency.ratio,
+    );
+    let points = |ratio: fn(&shaping::RateResult) -> f64| -> Vec<(f64, f64, f64, f64)> {
         rates
             .iter()
-            .map(|r| {
-                let ratio = num(r, key);
-                (num(r, "rate_bps"), ratio, ratio, ratio)
-            })
+            .map(|r| (r.rate_bps, ratio(r), ratio(r), ratio(r)))
             .collect()
     };
     if rates.len() >= 2 {
@@ -617,12 +614,12 @@ fn shaping(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<(
             Series {
                 label: "classifier (HTB)",
                 colour: BLUE,
-                points: points("classifier_ratio"),
+                points: points(|r| r.classifier_ratio),
             },
             Series {
                 label: "tc tbf",
                 colour: RED,
-                points: points("tbf_ratio"),
+                points: points(|r| r.tbf_ratio),
             },
         ];
         plot_log_x(
@@ -637,7 +634,7 @@ fn shaping(doc: &mut String, results: &Value, paths: &Paths) -> anyhow::Result<(
     Ok(())
 }
 
-fn ndpi(doc: &mut String, _: &Value, paths: &Paths) -> anyhow::Result<()> {
+fn ndpi(doc: &mut String, paths: &Paths) -> anyhow::Result<()> {
     match std::fs::read_to_string(paths.results.join("ndpi.md")) {
         Ok(table) => {
             // Its own title is this section's.
@@ -659,33 +656,33 @@ fn ndpi(doc: &mut String, _: &Value, paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn store(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> {
+fn store(doc: &mut String, results: &store::Results, _: &Paths) -> anyhow::Result<()> {
     let _ = writeln!(
         doc,
         "Flow records written into a real SQLite file, in batches of {} per transaction (as \
          the recorder writes them) and one per transaction, in the same run; the target is \
          10,000 flows/s.\n",
-        num(results, "batch")
+        results.batch
     );
     let _ = writeln!(doc, "| measure | value |");
     let _ = writeln!(doc, "| --- | ---: |");
-    for (label, key, unit) in [
-        ("batched", "batched_flows_per_second", " flows/s"),
+    for (label, value, unit) in [
+        ("batched", results.batched_flows_per_second, " flows/s"),
         (
             "one per transaction",
-            "one_per_transaction_flows_per_second",
+            results.one_per_transaction_flows_per_second,
             " flows/s",
         ),
-        ("batched ÷ target (10k/s)", "batched_vs_target", "×"),
+        ("batched ÷ target (10k/s)", results.batched_vs_target, "×"),
         (
             "batched ÷ one per transaction",
-            "batched_vs_one_per_transaction",
+            results.batched_vs_one_per_transaction,
             "×",
         ),
     ] {
-        let _ = writeln!(doc, "| {label} | {:.1}{unit} |", num(results, key));
+        let _ = writeln!(doc, "| {label} | {value:.1}{unit} |");
     }
-    let batched = num(results, "batched_flows_per_second");
+    let batched = results.batched_flows_per_second;
     let _ = writeln!(
         doc,
         "\nThe store's share of one CPU at a steady rate of new flows: {:.1}% at 1,000 \
@@ -696,24 +693,23 @@ fn store(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn scale(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> {
+fn scale(doc: &mut String, results: &scale::Results, _: &Paths) -> anyhow::Result<()> {
     let _ = writeln!(
         doc,
         "Kernel memory of the flow table by the kernel's own accounting (`memlock`; the \
          table is a preallocated LRU hash, so it is taken when the table is made), for {}-byte \
          keys and {}-byte entries:\n",
-        num(results, "key_bytes"),
-        num(results, "entry_bytes")
+        results.key_bytes, results.entry_bytes
     );
     let _ = writeln!(doc, "| flows | MiB | bytes per flow |");
     let _ = writeln!(doc, "| ---: | ---: | ---: |");
-    for m in rows(results, "memory") {
+    for m in &results.memory {
         let _ = writeln!(
             doc,
             "| {} | {:.1} | {:.0} |",
-            num(m, "capacity"),
-            num(m, "bytes") / f64::from(1u32 << 20),
-            num(m, "bytes_per_flow")
+            m.capacity,
+            m.bytes as f64 / f64::from(1u32 << 20),
+            m.bytes_per_flow
         );
     }
     let _ = writeln!(
@@ -727,15 +723,15 @@ fn scale(doc: &mut String, results: &Value, _: &Paths) -> anyhow::Result<()> {
         "| flows in the table | CPU s per walk | ns per flow | share of one CPU | key by key ÷ batched |"
     );
     let _ = writeln!(doc, "| ---: | ---: | ---: | ---: | ---: |");
-    for w in rows(results, "walks") {
+    for w in &results.walks {
         let _ = writeln!(
             doc,
             "| {} | {:.3} | {:.0} | {:.1}% | {:.1}× |",
-            num(w, "flows"),
-            num(w, "cpu_seconds"),
-            num(w, "ns_per_flow"),
-            100.0 * num(w, "share_of_one_cpu"),
-            num(w, "by_key_over_batched")
+            w.flows,
+            w.cpu_seconds,
+            w.ns_per_flow,
+            100.0 * w.share_of_one_cpu,
+            w.by_key_over_batched
         );
     }
     Ok(())

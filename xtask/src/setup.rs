@@ -25,12 +25,18 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "ethtool",
     "procps",
+    // The NAT lab: masquerade on the gateway's WAN (nft), and its translations listed and
+    // flushed (conntrack).
+    "nftables",
+    "conntrack",
     // Real clients and capture in the lab tests.
     "curl",
     "iputils-ping",
     "tcpdump",
     // `setpriv`, to run a start-up test as an unprivileged user.
     "util-linux",
+    // Graphviz's `dot`, which draws docs/module-graph.svg (`cargo xtask modgraph`).
+    "graphviz",
     // Throughput through the lab gateway (shaping tests, benchmarks).
     "iperf3",
     // The lab's TLS server (openssl s_server) and its certificates.

@@ -28,6 +28,7 @@ pub enum ExceptionsCommand {
     List {
         #[command(flatten)]
         files: Files,
+        /// One JSON object per exception and line, instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -79,14 +80,17 @@ pub struct AddArgs {
     /// A category the exception allows (repeat for several).
     #[arg(long = "category", value_name = "NAME", required = true)]
     categories: Vec<String>,
+    /// Who approved it: a name and role (`J. Smith (line manager)`).
     #[arg(long, value_name = "WHO")]
     approved_by: String,
     /// A ticket or case number.
     #[arg(long, value_name = "REF")]
     reference: String,
+    /// Why it is granted, as the approval says.
     #[arg(long)]
     reason: String,
-    /// A date (the end of that day, site time) or an RFC 3339 time.
+    /// When it ends: a date (the end of that day, site time) or an RFC 3339 time; not in
+    /// the past.
     #[arg(long, value_name = "WHEN")]
     expires: String,
     #[command(flatten)]
@@ -192,7 +196,21 @@ fn add(args: &AddArgs) -> anyhow::Result<()> {
         expires: args.expires.clone(),
     });
     let created = !target.path.exists();
-    replace_checked(&args.files, &target.path, &file)?;
+    let now = Timestamp::now();
+    replace_checked(&args.files, &target.path, &file, |policy| {
+        // The one just added is the file's last.
+        match policy.exceptions.last() {
+            Some(added) if added.expires <= now => anyhow::bail!(
+                "{}: exception {}: --expires {} ends at {}, which has passed (now {now}): \
+                 an exception must end in the future; nothing was written",
+                target.path.display(),
+                args.reference,
+                args.expires,
+                added.expires
+            ),
+            _ => Ok(()),
+        }
+    })?;
     println!(
         "added exception {} to {}{}",
         args.reference,
@@ -234,7 +252,7 @@ fn expire(reference: &str, files: &Files) -> anyhow::Result<()> {
          itself are ended there)",
         target.path.display()
     );
-    replace_checked(files, &target.path, &file)?;
+    replace_checked(files, &target.path, &file, |_| Ok(()))?;
     println!("exception {reference} expired at {now}");
     reload_daemon(&files.control_socket);
     Ok(())
@@ -248,28 +266,34 @@ fn read_file(path: &Path) -> anyhow::Result<ExceptionsFile> {
     }
 }
 
-/// Writes `file` next to the exceptions file, validates it with the policy, then moves it
-/// into place: a change that does not validate leaves the file as it was.
-fn replace_checked(files: &Files, target: &Path, file: &ExceptionsFile) -> anyhow::Result<()> {
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let candidate = target.with_extension("toml.new");
+/// Validates `file` with the policy (errors name `target`, the file it is meant for) and
+/// `accept`, then writes it beside `target` and moves it into place: a change that does not
+/// validate leaves the file as it was.
+fn replace_checked(
+    files: &Files,
+    target: &Path,
+    file: &ExceptionsFile,
+    accept: impl FnOnce(&Policy) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let text = format!(
         "# Exceptions granted with `classifier exceptions add`; ended with `classifier \
          exceptions expire`.\n# Rewritten by those commands: comments here are not kept.\n\n{}",
         toml::to_string(file).context("writing the exceptions")?
     );
-    std::fs::write(&candidate, text).with_context(|| format!("writing {}", candidate.display()))?;
     let mut policy = match files.policy().file() {
         Some(path) => Policy::load(path)?,
         None => Policy::default_council(),
     };
-    if let Err(e) = policy.add_exceptions_from(&candidate) {
-        let _ = std::fs::remove_file(&candidate);
-        return Err(anyhow::anyhow!("{e}"))
-            .with_context(|| format!("the change was not written to {}", target.display()));
+    policy
+        .add_exceptions_text(&text, target)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("the change was not written to {}", target.display()))?;
+    accept(&policy)?;
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let candidate = target.with_extension("toml.new");
+    std::fs::write(&candidate, text).with_context(|| format!("writing {}", candidate.display()))?;
     std::fs::rename(&candidate, target).with_context(|| format!("replacing {}", target.display()))
 }
 

@@ -55,6 +55,19 @@ pub struct ExportArgs {
     #[arg(long, value_name = "NAME")]
     category: Option<String>,
 
+    /// Only flows whose uploads left the gateway with this translated (public) source, as a
+    /// complaint about the gateway's public address names it: `203.0.113.7:51234`,
+    /// `[2001:db8::7]:51234`, or an address alone. Recorded by a daemon run with
+    /// `--nat-mark-mask`.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_public)]
+    public: Option<PublicSource>,
+
+    /// Only flows running at this instant: started at or before it and ended at or after
+    /// it (same forms as --from; `--at 2026-12-05T14:02:17`). With --public: "who was
+    /// 203.0.113.7:51234 at 14:02:17".
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<Timestamp>,
+
     /// File format.
     #[arg(long, value_enum)]
     format: Format,
@@ -83,6 +96,9 @@ pub fn execute(args: &ExportArgs) -> anyhow::Result<()> {
             from: args.from,
             to: args.to,
             category: args.category.clone(),
+            public_addr: args.public.map(|p| p.addr.to_canonical()),
+            public_port: args.public.and_then(|p| p.port),
+            at: args.at,
         },
         format: args.format,
         out: args.out.clone(),
@@ -124,6 +140,46 @@ pub fn require_root(command: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--public`: an address and, optionally, a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicSource {
+    addr: std::net::IpAddr,
+    port: Option<u16>,
+}
+
+fn parse_public(text: &str) -> Result<PublicSource, String> {
+    let form = "write 203.0.113.7:51234, [2001:db8::7]:51234 or an address alone";
+    let trimmed = text.trim();
+    let parsed = if let Ok(socket) = trimmed.parse::<std::net::SocketAddr>() {
+        PublicSource {
+            addr: socket.ip(),
+            port: Some(socket.port()),
+        }
+    } else if let Ok(addr) = trimmed
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(trimmed)
+        .parse::<std::net::IpAddr>()
+    {
+        PublicSource { addr, port: None }
+    } else {
+        return Err(format!(
+            "`{text}` is not a public address and port: {form} (a port is 1 to 65535)"
+        ));
+    };
+    if parsed.port == Some(0) {
+        return Err(format!(
+            "`{text}`: port 0 is never a connection's source port; {form}"
+        ));
+    }
+    if parsed.addr.is_unspecified() {
+        return Err(format!(
+            "`{text}`: the unspecified address names no gateway; {form}"
+        ));
+    }
+    Ok(parsed)
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {

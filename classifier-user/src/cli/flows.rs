@@ -41,6 +41,27 @@ pub struct FlowsArgs {
     /// Only flows with this verdict.
     #[arg(long, value_parser = ["allow", "block", "shape", "undecided"])]
     verdict: Option<String>,
+
+    /// Every column, whole, however wide the terminal (otherwise the table fits the
+    /// terminal: COLUMNS, else the terminal's width, else 100 columns when not a terminal;
+    /// packet counts, age, method and application go first).
+    #[arg(long)]
+    wide: bool,
+}
+
+/// The table's width when not on a terminal and COLUMNS is not set.
+const WIDTH_NOT_A_TERMINAL: usize = 100;
+
+/// The width the table fits: `--wide` none; else COLUMNS; else the terminal's.
+fn table_width(wide: bool, columns: Option<&str>, terminal: Option<usize>) -> usize {
+    if wide {
+        return usize::MAX;
+    }
+    columns
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| *c > 0)
+        .or(terminal)
+        .unwrap_or(WIDTH_NOT_A_TERMINAL)
 }
 
 pub fn execute(args: &FlowsArgs) -> anyhow::Result<()> {
@@ -62,7 +83,24 @@ pub fn execute(args: &FlowsArgs) -> anyhow::Result<()> {
             writeln!(out)?;
         }
     } else {
-        flows::write_table(&mut out, &records, top)?;
+        let terminal = terminal_size::terminal_size_of(std::io::stdout())
+            .map(|(terminal_size::Width(w), _)| usize::from(w));
+        let columns = std::env::var("COLUMNS").ok();
+        let width = table_width(args.wide, columns.as_deref(), terminal);
+        flows::write_table(&mut out, &records, top, width)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_width_is_wide_columns_terminal_or_100() {
+        assert_eq!(table_width(true, Some("80"), Some(120)), usize::MAX);
+        assert_eq!(table_width(false, Some("80"), Some(120)), 80);
+        assert_eq!(table_width(false, Some("junk"), Some(120)), 120);
+        assert_eq!(table_width(false, None, None), WIDTH_NOT_A_TERMINAL);
+    }
 }

@@ -32,6 +32,10 @@ pub enum LabCommand {
         /// container has.
         #[arg(long)]
         plain_veth: bool,
+        /// The gateway masquerades on its WAN interface (nftables); the server sees only
+        /// the gateway's address. Run the daemon with `--nat-mark-mask`.
+        #[arg(long)]
+        nat: bool,
     },
     /// Remove lab namespaces and pins left by runs that were killed.
     Down {
@@ -58,18 +62,20 @@ pub fn execute(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Up {
             clients,
             plain_veth,
-        } => hold_lab_up(clients, !plain_veth),
+            nat,
+        } => hold_lab_up(&LabSpec {
+            clients,
+            xdp_pass_through: !plain_veth,
+            nat,
+            ..LabSpec::default()
+        }),
         LabCommand::Down { all } => remove_leftovers(all),
     }
 }
 
-fn hold_lab_up(clients: usize, xdp_pass_through: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(clients >= 1, "--clients must be at least 1");
-    let lab = Lab::up(&LabSpec {
-        clients,
-        xdp_pass_through,
-        ..LabSpec::default()
-    })?;
+fn hold_lab_up(spec: &LabSpec) -> anyhow::Result<()> {
+    anyhow::ensure!(spec.clients >= 1, "--clients must be at least 1");
+    let lab = Lab::up(spec)?;
     println!("lab {} is up; Ctrl-C removes it", lab.id);
     print!("{}", lab.describe());
     println!("enter a host with `ip netns exec NAMESPACE bash`; run the daemon with");

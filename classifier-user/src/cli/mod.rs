@@ -8,6 +8,7 @@ mod exceptions;
 mod export;
 mod flows;
 mod lab;
+mod lists;
 mod policy;
 mod run;
 mod status;
@@ -90,6 +91,10 @@ enum Command {
     /// Check, reload, show and explain the policy.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Import UT1 / Shallalist domain lists (checked, swapped in atomically, daemon
+    /// reloaded), or go back to the previous copy.
+    #[command(subcommand)]
+    Lists(lists::ListsCommand),
     /// List, grant and end exceptions (kept in an exceptions file beside the policy).
     #[command(subcommand)]
     Exceptions(exceptions::ExceptionsCommand),
@@ -125,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::execute(&args),
         Command::Flows(args) => flows::execute(&args),
         Command::Policy(command) => policy::execute(&command),
+        Command::Lists(command) => lists::execute(&command),
         Command::Exceptions(command) => exceptions::execute(&command),
         Command::Export(args) => export::execute(&args),
         Command::Degradation(args) => degradation::execute(&args),
@@ -156,5 +162,41 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every argument, flag and option of every subcommand (hidden ones too) as
+    /// `classifier sub sub --flag`, with no help text.
+    fn arguments_without_help(command: &clap::Command, path: &str) -> Vec<String> {
+        let path = format!("{path} {}", command.get_name());
+        let mut missing: Vec<String> = command
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .filter(|arg| arg.get_help().is_none() && arg.get_long_help().is_none())
+            .map(|arg| match arg.get_long() {
+                Some(long) => format!("{path} --{long}"),
+                None => format!("{path} <{}>", arg.get_id()),
+            })
+            .collect();
+        for sub in command.get_subcommands() {
+            missing.extend(arguments_without_help(sub, &path));
+        }
+        missing
+    }
+
+    #[test]
+    fn every_argument_of_every_subcommand_has_help() {
+        let mut command = Cli::command();
+        command.build();
+        let missing = arguments_without_help(&command, "");
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        let walked = command.get_subcommands().count();
+        assert!(walked > 10, "the walk saw {walked} subcommands");
+    }
+
+    #[test]
+    fn the_walk_finds_an_argument_without_help() {
+        let bare = clap::Command::new("demo")
+            .subcommand(clap::Command::new("sub").arg(clap::Arg::new("json").long("json")));
+        assert_eq!(arguments_without_help(&bare, ""), [" demo sub --json"]);
     }
 }

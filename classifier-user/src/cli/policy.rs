@@ -13,7 +13,8 @@ use crate::{
     in_force::ReloadReport,
     policy::{
         ExceptionsChoice, Policy, PolicyChoice, PolicySources,
-        show::{Summary, parse_target},
+        moment::{Moment, parse_moment},
+        show::{Explanation, Summary, parse_target},
     },
 };
 
@@ -56,6 +57,7 @@ Examples:
         /// /etc/classifier/exceptions.toml, read when it exists). A file named here must exist.
         #[arg(long, value_name = "FILE")]
         exceptions: Option<PathBuf>,
+        /// The policy as one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -69,8 +71,11 @@ Examples:
   # Can this staff PC watch YouTube now?
   classifier policy explain 192.0.2.10 www.youtube.com
 
-  # And at lunch on Monday, under a policy not deployed yet?
-  classifier policy explain 192.0.2.10 www.youtube.com --at 2026-11-23T12:30:00Z --policy new.toml
+  # And at lunch on Monday (site time), under a policy not deployed yet?
+  classifier policy explain 192.0.2.10 www.youtube.com --at '2026-11-23 12:30' --policy new.toml
+
+  # A URL as pasted from a browser: its host is asked about
+  classifier policy explain 192.0.2.10 'https://www.youtube.com/watch?v=x' --at 12:30
 
   # A port: BitTorrent's, as JSON
   classifier policy explain 192.0.2.140 tcp/6881 --json
@@ -89,13 +94,19 @@ pub struct SocketArgs {
 pub struct ExplainArgs {
     /// The client's address.
     client: IpAddr,
-    /// A domain as in an SNI or Host (www.example.com), a port (tcp/6881, udp/443, 443), or a
-    /// built-in detection (protocol/bittorrent, protocol/quic, unreadable: first bytes that
-    /// look like TLS or HTTP but cannot be read).
+    /// A domain as in an SNI or Host (www.example.com; an internationalised name is
+    /// converted to punycode), an http(s) URL (its host), a port (tcp/6881, udp/443, 443),
+    /// or a built-in detection (protocol/bittorrent, protocol/quic, unreadable: first bytes
+    /// that look like TLS or HTTP but cannot be read).
     target: String,
-    /// The moment to answer for (RFC 3339, e.g. 2026-11-23T12:30:00Z; default: now).
+    /// The moment to answer for (default: now): a local time in the site's time zone
+    /// (`2026-12-07 12:30`, or `12:30` for today) or RFC 3339 (`2026-12-07T12:30:00Z`).
+    /// The answer says which zone it used; a local time the clocks skip is refused.
     #[arg(long, value_name = "TIME")]
-    at: Option<jiff::Timestamp>,
+    at: Option<String>,
+    /// The VLAN the client is on (groups may claim VLANs).
+    #[arg(long, value_name = "ID")]
+    vlan: Option<u16>,
     /// The policy file to ask instead of the running daemon.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
@@ -106,6 +117,8 @@ pub struct ExplainArgs {
     exceptions: Option<PathBuf>,
     #[command(flatten)]
     socket: SocketArgs,
+    /// One JSON object with every step as a field (action, rate, allowance, fail_fast,
+    /// matched entry, list file and line, group reason, rule condition).
     #[arg(long)]
     json: bool,
 }
@@ -223,27 +236,61 @@ fn offline_policy(
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     let target = parse_target(&args.target).map_err(anyhow::Error::msg)?;
-    let at = args.at.unwrap_or_else(jiff::Timestamp::now);
     let socket = &args.socket.control_socket;
-    let explanation = if args.policy.is_none() && control::daemon_listens(socket) {
+    let mut explanation = if args.policy.is_none() && control::daemon_listens(socket) {
+        let moment = match &args.at {
+            Some(text) => Some(read_moment(text, &daemon_timezone(socket)?)?),
+            None => None,
+        };
         let request = Request::Explain {
             client: args.client,
             target: args.target.clone(),
-            at,
+            at: moment.as_ref().map_or_else(jiff::Timestamp::now, |m| m.at),
+            vlan: args.vlan,
         };
         let lines = control::ask(socket, &request)?;
-        serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?
+        let explanation: Explanation = serde_json::from_str(lines.first().context("no answer")?)
+            .context("the daemon's answer")?;
+        with_note(explanation, moment)
     } else {
-        offline_policy(args.policy.as_deref(), args.exceptions.as_deref(), socket)?.explain(
-            args.client,
-            &target,
-            at,
+        let policy = offline_policy(args.policy.as_deref(), args.exceptions.as_deref(), socket)?;
+        let moment = match &args.at {
+            Some(text) => Some(read_moment(text, &policy.timezone)?),
+            None => None,
+        };
+        let at = moment.as_ref().map_or_else(jiff::Timestamp::now, |m| m.at);
+        with_note(
+            policy.explain_on(args.client, args.vlan, &target, at),
+            moment,
         )
     };
+    if explanation.timezone.is_empty() {
+        explanation.timezone = "(not said by the daemon)".into();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&explanation)?);
     } else {
         print!("{}", explanation.render());
     }
     Ok(())
+}
+
+fn with_note(mut explanation: Explanation, moment: Option<Moment>) -> Explanation {
+    explanation.at_note = moment.and_then(|m| m.note);
+    explanation
+}
+
+/// `--at`, read in the site's zone `zone` (the policy's).
+fn read_moment(text: &str, zone: &jiff::tz::TimeZone) -> anyhow::Result<Moment> {
+    let name = zone.iana_name().unwrap_or("the policy's fixed offset");
+    parse_moment(text, zone, name, jiff::Timestamp::now()).map_err(|e| anyhow::anyhow!("--at {e}"))
+}
+
+/// The running daemon's policy's time zone, to read a local `--at` in.
+fn daemon_timezone(socket: &Path) -> anyhow::Result<jiff::tz::TimeZone> {
+    let lines = control::ask(socket, &Request::ShowPolicy)?;
+    let summary: Summary =
+        serde_json::from_str(lines.first().context("no answer")?).context("the daemon's answer")?;
+    jiff::tz::TimeZone::get(&summary.timezone)
+        .with_context(|| format!("the daemon's time zone `{}`", summary.timezone))
 }

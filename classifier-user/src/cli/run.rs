@@ -120,6 +120,29 @@ pub struct RunArgs {
     /// generic XDP mode, where XDP_TX frames can wait seconds or be lost.
     #[arg(long, value_enum, default_value_t)]
     fail_fast_replies: FailFastChoice,
+
+    /// The gateway translates the clients' addresses on the WAN interface (masquerade,
+    /// SNAT): hand each upload's flow over to the WAN side in these bits of the skb mark
+    /// (one contiguous run of at least 12 bits, e.g. `0x0fff0000`; the mark's other bits are
+    /// left alone), so that uploads are still shaped by their rule and each record carries
+    /// the translated source. Pick bits the site's own firewall rules do not use.
+    #[arg(long, value_name = "MASK", requires = "wan", value_parser = parse_nat_mark_mask)]
+    nat_mark_mask: Option<classifier_common::nat::NatConfig>,
+}
+
+/// `--nat-mark-mask`: hexadecimal (`0x...`) or decimal, one run of enough bits.
+fn parse_nat_mark_mask(text: &str) -> Result<classifier_common::nat::NatConfig, String> {
+    let trimmed = text.trim();
+    let mask = match trimmed
+        .strip_prefix("0x")
+        .or_else(|| trimmed.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => trimmed.parse::<u32>(),
+    }
+    .map_err(|e| format!("`{text}` is not a 32-bit mask (write it as 0x0fff0000): {e}"))?;
+    classifier_common::nat::NatConfig::for_mask(mask)
+        .map_err(|e| format!("mark mask {mask:#010x} cannot carry the NAT hand-over: {e}"))
 }
 
 /// `--fail-fast-replies`.
@@ -189,7 +212,7 @@ fn is_veth(iface: &str) -> bool {
     let Ok(index) = nix::net::if_::if_nametoindex(iface) else {
         return false;
     };
-    crate::shaping::netlink::Netlink::open()
+    crate::netlink::Netlink::open()
         .and_then(|mut netlink| netlink.link_kind(index))
         .is_ok_and(|kind| kind.as_deref() == Some("veth"))
 }
@@ -399,6 +422,8 @@ fn prepare(
     }
     let (way, reason) = fail_fast_way(args.fail_fast_replies, &args.iface, xdp_mode);
     datapath.send_fail_fast_replies(&args.iface, way)?;
+    let nat = args.nat_mark_mask.unwrap_or_default();
+    datapath.hand_over_nat(&args.iface, nat)?;
     if let Some(wan) = &args.wan {
         datapath.attach_wan(wan)?;
     }
@@ -413,6 +438,7 @@ fn prepare(
         checksums = classifier_common::config::checksums::name(checksums),
         fail_fast_replies = %fail_fast_replies.way,
         fail_fast_reason = %fail_fast_replies.reason,
+        nat_mark_mask = %format!("{:#010x}", nat.mark_mask),
         adopted = datapath.adopted(),
         pin_dir = %args.pin_dir.display(),
         policy = %in_force.policy.origin,
@@ -460,4 +486,28 @@ fn bind_metrics(args: &RunArgs) -> anyhow::Result<Option<tokio::net::TcpListener
     listener.set_nonblocking(true)?;
     info!(listen = %args.metrics, "serving /metrics");
     Ok(Some(tokio::net::TcpListener::from_std(listener)?))
+}
+
+#[cfg(test)]
+mod nat_mask_tests {
+    use super::parse_nat_mark_mask;
+
+    #[test]
+    fn a_nat_mark_mask_is_hex_or_decimal_one_run_of_enough_bits() {
+        assert_eq!(parse_nat_mark_mask("0x0fff0000").unwrap().mark_shift, 16);
+        assert_eq!(parse_nat_mark_mask(" 0XFFFF ").unwrap().slots, 0xffff);
+        assert_eq!(parse_nat_mark_mask("65535").unwrap().mark_mask, 0xffff);
+        for (text, says) in [
+            ("0x0f0f0000", "contiguous"),
+            ("0xff", "at least 12"),
+            ("0", "at least 12"),
+            ("0x1_0000_0000", "not a 32-bit mask"),
+            ("0x100000000", "not a 32-bit mask"),
+            ("mask", "not a 32-bit mask"),
+            ("-1", "not a 32-bit mask"),
+        ] {
+            let err = parse_nat_mark_mask(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 }

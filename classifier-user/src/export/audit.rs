@@ -132,7 +132,8 @@ pub struct ExportFacts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Event {
-    Export(ExportFacts),
+    /// Boxed: its filter makes it much larger than a torn line's record.
+    Export(Box<ExportFacts>),
     /// The log ended in a torn line (an export killed while writing its entry, or the
     /// file cut in the middle of one). The line is kept, ended, and recorded here, so
     /// that later exports are not blocked and the tear stays visible.
@@ -171,7 +172,7 @@ impl AuditEntry {
     /// The export this entry records, if it records one.
     pub fn export(&self) -> Option<&ExportFacts> {
         match &self.event {
-            Event::Export(facts) => Some(facts),
+            Event::Export(facts) => Some(&**facts),
             Event::Torn(_) => None,
         }
     }
@@ -399,7 +400,7 @@ impl AuditLog {
                     .into_owned(),
             }));
         }
-        events.push(Event::Export(facts));
+        events.push(Event::Export(Box::new(facts)));
         // A torn line is ended where it stopped, and stays.
         let mut text = if chain.torn_tail.is_some() {
             String::from("\n")

@@ -81,6 +81,11 @@ pub struct ExportRow {
     pub shaped_bytes: u64,
     pub end_reason: String,
     pub anonymised: bool,
+    /// The translated source the uploads left the gateway with (NAT); empty without.
+    #[serde(default)]
+    pub public_addr: String,
+    #[serde(default)]
+    pub public_port: Option<u16>,
 }
 
 impl From<&StoredFlow> for ExportRow {
@@ -121,6 +126,11 @@ impl From<&StoredFlow> for ExportRow {
             shaped_bytes: flow.shaped.bytes,
             end_reason: flow.ended.map(|r| r.name()).unwrap_or("").to_owned(),
             anonymised: stored.anonymised,
+            public_addr: flow
+                .public_source
+                .map(|s| s.ip().to_canonical().to_string())
+                .unwrap_or_default(),
+            public_port: flow.public_source.map(|s| s.port()),
         }
     }
 }
@@ -228,7 +238,7 @@ fn csv_header() -> String {
     "start,end,client,client_port,client_mac,server,server_port,protocol,name,category,app,\
      method,group,verdict,ech,unreadable,evasion,second_name,second_category,up_packets,\
      up_bytes,down_packets,down_bytes,blocked_packets,blocked_bytes,shaped_packets,\
-     shaped_bytes,end_reason,anonymised\n"
+     shaped_bytes,end_reason,anonymised,public_addr,public_port\n"
         .to_owned()
 }
 

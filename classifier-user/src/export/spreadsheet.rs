@@ -37,6 +37,7 @@ pub fn for_spreadsheet(row: ExportRow) -> ExportRow {
         second_name: neutralise(row.second_name),
         second_category: neutralise(row.second_category),
         end_reason: neutralise(row.end_reason),
+        public_addr: neutralise(row.public_addr),
         ..row
     }
 }

@@ -9,29 +9,50 @@
 use std::{collections::HashMap, time::Duration};
 
 use classifier_common::flow::{FlowEntry, FlowKey, ip_proto, tcp_flags};
+use serde::{Deserialize, Serialize};
 
 use super::TableWalk;
-use crate::store::EndReason;
 
-/// When a flow counts as ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EndRules {
-    /// No packet either way for this long.
-    pub idle_timeout: Duration,
-    /// After a FIN both ways or a reset, how long to wait for the last packets (the final
-    /// ACK, a retransmitted FIN) before taking the flow out: taken out earlier, they would
-    /// start a new, unclassified flow.
-    pub close_linger: Duration,
+/// Why a flow's record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// TCP FIN seen both ways.
+    Fin,
+    /// TCP reset.
+    Rst,
+    /// No packet for the idle timeout.
+    Idle,
+    /// The kernel's LRU flow table evicted it before the daemon read its end: its
+    /// counters are those of the daemon's last look.
+    Evicted,
+    /// Still live when the daemon stopped and removed the datapath.
+    Stopped,
 }
 
-impl Default for EndRules {
-    fn default() -> Self {
-        Self {
-            idle_timeout: Duration::from_secs(300),
-            close_linger: Duration::from_secs(5),
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::Idle => "idle",
+            EndReason::Evicted => "evicted",
+            EndReason::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "fin" => EndReason::Fin,
+            "rst" => EndReason::Rst,
+            "evicted" => EndReason::Evicted,
+            "stopped" => EndReason::Stopped,
+            _ => EndReason::Idle,
         }
     }
 }
+
+pub use crate::policy::settings::EndRules;
 
 /// Why `entry` has ended by `now_ns` (CLOCK_MONOTONIC, [`super::datapath_clock_ns`]), or `None` while it is live.
 pub fn end_reason(

@@ -89,7 +89,13 @@ pub struct FlowRecord {
     pub shaped: Counters,
     /// Why the flow ended, once it has (absent for a live flow).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub ended: Option<crate::store::EndReason>,
+    pub ended: Option<ending::EndReason>,
+    /// The source address and port the client's uploads left the WAN interface with, after
+    /// the gateway's address translation (`run --nat-mark-mask`): what a server, or a
+    /// complaint about the gateway's public address, names. Absent without NAT hand-over,
+    /// and for a flow that sent nothing out of the WAN.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub public_source: Option<SocketAddr>,
 }
 
 /// Packets and layer-3 bytes in one direction.
@@ -109,6 +115,15 @@ impl From<DirectionCounters> for Counters {
 }
 
 impl FlowRecord {
+    /// The flow's translated source from the NAT hand-over's map, when it has one.
+    pub fn public_source_from<T: std::borrow::Borrow<aya::maps::MapData>>(
+        sources: Option<&aya::maps::HashMap<T, FlowKey, classifier_common::nat::PublicSource>>,
+        key: &FlowKey,
+    ) -> Option<SocketAddr> {
+        let source = sources?.get(key, 0).ok()?;
+        Some(socket_addr(source.addr, source.port))
+    }
+
     pub fn from_entry(
         key: &FlowKey,
         entry: &FlowEntry,
@@ -150,6 +165,7 @@ impl FlowRecord {
             blocked: entry.blocked.into(),
             shaped: entry.shaped.into(),
             ended: None,
+            public_source: None,
         }
     }
 
@@ -334,54 +350,174 @@ pub fn read_entries_by_key<T: std::borrow::Borrow<MapData>>(
     }
 }
 
-/// Writes `records` (the first `top` of them) as an aligned table.
-pub fn write_table(out: &mut impl Write, records: &[FlowRecord], top: usize) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:<9} {:>9} {:>12} {:>9} {:>12} {:>6}",
-        "PROTO",
-        "CLIENT",
-        "SERVER",
-        "NAME",
-        "CATEGORY",
-        "APP",
-        "METHOD",
-        "VERDICT",
-        "UP PKTS",
-        "UP BYTES",
-        "DN PKTS",
-        "DN BYTES",
-        "AGE"
-    )?;
+/// A column of the flows table.
+struct Column {
+    header: &'static str,
+    /// Numbers are right-aligned.
+    right: bool,
+    /// Cut with an ellipsis down to this width when the terminal is narrow; none: never
+    /// cut (an address cut short would name another host).
+    shrinks_to: Option<usize>,
+}
+
+const COLUMNS: [Column; 13] = {
+    const fn text(header: &'static str, shrinks_to: Option<usize>) -> Column {
+        Column {
+            header,
+            right: false,
+            shrinks_to,
+        }
+    }
+    const fn number(header: &'static str) -> Column {
+        Column {
+            header,
+            right: true,
+            shrinks_to: None,
+        }
+    }
+    [
+        text("PROTO", None),
+        text("CLIENT", None),
+        text("SERVER", None),
+        text("NAME", Some(20)),
+        text("CATEGORY", Some(12)),
+        text("APP", Some(8)),
+        text("METHOD", None),
+        text("VERDICT", None),
+        number("UP PKTS"),
+        number("UP BYTES"),
+        number("DN PKTS"),
+        number("DN BYTES"),
+        number("AGE"),
+    ]
+};
+
+/// Columns left out, first to last, until the table fits: packet counts and the age
+/// before the method and the application, then upload bytes, the protocol, and last the
+/// server's address (the name says where the client went; an IPv6 address and port take
+/// 47 columns). Client, name, category, verdict and download bytes always stay.
+const DROPPED_FIRST: [&str; 8] = [
+    "UP PKTS", "DN PKTS", "AGE", "METHOD", "APP", "UP BYTES", "PROTO", "SERVER",
+];
+
+/// The cells of one flow, in [`COLUMNS`] order.
+fn cells(record: &FlowRecord, now: Timestamp) -> [String; 13] {
+    let mut method = record.method.clone();
+    if record.unreadable {
+        method.push_str("!unreadable");
+    } else if record.ech {
+        method.push_str("+ech");
+    }
+    if record.evasion.iter().any(|e| is_deception(e)) {
+        method.push_str("!evasion");
+    }
+    [
+        record.protocol.clone(),
+        record.client.to_string(),
+        record.server.to_string(),
+        record.name.clone().unwrap_or_else(|| "-".into()),
+        record.category.clone(),
+        record.app.clone(),
+        method,
+        record.verdict.clone(),
+        record.upload.packets.to_string(),
+        record.upload.bytes.to_string(),
+        record.download.packets.to_string(),
+        record.download.bytes.to_string(),
+        format!("{}s", now.duration_since(record.first_seen).as_secs()),
+    ]
+}
+
+/// The width of each column kept (none: left out) for a table of `rows` at most `width`
+/// characters wide: as few columns left out as will do, the shrinkable ones cut only as
+/// far as needed. A table that cannot fit keeps its never-dropped columns whole.
+fn layout(rows: &[[String; 13]], width: usize) -> [Option<usize>; 13] {
+    let natural: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            rows.iter()
+                .map(|row| row[i].chars().count())
+                .chain([column.header.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut kept = [true; 13];
+    let mut dropping = DROPPED_FIRST.iter();
+    loop {
+        let columns = kept.iter().filter(|k| **k).count();
+        let budget = width.saturating_sub(columns.saturating_sub(1));
+        let least: usize = (0..13)
+            .filter(|i| kept[*i])
+            .map(|i| {
+                COLUMNS[i]
+                    .shrinks_to
+                    .map_or(natural[i], |m| m.min(natural[i]))
+            })
+            .sum();
+        let drop_next = dropping.next();
+        if least <= budget || drop_next.is_none() {
+            return shrink(&natural, &kept, budget);
+        }
+        if let Some(header) = drop_next {
+            let index = COLUMNS
+                .iter()
+                .position(|c| c.header == *header)
+                .unwrap_or(0);
+            kept[index] = false;
+        }
+    }
+}
+
+/// Widths for the `kept` columns within `budget`: the shrinkable ones cut, widest first,
+/// until the rest fits or each is at its least.
+fn shrink(natural: &[usize], kept: &[bool; 13], budget: usize) -> [Option<usize>; 13] {
+    let mut widths: [Option<usize>; 13] = [None; 13];
+    for i in (0..13).filter(|i| kept[*i]) {
+        widths[i] = Some(natural[i]);
+    }
+    let total = |widths: &[Option<usize>; 13]| widths.iter().flatten().sum::<usize>();
+    while total(&widths) > budget {
+        let widest = (0..13)
+            .filter(|i| {
+                let least = COLUMNS[*i].shrinks_to.unwrap_or(usize::MAX);
+                widths[*i].is_some_and(|w| w > least)
+            })
+            .max_by_key(|i| widths[*i]);
+        match widest {
+            Some(i) => widths[i] = widths[i].map(|w| w - 1),
+            None => break,
+        }
+    }
+    widths
+}
+
+/// Writes `records` (the first `top` of them) as an aligned table at most `width`
+/// characters wide (`usize::MAX`: every column whole): see [`layout`].
+pub fn write_table(
+    out: &mut impl Write,
+    records: &[FlowRecord],
+    top: usize,
+    width: usize,
+) -> io::Result<()> {
     let now = Timestamp::now();
-    for record in records.iter().take(top) {
-        let age = now.duration_since(record.first_seen).as_secs();
-        let mut method = record.method.clone();
-        if record.unreadable {
-            method.push_str("!unreadable");
-        } else if record.ech {
-            method.push_str("+ech");
-        }
-        if record.evasion.iter().any(|e| is_deception(e)) {
-            method.push_str("!evasion");
-        }
-        writeln!(
-            out,
-            "{:<9} {:<41} {:<41} {:<28} {:<17} {:<14} {:<12} {:<9} {:>9} {:>12} {:>9} {:>12} {:>5}s",
-            record.protocol,
-            record.client.to_string(),
-            record.server.to_string(),
-            shorten(record.name.as_deref().unwrap_or("-"), 28),
-            shorten(&record.category, 17),
-            shorten(&record.app, 14),
-            method,
-            record.verdict,
-            record.upload.packets,
-            record.upload.bytes,
-            record.download.packets,
-            record.download.bytes,
-            age
-        )?;
+    let rows: Vec<[String; 13]> = records.iter().take(top).map(|r| cells(r, now)).collect();
+    let widths = layout(&rows, width);
+    let headers = COLUMNS.map(|c| c.header.to_owned());
+    for row in std::iter::once(&headers).chain(&rows) {
+        let line: Vec<String> = (0..13)
+            .filter_map(|i| {
+                let width = widths[i]?;
+                let cell = shorten(&row[i], width);
+                Some(if COLUMNS[i].right {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                })
+            })
+            .collect();
+        writeln!(out, "{}", line.join(" ").trim_end())?;
     }
     if records.len() > top {
         writeln!(out, "... and {} more flows", records.len() - top)?;
@@ -412,6 +548,92 @@ fn shorten(text: &str, width: usize) -> String {
 mod tests {
     use super::*;
     use classifier_common::flow::ipv4_mapped;
+
+    /// A flow as `classifier flows --json` carries it.
+    fn flow(client: &str, server: &str, name: &str, category: &str, down: u64) -> FlowRecord {
+        serde_json::from_value(serde_json::json!({
+            "client": client, "server": server, "protocol": "tcp",
+            "upload": {"packets": 10, "bytes": 1000},
+            "download": {"packets": 20, "bytes": down},
+            "first_seen": "2026-11-23T10:00:00Z", "last_seen": "2026-11-23T10:00:30Z",
+            "server_initiated": false, "name": name, "category": category, "app": "youtube",
+            "method": "sni", "ech": false, "group": "staff", "verdict": "shape",
+            "blocked": {"packets": 0, "bytes": 0}, "shaped": {"packets": 5, "bytes": 5000},
+        }))
+        .unwrap()
+    }
+
+    /// Flows as a gateway has them: IPv4 and IPv6 clients, a long name, a long category.
+    fn gateway_flows() -> Vec<FlowRecord> {
+        let v6 = flow(
+            "[2001:db8:1::10]:51234",
+            "[2001:db8:ffff:1:2:3:4:5]:443",
+            "rr3---sn-aigl6nsd.googlevideo-cdn-edge.example.com",
+            "streaming-video",
+            123_456_789,
+        );
+        let mut v4 = flow(
+            "192.0.2.10:40000",
+            "203.0.113.10:443",
+            "www.youtube.com",
+            "violence-weapons-and-extremism",
+            42,
+        );
+        v4.method = "quic".into();
+        v4.unreadable = true;
+        vec![v6, v4]
+    }
+
+    fn table(width: usize) -> String {
+        let mut out = Vec::new();
+        write_table(&mut out, &gateway_flows(), 10, width).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_table_fits_80_and_120_columns_keeping_what_matters() {
+        for width in [80, 120] {
+            let text = table(width);
+            for line in text.lines() {
+                assert!(
+                    line.chars().count() <= width,
+                    "{width}: {line:?} in\n{text}"
+                );
+            }
+            let header = text.lines().next().unwrap();
+            for kept in ["CLIENT", "NAME", "CATEGORY", "VERDICT", "DN BYTES"] {
+                assert!(header.contains(kept), "{width}: {kept} dropped:\n{text}");
+            }
+            // Addresses are dropped whole or shown whole, never cut.
+            assert!(text.contains("[2001:db8:1::10]:51234"), "{text}");
+            assert_eq!(
+                header.contains("SERVER"),
+                text.contains("[2001:db8:ffff:1:2:3:4:5]:443"),
+                "{text}"
+            );
+            assert!(text.contains("123456789"), "{text}");
+        }
+        let wide = table(120);
+        let wide_header = wide.lines().next().unwrap();
+        assert!(wide_header.contains("SERVER"), "{wide}");
+        let narrow = table(80);
+        assert!(
+            !narrow.contains("UP PKTS") && !narrow.contains("METHOD"),
+            "{narrow}"
+        );
+        assert!(narrow.contains('…'), "the long name is cut: {narrow}");
+    }
+
+    #[test]
+    fn wide_keeps_every_column_whole() {
+        let text = table(usize::MAX);
+        let header = text.lines().next().unwrap();
+        for column in &COLUMNS {
+            assert!(header.contains(column.header), "{header}");
+        }
+        assert!(text.contains("rr3---sn-aigl6nsd.googlevideo-cdn-edge.example.com"));
+        assert!(text.contains("quic!unreadable"), "{text}");
+    }
 
     #[test]
     fn ipv4_mapped_keys_read_back_as_ipv4() {

@@ -15,7 +15,7 @@ use std::{
 
 use tracing::debug;
 
-use crate::shaping::netlink::Netlink;
+use crate::netlink::Netlink;
 
 /// Remembered MACs, refreshed from the neighbour table.
 pub struct Neighbours {

@@ -64,6 +64,11 @@ impl DaemonProcess {
             .args(["--netns", &lab.gateway.netns])
             .args(["--iface", lab.gateway.iface])
             .args(["--wan", super::topology::GATEWAY_WAN_IFACE])
+            .args(if lab.nat {
+                &["--nat-mark-mask", super::topology::LAB_NAT_MARK_MASK][..]
+            } else {
+                &[]
+            })
             .arg("--pin-dir")
             .arg(&pin_dir)
             .arg("--pid-file")

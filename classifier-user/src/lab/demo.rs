@@ -86,7 +86,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
 
     println!("== final flow table (asked of the daemon, as `classifier flows` does)");
     let records = daemon.flows()?;
-    flows::write_table(&mut std::io::stdout().lock(), &records, 30)?;
+    flows::write_table(&mut std::io::stdout().lock(), &records, 30, usize::MAX)?;
     let status = daemon.stop()?;
     println!("== daemon stopped ({status}): programs detached, maps unpinned");
     let store = crate::store::FlowStore::open(&lab.store_path())?;

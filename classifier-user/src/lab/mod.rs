@@ -50,6 +50,8 @@ pub struct Lab {
     pub server: Host,
     pub clients: Vec<Host>,
     switch_netns: String,
+    /// Whether the gateway masquerades on its WAN interface ([`LabSpec::nat`]).
+    pub nat: bool,
     /// Processes started in the lab, stopped before the namespaces go.
     children: Mutex<Vec<Child>>,
     /// On the switch port facing the gateway, so the gateway's XDP_TX resets arrive
@@ -84,6 +86,7 @@ impl Lab {
             switch_netns: netns("sw"),
             children: Mutex::new(Vec::new()),
             _gateway_port_xdp: None,
+            nat: spec.nat,
             id,
         };
         cleanup::register(&lab.id, lab.namespaces(), lab.pin_dir());
@@ -118,10 +121,15 @@ impl Lab {
             );
         }
         text += &format!(
-            "  gateway  {:<22} {} (LAN) + {} (WAN), forwarding\n",
+            "  gateway  {:<22} {} (LAN) + {} (WAN), forwarding{}\n",
             self.gateway.netns,
             topology::GATEWAY_LAN_IFACE,
-            topology::GATEWAY_WAN_IFACE
+            topology::GATEWAY_WAN_IFACE,
+            if self.nat {
+                ", masquerading on the WAN"
+            } else {
+                ""
+            }
         );
         text += &format!(
             "  server   {:<22} {} {}\n",

@@ -22,6 +22,11 @@ pub struct LabSpec {
     /// that runs XDP). Off, the LAN is a plain veth and bridge, as a gateway in a container
     /// has it: fail-fast answers must then go out by TC (`--fail-fast-replies`).
     pub xdp_pass_through: bool,
+    /// The gateway masquerades (nftables) what leaves its WAN interface, and the server host
+    /// has no route back to the LAN: it sees only the gateway's WAN addresses
+    /// ([`GATEWAY_WAN_V4`], [`GATEWAY_WAN_V6`]), as a server on the Internet sees a council's
+    /// gateway. A lab daemon is then started with [`LAB_NAT_MARK_MASK`].
+    pub nat: bool,
 }
 
 impl Default for LabSpec {
@@ -30,9 +35,15 @@ impl Default for LabSpec {
             clients: 2,
             server_names: Vec::new(),
             xdp_pass_through: true,
+            nat: false,
         }
     }
 }
+
+/// The skb mark bits a lab daemon hands uploads over in when the lab does NAT.
+pub const LAB_NAT_MARK_MASK: &str = "0x0fff0000";
+/// The nftables table the NAT lab's gateway masquerades with.
+pub const LAB_NAT_TABLE: &str = "clab_nat";
 
 /// Where `ip netns exec NAME` finds files it bind-mounts over /etc.
 pub fn netns_etc_dir(netns: &str) -> std::path::PathBuf {
@@ -64,8 +75,9 @@ const PREFIX_LEN_V4: u8 = 24;
 const PREFIX_LEN_V6: u8 = 64;
 const GATEWAY_LAN_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const GATEWAY_LAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
-const GATEWAY_WAN_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const GATEWAY_WAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+/// The gateway's WAN addresses: what a server sees behind NAT.
+pub const GATEWAY_WAN_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const GATEWAY_WAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 const SERVER_WAN_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const SERVER_WAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
 
@@ -121,7 +133,10 @@ pub(super) fn build(lab: &Lab, spec: &LabSpec) -> anyhow::Result<()> {
     }
     build_switch(&lab.switch_netns)?;
     build_gateway(&lab.gateway, &lab.switch_netns)?;
-    build_server(&lab.server, &lab.gateway.netns)?;
+    build_server(&lab.server, &lab.gateway.netns, spec.nat)?;
+    if spec.nat {
+        masquerade(&lab.gateway.netns)?;
+    }
     for (index, client) in lab.clients.iter().enumerate() {
         build_client(client, index, &lab.switch_netns)?;
         write_name_files(&client.netns, &spec.server_names)?;
@@ -167,7 +182,35 @@ fn build_gateway(gw: &Host, sw: &str) -> anyhow::Result<()> {
     link_up(&gw.netns, GATEWAY_LAN_IFACE)
 }
 
-fn build_server(srv: &Host, gw: &str) -> anyhow::Result<()> {
+/// Masquerade on the gateway's WAN interface, IPv4 and IPv6 (one `inet` table).
+fn masquerade(gw: &str) -> anyhow::Result<()> {
+    let nft = |args: &[&str]| -> anyhow::Result<()> {
+        let mut full = vec!["netns", "exec", gw, "nft"];
+        full.extend_from_slice(args);
+        run("ip", &full).map(drop)
+    };
+    nft(&["add", "table", "inet", LAB_NAT_TABLE])?;
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        LAB_NAT_TABLE,
+        "postrouting",
+        "{ type nat hook postrouting priority srcnat; policy accept; }",
+    ])?;
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        LAB_NAT_TABLE,
+        "postrouting",
+        "oifname",
+        GATEWAY_WAN_IFACE,
+        "masquerade",
+    ])
+}
+
+fn build_server(srv: &Host, gw: &str, nat: bool) -> anyhow::Result<()> {
     veth(gw, GATEWAY_WAN_IFACE, &srv.netns, srv.iface)?;
     add_addrs(gw, GATEWAY_WAN_IFACE, GATEWAY_WAN_V4, GATEWAY_WAN_V6)?;
     link_up(gw, GATEWAY_WAN_IFACE)?;
@@ -192,6 +235,10 @@ fn build_server(srv: &Host, gw: &str) -> anyhow::Result<()> {
     link_up(&srv.netns, srv.iface)?;
     route(gw, SERVICE_PREFIX_V4, &SERVER_WAN_V4.to_string())?;
     route(gw, SERVICE_PREFIX_V6, &SERVER_WAN_V6.to_string())?;
+    if nat {
+        // Behind NAT the LAN is not reachable from the server at all.
+        return Ok(());
+    }
     route(&srv.netns, LAN_PREFIX_V4, &GATEWAY_WAN_V4.to_string())?;
     route(&srv.netns, LAN_PREFIX_V6, &GATEWAY_WAN_V6.to_string())
 }

@@ -4,8 +4,9 @@
 //! instead of detaching and attaching again.
 //!
 //! Pins live under `<pin dir>/links/<interface>/`: `xdp-native` or `xdp-generic` (the name
-//! records the mode, as bpffs holds no other files), `tc-egress`, and `tc-ingress` (the
-//! LAN's fail-fast answers, where they go out by TC).
+//! records the mode, as bpffs holds no other files), `tc-egress`, `tc-ingress` (the
+//! LAN's fail-fast answers, where they go out by TC) and `tc-ingress-nat` (the LAN's NAT
+//! hand-over, on a gateway that translates addresses).
 
 use std::{
     io,
@@ -44,6 +45,7 @@ impl LinkPins {
         self.dir.join(match hook {
             TcHook::Egress => "tc-egress",
             TcHook::Ingress => "tc-ingress",
+            TcHook::NatIngress => "tc-ingress-nat",
         })
     }
 
@@ -92,13 +94,15 @@ impl LinkPins {
 pub enum TcHook {
     Egress,
     Ingress,
+    /// Ingress too, the NAT hand-over's own link (first in the chain).
+    NatIngress,
 }
 
 impl TcHook {
     pub fn attach_type(self) -> aya::programs::TcAttachType {
         match self {
             TcHook::Egress => aya::programs::TcAttachType::Egress,
-            TcHook::Ingress => aya::programs::TcAttachType::Ingress,
+            TcHook::Ingress | TcHook::NatIngress => aya::programs::TcAttachType::Ingress,
         }
     }
 }
@@ -108,6 +112,7 @@ impl std::fmt::Display for TcHook {
         f.write_str(match self {
             TcHook::Egress => "TC egress",
             TcHook::Ingress => "TC ingress",
+            TcHook::NatIngress => "TC ingress (NAT hand-over)",
         })
     }
 }

@@ -61,6 +61,8 @@ pub mod program {
     pub const WAN_EGRESS: &str = "wan_egress";
     /// TC, LAN ingress (only where fail-fast answers go out by TC): sends them back.
     pub const LAN_REPLIES: &str = "lan_replies";
+    /// TC, LAN ingress (only on a gateway that translates addresses): the NAT hand-over.
+    pub const LAN_NAT_MARK: &str = "lan_nat_mark";
     /// XDP, tail-called by LAN_INGRESS while a flow's class is open.
     pub const CLASSIFY_UPLOAD: &str = "classify_upload";
     /// XDP, tail-called: a flow's first bytes as an HTTP request.
@@ -273,6 +275,7 @@ impl Datapath {
             program::LAN_EGRESS,
             program::WAN_EGRESS,
             program::LAN_REPLIES,
+            program::LAN_NAT_MARK,
         ] {
             self.tc(name)?
                 .load()
@@ -375,6 +378,55 @@ impl Datapath {
         Ok(())
     }
 
+    /// Hands uploads over to the WAN side across address translation
+    /// ([`classifier_common::nat`]) with `config`, or stops (config off): the settings are
+    /// written before `lan_nat_mark` goes on the LAN interface's ingress, first in its
+    /// chain (so it runs whatever else is there), and a previous daemon's is taken off when
+    /// the hand-over is off.
+    pub fn hand_over_nat(
+        &mut self,
+        iface: &str,
+        config: classifier_common::nat::NatConfig,
+    ) -> anyhow::Result<()> {
+        let pins = self.link_pins_for(iface);
+        {
+            let map = self
+                .ebpf
+                .map_mut(maps::NAT_CONFIG)
+                .context("no NAT_CONFIG map")?;
+            let mut array: Array<&mut MapData, classifier_common::nat::NatConfig> =
+                Array::try_from(map).context("NAT_CONFIG is not an array")?;
+            array.set(0, config, 0).context("writing NAT_CONFIG")?;
+        }
+        if config.is_on() {
+            self.attach_tc(
+                iface,
+                program::LAN_NAT_MARK,
+                TcHook::NatIngress,
+                pins.as_ref(),
+            )?;
+            return Ok(());
+        }
+        if let Some(leftover) = pins
+            .as_ref()
+            .and_then(|pins| pins.existing_tc(TcHook::NatIngress))
+        {
+            let link = PinnedLink::from_pin(&leftover)
+                .with_context(|| format!("opening {}", leftover.display()))?;
+            links::release(link).with_context(|| {
+                format!(
+                    "taking off the NAT hand-over a previous daemon left on `{iface}` ({})",
+                    leftover.display()
+                )
+            })?;
+            info!(
+                interface = iface,
+                "took off the previous daemon's NAT hand-over (no --nat-mark-mask)"
+            );
+        }
+        Ok(())
+    }
+
     /// How fail-fast answers go out from now on (a [`fail_fast_replies`] value), kept over
     /// later table installs: it is the interface's property, not the policy's. Attaches
     /// nothing (see [`Datapath::send_fail_fast_replies`]); on its own, for tests.
@@ -441,6 +493,7 @@ impl Datapath {
             what: match hook {
                 TcHook::Egress => "TC egress",
                 TcHook::Ingress => "TC ingress",
+                TcHook::NatIngress => "TC ingress (NAT hand-over)",
             },
             source,
         };
@@ -466,13 +519,11 @@ impl Datapath {
         if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
             let _ = tc::qdisc_add_clsact(iface);
         }
-        let link_id = program
-            .attach(iface, hook.attach_type())
-            .map_err(|source| AttachError::Tc {
-                iface: iface.to_owned(),
-                hook,
-                source,
-            })?;
+        let link_id = attach_in_order(program, iface, hook).map_err(|source| AttachError::Tc {
+            iface: iface.to_owned(),
+            hook,
+            source,
+        })?;
         if let Some(pins) = link_pins {
             let link = program
                 .take_link(link_id)
@@ -481,6 +532,28 @@ impl Datapath {
             self.links.push(pinned);
         }
         Ok(())
+    }
+
+    /// Flow → the translated source its uploads left the WAN with (NAT hand-over).
+    pub fn public_sources(
+        &self,
+    ) -> anyhow::Result<HashMap<&MapData, FlowKey, classifier_common::nat::PublicSource>> {
+        let map = self
+            .ebpf
+            .map(maps::NAT_PUBLIC)
+            .context("no NAT_PUBLIC map")?;
+        HashMap::try_from(map).context("NAT_PUBLIC is not a hash map")
+    }
+
+    /// [`Datapath::public_sources`], to take recorded flows' entries out.
+    pub fn public_sources_mut(
+        &mut self,
+    ) -> anyhow::Result<HashMap<&mut MapData, FlowKey, classifier_common::nat::PublicSource>> {
+        let map = self
+            .ebpf
+            .map_mut(maps::NAT_PUBLIC)
+            .context("no NAT_PUBLIC map")?;
+        HashMap::try_from(map).context("NAT_PUBLIC is not a hash map")
     }
 
     /// The flow table.
@@ -568,7 +641,8 @@ impl Datapath {
         clear::<[u8; 16], SourceQuota>(&mut self.ebpf, maps::SOURCES)?;
         clear::<BucketKey, TokenBucket>(&mut self.ebpf, maps::BUCKETS)?;
         clear::<FlowKey, ClassResult>(&mut self.ebpf, maps::CLASS_RESULTS)?;
-        clear::<NameKey, FlowName>(&mut self.ebpf, maps::NAMES)
+        clear::<NameKey, FlowName>(&mut self.ebpf, maps::NAMES)?;
+        clear::<FlowKey, classifier_common::nat::PublicSource>(&mut self.ebpf, maps::NAT_PUBLIC)
     }
 
     /// Changes the datapath settings in force (until the next table install writes the
@@ -796,6 +870,25 @@ fn layout_mismatch(pinned: &MapLayout, ours: &MapLayout, room_for: Option<u32>) 
 }
 
 /// Attaches XDP in the mode asked for (auto: native, else generic with a warning).
+/// Attaches a TC program fresh: with TCX, the NAT hand-over goes first in its chain (a
+/// program before it that ends the chain, as `lan_replies` does with `TC_ACT_PIPE`, would
+/// keep it from running); everything else goes last, as before.
+fn attach_in_order(
+    program: &mut SchedClassifier,
+    iface: &str,
+    hook: TcHook,
+) -> Result<aya::programs::tc::SchedClassifierLinkId, ProgramError> {
+    let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    if hook == TcHook::NatIngress && tcx {
+        return program.attach_with_options(
+            iface,
+            hook.attach_type(),
+            aya::programs::tc::TcAttachOptions::TcxOrder(aya::programs::LinkOrder::first()),
+        );
+    }
+    program.attach(iface, hook.attach_type())
+}
+
 fn attach_xdp_fresh(
     program: &mut Xdp,
     iface: &str,

@@ -17,7 +17,39 @@ use prometheus::{
     Registry, TextEncoder, core::Collector,
 };
 
-use crate::{daemon::State, loader::XdpAttachMode};
+use std::collections::{BTreeMap, HashMap};
+
+use super::DatapathStats;
+use crate::{
+    degradation::{IntervalReport, Volume},
+    in_force::LastReload,
+    loader::XdpAttachMode,
+    policy::Policy,
+    recorder::RecorderStats,
+};
+
+/// What `/metrics` shows, taken from the daemon's state (under its lock) by the daemon:
+/// the renderer reads nothing else.
+pub struct Snapshot<'a> {
+    /// The LAN interface the XDP program is on, and how.
+    pub interface: &'a str,
+    pub xdp_mode: XdpAttachMode,
+    /// The generation of the decisions in force, and how the last reload went.
+    pub generation: u32,
+    pub last_reload: LastReload,
+    /// The policy in force, for category and group names.
+    pub policy: &'a Policy,
+    /// Volume since start by (category id, group id).
+    pub totals: &'a HashMap<(u16, u16), Volume>,
+    /// The newest closed degradation interval of each length (seconds).
+    pub last_intervals: &'a BTreeMap<u64, IntervalReport>,
+    /// Flows in the table at the recorder's last walk, and what the recorder did.
+    pub flows_at_last_walk: usize,
+    pub recorded: RecorderStats,
+    pub quic_initials_shed: u64,
+    /// The datapath's global counters, summed over CPUs.
+    pub datapath: DatapathStats,
+}
 
 /// Where `/metrics` listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -31,7 +63,7 @@ pub fn content_type() -> String {
 }
 
 /// The exposition text for the state now.
-pub fn render(state: &State) -> anyhow::Result<String> {
+pub fn render(state: &Snapshot<'_>) -> anyhow::Result<String> {
     let registry = Registry::new_custom(Some(PREFIX.to_owned()), None)?;
     register_build_and_daemon(&registry, state)?;
     register_traffic(&registry, state)?;
@@ -66,7 +98,7 @@ fn seconds(at: jiff::Timestamp) -> f64 {
 }
 
 /// The build, the XDP mode, the policy in force and how its last reload went.
-fn register_build_and_daemon(registry: &Registry, state: &State) -> anyhow::Result<()> {
+fn register_build_and_daemon(registry: &Registry, state: &Snapshot<'_>) -> anyhow::Result<()> {
     let build = IntGaugeVec::new(
         Opts::new(
             "build_info",
@@ -86,7 +118,7 @@ fn register_build_and_daemon(registry: &Registry, state: &State) -> anyhow::Resu
         &["interface", "mode"],
     )?;
     for mode in [XdpAttachMode::Native, XdpAttachMode::Generic] {
-        xdp.with_label_values(&[state.interface.as_str(), &mode.to_string()])
+        xdp.with_label_values(&[state.interface, &mode.to_string()])
             .set(i64::from(state.xdp_mode == mode));
     }
     register(registry, xdp)?;
@@ -96,7 +128,7 @@ fn register_build_and_daemon(registry: &Registry, state: &State) -> anyhow::Resu
         "policy_generation",
         "Generation of the policy decisions in force (it grows with every reload and \
          period change)",
-        i64::from(state.in_force.generation),
+        i64::from(state.generation),
     )?;
     let reload = &state.last_reload;
     gauge(
@@ -131,8 +163,8 @@ fn register_build_and_daemon(registry: &Registry, state: &State) -> anyhow::Resu
 }
 
 /// Bytes by category and group each way, and what the policy withheld.
-fn register_traffic(registry: &Registry, state: &State) -> anyhow::Result<()> {
-    let policy = &state.in_force.policy;
+fn register_traffic(registry: &Registry, state: &Snapshot<'_>) -> anyhow::Result<()> {
+    let policy = state.policy;
     let traffic = IntCounterVec::new(
         Opts::new(
             "traffic_bytes_total",
@@ -147,7 +179,7 @@ fn register_traffic(registry: &Registry, state: &State) -> anyhow::Result<()> {
         ),
         &["category", "group", "how"],
     )?;
-    for (&(category, group), volume) in &state.degradation.totals {
+    for (&(category, group), volume) in state.totals {
         let category = policy.classes.category_name(category);
         let group = policy.groups.name(group);
         for (direction, bytes) in [("upload", volume.upload), ("download", volume.download)] {
@@ -166,7 +198,7 @@ fn register_traffic(registry: &Registry, state: &State) -> anyhow::Result<()> {
 }
 
 /// The last closed degradation interval of each length.
-fn register_intervals(registry: &Registry, state: &State) -> anyhow::Result<()> {
+fn register_intervals(registry: &Registry, state: &Snapshot<'_>) -> anyhow::Result<()> {
     let rate = GaugeVec::new(
         Opts::new(
             "interval_throughput_bytes_per_second",
@@ -182,7 +214,7 @@ fn register_intervals(registry: &Registry, state: &State) -> anyhow::Result<()> 
         ),
         &["interval", "category"],
     )?;
-    for (seconds, report) in &state.last_intervals {
+    for (seconds, report) in state.last_intervals {
         let interval = format!("{seconds}s");
         for (direction, bits) in [
             ("upload", report.upload_bps),
@@ -202,7 +234,7 @@ fn register_intervals(registry: &Registry, state: &State) -> anyhow::Result<()> 
 }
 
 /// What the recorder did: each its own counter.
-fn register_recorder(registry: &Registry, state: &State) -> anyhow::Result<()> {
+fn register_recorder(registry: &Registry, state: &Snapshot<'_>) -> anyhow::Result<()> {
     let r = &state.recorded;
     for (name, help, value) in [
         (
@@ -241,7 +273,7 @@ fn register_recorder(registry: &Registry, state: &State) -> anyhow::Result<()> {
             "quic_initials_shed_total",
             "QUIC Initials not decrypted because the daemon's queue for them was full (a \
              flood); their flows got the class of QUIC without a readable name",
-            state.learned.quic_initials_shed,
+            state.quic_initials_shed,
         ),
     ] {
         counter(registry, name, help, value)?;
@@ -250,8 +282,8 @@ fn register_recorder(registry: &Registry, state: &State) -> anyhow::Result<()> {
 }
 
 /// The datapath's global counters, summed over CPUs: one family each.
-fn register_datapath(registry: &Registry, state: &State) -> anyhow::Result<()> {
-    let stats = super::read_stats(&state.datapath.stats_table()?)?;
+fn register_datapath(registry: &Registry, state: &Snapshot<'_>) -> anyhow::Result<()> {
+    let stats = &state.datapath;
     for stat in classifier_common::stats::Stat::ALL {
         counter(
             registry,

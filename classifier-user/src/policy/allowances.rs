@@ -109,8 +109,7 @@ impl AllowanceLeft {
             text += ": spent, shaped or blocked now";
         }
         if !self.measured {
-            text +=
-                " (the policy's allowance: what a client has used only the running daemon knows)";
+            text += " (none used: only a running daemon counts use, and only for now)";
         }
         text
     }
@@ -148,7 +147,7 @@ mod tests {
             "{}",
             left.render()
         );
-        assert!(left.render().contains("only the running daemon knows"));
+        assert!(left.render().contains("none used"), "{}", left.render());
     }
 
     #[test]

@@ -62,8 +62,28 @@ pub fn check_text(
     base_dir: &Path,
     now: Timestamp,
 ) -> Result<Checked, PolicyError> {
+    check_text_with_lists(text, origin, base_dir, now, &|_| None)
+}
+
+/// [`check_text`], each list path the policy names (joined to `base_dir`) read where
+/// `redirect` says instead (where it says anything): `classifier lists import` checks the policy against lists it
+/// has staged, before they replace the installed ones. Errors keep the policy's own lines.
+pub fn check_text_with_lists(
+    text: &str,
+    origin: &Path,
+    base_dir: &Path,
+    now: Timestamp,
+    redirect: &dyn Fn(&Path) -> Option<PathBuf>,
+) -> Result<Checked, PolicyError> {
     let source = Source::new(origin, text);
-    let file: PolicyFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    let mut file: PolicyFile = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    for section in file.categories.values_mut() {
+        for list in &mut section.lists {
+            if let Some(elsewhere) = redirect(&base_dir.join(&*list)) {
+                *list = elsewhere;
+            }
+        }
+    }
     let policy = Policy::compile(&file, &source, base_dir, &ClassIds::default())?;
     let mut warnings = periods_never_in_force(&policy, &source);
     warnings.extend(unreachable_rules(&policy, &source));

@@ -3,7 +3,6 @@
 
 use std::{
     collections::{HashMap, hash_map::Entry},
-    net::IpAddr,
     path::Path,
 };
 
@@ -14,6 +13,7 @@ use classifier_common::{
     flow::ip_proto,
 };
 
+pub use super::entries::{ListEntryError, list_entry, normalize_domain, refuse_public_suffix};
 use super::{
     file::PolicyFile,
     ids::ClassIds,
@@ -42,6 +42,62 @@ pub struct ClassTables {
     /// Built-in protocol (app id) → category id.
     pub protocol_categories: [u16; app::BUILTIN_COUNT as usize],
     pub report: CompileReport,
+    /// Where the domains came from, in the order they were read (the first listing of a
+    /// domain wins): `explain` finds the file and line of the entry that matched here.
+    pub domain_sources: Vec<DomainSource>,
+}
+
+/// One place domains are listed: a `domains = [...]` of the policy file, or a list file.
+/// Only what is small is kept: list files are read again when an entry's line is asked
+/// for (a UT1 list holds millions of lines the daemon need not keep as text).
+#[derive(Debug, Clone)]
+pub struct DomainSource {
+    pub category: u16,
+    /// The application, 0 for a category's own domains.
+    pub app: u16,
+    pub origin: DomainOrigin,
+}
+
+#[derive(Debug, Clone)]
+pub enum DomainOrigin {
+    /// `domains = [...]` in the policy file: each normalised domain and its line.
+    Inline {
+        file: String,
+        field: String,
+        entries: Vec<(String, usize)>,
+    },
+    /// A list file (a directory's `domains`).
+    List(std::path::PathBuf),
+}
+
+impl MatchedEntry {
+    /// Finds the entry's file and line in the first of `lists` (list paths, as the
+    /// policy names them) that lists it, reading them; unchanged when none does (a list
+    /// edited since the policy was read).
+    pub fn find_in_lists(&mut self, lists: &[std::path::PathBuf]) {
+        for path in lists {
+            if let Some(line) = lists::line_of(path, &self.domain) {
+                self.file = Some(lists::list_file(path).display().to_string());
+                self.line = Some(line);
+                return;
+            }
+        }
+    }
+}
+
+/// The listed domain a name matched, and where it is listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedEntry {
+    /// The listed domain (the longest listed suffix of the name).
+    pub domain: String,
+    pub category: u16,
+    pub app: u16,
+    /// The file it is listed in: the policy file, or a list file.
+    pub file: Option<String>,
+    /// Its 1-based line there.
+    pub line: Option<usize>,
+    /// For the policy file, the field: `categories.news.domains`.
+    pub field: Option<String>,
 }
 
 /// What compiling noticed that is worth telling the operator.
@@ -173,6 +229,57 @@ impl ClassTables {
             .map(|(_, class)| class.category)
     }
 
+    /// The listed domain `name` matches (its longest listed suffix, as the datapath finds
+    /// it) and where the policy file lists it; or, when a list file does, the list files
+    /// to read for its line ([`MatchedEntry::find_in_lists`]), in the order they were read
+    /// (the first listing wins, and a category's own `domains` come before its lists).
+    pub fn matched_entry_in_memory(
+        &self,
+        name: &str,
+    ) -> Option<(MatchedEntry, Vec<std::path::PathBuf>)> {
+        let name = domain::trim_root(name.as_bytes());
+        let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        let suffixes = std::iter::once(0)
+            .chain(name.match_indices('.').map(|(i, _)| i + 1))
+            .map(|start| &name[start..]);
+        let (domain, entry) = suffixes
+            .filter_map(|suffix| {
+                Some((suffix, self.find(&domain::domain_hash(suffix.as_bytes()))?))
+            })
+            .next()?;
+        let mut matched = MatchedEntry {
+            domain: domain.to_owned(),
+            category: entry.category,
+            app: entry.app,
+            file: None,
+            line: None,
+            field: None,
+        };
+        let mut lists = Vec::new();
+        let sources = self
+            .domain_sources
+            .iter()
+            .filter(|s| s.category == entry.category && s.app == entry.app);
+        for source in sources {
+            match &source.origin {
+                DomainOrigin::Inline {
+                    file,
+                    field,
+                    entries,
+                } => {
+                    if let Some(index) = entries.iter().position(|(d, _)| d == domain) {
+                        matched.file = Some(file.clone());
+                        matched.line = Some(entries[index].1);
+                        matched.field = Some(format!("{field}[{index}]"));
+                        return Some((matched, Vec::new()));
+                    }
+                }
+                DomainOrigin::List(path) => lists.push(path.clone()),
+            }
+        }
+        Some((matched, lists))
+    }
+
     pub fn lookup(&self, name: &str) -> Option<DomainEntry> {
         let mut best = None;
         domain::for_each_suffix(name.as_bytes(), |hash| {
@@ -188,88 +295,6 @@ impl ClassTables {
             .get(&hash.key)
             .filter(|entry| entry.check == hash.check)
             .copied()
-    }
-}
-
-/// A domain as the tables key it: lowercase ASCII (an internationalised name in punycode,
-/// `bücher.example` → `xn--bcher-kva.example`, as SNI and Host carry it), no trailing dot,
-/// no `*.` wildcard prefix (every domain covers its subdomains anyway). Refuses what cannot
-/// be a DNS name.
-pub fn normalize_domain(raw: &str) -> Result<String, String> {
-    let trimmed = raw.trim();
-    let name = trimmed
-        .strip_prefix("*.")
-        .or_else(|| trimmed.strip_prefix('.'))
-        .unwrap_or(trimmed);
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let name = if name.is_ascii() {
-        name.to_ascii_lowercase()
-    } else {
-        // UTS #46 as browsers do it: mapped, normalised, then punycode per label.
-        idna::domain_to_ascii(name).map_err(|_| {
-            format!("`{raw}` is not a domain name (an internationalised name IDNA refuses)")
-        })?
-    };
-    if name.is_empty() || name.len() > domain::MAX_NAME_LEN {
-        return Err(format!("`{raw}` is not a domain name (length)"));
-    }
-    if name.parse::<IpAddr>().is_ok() {
-        return Err(format!("`{raw}` is an address, not a domain name"));
-    }
-    let valid_label = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !name.split('.').all(valid_label) {
-        return Err(format!(
-            "`{raw}` is not a domain name (letters, digits, '-' and '_' between dots)"
-        ));
-    }
-    Ok(name)
-}
-
-/// Refuses a normalised domain that is itself a public suffix in the ICANN section of the
-/// Public Suffix List (`com`, `co.uk`, `gov.uk`): listed, it would put every site under
-/// it in the category. Suffixes of the list's private section (`github.io`,
-/// `blogspot.com`) are one company's and may be listed on purpose.
-pub fn refuse_public_suffix(domain: &str) -> Result<(), String> {
-    match psl::suffix(domain.as_bytes()) {
-        Some(suffix)
-            if suffix.as_bytes() == domain.as_bytes() && suffix.typ() == Some(psl::Type::Icann) =>
-        {
-            Err(format!(
-                "`{domain}` is a public suffix (Public Suffix List): it would put every site \
-                 under it in this category; list the sites themselves"
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// [`normalize_domain`], then [`refuse_public_suffix`]: a domain as a list entry.
-pub fn list_entry(raw: &str) -> Result<String, ListEntryError> {
-    let domain = normalize_domain(raw).map_err(ListEntryError::NotADomain)?;
-    refuse_public_suffix(&domain).map_err(ListEntryError::PublicSuffix)?;
-    Ok(domain)
-}
-
-/// Why a list entry was not taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListEntryError {
-    /// Not a domain (an address, a URL, a typo): a list file skips such lines.
-    NotADomain(String),
-    /// A bare public suffix: refused wherever it is written.
-    PublicSuffix(String),
-}
-
-impl ListEntryError {
-    pub fn message(self) -> String {
-        match self {
-            ListEntryError::NotADomain(message) | ListEntryError::PublicSuffix(message) => message,
-        }
     }
 }
 
@@ -325,6 +350,11 @@ pub fn compile(
         builder.add_inline(&section.domains, class, source, &path.key("domains"))?;
         for (i, list) in section.lists.iter().enumerate() {
             let list_path = base_dir.join(list);
+            builder.sources.push(DomainSource {
+                category: class.category,
+                app: class.app,
+                origin: DomainOrigin::List(list_path.clone()),
+            });
             let contents = lists::read_list(&list_path)
                 .map_err(|e| e.located(source, &path.key("lists").index(i)))?;
             builder.report.list_lines_skipped += contents.skipped;
@@ -359,6 +389,7 @@ pub fn compile(
     }
     tables.domains = builder.table;
     tables.report = builder.report;
+    tables.domain_sources = builder.sources;
     tables.report.no_unreadable_category =
         tables.protocol_categories[app::UNREADABLE as usize] == 0;
     Ok(tables)
@@ -404,6 +435,7 @@ struct DomainBuilder {
     /// The domain behind each key, to tell duplicates from collisions.
     names: HashMap<u64, String>,
     report: CompileReport,
+    sources: Vec<DomainSource>,
 }
 
 impl DomainBuilder {
@@ -414,10 +446,23 @@ impl DomainBuilder {
         source: &Source<'_>,
         path: &FieldPath,
     ) -> Result<(), PolicyError> {
+        let mut entries = Vec::with_capacity(domains.len());
         for (i, raw) in domains.iter().enumerate() {
             let domain =
                 list_entry(raw).map_err(|e| source.error_at(&path.index(i), e.message()))?;
+            entries.push((domain.clone(), source.line_of(&path.index(i))));
             self.add(domain, class);
+        }
+        if !entries.is_empty() {
+            self.sources.push(DomainSource {
+                category: class.category,
+                app: class.app,
+                origin: DomainOrigin::Inline {
+                    file: source.file().to_owned(),
+                    field: path.to_string(),
+                    entries,
+                },
+            });
         }
         Ok(())
     }
@@ -513,66 +558,6 @@ fn parse_port_spec(spec: &str) -> Result<(Vec<u8>, std::ops::RangeInclusive<u16>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn domains_are_normalised_or_refused() {
-        assert_eq!(
-            normalize_domain("WWW.YouTube.com.").unwrap(),
-            "www.youtube.com"
-        );
-        assert_eq!(
-            normalize_domain("*.googlevideo.com").unwrap(),
-            "googlevideo.com"
-        );
-        assert_eq!(normalize_domain(".bbc.co.uk").unwrap(), "bbc.co.uk");
-        assert_eq!(
-            normalize_domain("xn--bcher-kva.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-        // Internationalised names become the punycode SNI and Host carry.
-        assert_eq!(
-            normalize_domain("Bücher.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-        assert_eq!(
-            normalize_domain("*.ドメイン.テスト").unwrap(),
-            "xn--eckwd4c7c.xn--zckzah"
-        );
-        for bad in [
-            "",
-            "192.0.2.1",
-            "2001:db8::1",
-            "http://x.com/",
-            "a..b",
-            "has space.com",
-            "bü cher.example",
-        ] {
-            assert!(normalize_domain(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn bare_public_suffixes_are_refused_and_names_under_them_are_not() {
-        for suffix in [
-            "com", "co.uk", "uk", "gov.uk", "org", "COM.", "*.co.uk", ".net",
-        ] {
-            let err = list_entry(suffix).unwrap_err();
-            assert!(
-                matches!(&err, ListEntryError::PublicSuffix(m) if m.contains("public suffix")),
-                "{suffix}: {err:?}"
-            );
-        }
-        for domain in [
-            "example.com",
-            "bbc.co.uk",
-            "www.gov.uk",
-            "dns.google",
-            "github.io",
-            "blogspot.com",
-        ] {
-            assert!(list_entry(domain).is_ok(), "{domain}");
-        }
-    }
 
     #[test]
     fn a_hash_collision_keeps_the_first_domain_and_is_reported() {

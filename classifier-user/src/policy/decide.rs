@@ -11,7 +11,20 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{Action, Policy, ShapingMethod, rules};
-use crate::tables::DecisionTables;
+
+/// One table of the policy as the datapath holds it, for one period and moment: groups,
+/// the non-allow (group, category) verdicts, and the clients' active exceptions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DecisionTables {
+    pub prefixes: Vec<(ipnet::IpNet, u16)>,
+    pub vlans: Vec<(u16, u16)>,
+    /// (group, category) → entry; pairs not listed are allowed.
+    pub actions: Vec<((u16, u16), ActionEntry)>,
+    /// (client, category) pairs an exception allows.
+    pub client_exceptions: Vec<(std::net::IpAddr, u16)>,
+    /// Shape class → how the datapath shapes it.
+    pub shapers: Vec<(u16, ShapeRule)>,
+}
 
 /// A shape rule's class: one per rule, its position counted from 1 (HTB minor ids start
 /// at 1; `policy check` keeps it below [`classifier_common::shaping::MAX_SHAPE_CLASSES`]).

@@ -340,5 +340,5 @@ fn default_degradation_intervals() -> Vec<String> {
 }
 
 fn default_alert_share() -> f64 {
-    crate::degradation::DegradationPolicy::default().alert_share
+    super::settings::DegradationPolicy::default().alert_share
 }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use indexmap::IndexMap;
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::source::{FieldPath, PolicyError, Source};
 
@@ -39,7 +39,44 @@ pub struct Groups {
     names: Vec<String>,
     /// Every prefix (addresses as host prefixes) and its group, longest first.
     pub prefixes: Vec<(IpNet, u16)>,
+    /// Which of `prefixes` were written as `addresses` (for explanations).
+    addresses: std::collections::HashSet<IpNet>,
     pub vlans: HashMap<u16, u16>,
+}
+
+/// Why a client is in its group, as `policy explain` tells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum GroupReason {
+    /// Its VLAN is the group's.
+    Vlan { vlan: u16 },
+    /// The longest of the group's `prefixes` containing it.
+    Prefix { prefix: String },
+    /// Listed in the group's `addresses`.
+    Address { address: String },
+    /// No group claims it: `default`.
+    #[default]
+    Unclaimed,
+}
+
+impl std::fmt::Display for GroupReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupReason::Vlan { vlan } => write!(f, "its VLAN {vlan} is the group's (vlans)"),
+            GroupReason::Prefix { prefix } => {
+                write!(
+                    f,
+                    "in prefix {prefix} (the longest listed prefix containing it)"
+                )
+            }
+            GroupReason::Address { address } => {
+                write!(f, "address {address} is listed (addresses)")
+            }
+            GroupReason::Unclaimed => {
+                f.write_str("no group lists its address, a prefix containing it or its VLAN")
+            }
+        }
+    }
 }
 
 impl Groups {
@@ -67,15 +104,15 @@ impl Groups {
                 .prefixes
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (path.key("prefixes").index(i), parse_prefix(p)))
+                .map(|(i, p)| (path.key("prefixes").index(i), parse_prefix(p), false))
                 .chain(
                     section
                         .addresses
                         .iter()
                         .enumerate()
-                        .map(|(i, a)| (path.key("addresses").index(i), parse_address(a))),
+                        .map(|(i, a)| (path.key("addresses").index(i), parse_address(a), true)),
                 );
-            for (field, net) in nets {
+            for (field, net, is_address) in nets {
                 let net = net.map_err(|e| source.error_at(&field, e))?;
                 if let Some(other) = owners.insert(net, name) {
                     return Err(source.error_at(
@@ -84,6 +121,9 @@ impl Groups {
                             "{net} is already in group `{other}`: a network belongs to one group"
                         ),
                     ));
+                }
+                if is_address {
+                    groups.addresses.insert(net);
                 }
                 groups.prefixes.push((net, id));
             }
@@ -145,14 +185,30 @@ impl Groups {
 
     /// The client's group: VLAN first, then the longest prefix, else `default`.
     pub fn group_of(&self, client: IpAddr, vlan: Option<u16>) -> u16 {
-        if let Some(group) = vlan.and_then(|v| self.vlans.get(&v)) {
-            return *group;
+        self.membership(client, vlan).0
+    }
+
+    /// The client's group ([`Groups::group_of`]) and why.
+    pub fn membership(&self, client: IpAddr, vlan: Option<u16>) -> (u16, GroupReason) {
+        if let Some((vlan, group)) = vlan.and_then(|v| Some((v, *self.vlans.get(&v)?))) {
+            return (group, GroupReason::Vlan { vlan });
         }
         let client = client.to_canonical();
-        self.prefixes
-            .iter()
-            .find(|(net, _)| net.contains(&client))
-            .map_or(0, |(_, group)| *group)
+        match self.prefixes.iter().find(|(net, _)| net.contains(&client)) {
+            Some((net, group)) if self.addresses.contains(net) => (
+                *group,
+                GroupReason::Address {
+                    address: net.addr().to_string(),
+                },
+            ),
+            Some((net, group)) => (
+                *group,
+                GroupReason::Prefix {
+                    prefix: net.to_string(),
+                },
+            ),
+            None => (0, GroupReason::Unclaimed),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    classes::{ListEntryError, list_entry},
+    entries::{ListEntryError, list_entry},
     source::{FieldPath, PolicyError, Source},
 };
 
@@ -100,6 +100,22 @@ pub fn read_list(path: &Path) -> Result<ListContents, ListError> {
         }
     }
     Ok(contents)
+}
+
+/// The 1-based line of the list at `path` that lists `domain` (normalised, as the tables
+/// hold it), read again from the file; none when it is not there (any more).
+pub fn line_of(path: &Path, domain: &str) -> Option<usize> {
+    let reader = BufReader::new(std::fs::File::open(list_file(path)).ok()?);
+    reader
+        .split(b'\n')
+        .map_while(Result::ok)
+        .position(|bytes| {
+            list_line(&bytes)
+                .ok()
+                .and_then(|line| list_entry(line.split('#').next()?.trim()).ok())
+                .is_some_and(|entry| entry == domain)
+        })
+        .map(|index| index + 1)
 }
 
 /// One line of a list as text, or why it cannot be read as written.

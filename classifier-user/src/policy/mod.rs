@@ -13,14 +13,17 @@ pub mod check;
 pub mod classes;
 pub mod decide;
 pub mod durations;
+pub mod entries;
 pub mod exceptions;
 pub mod file;
 pub mod groups;
 pub mod ids;
 pub mod lists;
+pub mod moment;
 pub mod retention;
 pub mod rules;
 pub mod schedule;
+pub mod settings;
 pub mod show;
 pub mod source;
 
@@ -69,7 +72,7 @@ pub struct Policy {
     /// When flows end and how long their records keep the client.
     pub records: RecordsPolicy,
     /// The bandwidth-degradation log's intervals, link and alerts.
-    pub degradation: crate::degradation::DegradationPolicy,
+    pub degradation: settings::DegradationPolicy,
 }
 
 /// What the policy sets in the datapath besides its tables.
@@ -84,8 +87,8 @@ pub struct DatapathSettings {
 /// `[records]`, validated.
 #[derive(Debug, Clone, Default)]
 pub struct RecordsPolicy {
-    pub end_rules: crate::flows::ending::EndRules,
-    pub retention: crate::store::retention::Retention,
+    pub end_rules: settings::EndRules,
+    pub retention: retention::Retention,
     /// Why records are kept longer than the councils' 14 months, when they are.
     pub retention_override_reason: Option<String>,
     /// `[export]`: the live IPFIX export.
@@ -284,9 +287,15 @@ impl Policy {
             field: "(file)".into(),
             message: format!("cannot read the exceptions file: {e}"),
         })?;
-        let source = Source::new(path, &text);
+        self.add_exceptions_text(&text, path)
+    }
+
+    /// [`Policy::add_exceptions_from`] for the text of an exceptions file, named `path` in
+    /// errors (a change not yet written is named as the file it is meant for).
+    pub fn add_exceptions_text(&mut self, text: &str, path: &Path) -> Result<(), PolicyError> {
+        let source = Source::new(path, text);
         let file: exceptions::ExceptionsFile =
-            toml::from_str(&text).map_err(|e| source.toml_error(&e))?;
+            toml::from_str(text).map_err(|e| source.toml_error(&e))?;
         let category = |name: &str| self.classes.category_id(name);
         let group = |name: &str| self.groups.id(name);
         let mut added = exceptions::compile(
@@ -422,7 +431,7 @@ fn degradation_policy(
     file: &PolicyFile,
     classes: &ClassTables,
     source: &Source<'_>,
-) -> Result<crate::degradation::DegradationPolicy, PolicyError> {
+) -> Result<settings::DegradationPolicy, PolicyError> {
     let section = &file.degradation;
     let at = |key: &str| FieldPath::root().key("degradation").key(key);
     let mut intervals = Vec::new();
@@ -447,7 +456,7 @@ fn degradation_policy(
     };
     let watched_categories = match &section.watched_categories {
         Some(names) => names.clone(),
-        None => crate::degradation::DegradationPolicy::default()
+        None => settings::DegradationPolicy::default()
             .watched_categories
             .into_iter()
             .filter(|name| classes.category_id(name).is_some())
@@ -470,7 +479,7 @@ fn degradation_policy(
             ),
         ));
     }
-    Ok(crate::degradation::DegradationPolicy {
+    Ok(settings::DegradationPolicy {
         intervals,
         link_download_bps: rate("link_download", &section.link_download)?,
         link_upload_bps: rate("link_upload", &section.link_upload)?,
@@ -480,7 +489,7 @@ fn degradation_policy(
 }
 
 fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolicy, PolicyError> {
-    use crate::store::retention::{AfterRetention, Retention};
+    use retention::{AfterRetention, Retention};
     let section = &file.records;
     let at = |key: &str| FieldPath::root().key("records").key(key);
     let idle_timeout = durations::parse_duration(&section.idle_timeout)
@@ -529,7 +538,7 @@ fn records_policy(file: &PolicyFile, source: &Source<'_>) -> Result<RecordsPolic
         }
     };
     Ok(RecordsPolicy {
-        end_rules: crate::flows::ending::EndRules {
+        end_rules: settings::EndRules {
             idle_timeout,
             ..Default::default()
         },

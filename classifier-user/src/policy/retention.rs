@@ -7,7 +7,9 @@
 //! one thing (`14 months`, `420 days`), and what the words mean is then jiff's calendar
 //! arithmetic.
 
+use anyhow::Context as _;
 use jiff::{Span, Timestamp, ToSpan as _, tz::TimeZone};
+use serde::Serialize;
 
 /// The longest a record may keep who made it without an override: "Personal data is
 /// retained for a maximum of 14 months, although anonymised data may be retained for
@@ -64,6 +66,82 @@ pub fn longer_than_months(span: Span, months: i64) -> bool {
             _ => true,
         }
     })
+}
+
+/// What happens to records past the retention period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterRetention {
+    /// Deleted, once their volume is added to the daily totals.
+    #[default]
+    Delete,
+    /// Kept without the client's address, port and MAC.
+    Anonymise,
+}
+
+impl AfterRetention {
+    pub fn name(self) -> &'static str {
+        match self {
+            AfterRetention::Delete => "delete",
+            AfterRetention::Anonymise => "anonymise",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "delete" => Some(AfterRetention::Delete),
+            "anonymise" => Some(AfterRetention::Anonymise),
+            _ => None,
+        }
+    }
+}
+
+/// The retention the policy sets.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Retention {
+    /// How long a record keeps who made the flow (calendar units: `14 months`).
+    #[serde(serialize_with = "span_text")]
+    pub keep: Span,
+    pub after: AfterRetention,
+    /// How long a degradation report is kept at all.
+    #[serde(serialize_with = "span_text")]
+    pub degradation_keep: Span,
+}
+
+fn span_text<S: serde::Serializer>(span: &Span, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format!("{span:#}"))
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep: Span::new().months(14),
+            after: AfterRetention::Delete,
+            degradation_keep: Span::new().days(90),
+        }
+    }
+}
+
+impl Retention {
+    /// Records that ended before this are past retention. Months are calendar months,
+    /// counted back in UTC.
+    pub fn cutoff(&self, now: Timestamp) -> anyhow::Result<Timestamp> {
+        back(now, self.keep)
+    }
+
+    /// Degradation reports that ended before this are deleted.
+    pub fn degradation_cutoff(&self, now: Timestamp) -> anyhow::Result<Timestamp> {
+        back(now, self.degradation_keep)
+    }
+}
+
+/// `span` before `now`, in calendar units counted back in UTC.
+fn back(now: Timestamp, span: Span) -> anyhow::Result<Timestamp> {
+    let cutoff = now
+        .to_zoned(TimeZone::UTC)
+        .checked_sub(span)
+        .with_context(|| format!("retention `{span:#}` reaches before the calendar's start"))?;
+    Ok(cutoff.timestamp())
 }
 
 #[cfg(test)]

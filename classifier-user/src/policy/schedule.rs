@@ -126,7 +126,18 @@ pub struct Schedule {
     timezone: TimeZone,
     default: String,
     bank_holidays: BTreeSet<Date>,
+    /// gov.uk's file and the division read from it, when the schedule names one.
+    bank_holidays_source: Option<(String, String)>,
     periods: Vec<Period>,
+}
+
+/// A period as `policy show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeriodLine {
+    pub name: String,
+    /// `mon-thu 08:30-17:00`, `fri 08:30-16:30`: days with the same hours together.
+    pub hours: Vec<String>,
+    pub on_bank_holidays: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -275,6 +286,11 @@ pub fn compile(
         timezone: timezone.clone(),
         default: section.default.clone(),
         bank_holidays,
+        bank_holidays_source: section
+            .bank_holidays_file
+            .as_ref()
+            .zip(section.bank_holidays_division.as_ref())
+            .map(|(file, division)| (base_dir.join(file).display().to_string(), division.clone())),
         periods,
     })
 }
@@ -462,6 +478,51 @@ impl Schedule {
     /// apply on them.
     pub fn bank_holidays_matter(&self) -> bool {
         self.periods.iter().any(|p| !p.on_bank_holidays)
+    }
+
+    /// gov.uk's bank-holidays file and its division, when the schedule reads one.
+    pub fn bank_holidays_source(&self) -> Option<(&str, &str)> {
+        self.bank_holidays_source
+            .as_ref()
+            .map(|(file, division)| (file.as_str(), division.as_str()))
+    }
+
+    /// Each `[[schedule.period]]` as people read it back, in file order.
+    pub fn period_lines(&self) -> Vec<PeriodLine> {
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let text = |ranges: &[Range]| -> String {
+            let clock = |s: u32| format!("{:02}:{:02}", s / 3600, s % 3600 / 60);
+            ranges
+                .iter()
+                .map(|r| format!("{}-{}", clock(r.start), clock(r.end)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.periods
+            .iter()
+            .map(|period| {
+                let mut hours = Vec::new();
+                let mut day = 0;
+                while day < 7 {
+                    let same = (day..7)
+                        .take_while(|d| period.hours[*d] == period.hours[day])
+                        .count();
+                    if !period.hours[day].is_empty() {
+                        let days = match same {
+                            1 => DAYS[day].to_owned(),
+                            _ => format!("{}-{}", DAYS[day], DAYS[day + same - 1]),
+                        };
+                        hours.push(format!("{days} {}", text(&period.hours[day])));
+                    }
+                    day += same;
+                }
+                PeriodLine {
+                    name: period.name.clone(),
+                    hours,
+                    on_bank_holidays: period.on_bank_holidays,
+                }
+            })
+            .collect()
     }
 
     /// Every bank holiday, listed and from the file, in date order.

@@ -12,7 +12,8 @@
 //! `sch_fq`; the daemon probes for it and says whether this kernel has it.
 
 pub mod allowances;
-pub mod netlink;
+// The rtnetlink client moved to `crate::netlink` (the neighbour table uses it too).
+pub use crate::netlink;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,7 +25,7 @@ use classifier_common::shaping::{
 use serde::Serialize;
 use tracing::{info, warn};
 
-use self::netlink::{HtbClass, Netlink, QdiscInfo};
+use crate::netlink::{HtbClass, Netlink, QdiscInfo};
 use crate::{loader::Datapath, policy::ShapingMethod};
 
 /// The qdisc handle major the shaper owns.

@@ -22,44 +22,7 @@ use crate::flows::FlowRecord;
 /// Where the daemon keeps its flow records unless told otherwise.
 pub const DEFAULT_STORE: &str = "/var/lib/classifier/flows.sqlite";
 
-/// Why a flow's record was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    /// TCP FIN seen both ways.
-    Fin,
-    /// TCP reset.
-    Rst,
-    /// No packet for the idle timeout.
-    Idle,
-    /// The kernel's LRU flow table evicted it before the daemon read its end: its
-    /// counters are those of the daemon's last look.
-    Evicted,
-    /// Still live when the daemon stopped and removed the datapath.
-    Stopped,
-}
-
-impl EndReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            EndReason::Fin => "fin",
-            EndReason::Rst => "rst",
-            EndReason::Idle => "idle",
-            EndReason::Evicted => "evicted",
-            EndReason::Stopped => "stopped",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Self {
-        match text {
-            "fin" => EndReason::Fin,
-            "rst" => EndReason::Rst,
-            "evicted" => EndReason::Evicted,
-            "stopped" => EndReason::Stopped,
-            _ => EndReason::Idle,
-        }
-    }
-}
+pub use crate::flows::ending::EndReason;
 
 /// A flow that ended, as stored (`flow.ended` says why).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +106,11 @@ const MIGRATIONS: &[&str] = &[
         degradation_keep TEXT NOT NULL,
         recorded_ms INTEGER NOT NULL
     );",
+    // 6: the translated (public) source of a NAT gateway's flows; NULL for every record
+    // made before, or without NAT.
+    "ALTER TABLE flows ADD COLUMN public_addr TEXT;
+    ALTER TABLE flows ADD COLUMN public_port INTEGER;
+    CREATE INDEX flows_by_public ON flows (public_addr, public_port, start_ms);",
 ];
 
 /// The flow store the daemon and the CLI use: an SQLite file (the default) or a site's
@@ -281,6 +249,33 @@ pub struct Filter {
     pub to: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
+    /// The translated (public) source address the flow's uploads left the gateway with.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub public_addr: Option<std::net::IpAddr>,
+    /// ... and port.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub public_port: Option<u16>,
+    /// Flows running at this instant (started at or before it, ended at or after it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub at: Option<Timestamp>,
+}
+
+impl Filter {
+    /// The public address as stored: IPv4 as IPv4 (never IPv4-mapped).
+    fn public_addr_text(&self) -> Option<String> {
+        self.public_addr.map(|a| a.to_canonical().to_string())
+    }
+}
+
+/// How a record's public source is stored: address text and port, both or neither.
+pub(crate) fn public_columns(flow: &FlowRecord) -> (Option<String>, Option<u16>) {
+    match flow.public_source {
+        Some(source) => (
+            Some(source.ip().to_canonical().to_string()),
+            Some(source.port()),
+        ),
+        None => (None, None),
+    }
 }
 
 impl FlowStore {
@@ -342,12 +337,14 @@ impl FlowStore {
                     server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
                     server_initiated, up_packets, up_bytes, down_packets, down_bytes,
                     blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason,
-                    unreadable, evasion, second_name, second_category)
+                    unreadable, evasion, second_name, second_category, public_addr, public_port)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+                    ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30,
+                    ?31, ?32)",
             )?;
             for flow in flows {
                 let reason = flow.ended.unwrap_or(EndReason::Idle);
+                let (public_addr, public_port) = public_columns(flow);
                 statement.execute(params![
                     flow.first_seen.as_millisecond(),
                     flow.last_seen.as_millisecond(),
@@ -379,6 +376,8 @@ impl FlowStore {
                     flow.evasion.join(","),
                     flow.second_name,
                     flow.second_category,
+                    public_addr,
+                    public_port,
                 ])?;
             }
         }
@@ -405,6 +404,19 @@ impl FlowStore {
         if let Some(category) = &filter.category {
             sql += " AND category = ?";
             values.push(category.clone().into());
+        }
+        if let Some(public) = filter.public_addr_text() {
+            sql += " AND public_addr = ?";
+            values.push(public.into());
+        }
+        if let Some(port) = filter.public_port {
+            sql += " AND public_port = ?";
+            values.push(i64::from(port).into());
+        }
+        if let Some(at) = filter.at {
+            sql += " AND start_ms <= ? AND end_ms >= ?";
+            values.push(at.as_millisecond().into());
+            values.push(at.as_millisecond().into());
         }
         sql += " ORDER BY start_ms, id";
         let mut statement = self.connection.prepare(&sql)?;
@@ -495,6 +507,16 @@ pub(crate) fn split_names(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A stored public source back as an address and port (both columns set and readable).
+pub(crate) fn public_source(
+    addr: Option<String>,
+    port: Option<i64>,
+) -> Option<std::net::SocketAddr> {
+    let ip = addr?.parse().ok()?;
+    let port = u16::try_from(port?).ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
     use crate::flows::Counters;
     let millis = |name: &str| -> rusqlite::Result<Timestamp> {
@@ -543,6 +565,10 @@ fn row_to_flow(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFlow> {
             blocked: counters("blocked_packets", "blocked_bytes")?,
             shaped: counters("shaped_packets", "shaped_bytes")?,
             ended: Some(EndReason::parse(&end_reason)),
+            public_source: public_source(
+                row.get::<_, Option<String>>("public_addr")?,
+                row.get::<_, Option<i64>>("public_port")?,
+            ),
         },
         anonymised: row.get("anonymised")?,
     })
@@ -616,6 +642,7 @@ pub(crate) mod tests {
                 bytes: 5000,
             },
             ended: Some(EndReason::Idle),
+            public_source: None,
         }
     }
 
@@ -714,6 +741,113 @@ pub(crate) mod tests {
             }),
             [3]
         );
+    }
+
+    /// A record of a translated flow: its public source too.
+    fn translated(client: &str, started: &str, public: &str) -> FlowRecord {
+        FlowRecord {
+            public_source: Some(public.parse().unwrap()),
+            ..flow(client, started, "news", 1)
+        }
+    }
+
+    #[test]
+    fn filters_select_by_public_source_and_instant() {
+        let temp = TempStore::new("public");
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        store
+            .insert(&[
+                translated("192.0.2.10:1", "2026-11-23T10:00:00Z", "198.51.100.1:51234"),
+                translated("192.0.2.11:2", "2026-11-23T10:00:00Z", "198.51.100.1:51235"),
+                // The same public port, an hour later, another client.
+                translated("192.0.2.12:3", "2026-11-23T11:00:00Z", "198.51.100.1:51234"),
+                translated(
+                    "[2001:db8:1::10]:4",
+                    "2026-11-23T10:00:00Z",
+                    "[2001:db8:2::1]:51234",
+                ),
+                flow("192.0.2.13:5", "2026-11-23T10:00:00Z", "news", 1),
+            ])
+            .unwrap();
+        let ports = |public: &str, port: Option<u16>, at: Option<&str>| -> Vec<u16> {
+            store
+                .query(&Filter {
+                    public_addr: Some(public.parse().unwrap()),
+                    public_port: port,
+                    at: at.map(|t| t.parse().unwrap()),
+                    ..Filter::default()
+                })
+                .unwrap()
+                .iter()
+                .map(|f| f.flow.client.port())
+                .collect()
+        };
+        let at_10 = Some("2026-11-23T10:00:10Z");
+        let at_11 = Some("2026-11-23T11:00:10Z");
+        assert_eq!(ports("198.51.100.1", Some(51234), at_10), [1]);
+        assert_eq!(ports("198.51.100.1", Some(51234), at_11), [3]);
+        assert_eq!(ports("198.51.100.1", Some(51234), None), [1, 3]);
+        assert_eq!(ports("198.51.100.1", None, at_10), [1, 2]);
+        assert_eq!(
+            ports("198.51.100.1", Some(51234), Some("2026-11-23T09:59:59Z")),
+            [] as [u16; 0]
+        );
+        // IPv4-mapped input finds IPv4 records; IPv6 its own.
+        assert_eq!(ports("::ffff:198.51.100.1", Some(51235), None), [2]);
+        assert_eq!(ports("2001:db8:2::1", Some(51234), at_10), [4]);
+        let stored = store.query(&Filter::default()).unwrap();
+        assert_eq!(
+            stored[0].flow.public_source,
+            Some("198.51.100.1:51234".parse().unwrap())
+        );
+        let plain = stored.iter().find(|s| s.flow.client.port() == 5).unwrap();
+        assert_eq!(plain.flow.public_source, None);
+    }
+
+    /// A store written before the public source existed (schema 5) is migrated in place:
+    /// every record is still there, with no public source, and new ones get theirs.
+    #[test]
+    fn a_store_of_schema_5_gains_the_public_source_and_loses_nothing() {
+        let temp = TempStore::new("schema5");
+        {
+            let mut connection = Connection::open(&temp.path).unwrap();
+            let transaction = connection.transaction().unwrap();
+            for sql in &MIGRATIONS[..5] {
+                transaction.execute_batch(sql).unwrap();
+            }
+            transaction.pragma_update(None, "user_version", 5).unwrap();
+            transaction.commit().unwrap();
+            connection
+                .execute(
+                    "INSERT INTO flows (start_ms, end_ms, client, client_port, server, server_port,
+                        protocol, category, app, method, grp, verdict, ech, server_initiated,
+                        up_packets, up_bytes, down_packets, down_bytes, blocked_packets,
+                        blocked_bytes, shaped_packets, shaped_bytes, end_reason)
+                     VALUES (1000, 2000, '192.0.2.10', 40000, '203.0.113.10', 443, 'tcp', 'news',
+                        'tls', 'sni', 'staff', 'allow', 0, 0, 1, 100, 2, 200, 0, 0, 0, 0, 'fin')",
+                    [],
+                )
+                .unwrap();
+        }
+        let mut store = FlowStore::open(&temp.path).unwrap();
+        let version: i64 = store
+            .connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let old = store.query(&Filter::default()).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].flow.client, "192.0.2.10:40000".parse().unwrap());
+        assert_eq!(old[0].flow.download.bytes, 200);
+        assert_eq!(old[0].flow.public_source, None);
+        store
+            .insert(&[translated(
+                "192.0.2.11:1",
+                "2026-11-23T10:00:00Z",
+                "198.51.100.1:51234",
+            )])
+            .unwrap();
+        assert_eq!(store.count().unwrap(), 2);
     }
 
     #[test]

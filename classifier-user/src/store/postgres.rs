@@ -84,6 +84,11 @@ const MIGRATIONS: &[&str] = &[
         degradation_keep TEXT NOT NULL,
         recorded_ms BIGINT NOT NULL
     );",
+    // 6: the translated (public) source of a NAT gateway's flows; NULL for every record
+    // made before, or without NAT.
+    "ALTER TABLE flows ADD COLUMN public_addr TEXT;
+    ALTER TABLE flows ADD COLUMN public_port INTEGER;
+    CREATE INDEX flows_by_public ON flows (public_addr, public_port, start_ms);",
 ];
 
 /// A connection to the store on PostgreSQL.
@@ -172,14 +177,16 @@ impl PgStore {
                 server_port, protocol, vlan, name, category, app, method, grp, verdict, ech,
                 server_initiated, up_packets, up_bytes, down_packets, down_bytes,
                 blocked_packets, blocked_bytes, shaped_packets, shaped_bytes, end_reason,
-                unreadable, evasion, second_name, second_category)
+                unreadable, evasion, second_name, second_category, public_addr, public_port)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)",
         )?;
         for flow in flows {
             let n = |v: u64| v as i64;
             let reason = flow.ended.unwrap_or(EndReason::Idle).name();
             let evasion = flow.evasion.join(",");
+            let (public_addr, public_port) = super::public_columns(flow);
+            let public_port = public_port.map(i32::from);
             transaction.execute(
                 &statement,
                 &[
@@ -213,6 +220,8 @@ impl PgStore {
                     &evasion,
                     &flow.second_name,
                     &flow.second_category,
+                    &public_addr,
+                    &public_port,
                 ],
             )?;
         }
@@ -224,14 +233,28 @@ impl PgStore {
         let client = filter.client.map(|c| c.to_canonical().to_string());
         let from = filter.from.map(|t| t.as_millisecond());
         let to = filter.to.map(|t| t.as_millisecond());
+        let public_addr = filter.public_addr_text();
+        let public_port = filter.public_port.map(i32::from);
+        let at = filter.at.map(|t| t.as_millisecond());
         let rows = self.client().query(
             "SELECT * FROM flows
              WHERE ($1::TEXT IS NULL OR client = $1)
                AND ($2::BIGINT IS NULL OR end_ms >= $2)
                AND ($3::BIGINT IS NULL OR start_ms < $3)
                AND ($4::TEXT IS NULL OR category = $4)
+               AND ($5::TEXT IS NULL OR public_addr = $5)
+               AND ($6::INTEGER IS NULL OR public_port = $6)
+               AND ($7::BIGINT IS NULL OR (start_ms <= $7 AND end_ms >= $7))
              ORDER BY start_ms, id",
-            &[&client, &from, &to, &filter.category],
+            &[
+                &client,
+                &from,
+                &to,
+                &filter.category,
+                &public_addr,
+                &public_port,
+                &at,
+            ],
         )?;
         rows.iter().map(row_to_flow).collect()
     }
@@ -297,7 +320,7 @@ impl PgStore {
         let cutoff_ms = cutoff.as_millisecond();
         let params: &[&(dyn ToSql + Sync)] = &[&cutoff_ms];
         let mut transaction = self.client().transaction()?;
-        let (keep, after, degradation_keep) = retention.to_row();
+        let (keep, after, degradation_keep) = crate::store::retention::retention_row(retention);
         transaction
             .execute(
                 "INSERT INTO retention_in_force (gateway, keep, after, degradation_keep,
@@ -388,7 +411,9 @@ impl PgStore {
                 &[],
             )?
             .iter()
-            .map(|row| Retention::from_row(row.get(0), row.get(1), row.get(2)))
+            .map(|row| {
+                crate::store::retention::retention_from_row(row.get(0), row.get(1), row.get(2))
+            })
             .collect()
     }
 
@@ -460,6 +485,10 @@ fn row_to_flow(row: &postgres::Row) -> anyhow::Result<StoredFlow> {
             blocked: counters("blocked_packets", "blocked_bytes"),
             shaped: counters("shaped_packets", "shaped_bytes"),
             ended: Some(EndReason::parse(&end_reason)),
+            public_source: super::public_source(
+                row.get::<_, Option<String>>("public_addr"),
+                row.get::<_, Option<i32>>("public_port").map(i64::from),
+            ),
         },
         anonymised: row.get("anonymised"),
     })

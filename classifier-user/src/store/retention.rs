@@ -17,113 +17,39 @@
 //! The clock is a parameter: the daemon passes the time now, tests a time of their own.
 
 use anyhow::Context as _;
-use jiff::{Span, Timestamp, tz::TimeZone};
+use jiff::{Span, Timestamp};
 use rusqlite::params;
 use serde::Serialize;
 
 use super::{Filter, FlowStore, StoredFlow};
 
-/// What happens to records past the retention period.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AfterRetention {
-    /// Deleted, once their volume is added to the daily totals.
-    #[default]
-    Delete,
-    /// Kept without the client's address, port and MAC.
-    Anonymise,
+pub use crate::policy::retention::{AfterRetention, Retention};
+
+/// `retention` as `retention_in_force` keeps it: (keep, after, degradation keep).
+pub(crate) fn retention_row(retention: &Retention) -> (String, &'static str, String) {
+    (
+        format!("{:#}", retention.keep),
+        retention.after.name(),
+        format!("{:#}", retention.degradation_keep),
+    )
 }
 
-impl AfterRetention {
-    pub fn name(self) -> &'static str {
-        match self {
-            AfterRetention::Delete => "delete",
-            AfterRetention::Anonymise => "anonymise",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "delete" => Some(AfterRetention::Delete),
-            "anonymise" => Some(AfterRetention::Anonymise),
-            _ => None,
-        }
-    }
-}
-
-/// The retention the policy sets.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Retention {
-    /// How long a record keeps who made the flow (calendar units: `14 months`).
-    #[serde(serialize_with = "span_text")]
-    pub keep: Span,
-    pub after: AfterRetention,
-    /// How long a degradation report is kept at all.
-    #[serde(serialize_with = "span_text")]
-    pub degradation_keep: Span,
-}
-
-fn span_text<S: serde::Serializer>(span: &Span, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&format!("{span:#}"))
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Self {
-            keep: Span::new().months(14),
-            after: AfterRetention::Delete,
-            degradation_keep: Span::new().days(90),
-        }
-    }
-}
-
-impl Retention {
-    /// Records that ended before this are past retention. Months are calendar months,
-    /// counted back in UTC.
-    pub fn cutoff(&self, now: Timestamp) -> anyhow::Result<Timestamp> {
-        back(now, self.keep)
-    }
-
-    /// Degradation reports that ended before this are deleted.
-    pub fn degradation_cutoff(&self, now: Timestamp) -> anyhow::Result<Timestamp> {
-        back(now, self.degradation_keep)
-    }
-
-    /// This retention as `retention_in_force` keeps it: (keep, after, degradation keep).
-    pub(crate) fn to_row(self) -> (String, &'static str, String) {
-        (
-            format!("{:#}", self.keep),
-            self.after.name(),
-            format!("{:#}", self.degradation_keep),
-        )
-    }
-
-    /// A row of `retention_in_force`, read back.
-    pub(crate) fn from_row(
-        keep: &str,
-        after: &str,
-        degradation_keep: &str,
-    ) -> anyhow::Result<Self> {
-        let span = |text: &str| -> anyhow::Result<Span> {
-            text.parse()
-                .with_context(|| format!("the store's recorded retention `{text}`"))
-        };
-        Ok(Self {
-            keep: span(keep)?,
-            after: AfterRetention::parse(after)
-                .with_context(|| format!("the store's recorded `after_retention` `{after}`"))?,
-            degradation_keep: span(degradation_keep)?,
-        })
-    }
-}
-
-/// `span` before `now`, in calendar units counted back in UTC.
-fn back(now: Timestamp, span: Span) -> anyhow::Result<Timestamp> {
-    let cutoff = now
-        .to_zoned(TimeZone::UTC)
-        .checked_sub(span)
-        .with_context(|| format!("retention `{span:#}` reaches before the calendar's start"))?;
-    Ok(cutoff.timestamp())
+/// A row of `retention_in_force`, read back.
+pub(crate) fn retention_from_row(
+    keep: &str,
+    after: &str,
+    degradation_keep: &str,
+) -> anyhow::Result<Retention> {
+    let span = |text: &str| -> anyhow::Result<Span> {
+        text.parse()
+            .with_context(|| format!("the store's recorded retention `{text}`"))
+    };
+    Ok(Retention {
+        keep: span(keep)?,
+        after: AfterRetention::parse(after)
+            .with_context(|| format!("the store's recorded `after_retention` `{after}`"))?,
+        degradation_keep: span(degradation_keep)?,
+    })
 }
 
 /// What one run of the job did.
@@ -254,7 +180,7 @@ pub fn apply(
         anonymised: 0,
         degradation_deleted: 0,
     };
-    let (keep, after, degradation_keep) = retention.to_row();
+    let (keep, after, degradation_keep) = retention_row(retention);
     transaction
         .execute(
             "INSERT INTO retention_in_force (gateway, keep, after, degradation_keep, recorded_ms)
@@ -359,7 +285,7 @@ impl FlowStore {
         let mut retentions = Vec::new();
         for row in rows {
             let (keep, after, degradation_keep) = row?;
-            retentions.push(Retention::from_row(&keep, &after, &degradation_keep)?);
+            retentions.push(retention_from_row(&keep, &after, &degradation_keep)?);
         }
         Ok(retentions)
     }
@@ -660,7 +586,7 @@ mod tests {
         apply(&mut store, &retention, now()).unwrap();
         let recorded = store.recorded_retentions().unwrap();
         assert_eq!(recorded.len(), 1);
-        assert_eq!(recorded[0].to_row(), retention.to_row());
+        assert_eq!(retention_row(&recorded[0]), retention_row(&retention));
     }
 
     #[test]

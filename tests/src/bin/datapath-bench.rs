@@ -21,6 +21,7 @@
 use std::path::PathBuf;
 
 use aya::maps::{MapData, RingBuf};
+use bench_results::datapath::{CaseResult, MapMemory, Report};
 use clap::Parser;
 use classifier_common::testing::{Hello, chrome_like};
 use classifier_tests::{
@@ -32,7 +33,6 @@ use classifier_user::{
     policy::Policy,
     tables,
 };
-use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
@@ -52,45 +52,6 @@ struct Args {
     /// With --only: segment checksums not verified (what that check costs).
     #[arg(long, requires = "only")]
     no_checksums: bool,
-}
-
-#[derive(Serialize)]
-struct CaseResult {
-    case: &'static str,
-    median_ns: f64,
-    min_ns: f64,
-    max_ns: f64,
-    median_ratio_to_empty: f64,
-    min_ratio: f64,
-    max_ratio: f64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    kernel: String,
-    rounds: usize,
-    repeat: u32,
-    empty_xdp_median_ns: f64,
-    cases: Vec<CaseResult>,
-    /// First-payload cases: one fresh flow per sample.
-    fresh_flow_samples: usize,
-    fresh_flow_cases: Vec<CaseResult>,
-    /// The one-segment ClientHello with this many domains loaded.
-    list_size_cases: Vec<CaseResult>,
-    /// What the kernel accounts for the maps that hold classification state.
-    memory: Vec<MapMemory>,
-    /// The floor (a minimal flow-counting XDP program) on the established flow's frame.
-    floor: CaseResult,
-    /// The established flow's cost ÷ the floor's, round by round (ratio fields).
-    established_over_floor: CaseResult,
-}
-
-/// A map's memory as the kernel accounts it (`memlock` in its fdinfo).
-#[derive(Serialize)]
-struct MapMemory {
-    map: String,
-    what: &'static str,
-    bytes: u64,
 }
 
 /// The maps that hold the state of reading flows' first bytes, and the flow table.
@@ -548,7 +509,7 @@ fn map_memory() -> anyhow::Result<Vec<MapMemory>> {
         {
             found.push(MapMemory {
                 map: name,
-                what,
+                what: what.to_string(),
                 bytes,
             });
         }
@@ -585,7 +546,7 @@ fn summarize(case: &'static str, samples: &[(f64, f64)]) -> CaseResult {
     let ns: Vec<f64> = samples.iter().map(|s| s.0).collect();
     let ratios: Vec<f64> = samples.iter().map(|s| s.1).collect();
     CaseResult {
-        case,
+        case: case.to_string(),
         median_ns: median(&ns),
         min_ns: ns.iter().copied().fold(f64::INFINITY, f64::min),
         max_ns: ns.iter().copied().fold(0.0, f64::max),

@@ -18,13 +18,13 @@ use std::{
 
 use anyhow::Context as _;
 use aya::{EbpfLoader, maps::HashMap};
+use bench_results::scale::{Memory, Results, Walk};
 use clap::Parser;
 use classifier_common::{
     flow::{FlowEntry, FlowKey, ip_proto, ipv4_mapped},
     maps,
 };
 use classifier_user::{flows, loader::EBPF_OBJECT};
-use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
@@ -38,33 +38,6 @@ struct Args {
 
 /// How often the recorder walks the flow table.
 const WALK_PERIOD_SECONDS: f64 = 2.0;
-
-#[derive(Serialize)]
-struct Memory {
-    capacity: usize,
-    bytes: u64,
-    bytes_per_flow: f64,
-}
-
-#[derive(Serialize)]
-struct Walk {
-    flows: usize,
-    cpu_seconds: f64,
-    ns_per_flow: f64,
-    /// CPU time of one walk every 2 s, as a share of one CPU.
-    share_of_one_cpu: f64,
-    /// The same walk two system calls a flow (without BPF_MAP_LOOKUP_BATCH), same run.
-    by_key_cpu_seconds: f64,
-    by_key_over_batched: f64,
-}
-
-#[derive(Serialize)]
-struct Results {
-    key_bytes: usize,
-    entry_bytes: usize,
-    memory: Vec<Memory>,
-    walks: Vec<Walk>,
-}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();

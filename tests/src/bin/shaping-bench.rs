@@ -12,6 +12,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
+use bench_results::shaping::{LatencyResult, RateResult, Report};
 use clap::Parser;
 use classifier_tests::{
     classifier_bin,
@@ -22,7 +23,6 @@ use classifier_user::lab::{
     daemon::{DaemonOptions, DaemonProcess},
     topology::{GATEWAY_LAN_IFACE, SERVICE_V4},
 };
-use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
@@ -35,33 +35,6 @@ struct Args {
 }
 
 const PORT: u16 = 5201;
-
-#[derive(Serialize)]
-struct RateResult {
-    rate: String,
-    rate_bps: f64,
-    classifier_bps: f64,
-    classifier_ratio: f64,
-    tbf_bps: f64,
-    tbf_ratio: f64,
-}
-
-#[derive(Serialize)]
-struct LatencyResult {
-    /// Median ping RTT with no shaping set up, ms.
-    idle_no_shaping_ms: f64,
-    /// Median ping RTT while a shaped download fills its class, ms.
-    under_shaped_load_ms: f64,
-    ratio: f64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    kernel: String,
-    seconds_per_run: u32,
-    rates: Vec<RateResult>,
-    unshaped_latency: LatencyResult,
-}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();

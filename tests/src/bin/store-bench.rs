@@ -7,12 +7,12 @@
 
 use std::{path::PathBuf, time::Instant};
 
+use bench_results::store::Results;
 use clap::Parser;
 use classifier_user::{
     flows::{Counters, FlowRecord},
     store::{EndReason, FlowStore},
 };
-use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
@@ -26,15 +26,6 @@ struct Args {
 
 /// The rate the issue asks the store to keep up with.
 const TARGET_FLOWS_PER_SECOND: f64 = 10_000.0;
-
-#[derive(Serialize)]
-struct Results {
-    batch: usize,
-    batched_flows_per_second: f64,
-    one_per_transaction_flows_per_second: f64,
-    batched_vs_target: f64,
-    batched_vs_one_per_transaction: f64,
-}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -136,5 +127,6 @@ fn record(i: usize) -> FlowRecord {
             bytes: 40_000,
         },
         ended: Some(EndReason::Fin),
+        public_source: None,
     }
 }

@@ -33,6 +33,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use bench_results::throughput::{HeavyProbe, Machine, Report, Row};
 use clap::Parser;
 use classifier_tests::{classifier_bin, iperf, setup::council_policy_at_work};
 use classifier_user::{
@@ -45,7 +46,6 @@ use classifier_user::{
     loader::BENCH_FLOOR_OBJECT,
     netns,
 };
-use serde::Serialize;
 
 #[derive(Parser)]
 struct Args {
@@ -153,75 +153,6 @@ impl Measure {
             Measure::Handshakes => "connections/s",
         }
     }
-}
-
-#[derive(Serialize)]
-struct Row {
-    /// Configuration and measure, as docs/benchmarks.md lists them.
-    name: String,
-    configuration: String,
-    measure: &'static str,
-    unit: &'static str,
-    /// One per round, in round order.
-    samples: Vec<f64>,
-    median: f64,
-    min: f64,
-    max: f64,
-    /// This row's median over the `none` median of the same measure.
-    ratio_to_none: f64,
-    /// Each round's sample over that round's `none` sample: median, min, max.
-    paired_ratio_median: f64,
-    paired_ratio_min: f64,
-    paired_ratio_max: f64,
-}
-
-#[derive(Serialize)]
-struct Machine {
-    cpu: String,
-    cpus: usize,
-    memory_kib: u64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    machine: Machine,
-    kernel: String,
-    date: String,
-    quick: bool,
-    iptables: String,
-    xdp_mode: String,
-    /// How long each start of the daemon took to attach, per configuration.
-    daemon_start_seconds: BTreeMap<String, Vec<f64>>,
-    /// The gateway's qdiscs while the daemon ran (`tc qdisc show`), allow-all policy.
-    classifier_qdiscs: String,
-    /// The same with the shipped policy (its HTB for the shape rules).
-    shipped_qdiscs: String,
-    /// The daemon's CPU time (all threads) per new TLS connection, microseconds, per
-    /// classifier configuration: × 1,000 connections/s ÷ 10⁶ = the share of one core.
-    daemon_cpu_us_per_connection: BTreeMap<String, Vec<f64>>,
-    seconds_per_run: u32,
-    streams: u32,
-    repetitions: usize,
-    handshakes_per_sample: usize,
-    handshake_budget_seconds: u64,
-    notes: Vec<String>,
-    /// Every (measure, configuration): throughput in Gbit/s, TLS connections per second.
-    rows: Vec<Row>,
-    /// One download with many string rules, not repeated.
-    heavy_probe: Option<HeavyProbe>,
-}
-
-#[derive(Serialize)]
-struct HeavyProbe {
-    rules: usize,
-    seconds_per_run: u32,
-    /// Receiver-side goodput, Gbit/s, when the run ended within its bound.
-    download_gbps: Option<f64>,
-    /// Over the median `none` download of the rounds.
-    ratio_to_none: Option<f64>,
-    /// Setting the rules up, the run until it ended, and removing them.
-    wall_seconds: f64,
-    error: Option<String>,
 }
 
 /// What each sample runs.
@@ -984,8 +915,8 @@ impl Samples {
                 rows.push(Row {
                     name: format!("{}: {}", measure.short(), config.label()),
                     configuration: config.label(),
-                    measure: measure.label(),
-                    unit: measure.unit(),
+                    measure: measure.label().to_string(),
+                    unit: measure.unit().to_string(),
                     samples: values.clone(),
                     median: median_value,
                     min,

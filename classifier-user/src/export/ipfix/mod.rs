@@ -29,6 +29,10 @@ const VERSION: u16 = 10;
 const TEMPLATE_SET_ID: u16 = 2;
 const TEMPLATE_V4: u16 = 256;
 const TEMPLATE_V6: u16 = 257;
+/// The upload record of a flow the gateway translated: [`TEMPLATE_V4`] or [`TEMPLATE_V6`]
+/// with the post-NAT source address and port after the IANA fields.
+const TEMPLATE_V4_NAT: u16 = 258;
+const TEMPLATE_V6_NAT: u16 = 259;
 /// The observation domain the gateway exports as.
 pub const OBSERVATION_DOMAIN: u32 = 1;
 /// The largest message the live export sends (an Ethernet MTU less IP and UDP headers).
@@ -65,6 +69,10 @@ pub mod ie {
     pub const FLOW_END_REASON: u16 = 136;
     pub const FLOW_START_MILLISECONDS: u16 = 152;
     pub const FLOW_END_MILLISECONDS: u16 = 153;
+    /// The source as the gateway's NAT rewrote it, after the observation point (RFC 8158).
+    pub const POST_NAT_SOURCE_IPV4_ADDRESS: u16 = 225;
+    pub const POST_NAPT_SOURCE_TRANSPORT_PORT: u16 = 227;
+    pub const POST_NAT_SOURCE_IPV6_ADDRESS: u16 = 281;
     pub const APPLICATION_CATEGORY_NAME: u16 = 372;
     pub const HTTP_REQUEST_HOST: u16 = 460;
 }
@@ -113,7 +121,7 @@ pub struct Layout {
 /// (element id, length, enterprise) of one template field.
 type Field = (u16, u16, Option<u32>);
 
-fn template_fields(v6: bool, enterprise: Option<u32>) -> Vec<Field> {
+fn template_fields(v6: bool, nat: bool, enterprise: Option<u32>) -> Vec<Field> {
     let address = if v6 { 16 } else { 4 };
     let (source, destination) = if v6 {
         (ie::SOURCE_IPV6_ADDRESS, ie::DESTINATION_IPV6_ADDRESS)
@@ -144,6 +152,15 @@ fn template_fields(v6: bool, enterprise: Option<u32>) -> Vec<Field> {
         (ie::APPLICATION_CATEGORY_NAME, VARIABLE, None),
         (ie::HTTP_REQUEST_HOST, VARIABLE, None),
     ];
+    if nat {
+        let post_nat = if v6 {
+            ie::POST_NAT_SOURCE_IPV6_ADDRESS
+        } else {
+            ie::POST_NAT_SOURCE_IPV4_ADDRESS
+        };
+        fields.push((post_nat, address, None));
+        fields.push((ie::POST_NAPT_SOURCE_TRANSPORT_PORT, 2, None));
+    }
     if let Some(number) = enterprise {
         for element in [
             enterprise_ie::CLASSIFICATION_METHOD,
@@ -252,21 +269,29 @@ impl Encoder {
         .len()
     }
 
-    /// One message: both templates, then the flows' records in a data set per family.
+    /// One message: the templates (the NAT ones when a flow needs them), then the flows'
+    /// records in a data set per template: a translated flow's upload record goes under a
+    /// NAT template, its download record under the family's plain one.
     pub fn message(&mut self, flows: &[FlowRecord], export_time: Timestamp) -> Vec<u8> {
         let mut body = BytesMut::new();
-        put_template_set(&mut body, self.layout.enterprise);
+        let with_nat = flows.iter().any(|f| post_nat_source(f).is_some());
+        put_template_set(&mut body, self.layout.enterprise, with_nat);
         let mut records = 0u32;
-        for (template, v6) in [(TEMPLATE_V4, false), (TEMPLATE_V6, true)] {
-            let family: Vec<&FlowRecord> = flows.iter().filter(|f| is_v6(f) == v6).collect();
-            if family.is_empty() {
-                continue;
-            }
+        for (template, v6, nat) in TEMPLATES {
             let mut set = BytesMut::new();
-            for flow in family {
-                put_record(&mut set, flow, Direction::Upload, &self.layout);
-                put_record(&mut set, flow, Direction::Download, &self.layout);
-                records += 2;
+            for flow in flows.iter().filter(|f| is_v6(f) == v6) {
+                let translated = post_nat_source(flow).is_some();
+                if translated == nat {
+                    put_record(&mut set, flow, Direction::Upload, &self.layout);
+                    records += 1;
+                }
+                if !nat {
+                    put_record(&mut set, flow, Direction::Download, &self.layout);
+                    records += 1;
+                }
+            }
+            if set.is_empty() {
+                continue;
             }
             body.put_u16(template);
             body.put_u16(4 + set.len() as u16);
@@ -284,10 +309,28 @@ impl Encoder {
     }
 }
 
-fn put_template_set(out: &mut BytesMut, enterprise: Option<u32>) {
+/// Every template: (id, IPv6, with the post-NAT source).
+const TEMPLATES: [(u16, bool, bool); 4] = [
+    (TEMPLATE_V4, false, false),
+    (TEMPLATE_V6, true, false),
+    (TEMPLATE_V4_NAT, false, true),
+    (TEMPLATE_V6_NAT, true, true),
+];
+
+/// The flow's translated source, when it has one of the flow's own family (a record must
+/// never misalign its template; NAT64 is not something a council gateway does).
+fn post_nat_source(flow: &FlowRecord) -> Option<std::net::SocketAddr> {
+    flow.public_source
+        .filter(|source| source.ip().to_canonical().is_ipv6() == is_v6(flow))
+}
+
+fn put_template_set(out: &mut BytesMut, enterprise: Option<u32>, with_nat: bool) {
     let mut set = BytesMut::new();
-    for (id, v6) in [(TEMPLATE_V4, false), (TEMPLATE_V6, true)] {
-        let fields = template_fields(v6, enterprise);
+    for (id, v6, nat) in TEMPLATES {
+        if nat && !with_nat {
+            continue;
+        }
+        let fields = template_fields(v6, nat, enterprise);
         set.put_u16(id);
         set.put_u16(fields.len() as u16);
         for (element, length, enterprise) in fields {
@@ -364,6 +407,12 @@ fn put_record(out: &mut BytesMut, flow: &FlowRecord, direction: Direction, layou
     put_variable(out, flow.app.as_bytes());
     put_variable(out, flow.category.as_bytes());
     put_variable(out, flow.name.as_deref().unwrap_or("").as_bytes());
+    if direction == Direction::Upload
+        && let Some(public) = post_nat_source(flow)
+    {
+        put_address(out, public.ip().to_canonical(), v6);
+        out.put_u16(public.port());
+    }
     if layout.enterprise.is_some() {
         for text in [
             flow.method.as_str(),
@@ -588,6 +637,54 @@ pub(crate) mod tests {
                 .windows(4)
                 .any(|w| w == DOCUMENTATION_ENTERPRISE.to_be_bytes())
         );
+    }
+
+    #[test]
+    fn a_translated_flows_upload_carries_the_post_nat_source_and_its_download_does_not() {
+        let mut v4 = flow("192.0.2.10:40000", "2026-11-23T10:00:00Z", "gambling", 9);
+        v4.public_source = Some("198.51.100.1:51234".parse().unwrap());
+        let plain = flow("192.0.2.11:40001", "2026-11-23T10:00:00Z", "gambling", 9);
+        let mut v6 = flow("[2001:db8:1::10]:40002", "2026-11-23T10:00:00Z", "news", 9);
+        v6.server = "[2001:db8:3::10]:443".parse().unwrap();
+        v6.public_source = Some("[2001:db8:2::1]:60000".parse().unwrap());
+        // A public source of the other family is never written into a template's slot.
+        let mut mixed = flow("192.0.2.12:40003", "2026-11-23T10:00:00Z", "news", 9);
+        mixed.public_source = Some("[2001:db8:2::1]:60001".parse().unwrap());
+        let message = Encoder::new(1, Layout::default())
+            .message(&[v4, plain, v6, mixed], Timestamp::UNIX_EPOCH);
+        let records = decode(&message);
+        assert_eq!(records.len(), 8, "two records a flow");
+        let with = |element: u16| {
+            records
+                .iter()
+                .filter(|r| r.iter().any(|(e, _, _)| *e == element))
+                .collect::<Vec<_>>()
+        };
+        let v4_nat = with(ie::POST_NAT_SOURCE_IPV4_ADDRESS);
+        assert_eq!(v4_nat.len(), 1, "{records:?}");
+        assert_eq!(
+            field(v4_nat[0], ie::POST_NAT_SOURCE_IPV4_ADDRESS),
+            [198, 51, 100, 1]
+        );
+        assert_eq!(
+            field(v4_nat[0], ie::POST_NAPT_SOURCE_TRANSPORT_PORT),
+            51234u16.to_be_bytes()
+        );
+        assert_eq!(
+            field(v4_nat[0], ie::SOURCE_TRANSPORT_PORT),
+            40000u16.to_be_bytes()
+        );
+        assert_eq!(field(v4_nat[0], ie::FLOW_DIRECTION), [0], "the upload");
+        let v6_nat = with(ie::POST_NAT_SOURCE_IPV6_ADDRESS);
+        assert_eq!(v6_nat.len(), 1, "{records:?}");
+        assert_eq!(
+            field(v6_nat[0], ie::POST_NAT_SOURCE_IPV6_ADDRESS),
+            "2001:db8:2::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert_eq!(with(ie::POST_NAPT_SOURCE_TRANSPORT_PORT).len(), 2);
     }
 
     #[test]

@@ -1,3 +1,5 @@
+//! rtnetlink, as the daemon speaks it: traffic control (shaping) and the neighbour table.
+//!
 //! Traffic control over rtnetlink: the HTB root qdisc, its classes and their leaf queues,
 //! built with the rust-netlink crates (`netlink-packet-route` has no HTB options of its
 //! own, so they are written here as the kernel's `linux/pkt_sched.h` lays them out).
