@@ -261,6 +261,39 @@ profile of the first-payload case (`perf record` over `datapath-bench --only`) p
 time in hash-table lookups (`lookup_nulls_elem_raw`: the flow, the name's suffixes, the \
 reassembly and quota tables), the LRU's free-list pop when a flow is created, and the ring \
 buffer; the parsers themselves are a small share.
+
+Round three (the ClientHello targets), measured on a loaded machine (five sessions building \
+on two cores): each variant's `datapath-bench` binary alternated three times with the build \
+before it (`datapath-bench --only CASE --flows 2000`); figures are the median of the three \
+runs' medians, the range of those medians in brackets, and × the empty program on the same \
+frames. Where a one-segment ClientHello's time goes (`perf record -a -g -F 25000` over \
+`datapath-bench --only \"ClientHello, one segment\" --flows 20000`, the samples under \
+`stream_segment`): 40 % is the insert into `NAMES` (`htab_lru_map_update_elem`, \
+`bpf_lru_pop_free`); in two segments, the `NAMES` and `REASM` inserts and the copy of the \
+6 KiB stream buffer into `REASM` (`memcpy`) are 43 %; the suffix walk's `bpf_loop` callback \
+8 %; hash lookups (the flow, once in each of the three programs, and the name's suffixes) \
+most of the rest. Taken out to measure it (not shipped: names must outlive the daemon), the \
+`NAMES` insert is 25–27 % of a one-segment ClientHello: 1,372 ns (1,282 … 1,472), 14.75× \
+→ 1,001 ns (972 … 1,012), 11.02×; and 12–15 % of a two-segment one: 2,464 ns (2,394 … \
+2,684), 13.83× → 2,103 ns (2,103 … 2,174), 12.13×. What it costs is cold memory (a new \
+element and a bucket of a 48 MiB table for every new flow), not the LRU's bookkeeping: \
+`NAMES` as a preallocated plain hash table was no faster (one segment 14.80× → 15.47×, two \
+13.67× → 14.07×) and was not kept; nor was reading four name bytes per `bpf_loop` call \
+instead of one (one segment 14.91× → 14.69×, two 13.91× → 13.72×: within the spread).
+
+Targets still missed: a one-segment ClientHello costs about 1,000 ns on a quiet machine \
+(25 % over 800 ns), a two-segment one about 2,150 ns (43 % over 1,500 ns), as last measured \
+there; a 1,000,000-domain \
+list costs 1.04× a 10-domain one (`datapath-bench --quick` on the loaded machine: 16.18× \
+against 15.58×), within the 1.10× target. What dominates now is an insert into a large \
+table for every new flow, whose memory is cold: without the `NAMES` insert the one-segment \
+hello would be about 750 ns on a quiet machine (its ratio scaled). Keeping names without a \
+hash-table insert per flow is a design change for the daemon too: a per-CPU circular array \
+of name slots written in turn (the slot's index in the event and the flow entry, the array \
+read back after a restart), or names left in a pinned ring buffer that the next daemon \
+drains and that the daemon writes to `NAMES` in batches. Two segments need more besides: \
+the move of the first segment's buffer into `REASM` copies all 6 KiB of it, and each of the \
+three programs a segment passes through looks its flow up again after the tail call.
 ";
 
 /// The issue's targets against this run's figures, met or by how much they are missed.
