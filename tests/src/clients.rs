@@ -1,9 +1,9 @@
-//! Real clients in lab namespaces: curl downloads, UDP datagrams, and the facts of a
-//! client host the tests compare records with.
+//! Real clients in lab namespaces: curl downloads, UDP datagrams, whether a site is
+//! blocked, and the facts of a client host (or of the gateway) the tests compare with.
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -102,4 +102,25 @@ pub fn finish_download(mut curl: Child) -> (bool, u64) {
         .parse()
         .unwrap_or(0);
     (output.status.success(), size)
+}
+
+/// Whether a new HTTPS connection to `name` fails within a few seconds (blocked) rather
+/// than being answered.
+pub fn tls_blocked(client: &Host, name: &str) -> bool {
+    let output = Lab::command(client, "curl")
+        .args(["--silent", "--ipv4", "--insecure", "--max-time", "3"])
+        .args(["--output", "/dev/null"])
+        .arg(format!("https://{name}/"))
+        .output()
+        .expect("curl runs");
+    !output.status.success()
+}
+
+/// Whether the gateway's LAN interface has an XDP program.
+pub fn gateway_has_xdp(lab: &Lab) -> bool {
+    let output = Command::new("ip")
+        .args(["-n", &lab.gateway.netns, "link", "show", lab.gateway.iface])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&output.stdout).contains("xdp")
 }

@@ -17,6 +17,7 @@ pub mod package;
 pub mod postgres;
 pub mod run;
 pub mod rustls_client;
+pub mod samples;
 pub mod segments;
 pub mod setup;
 pub mod site_config;

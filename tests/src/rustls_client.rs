@@ -1,16 +1,13 @@
 //! The rustls client configuration of the lab's own TLS clients (`evasive-client`,
 //! `handshake-client`): the lab's certificates are self-signed and throw-away, so any
 //! certificate is accepted, but the handshake signatures are still checked, so each
-//! handshake is a real one.
+//! handshake is a real one: the product's own check for libpq's `sslmode=require`
+//! ([`HandshakeOnly`]).
 
 use std::sync::Arc;
 
-use rustls::{
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
+use classifier_user::store::pg_connect::HandshakeOnly;
+use rustls::ClientConfig;
 
 /// A client configuration for the lab's servers (session resumption left on: callers that
 /// want a full handshake each time turn it off).
@@ -24,59 +21,9 @@ pub fn lab_client_config() -> Arc<ClientConfig> {
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_custom_certificate_verifier(Arc::new(HandshakeOnly::any_certificate(&provider)))
         .with_no_client_auth();
     Arc::new(config)
-}
-
-/// Accepts any certificate (the lab's are self-signed and throw-away) but still checks the
-/// handshake signatures, so the handshake is a real one.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Whether `response` holds a whole HTTP answer by its Content-Length (answers without one

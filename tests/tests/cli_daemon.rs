@@ -18,7 +18,7 @@ use std::{
 
 use classifier_tests::{
     classifier_bin,
-    clients::{finish_download, slow_download},
+    clients::{finish_download, gateway_has_xdp, slow_download},
     privileged,
 };
 use classifier_user::{
@@ -881,15 +881,6 @@ fn has_exited(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => true,
     }
-}
-
-/// Whether the gateway's LAN interface has an XDP program.
-fn gateway_has_xdp(lab: &Lab) -> bool {
-    let output = Command::new("ip")
-        .args(["-n", &lab.gateway.netns, "link", "show", lab.gateway.iface])
-        .output()
-        .expect("ip runs");
-    String::from_utf8_lossy(&output.stdout).contains("xdp")
 }
 
 /// Visits gambling over IPv6 from a client every 100 ms (at most 400 times) in the

@@ -17,10 +17,11 @@ use classifier_tests::{
     classifier_bin,
     clients::curl_download,
     privileged,
+    samples::degradation_report,
     setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
-    degradation::{ClientVolume, Event, IntervalReport},
+    degradation::{Event, IntervalReport},
     lab::{Lab, topology::SERVICE_V4},
     store::{
         Filter, FlowStore, Store, StoredFlow,
@@ -306,25 +307,10 @@ fn metric(text: &str, series: &str) -> u64 {
 
 /// A 10 s report that ended `days` ago, naming one top client.
 fn aged_report(days: i64) -> IntervalReport {
-    let end = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
-    IntervalReport {
-        interval_seconds: 10,
-        start: end - jiff::SignedDuration::from_secs(10),
-        end,
-        download_bps: 8000,
-        upload_bps: 800,
-        download_utilisation: None,
-        upload_utilisation: None,
-        by_category: Vec::new(),
-        by_group: Vec::new(),
-        withheld: Vec::new(),
-        top_clients: vec![ClientVolume {
-            client: "192.0.2.77".parse().unwrap(),
-            category: "streaming-video".into(),
-            bytes: 1000,
-        }],
-        events: Vec::new(),
-    }
+    degradation_report(
+        10,
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days),
+    )
 }
 
 /// `classifier degradation` never shows what the retention should have removed, whether

@@ -28,6 +28,7 @@ use classifier_tests::{
     council_policy_with_short_idle,
     nfdump::{Collector, NfFlow},
     privileged,
+    samples::youtube_flow,
     setup::{daemon_with_policy, http_lab_with},
     tshark::{IpfixRecord, read_ipfix},
 };
@@ -39,7 +40,7 @@ use classifier_user::{
         topology::{GATEWAY_WAN_V4, SERVICE_V4},
     },
     store::{
-        EndReason, Filter, FlowStore, Store,
+        Filter, FlowStore, Store,
         retention::{AfterRetention, Retention},
     },
 };
@@ -463,10 +464,6 @@ fn store_with(path: &Path, names: &[&str]) {
         .iter()
         .enumerate()
         .map(|(i, name)| FlowRecord {
-            client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 40000 + i as u16),
-            client_mac: Some("02:00:00:00:00:0a".into()),
-            server: "203.0.113.10:443".parse().unwrap(),
-            protocol: "tcp".into(),
             upload: Counters {
                 packets: 10,
                 bytes: 1000,
@@ -475,27 +472,15 @@ fn store_with(path: &Path, names: &[&str]) {
                 packets: 20,
                 bytes: 9000,
             },
-            first_seen,
-            last_seen: first_seen
-                .checked_add(jiff::SignedDuration::from_secs(30))
-                .unwrap(),
-            vlan: None,
-            server_initiated: false,
             name: Some((*name).into()),
             category: "gambling".into(),
             app: "unknown".into(),
-            method: "sni".into(),
-            ech: false,
-            unreadable: false,
-            evasion: Vec::new(),
-            second_name: None,
-            second_category: None,
-            group: "staff".into(),
             verdict: "block".into(),
-            blocked: Counters::default(),
-            shaped: Counters::default(),
-            ended: Some(EndReason::Fin),
-            public_source: None,
+            ..youtube_flow(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 40000 + i as u16),
+                "203.0.113.10:443".parse().unwrap(),
+                first_seen,
+            )
         })
         .collect();
     store.insert(&flows).unwrap();
@@ -1019,40 +1004,11 @@ fn a_formula_in_a_name_is_neutralised_in_csv_and_exact_in_jsonl() {
 
 /// A record of a flow from `client` (port `port`) that started `days` ago.
 fn aged_record(client: &str, port: u16, days: i64) -> FlowRecord {
-    let first_seen = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
-    FlowRecord {
-        client: SocketAddr::new(client.parse().unwrap(), port),
-        client_mac: Some("02:00:00:00:00:0a".into()),
-        server: SocketAddr::new(SERVICE_V4.into(), 443),
-        protocol: "tcp".into(),
-        upload: Counters {
-            packets: 3,
-            bytes: 300,
-        },
-        download: Counters {
-            packets: 9,
-            bytes: 9000,
-        },
-        first_seen,
-        last_seen: first_seen + jiff::SignedDuration::from_secs(30),
-        vlan: None,
-        server_initiated: false,
-        name: Some("www.youtube.com".into()),
-        category: "streaming-video".into(),
-        app: "youtube".into(),
-        method: "sni".into(),
-        ech: false,
-        unreadable: false,
-        evasion: Vec::new(),
-        second_name: None,
-        second_category: None,
-        group: "staff".into(),
-        verdict: "shape".into(),
-        blocked: Counters::default(),
-        shaped: Counters::default(),
-        ended: Some(EndReason::Fin),
-        public_source: None,
-    }
+    youtube_flow(
+        SocketAddr::new(client.parse().unwrap(), port),
+        SocketAddr::new(SERVICE_V4.into(), 443),
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days),
+    )
 }
 
 /// `classifier export` never returns what the retention should have removed, whether or

@@ -18,12 +18,12 @@ use std::{
 };
 
 use classifier_tests::{
-    clients::curl_download,
+    clients::{curl_download, gateway_has_xdp, tls_blocked},
     package::{InstalledRoot, debian_package, run_ok},
     privileged,
 };
 use classifier_user::lab::{
-    Host, Lab, LabSpec,
+    Lab, LabSpec,
     http::HttpServer,
     tls::TlsServer,
     topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
@@ -243,25 +243,6 @@ impl Drop for GroupGuard {
             let _ = Command::new("groupdel").arg("classifier").status();
         }
     }
-}
-
-/// Whether a new HTTPS connection to `name` fails within a few seconds (blocked).
-fn tls_blocked(client: &Host, name: &str) -> bool {
-    let output = Lab::command(client, "curl")
-        .args(["--silent", "--ipv4", "--insecure", "--max-time", "3"])
-        .args(["--output", "/dev/null"])
-        .arg(format!("https://{name}/"))
-        .output()
-        .expect("curl runs");
-    !output.status.success()
-}
-
-fn gateway_has_xdp(lab: &Lab) -> bool {
-    let output = Command::new("ip")
-        .args(["-n", &lab.gateway.netns, "link", "show", lab.gateway.iface])
-        .output()
-        .expect("ip runs");
-    String::from_utf8_lossy(&output.stdout).contains("xdp")
 }
 
 #[test]

@@ -8,18 +8,17 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    process::Command,
     time::Instant,
 };
 
 use classifier_tests::{
-    clients::curl_download,
+    clients::{curl_download, gateway_has_xdp, tls_blocked},
     nspawn::Container,
     package::{debian_package, tool},
     privileged,
 };
 use classifier_user::lab::{
-    Host, Lab, LabSpec,
+    Lab, LabSpec,
     http::HttpServer,
     tls::TlsServer,
     topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
@@ -63,24 +62,6 @@ for bin in /usr/bin/cargo /usr/bin/rustc /usr/bin/rustdoc /usr/bin/rustc-web \
     [ -e \"$bin\" ] && mount --bind /dev/null \"$bin\"
 done
 true";
-
-fn tls_blocked(client: &Host, name: &str) -> bool {
-    let output = Lab::command(client, "curl")
-        .args(["--silent", "--ipv4", "--insecure", "--max-time", "3"])
-        .args(["--output", "/dev/null"])
-        .arg(format!("https://{name}/"))
-        .output()
-        .expect("curl runs");
-    !output.status.success()
-}
-
-fn gateway_has_xdp(lab: &Lab) -> bool {
-    let output = Command::new("ip")
-        .args(["-n", &lab.gateway.netns, "link", "show", lab.gateway.iface])
-        .output()
-        .expect("ip runs");
-    String::from_utf8_lossy(&output.stdout).contains("xdp")
-}
 
 /// The generation of the policy the running daemon enforces (one more at each reload).
 fn policy_generation(container: &Container) -> u64 {

@@ -19,10 +19,11 @@ use classifier_tests::{
     council_policy_with_short_idle,
     postgres::{Postgres, SERVER_NAME, TLS_DATABASE, TLS_PASSWORD, TestCa},
     privileged,
+    samples::{degradation_report, youtube_flow},
     setup::{daemon_with_policy, http_lab},
 };
 use classifier_user::{
-    degradation::{ClientVolume, IntervalReport},
+    degradation::IntervalReport,
     export::ExportRow,
     flows::{Counters, FlowRecord},
     lab::topology::SERVICE_V4,
@@ -33,43 +34,26 @@ use classifier_user::{
     },
 };
 
+/// A flow from `client` that started at `started` with `down` bytes downloaded, on VLAN
+/// 30, with ECH, some of it shaped, ended by a reset.
 fn record(client: &str, started: &str, down: u64) -> FlowRecord {
-    let first_seen: jiff::Timestamp = started.parse().unwrap();
     FlowRecord {
-        client: client.parse().unwrap(),
-        client_mac: Some("02:00:00:00:00:0a".into()),
-        server: "203.0.113.10:443".parse().unwrap(),
-        protocol: "tcp".into(),
-        upload: Counters {
-            packets: 3,
-            bytes: 300,
-        },
         download: Counters {
             packets: 9,
             bytes: down,
         },
-        first_seen,
-        last_seen: first_seen + jiff::SignedDuration::from_secs(30),
         vlan: Some(30),
-        server_initiated: false,
-        name: Some("www.youtube.com".into()),
-        category: "streaming-video".into(),
-        app: "youtube".into(),
-        method: "sni".into(),
         ech: true,
-        unreadable: false,
-        evasion: Vec::new(),
-        second_name: None,
-        second_category: None,
-        group: "staff".into(),
-        verdict: "shape".into(),
-        blocked: Counters::default(),
         shaped: Counters {
             packets: 2,
             bytes: 200,
         },
         ended: Some(EndReason::Rst),
-        public_source: None,
+        ..youtube_flow(
+            client.parse().unwrap(),
+            "203.0.113.10:443".parse().unwrap(),
+            started.parse().unwrap(),
+        )
     }
 }
 
@@ -241,26 +225,8 @@ fn the_daemon_records_into_postgresql_and_export_reads_it_back() {
 }
 
 /// A 5-minute degradation report that ended at `end`, naming a top client.
-fn degradation_report(end: &str) -> IntervalReport {
-    let end: jiff::Timestamp = end.parse().unwrap();
-    IntervalReport {
-        interval_seconds: 300,
-        start: end - jiff::SignedDuration::from_secs(300),
-        end,
-        download_bps: 8000,
-        upload_bps: 800,
-        download_utilisation: None,
-        upload_utilisation: None,
-        by_category: Vec::new(),
-        by_group: Vec::new(),
-        withheld: Vec::new(),
-        top_clients: vec![ClientVolume {
-            client: "192.0.2.77".parse().unwrap(),
-            category: "streaming-video".into(),
-            bytes: 1000,
-        }],
-        events: Vec::new(),
-    }
+fn report_ended(end: &str) -> IntervalReport {
+    degradation_report(300, end.parse().unwrap())
 }
 
 #[test]
@@ -278,8 +244,8 @@ fn retention_prunes_degradation_and_vacuums_on_postgresql() {
         .unwrap();
     store
         .insert_degradation(&[
-            degradation_report("2026-08-01T10:00:00Z"),
-            degradation_report("2026-12-01T10:00:00Z"),
+            report_ended("2026-08-01T10:00:00Z"),
+            report_ended("2026-12-01T10:00:00Z"),
         ])
         .unwrap();
     let vacuums = |store: &mut Store, table: &str| match store {

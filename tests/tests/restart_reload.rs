@@ -13,7 +13,7 @@ use std::{
 use classifier_tests::{
     capture::{self, Capture},
     classifier_bin,
-    clients::{finish_download, slow_download},
+    clients::{finish_download, gateway_has_xdp, slow_download},
     privileged,
     tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
@@ -540,13 +540,4 @@ fn reload(control_socket: &Path) -> std::process::Output {
         .arg(control_socket)
         .output()
         .expect("classifier policy reload runs")
-}
-
-/// Whether the gateway's LAN interface still has an XDP program.
-fn gateway_has_xdp(lab: &Lab) -> bool {
-    let output = Command::new("ip")
-        .args(["-n", &lab.gateway.netns, "link", "show", lab.gateway.iface])
-        .output()
-        .expect("ip runs");
-    String::from_utf8_lossy(&output.stdout).contains("xdp")
 }

@@ -6,10 +6,13 @@ use std::{
     process::{Command, Output},
 };
 
-use classifier_tests::{classifier_bin, flows_json, privileged};
+use classifier_tests::{
+    classifier_bin, clients::gateway_has_xdp, flows_json, privileged, tc::gateway_tc_programs,
+};
 use classifier_user::lab::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
+    topology::GATEWAY_WAN_IFACE,
 };
 
 fn classifier(args: &[&str]) -> Command {
@@ -370,6 +373,77 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     assert!(stderr.contains("falling back to generic XDP"), "{stderr}");
     assert!(stderr.contains("xdp_mode=generic"), "{stderr}");
     assert!(!pin_dir.exists());
+}
+
+/// The last step of a start fails (the pid file, in a directory that does not exist),
+/// after the programs were attached to both interfaces, the control socket bound, /metrics
+/// bound and the signals installed: the start fails naming the cause, and leaves nothing
+/// behind: no XDP or TC program on either interface, no pins, no control socket.
+#[test]
+fn a_start_failing_after_attaching_leaves_nothing_attached_or_pinned() {
+    if !privileged("a_start_failing_after_attaching_leaves_nothing_attached_or_pinned") {
+        return;
+    }
+    let lab = Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .unwrap();
+    let pin_dir = unique_pin_dir("late");
+    let pid_file = std::env::temp_dir()
+        .join(format!("classifier-no-such-dir-{}", std::process::id()))
+        .join("classifier.pid");
+    let control_socket = lab.control_socket();
+    let output = classifier(&[
+        "run",
+        "--netns",
+        &lab.gateway.netns,
+        "--iface",
+        lab.gateway.iface,
+        "--wan",
+        GATEWAY_WAN_IFACE,
+        "--pin-dir",
+    ])
+    .arg(&pin_dir)
+    .arg("--pid-file")
+    .arg(&pid_file)
+    .arg("--control-socket")
+    .arg(&control_socket)
+    .arg("--store")
+    .arg(lab.store_path())
+    .output()
+    .unwrap();
+    // Taken away before any assertion: a failing test leaves no pins on the host either.
+    let pins_left = pin_dir.exists();
+    if pins_left {
+        let _ = std::fs::remove_dir_all(&pin_dir);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("datapath attached"),
+        "the start failed after attaching: {stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("writing pid file"),
+        "the cause is the last line: {stderr}"
+    );
+    assert!(!pins_left, "pins left in {}: {stderr}", pin_dir.display());
+    assert!(!gateway_has_xdp(&lab), "XDP left on the LAN interface");
+    for iface in [lab.gateway.iface, GATEWAY_WAN_IFACE] {
+        let programs = gateway_tc_programs(&lab, iface);
+        assert!(programs.is_empty(), "TC left on {iface}: {programs}");
+    }
+    assert!(
+        !control_socket.exists(),
+        "control socket {} left",
+        control_socket.display()
+    );
 }
 
 #[test]

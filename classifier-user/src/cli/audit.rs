@@ -1,15 +1,12 @@
 //! `classifier audit verify`: checks the export audit log, alone and against the copies of
 //! its entries in the journal (or syslog).
 
-use std::{io::Read as _, path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::{
-    cli::export::require_root,
-    export::audit::{AuditLog, witness},
-};
+use crate::export::audit::{AuditLog, require_root, witness};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -67,8 +64,8 @@ pub fn execute(command: &AuditCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     let (text, source) = match journal {
-        Some(file) => (read_export(file)?, file.display().to_string()),
-        None => match read_journal() {
+        Some(file) => (witness::read_export(file)?, file.display().to_string()),
+        None => match witness::read_journal() {
             Ok(text) => (text, "the journal".to_owned()),
             Err(e) => {
                 println!(
@@ -107,34 +104,4 @@ pub fn execute(command: &AuditCommand) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn read_export(file: &PathBuf) -> anyhow::Result<String> {
-    let mut bytes = Vec::new();
-    if file.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
-    } else {
-        bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The entries root sent under our identifier (`_UID` is set by journald: no one else can
-/// claim to be root there).
-fn read_journal() -> anyhow::Result<String> {
-    let output = Command::new("journalctl")
-        .args(["--no-pager", "--quiet", "--output=cat"])
-        .arg(format!("SYSLOG_IDENTIFIER={}", witness::IDENTIFIER))
-        .arg("_UID=0")
-        .output()
-        .context("running journalctl")?;
-    if !output.status.success() {
-        anyhow::bail!(
-            "journalctl: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use clap::Args;
 use jiff::{Timestamp, tz::TimeZone};
 
@@ -83,7 +82,7 @@ pub struct ExportArgs {
 }
 
 pub fn execute(args: &ExportArgs) -> anyhow::Result<()> {
-    require_root("export")?;
+    audit::require_root("export")?;
     // Before any record is read: an export whose entry cannot leave the log is not made.
     let witness = Witness::system()?;
     let log = AuditLog::system();
@@ -127,18 +126,6 @@ pub fn execute(args: &ExportArgs) -> anyhow::Result<()> {
         witness.describe(),
         entry.mac
     );
-    Ok(())
-}
-
-/// Exports and their audit are root's: the log and its key are root's only.
-pub fn require_root(command: &str) -> anyhow::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "`classifier {command}` needs root: the export audit log and its key ({}) are \
-             root's (run it with sudo; the operator recorded is your login, not root)",
-            audit::AUDIT_DIR
-        );
-    }
     Ok(())
 }
 

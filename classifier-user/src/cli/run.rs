@@ -14,7 +14,7 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::{
     control,
-    daemon::{self, Exit, Reporting, Shared, State},
+    daemon::{self, Attachment, Exit, Reporting, Shared, State},
     degradation::Degradation,
     events::Learned,
     in_force::InForce,
@@ -250,98 +250,89 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     let capacity = tables::domain_capacity(policy.classes.domains.len());
     let mut datapath = Datapath::load_pinned(&args.pin_dir, capacity)?;
     datapath.set_tc_attach(tc_attach);
-    let (datapath, shaper, outcome) = run_daemon(datapath, policy, args);
-    if let Some(pid_file) = &args.pid_file {
-        let _ = std::fs::remove_file(pid_file);
-    }
-    match outcome {
-        Ok(Exit::KeepDatapath) => {
-            // Dropping closes our descriptors only: the pinned attachments and maps stay.
-            drop(datapath);
-            info!(
-                pin_dir = %args.pin_dir.display(),
-                "exited leaving the datapath attached and enforcing: the next `classifier run` \
-                 takes it over"
-            );
-            Ok(())
-        }
-        outcome => {
-            if let Some(mut shaper) = shaper {
-                shaper.stop();
-            }
-            let shutdown = datapath.shutdown();
-            if outcome.is_ok() && shutdown.is_ok() {
-                info!(pin_dir = %args.pin_dir.display(), "programs detached, maps unpinned");
-            }
-            outcome.map(drop).and(shutdown)
-        }
+    // From here whatever fails takes the datapath off the host as the guards drop: the
+    // control socket and the pid file are removed first, then the attachment finishes.
+    let mut attachment = Attachment::new(datapath);
+    let pid_file = args.pid_file.clone().map(RemovedAtExit);
+    let outcome = run_daemon(&mut attachment, policy, args);
+    drop(pid_file);
+    attachment.finish(outcome, &args.pin_dir)
+}
+
+/// A file this daemon made, removed when it exits however it exits.
+struct RemovedAtExit(PathBuf);
+
+impl Drop for RemovedAtExit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
-/// Installs the policy's tables, attaches, and serves until a signal. Returns the
-/// datapath (and the shaper, once there is one) whatever happened, so the caller can
-/// detach and unpin it.
-fn run_daemon(
-    mut datapath: Datapath,
-    policy: Policy,
-    args: &RunArgs,
-) -> (Datapath, Option<Shaper>, anyhow::Result<Exit>) {
-    let (events, attached, in_force) = match prepare(&mut datapath, policy, args) {
-        Ok(prepared) => prepared,
-        Err(err) => return (datapath, None, Err(err)),
-    };
-    let shaper = match egresses(args) {
-        Ok(interfaces) => Shaper::new(interfaces),
-        Err(err) => return (datapath, None, Err(err)),
-    };
+/// Installs the policy's tables, attaches, and serves until a signal. The datapath (and
+/// the shaper, once there is one) stays in `attachment`, so the caller detaches and
+/// unpins it (or leaves it for the next daemon) whatever happened here.
+fn run_daemon(attachment: &mut Attachment, policy: Policy, args: &RunArgs) -> anyhow::Result<Exit> {
+    let (events, attached, in_force) = prepare(attachment.datapath(), policy, args)?;
+    attachment.set_shaper(Shaper::new(egresses(args)?));
     let store = (!args.no_store).then(|| args.store.clone());
-    let recorder = match Recorder::open(store, &args.iface, args.wan.as_deref()) {
-        Ok(recorder) => recorder,
-        Err(err) => return (datapath, Some(shaper), Err(err)),
-    };
+    let recorder = Recorder::open(store, &args.iface, args.wan.as_deref())?;
     // Built after entering the namespace: worker threads inherit the caller's namespace.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            return (
-                datapath,
-                Some(shaper),
-                Err(err).context("starting the async runtime"),
-            );
-        }
-    };
-    let (control, metrics, signals) = {
+        .context("starting the async runtime")?;
+    let (control, _control_socket, metrics, signals) = {
         let _guard = runtime.enter();
-        let control = match control::bind(&args.control_socket) {
-            Ok(listener) => listener,
-            Err(err) => return (datapath, Some(shaper), Err(err)),
-        };
-        let metrics = match bind_metrics(args) {
-            Ok(listener) => listener,
-            Err(err) => {
-                let _ = std::fs::remove_file(&args.control_socket);
-                return (datapath, Some(shaper), Err(err));
-            }
-        };
-        let signals = match daemon::Signals::install() {
-            Ok(signals) => signals,
-            Err(err) => {
-                let _ = std::fs::remove_file(&args.control_socket);
-                return (datapath, Some(shaper), Err(err));
-            }
-        };
-        (control, metrics, signals)
+        let control = control::bind(&args.control_socket)?;
+        let control_socket = RemovedAtExit(args.control_socket.clone());
+        (
+            control,
+            control_socket,
+            bind_metrics(args)?,
+            daemon::Signals::install()?,
+        )
     };
-    if let Some(pid_file) = &args.pid_file
-        && let Err(err) = write_pid_file(pid_file)
-    {
-        let _ = std::fs::remove_file(&args.control_socket);
-        return (datapath, Some(shaper), Err(err));
+    if let Some(pid_file) = &args.pid_file {
+        write_pid_file(pid_file)?;
     }
+    let (datapath, shaper) = attachment.lend();
+    let state = running_state(datapath, shaper, in_force, attached, args);
+    // Ready: the datapath enforces, and the control socket and signals are served.
+    crate::service::ready(&state.service_status());
+    let shared = Shared::new(state);
+    let reporting = Reporting {
+        interval: args.report_interval,
+        print_flows: args.print_flows,
+        top: args.top,
+    };
+    let served = runtime.block_on(daemon::serve(
+        shared.clone(),
+        events,
+        control,
+        reporting,
+        recorder,
+        metrics,
+        signals,
+    ));
+    drop(runtime);
+    let state = shared
+        .into_inner()
+        .expect("no task holds the state once the runtime has stopped");
+    attachment.give_back(state.datapath, state.shaper);
+    served
+}
+
+/// The running daemon's state, with the names of flows a previous daemon knew (or the
+/// datapath read while none ran) made its own before it records anything, and shaping set
+/// up for the policy in force.
+fn running_state(
+    datapath: Datapath,
+    shaper: Shaper,
+    in_force: InForce,
+    attached: Attached,
+    args: &RunArgs,
+) -> State {
     let adopted = datapath.adopted();
     let degradation = Degradation::new(&in_force.policy.degradation, jiff::Timestamp::now());
     let mut state = State {
@@ -361,35 +352,11 @@ fn run_daemon(
         last_intervals: Default::default(),
         last_reload: daemon::LastReload::loaded_at(jiff::Timestamp::now()),
     };
-    // The names of flows a previous daemon knew (or the datapath read while none ran) are
-    // this daemon's before it records anything.
     if let Err(e) = state.learned.adopt_kept_names(&mut state.datapath) {
         tracing::warn!(error = %format!("{e:#}"), "could not read the flow names kept in the kernel");
     }
     state.apply_shaping();
-    // Ready: the datapath enforces, and the control socket and signals are served.
-    crate::service::ready(&state.service_status());
-    let shared = Shared::new(state);
-    let reporting = Reporting {
-        interval: args.report_interval,
-        print_flows: args.print_flows,
-        top: args.top,
-    };
-    let served = runtime.block_on(daemon::serve(
-        shared.clone(),
-        events,
-        control,
-        reporting,
-        recorder,
-        metrics,
-        signals,
-    ));
-    drop(runtime);
-    let _ = std::fs::remove_file(&args.control_socket);
-    let state = shared
-        .into_inner()
-        .expect("no task holds the state once the runtime has stopped");
-    (state.datapath, Some(state.shaper), served)
+    state
 }
 
 /// The interfaces shaping manages: the LAN's egress (downloads), the WAN's (uploads).

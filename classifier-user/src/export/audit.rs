@@ -49,6 +49,18 @@ pub const LOG_FILE: &str = "export-audit.jsonl";
 /// The MAC key, in [`AUDIT_DIR`]: 32 random bytes, root's only.
 pub const KEY_FILE: &str = "export-audit.key";
 
+/// Exports and their audit are root's: the log and its key are root's only.
+pub fn require_root(command: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "`classifier {command}` needs root: the export audit log and its key ({}) are \
+             root's (run it with sudo; the operator recorded is your login, not root)",
+            AUDIT_DIR
+        );
+    }
+    Ok(())
+}
+
 /// The format of the entries written (the first format, an unkeyed SHA-256 chain, had no
 /// `v`).
 const VERSION: u32 = 2;

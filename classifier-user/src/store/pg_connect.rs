@@ -34,7 +34,7 @@ use postgres::{Client, NoTls, config::Host};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject as _},
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -256,19 +256,23 @@ impl Target {
         let builder = match &self.check {
             Check::Full(root) => builder.with_root_certificates(roots(root)?),
             Check::Chain(root) => {
-                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
                     Arc::new(roots(root)?),
-                    provider,
+                    provider.clone(),
                 )
                 .build()
                 .context("the server certificate check")?;
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+                    .with_custom_certificate_verifier(Arc::new(HandshakeOnly::any_name(
+                        chain, &provider,
+                    )))
             }
             Check::Nothing => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unchecked(provider))),
+                .with_custom_certificate_verifier(Arc::new(HandshakeOnly::any_certificate(
+                    &provider,
+                ))),
         };
         let config = match &self.client_cert {
             None => builder.with_no_client_auth(),
@@ -314,12 +318,43 @@ fn roots(root: &RootCert) -> anyhow::Result<RootCertStore> {
     Ok(store)
 }
 
-/// `verify-ca`, and `prefer`/`require` with a root certificate file: the chain is checked,
-/// the name is not.
+/// A server certificate check looser than the web's, for libpq's `sslmode`s short of
+/// `verify-full`: the certificate is taken as it is ([`HandshakeOnly::any_certificate`]:
+/// `prefer`/`require` without a root certificate, as libpq does) or its chain is checked and
+/// its name not ([`HandshakeOnly::any_name`]: `verify-ca`, and `prefer`/`require` with a root
+/// certificate file). Either way the handshake's signatures are checked with the provider's
+/// algorithms (as rustls's own verifier does), so the server holds the key of the
+/// certificate it shows and the handshake is a real one. The tests' TLS clients use
+/// `any_certificate` for the lab's throw-away certificates.
 #[derive(Debug)]
-struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
+pub struct HandshakeOnly {
+    /// The chain's check, whose name errors are forgiven; none: any certificate.
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for AnyName {
+impl HandshakeOnly {
+    /// Encrypted, but the server is whoever answers.
+    pub fn any_certificate(provider: &CryptoProvider) -> Self {
+        Self {
+            chain: None,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// The chain checked by `chain`, the name not.
+    pub fn any_name(
+        chain: Arc<rustls::client::WebPkiServerVerifier>,
+        provider: &CryptoProvider,
+    ) -> Self {
+        Self {
+            chain: Some(chain),
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for HandshakeOnly {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -329,11 +364,11 @@ impl ServerCertVerifier for AnyName {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
         // The chain is checked before the name: a name error means the chain was good.
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -347,7 +382,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -356,61 +391,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a root certificate: encrypted, but the server is whoever
-/// answers (libpq does the same). The handshake's signatures are still checked.
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -9,9 +9,10 @@ use std::{path::PathBuf, time::Instant};
 
 use bench_results::store::Results;
 use clap::Parser;
+use classifier_tests::samples::youtube_flow;
 use classifier_user::{
     flows::{Counters, FlowRecord},
-    store::{EndReason, FlowStore},
+    store::FlowStore,
 };
 
 #[derive(Parser)]
@@ -81,23 +82,21 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 /// A realistic record: a TLS flow with a name, an address from a /16 of clients.
 fn record(i: usize) -> FlowRecord {
     let first_seen = jiff::Timestamp::from_second(1_764_000_000 + i as i64).expect("in range");
+    let client = format!(
+        "10.{}.{}.{}:{}",
+        20,
+        (i >> 8) & 0xff,
+        i & 0xff,
+        40000 + (i % 20000)
+    )
+    .parse()
+    .expect("an address");
     FlowRecord {
-        client: format!(
-            "10.{}.{}.{}:{}",
-            20,
-            (i >> 8) & 0xff,
-            i & 0xff,
-            40000 + (i % 20000)
-        )
-        .parse()
-        .expect("an address"),
         client_mac: Some(format!(
             "02:00:00:00:{:02x}:{:02x}",
             (i >> 8) & 0xff,
             i & 0xff
         )),
-        server: "203.0.113.10:443".parse().expect("an address"),
-        protocol: "tcp".into(),
         upload: Counters {
             packets: 12,
             bytes: 2400,
@@ -106,27 +105,16 @@ fn record(i: usize) -> FlowRecord {
             packets: 40,
             bytes: 52_000,
         },
-        first_seen,
         last_seen: first_seen + jiff::SignedDuration::from_secs(20),
-        vlan: None,
-        server_initiated: false,
         name: Some(format!("video-{}.example.com", i % 1000)),
-        category: "streaming-video".into(),
-        app: "youtube".into(),
-        method: "sni".into(),
-        ech: false,
-        unreadable: false,
-        evasion: Vec::new(),
-        second_name: None,
-        second_category: None,
-        group: "staff".into(),
-        verdict: "shape".into(),
-        blocked: Counters::default(),
         shaped: Counters {
             packets: 30,
             bytes: 40_000,
         },
-        ended: Some(EndReason::Fin),
-        public_source: None,
+        ..youtube_flow(
+            client,
+            "203.0.113.10:443".parse().expect("an address"),
+            first_seen,
+        )
     }
 }

@@ -5,6 +5,7 @@
 //! back from any export of the journal or syslog ([`entries_in`]).
 
 use std::{
+    io::Read as _,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
 };
@@ -123,6 +124,37 @@ impl Witness {
             }
         }
     }
+}
+
+/// An export of the journal or syslog from `file` (`-`: standard input), as text.
+pub fn read_export(file: &Path) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The entries root sent under our identifier (`_UID` is set by journald: no one else can
+/// claim to be root there).
+pub fn read_journal() -> anyhow::Result<String> {
+    let output = std::process::Command::new("journalctl")
+        .args(["--no-pager", "--quiet", "--output=cat"])
+        .arg(format!("SYSLOG_IDENTIFIER={IDENTIFIER}"))
+        .arg("_UID=0")
+        .output()
+        .context("running journalctl")?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "journalctl: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The audit entries (each its line, as in the log) that an export of the journal or
