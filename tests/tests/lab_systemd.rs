@@ -12,17 +12,17 @@ use std::{
     time::Instant,
 };
 
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    http::HttpServer,
+    tls::TlsServer,
+    topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
+};
 use classifier_tests::{
     clients::curl_download,
     nspawn::Container,
     package::{debian_package, tool},
     privileged,
-};
-use classifier_user::lab::{
-    Host, Lab, LabSpec,
-    http::HttpServer,
-    tls::TlsServer,
-    topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
 };
 
 /// Blocked at all times by the council's default policy (category gambling).

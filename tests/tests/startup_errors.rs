@@ -6,11 +6,11 @@ use std::{
     process::{Command, Output},
 };
 
-use classifier_tests::{classifier_bin, flows_json, privileged};
-use classifier_user::lab::{
+use classifier_lab::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
 };
+use classifier_tests::{classifier_bin, flows_json, privileged};
 
 fn classifier(args: &[&str]) -> Command {
     let mut command = Command::new(classifier_bin());
