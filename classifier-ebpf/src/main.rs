@@ -15,7 +15,7 @@
 //!   out, after XDP counted them (and after NAT): shapes the uploads of shaped flows.
 //! - `empty_xdp`: does nothing; the baseline that benchmarks divide by.
 //!
-//! Built only for `bpfel-unknown-none` (see `classifier-user/build.rs`); on the host the
+//! Built only for `bpfel-unknown-none` (see `bpf-build/src/lib.rs`); on the host the
 //! crate compiles to a stub so `cargo clippy --workspace` lints the same source.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // `atomic_xadd` (see atomic.rs); Debian's BPF `core` is built with RUSTC_BOOTSTRAP.

@@ -1,5 +1,6 @@
 //! The user side of the gateway traffic classifier: the daemon (`classifier run`), the
-//! command-line tool around it, and the network-namespace lab its demo and tests use.
+//! command-line tool around it. (The network-namespace lab the demo and tests use is the
+//! `classifier-lab` crate, which depends on this one: nothing of it ships on gateways.)
 //!
 //! Modules are named after what they do:
 //! - [`preflight`]: the checks that make a start fail early with a fix in the message;
@@ -16,7 +17,6 @@
 //! - [`replay`]: captures run through the real datapath offline (`classify-pcap`);
 //! - [`shaping`]: the HTB qdiscs and classes shape verdicts put packets into (netlink);
 //! - [`list_import`]: UT1 / Shallalist lists downloaded, checked and swapped in;
-//! - [`lab`]: a gateway, clients and servers in network namespaces, for the demo and tests;
 //! - [`in_force`]: the policy in force: period, generation, reload;
 //! - [`export`]: investigation exports (CSV, JSON Lines, IPFIX), their audit log, live IPFIX;
 //! - [`degradation`]: the bandwidth-degradation log per interval, and running totals;
@@ -36,7 +36,6 @@ pub mod export;
 pub mod flows;
 pub mod in_force;
 pub mod kernel_features;
-pub mod lab;
 pub mod list_import;
 pub mod loader;
 pub mod metrics;

@@ -11,10 +11,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use classifier_user::{
-    flows::Counters,
-    lab::{Host, Lab},
-};
+use classifier_lab::{Host, Lab};
+use classifier_user::flows::Counters;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use nix::{
     sys::signal::{Signal, kill},

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use classifier_user::lab::{Host, Lab};
+use classifier_lab::{Host, Lab};
 
 /// Downloads `len` bytes from `http://{name}/bytes/{len}` over the address family of
 /// `server` (the name resolves to both families in the lab), from `local_port`; checks the

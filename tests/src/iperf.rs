@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use classifier_user::lab::{Host, Lab};
+use classifier_lab::{Host, Lab};
 
 /// Starts an iperf3 server on `port` of the lab's server host; the lab stops it.
 pub fn serve(lab: &Lab, port: u16) {

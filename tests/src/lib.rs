@@ -64,6 +64,21 @@ pub fn classifier_bin() -> PathBuf {
     path
 }
 
+/// The lab's own binary (`classifier-lab demo|up|down`): $CLASSIFIER_LAB_BIN, else the
+/// workspace's debug build (`cargo xtask test` builds every binary of the workspace).
+pub fn classifier_lab_bin() -> PathBuf {
+    let path = std::env::var_os("CLASSIFIER_LAB_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/classifier-lab"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} not found: build it with `cargo build -p classifier-lab` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
 /// The output of `classifier flows --json` for the daemon on `control_socket`: one JSON
 /// object per line.
 pub fn flows_json(control_socket: &Path) -> String {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use classifier_user::lab::{Host, Lab};
+use classifier_lab::{Host, Lab};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use classifier_user::lab::{
+use classifier_lab::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
     http::HttpServer,

@@ -5,7 +5,8 @@
 use std::process::Command;
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use classifier_user::{lab::Lab, netns};
+use classifier_lab::Lab;
+use classifier_user::netns;
 
 /// How TC programs are attached (`--tc-attach`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,10 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use classifier_user::{
-    flows::FlowRecord,
-    lab::{Host, Lab, tls::HTTPS_PORT},
-};
+use classifier_lab::{Host, Lab, tls::HTTPS_PORT};
+use classifier_user::flows::FlowRecord;
 use serde_json::Value;
 
 /// Gambling: blocked at all times by the council policy, with a fail-fast reset.

@@ -16,20 +16,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    http::HttpServer,
+    tls::TlsServer,
+};
 use classifier_tests::{
     classifier_bin,
     clients::{finish_download, gateway_has_xdp, slow_download},
     privileged,
 };
-use classifier_user::{
-    flows::FlowRecord,
-    lab::{
-        Host, Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        http::HttpServer,
-        tls::TlsServer,
-    },
-};
+use classifier_user::flows::FlowRecord;
 use serde_json::Value;
 
 /// Served over plain HTTP (classified by Host): allowed.

@@ -15,13 +15,13 @@ use std::{
 };
 
 use classifier_common::flow::{DirectionCounters, FlowEntry, FlowKey, ip_proto};
+use classifier_lab::{
+    Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+};
 use classifier_tests::{classifier_bin, privileged};
-use classifier_user::{
-    control::{self, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request},
-    lab::{
-        Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-    },
+use classifier_user::control::{
+    self, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT, Request,
 };
 
 /// A directory for the test's sockets, removed at the end, also on failure.

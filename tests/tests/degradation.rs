@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{Lab, topology::SERVICE_V4};
 use classifier_tests::{
     classifier_bin,
     clients::curl_download,
@@ -22,7 +23,6 @@ use classifier_tests::{
 };
 use classifier_user::{
     degradation::{Event, IntervalReport},
-    lab::{Lab, topology::SERVICE_V4},
     store::{
         Filter, FlowStore, Store, StoredFlow,
         retention::{AfterRetention, Retention},

@@ -1,17 +1,19 @@
-//! The README's demo command works: a lab comes up, flows are counted and shown, and
-//! everything is removed at the end.
+//! The README's demo command works (`cargo xtask demo` runs `classifier-lab demo`): a lab
+//! comes up, flows are counted and shown, and everything is removed at the end.
 
 use std::process::Command;
 
-use classifier_tests::{classifier_bin, privileged};
+use classifier_tests::{classifier_bin, classifier_lab_bin, privileged};
 
 #[test]
 fn demo_shows_counted_flows_and_cleans_up() {
     if !privileged("demo_shows_counted_flows_and_cleans_up") {
         return;
     }
-    let output = Command::new(classifier_bin())
-        .args(["lab", "demo", "--duration", "4s", "--report-interval", "2s"])
+    let output = Command::new(classifier_lab_bin())
+        .args(["demo", "--duration", "4s", "--report-interval", "2s"])
+        .arg("--classifier")
+        .arg(classifier_bin())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

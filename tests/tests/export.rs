@@ -21,6 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Lab, LabSpec,
+    topology::{GATEWAY_WAN_V4, SERVICE_V4},
+};
 use classifier_tests::{
     audit::{AuditSandbox, wait_for},
     capture::{self, Capture},
@@ -35,10 +39,6 @@ use classifier_tests::{
 use classifier_user::{
     export::ExportRow,
     flows::{Counters, FlowRecord},
-    lab::{
-        Lab, LabSpec,
-        topology::{GATEWAY_WAN_V4, SERVICE_V4},
-    },
     store::{
         Filter, FlowStore, Store,
         retention::{AfterRetention, Retention},

@@ -16,20 +16,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    tls::TlsServer,
+    topology::{SERVICE_V4, SERVICE_V6},
+};
 use classifier_tests::{
     capture::{Capture, CapturedPacket},
     classifier_bin, privileged,
     tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
-use classifier_user::{
-    lab::{
-        Host, Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        tls::TlsServer,
-        topology::{SERVICE_V4, SERVICE_V6},
-    },
-    netns,
-};
+use classifier_user::netns;
 
 const BLOCKED: &str = "www.bet365.com";
 const ALLOWED: &str = "intranet.example.test";

@@ -12,6 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Host, Lab,
+    topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
+};
 use classifier_tests::{
     capture::{self, Capture},
     clients::curl_download,
@@ -23,10 +27,6 @@ use classifier_tests::{
 };
 use classifier_user::{
     flows::Counters,
-    lab::{
-        Host, Lab,
-        topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
-    },
     store::{Filter, FlowStore},
 };
 

@@ -13,19 +13,17 @@ use std::{
     time::Instant,
 };
 
+use classifier_lab::{
+    Lab, LabSpec,
+    tls::{HTTPS_PORT, TlsServer},
+    topology::{SERVICE_V4, SERVICE_V6},
+};
 use classifier_tests::{
     classifier_bin, flows_json, privileged,
     setup::{council_policy_at_work, daemon_with_policy},
     tls_clients::{ALLOWED, BLOCKED, ClientCase, ClientRun, Expect, SHAPED, run_all},
 };
-use classifier_user::{
-    flows::FlowRecord,
-    lab::{
-        Lab, LabSpec,
-        tls::{HTTPS_PORT, TlsServer},
-        topology::{SERVICE_V4, SERVICE_V6},
-    },
-};
+use classifier_user::flows::FlowRecord;
 use serde_json::Value;
 
 /// The ways of sending the ClientHello (evasive-client's arguments).

@@ -51,6 +51,12 @@ use classifier_common::{
     stats::Stat,
     testing::{chrome_like, handshake_of},
 };
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    tls::{HTTPS_PORT, TlsServer},
+    topology::{SERVICE_V4, SERVICE_V6},
+};
 use classifier_tests::{
     classifier_bin,
     clients::interface_mac,
@@ -65,12 +71,6 @@ use classifier_tests::{
 use classifier_user::{
     daemon::Status,
     flows::FlowRecord,
-    lab::{
-        Host, Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        tls::{HTTPS_PORT, TlsServer},
-        topology::{SERVICE_V4, SERVICE_V6},
-    },
     netns,
     quic::initial::{QuicVersion, testing::client_initial},
     store::{Filter, FlowStore},

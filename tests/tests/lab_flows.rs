@@ -7,21 +7,19 @@ use std::{
     time::Duration,
 };
 
+use classifier_lab::{
+    Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    http::{HttpServer, response_head},
+    topology::{SERVICE_V4, SERVICE_V6},
+};
 use classifier_tests::{
     capture::{self, Capture},
     classifier_bin,
     clients::{curl_download, interface_mac, send_udp},
     council_policy_with_short_idle, flows_json, privileged,
 };
-use classifier_user::{
-    flows::Counters,
-    lab::{
-        Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        http::{HttpServer, response_head},
-        topology::{SERVICE_V4, SERVICE_V6},
-    },
-};
+use classifier_user::flows::Counters;
 use serde::Deserialize;
 
 /// The fields of `classifier flows --json` this test reads.
@@ -146,7 +144,7 @@ fn check_public_source(
     at_server: &[capture::CapturedPacket],
     wire: (Counters, Counters),
 ) {
-    use classifier_user::lab::topology::{GATEWAY_WAN_V4, GATEWAY_WAN_V6};
+    use classifier_lab::topology::{GATEWAY_WAN_V4, GATEWAY_WAN_V6};
     if !nat {
         assert_eq!(flow.public_source, None, "{}", flow.client);
         return;

@@ -17,16 +17,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use classifier_tests::{
-    clients::{curl_download, gateway_has_xdp, tls_blocked},
-    package::{InstalledRoot, debian_package, run_ok},
-    privileged,
-};
-use classifier_user::lab::{
+use classifier_lab::{
     Lab, LabSpec,
     http::HttpServer,
     tls::TlsServer,
     topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
+};
+use classifier_tests::{
+    clients::{curl_download, gateway_has_xdp, tls_blocked},
+    package::{InstalledRoot, debian_package, run_ok},
+    privileged,
 };
 
 /// Blocked at all times by the council's default policy (category gambling).

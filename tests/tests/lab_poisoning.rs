@@ -40,20 +40,17 @@ use std::{
 };
 
 use classifier_common::stats::Stat;
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    daemon::DaemonProcess,
+    tls::{HTTPS_PORT, TlsServer},
+    topology::SERVICE_V4,
+};
 use classifier_tests::{
     classifier_bin, flows_json, privileged,
     setup::{council_policy_at_work, daemon_with_policy},
 };
-use classifier_user::{
-    flows::FlowRecord,
-    lab::{
-        Host, Lab, LabSpec,
-        daemon::DaemonProcess,
-        tls::{HTTPS_PORT, TlsServer},
-        topology::SERVICE_V4,
-    },
-    netns,
-};
+use classifier_user::{flows::FlowRecord, netns};
 use serde_json::Value;
 
 /// What the test runs beyond the lab's own tools.

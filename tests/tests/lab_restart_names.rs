@@ -15,17 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    tls::{HTTPS_PORT, TlsServer},
+    topology::{SERVICE_V4, SERVICE_V6},
+};
 use classifier_tests::{
     privileged,
     setup::{council_policy_at_work, daemon_with_policy},
 };
 use classifier_user::{
     flows::FlowRecord,
-    lab::{
-        Host, Lab, LabSpec,
-        tls::{HTTPS_PORT, TlsServer},
-        topology::{SERVICE_V4, SERVICE_V6},
-    },
     store::{EndReason, Filter, FlowStore, StoredFlow},
 };
 

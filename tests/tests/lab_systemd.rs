@@ -11,17 +11,17 @@ use std::{
     time::Instant,
 };
 
+use classifier_lab::{
+    Lab, LabSpec,
+    http::HttpServer,
+    tls::TlsServer,
+    topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
+};
 use classifier_tests::{
     clients::{curl_download, gateway_has_xdp, tls_blocked},
     nspawn::Container,
     package::{debian_package, tool},
     privileged,
-};
-use classifier_user::lab::{
-    Lab, LabSpec,
-    http::HttpServer,
-    tls::TlsServer,
-    topology::{GATEWAY_WAN_IFACE, SERVICE_V4},
 };
 
 /// Blocked at all times by the council's default policy (category gambling).

@@ -19,13 +19,13 @@ use std::{
     time::Duration,
 };
 
-use classifier_tests::{classifier_bin, privileged};
-use classifier_user::lab::{
+use classifier_lab::{
     Host, Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
     http::HttpServer,
     topology::SERVICE_V4,
 };
+use classifier_tests::{classifier_bin, privileged};
 use tar::EntryType;
 
 /// The site the imported list adds to `gambling`.

@@ -143,6 +143,11 @@ fn the_package_holds_what_a_gateway_needs() {
             .any(|f| f.ends_with("systemd/system/classifier.service")),
         "the unit:\n{contents}"
     );
+    // The lab is its own crate and binary, never packaged: no page, binary or completion.
+    assert!(
+        !files.iter().any(|f| f.contains("classifier-lab")),
+        "lab files in the package:\n{contents}"
+    );
 
     let conffiles = String::from_utf8(
         run_ok(

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::topology::SERVICE_V4;
 use classifier_tests::{
     audit::AuditSandbox,
     capture::{self, Capture},
@@ -26,7 +27,6 @@ use classifier_user::{
     degradation::IntervalReport,
     export::ExportRow,
     flows::{Counters, FlowRecord},
-    lab::topology::SERVICE_V4,
     netns,
     store::{
         EndReason, Filter, Store,

@@ -10,6 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    http::HttpServer,
+    topology::{GATEWAY_WAN_IFACE, SERVICE_V4, SERVICE_V6},
+};
 use classifier_tests::{
     capture::{self, Capture},
     classifier_bin,
@@ -17,15 +23,7 @@ use classifier_tests::{
     privileged,
     tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
-use classifier_user::{
-    flows::FlowRecord,
-    lab::{
-        Host, Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        http::HttpServer,
-        topology::{GATEWAY_WAN_IFACE, SERVICE_V4, SERVICE_V6},
-    },
-};
+use classifier_user::flows::FlowRecord;
 
 /// Served over plain HTTP (classified by Host) by the lab's HTTP server.
 const DOWNLOADS: &str = "downloads.example.test";
@@ -187,7 +185,7 @@ fn after_kill_9_the_datapath_on_clsact_filters_keeps_enforcing_and_is_taken_over
 
 fn after_kill_9_the_datapath_keeps_enforcing(tc_attach: TcAttach) {
     let setup = Setup::new(&policy(false));
-    let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
+    let _tls = classifier_lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let client = setup.client();
     let daemon = setup.start_daemon_with(tc_attach.args());
     let status = daemon.status().unwrap();
@@ -321,7 +319,7 @@ fn on_clsact_filters_a_hand_over_keeps_enforcing_and_a_stop_leaves_only_what_was
         return;
     }
     let setup = Setup::new(&policy(false));
-    let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
+    let _tls = classifier_lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let lab = &setup.lab;
     let lan = lab.gateway.iface;
     add_foreign_filter(lab, GATEWAY_WAN_IFACE, "egress", true);
@@ -445,7 +443,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
         return;
     }
     let setup = Setup::new(&policy(false));
-    let _tls = classifier_user::lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
+    let _tls = classifier_lab::tls::TlsServer::start(&setup.lab, &[GAMBLING.into()]).unwrap();
     let client = setup.client();
     let daemon = setup.start_daemon();
     let before = daemon.status().unwrap();

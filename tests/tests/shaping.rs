@@ -15,17 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use classifier_lab::{
+    Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    http::HttpServer,
+    topology::SERVICE_V4,
+};
 use classifier_tests::{
     classifier_bin,
     iperf::{self, Measured, Way},
     privileged,
     tc::TcAttach,
-};
-use classifier_user::lab::{
-    Lab, LabSpec,
-    daemon::{DaemonOptions, DaemonProcess},
-    http::HttpServer,
-    topology::SERVICE_V4,
 };
 
 /// iperf3 ports and the categories the policies below give them. An iperf3 server runs
@@ -138,7 +138,7 @@ impl Drop for Setup {
 /// What the server host received came from the gateway's WAN address only: tcpdump on
 /// the server, and the gateway's conntrack table, show the translation really happened.
 fn assert_server_saw_only_the_gateway(lab: &Lab) {
-    use classifier_user::lab::topology::GATEWAY_WAN_V4;
+    use classifier_lab::topology::GATEWAY_WAN_V4;
     let capture = classifier_tests::capture::Capture::start_on(
         &lab.server,
         "eth0",
@@ -383,7 +383,7 @@ fn clip_server(lab: &Lab) -> HttpServer {
 }
 
 /// Downloads `len` bytes of clips from `client`; returns the seconds it took.
-fn fetch_clip(client: &classifier_user::lab::Host, len: u64) -> f64 {
+fn fetch_clip(client: &classifier_lab::Host, len: u64) -> f64 {
     let started = Instant::now();
     let output = Lab::command(client, "curl")
         .args([
@@ -462,10 +462,7 @@ const STREAM_BYTES_PER_SECOND: u64 = 50_000;
 
 /// Streams clips to `client` at [`STREAM_BYTES_PER_SECOND`] for [`STREAM_SECONDS`] in the
 /// background; returns curl and the file its body grows in.
-fn start_stream(
-    client: &classifier_user::lab::Host,
-    file: &std::path::Path,
-) -> std::process::Child {
+fn start_stream(client: &classifier_lab::Host, file: &std::path::Path) -> std::process::Child {
     Lab::command(client, "curl")
         .args(["--silent", "--ipv4", "--max-time"])
         .arg(STREAM_SECONDS.to_string())
@@ -718,7 +715,7 @@ fn lunch_lifts_the_limit_on_a_running_flow_within_a_second() {
 fn root_qdiscs(lab: &Lab) -> Vec<String> {
     [
         lab.gateway.iface,
-        classifier_user::lab::topology::GATEWAY_WAN_IFACE,
+        classifier_lab::topology::GATEWAY_WAN_IFACE,
     ]
     .iter()
     .map(|iface| {

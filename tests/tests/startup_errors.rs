@@ -6,13 +6,13 @@ use std::{
     process::{Command, Output},
 };
 
-use classifier_tests::{
-    classifier_bin, clients::gateway_has_xdp, flows_json, privileged, tc::gateway_tc_programs,
-};
-use classifier_user::lab::{
+use classifier_lab::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
     topology::GATEWAY_WAN_IFACE,
+};
+use classifier_tests::{
+    classifier_bin, clients::gateway_has_xdp, flows_json, privileged, tc::gateway_tc_programs,
 };
 
 fn classifier(args: &[&str]) -> Command {

@@ -38,7 +38,7 @@ enum Task {
     /// Set up, build, and run the demo: a lab of network namespaces with the daemon on its
     /// gateway and live per-flow counters.
     Demo {
-        /// Arguments for `classifier lab demo`, e.g. `-- --duration 60s`.
+        /// Arguments for `classifier-lab demo`, e.g. `-- --duration 60s`.
         #[arg(last = true)]
         args: Vec<String>,
     },
@@ -93,10 +93,19 @@ fn main() -> anyhow::Result<()> {
         Task::Setup { captures } => setup::run_with(setup::Extras { captures }),
         Task::Demo { args } => {
             setup::run()?;
-            step("build", cargo(&["build", "--package", "classifier-user"]))?;
-            let binary = root.join("target/debug/classifier");
-            let mut command = Command::new(&binary);
-            command.args(["lab", "demo"]).args(args);
+            // The product's binary, and the lab's (which runs the one beside it).
+            step(
+                "build",
+                cargo(&[
+                    "build",
+                    "--package",
+                    "classifier-user",
+                    "--package",
+                    "classifier-lab",
+                ]),
+            )?;
+            let mut command = Command::new(root.join("target/debug/classifier-lab"));
+            command.arg("demo").args(args);
             step("demo", command)
         }
         Task::Test { args } => {
@@ -122,6 +131,10 @@ fn main() -> anyhow::Result<()> {
             let mut test = cargo(&["test", "--workspace", "--no-fail-fast"]);
             test.args(args)
                 .env("CLASSIFIER_BIN", root.join("target/debug/classifier"))
+                .env(
+                    "CLASSIFIER_LAB_BIN",
+                    root.join("target/debug/classifier-lab"),
+                )
                 .env("CLASSIFIER_DEB", package);
             step("tests", test)
         }

@@ -24,7 +24,7 @@ const CRATE_SRC: &str = "classifier-user/src";
 /// layer's neighbours only where no circle results, and from any layer below; never from
 /// one above.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("command line", &["cli", "lab"]),
+    ("command line", &["cli"]),
     ("daemon", &["daemon", "service", "control"]),
     (
         "daemon parts",

@@ -164,6 +164,6 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
     eprintln!(
-        "bench-floor is a BPF object, built for bpfel-unknown-none by classifier-user's build script"
+        "bench-floor is a BPF object, built for bpfel-unknown-none by classifier-lab's build script"
     );
 }

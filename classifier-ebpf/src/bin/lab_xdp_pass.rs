@@ -26,6 +26,6 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
     eprintln!(
-        "lab-xdp-pass is a BPF object, built for bpfel-unknown-none by classifier-user's build script"
+        "lab-xdp-pass is a BPF object, built for bpfel-unknown-none by classifier-lab's build script"
     );
 }

@@ -7,7 +7,6 @@ mod degradation;
 mod exceptions;
 mod export;
 mod flows;
-mod lab;
 mod lists;
 mod policy;
 mod preflight;
@@ -45,12 +44,6 @@ Examples:
   sudo classifier export --case HR-2026-014 --requested-by 'J. Smith' --client 192.0.2.10 \
       --format csv --out case-014.csv
   sudo classifier audit verify
-
-  # See it work on a lab of network namespaces (as root)
-  classifier lab demo
-
-  # Remove lab namespaces left behind by a killed test run
-  classifier lab down
 
   # Under systemd: reload the policy, restart (the datapath is handed over), stop (detached)
   systemctl reload classifier; systemctl restart classifier; systemctl stop classifier";
@@ -110,9 +103,6 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Classify the flows of a pcap/pcapng capture with the real datapath, offline.
     ClassifyPcap(classify_pcap::ClassifyPcapArgs),
-    /// A lab of network namespaces (clients, gateway, server) for demos and tests.
-    #[command(subcommand)]
-    Lab(lab::LabCommand),
     /// Stop a running daemon: detach the datapath, or hand it to the next daemon (how the
     /// systemd unit stops and restarts it).
     Stop(stop::StopArgs),
@@ -140,7 +130,6 @@ pub fn main() -> ExitCode {
         Command::Degradation(args) => degradation::execute(&args),
         Command::Audit(command) => audit::execute(&command),
         Command::ClassifyPcap(args) => classify_pcap::execute(&args),
-        Command::Lab(command) => lab::execute(command),
         Command::Stop(args) => stop::execute(&args),
         Command::Completions(args) => completions::execute(&args, command()),
         Command::ManPages(args) => completions::man_pages(&args, command()),

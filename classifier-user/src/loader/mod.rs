@@ -47,11 +47,6 @@ use tracing::{debug, info, warn};
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/classifier-ebpf.o"));
 
-/// The benchmark's floor (`classifier-ebpf/src/bin/bench_floor.rs`: program
-/// `floor_flow_count`): the least an XDP flow counter does. Never attached.
-pub static BENCH_FLOOR_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-floor.o"));
-
 /// Default directory for the daemon's pinned maps.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/classifier";
 

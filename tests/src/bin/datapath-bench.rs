@@ -616,7 +616,7 @@ struct Floor {
 
 impl Floor {
     fn load() -> anyhow::Result<Self> {
-        let mut ebpf = aya::Ebpf::load(classifier_user::loader::BENCH_FLOOR_OBJECT)?;
+        let mut ebpf = aya::Ebpf::load(classifier_lab::BENCH_FLOOR_OBJECT)?;
         let program: &mut aya::programs::Xdp =
             ebpf.program_mut("floor_flow_count").unwrap().try_into()?;
         program.load()?;

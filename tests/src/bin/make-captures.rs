@@ -28,15 +28,13 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
+use classifier_lab::{Host, Lab, LabSpec, http::HttpServer};
 use classifier_tests::{
     capture::Capture,
     tracker::Tracker,
     wire::{self, Detection, FlowFacts, Protocol, tls},
 };
-use classifier_user::{
-    lab::{Host, Lab, LabSpec, http::HttpServer},
-    netns,
-};
+use classifier_user::netns;
 use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
@@ -92,7 +90,7 @@ fn main() {
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::Relaxed) {
             eprintln!(
-                "make-captures: second signal, exiting without cleanup (`classifier lab down` removes the lab)"
+                "make-captures: second signal, exiting without cleanup (`classifier-lab down` removes the lab)"
             );
             std::process::exit(130);
         }

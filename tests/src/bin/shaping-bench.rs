@@ -14,14 +14,14 @@ use std::{path::PathBuf, process::Command, time::Duration};
 
 use bench_results::shaping::{LatencyResult, RateResult, Report};
 use clap::Parser;
-use classifier_tests::{
-    classifier_bin,
-    iperf::{self, Way},
-};
-use classifier_user::lab::{
+use classifier_lab::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
     topology::{GATEWAY_LAN_IFACE, SERVICE_V4},
+};
+use classifier_tests::{
+    classifier_bin,
+    iperf::{self, Way},
 };
 
 #[derive(Parser)]

@@ -35,17 +35,15 @@ use std::{
 use anyhow::{Context as _, bail};
 use bench_results::throughput::{HeavyProbe, Machine, Report, Row};
 use clap::Parser;
-use classifier_tests::{classifier_bin, iperf, setup::council_policy_at_work};
-use classifier_user::{
-    lab::{
-        Host, Lab, LabSpec,
-        daemon::{DaemonOptions, DaemonProcess},
-        tls::{HTTPS_PORT, TlsServer},
-        topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
-    },
-    loader::BENCH_FLOOR_OBJECT,
-    netns,
+use classifier_lab::BENCH_FLOOR_OBJECT;
+use classifier_lab::{
+    Host, Lab, LabSpec,
+    daemon::{DaemonOptions, DaemonProcess},
+    tls::{HTTPS_PORT, TlsServer},
+    topology::{GATEWAY_LAN_IFACE, GATEWAY_WAN_IFACE, SERVICE_V4},
 };
+use classifier_tests::{classifier_bin, iperf, setup::council_policy_at_work};
+use classifier_user::netns;
 
 #[derive(Parser)]
 struct Args {
@@ -602,7 +600,7 @@ fn ensure_bare(lab: &Lab) -> anyhow::Result<()> {
 fn gateway_cmd(lab: &Lab, program: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut full = vec!["netns", "exec", &lab.gateway.netns, program];
     full.extend_from_slice(args);
-    classifier_user::lab::run_command("ip", &full)
+    classifier_lab::run_command("ip", &full)
 }
 
 /// Runs `command`, killing it if it has not ended within `limit`.
@@ -861,7 +859,7 @@ impl Strings {
     fn iptables(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut full = vec!["netns", "exec", &self.netns, "iptables"];
         full.extend_from_slice(args);
-        classifier_user::lab::run_command("ip", &full)
+        classifier_lab::run_command("ip", &full)
     }
 
     /// Packets the string rules matched (and dropped) so far.

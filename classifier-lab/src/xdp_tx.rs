@@ -5,7 +5,7 @@
 //! arrive seconds late or never. A physical NIC transmits XDP_TX frames itself; this is a
 //! property of veths. The daemon sends its answers by TC on a veth unless told otherwise
 //! (`--fail-fast-replies`), so it needs none of this: the lab keeps it for the XDP_TX way's
-//! tests, and leaves it off for plain-veth tests ([`super::LabSpec::xdp_pass_through`]).
+//! tests, and leaves it off for plain-veth tests ([`crate::LabSpec::xdp_pass_through`]).
 
 use anyhow::Context as _;
 use aya::{
@@ -13,7 +13,7 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 
-use crate::netns;
+use classifier_user::netns;
 
 /// The pass-through program (`classifier-ebpf/src/bin/lab_xdp_pass.rs`).
 static XDP_PASS_OBJECT: &[u8] =

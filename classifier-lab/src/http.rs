@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::netns;
+use classifier_user::netns;
 
 /// Largest body the server agrees to send: bounds what a test or demo can ask for.
 pub const MAX_BODY: u64 = 1 << 30;

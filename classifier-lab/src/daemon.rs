@@ -13,8 +13,8 @@ use nix::{
     unistd::Pid,
 };
 
-use super::{Lab, shell};
-use crate::{
+use crate::{Lab, shell};
+use classifier_user::{
     control::{self, Request},
     flows::FlowRecord,
 };
@@ -63,9 +63,9 @@ impl DaemonProcess {
             .arg("run")
             .args(["--netns", &lab.gateway.netns])
             .args(["--iface", lab.gateway.iface])
-            .args(["--wan", super::topology::GATEWAY_WAN_IFACE])
+            .args(["--wan", crate::topology::GATEWAY_WAN_IFACE])
             .args(if lab.nat {
-                &["--nat-mark-mask", super::topology::LAB_NAT_MARK_MASK][..]
+                &["--nat-mark-mask", crate::topology::LAB_NAT_MARK_MASK][..]
             } else {
                 &[]
             })
@@ -149,7 +149,7 @@ impl DaemonProcess {
     }
 
     /// The daemon's status, asked through its control socket (as `classifier status`).
-    pub fn status(&self) -> anyhow::Result<crate::daemon::Status> {
+    pub fn status(&self) -> anyhow::Result<classifier_user::daemon::Status> {
         let lines = control::ask(&self.control_socket, &Request::Status)?;
         serde_json::from_str(lines.first().context("no status")?).context("reading the status")
     }

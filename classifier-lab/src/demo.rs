@@ -9,14 +9,14 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{
+use crate::{
     Lab, LabSpec,
     daemon::{DaemonOptions, DaemonProcess},
     http::HttpServer,
     tls::{self, TlsServer},
     topology::{SERVICE_V4, SERVICE_V6},
 };
-use crate::flows;
+use classifier_user::flows;
 
 /// What the clients visit, in turn: (URL scheme, name, what the default policy makes of it).
 /// The names resolve to the lab's server through the clients' hosts files.
@@ -89,7 +89,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
     flows::write_table(&mut std::io::stdout().lock(), &records, 30, usize::MAX)?;
     let status = daemon.stop()?;
     println!("== daemon stopped ({status}): programs detached, maps unpinned");
-    let store = crate::store::FlowStore::open(&lab.store_path())?;
+    let store = classifier_user::store::FlowStore::open(&lab.store_path())?;
     println!(
         "== {} ended flows recorded in the flow store {} (`classifier export` reads it; \
          `classifier degradation --store ...` shows the degradation log); removing the lab",
@@ -131,7 +131,7 @@ fn drive_traffic(lab: &Lab, duration: Duration) {
     }
 }
 
-fn curl(client: &super::Host, family: &str, url: &str) -> anyhow::Result<()> {
+fn curl(client: &crate::Host, family: &str, url: &str) -> anyhow::Result<()> {
     // --insecure: the lab's server has a self-signed certificate.
     let output = Lab::command(client, "curl")
         .args(["--silent", "--show-error", "--insecure", family])

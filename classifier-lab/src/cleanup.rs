@@ -11,7 +11,7 @@ use nix::{
     unistd::Pid,
 };
 
-use super::{NETNS_PREFIX, PIN_DIR_PREFIX, shell::run};
+use crate::{NETNS_PREFIX, PIN_DIR_PREFIX, shell::run};
 
 /// Labs of this process that are up: id → (namespaces, pin directory).
 static LIVE: Mutex<BTreeMap<String, (Vec<String>, PathBuf)>> = Mutex::new(BTreeMap::new());
@@ -54,7 +54,7 @@ pub(super) fn install_signal_handler() {
             std::process::exit(130);
         });
         if let Err(e) = installed {
-            tracing::warn!(error = %e, "no signal handler: an interrupted lab needs `classifier lab down`");
+            tracing::warn!(error = %e, "no signal handler: an interrupted lab needs `classifier-lab down`");
         }
     });
 }
@@ -70,7 +70,7 @@ fn remove_netns(netns: &str) {
         }
     }
     let _ = run("ip", &["netns", "del", netns]);
-    let _ = std::fs::remove_dir_all(super::topology::netns_etc_dir(netns));
+    let _ = std::fs::remove_dir_all(crate::topology::netns_etc_dir(netns));
 }
 
 /// Removes a lab daemon's pins: maps, and the pinned attachments under `links/` that a

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Host, Lab, shell::run};
+use crate::{Host, Lab, shell::run};
 
 pub const HTTPS_PORT: u16 = 443;
 /// Files the server offers: `/bytes-<N>` holds N bytes.

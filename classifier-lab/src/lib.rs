@@ -12,8 +12,14 @@
 //! Safety rules the lab keeps: everything lives in namespaces it creates (names start with
 //! [`NETNS_PREFIX`]), nothing is created in the root namespace, only documentation address
 //! ranges are used, and no namespace has a default route, so nothing can leave the lab.
-//! Teardown runs on drop, on SIGINT/SIGTERM (see [`cleanup`]), and `classifier lab down`
+//! Teardown runs on drop, on SIGINT/SIGTERM (see [`cleanup`]), and `classifier-lab down`
 //! removes what a killed run left behind.
+//!
+//! The lab is its own crate so that none of it ships on gateways: it depends on
+//! `classifier-user` (the control socket, the flow store, namespaces), never the other way,
+//! and it embeds the BPF objects only tests and benchmarks load (the switch port's
+//! pass-through XDP program, the benchmark's floor). The `classifier-lab` binary runs the
+//! demo and brings labs up and down.
 
 pub mod cleanup;
 pub mod daemon;
@@ -36,6 +42,11 @@ use std::{
 use anyhow::Context as _;
 pub use shell::run as run_command;
 pub use topology::{Host, LabSpec};
+
+/// The benchmark's floor (`classifier-ebpf/src/bin/bench_floor.rs`: program
+/// `floor_flow_count`): the least an XDP flow counter does. Never attached.
+pub static BENCH_FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-floor.o"));
 
 /// Every namespace the lab creates starts with this.
 pub const NETNS_PREFIX: &str = "clab-";

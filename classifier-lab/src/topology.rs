@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Lab, shell::run};
+use crate::{Lab, shell::run};
 
 /// Client addresses are 192.0.2.10 up to 192.0.2.99.
 pub const MAX_CLIENTS: usize = 90;

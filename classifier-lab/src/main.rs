@@ -1,17 +1,46 @@
-//! `classifier lab`: the network-namespace lab.
+//! `classifier-lab`: the network-namespace lab by hand (the demo, a lab to explore, the
+//! removal of leftovers). Not part of the product: the `classifier` binary a gateway runs has
+//! no lab commands.
 
-use std::time::Duration;
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 
-use crate::{
-    lab::{self, Lab, LabSpec, demo::DemoOptions},
+use classifier_lab::{self as lab, Lab, LabSpec, demo::DemoOptions};
+use classifier_user::{
     preflight,
+    service::{self, LogFormat},
 };
 
+const EXAMPLES: &str = "\
+Examples (as root):
+  # See the classifier work: a lab, the daemon on its gateway, live per-flow counters
+  classifier-lab demo
+
+  # A lab to explore with `ip netns exec` (Ctrl-C removes it)
+  classifier-lab up --clients 3
+
+  # Remove lab namespaces and pins left behind by a killed test run
+  classifier-lab down";
+
+/// A lab of network namespaces (clients, gateway, server) for the classifier's demo and tests.
+///
+/// Everything lives in namespaces the lab creates, with documentation addresses only and no
+/// default route; it is removed at the end, also on Ctrl-C.
+#[derive(Debug, Parser)]
+#[command(name = "classifier-lab", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: LabCommand,
+
+    /// Log filter, e.g. `info`, `debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
 #[derive(Debug, Subcommand)]
-pub enum LabCommand {
+enum LabCommand {
     /// Run the demo: a lab, the daemon on its gateway, clients downloading over IPv4 and
     /// IPv6, live per-flow counters; everything is removed at the end.
     Demo {
@@ -21,6 +50,10 @@ pub enum LabCommand {
         /// How often the daemon prints its flow table.
         #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
         report_interval: Duration,
+        /// The `classifier` binary to run as the gateway's daemon [default: the one beside
+        /// this binary].
+        #[arg(long, value_name = "PATH", env = "CLASSIFIER_BIN")]
+        classifier: Option<PathBuf>,
     },
     /// Bring a lab up and keep it until Ctrl-C, to explore with `ip netns exec`.
     Up {
@@ -45,7 +78,19 @@ pub enum LabCommand {
     },
 }
 
-pub fn execute(command: LabCommand) -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    service::init_logging(&cli.log, LogFormat::Auto);
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: LabCommand) -> anyhow::Result<()> {
     // Namespaces, veths and mounts besides the daemon's own needs: in practice, root.
     let mut needed = preflight::RUN_CAPABILITIES.to_vec();
     needed.push(preflight::NETNS_CAPABILITY);
@@ -54,8 +99,9 @@ pub fn execute(command: LabCommand) -> anyhow::Result<()> {
         LabCommand::Demo {
             duration,
             report_interval,
+            classifier,
         } => lab::demo::run(&DemoOptions {
-            binary: std::env::current_exe().context("locating the classifier binary")?,
+            binary: classifier.map_or_else(classifier_beside_us, Ok)?,
             duration,
             report_interval,
         }),
@@ -71,6 +117,18 @@ pub fn execute(command: LabCommand) -> anyhow::Result<()> {
         }),
         LabCommand::Down { all } => remove_leftovers(all),
     }
+}
+
+/// The `classifier` binary cargo builds into the same directory as this one.
+fn classifier_beside_us() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe().context("locating the classifier-lab binary")?;
+    let binary = here.with_file_name("classifier");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} not found: build it (`cargo build -p classifier-user`) or name one with --classifier",
+        binary.display()
+    );
+    Ok(binary)
 }
 
 fn hold_lab_up(spec: &LabSpec) -> anyhow::Result<()> {

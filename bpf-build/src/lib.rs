@@ -1,0 +1,120 @@
+//! The one recipe for the BPF objects, shared by the build scripts of the crates that embed
+//! them: `classifier-user` (the datapath, what ships) and `classifier-lab` (the lab's and the
+//! benchmarks' objects, which do not). A build script calls [`embed`] with the binaries of
+//! `classifier-ebpf` it wants; they are left in `OUT_DIR` as `<name>.o` for
+//! `include_bytes_aligned!`.
+//!
+//! The BPF target needs a `core` built for it, which rustup cannot provide on these
+//! machines; Debian's packaged rustc ships one (`libstd-rust-web-dev-bpf`). So the objects are
+//! built by a nested `cargo` from Debian (`/usr/bin/cargo`, `/usr/bin/rustc`), linked by
+//! `bpf-linker`, in their own target directory (`target/bpf`, shared: cargo's lock there
+//! makes two build scripts wait for each other). `cargo xtask setup` installs all three.
+//! See ../docs/toolchain.md.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const BPF_TARGET: &str = "bpfel-unknown-none";
+const BPF_PROFILE: &str = "bpf";
+const BPF_CRATE: &str = "classifier-ebpf";
+
+/// Builds `objects` (binaries of `classifier-ebpf`) and copies each to `OUT_DIR/<name>.o`.
+/// Call it from a build script of a crate in the workspace's top directory; it prints the
+/// `rerun-if` lines and stops the build with the fix when a tool is missing or the build fails.
+pub fn embed(objects: &[&str]) {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("the calling crate lives in the workspace")
+        .to_owned();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+
+    for input in [
+        "classifier-ebpf/src",
+        "classifier-ebpf/Cargo.toml",
+        "classifier-common/src",
+        "classifier-common/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!(
+            "cargo::rerun-if-changed={}",
+            workspace.join(input).display()
+        );
+    }
+    println!("cargo::rerun-if-env-changed=CLASSIFIER_BPF_CARGO");
+    println!("cargo::rerun-if-env-changed=CLASSIFIER_BPF_RUSTC");
+
+    let cargo = tool_path("CLASSIFIER_BPF_CARGO", "/usr/bin/cargo");
+    let rustc = tool_path("CLASSIFIER_BPF_RUSTC", "/usr/bin/rustc");
+    let target_dir = workspace.join("target").join("bpf");
+    build_objects(&cargo, &rustc, &workspace, &target_dir, objects);
+
+    let built = target_dir.join(BPF_TARGET).join(BPF_PROFILE);
+    for object in objects {
+        let (built, embedded) = (built.join(object), out_dir.join(format!("{object}.o")));
+        std::fs::copy(&built, &embedded).unwrap_or_else(|e| {
+            panic!("copying {} to {}: {e}", built.display(), embedded.display())
+        });
+    }
+}
+
+/// The tool at `$var`, or at `default`; stops the build with the fix when it is missing.
+fn tool_path(var: &str, default: &str) -> PathBuf {
+    let path = env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    if !path.exists() {
+        panic!(
+            "{} not found: the BPF object is built with Debian's Rust toolchain. \
+             Run `cargo xtask setup` (as root) to install it, or set {var}.",
+            path.display()
+        );
+    }
+    path
+}
+
+fn build_objects(
+    cargo: &Path,
+    rustc: &Path,
+    workspace: &Path,
+    target_dir: &Path,
+    objects: &[&str],
+) {
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args(["build", "--package", BPF_CRATE, "--target", BPF_TARGET])
+        .args(["--profile", BPF_PROFILE, "--target-dir"])
+        .arg(target_dir)
+        .args(objects.iter().flat_map(|object| ["--bin", *object]))
+        // This script runs inside another cargo whose environment (RUSTC, RUSTFLAGS,
+        // clippy's RUSTC_WORKSPACE_WRAPPER, CARGO_TARGET_DIR, ...) must not leak into the
+        // nested build: start from a clean one.
+        .env_clear()
+        .envs(env::vars_os().filter(|(name, _)| {
+            matches!(
+                name.to_str(),
+                Some("PATH" | "HOME" | "CARGO_HOME" | "TMPDIR" | "http_proxy" | "https_proxy")
+            )
+        }))
+        .env("RUSTC", rustc)
+        // aya-ebpf uses #![feature(...)]; Debian's stable rustc accepts it with this.
+        .env("RUSTC_BOOTSTRAP", "1")
+        // Keep BTF: BTF-defined maps need it, and it makes `bpftool map dump` readable.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "-Cdebuginfo=2\u{1f}-Clink-arg=--btf\u{1f}-Clink-arg=--disable-expand-memcpy-in-order",
+        );
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("running {}: {e}", cargo.display()));
+    if !status.success() {
+        panic!(
+            "building the BPF objects {objects:?} failed ({status}); the compiler's messages are above. \
+             Verifier-independent errors such as \"BPF stack limit is exceeded\" come from \
+             LLVM; see docs/verifier-notes.md."
+        );
+    }
+}
