@@ -11,9 +11,11 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::bpf_ringbuf_query,
 };
-use classifier_common::maps::EVENTS_BYTES;
+use classifier_common::{
+    event::PayloadEvent, flow::FlowKey, maps::EVENTS_BYTES, parse::PacketMeta, stats::Stat,
+};
 
-use crate::maps::EVENTS;
+use crate::{maps::EVENTS, stats};
 
 /// The ring buffer's header before each record (`BPF_RINGBUF_HDR_SZ`).
 const RECORD_HEADER: usize = 8;
@@ -41,6 +43,44 @@ pub fn informing() -> u64 {
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Hands a packet's payload to the daemon at once as a [`PayloadEvent`] of `kind` for the
+/// flow `key`, and counts it as `sent`. `load` copies the payload (at most
+/// [`classifier_common::event::PAYLOAD_CAP`] bytes, to the address it is given) and says
+/// how many bytes it copied: XDP and TC read their packets with different helpers. A payload that cannot be copied
+/// sends nothing; a full ring counts a dropped event.
+#[inline(always)]
+pub fn send_payload(
+    kind: u8,
+    meta: &PacketMeta,
+    key: &FlowKey,
+    sent: Stat,
+    load: impl FnOnce(*mut u8) -> Result<usize, ()>,
+) {
+    let Some(mut slot) = EVENTS.reserve_untyped::<PayloadEvent>(0) else {
+        stats::bump(Stat::EventsDropped);
+        return;
+    };
+    let event = slot.as_mut_ptr();
+    // SAFETY: `event` is ring buffer memory reserved for a PayloadEvent, whose `data` holds
+    // PAYLOAD_CAP bytes (what `load` may write).
+    let copied = unsafe {
+        (*event).kind = kind;
+        (*event).original_len = meta.payload_len;
+        (*event).key = *key;
+        load((&raw mut (*event).data).cast())
+    };
+    match copied {
+        // SAFETY: as above.
+        Ok(len) if len > 0 => unsafe { (*event).len = len as u16 },
+        _ => {
+            slot.discard(0);
+            return;
+        }
+    }
+    slot.submit(urgent(size_of::<PayloadEvent>()));
+    stats::bump(sent);
 }
 
 /// Bytes written to the ring (reserved ones included) and not read yet.

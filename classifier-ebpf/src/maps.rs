@@ -1,5 +1,7 @@
-//! Every map of the datapath, in one place. Names and sizes come from
-//! `classifier_common::maps`, which the daemon reads too.
+//! Every map of the datapath, in one place. Each is an entry of the list in
+//! `classifier_common::maps` (a static's name is the map's name there; sizes come from
+//! there too), which the daemon pins and reads by; a test of the daemon checks this
+//! object's maps against that list.
 //!
 //! The daemon pins these under its pin directory (`/sys/fs/bpf/classifier` by default) so
 //! that flow state and the policy tables outlive the daemon process.

@@ -9,6 +9,7 @@
 //! - [`loader`]: loading the BPF object, pinning its maps, attaching its programs;
 //! - [`policy`]: the policy file: categories, applications, domains, ports;
 //! - [`tables`]: writing a policy's lookup tables into the datapath's maps;
+//! - [`bpf_maps`]: typed handles on the maps, named by the one list in `classifier_common::maps`;
 //! - [`events`]: what the datapath reports through its ring buffer;
 //! - [`bittorrent`]: tracker replies read for the peer cache;
 //! - [`flows`]: reading the flow table into records people can read, and when flows end;
@@ -27,6 +28,7 @@
 //! - [`cli`]: the subcommands.
 
 pub mod bittorrent;
+pub mod bpf_maps;
 pub mod cli;
 pub mod control;
 pub mod daemon;

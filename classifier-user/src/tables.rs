@@ -24,7 +24,10 @@ use classifier_common::{
     shaping::{MAX_SHAPE_CLASSES, ShapeRule, shaper_index},
 };
 
-use crate::policy::{ClassIds, ClassTables};
+use crate::{
+    bpf_maps::{get, get_mut},
+    policy::{ClassIds, ClassTables},
+};
 
 /// Room for `domains` entries with a quarter spare, as a power of two (hash maps work
 /// best well below full), never less than the object's default.
@@ -40,15 +43,11 @@ pub fn install(ebpf: &mut Ebpf, tables: &ClassTables, config: &Config) -> anyhow
     record_class_ids(ebpf, &tables.ids)?;
     install_domains(ebpf, tables)?;
     install_ports(ebpf, tables)?;
-    let mut categories: Array<&mut MapData, u16> = Array::try_from(
-        ebpf.map_mut(maps::PROTOCOL_CATEGORIES)
-            .context("no protocol category map")?,
-    )?;
+    let mut categories: Array<&mut MapData, u16> = get_mut(ebpf, maps::PROTO_CATS)?;
     for (app, category) in tables.protocol_categories.iter().enumerate() {
         categories.set(app as u32, *category, 0)?;
     }
-    let mut settings: Array<&mut MapData, Config> =
-        Array::try_from(ebpf.map_mut(maps::CONFIG).context("no CONFIG map")?)?;
+    let mut settings: Array<&mut MapData, Config> = get_mut(ebpf, maps::CONFIG)?;
     settings
         .set(0, *config, 0)
         .context("writing the datapath settings")?;
@@ -58,8 +57,7 @@ pub fn install(ebpf: &mut Ebpf, tables: &ClassTables, config: &Config) -> anyhow
 /// Adds the names `ids` has and the `CLASS_IDS` map lacks. Nothing is removed: a flow may
 /// still carry the id of a name the policy dropped.
 fn record_class_ids(ebpf: &mut Ebpf, ids: &ClassIds) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, ClassNameKey, u16> =
-        HashMap::try_from(ebpf.map_mut(maps::CLASS_IDS).context("no CLASS_IDS map")?)?;
+    let mut map: HashMap<&mut MapData, ClassNameKey, u16> = get_mut(ebpf, maps::CLASS_IDS)?;
     for (key, id) in ids.entries() {
         if map.get(&key, 0).ok() == Some(id) {
             continue;
@@ -84,8 +82,7 @@ pub fn read_class_ids<T: std::borrow::Borrow<MapData>>(
 }
 
 fn install_domains(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, u64, DomainEntry> =
-        HashMap::try_from(ebpf.map_mut(maps::DOMAINS).context("no DOMAINS map")?)?;
+    let mut map: HashMap<&mut MapData, u64, DomainEntry> = get_mut(ebpf, maps::DOMAINS)?;
     for (key, entry) in &tables.domains {
         map.insert(key, entry, 0).with_context(|| {
             format!(
@@ -107,8 +104,7 @@ fn install_domains(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> 
 }
 
 fn install_ports(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, PortKey, ClassResult> =
-        HashMap::try_from(ebpf.map_mut(maps::PORTS).context("no PORTS map")?)?;
+    let mut map: HashMap<&mut MapData, PortKey, ClassResult> = get_mut(ebpf, maps::PORTS)?;
     let wanted: HashSet<PortKey> = tables.ports.iter().map(|(key, _)| *key).collect();
     for (key, rule) in &tables.ports {
         map.insert(key, rule, 0).context("writing port rules")?;
@@ -137,10 +133,7 @@ pub fn swap_policy(ebpf: &mut Ebpf, tables: &DecisionTables) -> anyhow::Result<u
     fill_actions(ebpf, table, &tables.actions)?;
     fill_exceptions(ebpf, table, &tables.client_exceptions)?;
     fill_shapers(ebpf, table, &tables.shapers)?;
-    let mut word: Array<&mut MapData, u32> = Array::try_from(
-        ebpf.map_mut(maps::POLICY_GEN)
-            .context("no POLICY_GEN map")?,
-    )?;
+    let mut word: Array<&mut MapData, u32> = get_mut(ebpf, maps::POLICY_GEN)?;
     word.set(0, next, 0)
         .context("switching to the new policy tables")?;
     Ok(next)
@@ -148,8 +141,7 @@ pub fn swap_policy(ebpf: &mut Ebpf, tables: &DecisionTables) -> anyhow::Result<u
 
 /// The generation in force.
 pub fn current_generation(ebpf: &Ebpf) -> anyhow::Result<u32> {
-    let word: Array<&MapData, u32> =
-        Array::try_from(ebpf.map(maps::POLICY_GEN).context("no POLICY_GEN map")?)?;
+    let word: Array<&MapData, u32> = get(ebpf, maps::POLICY_GEN)?;
     Ok(word.get(&0, 0)?)
 }
 
@@ -158,10 +150,8 @@ fn fill_prefixes(
     table: u8,
     prefixes: &[(ipnet::IpNet, u16)],
 ) -> anyhow::Result<()> {
-    let mut trie: LpmTrie<&mut MapData, GroupPrefixData, u16> = LpmTrie::try_from(
-        ebpf.map_mut(maps::GROUP_PREFIXES)
-            .context("no GROUP_PREFIXES map")?,
-    )?;
+    let mut trie: LpmTrie<&mut MapData, GroupPrefixData, u16> =
+        get_mut(ebpf, maps::GROUP_PREFIXES)?;
     let stale: Vec<Key<GroupPrefixData>> = trie
         .keys()
         .filter_map(Result::ok)
@@ -181,10 +171,7 @@ fn fill_prefixes(
 
 /// `[datapath] lan_prefixes` into `LAN_PREFIXES`, replacing what was there.
 pub fn install_lan_prefixes(ebpf: &mut Ebpf, prefixes: &[ipnet::IpNet]) -> anyhow::Result<()> {
-    let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(
-        ebpf.map_mut(maps::LAN_PREFIXES)
-            .context("no LAN_PREFIXES map")?,
-    )?;
+    let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = get_mut(ebpf, maps::LAN_PREFIXES)?;
     let stale: Vec<Key<[u8; 16]>> = trie.keys().filter_map(Result::ok).collect();
     for key in stale {
         let _ = trie.remove(&key);
@@ -216,10 +203,7 @@ fn mapped_addr(addr: std::net::IpAddr) -> [u8; 16] {
 }
 
 fn fill_vlans(ebpf: &mut Ebpf, table: u8, vlans: &[(u16, u16)]) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, VlanKey, u16> = HashMap::try_from(
-        ebpf.map_mut(maps::GROUP_VLANS)
-            .context("no GROUP_VLANS map")?,
-    )?;
+    let mut map: HashMap<&mut MapData, VlanKey, u16> = get_mut(ebpf, maps::GROUP_VLANS)?;
     replace_table(&mut map, |key: &VlanKey| key.table == table)?;
     for (vlan, group) in vlans {
         let key = VlanKey {
@@ -237,8 +221,7 @@ fn fill_actions(
     table: u8,
     actions: &[((u16, u16), ActionEntry)],
 ) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, ActionKey, ActionEntry> =
-        HashMap::try_from(ebpf.map_mut(maps::ACTIONS).context("no ACTIONS map")?)?;
+    let mut map: HashMap<&mut MapData, ActionKey, ActionEntry> = get_mut(ebpf, maps::ACTIONS)?;
     replace_table(&mut map, |key: &ActionKey| key.table == table)?;
     for ((group, category), entry) in actions {
         let key = ActionKey {
@@ -259,10 +242,7 @@ fn fill_exceptions(
     table: u8,
     exceptions: &[(std::net::IpAddr, u16)],
 ) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, ExceptionKey, u8> = HashMap::try_from(
-        ebpf.map_mut(maps::CLIENT_EXCEPTIONS)
-            .context("no CLIENT_EXC map")?,
-    )?;
+    let mut map: HashMap<&mut MapData, ExceptionKey, u8> = get_mut(ebpf, maps::CLIENT_EXC)?;
     replace_table(&mut map, |key: &ExceptionKey| key.table == table)?;
     for (client, category) in exceptions {
         let key = ExceptionKey {
@@ -279,8 +259,7 @@ fn fill_exceptions(
 /// Writes every class of the idle table: the policy's rules, and empty ones (rate 0:
 /// pass) for classes it does not use.
 fn fill_shapers(ebpf: &mut Ebpf, table: u8, shapers: &[(u16, ShapeRule)]) -> anyhow::Result<()> {
-    let mut array: Array<&mut MapData, ShapeRule> =
-        Array::try_from(ebpf.map_mut(maps::SHAPERS).context("no SHAPERS map")?)?;
+    let mut array: Array<&mut MapData, ShapeRule> = get_mut(ebpf, maps::SHAPERS)?;
     for class in 0..MAX_SHAPE_CLASSES as u16 {
         let rule = shapers
             .iter()

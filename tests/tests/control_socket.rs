@@ -330,10 +330,9 @@ fn connections_beyond_the_cap_are_refused_at_once_without_holding_the_daemon() {
 /// Flows written straight into the daemon's pinned flow table: UDP flows, live (seen now),
 /// each with its own client port.
 fn fill_flow_table(pin_dir: &Path, count: u32) {
-    let map = aya::maps::MapData::from_pin(pin_dir.join(classifier_common::maps::FLOWS))
-        .expect("the pinned flow table");
-    let mut table: aya::maps::HashMap<_, FlowKey, FlowEntry> =
-        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(map)).unwrap();
+    let mut table: aya::maps::HashMap<aya::maps::MapData, FlowKey, FlowEntry> =
+        classifier_user::bpf_maps::from_pin(pin_dir, classifier_common::maps::FLOWS)
+            .expect("the pinned flow table");
     let now = classifier_user::flows::datapath_clock_ns().unwrap();
     for i in 0..count {
         let client = std::net::Ipv4Addr::new(192, 0, 2, 10 + (i / 60_000) as u8);

@@ -212,12 +212,11 @@ fn policy() -> String {
 
 /// Client ports of the flows whose names the kernel keeps in the lab daemon's `NAMES`.
 fn kept_name_ports(lab: &Lab) -> Vec<u16> {
-    use aya::maps::{HashMap, Map, MapData};
+    use aya::maps::{HashMap, MapData};
     use classifier_common::names::{FlowName, NameKey};
-    let path = lab.pin_dir().join(classifier_common::maps::NAMES);
-    let data = MapData::from_pin(&path).expect("NAMES is pinned");
     let names: HashMap<MapData, NameKey, FlowName> =
-        HashMap::try_from(Map::from_map_data(data).expect("a map")).expect("NAMES");
+        classifier_user::bpf_maps::from_pin(&lab.pin_dir(), classifier_common::maps::NAMES)
+            .expect("NAMES is pinned");
     names
         .keys()
         .filter_map(Result::ok)

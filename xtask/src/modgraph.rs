@@ -47,6 +47,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "store",
             "degradation",
             "tables",
+            "bpf_maps",
             "quic",
             "bittorrent",
             "netns",

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use classifier_common::{
     classify::{Method, app, evasion, state},
     config::{ClassResult, Config, checksums},
-    event::{PAYLOAD_CAP, PayloadEvent, kind},
+    event::{PAYLOAD_CAP, kind},
     flow::{FlowEntry, FlowKey},
     parse::{
         PacketMeta,
@@ -26,7 +26,8 @@ use super::{
     checksum::{Segment, Transport, segment_status},
 };
 use crate::{
-    maps::{CLASS_RESULTS, EVENTS, SEGMENT},
+    events::send_payload,
+    maps::{CLASS_RESULTS, SEGMENT},
     packet::{HelperPacket, MAX_SEGMENT, load_into, xdp_load},
     sources::{self, Quota},
     stats,
@@ -209,35 +210,12 @@ fn hold(config: &Config) -> u32 {
     }
 }
 
-/// Copies the datagram's UDP payload into a [`PayloadEvent`] for the daemon.
+/// Hands the datagram's UDP payload to the daemon ([`send_payload`]).
 #[inline(always)]
 fn send_initial(ctx: &XdpContext, meta: &PacketMeta, key: &FlowKey) {
-    let Some(mut slot) = EVENTS.reserve_untyped::<PayloadEvent>(0) else {
-        stats::bump(Stat::EventsDropped);
-        return;
-    };
-    let event = slot.as_mut_ptr();
-    // SAFETY: `event` is ring buffer memory reserved for a PayloadEvent, whose `data` holds
-    // PAYLOAD_CAP bytes.
-    let copied = unsafe {
-        (*event).kind = kind::QUIC_INITIAL;
-        (*event).original_len = meta.payload_len;
-        (*event).key = *key;
-        xdp_load::<PAYLOAD_CAP>(
-            ctx,
-            meta.payload_offset as usize,
-            (&raw mut (*event).data).cast(),
-            meta.payload_len as usize,
-        )
-    };
-    match copied {
-        // SAFETY: as above.
-        Ok(len) if len > 0 => unsafe { (*event).len = len as u16 },
-        _ => {
-            slot.discard(0);
-            return;
-        }
-    }
-    slot.submit(crate::events::urgent(size_of::<PayloadEvent>()));
-    stats::bump(Stat::QuicToDaemon);
+    send_payload(kind::QUIC_INITIAL, meta, key, Stat::QuicToDaemon, |data| {
+        let (from, len) = (meta.payload_offset as usize, meta.payload_len as usize);
+        // SAFETY: `data` takes PAYLOAD_CAP bytes (send_payload).
+        unsafe { xdp_load::<PAYLOAD_CAP>(ctx, from, data, len) }
+    });
 }

@@ -6,13 +6,13 @@
 use aya_ebpf::programs::TcContext;
 use classifier_common::{
     classify::Method,
-    event::{PAYLOAD_CAP, PayloadEvent, kind},
+    event::{PAYLOAD_CAP, kind},
     flow::{FlowEntry, FlowKey},
     parse::PacketMeta,
     stats::Stat,
 };
 
-use crate::{maps::EVENTS, packet::skb_load, stats};
+use crate::{events::send_payload, packet::skb_load};
 
 /// Reply packets of one tracker flow handed over: an HTTP reply's headers and body may
 /// come in two segments; a UDP tracker answers in one datagram.
@@ -40,36 +40,10 @@ pub unsafe fn forward_reply(
         }
         (*entry).tracker_replies += 1;
     }
-    send(ctx, meta, key);
-}
-
-fn send(ctx: &TcContext, meta: &PacketMeta, key: &FlowKey) {
-    let Some(mut slot) = EVENTS.reserve_untyped::<PayloadEvent>(0) else {
-        stats::bump(Stat::EventsDropped);
-        return;
-    };
-    let event = slot.as_mut_ptr();
-    // SAFETY: `event` is ring buffer memory reserved for a PayloadEvent, whose `data` holds
-    // PAYLOAD_CAP bytes.
-    let copied = unsafe {
-        (*event).kind = kind::TRACKER_REPLY;
-        (*event).original_len = meta.payload_len;
-        (*event).key = *key;
-        skb_load::<PAYLOAD_CAP>(
-            ctx,
-            meta.payload_offset as usize,
-            (&raw mut (*event).data).cast(),
-            meta.payload_len as usize,
-        )
-    };
-    match copied {
-        // SAFETY: as above.
-        Ok(len) if len > 0 => unsafe { (*event).len = len as u16 },
-        _ => {
-            slot.discard(0);
-            return;
-        }
-    }
-    slot.submit(crate::events::urgent(size_of::<PayloadEvent>()));
-    stats::bump(Stat::TrackerRepliesToDaemon);
+    let sent = Stat::TrackerRepliesToDaemon;
+    send_payload(kind::TRACKER_REPLY, meta, key, sent, |data| {
+        let (from, len) = (meta.payload_offset as usize, meta.payload_len as usize);
+        // SAFETY: `data` takes PAYLOAD_CAP bytes (send_payload).
+        unsafe { skb_load::<PAYLOAD_CAP>(ctx, from, data, len) }
+    });
 }

@@ -29,14 +29,14 @@ use aya::{
     },
 };
 use classifier_common::{
-    config::{ClassResult, Config, PeerKey, SourceQuota, StreamBuf, fail_fast_replies},
-    flow::{FlowEntry, FlowKey, FragmentKey},
+    config::{ClassResult, Config, PeerKey, fail_fast_replies},
+    flow::{FlowEntry, FlowKey},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
-    names::{FlowName, NameKey},
     shaping::{BucketKey, ClientClassKey, TokenBucket},
 };
 
 use crate::{
+    bpf_maps::{self, get, get_mut},
     policy::{ClassTables, DatapathSettings},
     tables,
 };
@@ -192,7 +192,7 @@ impl Datapath {
     /// [`Datapath::load`] with room for `domains` domain entries.
     pub fn load_sized(domains: u32) -> anyhow::Result<Self> {
         let ebpf = EbpfLoader::new()
-            .map_max_entries(maps::DOMAINS, domains)
+            .map_max_entries(maps::DOMAINS.name(), domains)
             .load(EBPF_OBJECT)
             .context("loading the BPF object")?;
         let mut datapath = Self {
@@ -250,12 +250,11 @@ impl Datapath {
 
     fn load_with_pins(pins: &PinDir, domains: u32) -> anyhow::Result<Ebpf> {
         check_pinned_maps(&pins.path, domains)?;
-        let paths: Vec<(&str, PathBuf)> = maps::PINNED_MAPS
-            .iter()
-            .map(|name| (*name, pins.path.join(name)))
+        let paths: Vec<(&str, PathBuf)> = maps::pinned_names()
+            .map(|name| (name, pins.path.join(name)))
             .collect();
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries(maps::DOMAINS, domains);
+        loader.map_max_entries(maps::DOMAINS.name(), domains);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -299,12 +298,7 @@ impl Datapath {
                 .with_context(|| format!("{name} has no file descriptor"))?
                 .try_clone()
                 .with_context(|| format!("duplicating {name}'s file descriptor"))?;
-            let map = self
-                .ebpf
-                .map_mut(maps::CLASSIFIERS)
-                .context("no CLASSIFIERS map")?;
-            let mut table: ProgramArray<&mut MapData> =
-                ProgramArray::try_from(map).context("CLASSIFIERS is not a program array")?;
+            let mut table: ProgramArray<&mut MapData> = get_mut(&mut self.ebpf, maps::CLASSIFIERS)?;
             table
                 .set(index, &fd, 0)
                 .with_context(|| format!("installing {name} as tail call {index}"))?;
@@ -387,12 +381,7 @@ impl Datapath {
     ) -> anyhow::Result<()> {
         let pins = self.link_pins_for(iface);
         {
-            let map = self
-                .ebpf
-                .map_mut(maps::NAT_CONFIG)
-                .context("no NAT_CONFIG map")?;
-            let mut array: Array<&mut MapData, classifier_common::nat::NatConfig> =
-                Array::try_from(map).context("NAT_CONFIG is not an array")?;
+            let mut array: Array<&mut MapData, _> = get_mut(&mut self.ebpf, maps::NAT_CONFIG)?;
             array.set(0, config, 0).context("writing NAT_CONFIG")?;
         }
         if config.is_on() {
@@ -588,58 +577,44 @@ impl Datapath {
     pub fn public_sources(
         &self,
     ) -> anyhow::Result<HashMap<&MapData, FlowKey, classifier_common::nat::PublicSource>> {
-        let map = self
-            .ebpf
-            .map(maps::NAT_PUBLIC)
-            .context("no NAT_PUBLIC map")?;
-        HashMap::try_from(map).context("NAT_PUBLIC is not a hash map")
+        get(&self.ebpf, maps::NAT_PUBLIC)
     }
 
     /// [`Datapath::public_sources`], to take recorded flows' entries out.
     pub fn public_sources_mut(
         &mut self,
     ) -> anyhow::Result<HashMap<&mut MapData, FlowKey, classifier_common::nat::PublicSource>> {
-        let map = self
-            .ebpf
-            .map_mut(maps::NAT_PUBLIC)
-            .context("no NAT_PUBLIC map")?;
-        HashMap::try_from(map).context("NAT_PUBLIC is not a hash map")
+        get_mut(&mut self.ebpf, maps::NAT_PUBLIC)
     }
 
     /// The flow table.
     pub fn flow_table(&self) -> anyhow::Result<HashMap<&MapData, FlowKey, FlowEntry>> {
-        let map = self.ebpf.map(maps::FLOWS).context("no FLOWS map")?;
-        HashMap::try_from(map).context("FLOWS is not a hash map")
+        get(&self.ebpf, maps::FLOWS)
     }
 
     /// The flow table, to take ended flows out of.
     pub fn flow_table_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, FlowEntry>> {
-        let map = self.ebpf.map_mut(maps::FLOWS).context("no FLOWS map")?;
-        HashMap::try_from(map).context("FLOWS is not a hash map")
+        get_mut(&mut self.ebpf, maps::FLOWS)
     }
 
     /// The names flows were classified by, kept in the kernel ([`crate::flows::names`]).
     pub fn names(&self) -> anyhow::Result<crate::flows::names::NamesMap<&MapData>> {
-        let map = self.ebpf.map(maps::NAMES).context("no NAMES map")?;
-        HashMap::try_from(map).context("NAMES is not a hash map")
+        get(&self.ebpf, maps::NAMES)
     }
 
     /// The kept names, to add to and remove from.
     pub fn names_mut(&mut self) -> anyhow::Result<crate::flows::names::NamesMap<&mut MapData>> {
-        let map = self.ebpf.map_mut(maps::NAMES).context("no NAMES map")?;
-        HashMap::try_from(map).context("NAMES is not a hash map")
+        get_mut(&mut self.ebpf, maps::NAMES)
     }
 
     /// The global per-CPU counters.
     pub fn stats_table(&self) -> anyhow::Result<PerCpuArray<&MapData, u64>> {
-        let map = self.ebpf.map(maps::STATS).context("no STATS map")?;
-        PerCpuArray::try_from(map).context("STATS is not a per-CPU array")
+        get(&self.ebpf, maps::STATS)
     }
 
     /// The category and application ids the datapath's flows were classified with.
     pub fn class_ids(&self) -> anyhow::Result<crate::policy::ClassIds> {
-        let map = self.ebpf.map(maps::CLASS_IDS).context("no CLASS_IDS map")?;
-        let map = HashMap::try_from(map).context("CLASS_IDS is not a hash map")?;
+        let map: HashMap<&MapData, _, _> = get(&self.ebpf, maps::CLASS_IDS)?;
         Ok(tables::read_class_ids(&map))
     }
 
@@ -684,22 +659,21 @@ impl Datapath {
     /// answers, the kept names. The policy's tables stay. For replaying one capture after another, each
     /// from a datapath that has seen nothing (their flows may share addresses and ports).
     pub fn forget_traffic(&mut self) -> anyhow::Result<()> {
-        clear::<FlowKey, FlowEntry>(&mut self.ebpf, maps::FLOWS)?;
-        clear::<FlowKey, StreamBuf>(&mut self.ebpf, maps::REASSEMBLY)?;
-        clear::<FragmentKey, FlowKey>(&mut self.ebpf, maps::FRAGMENTS)?;
-        clear::<PeerKey, u64>(&mut self.ebpf, maps::PEERS)?;
-        clear::<[u8; 16], SourceQuota>(&mut self.ebpf, maps::SOURCES)?;
-        clear::<BucketKey, TokenBucket>(&mut self.ebpf, maps::BUCKETS)?;
-        clear::<FlowKey, ClassResult>(&mut self.ebpf, maps::CLASS_RESULTS)?;
-        clear::<NameKey, FlowName>(&mut self.ebpf, maps::NAMES)?;
-        clear::<FlowKey, classifier_common::nat::PublicSource>(&mut self.ebpf, maps::NAT_PUBLIC)
+        clear(&mut self.ebpf, maps::FLOWS)?;
+        clear(&mut self.ebpf, maps::REASM)?;
+        clear(&mut self.ebpf, maps::FRAGMENTS)?;
+        clear(&mut self.ebpf, maps::PEERS)?;
+        clear(&mut self.ebpf, maps::SOURCES)?;
+        clear(&mut self.ebpf, maps::BUCKETS)?;
+        clear(&mut self.ebpf, maps::CLASS_RESULTS)?;
+        clear(&mut self.ebpf, maps::NAMES)?;
+        clear(&mut self.ebpf, maps::NAT_PUBLIC)
     }
 
     /// Changes the datapath settings in force (until the next table install writes the
     /// policy's).
     pub fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
-        let mut settings: Array<&mut MapData, Config> =
-            Array::try_from(self.ebpf.map_mut(maps::CONFIG).context("no CONFIG map")?)?;
+        let mut settings: Array<&mut MapData, Config> = get_mut(&mut self.ebpf, maps::CONFIG)?;
         let mut config = settings
             .get(&0, 0)
             .context("reading the datapath settings")?;
@@ -718,59 +692,44 @@ impl Datapath {
 
     /// The ring buffer of events, taken out so the daemon can wait on it on its own.
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(maps::EVENTS)
-            .context("no EVENTS map (already taken?)")?;
-        RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+        bpf_maps::take(&mut self.ebpf, maps::EVENTS)
     }
 
     /// Where the daemon puts the classes it works out (QUIC server names).
     pub fn class_results(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, ClassResult>> {
-        let map = self
-            .ebpf
-            .map_mut(maps::CLASS_RESULTS)
-            .context("no CLASS_RESULTS map")?;
-        HashMap::try_from(map).context("CLASS_RESULTS is not a hash map")
+        get_mut(&mut self.ebpf, maps::CLASS_RESULTS)
     }
 
     /// Entries the domain table has room for.
     pub fn domain_capacity(&self) -> anyhow::Result<u32> {
-        match self.ebpf.map(maps::DOMAINS).context("no DOMAINS map")? {
-            aya::maps::Map::HashMap(data) => Ok(data
-                .info()
-                .context("reading the domain table's size")?
-                .max_entries()),
-            _ => anyhow::bail!("DOMAINS is not a hash map"),
-        }
+        use aya::maps::IterableMap as _;
+        let table: HashMap<&MapData, _, _> = get(&self.ebpf, maps::DOMAINS)?;
+        Ok(table
+            .map()
+            .info()
+            .context("reading the domain table's size")?
+            .max_entries())
     }
 
     /// Clients' own HTB classes under per-client shaping rules.
     pub fn client_classes(&mut self) -> anyhow::Result<HashMap<&mut MapData, ClientClassKey, u16>> {
-        let map = self
-            .ebpf
-            .map_mut(maps::CLIENT_CLASSES)
-            .context("no CLIENT_CLASSES map")?;
-        HashMap::try_from(map).context("CLIENT_CLASSES is not a hash map")
+        get_mut(&mut self.ebpf, maps::CLIENT_CLASSES)
     }
 
     /// Token buckets (allowances and policers), for tests and status.
     pub fn buckets(&self) -> anyhow::Result<HashMap<&MapData, BucketKey, TokenBucket>> {
-        let map = self.ebpf.map(maps::BUCKETS).context("no BUCKETS map")?;
-        HashMap::try_from(map).context("BUCKETS is not a hash map")
+        get(&self.ebpf, maps::BUCKETS)
     }
 
     /// Token buckets and minute counts, to change: for tests that need a count as it would
     /// be minutes or hours later.
     pub fn buckets_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, BucketKey, TokenBucket>> {
-        let map = self.ebpf.map_mut(maps::BUCKETS).context("no BUCKETS map")?;
-        HashMap::try_from(map).context("BUCKETS is not a hash map")
+        get_mut(&mut self.ebpf, maps::BUCKETS)
     }
 
     /// The BitTorrent peer cache: peer endpoint → CLOCK_MONOTONIC ns it was last seen.
     pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
-        let map = self.ebpf.map_mut(maps::PEERS).context("no PEERS map")?;
-        HashMap::try_from(map).context("PEERS is not a hash map")
+        get_mut(&mut self.ebpf, maps::PEERS)
     }
 
     /// Detaches the programs and removes the pinned attachments and maps.
@@ -819,23 +778,16 @@ impl Datapath {
 /// The category and application ids of a datapath pinned under `pin_dir` (none if there is
 /// none): a policy loaded with them gives every name the id the running flows know it by.
 pub fn pinned_class_ids(pin_dir: &Path) -> anyhow::Result<crate::policy::ClassIds> {
-    let path = pin_dir.join(maps::CLASS_IDS);
-    if !path.exists() {
+    if !bpf_maps::pin_path(pin_dir, maps::CLASS_IDS).exists() {
         return Ok(Default::default());
     }
-    let data = MapData::from_pin(&path).with_context(|| format!("reading {}", path.display()))?;
-    let map = HashMap::try_from(aya::maps::Map::from_map_data(data)?)
-        .with_context(|| format!("{} has an unexpected layout", path.display()))?;
+    let map: HashMap<MapData, _, _> = bpf_maps::from_pin(pin_dir, maps::CLASS_IDS)?;
     Ok(tables::read_class_ids(&map))
 }
 
-/// Removes every entry of the hash map `name`.
-fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<()> {
-    let map = ebpf
-        .map_mut(name)
-        .with_context(|| format!("no {name} map"))?;
-    let mut table: HashMap<&mut MapData, K, V> =
-        HashMap::try_from(map).with_context(|| format!("{name} is not a hash map"))?;
+/// Removes every entry of the hash map `def`.
+fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, def: maps::MapDef<K, V>) -> anyhow::Result<()> {
+    let mut table: HashMap<&mut MapData, K, V> = get_mut(ebpf, def)?;
     // Keys first: deleting while walking would restart the walk.
     let keys: Vec<K> = table.keys().filter_map(Result::ok).collect();
     for key in keys {
@@ -859,7 +811,7 @@ fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
          again from zero) and start again",
         dir = pin_dir.display()
     );
-    for name in maps::PINNED_MAPS {
+    for name in maps::pinned_names() {
         let path = pin_dir.join(name);
         if !path.exists() {
             continue;
@@ -882,7 +834,7 @@ fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
             value_size: ours.value_size(),
             max_entries: ours.max_entries(),
         };
-        let room_for = (name == maps::DOMAINS).then_some(domains);
+        let room_for = (name == maps::DOMAINS.name()).then_some(domains);
         if let Some(why) = layout_mismatch(&pinned, &ours, room_for) {
             anyhow::bail!(
                 "the {name} map pinned in {} cannot serve this classifier version: {why}: {fix}",
@@ -1016,7 +968,7 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// Removes our pins from `dir`, then `dir` itself if nothing else is left in it.
 fn unpin_all(dir: &Path) -> anyhow::Result<()> {
-    for name in maps::PINNED_MAPS {
+    for name in maps::pinned_names() {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -1044,6 +996,7 @@ fn remove_pins(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use classifier_common::names::{FlowName, NameKey};
 
     const LRU_HASH: u32 = aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32;
 
@@ -1089,16 +1042,112 @@ mod tests {
         assert_eq!(layout_mismatch(&smaller, &ours, Some(1024)), None);
     }
 
-    #[test]
-    fn every_pinned_map_is_in_the_object() {
-        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
-        for name in maps::PINNED_MAPS {
-            assert!(object.maps.contains_key(name), "{name}");
+    /// Where the list `list` and the BPF object `object` disagree: a map of the object
+    /// not listed, or listed with another kind, key or value size or (where fixed) size; a
+    /// listed map not in the object; a map the object pins by itself (the list decides).
+    fn map_list_problems(object: &aya_obj::Object, list: &[maps::MapSpec]) -> Vec<String> {
+        use aya_obj::maps::PinningType;
+        let mut problems = Vec::new();
+        for (name, ours) in &object.maps {
+            if name.starts_with('.') {
+                continue; // .rodata, .bss: globals, not maps of the list
+            }
+            let Some(listed) = list.iter().find(|spec| spec.name == name) else {
+                problems.push(format!("{name} is in the object but not in the list"));
+                continue;
+            };
+            // A size the list leaves open (kernel-only scratch values, the domain table's
+            // entries) is not compared.
+            let value_size = listed
+                .value_size
+                .map_or(ours.value_size(), |size| size as u32);
+            let entries = listed.max_entries.map_or(ours.max_entries(), |n| n as u32);
+            let list_says = (
+                listed.kind as u32,
+                listed.key_size as u32,
+                value_size,
+                entries,
+            );
+            let object_says = (
+                ours.map_type(),
+                ours.key_size(),
+                ours.value_size(),
+                ours.max_entries(),
+            );
+            if object_says != list_says {
+                problems.push(format!(
+                    "{name}: the object has (type, key, value, entries) {object_says:?}, \
+                     the list {list_says:?}"
+                ));
+            }
+            if !matches!(ours.pinning(), PinningType::None) {
+                problems.push(format!("{name} is pinned by the object itself"));
+            }
         }
-        let names = &object.maps[maps::NAMES];
+        for listed in list {
+            if !object.maps.contains_key(listed.name) {
+                problems.push(format!("{} is listed but not in the object", listed.name));
+            }
+        }
+        problems
+    }
+
+    /// `classifier_common::maps::ALL` is the object's list of maps.
+    #[test]
+    fn the_map_list_is_the_objects() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        let problems = map_list_problems(&object, maps::ALL);
+        assert!(problems.is_empty(), "{problems:#?}");
+        // The domain table is the one the loader sizes: the object declares the default.
         assert_eq!(
-            (names.key_size(), names.value_size()),
-            (size_of::<NameKey>() as u32, size_of::<FlowName>() as u32)
+            object.maps[maps::DOMAINS.name()].max_entries(),
+            DOMAINS_DEFAULT_ENTRIES as u32
+        );
+    }
+
+    /// The check above sees each way a list can be wrong.
+    #[test]
+    fn a_wrong_map_list_is_caught() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        let problems_with = |change: &dyn Fn(&mut Vec<maps::MapSpec>)| {
+            let mut list = maps::ALL.to_vec();
+            change(&mut list);
+            map_list_problems(&object, &list)
+        };
+        fn flows(list: &[maps::MapSpec]) -> usize {
+            list.iter().position(|m| m.name == "FLOWS").unwrap()
+        }
+        let missing = problems_with(&|list| {
+            let at = flows(list);
+            list.remove(at);
+        });
+        assert_eq!(missing, ["FLOWS is in the object but not in the list"]);
+        let bigger_value = problems_with(&|list| {
+            let at = flows(list);
+            list[at].value_size = Some(size_of::<FlowEntry>() + 8);
+        });
+        assert_eq!(bigger_value.len(), 1, "{bigger_value:?}");
+        assert!(bigger_value[0].starts_with("FLOWS: "), "{bigger_value:?}");
+        let other_kind = problems_with(&|list| {
+            let at = flows(list);
+            list[at].kind = maps::MapKind::Hash;
+        });
+        assert_eq!(other_kind.len(), 1, "{other_kind:?}");
+        let other_size = problems_with(&|list| {
+            let at = flows(list);
+            list[at].max_entries = Some(1024);
+        });
+        assert_eq!(other_size.len(), 1, "{other_size:?}");
+        let renamed = problems_with(&|list| {
+            let at = flows(list);
+            list[at].name = "FLOW_TABLE";
+        });
+        assert_eq!(
+            renamed,
+            [
+                "FLOWS is in the object but not in the list",
+                "FLOW_TABLE is listed but not in the object"
+            ]
         );
     }
 }

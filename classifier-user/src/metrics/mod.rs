@@ -6,7 +6,7 @@ pub mod prometheus;
 use std::{borrow::Borrow, path::Path};
 
 use anyhow::Context as _;
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use classifier_common::{maps, stats::Stat};
 use serde::{Serialize, Serializer, ser::SerializeMap as _};
 
@@ -69,10 +69,6 @@ pub fn read_stats<T: Borrow<MapData>>(
 
 /// The counters of the datapath pinned under `pin_dir`.
 pub fn read_pinned(pin_dir: &Path) -> anyhow::Result<DatapathStats> {
-    let path = pin_dir.join(maps::STATS);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("no counters pinned at {}", path.display()))?;
-    let table: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::from_map_data(data)?)
-        .context("STATS has an unexpected layout")?;
+    let table: PerCpuArray<MapData, u64> = crate::bpf_maps::from_pin(pin_dir, maps::STATS)?;
     read_stats(&table)
 }

@@ -70,10 +70,10 @@ fn main() -> anyhow::Result<()> {
 /// The object loaded with a flow table of `capacity` entries; the table's memlock.
 fn flow_table_memory(capacity: usize) -> anyhow::Result<Memory> {
     let ebpf = EbpfLoader::new()
-        .map_max_entries(maps::FLOWS, capacity as u32)
+        .map_max_entries(maps::FLOWS.name(), capacity as u32)
         .load(EBPF_OBJECT)
         .context("loading the BPF object")?;
-    let fd = match ebpf.map(maps::FLOWS).context("no FLOWS map")? {
+    let fd = match ebpf.map(maps::FLOWS.name()).context("no FLOWS map")? {
         aya::maps::Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
         _ => anyhow::bail!("FLOWS is not an LRU hash map"),
     };
@@ -99,8 +99,8 @@ fn walks(sizes: &[usize]) -> anyhow::Result<Vec<Walk>> {
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .context("loading the BPF object")?;
-    let map = ebpf.map_mut(maps::FLOWS).context("no FLOWS map")?;
-    let mut table: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(map)?;
+    let mut table: HashMap<_, FlowKey, FlowEntry> =
+        classifier_user::bpf_maps::get_mut(&mut ebpf, maps::FLOWS)?;
     let mut filled = 0;
     let mut results = Vec::new();
     for &size in sizes {
