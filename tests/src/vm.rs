@@ -74,7 +74,9 @@ impl Kernel {
     }
 
     fn vmlinuz(&self) -> PathBuf {
-        self.dir.join("boot").join(format!("vmlinuz-{}", self.release))
+        self.dir
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
     }
 
     fn modules(&self) -> PathBuf {
@@ -172,7 +174,12 @@ impl Qemu {
                 format!(
                     "local,id={id},path={},security_model=none{}",
                     path.display(),
-                    if read_only { ",readonly=on" } else { "" }
+                    // Host / spans several file systems: remap their inode numbers apart.
+                    if read_only {
+                        ",readonly=on,multidevs=remap"
+                    } else {
+                        ""
+                    }
                 ),
                 "-device".to_owned(),
                 format!("virtio-9p-pci,fsdev={id},mount_tag={id}"),
@@ -265,13 +272,14 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro host /lower || exec
 mount -t tmpfs upper /upper
 mkdir -p /upper/data /upper/work
 mount -t overlay root -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /new
+# The kernel's modules before the tmpfs go on /tmp and /run, which would hide a cache there.
+release=$(uname -r)
+mkdir -p "/new/lib/modules/$release"
+mount --bind "/new$(cat /modules-dir)" "/new/lib/modules/$release" || exec poweroff -f
 mount -t tmpfs tmp /new/tmp
 mount -t tmpfs run /new/run
 mkdir -p /new/run/vm-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /new/run/vm-out || exec poweroff -f
-release=$(uname -r)
-mkdir -p "/new/lib/modules/$release"
-mount --bind "/new$(cat /modules-dir)" "/new/lib/modules/$release"
 cp /bin/busybox /second-stage /script /new/run/
 for d in proc sys dev; do mount --move /$d /new/$d; done
 exec switch_root /new /bin/bash /run/second-stage
@@ -331,13 +339,7 @@ fn initramfs(kernel: &Kernel, script: &str) -> anyhow::Result<Vec<u8>> {
     );
     let mut order = String::new();
     for module in boot_modules(&kernel.modules())? {
-        let name = Path::new(&module)
-            .file_name()
-            .expect("a module's path ends in its file")
-            .to_string_lossy()
-            .into_owned();
-        let contents = fs::read(kernel.modules().join(&module))
-            .with_context(|| format!("reading module {module}"))?;
+        let (name, contents) = module_file(&kernel.modules().join(&module))?;
         file(&format!("modules/{name}"), 0o644, contents);
         order.push_str(&name);
         order.push('\n');
@@ -352,8 +354,8 @@ fn initramfs(kernel: &Kernel, script: &str) -> anyhow::Result<Vec<u8>> {
 /// first, as the kernel's modules.dep lists them.
 fn boot_modules(modules: &Path) -> anyhow::Result<Vec<String>> {
     let dep_file = modules.join("modules.dep");
-    let deps = fs::read_to_string(&dep_file)
-        .with_context(|| format!("reading {}", dep_file.display()))?;
+    let deps =
+        fs::read_to_string(&dep_file).with_context(|| format!("reading {}", dep_file.display()))?;
     let deps: Vec<(&str, Vec<&str>)> = deps
         .lines()
         .filter_map(|line| line.split_once(':'))
@@ -368,12 +370,46 @@ fn boot_modules(modules: &Path) -> anyhow::Result<Vec<String>> {
             None => bail!("{wanted} is neither a module nor built into the kernel"),
         }
     }
-    for module in &ordered {
-        if !module.ends_with(".ko") {
-            bail!("{module} is compressed: the VM's first stage loads only plain .ko files");
-        }
-    }
     Ok(ordered)
+}
+
+/// A module's file name and contents, decompressed: busybox's insmod loads plain `.ko`
+/// files only, and distributions compress theirs (Debian 13 and 12's backports with xz,
+/// Ubuntu 24.04 with zstd).
+fn module_file(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let file = path
+        .file_name()
+        .context("a module's path ends in its file")?
+        .to_string_lossy()
+        .into_owned();
+    let decompressor = match file.rsplit_once(".ko.") {
+        None => {
+            let contents = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            return Ok((file, contents));
+        }
+        Some((_, "xz")) => "xz",
+        Some((_, "zst")) => "zstd",
+        Some((_, other)) => bail!(
+            "{}: modules compressed with {other} are not known here",
+            path.display()
+        ),
+    };
+    let output = Command::new(decompressor)
+        .args(["--decompress", "--stdout"])
+        .arg(path)
+        .output()
+        .with_context(|| format!("running {decompressor} on {}", path.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{decompressor} could not decompress {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let name = file
+        .rsplit_once(".ko.")
+        .map_or(file.clone(), |(stem, _)| format!("{stem}.ko"));
+    Ok((name, output.stdout))
 }
 
 fn add_with_deps(path: &str, deps: &[(&str, Vec<&str>)], ordered: &mut Vec<String>) {
@@ -406,9 +442,8 @@ pub fn sibling_test_binary(name: &str) -> anyhow::Result<PathBuf> {
         .filter_map(|entry| entry.ok())
         .filter(|entry| {
             let file = entry.file_name().to_string_lossy().into_owned();
-            file.strip_prefix(&prefix).is_some_and(|hash| {
-                hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit())
-            })
+            file.strip_prefix(&prefix)
+                .is_some_and(|hash| hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()))
         })
         .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
         .max();

@@ -138,11 +138,7 @@ fn fetch(debs: &Path, deb: &Deb) -> anyhow::Result<()> {
         Source::Url(url) => curl_download(&path, url)?,
     }
     if !path.exists() {
-        bail!(
-            "the download left no {} in {}",
-            deb.file,
-            debs.display()
-        );
+        bail!("the download left no {} in {}", deb.file, debs.display());
     }
     let found = sha256_of(&path)?;
     if found != deb.sha256 {
@@ -163,7 +159,8 @@ fn apt_download(dir: &Path, package: &str, version: &str) -> anyhow::Result<()> 
     let pinned = format!("{package}={version}");
     let download = || {
         Command::new("apt-get")
-            .args(["download", "-q", &pinned])
+            // As root into a root-owned cache: apt's own download user could not write there.
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root", &pinned])
             .current_dir(dir)
             .status()
     };
@@ -185,7 +182,14 @@ fn apt_download(dir: &Path, package: &str, version: &str) -> anyhow::Result<()> 
 fn curl_download(path: &Path, url: &str) -> anyhow::Result<()> {
     let partial = path.with_extension("part");
     let status = Command::new("curl")
-        .args(["--fail", "--silent", "--show-error", "--location", "--retry", "3"])
+        .args([
+            "--fail",
+            "--silent",
+            "--show-error",
+            "--location",
+            "--retry",
+            "3",
+        ])
         .arg("--output")
         .arg(&partial)
         .arg(url)
