@@ -261,3 +261,35 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A download whose sum is not the pinned one is an error naming both, and is not kept
+    /// (the next setup downloads again instead of trusting it); the pinned one is kept.
+    #[test]
+    fn a_download_is_kept_only_with_its_pinned_sum() {
+        let dir = std::env::temp_dir().join(format!("test-kernels-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("debs")).unwrap();
+        let served = dir.join("served.deb");
+        fs::write(&served, b"not the kernel you pinned").unwrap();
+        let url: &'static str = Box::leak(format!("file://{}", served.display()).into_boxed_str());
+        let pinned = |sha256: &'static str| Deb {
+            file: "k.deb",
+            source: Source::Url(url),
+            sha256,
+        };
+        let wrong = "0".repeat(64).leak();
+        let error = fetch(&dir.join("debs"), &pinned(wrong)).unwrap_err().to_string();
+        assert!(error.contains("not the pinned"), "{error}");
+        assert!(error.contains(&*wrong), "{error}");
+        assert!(!dir.join("debs/k.deb").exists(), "a bad download is not kept");
+
+        let right = sha256_of(&served).unwrap().leak();
+        fetch(&dir.join("debs"), &pinned(right)).unwrap();
+        assert!(dir.join("debs/k.deb").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
