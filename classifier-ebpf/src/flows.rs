@@ -82,18 +82,20 @@ impl<'run> Flow<'run> {
     #[inline(always)]
     pub fn lookup(key: &FlowKey) -> Option<Self> {
         let entry = FLOWS.get_ptr_mut(key)?;
-        // SAFETY: valid: a map value's pointer stays valid until the program returns (the
-        // kernel frees an evicted or deleted element only after an RCU grace period, which
-        // waits for running programs), and a handle cannot leave the program run: programs
-        // return a plain action code, and nothing stores a handle. Aligned and initialised:
-        // a `FlowEntry` the map holds. Not aliased within the run: each program looks its
-        // flow up once (this call) and lends the handle down; nothing else in the run makes
-        // a pointer to the entry (tail calls are new runs, and look it up afresh). Other
-        // CPUs may run these programs on the same flow at once (`FLOWS` is one shared hash,
-        // without locks), as they did when this was a raw pointer: the packet counters are
-        // added atomically (`atomic::add`), and every other field is written whole by
-        // whichever packet comes and tolerates a lost update (a class or verdict written
-        // twice is written alike; the daemon re-reads the entry).
+        // SAFETY: valid for the run: `FLOWS` is an LRU hash, whose values are preallocated
+        // with the map and never freed while it lives (nor, for any hash, before an RCU
+        // grace period, which waits for running programs); an element evicted meanwhile
+        // may be reused for another flow, and this run's writes then land there, as they
+        // did with the raw pointer this replaces. The handle cannot outlive the run:
+        // programs return a plain action code, and nothing stores a handle. Aligned and
+        // initialised: a `FlowEntry` the map holds. Not aliased within the run: each
+        // program looks its flow up once (here) and lends the handle down; nothing else in
+        // the run makes a pointer to the entry (tail calls are new runs, and look it up
+        // afresh). Other CPUs may run these programs on the same flow at once (`FLOWS` is
+        // one shared hash, without a lock), as before: the packet counters are added
+        // atomically (`atomic::add_counters`), and the other fields are plain stores the
+        // datapath accepts losing to another CPU's (each CPU works the class and verdict
+        // out alike from the same packets and tables).
         Some(Self(unsafe { &mut *entry }))
     }
 }
