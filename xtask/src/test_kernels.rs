@@ -282,10 +282,15 @@ mod tests {
             sha256,
         };
         let wrong = "0".repeat(64).leak();
-        let error = fetch(&dir.join("debs"), &pinned(wrong)).unwrap_err().to_string();
+        let error = fetch(&dir.join("debs"), &pinned(wrong))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("not the pinned"), "{error}");
         assert!(error.contains(&*wrong), "{error}");
-        assert!(!dir.join("debs/k.deb").exists(), "a bad download is not kept");
+        assert!(
+            !dir.join("debs/k.deb").exists(),
+            "a bad download is not kept"
+        );
 
         let right = sha256_of(&served).unwrap().leak();
         fetch(&dir.join("debs"), &pinned(right)).unwrap();
