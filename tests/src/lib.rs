@@ -25,6 +25,7 @@ pub mod tc;
 pub mod tls_clients;
 pub mod tracker;
 pub mod tshark;
+pub mod vm;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
