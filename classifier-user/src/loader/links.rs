@@ -155,13 +155,8 @@ impl LinkPins {
             Err(e) if error_is(&e, libc::EEXIST) => {}
             Err(e) => return Err(format!("adding a clsact qdisc: {e}").into()),
         }
-        let options = TcAttachOptions::Netlink(NlOptions {
-            priority: hook.netlink_priority(),
-            handle: TcHandle::from(NETLINK_HANDLE),
-            classid: None,
-        });
         let id = program
-            .attach_with_options(&self.iface, hook.attach_type(), options)
+            .attach_with_options(&self.iface, hook.attach_type(), hook.netlink_options())
             .map_err(|e| {
                 if error_is(&e, libc::EEXIST) {
                     format!(
@@ -291,6 +286,15 @@ impl TcHook {
             TcHook::NatIngress => NAT_NETLINK_PRIORITY,
             TcHook::Egress | TcHook::Ingress => NETLINK_PRIORITY,
         }
+    }
+
+    /// How our clsact filter on this hook is made: its priority and our handle, no class.
+    pub fn netlink_options(self) -> TcAttachOptions {
+        TcAttachOptions::Netlink(NlOptions {
+            priority: self.netlink_priority(),
+            handle: TcHandle::from(NETLINK_HANDLE),
+            classid: None,
+        })
     }
 
     /// The clsact hook's parent handle (`ffff:fff2`, `ffff:fff3`).

@@ -23,16 +23,13 @@ use std::path::PathBuf;
 use aya::maps::{MapData, RingBuf};
 use bench_results::datapath::{CaseResult, MapMemory, Report};
 use clap::Parser;
+use classifier_common::programs;
 use classifier_common::testing::{Hello, chrome_like};
 use classifier_tests::{
     frames::{self, Way},
     run::{run_frame, xdp_ns_per_run},
 };
-use classifier_user::{
-    loader::{Datapath, program},
-    policy::Policy,
-    tables,
-};
+use classifier_user::{loader::Datapath, policy::Policy, tables};
 
 #[derive(Parser)]
 struct Args {
@@ -179,8 +176,8 @@ fn main() -> anyhow::Result<()> {
     let mut over_floor = Vec::new();
     for _ in 0..rounds {
         for (index, (_, frame)) in cases.iter().enumerate() {
-            let empty = xdp_ns_per_run(&mut datapath, program::EMPTY_XDP, &baseline_frame, repeat);
-            let cost = xdp_ns_per_run(&mut datapath, program::LAN_INGRESS, frame, repeat);
+            let empty = xdp_ns_per_run(&mut datapath, programs::EMPTY_XDP, &baseline_frame, repeat);
+            let cost = xdp_ns_per_run(&mut datapath, programs::LAN_INGRESS, frame, repeat);
             baseline.push(empty);
             samples[index].push((cost, cost / empty));
             if index == 0 {
@@ -390,7 +387,7 @@ fn profile_fresh_flows(
         matched > 0,
         "no first-payload case's name contains {only:?}"
     );
-    let stats = classifier_user::metrics::read_stats(&datapath.stats_table()?)?;
+    let stats = classifier_user::metrics::read_stats(&datapath.maps().stats)?;
     for stat in classifier_common::stats::Stat::ALL {
         let value = stats.get(stat);
         if value != 0 {
@@ -427,8 +424,8 @@ fn fresh_flow_samples(
             let mut cost = 0.0;
             let mut empty = 0.0;
             for frame in (case.frames)(port) {
-                cost += xdp_ns_per_run(datapath, program::LAN_INGRESS, &frame, 1);
-                empty += xdp_ns_per_run(datapath, program::EMPTY_XDP, &frame, 1);
+                cost += xdp_ns_per_run(datapath, programs::LAN_INGRESS, &frame, 1);
+                empty += xdp_ns_per_run(datapath, programs::EMPTY_XDP, &frame, 1);
             }
             if case.goes_on {
                 let next_seq = frames::FIRST_SEQ.wrapping_add(case.stream_len as u32);
