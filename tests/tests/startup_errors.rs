@@ -2,7 +2,7 @@
 //! cause and the fix, and nothing left behind.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -375,6 +375,89 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     assert!(!pin_dir.exists());
 }
 
+/// `classifier run` on `lab`'s gateway (both interfaces) with its own pins, pid file and
+/// control socket and `extra` arguments, run to its end; the pin directory is taken away
+/// before the caller asserts anything, so a failing test leaves no pins on the host either.
+struct LateStart {
+    output: Output,
+    pins_left: bool,
+    pin_dir: PathBuf,
+}
+
+impl LateStart {
+    fn run(lab: &Lab, name: &str, pid_file: &Path, extra: &[&str]) -> Self {
+        let pin_dir = unique_pin_dir(name);
+        let output = classifier(&[
+            "run",
+            "--netns",
+            &lab.gateway.netns,
+            "--iface",
+            lab.gateway.iface,
+            "--wan",
+            GATEWAY_WAN_IFACE,
+            "--pin-dir",
+        ])
+        .arg(&pin_dir)
+        .arg("--pid-file")
+        .arg(pid_file)
+        .arg("--control-socket")
+        .arg(lab.control_socket())
+        .arg("--store")
+        .arg(lab.store_path())
+        .args(extra)
+        .output()
+        .unwrap();
+        let pins_left = pin_dir.exists();
+        if pins_left {
+            let _ = std::fs::remove_dir_all(&pin_dir);
+        }
+        Self {
+            output,
+            pins_left,
+            pin_dir,
+        }
+    }
+
+    /// Asserts the start failed after attaching, naming `cause` on its last line, and left
+    /// nothing behind: no XDP or TC program on either interface, no pins, no control
+    /// socket, no pid file.
+    #[track_caller]
+    fn assert_failed_leaving_nothing(&self, lab: &Lab, pid_file: &Path, cause: &[&str]) {
+        let stderr = String::from_utf8_lossy(&self.output.stderr);
+        assert_eq!(
+            self.output.status.code(),
+            Some(1),
+            "exit status; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("datapath attached"),
+            "the start failed after attaching: {stderr}"
+        );
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && cause.iter().all(|c| last.contains(c)),
+            "the cause ({cause:?}) is the last line: {stderr}"
+        );
+        assert!(
+            !self.pins_left,
+            "pins left in {}: {stderr}",
+            self.pin_dir.display()
+        );
+        assert!(!gateway_has_xdp(lab), "XDP left on the LAN interface");
+        for iface in [lab.gateway.iface, GATEWAY_WAN_IFACE] {
+            let programs = gateway_tc_programs(lab, iface);
+            assert!(programs.is_empty(), "TC left on {iface}: {programs}");
+        }
+        let control_socket = lab.control_socket();
+        assert!(
+            !control_socket.exists(),
+            "control socket {} left",
+            control_socket.display()
+        );
+        assert!(!pid_file.exists(), "pid file {} left", pid_file.display());
+    }
+}
+
 /// The last step of a start fails (the pid file, in a directory that does not exist),
 /// after the programs were attached to both interfaces, the control socket bound, /metrics
 /// bound and the signals installed: the start fails naming the cause, and leaves nothing
@@ -389,60 +472,43 @@ fn a_start_failing_after_attaching_leaves_nothing_attached_or_pinned() {
         ..LabSpec::default()
     })
     .unwrap();
-    let pin_dir = unique_pin_dir("late");
     let pid_file = std::env::temp_dir()
         .join(format!("classifier-no-such-dir-{}", std::process::id()))
         .join("classifier.pid");
-    let control_socket = lab.control_socket();
-    let output = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        lab.gateway.iface,
-        "--wan",
-        GATEWAY_WAN_IFACE,
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .arg("--pid-file")
-    .arg(&pid_file)
-    .arg("--control-socket")
-    .arg(&control_socket)
-    .arg("--store")
-    .arg(lab.store_path())
-    .output()
+    let start = LateStart::run(&lab, "late", &pid_file, &[]);
+    start.assert_failed_leaving_nothing(&lab, &pid_file, &["writing pid file"]);
+}
+
+/// The adversary's case for the start's guard: another process holds the port `/metrics`
+/// is to be served on, so the start fails between binding the control socket and writing
+/// the pid file. It names the port and the way out, and takes off what it had put on the
+/// host: the control socket it had bound, the programs, the pins; no pid file is left.
+#[test]
+fn a_metrics_port_another_process_holds_stops_the_start_and_leaves_nothing() {
+    if !privileged("a_metrics_port_another_process_holds_stops_the_start") {
+        return;
+    }
+    let lab = Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
     .unwrap();
-    // Taken away before any assertion: a failing test leaves no pins on the host either.
-    let pins_left = pin_dir.exists();
-    if pins_left {
-        let _ = std::fs::remove_dir_all(&pin_dir);
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "exit status; stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains("datapath attached"),
-        "the start failed after attaching: {stderr}"
-    );
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("error: ") && last.contains("writing pid file"),
-        "the cause is the last line: {stderr}"
-    );
-    assert!(!pins_left, "pins left in {}: {stderr}", pin_dir.display());
-    assert!(!gateway_has_xdp(&lab), "XDP left on the LAN interface");
-    for iface in [lab.gateway.iface, GATEWAY_WAN_IFACE] {
-        let programs = gateway_tc_programs(&lab, iface);
-        assert!(programs.is_empty(), "TC left on {iface}: {programs}");
-    }
-    assert!(
-        !control_socket.exists(),
-        "control socket {} left",
-        control_socket.display()
+    // Held in the gateway's namespace, where the daemon binds /metrics.
+    let squatter = classifier_user::netns::run_in(&lab.gateway.netns, || {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
+    })
+    .unwrap();
+    let port = squatter.local_addr().unwrap().to_string();
+    let pid_file =
+        std::env::temp_dir().join(format!("classifier-metrics-{}.pid", std::process::id()));
+    let start = LateStart::run(&lab, "metrics", &pid_file, &["--metrics", &port]);
+    start.assert_failed_leaving_nothing(
+        &lab,
+        &pid_file,
+        &[
+            &format!("listening for Prometheus on {port}"),
+            "--no-metrics",
+        ],
     );
 }
 
