@@ -45,6 +45,22 @@ fn unique_pin_dir(name: &str) -> PathBuf {
     ))
 }
 
+/// A lab with one client, whose gateway the daemons under test run on.
+fn one_client_lab() -> Lab {
+    Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .unwrap()
+}
+
+/// `classifier run` in `lab`'s gateway namespace on `iface`, its maps pinned in `pin_dir`.
+fn run_on_gateway(lab: &Lab, iface: &str, pin_dir: &Path) -> Command {
+    let mut command = classifier(&["run", "--netns", &lab.gateway.netns, "--iface", iface]);
+    command.arg("--pin-dir").arg(pin_dir);
+    command
+}
+
 #[test]
 fn without_root_it_names_the_capabilities_and_says_to_use_sudo() {
     if !privileged("without_root_it_names_the_capabilities_and_says_to_use_sudo") {
@@ -237,23 +253,9 @@ fn missing_interface_is_named_with_its_namespace() {
     if !privileged("missing_interface_is_named_with_its_namespace") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let pin_dir = unique_pin_dir("noiface");
-    let output = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        "nosuch0",
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .output()
-    .unwrap();
+    let output = run_on_gateway(&lab, "nosuch0", &pin_dir).output().unwrap();
     assert_fails_with(
         &output,
         &[
@@ -270,24 +272,10 @@ fn interface_with_an_xdp_program_is_refused_and_the_first_keeps_working() {
     if !privileged("interface_with_an_xdp_program_is_refused") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let first = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
     let pin_dir = unique_pin_dir("busy");
-    let output = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        "lan0",
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .output()
-    .unwrap();
+    let output = run_on_gateway(&lab, "lan0", &pin_dir).output().unwrap();
     assert_fails_with(
         &output,
         &[
@@ -328,35 +316,23 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     if !privileged("interface_without_native_xdp_falls_back_to_generic") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let pin_dir = unique_pin_dir("generic");
     let pid_file =
         std::env::temp_dir().join(format!("classifier-generic-{}.pid", std::process::id()));
     // The loopback device has no native XDP support.
-    let mut daemon = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        "lo",
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .arg("--pid-file")
-    .arg(&pid_file)
-    // Its own socket: the test beside it expects the default one to be free.
-    .arg("--control-socket")
-    .arg(lab.control_socket())
-    // Nothing written outside the lab.
-    .arg("--store")
-    .arg(lab.store_path())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut daemon = run_on_gateway(&lab, "lo", &pin_dir)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        // Its own socket: the test beside it expects the default one to be free.
+        .arg("--control-socket")
+        .arg(lab.control_socket())
+        // Nothing written outside the lab.
+        .arg("--store")
+        .arg(lab.store_path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !pid_file.exists() && std::time::Instant::now() < deadline {
         assert!(daemon.try_wait().unwrap().is_none(), "daemon exited early");
@@ -387,26 +363,17 @@ struct LateStart {
 impl LateStart {
     fn run(lab: &Lab, name: &str, pid_file: &Path, extra: &[&str]) -> Self {
         let pin_dir = unique_pin_dir(name);
-        let output = classifier(&[
-            "run",
-            "--netns",
-            &lab.gateway.netns,
-            "--iface",
-            lab.gateway.iface,
-            "--wan",
-            GATEWAY_WAN_IFACE,
-            "--pin-dir",
-        ])
-        .arg(&pin_dir)
-        .arg("--pid-file")
-        .arg(pid_file)
-        .arg("--control-socket")
-        .arg(lab.control_socket())
-        .arg("--store")
-        .arg(lab.store_path())
-        .args(extra)
-        .output()
-        .unwrap();
+        let output = run_on_gateway(lab, lab.gateway.iface, &pin_dir)
+            .args(["--wan", GATEWAY_WAN_IFACE])
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg("--control-socket")
+            .arg(lab.control_socket())
+            .arg("--store")
+            .arg(lab.store_path())
+            .args(extra)
+            .output()
+            .unwrap();
         let pins_left = pin_dir.exists();
         if pins_left {
             let _ = std::fs::remove_dir_all(&pin_dir);
@@ -467,11 +434,7 @@ fn a_start_failing_after_attaching_leaves_nothing_attached_or_pinned() {
     if !privileged("a_start_failing_after_attaching_leaves_nothing_attached_or_pinned") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let pid_file = std::env::temp_dir()
         .join(format!("classifier-no-such-dir-{}", std::process::id()))
         .join("classifier.pid");
@@ -488,11 +451,7 @@ fn a_metrics_port_another_process_holds_stops_the_start_and_leaves_nothing() {
     if !privileged("a_metrics_port_another_process_holds_stops_the_start") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     // Held in the gateway's namespace, where the daemon binds /metrics.
     let squatter = classifier_user::netns::run_in(&lab.gateway.netns, || {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
