@@ -429,7 +429,8 @@ impl Datapath {
         let program = program_of::<programs::Xdp>(&mut self.ebpf, programs::LAN_INGRESS.name())
             .expect("lan_ingress is loaded by Datapath::load*");
         if let Some((path, pinned_mode)) = existing {
-            let pinned = links::adopt_xdp(program, &path).map_err(pin_error)?;
+            let pinned = links::adopt(&path, |link| program.attach_to_link(link).map(drop))
+                .map_err(pin_error)?;
             self.links.push(pinned);
             self.adopted = true;
             info!(interface = iface, xdp_mode = %pinned_mode, "took over the XDP attachment a previous daemon left");
@@ -473,7 +474,8 @@ impl Datapath {
         };
         match existing {
             Some((_, links::LeftTc::Tcx(path))) => {
-                let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
+                let pinned = links::adopt(&path, |link| program.attach_to_link(link).map(drop))
+                    .map_err(pin_error)?;
                 self.links.push(pinned);
             }
             Some((pins, links::LeftTc::Netlink(path))) => {
