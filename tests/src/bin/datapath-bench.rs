@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use aya::maps::{MapData, RingBuf};
 use bench_results::datapath::{CaseResult, MapMemory, Report};
 use clap::Parser;
-use classifier_common::programs;
 use classifier_common::testing::{Hello, chrome_like};
+use classifier_common::{maps, programs};
 use classifier_tests::{
     frames::{self, Way},
     run::{run_frame, xdp_ns_per_run},
@@ -53,27 +53,39 @@ struct Args {
 
 /// The maps that hold the state of reading flows' first bytes, and the flow table.
 const STATE_MAPS: [(&str, &str); 12] = [
-    ("FLOWS", "flow table (for scale)"),
-    ("NAMES", "flows' names, kept for the next daemon"),
-    ("NAME_SLOT", "per CPU: a name being kept"),
+    (maps::FLOWS.name(), "flow table (for scale)"),
+    (maps::NAMES.name(), "flows' names, kept for the next daemon"),
+    (maps::NAME_SLOT.name(), "per CPU: a name being kept"),
     (
-        "REASM",
+        maps::REASM.name(),
         "stream buffers of flows whose first bytes span segments",
     ),
-    ("SCRATCH", "per CPU: a first segment's stream buffer"),
-    ("SEGMENT", "per CPU: a segment over held bytes, to compare"),
-    ("DEFRAG", "per CPU: a hello joined from TLS records"),
     (
-        "SOURCES",
+        maps::SCRATCH.name(),
+        "per CPU: a first segment's stream buffer",
+    ),
+    (
+        maps::SEGMENT.name(),
+        "per CPU: a segment over held bytes, to compare",
+    ),
+    (
+        maps::DEFRAG.name(),
+        "per CPU: a hello joined from TLS records",
+    ),
+    (
+        maps::SOURCES.name(),
         "per client: quotas of flows, buffers, QUIC Initials",
     ),
     (
-        "FRAGMENTS",
+        maps::FRAGMENTS.name(),
         "first IP fragments: their flow, for later ones",
     ),
-    ("LOOPS", "per CPU: bpf_loop state"),
-    ("JOBS", "per CPU: the hand-over between programs"),
-    ("SCRATCH_KEYS", "per CPU: fragment key, TLS record plan"),
+    (maps::LOOPS.name(), "per CPU: bpf_loop state"),
+    (maps::JOBS.name(), "per CPU: the hand-over between programs"),
+    (
+        maps::SCRATCH_KEYS.name(),
+        "per CPU: fragment key, TLS record plan",
+    ),
 ];
 
 /// The name every ClientHello carries; listed in every policy the benchmark loads.
