@@ -170,13 +170,13 @@ impl State {
             flows_at_last_walk: self.flows_at_last_walk,
             recorded: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
-            datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
+            datapath: metrics::read_stats(&self.datapath.maps().stats)?,
         })
     }
 
     /// A handle on the flow table of its own, to walk the table with the state unlocked.
     pub fn flow_table_handle(&self) -> anyhow::Result<flows::OwnedFlowTable> {
-        flows::own_handle(&self.datapath.flow_table()?)
+        flows::own_handle(&self.datapath.maps().flows)
     }
 
     /// The status, with `totals` from a walk of the flow table made without the lock.
@@ -212,7 +212,7 @@ impl State {
             allowances: crate::shaping::allowances::all_left(&self.datapath, &in_force.policy)?,
             records: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
-            datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
+            datapath: metrics::read_stats(&self.datapath.maps().stats)?,
         })
     }
 
@@ -554,7 +554,7 @@ fn apply_quic_verdicts(
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
     let (table, stats) = {
         let state = shared.lock();
-        let stats = metrics::read_stats(&state.datapath.stats_table()?)?;
+        let stats = metrics::read_stats(&state.datapath.maps().stats)?;
         (state.flow_table_handle()?, stats)
     };
     let entries = flows::read_entries(&table).entries;
@@ -587,17 +587,15 @@ fn for_records(
             let state = shared.lock();
             let policy = &state.in_force.policy;
             // A name whose event the daemon has not read yet is in the kernel's NAMES.
-            let kept = state.datapath.names().ok();
-            let public_sources = state.datapath.public_sources().ok();
+            let kept = Some(&state.datapath.maps().names);
+            let public_sources = Some(&state.datapath.maps().public_sources);
             chunk
                 .iter()
                 .map(|(key, entry)| {
-                    let names =
-                        flows::names::of_flow(&state.learned.names, kept.as_ref(), key, entry);
+                    let names = flows::names::of_flow(&state.learned.names, kept, key, entry);
                     let mut record =
                         FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref());
-                    record.public_source =
-                        FlowRecord::public_source_from(public_sources.as_ref(), key);
+                    record.public_source = FlowRecord::public_source_from(public_sources, key);
                     record
                 })
                 .collect()

@@ -423,8 +423,8 @@ fn is_veth(iface: &str) -> bool {
         return false;
     };
     crate::netlink::Netlink::open()
-        .and_then(|mut netlink| netlink.link_kind(index))
-        .is_ok_and(|kind| kind.as_deref() == Some("veth"))
+        .and_then(|mut netlink| netlink.link(index))
+        .is_ok_and(|link| link.kind.as_deref() == Some("veth"))
 }
 
 fn write_pid_file(path: &Path) -> anyhow::Result<()> {
