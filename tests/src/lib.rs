@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod frames;
 pub mod harness;
 pub mod iperf;
+pub mod lab_policy;
 pub mod nfdump;
 pub mod nspawn;
 pub mod package;

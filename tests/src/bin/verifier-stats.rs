@@ -3,36 +3,16 @@
 //!
 //! `cargo run -p classifier-tests --bin verifier-stats`
 
-use aya::{
-    EbpfLoader,
-    programs::{SchedClassifier, Xdp},
-};
-use classifier_user::loader::{EBPF_OBJECT, program};
+use aya::EbpfLoader;
+use classifier_common::programs;
+use classifier_user::loader::{EBPF_OBJECT, load_program};
 
 fn main() -> anyhow::Result<()> {
     let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
-    let tail_calls = program::TAIL_CALLS.iter().map(|(_, name)| *name);
-    let names = [
-        program::LAN_INGRESS,
-        program::LAN_EGRESS,
-        program::LAN_REPLIES,
-        program::WAN_EGRESS,
-        program::EMPTY_XDP,
-    ];
-    let tc = [
-        program::LAN_EGRESS,
-        program::LAN_REPLIES,
-        program::WAN_EGRESS,
-    ];
-    for name in names.into_iter().chain(tail_calls) {
-        let prog = ebpf.program_mut(name).expect("program in object");
-        let loaded = if tc.contains(&name) {
-            let tc: &mut SchedClassifier = prog.try_into()?;
-            tc.load().map(|()| tc.info())
-        } else {
-            let xdp: &mut Xdp = prog.try_into()?;
-            xdp.load().map(|()| xdp.info())
-        };
+    for spec in programs::ALL {
+        let name = spec.name;
+        let loaded = load_program(&mut ebpf, spec)
+            .map(|()| ebpf.program(name).expect("loaded just now").info());
         match loaded {
             Ok(info) => {
                 let info = info?;
@@ -43,8 +23,8 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             Err(e) => {
-                let text = format!("{e:?}");
-                let tail: Vec<&str> = text.split("\\n").collect();
+                let text = format!("{e:#}");
+                let tail: Vec<&str> = text.lines().collect();
                 println!("{name:<16} REFUSED:");
                 for line in &tail[tail.len().saturating_sub(12)..] {
                     println!("    {line}");
