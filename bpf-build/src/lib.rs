@@ -103,9 +103,12 @@ fn build_objects(
         // aya-ebpf uses #![feature(...)]; Debian's stable rustc accepts it with this.
         .env("RUSTC_BOOTSTRAP", "1")
         // Keep BTF: BTF-defined maps need it, and it makes `bpftool map dump` readable.
+        // BPF ISA v2 (kernel 4.14+): `x < K` as one jump with an immediate; v1 loads K into a
+        // register first, and 6.1's verifier cannot predict such a jump, so it walks dead
+        // branches with impossible bounds and refuses them (docs/verifier-notes.md).
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            "-Cdebuginfo=2\u{1f}-Clink-arg=--btf\u{1f}-Clink-arg=--disable-expand-memcpy-in-order",
+            "-Cdebuginfo=2\u{1f}-Clink-arg=--btf\u{1f}-Clink-arg=--disable-expand-memcpy-in-order\u{1f}-Ctarget-cpu=v2",
         );
     let status = command
         .status()

@@ -216,6 +216,7 @@ pub fn verifier_opaque(value: usize) -> usize {
 ///
 /// The helper's length must be provably in 1..=CAP for the verifier; callers usually know
 /// `len ≥ 1`, and LLVM would then drop the zero check, so `len` is made opaque first.
+/// ([`skb_load`] shows the bound as `below + 1` instead, which 6.1's verifier needs.)
 ///
 /// # Safety
 /// `dst` must be valid for `CAP` bytes of writes (the verifier checks this too).
@@ -247,11 +248,12 @@ pub unsafe fn skb_load<const CAP: usize>(
     dst: *mut u8,
     len: usize,
 ) -> Result<usize, ()> {
-    let len = verifier_opaque(len);
-    let n = if len < CAP { len } else { CAP };
-    if n == 0 {
+    if len == 0 {
         return Ok(0);
     }
+    // 6.1's verifier does not learn `n >= 1` from `n != 0`; from `below + 1` it does.
+    let below = verifier_opaque(len - 1);
+    let n = if below < CAP { below + 1 } else { CAP };
     // SAFETY: 1 ≤ n ≤ CAP bytes at `dst` (caller); the helper checks the packet side.
     let result =
         unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), from as u32, dst.cast(), n as u32) };

@@ -44,6 +44,7 @@ struct StockKernel {
     expect: Expect,
 }
 
+const TCX: &str = "TC programs: TCX links";
 const CLSACT: &str = "TC programs: clsact filters over netlink (no TCX: it needs 6.6+)";
 
 const STOCK_KERNELS: &[StockKernel] = &[
@@ -57,6 +58,17 @@ const STOCK_KERNELS: &[StockKernel] = &[
         expect: Expect::VerifierRefuses {
             tc_programs: CLSACT,
             program: "classify_upload",
+        },
+    },
+    StockKernel {
+        name: "debian-6.12",
+        release: "6.12.118+deb12-amd64",
+        // 6.12's verifier links `offset + N` to `offset` and, when a check pins the sum,
+        // leaves `offset` with bounds that turn `map value + offset` into a scalar: the
+        // HTTP scanner's stream read in `parse_http` is refused (docs/verifier-notes.md).
+        expect: Expect::VerifierRefuses {
+            tc_programs: TCX,
+            program: "parse_http",
         },
     },
     StockKernel {
@@ -103,6 +115,11 @@ const TIME_LIMIT: Duration = Duration::from_secs(20 * 60);
 #[test]
 fn on_stock_kernel_debian_12() {
     check_stock_kernel("debian-12");
+}
+
+#[test]
+fn on_stock_kernel_debian_6_12() {
+    check_stock_kernel("debian-6.12");
 }
 
 #[test]

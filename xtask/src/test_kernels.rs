@@ -59,6 +59,20 @@ const KERNELS: &[TestKernel] = &[
             sha256: "cb9a263a6d0d2debe8ac20eadc1065ffb8b22d27f4a6471ac1c0314db341dfb0",
         }],
     },
+    // Debian's 6.12 series (Debian 13's kernel, offered to Debian 12 by its security
+    // archive): TCX links, a newer verifier than 6.1's.
+    TestKernel {
+        name: "debian-6.12",
+        release: "6.12.118+deb12-amd64",
+        debs: &[Deb {
+            file: "linux-image-6.12.118+deb12-amd64-unsigned_6.12.118-1~deb12u1_amd64.deb",
+            source: Source::Apt {
+                package: "linux-image-6.12.118+deb12-amd64-unsigned",
+                version: "6.12.118-1~deb12u1",
+            },
+            sha256: "628257aaa694038ae776ddc9cbc89c096b4df55e6fccd8a51352288af69b4ad9",
+        }],
+    },
     // Ubuntu 22.04 LTS (jammy): its GA kernel, 5.15. Lacks bpf_loop, bpf_xdp_load_bytes and
     // dynptrs, which the datapath needs: `classifier` must refuse it by name.
     TestKernel {

@@ -150,6 +150,8 @@ fn direct_sum<const N: usize>(
     if offset >= 128 || at + 2 > N {
         return None;
     }
+    // 6.1 forgets the bound when LLVM reloads `offset` from the stack: mask the one used.
+    let offset = verifier_opaque(offset) & 127;
     let header = DirectPacket::xdp(ctx).read::<N>(offset)?;
     Some((checksum::sum_bytes(&header), [header[at], header[at + 1]]))
 }
