@@ -207,6 +207,10 @@ maps! {
     PACKET: PerCpuArray<u32, PacketMeta>, Private, Some(1);
     /// Per-CPU state of the kernel side's `bpf_loop` bodies.
     LOOPS: PerCpuArray<u32, _>, Private, Some(1);
+    /// One element per step of the longest loop: the legacy build's loops run their body
+    /// once per element (`bpf_for_each_map_elem`, for kernels without `bpf_loop`). Its
+    /// values are never read.
+    LOOP_STEPS: Array<u32, u8>, Private, Some(LOOP_STEPS_MAX);
     /// Per-client quotas of new flows, reassembly buffers and QUIC Initials
     /// ([`crate::config::SourceQuota`]).
     SOURCES: LruHash<Address, SourceQuota>, Pinned, Some(SOURCES_MAX_ENTRIES);
@@ -269,6 +273,10 @@ maps! {
     /// flow's entry out with its record.
     NAT_PUBLIC: LruHash<FlowKey, PublicSource>, Pinned, Some(NAT_PUBLIC_MAX_ENTRIES);
 }
+
+/// Steps of the longest loop of the kernel side: the HTTP scan (`parse::http::MAX_SCAN`),
+/// one more than a segment's comparison (`STREAM_SLACK - 1` bytes).
+pub const LOOP_STEPS_MAX: usize = crate::parse::http::MAX_SCAN;
 
 /// 256 Ki flows: a council site with a few thousand clients keeps well under this, and an
 /// LRU map evicts the least recently used flow rather than refusing new ones.

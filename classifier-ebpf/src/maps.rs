@@ -20,7 +20,7 @@ use classifier_common::{
         ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
         CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
         EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
-        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, NAMES_MAX_ENTRIES,
+        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, LOOP_STEPS_MAX, NAMES_MAX_ENTRIES,
         NAT_PUBLIC_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
         SOURCES_MAX_ENTRIES,
     },
@@ -119,6 +119,12 @@ pub struct ScratchKeys {
 /// ran past its million-instruction budget).
 #[btf_map]
 pub static LOOPS: PerCpuArray<LoopState, 1> = PerCpuArray::new();
+
+/// One element per step of the longest loop, for the legacy build's loops
+/// (`bounded_loop`): `bpf_for_each_map_elem` calls the body once per element. Declared in
+/// both builds so that both objects have the same maps.
+#[btf_map]
+pub static LOOP_STEPS: Array<u8, LOOP_STEPS_MAX> = Array::new();
 
 /// What [`LOOPS`] holds: one field per loop.
 #[repr(C)]

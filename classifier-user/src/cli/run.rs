@@ -18,7 +18,10 @@ use crate::{
     degradation::Degradation,
     events::Learned,
     in_force::InForce,
-    loader::{self, DEFAULT_PIN_DIR, Datapath, TcAttachChoice, XdpAttachMode, XdpModeChoice},
+    loader::{
+        self, DEFAULT_PIN_DIR, Datapath, DatapathChoice, TcAttachChoice, XdpAttachMode,
+        XdpModeChoice,
+    },
     netns,
     policy::{self, Policy, PolicySources},
     preflight,
@@ -76,6 +79,11 @@ pub struct RunArgs {
     /// Programs a previous daemon left are taken over the way they were attached.
     #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_TC_ATTACH")]
     tc_attach: TcAttachChoice,
+
+    /// Which build of the BPF programs to load: `auto` takes the modern one where the
+    /// kernel has all it uses (5.19 and later), the legacy one (5.15 to 5.18) where not.
+    #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_DATAPATH")]
+    datapath: DatapathChoice,
 
     /// How often to log counters (and print flows with --print-flows), e.g. `10s`, `1m`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -230,7 +238,10 @@ pub fn execute(args: &RunArgs) -> anyhow::Result<()> {
     }
     preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
-    preflight::require_kernel_features(loader::EBPF_OBJECT)?;
+    let build = preflight::datapath_build(args.datapath, loader::EBPF_OBJECT)?;
+    loader::use_build(build);
+    preflight::require_kernel_features(loader::object_of(build))?;
+    tracing::info!(datapath = %build, "BPF programs chosen");
     let tc_attach = preflight::tc_attach_mode(args.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.

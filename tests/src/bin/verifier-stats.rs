@@ -1,7 +1,9 @@
 //! How hard the verifier works on each program: instructions processed (the kernel's limit
 //! is 1,000,000) and the size after loading. On a refusal, the end of the verifier's log.
 //!
-//! `cargo run -p classifier-tests --bin verifier-stats`
+//! `cargo run -p classifier-tests --bin verifier-stats [OBJECT]`: the embedded object, or the
+//! BPF object file named (e.g. a legacy build in `target/bpf`, or inside a VM of an older
+//! kernel). Every program is tried, whatever the ones before it did.
 
 use aya::{
     EbpfLoader,
@@ -10,19 +12,26 @@ use aya::{
 use classifier_user::loader::{EBPF_OBJECT, program};
 
 fn main() -> anyhow::Result<()> {
-    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+    let named = std::env::args_os().nth(1).map(std::fs::read).transpose()?;
+    let object = match &named {
+        Some(bytes) => bytes.as_slice(),
+        None => EBPF_OBJECT,
+    };
+    let mut ebpf = EbpfLoader::new().load(object)?;
     let tail_calls = program::TAIL_CALLS.iter().map(|(_, name)| *name);
     let names = [
         program::LAN_INGRESS,
         program::LAN_EGRESS,
         program::LAN_REPLIES,
         program::WAN_EGRESS,
+        program::LAN_NAT_MARK,
         program::EMPTY_XDP,
     ];
     let tc = [
         program::LAN_EGRESS,
         program::LAN_REPLIES,
         program::WAN_EGRESS,
+        program::LAN_NAT_MARK,
     ];
     for name in names.into_iter().chain(tail_calls) {
         let prog = ebpf.program_mut(name).expect("program in object");
@@ -46,11 +55,19 @@ fn main() -> anyhow::Result<()> {
                 let text = format!("{e:?}");
                 let tail: Vec<&str> = text.split("\\n").collect();
                 println!("{name:<16} REFUSED:");
-                for line in &tail[tail.len().saturating_sub(12)..] {
+                for line in &tail[tail.len().saturating_sub(log_lines())..] {
                     println!("    {line}");
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Lines of a refused program's verifier log to print (`VERIFIER_LOG_LINES`, default 12).
+fn log_lines() -> usize {
+    std::env::var("VERIFIER_LOG_LINES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12)
 }
