@@ -150,6 +150,18 @@ unsafe fn frame_read(ctx: &XdpContext, offset: usize, dst: *mut u8, len: u32) ->
     unsafe { bpf_probe_read_kernel(dst.cast(), len, from as *const c_void) }
 }
 
+/// Copies `len` bytes at `from` (kernel memory the caller has checked) to `dst`; whether
+/// it could. The legacy build's one way of copying at run-time offsets and lengths.
+///
+/// # Safety
+/// `dst` must be valid for `len` bytes of writes, `len` provably bounded by that room.
+#[cfg(feature = "legacy-kernel")]
+#[inline(always)]
+pub unsafe fn read_kernel(dst: *mut u8, len: u32, from: *const u8) -> bool {
+    // SAFETY: forwarded from the caller; the helper never faults.
+    unsafe { bpf_probe_read_kernel(dst.cast(), len, from.cast()) == 0 }
+}
+
 /// The highest frame offset the legacy build reads at (frames are shorter than 64 KiB).
 #[cfg(feature = "legacy-kernel")]
 const MAX_FRAME_OFFSET: usize = 0xffff;
@@ -307,6 +319,7 @@ impl StreamView {
 }
 
 impl PacketBytes for StreamView {
+    #[cfg(not(feature = "legacy-kernel"))]
     #[inline(always)]
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         // LLVM knows more about `offset` than the verifier (e.g. that a loop index is ≥ 1)
@@ -321,6 +334,25 @@ impl PacketBytes for StreamView {
         }
         // SAFETY: `offset + N` is within the value's `bytes` (checked above); alignment 1.
         Some(unsafe { *(self.base.add(offset) as *const [u8; N]) })
+    }
+
+    /// The legacy read: the bytes are read whether the range is held or not (at an offset
+    /// masked into the buffer), and only then judged. Where a read returns `None` early,
+    /// LLVM builds the `Option`'s undefined payload from whatever register is at hand, and
+    /// the 5.15 verifier, which cannot tell that a length it checked and then reloaded
+    /// from the stack is not zero, walks that path and refuses the shift of a stack pointer
+    /// it finds there ("R2 pointer arithmetic with <<= operator prohibited").
+    #[cfg(feature = "legacy-kernel")]
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        const { assert!(N <= STREAM_SLACK, "a read ends inside the buffer's slack") };
+        let offset = verifier_opaque(offset);
+        let at = offset & (STREAM_CAP - 1);
+        // SAFETY: `at < STREAM_CAP`, so `at + N` is within the value's `bytes`
+        // (STREAM_CAP + STREAM_SLACK long); alignment 1.
+        let bytes = unsafe { *(self.base.add(at) as *const [u8; N]) };
+        // `len ≤ STREAM_CAP`: a held range starts below it, where `at` is `offset`.
+        (offset < STREAM_CAP && offset + N <= self.len).then_some(bytes)
     }
 }
 
@@ -389,13 +421,15 @@ pub unsafe fn skb_load<const CAP: usize>(
     }
     // The 5.15 verifier does not carry `n ≥ 1` over from the check above (LLVM makes it on
     // `len`): check it again on the register the helper gets.
+    // (Nor does it learn `n ≠ 0` from a comparison with zero: the bound is made from
+    // `n - 1 < CAP` instead.)
     #[cfg(feature = "legacy-kernel")]
     let n = {
-        let n = verifier_opaque(n);
-        if n == 0 || n > CAP {
+        let last = verifier_opaque(n.wrapping_sub(1));
+        if last >= CAP {
             return Ok(0);
         }
-        n
+        last + 1
     };
     // SAFETY: 1 ≤ n ≤ CAP bytes at `dst` (caller); the helper checks the packet side.
     let result =

@@ -53,7 +53,8 @@ fn main() -> anyhow::Result<()> {
             }
             Err(e) => {
                 let text = format!("{e:?}");
-                let tail: Vec<&str> = text.split("\\n").collect();
+                // The log's lines, whether the error quotes them escaped or not.
+                let tail: Vec<&str> = text.split("\\n").flat_map(|l| l.split('\n')).collect();
                 println!("{name:<16} REFUSED:");
                 for line in &tail[tail.len().saturating_sub(log_lines())..] {
                     println!("    {line}");
