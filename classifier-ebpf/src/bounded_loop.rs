@@ -21,6 +21,14 @@ use aya_ebpf::helpers::generated::bpf_loop;
 pub trait LoopBody {
     /// One iteration; `Break` ends the loop.
     fn step(&mut self, index: u32) -> ControlFlow<()>;
+
+    /// This CPU's `LOOPS`, where the body has it at hand: the legacy loop keeps its step
+    /// count there, and a body on the deepest chain of calls saves it a lookup (whose key
+    /// takes 8 bytes of that chain's 512 on 5.15).
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut crate::maps::LoopState> {
+        None
+    }
 }
 
 /// Runs `body.step(0)`, `body.step(1)`, ... up to `count` times or until it breaks.
@@ -44,32 +52,32 @@ extern "C" fn trampoline<B: LoopBody>(index: u64, ctx: *mut c_void) -> i64 {
     stop_code(body.step(index as u32))
 }
 
-/// The legacy loop's context: the body and how many steps it may take.
-#[cfg(feature = "legacy-kernel")]
-#[repr(C)]
-struct Counted<B> {
-    count: u64,
-    body: *mut B,
-}
-
 /// Runs `body.step(0)`, `body.step(1)`, ... up to `count` times (at most
 /// [`LOOP_STEPS_MAX`](classifier_common::maps::LOOP_STEPS_MAX)) or until it breaks.
+///
+/// `count` goes to the callback through this CPU's `LOOPS` (loops do not nest), not beside
+/// the body on the stack: the 5.15 verifier allows 512 bytes of stack for a whole chain of
+/// calls, and the classifier's deepest chain has no 16 bytes to spare.
 #[cfg(feature = "legacy-kernel")]
 #[inline(always)]
 pub fn bounded_loop<B: LoopBody>(count: u32, body: &mut B) {
-    let callback = each_element::<B> as *const ();
-    let mut counted = Counted {
-        count: count as u64,
-        body: body as *mut B,
+    let Some(state) = body
+        .loop_state()
+        .or_else(|| crate::maps::LOOPS.get_ptr_mut(0))
+    else {
+        return;
     };
+    // SAFETY: this CPU's loop state, live for the program run.
+    unsafe { (*state).steps = count };
+    let callback = each_element::<B> as *const ();
     let map = core::ptr::from_ref(&crate::maps::LOOP_STEPS).cast_mut();
     // SAFETY: `callback` is a BPF subprogram taking (map, key, value, ctx); `ctx` points to
-    // `counted`, alive on our stack for the whole call, which points to `body`, also alive.
+    // `body`, alive on our stack for the whole call.
     unsafe {
         bpf_for_each_map_elem(
             map.cast(),
             callback as *mut c_void,
-            (&raw mut counted).cast(),
+            (body as *mut B).cast(),
             0,
         );
     }
@@ -85,14 +93,16 @@ extern "C" fn each_element<B: LoopBody>(
     _value: *mut c_void,
     ctx: *mut c_void,
 ) -> i64 {
-    // SAFETY: `ctx` is the `Counted` `bounded_loop` passed and `key` the element's index,
-    // both alive during the loop; the body `Counted` points to too.
-    let (index, counted) = unsafe { (*key, &*ctx.cast::<Counted<B>>()) };
-    if index as u64 >= counted.count {
+    let Some(state) = crate::maps::LOOPS.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: `key` is the element's index, this CPU's loop state is live for the run.
+    let (index, steps) = unsafe { (*key, (*state).steps) };
+    if index >= steps {
         return 1;
     }
-    // SAFETY: as above.
-    let body = unsafe { &mut *counted.body };
+    // SAFETY: `ctx` is the `&mut B` `bounded_loop` passed, alive during the loop.
+    let body = unsafe { &mut *ctx.cast::<B>() };
     stop_code(body.step(index))
 }
 

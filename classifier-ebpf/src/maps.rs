@@ -146,7 +146,8 @@ pub struct LoopState {
     pub _pad: u8,
     /// A header copied out of the frame to be summed (checksums), 60 bytes at most.
     pub header: [u32; 15],
-    pub _pad2: u32,
+    /// The legacy build's loop in progress: how many steps it takes (`bounded_loop`).
+    pub steps: u32,
     /// The ClientHello extension walk and what it found.
     pub extensions: classifier_common::parse::tls::ExtensionWalk,
     pub hello: classifier_common::parse::tls::ClientHello,

@@ -455,7 +455,7 @@ pub unsafe fn load_into(
     }
     // pos < STREAM_CAP (the mask shows it to the verifier) and a copy of at most
     // STREAM_SLACK - 1 bytes therefore ends inside `bytes` (STREAM_CAP + STREAM_SLACK long).
-    let pos = pos & (STREAM_CAP - 1);
+    let pos = within(pos & (STREAM_CAP - 1), STREAM_CAP - 1);
     // SAFETY: `bytes + pos` has STREAM_SLACK - 1 writable bytes (above); `buf` is live.
     unsafe {
         let dst = (&raw mut (*buf).bytes).cast::<u8>().add(pos);

@@ -368,8 +368,7 @@ fn method_len<P: PacketBytes + ?Sized>(p: &P, len: usize) -> MethodMatch {
     }
     let mut prefix_of_some = false;
     let start = u64::from_le_bytes(start);
-    for method in METHODS {
-        let (word, method_len) = (method_word(method), method.len());
+    for (word, method_len) in METHOD_WORDS.into_iter().zip(METHOD_LENS) {
         if available >= method_len && same_first(start, word, method_len) {
             return MethodMatch::Yes;
         }
@@ -384,8 +383,30 @@ fn method_len<P: PacketBytes + ?Sized>(p: &P, len: usize) -> MethodMatch {
     }
 }
 
+/// [`METHODS`] as little-endian words, zero-padded (made at compile time: a copy of a
+/// method's bytes at run time is a `memcpy` the verifier cannot follow).
+const METHOD_WORDS: [u64; METHODS.len()] = {
+    let mut words = [0u64; METHODS.len()];
+    let mut i = 0;
+    while i < METHODS.len() {
+        words[i] = method_word(METHODS[i]);
+        i += 1;
+    }
+    words
+};
+
+/// The lengths of [`METHODS`].
+const METHOD_LENS: [usize; METHODS.len()] = {
+    let mut lens = [0usize; METHODS.len()];
+    let mut i = 0;
+    while i < METHODS.len() {
+        lens[i] = METHODS[i].len();
+        i += 1;
+    }
+    lens
+};
+
 /// A method's bytes as a little-endian word, zero-padded to 8 bytes.
-#[inline(always)]
 const fn method_word(method: &[u8]) -> u64 {
     let mut bytes = [0u8; LONGEST_METHOD];
     let mut i = 0;

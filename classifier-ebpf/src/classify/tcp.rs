@@ -306,6 +306,11 @@ impl LoopBody for Options<'_> {
         // SAFETY: this CPU's loop state (see `options_of`).
         unsafe { (*self.state).options.step(&self.packet) }
     }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
+    }
 }
 
 /// Whether the IPv4 header's checksum holds: a router drops a packet whose does not, so
