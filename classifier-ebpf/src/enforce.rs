@@ -20,42 +20,36 @@ use crate::{
 
 /// The flow's verdict under the policy in force, from the flow's cache when neither the
 /// generation nor the category has changed since it was worked out.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn verdict_of(key: &FlowKey, entry: *mut FlowEntry) -> u8 {
+pub fn verdict_of(key: &FlowKey, entry: &mut FlowEntry) -> u8 {
     let generation = POLICY_GEN.get(0).copied().unwrap_or(0);
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let category = (*entry).category;
-        let decided = (*entry).policy_flags & policy_flags::DECIDED != 0;
-        if decided && (*entry).policy_gen == generation {
-            if (*entry).verdict_category == category {
-                return (*entry).verdict;
-            }
-        } else {
-            // A new generation may move the client to another group.
-            (*entry).group = group_of(key, (*entry).vlan_id, table_of(generation));
+    let category = entry.category;
+    let decided = entry.policy_flags & policy_flags::DECIDED != 0;
+    if decided && entry.policy_gen == generation {
+        if entry.verdict_category == category {
+            return entry.verdict;
         }
-        let mut action = work_out(key, (*entry).group, category, generation);
-        let alt = (*entry).alt_category;
-        if alt != 0 && alt != category {
-            action = stricter(action, work_out(key, (*entry).group, alt, generation));
-        }
-        (*entry).verdict = action.verdict;
-        (*entry).shape_class = action.shape_class;
-        // A new verdict may need a client class of another rule: ask again if so.
-        (*entry).shape_flags &= !flow_shape_flags::CLASS_ASKED;
-        (*entry).policy_gen = generation;
-        (*entry).verdict_category = category;
-        (*entry).policy_flags = if action.fail_fast != 0 {
-            (*entry).policy_flags | policy_flags::DECIDED | policy_flags::FAIL_FAST
-        } else {
-            ((*entry).policy_flags | policy_flags::DECIDED) & !policy_flags::FAIL_FAST
-        };
-        action.verdict
+    } else {
+        // A new generation may move the client to another group.
+        entry.group = group_of(key, entry.vlan_id, table_of(generation));
     }
+    let mut action = work_out(key, entry.group, category, generation);
+    let alt = entry.alt_category;
+    if alt != 0 && alt != category {
+        action = stricter(action, work_out(key, entry.group, alt, generation));
+    }
+    entry.verdict = action.verdict;
+    entry.shape_class = action.shape_class;
+    // A new verdict may need a client class of another rule: ask again if so.
+    entry.shape_flags &= !flow_shape_flags::CLASS_ASKED;
+    entry.policy_gen = generation;
+    entry.verdict_category = category;
+    entry.policy_flags = if action.fail_fast != 0 {
+        entry.policy_flags | policy_flags::DECIDED | policy_flags::FAIL_FAST
+    } else {
+        (entry.policy_flags | policy_flags::DECIDED) & !policy_flags::FAIL_FAST
+    };
+    action.verdict
 }
 
 /// Of two actions, the one that withholds more: block, then shape, then allow. A flow whose
@@ -132,35 +126,22 @@ pub enum Fate {
 }
 
 /// Whether the packet is to be dropped; counts it as blocked if so.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn blocks(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> bool {
-    // SAFETY: forwarded from the caller.
-    unsafe { fate(key, entry, l3_len) != Fate::Pass }
+pub fn blocks(key: &FlowKey, entry: &mut FlowEntry, l3_len: u64) -> bool {
+    fate(key, entry, l3_len) != Fate::Pass
 }
 
 /// The packet's [`Fate`] under the flow's verdict; counts it as blocked unless it passes.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn fate(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> Fate {
-    // SAFETY: forwarded from the caller.
-    if unsafe { verdict_of(key, entry) } != verdict::BLOCK {
+pub fn fate(key: &FlowKey, entry: &mut FlowEntry, l3_len: u64) -> Fate {
+    if verdict_of(key, entry) != verdict::BLOCK {
         return Fate::Pass;
     }
     stats::bump(Stat::Blocked);
-    // SAFETY: forwarded from the caller; counters are shared between CPUs.
-    unsafe {
-        // One counter pair: packets blocked, whichever way they were going.
-        let counters = &raw mut (*entry).blocked;
-        atomic::add(&raw mut (*counters).packets, 1);
-        atomic::add(&raw mut (*counters).bytes, l3_len);
-        if (*entry).policy_flags & policy_flags::FAIL_FAST != 0 {
-            return Fate::DropAndReset;
-        }
+    // One counter pair (shared between CPUs): packets blocked, whichever way they were going.
+    atomic::add_counters(&mut entry.blocked, 1, l3_len);
+    if entry.policy_flags & policy_flags::FAIL_FAST != 0 {
+        return Fate::DropAndReset;
     }
     Fate::Drop
 }
@@ -168,19 +149,15 @@ pub unsafe fn fate(key: &FlowKey, entry: *mut FlowEntry, l3_len: u64) -> Fate {
 /// XDP's action for a client's packet: pass, drop, or (fail-fast blocks) the packet turned
 /// into a reset (TCP) or an ICMP unreachable (UDP) to the client and sent back (by XDP_TX,
 /// or passed up marked for `lan_replies`: see [`crate::replies`]).
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn upload_action(
+pub fn upload_action(
     ctx: &aya_ebpf::programs::XdpContext,
     meta: &classifier_common::parse::PacketMeta,
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
 ) -> u32 {
     use aya_ebpf::bindings::xdp_action::{XDP_DROP, XDP_PASS};
-    // SAFETY: forwarded from the caller.
-    match unsafe { fate(key, entry, meta.l3_len as u64) } {
+    match fate(key, entry, meta.l3_len as u64) {
         Fate::Pass => XDP_PASS,
         Fate::Drop => XDP_DROP,
         // A fragment has no transport header (or a partial one) to answer from.

@@ -1,5 +1,7 @@
 //! Counting packets against their flow in the `FLOWS` table.
 
+use core::ops::{Deref, DerefMut};
+
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
@@ -68,10 +70,56 @@ fn coarse_now_ns() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// A flow's entry in `FLOWS`, for one program run: looked up once per packet where the
+/// program starts (or where [`account`] counts the packet), and lent from there as a plain
+/// `&mut FlowEntry` to everything that reads or writes the flow. The one `unsafe` of the
+/// flow's entry is in [`Flow::lookup`].
+pub struct Flow<'run>(&'run mut FlowEntry);
+
+impl<'run> Flow<'run> {
+    /// The flow's entry, if `FLOWS` has one for `key`. Called once per program run (each
+    /// program's entry point, or [`account`] for it), never while another handle lives.
+    #[inline(always)]
+    pub fn lookup(key: &FlowKey) -> Option<Self> {
+        let entry = FLOWS.get_ptr_mut(key)?;
+        // SAFETY: valid for the run: `FLOWS` is an LRU hash, whose values are preallocated
+        // with the map and never freed while it lives (nor, for any hash, before an RCU
+        // grace period, which waits for running programs); an element evicted meanwhile
+        // may be reused for another flow, and this run's writes then land there, as they
+        // did with the raw pointer this replaces. The handle cannot outlive the run:
+        // programs return a plain action code, and nothing stores a handle. Aligned and
+        // initialised: a `FlowEntry` the map holds. Not aliased within the run: each
+        // program looks its flow up once (here) and lends the handle down; nothing else in
+        // the run makes a pointer to the entry (tail calls are new runs, and look it up
+        // afresh). Other CPUs may run these programs on the same flow at once (`FLOWS` is
+        // one shared hash, without a lock), as before: the packet counters are added
+        // atomically (`atomic::add_counters`), and the other fields are plain stores the
+        // datapath accepts losing to another CPU's (each CPU works the class and verdict
+        // out alike from the same packets and tables).
+        Some(Self(unsafe { &mut *entry }))
+    }
+}
+
+impl Deref for Flow<'_> {
+    type Target = FlowEntry;
+
+    #[inline(always)]
+    fn deref(&self) -> &FlowEntry {
+        self.0
+    }
+}
+
+impl DerefMut for Flow<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut FlowEntry {
+        self.0
+    }
+}
+
 /// What counting a packet came to.
-pub enum Accounted {
+pub enum Accounted<'run> {
     /// Counted against this flow's entry.
-    Flow(*mut FlowEntry),
+    Flow(Flow<'run>),
     /// No flow: local control traffic from outside the LAN prefixes, or the table refused
     /// the insert. The packet passes.
     Untracked,
@@ -83,16 +131,16 @@ pub enum Accounted {
 /// Counts a packet (`meta`, `count`) against its flow, creating the flow if it is new and
 /// its client may start one (client→server packets only: the quotas meter LAN clients).
 #[inline(always)]
-pub fn account(
+pub fn account<'run>(
     key: &FlowKey,
     meta: &PacketMeta,
     count: WireCount,
     direction: Direction,
-) -> Accounted {
+) -> Accounted<'run> {
     let now = coarse_now_ns();
-    if let Some(entry) = FLOWS.get_ptr_mut(key) {
-        add_packet(entry, meta, count, direction, now);
-        return Accounted::Flow(entry);
+    if let Some(mut flow) = Flow::lookup(key) {
+        add_packet(&mut flow, meta, count, direction, now);
+        return Accounted::Flow(flow);
     }
     if direction == Direction::Upload {
         let Some(config) = CONFIG.get(0) else {
@@ -107,26 +155,25 @@ pub fn account(
     let Some(new) = NEW_FLOW.get_ptr_mut(0) else {
         return Accounted::Untracked;
     };
-    // SAFETY: this CPU's value, live for the program run. Built there rather than on the
-    // 512-byte stack, which TC's shaping needs; the insert copies it (by reference: by
-    // value, it would be copied onto the stack first).
+    // SAFETY: this CPU's value, live for the program run, and only this CPU's run uses it.
+    // Built there rather than on the 512-byte stack, which TC's shaping needs.
+    let new = unsafe { &mut *new };
+    fill_new_entry(new, meta, count, direction, now);
+    // The insert copies it (by reference: by value, it would be copied onto the stack first).
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let inserted = unsafe {
-        fill_new_entry(new, meta, count, direction, now);
-        FLOWS.insert(key, &*new, BPF_NOEXIST as u64).is_ok()
-    };
+    let inserted = FLOWS.insert(key, &*new, BPF_NOEXIST as u64).is_ok();
     if inserted {
         stats::bump(Stat::FlowsCreated);
-        if let Some(entry) = FLOWS.get_ptr_mut(key) {
-            return Accounted::Flow(entry);
+        if let Some(flow) = Flow::lookup(key) {
+            return Accounted::Flow(flow);
         }
         return Accounted::Untracked;
     }
     // Another CPU created the flow between our lookup and insert: count on its entry.
-    match FLOWS.get_ptr_mut(key) {
-        Some(entry) => {
-            add_packet(entry, meta, count, direction, now);
-            Accounted::Flow(entry)
+    match Flow::lookup(key) {
+        Some(mut flow) => {
+            add_packet(&mut flow, meta, count, direction, now);
+            Accounted::Flow(flow)
         }
         None => {
             stats::bump(Stat::FlowInsertFailed);
@@ -137,7 +184,7 @@ pub fn account(
 
 /// Counts a packet against an existing flow's entry (a later fragment of its datagram).
 #[inline(always)]
-pub fn count_on(entry: *mut FlowEntry, meta: &PacketMeta, count: WireCount, direction: Direction) {
+pub fn count_on(entry: &mut FlowEntry, meta: &PacketMeta, count: WireCount, direction: Direction) {
     add_packet(entry, meta, count, direction, coarse_now_ns());
 }
 
@@ -159,12 +206,9 @@ pub fn flow_key(meta: &PacketMeta, direction: Direction) -> FlowKey {
 }
 
 /// Writes a new flow's entry for its first packet into `entry`.
-///
-/// # Safety
-/// `entry` must point to a live map value.
 #[inline(always)]
-unsafe fn fill_new_entry(
-    entry: *mut FlowEntry,
+fn fill_new_entry(
+    entry: &mut FlowEntry,
     meta: &PacketMeta,
     count: WireCount,
     direction: Direction,
@@ -174,50 +218,40 @@ unsafe fn fill_new_entry(
         packets: count.packets,
         bytes: count.bytes,
     };
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        *entry = FlowEntry::default();
-        (*entry).first_seen_ns = now;
-        (*entry).last_seen_ns = now;
-        (*entry).vlan_id = meta.vlan_id;
-        match direction {
-            Direction::Upload => {
-                (*entry).upload = first_packet;
-                (*entry).tcp_flags_upload = meta.tcp_flags;
-            }
-            Direction::Download => {
-                (*entry).download = first_packet;
-                (*entry).tcp_flags_download = meta.tcp_flags;
-                (*entry).flags = flow_flags::STARTED_DOWNSTREAM;
-            }
+    *entry = FlowEntry::default();
+    entry.first_seen_ns = now;
+    entry.last_seen_ns = now;
+    entry.vlan_id = meta.vlan_id;
+    match direction {
+        Direction::Upload => {
+            entry.upload = first_packet;
+            entry.tcp_flags_upload = meta.tcp_flags;
+        }
+        Direction::Download => {
+            entry.download = first_packet;
+            entry.tcp_flags_download = meta.tcp_flags;
+            entry.flags = flow_flags::STARTED_DOWNSTREAM;
         }
     }
 }
 
 #[inline(always)]
 fn add_packet(
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     meta: &PacketMeta,
     count: WireCount,
     direction: Direction,
     now: u64,
 ) {
-    // SAFETY: `entry` comes from a map lookup in this program run; the map value stays
-    // valid until the program returns. Counters may be updated concurrently by other CPUs,
-    // hence atomics for them; the other fields tolerate a lost update.
-    unsafe {
-        let (counters, flags) = match direction {
-            Direction::Upload => (&raw mut (*entry).upload, &raw mut (*entry).tcp_flags_upload),
-            Direction::Download => (
-                &raw mut (*entry).download,
-                &raw mut (*entry).tcp_flags_download,
-            ),
-        };
-        atomic::add(&raw mut (*counters).packets, count.packets);
-        atomic::add(&raw mut (*counters).bytes, count.bytes);
-        *flags |= meta.tcp_flags;
-        // The coarse clock may lag the precise stamp of the flow's first packet (and
-        // another CPU's later one): the stamp never goes back.
-        (*entry).last_seen_ns = now;
-    }
+    // Counters may be updated concurrently by other CPUs, hence atomics for them; the
+    // other fields tolerate a lost update.
+    let (counters, flags) = match direction {
+        Direction::Upload => (&mut entry.upload, &mut entry.tcp_flags_upload),
+        Direction::Download => (&mut entry.download, &mut entry.tcp_flags_download),
+    };
+    atomic::add_counters(counters, count.packets, count.bytes);
+    *flags |= meta.tcp_flags;
+    // The coarse clock may lag the precise stamp of the flow's first packet (and
+    // another CPU's later one): the stamp never goes back.
+    entry.last_seen_ns = now;
 }

@@ -51,8 +51,8 @@ use classifier_common::{
 };
 
 use crate::{
-    flows::{Accounted, Direction, WireCount},
-    maps::{CLASSIFIERS, FLOWS, FRAGMENTS, SCRATCH_KEYS},
+    flows::{Accounted, Direction, Flow, WireCount},
+    maps::{CLASSIFIERS, FRAGMENTS, SCRATCH_KEYS},
     packet::DirectPacket,
 };
 
@@ -62,7 +62,7 @@ use crate::{
 pub fn lan_ingress(ctx: XdpContext) -> u32 {
     let mut meta = PacketMeta::default();
     let mut key = FlowKey::default();
-    let seen = match observe(
+    let mut seen = match observe(
         &DirectPacket::xdp(&ctx),
         &mut meta,
         &mut key,
@@ -78,8 +78,7 @@ pub fn lan_ingress(ctx: XdpContext) -> u32 {
         // failure (no program loaded) the flow is judged as it stands.
         unsafe { CLASSIFIERS.tail_call(&ctx, tail::CLASSIFY_UPLOAD) };
     }
-    // SAFETY: the flow's map value, live for this program run.
-    unsafe { enforce::upload_action(&ctx, &meta, &key, seen.entry) }
+    enforce::upload_action(&ctx, &meta, &key, &mut seen.entry)
 }
 
 /// Whether the classifier has something to learn from this client packet: anything of a
@@ -87,13 +86,12 @@ pub fn lan_ingress(ctx: XdpContext) -> u32 {
 /// class is settled, which opens a new connection on the same addresses and ports (its
 /// name must be read, not inherited).
 #[inline(always)]
-fn needs_classifier(seen: &Seen, meta: &PacketMeta) -> bool {
+fn needs_classifier(seen: &Seen<'_>, meta: &PacketMeta) -> bool {
     if meta.fragment == fragment::LATER {
         return false; // no transport header: nothing to read
     }
     let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-    // SAFETY: the flow's map value, live for this program run.
-    match unsafe { (*seen.entry).class_state } {
+    match seen.entry.class_state {
         state::DONE => syn,
         state::WATCH => syn || meta.payload_len != 0,
         _ => true,
@@ -151,7 +149,7 @@ pub fn lan_egress(ctx: TcContext) -> i32 {
     let segments = unsafe { (*ctx.skb.skb).gso_segs };
     let mut meta = PacketMeta::default();
     let mut key = FlowKey::default();
-    let seen = match observe(
+    let mut seen = match observe(
         &DirectPacket::tc(&ctx),
         &mut meta,
         &mut key,
@@ -161,16 +159,14 @@ pub fn lan_egress(ctx: TcContext) -> i32 {
         Observed::Flow(seen) => seen,
         Observed::Pass | Observed::Drop => return TC_ACT_PIPE,
     };
-    note_syn_ack(&seen, &meta);
-    note_server_ack(&seen, &meta, &key);
-    // SAFETY: as below.
-    unsafe { classify::tracker::forward_reply(&ctx, &meta, &key, seen.entry) };
-    // SAFETY: the flow's map value, live for this program run.
-    if unsafe { enforce::blocks(&key, seen.entry, seen.count.bytes) } {
+    note_syn_ack(&mut seen.entry, &meta);
+    note_server_ack(&mut seen.entry, &meta, &key);
+    classify::tracker::forward_reply(&ctx, &meta, &key, &mut seen.entry);
+    if enforce::blocks(&key, &mut seen.entry, seen.count.bytes) {
         return TC_ACT_SHOT;
     }
-    // SAFETY: as above; `blocks` has worked the verdict out.
-    unsafe { shape_if_shaped(&ctx, &key, seen.entry, seen.count) }
+    // `blocks` has worked the verdict out.
+    shape_if_shaped(&ctx, &key, &mut seen.entry, seen.count)
 }
 
 /// Fail-fast answers XDP passed up marked, sent back out of the LAN interface (attached to
@@ -202,36 +198,22 @@ pub fn wan_egress(ctx: TcContext) -> i32 {
     }
     let key =
         nat::handed_over(&ctx, &meta).unwrap_or_else(|| flows::flow_key(&meta, Direction::Upload));
-    let Some(entry) = maps::FLOWS.get_ptr_mut(key) else {
+    let Some(mut flow) = Flow::lookup(&key) else {
         return TC_ACT_PIPE;
     };
     // SAFETY: as in lan_egress.
     let segments = unsafe { (*ctx.skb.skb).gso_segs };
-    // SAFETY: the flow's map value, live for this program run.
-    unsafe {
-        enforce::verdict_of(&key, entry);
-        shape_if_shaped(&ctx, &key, entry, WireCount::of(&meta, segments))
-    }
+    enforce::verdict_of(&key, &mut flow);
+    shape_if_shaped(&ctx, &key, &mut flow, WireCount::of(&meta, segments))
 }
 
 /// [`shape::shape_skb`] for a flow whose verdict (worked out) is `shape`; else pass.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn shape_if_shaped(
-    ctx: &TcContext,
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-    count: WireCount,
-) -> i32 {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if (*entry).verdict != classifier_common::policy::verdict::SHAPE {
-            return TC_ACT_PIPE;
-        }
-        shape::shape_skb(ctx, key, entry, count)
+fn shape_if_shaped(ctx: &TcContext, key: &FlowKey, entry: &mut FlowEntry, count: WireCount) -> i32 {
+    if entry.verdict != classifier_common::policy::verdict::SHAPE {
+        return TC_ACT_PIPE;
     }
+    shape::shape_skb(ctx, key, entry, count)
 }
 
 /// `TC_ACT_PIPE` from linux/pkt_cls.h, typed as TC programs return it (the generated
@@ -243,16 +225,13 @@ pub(crate) const TC_ACT_SHOT: i32 = 2;
 /// The server's SYN-ACK of a flow being classified: its ISN bounds the acknowledgment
 /// numbers the client's real segments can carry (a decoy's need not).
 #[inline(always)]
-fn note_syn_ack(seen: &Seen, meta: &PacketMeta) {
+fn note_syn_ack(entry: &mut FlowEntry, meta: &PacketMeta) {
     if meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) != tcp_flags::SYN | tcp_flags::ACK {
         return;
     }
-    // SAFETY: the flow's map value, live for this program run.
-    unsafe {
-        if (*seen.entry).class_state != state::DONE {
-            (*seen.entry).tcp.server_isn = meta.tcp_seq;
-            (*seen.entry).tcp.flags |= tcp_start::SYN_ACK;
-        }
+    if entry.class_state != state::DONE {
+        entry.tcp.server_isn = meta.tcp_seq;
+        entry.tcp.flags |= tcp_start::SYN_ACK;
     }
 }
 
@@ -261,42 +240,38 @@ fn note_syn_ack(seen: &Seen, meta: &PacketMeta) {
 /// What the server reads must not pass unread, so the flow is unreadable (a FIN takes one
 /// sequence number, hence the one byte of slack).
 #[inline(always)]
-fn note_server_ack(seen: &Seen, meta: &PacketMeta, key: &FlowKey) {
+fn note_server_ack(entry: &mut FlowEntry, meta: &PacketMeta, key: &FlowKey) {
     if meta.protocol != classifier_common::flow::ip_proto::TCP
         || meta.tcp_flags & tcp_flags::ACK == 0
     {
         return;
     }
-    // SAFETY: the flow's map value, live for this program run.
-    unsafe {
-        let entry = seen.entry;
-        let class_state = (*entry).class_state;
-        if class_state != state::INSPECTING && class_state != state::REASSEMBLING {
-            return;
-        }
-        let tcp = (*entry).tcp;
-        if tcp.flags & tcp_start::BASE == 0
-            || (*entry).class_flags & classifier_common::classify::class_flags::OPAQUE != 0
-        {
-            return;
-        }
-        let acked = meta.tcp_ack.wrapping_sub(tcp.client_isn.wrapping_add(1)) as i32;
-        if acked > (*entry).held as i32 + 1 {
-            classify::apply::mark_unreadable(key, entry);
-        }
+    let class_state = entry.class_state;
+    if class_state != state::INSPECTING && class_state != state::REASSEMBLING {
+        return;
+    }
+    let tcp = entry.tcp;
+    if tcp.flags & tcp_start::BASE == 0
+        || entry.class_flags & classifier_common::classify::class_flags::OPAQUE != 0
+    {
+        return;
+    }
+    let acked = meta.tcp_ack.wrapping_sub(tcp.client_isn.wrapping_add(1)) as i32;
+    if acked > entry.held as i32 + 1 {
+        classify::apply::mark_unreadable(key, entry);
     }
 }
 
 /// A packet counted against its flow (its headers and flow key are the caller's).
-struct Seen {
-    entry: *mut FlowEntry,
+struct Seen<'run> {
+    entry: Flow<'run>,
     count: WireCount,
 }
 
 /// What [`observe`] made of a packet.
-enum Observed {
+enum Observed<'run> {
     /// Counted against a flow.
-    Flow(Seen),
+    Flow(Seen<'run>),
     /// No flow: pass (not IP, unparsable, an unmatched fragment, local control traffic).
     Pass,
     /// No flow, and dropped (see [`flows::Accounted::Refused`]).
@@ -312,13 +287,13 @@ pub fn empty_xdp(_ctx: XdpContext) -> u32 {
 /// Parses the packet and counts it against its flow (returned), or against the global
 /// counter that says why it has none. `segments` is the skb's GSO segment count (1 in XDP).
 #[inline(always)]
-fn observe<P: PacketBytes>(
+fn observe<'run, P: PacketBytes>(
     packet: &P,
     meta: &mut PacketMeta,
     key: &mut FlowKey,
     segments: u32,
     direction: Direction,
-) -> Observed {
+) -> Observed<'run> {
     stats::bump(Stat::Packets);
     match parse_headers(packet, meta) {
         Ok(Parsed::Ip) => {
@@ -378,12 +353,12 @@ fn remember_fragment(meta: &PacketMeta, key: &FlowKey) {
 /// A later fragment: counted and judged with the flow its first fragment named (a blocked
 /// flow's fragments are dropped too), or passed and counted apart when none did.
 #[inline(always)]
-fn later_fragment(
+fn later_fragment<'run>(
     meta: &PacketMeta,
     key: &mut FlowKey,
     segments: u32,
     direction: Direction,
-) -> Observed {
+) -> Observed<'run> {
     // By reference, the key stays in the scratch map (see `remember_fragment`).
     #[allow(clippy::needless_borrows_for_generic_args)]
     let named = fragment_key(meta)
@@ -395,12 +370,12 @@ fn later_fragment(
     };
     // SAFETY: a map value pointer, valid for this program run.
     *key = unsafe { *named };
-    let Some(entry) = FLOWS.get_ptr_mut(*key) else {
+    let Some(mut entry) = Flow::lookup(key) else {
         stats::bump(Stat::Fragments);
         return Observed::Pass;
     };
     let count = WireCount::of(meta, segments);
-    flows::count_on(entry, meta, count, direction);
+    flows::count_on(&mut entry, meta, count, direction);
     stats::bump(Stat::LaterFragments);
     Observed::Flow(Seen { entry, count })
 }

@@ -1,7 +1,8 @@
-//! Every map of the datapath, in one place. Each is an entry of the list in
-//! `classifier_common::maps` (a static's name is the map's name there; sizes come from
-//! there too), which the daemon pins and reads by; a test of the daemon checks this
-//! object's maps against that list.
+//! Every map of the datapath, declared from the one list in `classifier_common::maps`
+//! ([`classifier_common::for_each_map`]): each entry becomes a `#[btf_map]` static of the
+//! map's name, of the aya-ebpf type its kind, types and size give ([`declare_maps`]). The
+//! daemon pins them and reads them by the same list; a test of the daemon checks this
+//! object's maps against it.
 //!
 //! The daemon pins these under its pin directory (`/sys/fs/bpf/classifier` by default) so
 //! that flow state and the policy tables outlive the daemon process.
@@ -16,90 +17,99 @@ use classifier_common::{
     config::{ClassResult, ClassifyJob, Config, PeerKey, PortKey, SourceQuota, StreamBuf, tail},
     domain::DomainEntry,
     flow::{FlowEntry, FlowKey, FragmentKey},
+    for_each_map,
     maps::{
-        ACTIONS_MAX_ENTRIES, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES, CLASS_RESULTS_MAX_ENTRIES,
-        CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES, DOMAINS_DEFAULT_ENTRIES,
-        EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES, GROUP_PREFIXES_MAX_ENTRIES,
-        GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES, LOOP_STEPS_MAX, NAMES_MAX_ENTRIES,
-        NAT_PUBLIC_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES,
-        SOURCES_MAX_ENTRIES,
+        ACTIONS_MAX_ENTRIES, Address, BUCKETS_MAX_ENTRIES, CLASS_IDS_MAX_ENTRIES,
+        CLASS_RESULTS_MAX_ENTRIES, CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES,
+        DOMAINS_DEFAULT_ENTRIES, EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES,
+        GROUP_PREFIXES_MAX_ENTRIES, GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES,
+        LOOP_STEPS_MAX, NAMES_MAX_ENTRIES, NAT_PUBLIC_MAX_ENTRIES, PEERS_MAX_ENTRIES,
+        PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
     },
     names::{FlowName, NameKey},
     nat::{NAT_SLOTS_ENTRIES, NatConfig, NatSlot, PublicSource},
-    parse::http::RequestScanner,
+    parse::{PacketMeta, http::RequestScanner},
     policy::{ActionEntry, ActionKey, ClassNameKey, ExceptionKey, GroupPrefixData, VlanKey},
     shaping::{BucketKey, ClientClassKey, MAX_SHAPE_CLASSES, ShapeRule, TokenBucket},
     stats::Stat,
 };
 
-/// Sparse tables grow as the daemon fills them instead of reserving their maximum.
+/// Sparse tables grow as the daemon fills them instead of reserving their maximum: every
+/// `Hash` of the list (the policy's tables; the LRU maps and tries need no such flag).
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 
-/// The flow table: one entry per 5-tuple, client side first. LRU so that a full table
-/// evicts the coldest flow instead of refusing new ones; the daemon reads the entries out
-/// before they age.
-#[btf_map]
-pub static FLOWS: LruHashMap<FlowKey, FlowEntry, FLOWS_MAX_ENTRIES> = LruHashMap::new();
+/// Declares each map of the list as a `#[btf_map]` static (the callback of
+/// [`for_each_map`]); the map's kind picks the aya-ebpf type ([`btf_map_static`]).
+macro_rules! declare_maps {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $kind:ident<$key:tt, $value:tt>, $pinning:ident, $sizing:ident($entries:expr);
+    )*) => {
+        $(
+            btf_map_static!($(#[$doc])* $name, $kind, $key, value_type!($name, $value), $entries);
+        )*
+    };
+}
 
-/// A new flow's first entry, built per CPU before it is inserted into `FLOWS` (off the
-/// 512-byte stack, which TC's shaping path needs). Not pinned: scratch.
-#[btf_map]
-pub static NEW_FLOW: PerCpuArray<FlowEntry, 1> = PerCpuArray::new();
+/// One map's static, by its kind. The object declares a loader-sized map (`ByLoader`) at
+/// its declared size too. An array's key is its `u32` index; the ring buffer's size is in
+/// bytes.
+macro_rules! btf_map_static {
+    ($(#[$doc:meta])* $name:ident, LruHash, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: LruHashMap<$key, $value, { $entries }> = LruHashMap::new();
+    };
+    ($(#[$doc:meta])* $name:ident, Hash, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: HashMap<$key, $value, { $entries }, NO_PREALLOC> = HashMap::new();
+    };
+    ($(#[$doc:meta])* $name:ident, LpmTrie, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: LpmTrie<$key, $value, { $entries }> = LpmTrie::new();
+    };
+    ($(#[$doc:meta])* $name:ident, Array, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: Array<$value, { $entries }> = Array::new();
+    };
+    ($(#[$doc:meta])* $name:ident, PerCpuArray, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: PerCpuArray<$value, { $entries }> = PerCpuArray::new();
+    };
+    ($(#[$doc:meta])* $name:ident, ProgramArray, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: ProgramArray<{ $entries }> = ProgramArray::new();
+    };
+    ($(#[$doc:meta])* $name:ident, RingBuf, $key:ty, $value:ty, $entries:expr) => {
+        $(#[$doc])*
+        #[btf_map]
+        pub static $name: RingBuf<u8, { $entries }> = RingBuf::new();
+    };
+}
 
-/// Global counters ([`Stat`]), per CPU so that counting costs no atomic operation.
-#[btf_map]
-pub static STATS: PerCpuArray<u64, { Stat::COUNT as usize }> = PerCpuArray::new();
+/// A map's value type: the list's, or for the scratch maps it leaves to this side (`_`),
+/// the type defined below.
+macro_rules! value_type {
+    (SCRATCH_KEYS, _) => {
+        ScratchKeys
+    };
+    (LOOPS, _) => {
+        LoopState
+    };
+    (NAME_SLOT, _) => {
+        NameSlot
+    };
+    ($name:ident, $value:tt) => {
+        $value
+    };
+}
 
-/// Domain suffix hash → category and application. Sized by the loader to the policy's
-/// lists (up to millions of entries); a lookup costs the same at any size.
-#[btf_map]
-pub static DOMAINS: HashMap<u64, DomainEntry, DOMAINS_DEFAULT_ENTRIES, NO_PREALLOC> =
-    HashMap::new();
-
-/// (protocol, server port) → category and application, for flows no name classifies.
-#[btf_map]
-pub static PORTS: HashMap<PortKey, ClassResult, PORTS_MAX_ENTRIES, NO_PREALLOC> = HashMap::new();
-
-/// Built-in protocol (app id) → the category the policy gives it.
-#[btf_map]
-pub static PROTO_CATS: Array<u16, { app::BUILTIN_COUNT as usize }> = Array::new();
-
-/// BitTorrent peers (client, peer address, port) seen recently → when (boot ns). Per
-/// client: one host's evidence never classifies another's flows. LRU: old peers fall out
-/// by themselves.
-#[btf_map]
-pub static PEERS: LruHashMap<PeerKey, u64, PEERS_MAX_ENTRIES> = LruHashMap::new();
-
-/// Flows whose ClientHello or request spans segments (in order or not) → the bytes so far;
-/// kept after the name is read while the flow is watched for a second version. LRU: the
-/// least recently used entry is a stalled one, not one being filled; each client's
-/// starts are metered by `SOURCES`.
-#[btf_map]
-pub static REASM: LruHashMap<FlowKey, StreamBuf, REASSEMBLY_MAX_ENTRIES> = LruHashMap::new();
-
-/// A stream buffer per CPU for the common case, a ClientHello in one segment: too big for
-/// the 512-byte stack, and no per-flow entry is needed when it parses at once.
-#[btf_map]
-pub static SCRATCH: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
-
-/// A copy of a segment that covers bytes already held, per CPU, to compare them before
-/// the segment's checksum is trusted and its bytes placed.
-#[btf_map]
-pub static SEGMENT: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
-
-/// A ClientHello joined from several TLS records, per CPU (parsed, then dropped).
-#[btf_map]
-pub static DEFRAG: PerCpuArray<StreamBuf, 1> = PerCpuArray::new();
-
-/// Per-CPU scratch: the key of a fragmented datagram being looked up or remembered, and
-/// the record walk of a ClientHello spread over TLS records (off the 512-byte stack).
-#[btf_map]
-pub static SCRATCH_KEYS: PerCpuArray<ScratchKeys, 1> = PerCpuArray::new();
-
-/// The headers of the packet `classify_upload` is classifying, per CPU: its paths need
-/// the 512-byte stack for themselves.
-#[btf_map]
-pub static PACKET: PerCpuArray<classifier_common::parse::PacketMeta, 1> = PerCpuArray::new();
+for_each_map!(declare_maps);
 
 /// What [`SCRATCH_KEYS`] holds.
 #[repr(C)]
@@ -112,19 +122,6 @@ pub struct ScratchKeys {
     pub status: u32,
     pub _pad: u32,
 }
-
-/// Per-CPU state of the `bpf_loop` bodies. Kept in map memory, not on the stack: the
-/// verifier then reads every field as an unknown value and checks a body once, instead of
-/// walking it again for each value a stack field could hold (which, for the HTTP scanner,
-/// ran past its million-instruction budget).
-#[btf_map]
-pub static LOOPS: PerCpuArray<LoopState, 1> = PerCpuArray::new();
-
-/// One element per step of the longest loop, for the legacy build's loops
-/// (`bounded_loop`): `bpf_for_each_map_elem` calls the body once per element. Declared in
-/// both builds so that both objects have the same maps.
-#[btf_map]
-pub static LOOP_STEPS: Array<u8, LOOP_STEPS_MAX> = Array::new();
 
 /// What [`LOOPS`] holds: one field per loop.
 #[repr(C)]
@@ -169,36 +166,6 @@ impl LoopState {
     }
 }
 
-/// Client address → its quotas of new flows, reassembly buffers and QUIC Initials. LRU: a
-/// client gone long enough to have its quota back is the one that goes.
-#[btf_map]
-pub static SOURCES: LruHashMap<[u8; 16], SourceQuota, SOURCES_MAX_ENTRIES> = LruHashMap::new();
-
-/// The LAN's prefixes (IPv4-mapped) when the policy lists them: flows only for these.
-#[btf_map]
-pub static LAN_PREFIXES: LpmTrie<[u8; 16], u8, LAN_PREFIXES_MAX_ENTRIES> = LpmTrie::new();
-
-/// A fragmented datagram → the flow its first fragment named. LRU: a datagram's fragments
-/// arrive within milliseconds of each other.
-#[btf_map]
-pub static FRAGMENTS: LruHashMap<FragmentKey, FlowKey, FRAGMENTS_MAX_ENTRIES> = LruHashMap::new();
-
-/// Events to the daemon: classified flows (with their names) and QUIC Initials.
-#[btf_map]
-pub static EVENTS: RingBuf<u8, EVENTS_BYTES> = RingBuf::new();
-
-/// The names flows were classified by (SNI, Host; QUIC names from the daemon), outside the
-/// daemon's memory so that they outlive it: the daemon reads them back after a restart and
-/// removes a flow's once it is recorded. LRU: past its size, the flows named longest ago
-/// lose their kernel copy first.
-#[btf_map]
-pub static NAMES: LruHashMap<NameKey, FlowName, NAMES_MAX_ENTRIES> = LruHashMap::new();
-
-/// A `NAMES` key and value built per CPU before they are inserted (272 bytes would not fit
-/// the 512-byte stack beside a classifier's locals). Not pinned: scratch.
-#[btf_map]
-pub static NAME_SLOT: PerCpuArray<NameSlot, 1> = PerCpuArray::new();
-
 /// What [`NAME_SLOT`] holds.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -207,80 +174,3 @@ pub struct NameSlot {
     pub _pad: u32,
     pub name: FlowName,
 }
-
-/// Classes the daemon worked out (QUIC server names), picked up by the flow's next packet.
-#[btf_map]
-pub static CLASS_RESULTS: LruHashMap<FlowKey, ClassResult, CLASS_RESULTS_MAX_ENTRIES> =
-    LruHashMap::new();
-
-/// The datapath's settings, written by the daemon.
-#[btf_map]
-pub static CONFIG: Array<Config, 1> = Array::new();
-
-/// Programs the fast path tail-calls ([`tail`]).
-#[btf_map]
-pub static CLASSIFIERS: ProgramArray<{ tail::COUNT as usize }> = ProgramArray::new();
-
-/// Hand-over between the classification programs of one packet (one CPU runs them all).
-#[btf_map]
-pub static JOBS: PerCpuArray<ClassifyJob, 1> = PerCpuArray::new();
-
-/// (table, client prefix, IPv4-mapped) → group id: the longest prefix wins.
-#[btf_map]
-pub static GROUP_PREFIXES: LpmTrie<GroupPrefixData, u16, GROUP_PREFIXES_MAX_ENTRIES> =
-    LpmTrie::new();
-
-/// (table, VLAN id) → group id (VLANs are looked at before prefixes).
-#[btf_map]
-pub static GROUP_VLANS: HashMap<VlanKey, u16, GROUP_VLANS_MAX_ENTRIES, NO_PREALLOC> =
-    HashMap::new();
-
-/// (table, group, category) → verdict; two tables, the generation's low bit picks one.
-/// (group, category) pairs without an entry are allowed.
-#[btf_map]
-pub static ACTIONS: HashMap<ActionKey, ActionEntry, ACTIONS_MAX_ENTRIES, NO_PREALLOC> =
-    HashMap::new();
-
-/// (client, category, table) triples an unexpired exception allows.
-#[btf_map]
-pub static CLIENT_EXC: HashMap<ExceptionKey, u8, CLIENT_EXCEPTIONS_MAX_ENTRIES, NO_PREALLOC> =
-    HashMap::new();
-
-/// The policy generation: bumped by the daemon at every change of tables, period or
-/// exceptions; its low bit is the action table in force.
-#[btf_map]
-pub static POLICY_GEN: Array<u32, 1> = Array::new();
-
-/// (table, shape class) → the shaping rule ([`classifier_common::shaping::shaper_index`]);
-/// written into the idle table with the actions, in force with the same generation.
-#[btf_map]
-pub static SHAPERS: Array<ShapeRule, { 2 * MAX_SHAPE_CLASSES as usize }> = Array::new();
-
-/// Short-clip allowances and policer buckets. LRU: a bucket idle for long has refilled,
-/// and a new one starts full, so losing it changes nothing.
-#[btf_map]
-pub static BUCKETS: LruHashMap<BucketKey, TokenBucket, BUCKETS_MAX_ENTRIES> = LruHashMap::new();
-
-/// (client, shape class) → minor id of the client's own HTB class, made by the daemon.
-#[btf_map]
-pub static CLIENT_CLASSES: HashMap<ClientClassKey, u16, CLIENT_CLASSES_MAX_ENTRIES, NO_PREALLOC> =
-    HashMap::new();
-
-/// Category and application names → their ids, kept by the daemon beside the flow table so
-/// that ids mean the same across reloads and restarts. Never read here.
-#[btf_map]
-pub static CLASS_IDS: HashMap<ClassNameKey, u16, CLASS_IDS_MAX_ENTRIES, NO_PREALLOC> =
-    HashMap::new();
-
-/// The NAT hand-over's settings ([`classifier_common::nat`]); all zero: off.
-#[btf_map]
-pub static NAT_CONFIG: Array<NatConfig, 1> = Array::new();
-
-/// Slot number carried in the skb mark → the flow holding it.
-#[btf_map]
-pub static NAT_SLOTS: Array<NatSlot, NAT_SLOTS_ENTRIES> = Array::new();
-
-/// Flow → the translated source its uploads leave the WAN with.
-#[btf_map]
-pub static NAT_PUBLIC: LruHashMap<FlowKey, PublicSource, NAT_PUBLIC_MAX_ENTRIES> =
-    LruHashMap::new();

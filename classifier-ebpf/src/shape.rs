@@ -38,13 +38,9 @@ pub enum Shaped {
 }
 
 /// Shapes a packet of a flow whose verdict is `shape` (worked out by the caller).
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn shape(key: &FlowKey, entry: *mut FlowEntry, count: WireCount) -> Shaped {
-    // SAFETY: forwarded from the caller.
-    let class = unsafe { (*entry).shape_class };
+pub fn shape(key: &FlowKey, entry: &mut FlowEntry, count: WireCount) -> Shaped {
+    let class = entry.shape_class;
     let table = table_of(POLICY_GEN.get(0).copied().unwrap_or(0));
     let Some(rule) = SHAPERS.get(shaper_index(table, class)).copied() else {
         return Shaped::Pass;
@@ -59,21 +55,11 @@ pub unsafe fn shape(key: &FlowKey, entry: *mut FlowEntry, count: WireCount) -> S
         return Shaped::Pass;
     }
     if rule.flags & shape_flags::BLOCK_WHEN_SPENT != 0 {
-        // SAFETY: forwarded from the caller; counters are shared between CPUs.
-        unsafe {
-            let counters = &raw mut (*entry).blocked;
-            atomic::add(&raw mut (*counters).packets, count.packets);
-            atomic::add(&raw mut (*counters).bytes, count.bytes);
-        }
+        atomic::add_counters(&mut entry.blocked, count.packets, count.bytes);
         stats::bump(Stat::Blocked);
         return Shaped::Drop;
     }
-    // SAFETY: forwarded from the caller; counters are shared between CPUs.
-    unsafe {
-        let counters = &raw mut (*entry).shaped;
-        atomic::add(&raw mut (*counters).packets, count.packets);
-        atomic::add(&raw mut (*counters).bytes, count.bytes);
-    }
+    atomic::add_counters(&mut entry.shaped, count.packets, count.bytes);
     if rule.flags & shape_flags::POLICER != 0 {
         if police(key, class, &rule, count, now) {
             return Shaped::Pass;
@@ -82,23 +68,13 @@ pub unsafe fn shape(key: &FlowKey, entry: *mut FlowEntry, count: WireCount) -> S
         return Shaped::Drop;
     }
     stats::bump(Stat::Shaped);
-    // SAFETY: forwarded from the caller.
-    Shaped::Class(htb_priority(unsafe { htb_minor(key, entry, class, &rule) }))
+    Shaped::Class(htb_priority(htb_minor(key, entry, class, &rule)))
 }
 
 /// Applies [`shape`]'s answer to the skb; returns the TC action.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn shape_skb(
-    ctx: &TcContext,
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-    count: WireCount,
-) -> i32 {
-    // SAFETY: forwarded from the caller.
-    match unsafe { shape(key, entry, count) } {
+pub fn shape_skb(ctx: &TcContext, key: &FlowKey, entry: &mut FlowEntry, count: WireCount) -> i32 {
+    match shape(key, entry, count) {
         Shaped::Pass => crate::TC_ACT_PIPE,
         Shaped::Class(priority) => {
             // SAFETY: `skb` is the program's context; TC programs may write `priority`.
@@ -135,17 +111,7 @@ fn within_allowances(
 /// shared rule); false once the minutes of the window are spent.
 #[inline(always)]
 fn within_minutes(key: &FlowKey, class: u16, rule: &ShapeRule, now: u64) -> bool {
-    let client_addr = if rule.flags & shape_flags::PER_CLIENT != 0 {
-        key.client_addr
-    } else {
-        [0; 16]
-    };
-    let bucket = BucketKey {
-        client_addr,
-        class,
-        kind: bucket_kind::MINUTES,
-        _pad: 0,
-    };
+    let bucket = bucket_key(key, class, rule, bucket_kind::MINUTES);
     let allowed = rule.allowance_minutes as u32;
     let window_ns = rule.allowance_window_minutes as u64 * MINUTE_NS;
     if let Some(stored) = BUCKETS.get_ptr_mut(bucket) {
@@ -192,18 +158,26 @@ fn within_allowance(
 /// the rule's shared one.
 #[inline(always)]
 fn police(key: &FlowKey, class: u16, rule: &ShapeRule, count: WireCount, now: u64) -> bool {
+    let bucket = bucket_key(key, class, rule, bucket_kind::POLICER);
+    take(&bucket, count.bytes, rule.rate_bytes, rule.burst_bytes, now)
+}
+
+/// The bucket of `kind` a packet of the flow `key` counts in under the rule of `class`:
+/// the client's own under a per-client rule, else the one all the rule's clients share
+/// (client address zero).
+#[inline(always)]
+fn bucket_key(key: &FlowKey, class: u16, rule: &ShapeRule, kind: u8) -> BucketKey {
     let client_addr = if rule.flags & shape_flags::PER_CLIENT != 0 {
         key.client_addr
     } else {
         [0; 16]
     };
-    let bucket = BucketKey {
+    BucketKey {
         client_addr,
         class,
-        kind: bucket_kind::POLICER,
+        kind,
         _pad: 0,
-    };
-    take(&bucket, count.bytes, rule.rate_bytes, rule.burst_bytes, now)
+    }
 }
 
 /// [`TokenBucket::take`] on the bucket in `BUCKETS`, made full when it is not there.
@@ -223,11 +197,8 @@ fn take(key: &BucketKey, bytes: u64, per_second: u64, depth: u64, now: u64) -> b
 
 /// The HTB class for the packet: the client's own under a per-client rule, once the
 /// daemon has made it (asked for once per flow and generation); the rule's until then.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn htb_minor(key: &FlowKey, entry: *mut FlowEntry, class: u16, rule: &ShapeRule) -> u16 {
+fn htb_minor(key: &FlowKey, entry: &mut FlowEntry, class: u16, rule: &ShapeRule) -> u16 {
     if rule.flags & shape_flags::PER_CLIENT == 0 {
         return class;
     }
@@ -240,12 +211,9 @@ unsafe fn htb_minor(key: &FlowKey, entry: *mut FlowEntry, class: u16, rule: &Sha
         // SAFETY: a map value pointer, valid for this program run.
         return unsafe { *minor };
     }
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if (*entry).shape_flags & flow_shape_flags::CLASS_ASKED == 0 {
-            (*entry).shape_flags |= flow_shape_flags::CLASS_ASKED;
-            ask_for_client_class(key, class);
-        }
+    if entry.shape_flags & flow_shape_flags::CLASS_ASKED == 0 {
+        entry.shape_flags |= flow_shape_flags::CLASS_ASKED;
+        ask_for_client_class(key, class);
     }
     class
 }

@@ -31,34 +31,24 @@ pub fn protocol_category(app: u16) -> u16 {
 }
 
 /// Sets the flow's class.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn set_class(entry: *mut FlowEntry, class: ClassResult) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).category = class.category;
-        (*entry).app = class.app;
-        (*entry).method = class.method;
-        (*entry).class_flags |= class.class_flags;
-    }
+pub fn set_class(entry: &mut FlowEntry, class: ClassResult) {
+    entry.category = class.category;
+    entry.app = class.app;
+    entry.method = class.method;
+    entry.class_flags |= class.class_flags;
 }
 
 /// A BitTorrent class by `method`; peers (not trackers) join the client's peer cache.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn set_bittorrent(key: &FlowKey, entry: *mut FlowEntry, method: Method) {
+pub fn set_bittorrent(key: &FlowKey, entry: &mut FlowEntry, method: Method) {
     let class = ClassResult {
         category: protocol_category(app::BITTORRENT),
         app: app::BITTORRENT,
         method: method as u8,
         ..ClassResult::default()
     };
-    // SAFETY: forwarded from the caller.
-    unsafe { set_class(entry, class) };
+    set_class(entry, class);
     if method != Method::BtTracker {
         let _ = PEERS.insert(PeerKey::server_of(key), now_ns(), 0);
     }
@@ -84,161 +74,110 @@ pub fn known_peer(key: &FlowKey, config: &Config) -> bool {
 
 /// Ends classification: the fast path will only count from now on. Tells the daemon the
 /// flow's class (and the name it came from) once.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn finish(key: &FlowKey, entry: *mut FlowEntry, name: Option<NameRef<'_>>) {
-    // SAFETY: forwarded from the caller.
-    let (method, flags) = unsafe {
-        (*entry).class_state = state::DONE;
-        (*entry).class_flags &= !class_flags::PORT_PROVISIONAL;
-        (Method::from_u8((*entry).method), (*entry).class_flags)
-    };
+pub fn finish(key: &FlowKey, entry: &mut FlowEntry, name: Option<NameRef<'_>>) {
+    entry.class_state = state::DONE;
+    entry.class_flags &= !class_flags::PORT_PROVISIONAL;
+    let (method, flags) = (Method::from_u8(entry.method), entry.class_flags);
     count_class(method);
     if method != Method::None || flags & class_flags::REPORTED != 0 || has_evasion(entry) {
-        // SAFETY: forwarded from the caller.
-        unsafe { emit_classified(key, entry, name, false) };
+        emit_classified(key, entry, name, false);
     }
 }
 
 /// [`finish`] for a TCP stream whose first `end` bytes were read: the flow is then watched
 /// for a second version of those bytes (the name's hash tells a retransmission from one).
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn finish_stream(
+pub fn finish_stream(
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     name: Option<NameRef<'_>>,
     end: u16,
     name_hash: u32,
 ) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        finish(key, entry, name);
-        (*entry).class_state = state::WATCH;
-        (*entry).named_end = end;
-        (*entry).name_hash = name_hash;
-    }
+    finish(key, entry, name);
+    entry.class_state = state::WATCH;
+    entry.named_end = end;
+    entry.name_hash = name_hash;
 }
 
 /// The client has moved past the bytes the name came from: nothing more to watch.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn end_watch(key: &FlowKey, entry: *mut FlowEntry) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).class_state = state::DONE;
-        (*entry).class_flags &= !class_flags::RECHECK;
-    }
-    // SAFETY: forwarded from the caller.
-    unsafe { release_buffer(key, entry) };
+pub fn end_watch(key: &FlowKey, entry: &mut FlowEntry) {
+    entry.class_state = state::DONE;
+    entry.class_flags &= !class_flags::RECHECK;
+    release_buffer(key, entry);
 }
 
 /// Frees the flow's stream buffer, if it has one.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn release_buffer(key: &FlowKey, entry: *mut FlowEntry) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if (*entry).flags & flow_flags::STREAM_BUFFER != 0 {
-            (*entry).flags &= !flow_flags::STREAM_BUFFER;
-            let _ = REASM.remove(key);
-        }
+pub fn release_buffer(key: &FlowKey, entry: &mut FlowEntry) {
+    if entry.flags & flow_flags::STREAM_BUFFER != 0 {
+        entry.flags &= !flow_flags::STREAM_BUFFER;
+        let _ = REASM.remove(key);
     }
 }
 
 /// A second version of the named bytes reads as another category (or as nothing): the
 /// verdict now answers to both.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn second_category(entry: *mut FlowEntry, category: u16) {
+pub fn second_category(entry: &mut FlowEntry, category: u16) {
     stats::bump(Stat::StreamConflicts);
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).evasion |= evasion::CONFLICT;
-        if (*entry).alt_category == 0 {
-            (*entry).alt_category = category;
-        }
-        (*entry).class_flags &= !class_flags::RECHECK;
-        // Worked out again on the next packet, with both categories.
-        (*entry).policy_flags &= !policy_flags::DECIDED;
+    entry.evasion |= evasion::CONFLICT;
+    if entry.alt_category == 0 {
+        entry.alt_category = category;
     }
+    entry.class_flags &= !class_flags::RECHECK;
+    // Worked out again on the next packet, with both categories.
+    entry.policy_flags &= !policy_flags::DECIDED;
 }
 
 /// The stream's first bytes looked like TLS or HTTP (`protocol`) but cannot be read within
 /// the datapath's bounds: the flow gets the policy's `unreadable` category, so the policy
 /// decides (the council default blocks it at work) instead of it passing as unknown. A
 /// second version that cannot be read adds that category to the verdict instead.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn give_up(key: &FlowKey, entry: *mut FlowEntry, protocol: u16) {
+pub fn give_up(key: &FlowKey, entry: &mut FlowEntry, protocol: u16) {
     stats::bump(Stat::Unreadable);
     let category = protocol_category(app::UNREADABLE);
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if (*entry).class_flags & class_flags::RECHECK != 0 {
-            second_category(entry, category);
-            return;
-        }
-        (*entry).class_flags |= class_flags::UNREADABLE;
-        if (*entry).app == app::UNKNOWN {
-            (*entry).app = protocol;
-        }
-        (*entry).category = category;
-        (*entry).method = Method::None as u8;
-        finish(key, entry, None);
+    if entry.class_flags & class_flags::RECHECK != 0 {
+        second_category(entry, category);
+        return;
     }
-    // SAFETY: forwarded from the caller.
-    unsafe { release_buffer(key, entry) };
+    entry.class_flags |= class_flags::UNREADABLE;
+    if entry.app == app::UNKNOWN {
+        entry.app = protocol;
+    }
+    entry.category = category;
+    entry.method = Method::None as u8;
+    finish(key, entry, None);
+    release_buffer(key, entry);
 }
 
 /// [`give_up`] from TC, where the stack is taken: the class is set without an event (the
 /// daemon reads it from the flow table).
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn mark_unreadable(key: &FlowKey, entry: *mut FlowEntry) {
+pub fn mark_unreadable(key: &FlowKey, entry: &mut FlowEntry) {
     stats::bump(Stat::Unreadable);
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).class_flags |= class_flags::UNREADABLE;
-        (*entry).class_flags &= !class_flags::PORT_PROVISIONAL;
-        (*entry).category = protocol_category(app::UNREADABLE);
-        (*entry).method = Method::None as u8;
-        (*entry).class_state = state::DONE;
-        (*entry).policy_flags &= !policy_flags::DECIDED;
-    }
-    // SAFETY: forwarded from the caller.
-    unsafe { release_buffer(key, entry) };
+    entry.class_flags |= class_flags::UNREADABLE;
+    entry.class_flags &= !class_flags::PORT_PROVISIONAL;
+    entry.category = protocol_category(app::UNREADABLE);
+    entry.method = Method::None as u8;
+    entry.class_state = state::DONE;
+    entry.policy_flags &= !policy_flags::DECIDED;
+    release_buffer(key, entry);
 }
 
 /// Notes what the client did to hide the flow's name; `stat` counts it.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn note_evasion(entry: *mut FlowEntry, bit: u8, stat: Stat) {
+pub fn note_evasion(entry: &mut FlowEntry, bit: u8, stat: Stat) {
     stats::bump(stat);
-    // SAFETY: forwarded from the caller.
-    unsafe { (*entry).evasion |= bit };
+    entry.evasion |= bit;
 }
 
 #[inline(always)]
-fn has_evasion(entry: *mut FlowEntry) -> bool {
-    // SAFETY: callers pass the flow's live map value.
-    unsafe { (*entry).evasion & evasion::DECEPTION != 0 }
+fn has_evasion(entry: &FlowEntry) -> bool {
+    entry.evasion & evasion::DECEPTION != 0
 }
 
 #[inline(always)]
@@ -258,19 +197,10 @@ fn count_class(method: Method) {
 /// One [`ClassifiedEvent`] into the ring buffer; counted as dropped when it is full.
 /// `second`: the name is a second version's (flagged with RECHECK for the daemon). The
 /// name goes into `NAMES` first, so that it outlives the daemon, and a full ring buffer.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn emit_classified(
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-    name: Option<NameRef<'_>>,
-    second: bool,
-) {
+pub fn emit_classified(key: &FlowKey, entry: &FlowEntry, name: Option<NameRef<'_>>, second: bool) {
     let kept = match &name {
-        // SAFETY: forwarded from the caller.
-        Some(name) => unsafe { keep_name(key, entry, name, second) },
+        Some(name) => keep_name(key, entry, name, second),
         None => false,
     };
     let Some(mut slot) = EVENTS.reserve_untyped::<ClassifiedEvent>(0) else {
@@ -278,17 +208,17 @@ pub unsafe fn emit_classified(
         return;
     };
     let event = slot.as_mut_ptr();
-    // SAFETY: `event` is ring buffer memory reserved for a ClassifiedEvent; `entry` is live.
+    // SAFETY: `event` is ring buffer memory reserved for a ClassifiedEvent.
     unsafe {
         (*event).kind = kind::FLOW_CLASSIFIED;
-        (*event).method = (*entry).method;
-        (*event).class_flags = ((*entry).class_flags & class_flags::REPORTED)
+        (*event).method = entry.method;
+        (*event).class_flags = (entry.class_flags & class_flags::REPORTED)
             | if second { class_flags::RECHECK } else { 0 };
-        (*event).category = (*entry).category;
-        (*event).app = (*entry).app;
-        (*event).evasion = (*entry).evasion;
+        (*event).category = entry.category;
+        (*event).app = entry.app;
+        (*event).evasion = entry.evasion;
         (*event).name_kept = kept as u8;
-        (*event).alt_category = (*entry).alt_category;
+        (*event).alt_category = entry.alt_category;
         (*event).key = *key;
         (*event).name_len = match name {
             Some(name) => copy_name(&name, &raw mut (*event).name),
@@ -300,27 +230,19 @@ pub unsafe fn emit_classified(
 
 /// Puts the flow's name (its first, or with `second` its second) into `NAMES`, tagged
 /// with the flow entry's first packet time; whether it is there.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn keep_name(
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-    name: &NameRef<'_>,
-    second: bool,
-) -> bool {
+fn keep_name(key: &FlowKey, entry: &FlowEntry, name: &NameRef<'_>, second: bool) -> bool {
     let Some(slot) = NAME_SLOT.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: this CPU's slot, live for the program run; `entry` is live (caller).
+    // SAFETY: this CPU's slot, live for the program run.
     unsafe {
         let len = copy_name(name, &raw mut (*slot).name.name);
         if len == 0 {
             return false;
         }
         (*slot).name.len = len;
-        (*slot).name.first_seen_ns = (*entry).first_seen_ns;
+        (*slot).name.first_seen_ns = entry.first_seen_ns;
         (*slot).key = NameKey::new(
             *key,
             if second {

@@ -41,27 +41,21 @@ const MAX_QUIC_INITIALS: u8 = 3;
 const MAX_QUIC_PENDING_PACKETS: u64 = 64;
 
 /// The first datagram of a UDP flow.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn inspect(
+pub fn inspect(
     ctx: &XdpContext,
     packet: &HelperPacket<'_>,
     meta: &PacketMeta,
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     config: &Config,
 ) -> u32 {
     let offset = meta.payload_offset as usize;
     let len = meta.payload_len as usize;
     if let Some((bit, stat)) = decoy(ctx, meta, config) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            note_evasion(entry, bit, stat);
-            // Not counted as looked at: the real datagram is still to come.
-            (*entry).inspected = (*entry).inspected.saturating_sub(1);
-        }
+        note_evasion(entry, bit, stat);
+        // Not counted as looked at: the real datagram is still to come.
+        entry.inspected = entry.inspected.saturating_sub(1);
         return XDP_PASS;
     }
     if quic::client_initial_version(packet, offset, len).is_some() {
@@ -71,21 +65,18 @@ pub unsafe fn inspect(
             method: Method::None as u8,
             ..ClassResult::default()
         };
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            set_class(entry, class);
-            // The daemon reads a client's Initials within its quota; beyond it (a flood of
-            // fake Initials) the flow is QUIC of no known name, which the policy judges.
-            if config.quic_mode == classifier_common::config::quic_mode::CLASSIFY
-                && sources::take(&key.client_addr, Quota::Quic, config)
-            {
-                send_initial(ctx, meta, key);
-                (*entry).class_state = state::QUIC_PENDING;
-                return hold(config);
-            }
-            (*entry).method = Method::Quic as u8;
-            finish(key, entry, None);
+        set_class(entry, class);
+        // The daemon reads a client's Initials within its quota; beyond it (a flood of
+        // fake Initials) the flow is QUIC of no known name, which the policy judges.
+        if config.quic_mode == classifier_common::config::quic_mode::CLASSIFY
+            && sources::take(&key.client_addr, Quota::Quic, config)
+        {
+            send_initial(ctx, meta, key);
+            entry.class_state = state::QUIC_PENDING;
+            return hold(config);
         }
+        entry.method = Method::Quic as u8;
+        finish(key, entry, None);
         return XDP_PASS;
     }
     if let Some(signature) = bittorrent::udp_signature(packet, offset, len) {
@@ -94,23 +85,16 @@ pub unsafe fn inspect(
             BtSignature::Utp => Method::BtUtp,
             BtSignature::UdpTrackerConnect | BtSignature::Handshake => Method::BtTracker,
         };
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            set_bittorrent(key, entry, method);
-            finish(key, entry, None);
-        }
+        set_bittorrent(key, entry, method);
+        finish(key, entry, None);
         return XDP_PASS;
     }
     if known_peer(key, config) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            set_bittorrent(key, entry, Method::PeerCache);
-            finish(key, entry, None);
-        }
+        set_bittorrent(key, entry, Method::PeerCache);
+        finish(key, entry, None);
         return XDP_PASS;
     }
-    // SAFETY: forwarded from the caller.
-    unsafe { finish(key, entry, None) };
+    finish(key, entry, None);
     XDP_PASS
 }
 
@@ -152,50 +136,42 @@ fn decoy(ctx: &XdpContext, meta: &PacketMeta, config: &Config) -> Option<(u8, St
 
 /// A later client packet of a QUIC flow whose Initial is with the daemon: apply its answer
 /// if it has come, hand over further Initials (the ClientHello may span two), hold or pass.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn pending(
+pub fn pending(
     ctx: &XdpContext,
     packet: &HelperPacket<'_>,
     meta: &PacketMeta,
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     config: &Config,
 ) -> u32 {
     if let Some(result) = CLASS_RESULTS.get_ptr(key) {
-        // SAFETY: a live map value; the flow's live entry (caller).
-        unsafe {
-            set_class(entry, *result);
-            let _ = CLASS_RESULTS.remove(key);
-            // The daemon made this class and knows the name: no event back to it.
-            (*entry).class_state = state::DONE;
-        }
+        // SAFETY: a map value pointer, valid for this program run.
+        set_class(entry, unsafe { *result });
+        let _ = CLASS_RESULTS.remove(key);
+        // The daemon made this class and knows the name: no event back to it.
+        entry.class_state = state::DONE;
         stats::bump(Stat::ClassifiedByName);
         return XDP_PASS;
     }
-    // SAFETY: the flow's live entry (caller).
-    unsafe {
-        let initial = quic::client_initial_version(
-            packet,
-            meta.payload_offset as usize,
-            meta.payload_len as usize,
-        );
-        if initial.is_some() && (*entry).inspected < MAX_QUIC_INITIALS {
-            match decoy(ctx, meta, config) {
-                Some((bit, stat)) => note_evasion(entry, bit, stat),
-                None => {
-                    (*entry).inspected += 1;
-                    send_initial(ctx, meta, key);
-                }
+    let initial = quic::client_initial_version(
+        packet,
+        meta.payload_offset as usize,
+        meta.payload_len as usize,
+    );
+    if initial.is_some() && entry.inspected < MAX_QUIC_INITIALS {
+        match decoy(ctx, meta, config) {
+            Some((bit, stat)) => note_evasion(entry, bit, stat),
+            None => {
+                entry.inspected += 1;
+                send_initial(ctx, meta, key);
             }
         }
-        if (*entry).upload.packets > MAX_QUIC_PENDING_PACKETS {
-            (*entry).method = Method::Quic as u8;
-            finish(key, entry, None);
-            return XDP_PASS;
-        }
+    }
+    if entry.upload.packets > MAX_QUIC_PENDING_PACKETS {
+        entry.method = Method::Quic as u8;
+        finish(key, entry, None);
+        return XDP_PASS;
     }
     hold(config)
 }

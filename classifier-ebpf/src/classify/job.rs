@@ -9,25 +9,26 @@ use classifier_common::{
 };
 
 use crate::{
-    maps::{CLASSIFIERS, DEFRAG, FLOWS, JOBS, REASM, SCRATCH},
+    flows::Flow,
+    maps::{CLASSIFIERS, DEFRAG, JOBS, REASM, SCRATCH},
     packet::StreamView,
 };
 
 /// This CPU's job, its flow's entry and its stream buffer, all live for the program run.
-pub struct Job {
+pub struct Job<'run> {
     pub job: *mut ClassifyJob,
-    pub entry: *mut FlowEntry,
+    pub entry: Flow<'run>,
     pub buf: *mut StreamBuf,
 }
 
-impl Job {
+impl Job<'_> {
     /// The current job, if its flow and buffer still exist.
     #[inline(always)]
     pub fn current() -> Option<Self> {
         let job = JOBS.get_ptr_mut(0)?;
         // SAFETY: `job` is this CPU's map value; the key is copied out of it.
         let (key, buffer) = unsafe { ((*job).key, (*job).buffer) };
-        let entry = FLOWS.get_ptr_mut(key)?;
+        let entry = Flow::lookup(&key)?;
         let buf = if buffer == job_buffer::REASSEMBLY {
             REASM.get_ptr_mut(key)?
         } else {
@@ -104,13 +105,9 @@ pub fn hand_over(ctx: &XdpContext, index: u32) -> u32 {
 /// it or answers with a reset (a ClientHello that makes its flow blocked is itself dropped).
 /// That one program carries the reset code for every classifier, so that the verifier does
 /// not walk it again in each.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn verdict(ctx: &XdpContext, key: &FlowKey, entry: *mut FlowEntry) -> u32 {
-    // SAFETY: forwarded from the caller.
-    if unsafe { crate::enforce::verdict_of(key, entry) } != verdict::BLOCK {
+pub fn verdict(ctx: &XdpContext, key: &FlowKey, entry: &mut FlowEntry) -> u32 {
+    if crate::enforce::verdict_of(key, entry) != verdict::BLOCK {
         return XDP_PASS;
     }
     hand_over(ctx, tail::ENFORCE)

@@ -37,8 +37,8 @@ use classifier_common::{
 
 use self::apply::{finish, give_up, set_class};
 use crate::{
-    flows::{Direction, flow_key},
-    maps::{CONFIG, FLOWS, PACKET, PORTS},
+    flows::{Direction, Flow, flow_key},
+    maps::{CONFIG, PACKET, PORTS},
     packet::{DirectPacket, HelperPacket},
 };
 
@@ -59,20 +59,17 @@ pub fn classify_upload(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     }
     let key = flow_key(meta, Direction::Upload);
-    let Some(entry) = FLOWS.get_ptr_mut(key) else {
+    let Some(mut flow) = Flow::lookup(&key) else {
         return XDP_PASS;
     };
     let Some(config) = CONFIG.get(0) else {
         return XDP_PASS;
     };
-    // SAFETY: `entry` is the flow's map value, live for this program run.
-    unsafe {
-        let verdict = classify(ctx, meta, &key, entry, config);
-        if verdict != XDP_PASS {
-            return verdict; // a QUIC flow held while its name is read
-        }
-        job::verdict(ctx, &key, entry)
+    let verdict = classify(ctx, meta, &key, &mut flow, config);
+    if verdict != XDP_PASS {
+        return verdict; // a QUIC flow held while its name is read
     }
+    job::verdict(ctx, &key, &mut flow)
 }
 
 /// The `enforce_upload` program: the packet's verdict under its flow's class so far, the
@@ -84,129 +81,110 @@ pub fn enforce_upload(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     }
     let key = flow_key(&meta, Direction::Upload);
-    let Some(entry) = FLOWS.get_ptr_mut(key) else {
+    let Some(mut flow) = Flow::lookup(&key) else {
         return XDP_PASS;
     };
-    // SAFETY: the flow's map value, live for this program run.
-    unsafe { crate::enforce::upload_action(ctx, &meta, &key, entry) }
+    crate::enforce::upload_action(ctx, &meta, &key, &mut flow)
 }
 
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn classify(
+fn classify(
     ctx: &XdpContext,
     meta: &PacketMeta,
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     config: &Config,
 ) -> u32 {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if meta.fragment != fragment::NONE && fragmented(meta, key, entry) {
-            return XDP_PASS;
-        }
-        if meta.protocol == ip_proto::TCP {
-            // The SYN of a new connection on a settled flow's addresses goes first, so that
-            // the port rules are looked at again for it.
-            if (*entry).class_flags & class_flags::FIRST_LOOK_DONE == 0 {
-                first_look(key, entry);
-            }
-            return tcp::classify_segment(ctx, meta, key, entry, config);
-        }
-        match (*entry).class_state {
-            state::INSPECTING => {}
-            state::QUIC_PENDING => {
-                let packet = HelperPacket::new(ctx);
-                return datagram::pending(ctx, &packet, meta, key, entry, config);
-            }
-            _ => return XDP_PASS,
-        }
-        if (*entry).class_flags & class_flags::FIRST_LOOK_DONE == 0 {
+    if meta.fragment != fragment::NONE && fragmented(meta, key, entry) {
+        return XDP_PASS;
+    }
+    if meta.protocol == ip_proto::TCP {
+        // The SYN of a new connection on a settled flow's addresses goes first, so that
+        // the port rules are looked at again for it.
+        if entry.class_flags & class_flags::FIRST_LOOK_DONE == 0 {
             first_look(key, entry);
         }
-        if meta.payload_len == 0 {
-            return XDP_PASS;
-        }
-        (*entry).inspected = (*entry).inspected.saturating_add(1);
-        if meta.protocol == ip_proto::UDP {
-            let packet = HelperPacket::new(ctx);
-            let verdict = datagram::inspect(ctx, &packet, meta, key, entry, config);
-            if (*entry).class_state == state::INSPECTING
-                && (*entry).inspected >= config.max_inspected
-            {
-                finish(key, entry, None);
-            }
-            return verdict;
-        }
-        finish(key, entry, None);
-        XDP_PASS
+        return tcp::classify_segment(ctx, meta, key, entry, config);
     }
+    match entry.class_state {
+        state::INSPECTING => {}
+        state::QUIC_PENDING => {
+            let packet = HelperPacket::new(ctx);
+            return datagram::pending(ctx, &packet, meta, key, entry, config);
+        }
+        _ => return XDP_PASS,
+    }
+    if entry.class_flags & class_flags::FIRST_LOOK_DONE == 0 {
+        first_look(key, entry);
+    }
+    if meta.payload_len == 0 {
+        return XDP_PASS;
+    }
+    entry.inspected = entry.inspected.saturating_add(1);
+    if meta.protocol == ip_proto::UDP {
+        let packet = HelperPacket::new(ctx);
+        let verdict = datagram::inspect(ctx, &packet, meta, key, entry, config);
+        if entry.class_state == state::INSPECTING && entry.inspected >= config.max_inspected {
+            finish(key, entry, None);
+        }
+        return verdict;
+    }
+    finish(key, entry, None);
+    XDP_PASS
 }
 
 /// A first fragment of a flow still being classified: its payload is cut, so a TCP stream
 /// or a QUIC datagram carried this way cannot be read (the flow is unreadable, which the
 /// policy judges); other UDP is read as far as the fragment goes. Returns whether that
 /// settled the packet.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn fragmented(meta: &PacketMeta, key: &FlowKey, entry: *mut FlowEntry) -> bool {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let settled = (*entry).class_state == state::DONE || (*entry).class_state == state::WATCH;
-        if settled {
-            return true;
-        }
-        // (Counted as a first fragment where the fast path saw it.)
-        (*entry).evasion |= evasion::FRAGMENTED;
-        let named_by_payload = meta.protocol == ip_proto::TCP
-            || (meta.protocol == ip_proto::UDP && key.server_port == QUIC_PORT);
-        if named_by_payload {
-            let protocol = if meta.protocol == ip_proto::TCP {
-                app::TLS
-            } else {
-                app::QUIC
-            };
-            give_up(key, entry, protocol);
-            return true;
-        }
-        false
+fn fragmented(meta: &PacketMeta, key: &FlowKey, entry: &mut FlowEntry) -> bool {
+    let settled = entry.class_state == state::DONE || entry.class_state == state::WATCH;
+    if settled {
+        return true;
     }
+    // (Counted as a first fragment where the fast path saw it.)
+    entry.evasion |= evasion::FRAGMENTED;
+    let named_by_payload = meta.protocol == ip_proto::TCP
+        || (meta.protocol == ip_proto::UDP && key.server_port == QUIC_PORT);
+    if named_by_payload {
+        let protocol = if meta.protocol == ip_proto::TCP {
+            app::TLS
+        } else {
+            app::QUIC
+        };
+        give_up(key, entry, protocol);
+        return true;
+    }
+    false
 }
 
 /// Before any payload: a port rule gives a provisional class that a name may still
 /// replace. (The BitTorrent peer cache is asked only once the flow's first bytes name
 /// nothing: a name always wins.)
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn first_look(key: &FlowKey, entry: *mut FlowEntry) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).class_flags |= class_flags::FIRST_LOOK_DONE;
-        // The port that names the service: the server's, or for a flow the other side
-        // opened (an inbound peer), the LAN client's own listening port.
-        let port = if (*entry).flags & flow_flags::STARTED_DOWNSTREAM != 0 {
-            key.client_port
-        } else {
-            key.server_port
-        };
-        let port_key = PortKey {
-            protocol: key.protocol,
-            _pad: 0,
-            port,
-        };
-        if let Some(rule) = PORTS.get_ptr(port_key) {
-            let mut class = *rule;
-            class.method = Method::Port as u8;
-            class.class_flags |= class_flags::PORT_PROVISIONAL;
-            if class.app == app::UNKNOWN {
-                class.app = (*entry).app;
-            }
-            set_class(entry, class);
+fn first_look(key: &FlowKey, entry: &mut FlowEntry) {
+    entry.class_flags |= class_flags::FIRST_LOOK_DONE;
+    // The port that names the service: the server's, or for a flow the other side
+    // opened (an inbound peer), the LAN client's own listening port.
+    let port = if entry.flags & flow_flags::STARTED_DOWNSTREAM != 0 {
+        key.client_port
+    } else {
+        key.server_port
+    };
+    let port_key = PortKey {
+        protocol: key.protocol,
+        _pad: 0,
+        port,
+    };
+    if let Some(rule) = PORTS.get_ptr(port_key) {
+        // SAFETY: a map value pointer, valid for this program run.
+        let mut class = unsafe { *rule };
+        class.method = Method::Port as u8;
+        class.class_flags |= class_flags::PORT_PROVISIONAL;
+        if class.app == app::UNKNOWN {
+            class.app = entry.app;
         }
+        set_class(entry, class);
     }
 }

@@ -32,102 +32,86 @@ use crate::{
 /// its category to the verdict.
 #[inline(always)]
 pub fn name_lookup(ctx: &XdpContext) -> u32 {
-    let Some(job) = Job::current() else {
+    let Some(mut job) = Job::current() else {
         return XDP_PASS;
     };
-    classify_job(ctx, &job)
+    classify_job(ctx, &mut job)
 }
 
 /// [`name_lookup`] for the current job.
 #[inline(always)]
-pub fn classify_job(ctx: &XdpContext, job: &Job) -> u32 {
+pub fn classify_job(ctx: &XdpContext, job: &mut Job) -> u32 {
     let Some(view) = job.name_view() else {
         return XDP_PASS;
     };
-    // SAFETY: the job's values are live for this program run.
-    unsafe {
-        let found = *job.job;
-        let name = NameRef {
-            view: &view,
-            offset: found.name_offset as usize,
-            len: found.name_len as usize,
-        };
-        let looked_up = lookup(&name);
-        if (*job.entry).class_flags & class_flags::RECHECK != 0 {
-            second_version(&found.key, job.entry, &name, &looked_up);
-            return job::verdict(ctx, &found.key, job.entry);
-        }
-        if found.tracker != 0 {
-            set_bittorrent(&found.key, job.entry, Method::BtTracker);
-            finish(&found.key, job.entry, Some(name));
-            release_buffer(&found.key, job.entry);
-        } else {
-            classify_by_name(
-                job.entry,
-                &looked_up,
-                Method::from_u8(found.method),
-                found.protocol_app,
-            );
-            finish_stream(
-                &found.key,
-                job.entry,
-                Some(name),
-                found.parsed_end,
-                looked_up.hash,
-            );
-        }
-        if found.joined != 0 {
-            stats::bump(Stat::RecordsJoined);
-        }
-        job::verdict(ctx, &found.key, job.entry)
+    // SAFETY: this CPU's job value, live for the program run; copied out.
+    let found = unsafe { *job.job };
+    let name = NameRef {
+        view: &view,
+        offset: found.name_offset as usize,
+        len: found.name_len as usize,
+    };
+    let looked_up = lookup(&name);
+    if job.entry.class_flags & class_flags::RECHECK != 0 {
+        second_version(&found.key, &mut job.entry, &name, &looked_up);
+        return job::verdict(ctx, &found.key, &mut job.entry);
     }
+    if found.tracker != 0 {
+        set_bittorrent(&found.key, &mut job.entry, Method::BtTracker);
+        finish(&found.key, &mut job.entry, Some(name));
+        release_buffer(&found.key, &mut job.entry);
+    } else {
+        classify_by_name(
+            &mut job.entry,
+            &looked_up,
+            Method::from_u8(found.method),
+            found.protocol_app,
+        );
+        finish_stream(
+            &found.key,
+            &mut job.entry,
+            Some(name),
+            found.parsed_end,
+            looked_up.hash,
+        );
+    }
+    if found.joined != 0 {
+        stats::bump(Stat::RecordsJoined);
+    }
+    job::verdict(ctx, &found.key, &mut job.entry)
 }
 
 /// A second version of the named bytes named `looked_up`: the same name is a
 /// retransmission; another one is an evasion attempt, and its category (or, unlisted,
 /// none) joins the verdict, and the daemon hears of it.
 #[inline(always)]
-unsafe fn second_version(
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-    name: &NameRef<'_>,
-    looked_up: &Looked,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if looked_up.hash == (*entry).name_hash {
-            (*entry).class_flags &= !class_flags::RECHECK;
-            return;
-        }
-        let category = match looked_up.listed {
-            Some(listed) => listed.category,
-            None => (*entry).category,
-        };
-        second_category(entry, category);
-        emit_classified(
-            key,
-            entry,
-            Some(NameRef {
-                view: name.view,
-                offset: name.offset,
-                len: name.len,
-            }),
-            true,
-        );
+fn second_version(key: &FlowKey, entry: &mut FlowEntry, name: &NameRef<'_>, looked_up: &Looked) {
+    if looked_up.hash == entry.name_hash {
+        entry.class_flags &= !class_flags::RECHECK;
+        return;
     }
+    let category = match looked_up.listed {
+        Some(listed) => listed.category,
+        None => entry.category,
+    };
+    second_category(entry, category);
+    emit_classified(
+        key,
+        entry,
+        Some(NameRef {
+            view: name.view,
+            offset: name.offset,
+            len: name.len,
+        }),
+        true,
+    );
 }
 
 /// The flow's class from its name: the listed domain's category and application, or, for
 /// an unlisted name, the protocol as application and whatever category a port gave.
 #[inline(always)]
-unsafe fn classify_by_name(
-    entry: *mut FlowEntry,
-    looked_up: &Looked,
-    method: Method,
-    protocol: u16,
-) {
-    // SAFETY: forwarded from the caller.
-    let current = unsafe { (*entry).category };
+fn classify_by_name(entry: &mut FlowEntry, looked_up: &Looked, method: Method, protocol: u16) {
+    let current = entry.category;
     let class = match looked_up.listed {
         Some(listed) => ClassResult {
             category: listed.category,
@@ -146,8 +130,7 @@ unsafe fn classify_by_name(
             ..ClassResult::default()
         },
     };
-    // SAFETY: forwarded from the caller.
-    unsafe { set_class(entry, class) };
+    set_class(entry, class);
 }
 
 /// What a name looked up to: its longest listed suffix's entry, and the name's own hash

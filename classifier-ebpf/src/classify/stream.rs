@@ -45,7 +45,8 @@ use super::{
 };
 use crate::{
     bounded_loop::{LoopBody, bounded_loop},
-    maps::{CONFIG, DEFRAG, FLOWS, JOBS, LOOPS, LoopState, REASM, SCRATCH, SCRATCH_KEYS, SEGMENT},
+    flows::Flow,
+    maps::{CONFIG, DEFRAG, JOBS, LOOPS, LoopState, REASM, SCRATCH, SCRATCH_KEYS, SEGMENT},
     packet::{MAX_SEGMENT, StreamView, ValueSource, load_into, verifier_opaque},
     sources::{self, Quota},
     stats,
@@ -60,14 +61,14 @@ pub fn stream_segment(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: this CPU's job value, copied out.
     let work = unsafe { *job };
-    let Some(entry) = FLOWS.get_ptr_mut(work.key) else {
+    let Some(flow) = Flow::lookup(&work.key) else {
         return XDP_PASS;
     };
     let Some(config) = CONFIG.get(0) else {
         return XDP_PASS;
     };
-    // SAFETY: `job` and `entry` are live map values for this program run.
-    unsafe { place_segment(ctx, job, &work, entry, config) }
+    // SAFETY: `job` is this CPU's job value, live for this program run.
+    unsafe { place_segment(ctx, job, &work, flow, config) }
 }
 
 /// Where a segment leaves the flow's classification.
@@ -84,27 +85,23 @@ enum Next {
 }
 
 /// # Safety
-/// `job` and `entry` must point to live map values.
+/// `job` must point to this CPU's live job value.
 #[inline(always)]
 unsafe fn place_segment(
     ctx: &XdpContext,
     job: *mut ClassifyJob,
     work: &ClassifyJob,
-    entry: *mut FlowEntry,
+    mut entry: Flow<'_>,
     config: &Config,
 ) -> u32 {
     let key = work.key;
-    // SAFETY: forwarded from the caller.
-    let (class_state, recheck) = unsafe {
-        (
-            (*entry).class_state,
-            (*entry).class_flags & class_flags::RECHECK != 0,
-        )
-    };
+    let (class_state, recheck) = (
+        entry.class_state,
+        entry.class_flags & class_flags::RECHECK != 0,
+    );
     // The flow's buffer, or this CPU's scratch for a first segment (or a second version
     // of bytes that were read from one segment).
-    // SAFETY: forwarded from the caller.
-    let has_buffer = unsafe { (*entry).flags & flow_flags::STREAM_BUFFER != 0 };
+    let has_buffer = entry.flags & flow_flags::STREAM_BUFFER != 0;
     let kept = if has_buffer {
         REASM.get_ptr_mut(key)
     } else {
@@ -132,12 +129,12 @@ unsafe fn place_segment(
         stats::bump(Stat::ReassemblyLost);
         Next::Unreadable
     } else {
-        // SAFETY: `buf` and `entry` are live map values (above, and the caller).
-        unsafe { place(ctx, work, entry, buf, config) }
+        // SAFETY: `buf` is a live map value (above).
+        unsafe { place(ctx, work, &mut entry, buf, config) }
     };
     // SAFETY: as above.
     let next = match next {
-        Next::Read => unsafe { dispatch(&key, entry, buf, config, recheck) },
+        Next::Read => unsafe { dispatch(&key, &mut entry, buf, config, recheck) },
         other => other,
     };
     // SAFETY: as above.
@@ -156,33 +153,32 @@ unsafe fn place_segment(
                 if (*buf).kind == stream_kind::TLS {
                     // Read here rather than in a program of its own: the hello is read
                     // without a hand-over (and three map lookups) more.
-                    return read_tls(ctx, &Job { job, entry, buf }, config);
+                    return read_tls(ctx, &mut Job { job, entry, buf }, config);
                 }
                 return job::hand_over(ctx, tail::PARSE_HTTP);
             }
             Next::Wait => {
-                if !keep(&key, entry, buf, buffer, config, recheck) {
-                    give_up(&key, entry, kind_protocol((*buf).kind));
+                if !keep(&key, &mut entry, buf, buffer, config, recheck) {
+                    give_up(&key, &mut entry, kind_protocol((*buf).kind));
                 }
             }
-            Next::Unreadable => give_up(&key, entry, kind_protocol((*buf).kind)),
+            Next::Unreadable => give_up(&key, &mut entry, kind_protocol((*buf).kind)),
             Next::Verdict => {}
         }
     }
-    // SAFETY: `entry` is live (caller).
-    unsafe { job::verdict(ctx, &key, entry) }
+    job::verdict(ctx, &key, &mut entry)
 }
 
 /// Places the segment described by `work` in `buf`: checks its checksum, compares what it
 /// overlaps, copies it, and marks its bytes held.
 ///
 /// # Safety
-/// `entry` and `buf` must point to live map values.
+/// `buf` must point to a live map value.
 #[inline(always)]
 unsafe fn place(
     ctx: &XdpContext,
     work: &ClassifyJob,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     buf: *mut StreamBuf,
     config: &Config,
 ) -> Next {
@@ -230,8 +226,7 @@ unsafe fn place(
     };
     // SAFETY: as above.
     if check && !accepted(unsafe { segment_status(ctx, &segment, copy) }, config) {
-        // SAFETY: forwarded from the caller.
-        unsafe { note_evasion(entry, evasion::BAD_CHECKSUM, Stat::DecoyChecksum) };
+        note_evasion(entry, evasion::BAD_CHECKSUM, Stat::DecoyChecksum);
         return Next::Verdict;
     }
     // SAFETY: as above.
@@ -242,14 +237,14 @@ unsafe fn place(
     {
         return Next::Verdict;
     }
-    // SAFETY: `buf` and `entry` are live (caller).
+    // SAFETY: `buf` is live (caller).
     unsafe {
         let Ok(grew) = (*buf).coverage.add(start as u16, held_end as u16) else {
             return Next::Unreadable; // more gaps than the buffer keeps track of
         };
         (*buf).segments = (*buf).segments.saturating_add(1);
-        (*entry).held = (*buf).coverage.prefix;
-        if (*buf).coverage.has_pieces() && (*entry).evasion & evasion::REORDERED == 0 {
+        entry.held = (*buf).coverage.prefix;
+        if (*buf).coverage.has_pieces() && entry.evasion & evasion::REORDERED == 0 {
             note_evasion(entry, evasion::REORDERED, Stat::Reordered);
         }
         if (*buf).segments > MAX_STREAM_SEGMENTS {
@@ -257,8 +252,8 @@ unsafe fn place(
         }
         if conflict {
             stats::bump(Stat::StreamConflicts);
-            (*entry).evasion |= evasion::CONFLICT;
-            if (*entry).class_flags & class_flags::RECHECK == 0 {
+            entry.evasion |= evasion::CONFLICT;
+            if entry.class_flags & class_flags::RECHECK == 0 {
                 // Two versions before any name was read: the later one is parsed, and
                 // the flow answers to the `unreadable` category as well.
                 second_category(entry, super::apply::protocol_category(app::UNREADABLE));
@@ -362,11 +357,11 @@ fn kind_protocol(kind: u8) -> u16 {
 /// (the flow is then unreadable: nothing may pass unread).
 ///
 /// # Safety
-/// `entry` and `buf` must point to live map values.
+/// `buf` must point to a live map value.
 #[inline(always)]
 unsafe fn keep(
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     buf: *mut StreamBuf,
     buffer: u8,
     config: &Config,
@@ -387,12 +382,9 @@ unsafe fn keep(
         stats::bump(Stat::ReassemblyLost);
         return false;
     }
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).flags |= flow_flags::STREAM_BUFFER;
-        if !recheck {
-            (*entry).class_state = state::REASSEMBLING;
-        }
+    entry.flags |= flow_flags::STREAM_BUFFER;
+    if !recheck {
+        entry.class_state = state::REASSEMBLING;
     }
     true
 }
@@ -437,11 +429,11 @@ fn first_bytes(view: &StreamView) -> FirstBytes {
 /// The in-order bytes grew: tell the protocol if not yet told. `Read` to run its parser.
 ///
 /// # Safety
-/// `entry` and `buf` must point to live map values.
+/// `buf` must point to a live map value.
 #[inline(always)]
 unsafe fn dispatch(
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     buf: *mut StreamBuf,
     config: &Config,
     recheck: bool,
@@ -457,20 +449,14 @@ unsafe fn dispatch(
         FirstBytes::Http => stream_kind::HTTP,
         FirstBytes::TooShort => return Next::Wait,
         FirstBytes::BitTorrent => {
-            // SAFETY: as above.
-            unsafe {
-                set_bittorrent(key, entry, Method::BtHandshake);
-                finish(key, entry, None);
-                release_buffer(key, entry);
-            }
+            set_bittorrent(key, entry, Method::BtHandshake);
+            finish(key, entry, None);
+            release_buffer(key, entry);
             return Next::Verdict;
         }
         FirstBytes::Opaque => {
-            // SAFETY: as above.
-            unsafe {
-                opaque(key, entry, config, recheck);
-                release_buffer(key, entry);
-            }
+            opaque(key, entry, config, recheck);
+            release_buffer(key, entry);
             return Next::Verdict;
         }
     };
@@ -497,35 +483,29 @@ unsafe fn hello_incomplete(buf: *const StreamBuf) -> bool {
 /// A stream whose first bytes name nothing: BitTorrent if the client learnt its server as
 /// a peer (how MSE-encrypted connections are caught); else later segments are looked at
 /// one by one, for a handshake after an MSE exchange.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn opaque(key: &FlowKey, entry: *mut FlowEntry, config: &Config, recheck: bool) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if recheck {
-            // A second version of named bytes that is neither TLS nor HTTP.
-            second_category(entry, super::apply::protocol_category(app::UNREADABLE));
-            return;
-        }
-        if known_peer(key, config) {
-            set_bittorrent(key, entry, Method::PeerCache);
-            finish(key, entry, None);
-            return;
-        }
-        (*entry).class_flags |= class_flags::OPAQUE;
-        (*entry).class_state = state::INSPECTING;
-        if (*entry).inspected >= config.max_inspected {
-            finish(key, entry, None);
-        }
+fn opaque(key: &FlowKey, entry: &mut FlowEntry, config: &Config, recheck: bool) {
+    if recheck {
+        // A second version of named bytes that is neither TLS nor HTTP.
+        second_category(entry, super::apply::protocol_category(app::UNREADABLE));
+        return;
+    }
+    if known_peer(key, config) {
+        set_bittorrent(key, entry, Method::PeerCache);
+        finish(key, entry, None);
+        return;
+    }
+    entry.class_flags |= class_flags::OPAQUE;
+    entry.class_state = state::INSPECTING;
+    if entry.inspected >= config.max_inspected {
+        finish(key, entry, None);
     }
 }
 
 /// The job's bytes as a ClientHello record: a name goes on to `name_lookup`, a hello over
 /// several records to `parse_tls_records`.
 #[inline(always)]
-fn read_tls(ctx: &XdpContext, job: &Job, config: &Config) -> u32 {
+fn read_tls(ctx: &XdpContext, job: &mut Job, config: &Config) -> u32 {
     let mut hello = ClientHello::default();
     let key = job.key();
     let view = job.stream();
@@ -536,17 +516,17 @@ fn read_tls(ctx: &XdpContext, job: &Job, config: &Config) -> u32 {
     );
     // SAFETY: the job's values are live for this program run.
     unsafe {
-        let recheck = (*job.entry).class_flags & class_flags::RECHECK != 0;
+        let recheck = job.entry.class_flags & class_flags::RECHECK != 0;
         match status {
             TlsStatus::NeedMore { .. } => {
                 let buffer = (*job.job).buffer;
-                if !keep(&key, job.entry, job.buf, buffer, config, recheck) {
-                    give_up(&key, job.entry, app::TLS);
+                if !keep(&key, &mut job.entry, job.buf, buffer, config, recheck) {
+                    give_up(&key, &mut job.entry, app::TLS);
                 }
             }
             TlsStatus::Complete if hello.sni_len > 0 => {
                 if hello.ech {
-                    (*job.entry).class_flags |= class_flags::ECH;
+                    job.entry.class_flags |= class_flags::ECH;
                 }
                 let found = &mut *job.job;
                 found.method = Method::Sni as u8;
@@ -558,18 +538,17 @@ fn read_tls(ctx: &XdpContext, job: &Job, config: &Config) -> u32 {
             }
             TlsStatus::Complete => {
                 if hello.ech {
-                    (*job.entry).class_flags |= class_flags::ECH;
+                    job.entry.class_flags |= class_flags::ECH;
                 }
-                nameless(&key, job.entry, app::TLS, view.len() as u16, recheck);
+                nameless(&key, &mut job.entry, app::TLS, view.len() as u16, recheck);
             }
             TlsStatus::Unparsable(Unparsable::RecordFragmented) => {
                 return job::hand_over(ctx, tail::PARSE_TLS_RECORDS);
             }
-            TlsStatus::Unparsable(_) | TlsStatus::NotTls => give_up(&key, job.entry, app::TLS),
+            TlsStatus::Unparsable(_) | TlsStatus::NotTls => give_up(&key, &mut job.entry, app::TLS),
         }
     }
-    // SAFETY: the job's values are live for this program run.
-    unsafe { job::verdict(ctx, &key, job.entry) }
+    job::verdict(ctx, &key, &mut job.entry)
 }
 
 /// The ClientHello's status once its extensions are walked (in a `bpf_loop`, the walk in
@@ -616,33 +595,27 @@ impl LoopBody for Extensions<'_> {
 
 /// A ClientHello or request read whole without a name: the flow is the protocol, watched
 /// like a named one (a decoy without a name may come before a named hello).
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn nameless(key: &FlowKey, entry: *mut FlowEntry, protocol: u16, end: u16, recheck: bool) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if recheck {
-            if (*entry).name_hash != 0 {
-                second_category(entry, (*entry).category);
-            } else {
-                (*entry).class_flags &= !class_flags::RECHECK;
-            }
-            return;
+fn nameless(key: &FlowKey, entry: &mut FlowEntry, protocol: u16, end: u16, recheck: bool) {
+    if recheck {
+        if entry.name_hash != 0 {
+            second_category(entry, entry.category);
+        } else {
+            entry.class_flags &= !class_flags::RECHECK;
         }
-        if (*entry).app == app::UNKNOWN {
-            (*entry).app = protocol;
-        }
-        finish_stream(key, entry, None, end, 0);
+        return;
     }
+    if entry.app == app::UNKNOWN {
+        entry.app = protocol;
+    }
+    finish_stream(key, entry, None, end, 0);
 }
 
 /// The `parse_tls_records` program: a handshake message spread over several TLS records is
 /// joined in this CPU's `DEFRAG` and parsed there.
 #[inline(always)]
 pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
-    let Some(job) = Job::current() else {
+    let Some(mut job) = Job::current() else {
         return XDP_PASS;
     };
     let key = job.key();
@@ -669,21 +642,21 @@ pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
     bounded_loop(MAX_RECORDS as u32, &mut plan);
     // SAFETY: the job's values are live for this program run.
     unsafe {
-        let recheck = (*job.entry).class_flags & class_flags::RECHECK != 0;
+        let recheck = job.entry.class_flags & class_flags::RECHECK != 0;
         match unpack(*plan.status) {
             RecordsStatus::NeedMore => {
                 let buffer = (*job.job).buffer;
-                if !keep(&key, job.entry, job.buf, buffer, config, recheck) {
-                    give_up(&key, job.entry, app::TLS);
+                if !keep(&key, &mut job.entry, job.buf, buffer, config, recheck) {
+                    give_up(&key, &mut job.entry, app::TLS);
                 }
             }
             RecordsStatus::Ready { len } => {
-                if (*job.entry).evasion & evasion::RECORDS == 0 {
-                    (*job.entry).evasion |= evasion::RECORDS;
+                if job.entry.evasion & evasion::RECORDS == 0 {
+                    job.entry.evasion |= evasion::RECORDS;
                 }
                 let Some(joined) = join(job.buf, plan.plan) else {
-                    give_up(&key, job.entry, app::TLS);
-                    return job::verdict(ctx, &key, job.entry);
+                    give_up(&key, &mut job.entry, app::TLS);
+                    return job::verdict(ctx, &key, &mut job.entry);
                 };
                 let joined_view = StreamView::with_len(joined, len as usize);
                 let mut hello = ClientHello::default();
@@ -691,7 +664,7 @@ pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
                 match read_hello(&joined_view, located, &mut hello) {
                     TlsStatus::Complete if hello.sni_len > 0 => {
                         if hello.ech {
-                            (*job.entry).class_flags |= class_flags::ECH;
+                            job.entry.class_flags |= class_flags::ECH;
                         }
                         let found = &mut *job.job;
                         found.joined = 1;
@@ -704,16 +677,16 @@ pub fn parse_tls_records(ctx: &XdpContext) -> u32 {
                         return job::hand_over(ctx, tail::NAME_LOOKUP);
                     }
                     TlsStatus::Complete => {
-                        nameless(&key, job.entry, app::TLS, view.len() as u16, recheck);
+                        nameless(&key, &mut job.entry, app::TLS, view.len() as u16, recheck);
                     }
-                    _ => give_up(&key, job.entry, app::TLS),
+                    _ => give_up(&key, &mut job.entry, app::TLS),
                 }
             }
             RecordsStatus::Malformed | RecordsStatus::TooLarge => {
-                give_up(&key, job.entry, app::TLS)
+                give_up(&key, &mut job.entry, app::TLS)
             }
         }
-        job::verdict(ctx, &key, job.entry)
+        job::verdict(ctx, &key, &mut job.entry)
     }
 }
 
@@ -875,7 +848,7 @@ impl LoopBody for JoinSpans {
 /// The `parse_http` program: the job's bytes as an HTTP request.
 #[inline(always)]
 pub fn parse_http(ctx: &XdpContext) -> u32 {
-    let Some(job) = Job::current() else {
+    let Some(mut job) = Job::current() else {
         return XDP_PASS;
     };
     let mut request = Request::default();
@@ -907,16 +880,16 @@ pub fn parse_http(ctx: &XdpContext) -> u32 {
     };
     // SAFETY: the job's values are live for this program run.
     unsafe {
-        let recheck = (*job.entry).class_flags & class_flags::RECHECK != 0;
+        let recheck = job.entry.class_flags & class_flags::RECHECK != 0;
         match status {
             HttpStatus::NeedMore => {
                 let buffer = (*job.job).buffer;
-                if !keep(&key, job.entry, job.buf, buffer, config, recheck) {
-                    give_up(&key, job.entry, app::HTTP);
+                if !keep(&key, &mut job.entry, job.buf, buffer, config, recheck) {
+                    give_up(&key, &mut job.entry, app::HTTP);
                 }
             }
             HttpStatus::Complete if request.host_len == 0 && !request.tracker_announce => {
-                nameless(&key, job.entry, app::HTTP, view.len() as u16, recheck);
+                nameless(&key, &mut job.entry, app::HTTP, view.len() as u16, recheck);
             }
             HttpStatus::Complete => {
                 let found = &mut *job.job;
@@ -928,11 +901,12 @@ pub fn parse_http(ctx: &XdpContext) -> u32 {
                 found.parsed_end = view.len() as u16;
                 return job::hand_over(ctx, tail::NAME_LOOKUP);
             }
-            HttpStatus::Unreadable | HttpStatus::NotHttp => give_up(&key, job.entry, app::HTTP),
+            HttpStatus::Unreadable | HttpStatus::NotHttp => {
+                give_up(&key, &mut job.entry, app::HTTP)
+            }
         }
     }
-    // SAFETY: the job's values are live for this program run.
-    unsafe { job::verdict(ctx, &key, job.entry) }
+    job::verdict(ctx, &key, &mut job.entry)
 }
 
 /// The HTTP scanner's steps as a `bpf_loop` body; the scanner is in this CPU's `LOOPS`.

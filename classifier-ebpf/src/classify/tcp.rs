@@ -33,80 +33,77 @@ use crate::{
 const MAX_WATCHED: u8 = MAX_STREAM_SEGMENTS + 16;
 
 /// A client→server TCP packet of a flow being classified (or watched).
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn classify_segment(
+pub fn classify_segment(
     ctx: &XdpContext,
     meta: &PacketMeta,
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     config: &Config,
 ) -> u32 {
     let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if syn {
-            note_syn(ctx, meta, key, entry);
-        }
-        if meta.payload_len == 0 || (*entry).class_state == state::DONE {
-            return XDP_PASS; // handshake, bare ACKs, FIN: nothing to read
-        }
-        if (*entry).tcp.flags & tcp_start::BASE == 0 {
-            // Picked up mid-stream (no SYN seen): this segment is where the stream starts.
-            (*entry).tcp = TcpStart {
-                client_isn: meta.tcp_seq.wrapping_sub(1),
-                ttl: meta.ttl,
-                ip_flags: meta.ip_flags,
-                flags: tcp_start::BASE,
-                ..(*entry).tcp
-            };
-        }
-        let bit = decoy(ctx, meta, entry, syn);
-        if bit != 0 {
-            // The server drops this segment: it names nothing.
-            note_evasion(entry, bit, decoy_stat(bit));
-            return XDP_PASS;
-        }
-        let offset = meta
-            .tcp_seq
-            .wrapping_sub((*entry).tcp.client_isn.wrapping_add(1)) as i32;
-        if offset < 0 {
-            // Before the stream's start: outside the window.
-            note_evasion(entry, evasion::BAD_SEQUENCE, Stat::DecoySequence);
-            return XDP_PASS;
-        }
-        let offset = offset as u32 as usize;
-        (*entry).inspected = (*entry).inspected.saturating_add(1);
-        let class_state = (*entry).class_state;
-        if class_state == state::WATCH {
-            if offset >= (*entry).named_end as usize || (*entry).inspected >= MAX_WATCHED {
-                end_watch(key, entry);
-                return XDP_PASS;
-            }
-            // Bytes the name was read from, again: read them as a second version.
-            (*entry).class_flags |= class_flags::RECHECK;
-        } else if (*entry).class_flags & class_flags::OPAQUE != 0 {
-            return opaque_segment(ctx, meta, key, entry, config);
-        }
-        if meta.tcp_flags & tcp_flags::URG != 0 {
-            // Urgent data is taken out of the stream the server's application reads
-            // (byedpi's --oob): the bytes cannot be read as that application sees them.
-            note_evasion(entry, evasion::BAD_OPTIONS, Stat::DecoyOptions);
-            give_up(key, entry, app::TLS);
-            return XDP_PASS;
-        }
-        if offset >= STREAM_CAP {
-            // The client has gone on past the bytes the classifier reads without them
-            // having been read: unreadable, not allowed.
-            give_up(key, entry, app::TLS);
-            return XDP_PASS;
-        }
-        let Some(job) = job::start(key, meta.l3_len) else {
-            return XDP_PASS;
+    if syn {
+        note_syn(ctx, meta, key, entry);
+    }
+    if meta.payload_len == 0 || entry.class_state == state::DONE {
+        return XDP_PASS; // handshake, bare ACKs, FIN: nothing to read
+    }
+    if entry.tcp.flags & tcp_start::BASE == 0 {
+        // Picked up mid-stream (no SYN seen): this segment is where the stream starts.
+        entry.tcp = TcpStart {
+            client_isn: meta.tcp_seq.wrapping_sub(1),
+            ttl: meta.ttl,
+            ip_flags: meta.ip_flags,
+            flags: tcp_start::BASE,
+            ..entry.tcp
         };
-        let l4_len = meta.l3_len - (meta.l4_offset - meta.l3_offset);
+    }
+    let bit = decoy(ctx, meta, entry, syn);
+    if bit != 0 {
+        // The server drops this segment: it names nothing.
+        note_evasion(entry, bit, decoy_stat(bit));
+        return XDP_PASS;
+    }
+    let offset = meta
+        .tcp_seq
+        .wrapping_sub(entry.tcp.client_isn.wrapping_add(1)) as i32;
+    if offset < 0 {
+        // Before the stream's start: outside the window.
+        note_evasion(entry, evasion::BAD_SEQUENCE, Stat::DecoySequence);
+        return XDP_PASS;
+    }
+    let offset = offset as u32 as usize;
+    entry.inspected = entry.inspected.saturating_add(1);
+    let class_state = entry.class_state;
+    if class_state == state::WATCH {
+        if offset >= entry.named_end as usize || entry.inspected >= MAX_WATCHED {
+            end_watch(key, entry);
+            return XDP_PASS;
+        }
+        // Bytes the name was read from, again: read them as a second version.
+        entry.class_flags |= class_flags::RECHECK;
+    } else if entry.class_flags & class_flags::OPAQUE != 0 {
+        return opaque_segment(ctx, meta, key, entry, config);
+    }
+    if meta.tcp_flags & tcp_flags::URG != 0 {
+        // Urgent data is taken out of the stream the server's application reads
+        // (byedpi's --oob): the bytes cannot be read as that application sees them.
+        note_evasion(entry, evasion::BAD_OPTIONS, Stat::DecoyOptions);
+        give_up(key, entry, app::TLS);
+        return XDP_PASS;
+    }
+    if offset >= STREAM_CAP {
+        // The client has gone on past the bytes the classifier reads without them
+        // having been read: unreadable, not allowed.
+        give_up(key, entry, app::TLS);
+        return XDP_PASS;
+    }
+    let Some(job) = job::start(key, meta.l3_len) else {
+        return XDP_PASS;
+    };
+    let l4_len = meta.l3_len - (meta.l4_offset - meta.l3_offset);
+    // SAFETY: this CPU's job value, live for the program run.
+    unsafe {
         (*job).stream_offset = offset as u16;
         (*job).payload_offset = meta.payload_offset;
         (*job).payload_len = meta.payload_len;
@@ -120,28 +117,22 @@ pub unsafe fn classify_segment(
 /// A later segment of a stream whose first bytes named nothing: a BitTorrent handshake at
 /// its start (after an MSE exchange that settled on plaintext), or, after enough of them,
 /// nothing to learn.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn opaque_segment(
+fn opaque_segment(
     ctx: &XdpContext,
     meta: &PacketMeta,
     key: &FlowKey,
-    entry: *mut FlowEntry,
+    entry: &mut FlowEntry,
     config: &Config,
 ) -> u32 {
     let packet = HelperPacket::new(ctx);
     let offset = meta.payload_offset as usize;
     let len = meta.payload_len as usize;
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if bittorrent::tcp_signature(&packet, offset, len).is_some() {
-            set_bittorrent(key, entry, classifier_common::classify::Method::BtHandshake);
-            finish(key, entry, None);
-        } else if (*entry).inspected >= config.max_inspected {
-            finish(key, entry, None);
-        }
+    if bittorrent::tcp_signature(&packet, offset, len).is_some() {
+        set_bittorrent(key, entry, classifier_common::classify::Method::BtHandshake);
+        finish(key, entry, None);
+    } else if entry.inspected >= config.max_inspected {
+        finish(key, entry, None);
     }
     XDP_PASS
 }
@@ -150,77 +141,61 @@ unsafe fn opaque_segment(
 /// timestamps, signature option, IP header layout). A SYN with another ISN on a flow that
 /// has a class is a new connection on the same addresses and ports: its class is read
 /// afresh, not inherited.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 // Its own BPF function: its locals would not fit the caller's 512-byte stack frame.
 #[inline(never)]
-unsafe fn note_syn(ctx: &XdpContext, meta: &PacketMeta, key: &FlowKey, entry: *mut FlowEntry) {
+fn note_syn(ctx: &XdpContext, meta: &PacketMeta, key: &FlowKey, entry: &mut FlowEntry) {
     let options = options_of(ctx, meta);
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        let tcp = (*entry).tcp;
-        if tcp.flags & tcp_start::SYN != 0 {
-            if tcp.client_isn == meta.tcp_seq {
-                return; // a retransmitted SYN
-            }
-            reset_class(key, entry);
+    let tcp = entry.tcp;
+    if tcp.flags & tcp_start::SYN != 0 {
+        if tcp.client_isn == meta.tcp_seq {
+            return; // a retransmitted SYN
         }
-        let mut flags = tcp_start::BASE | tcp_start::SYN;
-        if options.has_timestamp {
-            flags |= tcp_start::TIMESTAMPS;
-        }
-        if options.signature {
-            flags |= tcp_start::SIGNATURE;
-        }
-        (*entry).tcp = TcpStart {
-            client_isn: meta.tcp_seq,
-            server_isn: 0,
-            ts_val: options.ts_val,
-            ttl: meta.ttl,
-            flags,
-            ip_flags: meta.ip_flags,
-            _pad: 0,
-        };
+        reset_class(key, entry);
     }
+    let mut flags = tcp_start::BASE | tcp_start::SYN;
+    if options.has_timestamp {
+        flags |= tcp_start::TIMESTAMPS;
+    }
+    if options.signature {
+        flags |= tcp_start::SIGNATURE;
+    }
+    entry.tcp = TcpStart {
+        client_isn: meta.tcp_seq,
+        server_isn: 0,
+        ts_val: options.ts_val,
+        ttl: meta.ttl,
+        flags,
+        ip_flags: meta.ip_flags,
+        _pad: 0,
+    };
 }
 
 /// Forgets a flow's class, for a new connection on its addresses and ports.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-unsafe fn reset_class(key: &FlowKey, entry: *mut FlowEntry) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        (*entry).class_state = state::INSPECTING;
-        (*entry).class_flags = 0;
-        (*entry).method = 0;
-        (*entry).category = 0;
-        (*entry).app = app::UNKNOWN;
-        (*entry).inspected = 0;
-        (*entry).evasion = 0;
-        (*entry).alt_category = 0;
-        (*entry).named_end = 0;
-        (*entry).name_hash = 0;
-        (*entry).held = 0;
-        (*entry).policy_flags &= !policy_flags::DECIDED;
-        release_buffer(key, entry);
-    }
+fn reset_class(key: &FlowKey, entry: &mut FlowEntry) {
+    entry.class_state = state::INSPECTING;
+    entry.class_flags = 0;
+    entry.method = 0;
+    entry.category = 0;
+    entry.app = app::UNKNOWN;
+    entry.inspected = 0;
+    entry.evasion = 0;
+    entry.alt_category = 0;
+    entry.named_end = 0;
+    entry.name_hash = 0;
+    entry.held = 0;
+    entry.policy_flags &= !policy_flags::DECIDED;
+    release_buffer(key, entry);
 }
 
 /// Why the server would drop this data segment, as an [`evasion`] bit (0: it would take
 /// it): a decoy names nothing. (A wrong checksum is found when the payload is summed.) A
 /// plain integer, not an `Option`: a non-inlined BPF function's signature goes into the
 /// object's BTF, where the kernel refuses Rust's enums with data.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 // Its own BPF function: its locals would not fit the caller's 512-byte stack frame.
 #[inline(never)]
-unsafe fn decoy(ctx: &XdpContext, meta: &PacketMeta, entry: *mut FlowEntry, syn: bool) -> u8 {
-    // SAFETY: forwarded from the caller.
-    let (tcp, download_bytes) = unsafe { ((*entry).tcp, (*entry).download.bytes) };
+fn decoy(ctx: &XdpContext, meta: &PacketMeta, entry: &mut FlowEntry, syn: bool) -> u8 {
+    let (tcp, download_bytes) = (entry.tcp, entry.download.bytes);
     // A TTL of 1 dies at this gateway; any TTL other than the SYN's was set to die on the
     // way (zapret's and GoodbyeDPI's low-TTL fakes): the client's real segments all carry
     // the TTL its stack gave the SYN.

@@ -20,26 +20,15 @@ const MAX_REPLIES: u8 = 2;
 
 /// Hands the packet's payload to the daemon when it is one of the first replies of a
 /// tracker flow.
-///
-/// # Safety
-/// `entry` must point to the flow's live map value.
 #[inline(always)]
-pub unsafe fn forward_reply(
-    ctx: &TcContext,
-    meta: &PacketMeta,
-    key: &FlowKey,
-    entry: *mut FlowEntry,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        if (*entry).method != Method::BtTracker as u8
-            || (*entry).tracker_replies >= MAX_REPLIES
-            || meta.payload_len == 0
-        {
-            return;
-        }
-        (*entry).tracker_replies += 1;
+pub fn forward_reply(ctx: &TcContext, meta: &PacketMeta, key: &FlowKey, entry: &mut FlowEntry) {
+    if entry.method != Method::BtTracker as u8
+        || entry.tracker_replies >= MAX_REPLIES
+        || meta.payload_len == 0
+    {
+        return;
     }
+    entry.tracker_replies += 1;
     let sent = Stat::TrackerRepliesToDaemon;
     send_payload(kind::TRACKER_REPLY, meta, key, sent, |data| {
         let (from, len) = (meta.payload_offset as usize, meta.payload_len as usize);

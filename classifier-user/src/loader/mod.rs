@@ -848,8 +848,7 @@ fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, def: maps::MapDef<K, V>) -> 
 /// change that keeps every size gets a new map name instead: see `maps::NAMES`).
 fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
     use aya::maps::MapInfo;
-    let object =
-        aya_obj::Object::parse(ebpf_object()?).context("reading the BPF object's maps")?;
+    let object = aya_obj::Object::parse(ebpf_object()?).context("reading the BPF object's maps")?;
     let fix = format!(
         "stop any daemon using {dir}, then remove it (`rm -r {dir}`; flow counters start \
          again from zero) and start again",
@@ -1221,7 +1220,11 @@ mod kernel_needs {
     #[test]
     fn the_legacy_object_calls_nothing_newer_than_5_13() {
         let needs = needs(EBPF_OBJECT_LEGACY).unwrap();
-        assert!(needs.unknown_helpers.is_empty(), "{:?}", needs.unknown_helpers);
+        assert!(
+            needs.unknown_helpers.is_empty(),
+            "{:?}",
+            needs.unknown_helpers
+        );
         assert_eq!(needs.kfunc_calls, 0);
         let called = helpers_called(EBPF_OBJECT_LEGACY);
         for newer in [
