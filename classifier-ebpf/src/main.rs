@@ -20,6 +20,11 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // `atomic_xadd` (see atomic.rs); Debian's BPF `core` is built with RUSTC_BOOTSTRAP.
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+// The legacy build's register-only barrier (`packet::register_opaque`).
+#![cfg_attr(
+    all(target_arch = "bpf", feature = "legacy-kernel"),
+    feature(asm_experimental_arch)
+)]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod atomic;

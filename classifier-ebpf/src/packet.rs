@@ -136,8 +136,8 @@ unsafe fn frame_read(ctx: &XdpContext, offset: usize, dst: *mut u8, len: u32) ->
     let (data, data_end) = (ctx.data(), ctx.data_end());
     // A scalar for the verifier (packet pointer minus packet pointer, allowed to a loader
     // with CAP_PERFMON, like the helper itself).
-    let frame_len = verifier_opaque(data_end - data);
-    let offset = verifier_opaque(offset);
+    let frame_len = data_end - data;
+    let offset = register_opaque(offset);
     let len_bytes = len as usize;
     if offset > MAX_FRAME_OFFSET || len_bytes > frame_len || offset > frame_len - len_bytes {
         return -1;
@@ -367,6 +367,17 @@ pub fn within(value: usize, mask: usize) -> usize {
     let value = verifier_opaque(value) & mask;
     #[cfg(not(feature = "legacy-kernel"))]
     let _ = mask;
+    value
+}
+
+/// [`verifier_opaque`] without the stack slot: an empty inline-asm statement that takes and
+/// gives back the register. For the legacy build's callbacks, whose stack counts against
+/// the 512 bytes the 5.15 verifier allows a whole chain of calls.
+#[cfg(feature = "legacy-kernel")]
+#[inline(always)]
+pub fn register_opaque(mut value: usize) -> usize {
+    // SAFETY: an empty instruction sequence: nothing is read or written but the register.
+    unsafe { core::arch::asm!("/* {0} */", inout(reg) value, options(pure, nomem, nostack)) };
     value
 }
 

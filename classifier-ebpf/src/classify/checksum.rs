@@ -7,7 +7,7 @@ use core::ptr::null_mut;
 
 use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
 use classifier_common::{
-    config::{STREAM_CAP, STREAM_SLACK, StreamBuf},
+    config::{STREAM_CAP, StreamBuf},
     parse::{
         PacketBytes,
         tcp::{ChecksumStatus, checksum, judge_checksum},
@@ -204,7 +204,7 @@ unsafe fn tail_sum(bytes: *mut u8, pos: usize, words: usize, len: usize) -> Opti
     for i in 0..3 {
         if words + i < len {
             let at = verifier_opaque(pos + words + i);
-            if at >= STREAM_CAP + STREAM_SLACK {
+            if at >= STREAM_CAP + classifier_common::config::STREAM_SLACK {
                 break;
             }
             // SAFETY: inside `bytes` (checked just above).

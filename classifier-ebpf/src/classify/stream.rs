@@ -340,6 +340,11 @@ impl LoopBody for Compare {
         }
         ControlFlow::Continue(())
     }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
+    }
 }
 
 /// The protocol a stream of `kind` is reported as when it cannot be read.
@@ -590,6 +595,11 @@ impl LoopBody for Extensions<'_> {
             let state = &mut *self.state;
             tls::extension_step(self.view, &mut state.extensions, &mut state.hello)
         }
+    }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
     }
 }
 
@@ -842,6 +852,11 @@ impl LoopBody for JoinSpans {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
     }
 }
 
