@@ -370,14 +370,16 @@ pub fn within(value: usize, mask: usize) -> usize {
     value
 }
 
-/// [`verifier_opaque`] without the stack slot: an empty inline-asm statement that takes and
-/// gives back the register. For the legacy build's callbacks, whose stack counts against
+/// [`verifier_opaque`] without the stack slot: an inline-asm move of the register to itself,
+/// whose result the compiler knows nothing about. For the legacy build's callbacks, whose stack counts against
 /// the 512 bytes the 5.15 verifier allows a whole chain of calls.
 #[cfg(feature = "legacy-kernel")]
 #[inline(always)]
 pub fn register_opaque(mut value: usize) -> usize {
-    // SAFETY: an empty instruction sequence: nothing is read or written but the register.
-    unsafe { core::arch::asm!("/* {0} */", inout(reg) value, options(pure, nomem, nostack)) };
+    // SAFETY: one move of the register to itself: nothing else is read or written. (A
+    // real instruction, not an empty statement: an empty one leaves two line-info entries
+    // at one offset, which the 5.15 kernel refuses: "Invalid line_info[..].insn_off".)
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) value, options(pure, nomem, nostack)) };
     value
 }
 
