@@ -19,6 +19,7 @@ pub mod names;
 pub mod nat;
 pub mod parse;
 pub mod policy;
+pub mod programs;
 pub mod shaping;
 pub mod stats;
 pub mod stream;

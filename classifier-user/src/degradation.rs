@@ -365,6 +365,38 @@ fn report(
     }
 }
 
+/// A made-up report for the store's tests (here and in classifier-tests), which each test
+/// changes where it matters.
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing {
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::{ClientVolume, IntervalReport};
+
+    /// A report of `interval_seconds` that ended at `end`: 8000 bit/s down, 800 up, one top
+    /// client (192.0.2.77, streaming video, 1000 bytes).
+    pub fn sample_report(interval_seconds: u64, end: Timestamp) -> IntervalReport {
+        IntervalReport {
+            interval_seconds,
+            start: end - SignedDuration::from_secs(interval_seconds as i64),
+            end,
+            download_bps: 8000,
+            upload_bps: 800,
+            download_utilisation: None,
+            upload_utilisation: None,
+            by_category: Vec::new(),
+            by_group: Vec::new(),
+            withheld: Vec::new(),
+            top_clients: vec![ClientVolume {
+                client: "192.0.2.77".parse().unwrap(),
+                category: "streaming-video".into(),
+                bytes: 1000,
+            }],
+            events: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

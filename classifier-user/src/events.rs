@@ -213,8 +213,9 @@ impl Learned {
     /// read while none ran) into memory, and removes those of flows no longer there: what a
     /// daemon started on a pinned datapath does before it records anything.
     pub fn adopt_kept_names(&mut self, datapath: &mut Datapath) -> anyhow::Result<()> {
-        let flows = flows::read_entries(&datapath.flow_table()?).entries;
-        let adopted = flows::names::adopt(&mut datapath.names_mut()?, &flows);
+        let maps = datapath.maps_mut();
+        let flows = flows::read_entries(&maps.flows).entries;
+        let adopted = flows::names::adopt(&mut maps.names, &flows);
         let count = adopted.names.len();
         for (key, names) in adopted.names {
             self.names.adopt(key, names);
@@ -323,9 +324,7 @@ impl Learned {
 
     /// Tells the datapath a QUIC flow's class ([`Learned::classify_quic`]).
     fn hand_over_quic_class(&self, key: FlowKey, class: ClassResult, datapath: &mut Datapath) {
-        let written = datapath
-            .class_results()
-            .and_then(|mut results| Ok(results.insert(key, class, 0)?));
+        let written = datapath.maps_mut().class_results.insert(key, class, 0);
         if let Err(e) = written {
             warn!(error = %format!("{e:#}"), "could not hand a QUIC class to the datapath");
         }
@@ -337,11 +336,13 @@ impl Learned {
 /// them. Tagged with the flow entry's first packet time; a flow no longer in the table has
 /// nothing to tag.
 fn keep_name(datapath: &mut Datapath, key: &FlowKey, which: u8, name: &Name) {
-    let kept = datapath
-        .flow_table()
-        .and_then(|table| Ok(table.get(key, 0)?.first_seen_ns))
-        .and_then(|first_seen| {
-            flows::names::keep(&mut datapath.names_mut()?, key, which, first_seen, name)
+    let maps = datapath.maps_mut();
+    let kept = maps
+        .flows
+        .get(key, 0)
+        .map_err(anyhow::Error::from)
+        .and_then(|entry| {
+            flows::names::keep(&mut maps.names, key, which, entry.first_seen_ns, name)
         });
     if let Err(e) = kept {
         debug!(flow = %flows::describe_key(key), error = %format!("{e:#}"), "flow name not kept in the kernel");
@@ -372,7 +373,7 @@ fn learn_peers(key: &FlowKey, reply: &[u8], datapath: &mut Datapath) {
         return;
     }
     let learned = crate::flows::datapath_clock_ns().and_then(|now| {
-        let mut cache = datapath.peer_cache()?;
+        let cache = &mut datapath.maps_mut().peers;
         for peer in &peers {
             let addr = match peer.ip() {
                 IpAddr::V4(v4) => ipv4_mapped(v4.octets()),

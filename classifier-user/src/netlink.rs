@@ -68,6 +68,17 @@ pub struct QdiscInfo {
     pub parent: TcHandle,
 }
 
+/// An interface, as far as the daemon asks about one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    /// `veth`, `bridge`, ...; none for a physical device (the kernel gives no kind for
+    /// those).
+    pub kind: Option<String>,
+    /// The Ethernet address, if it has one (IPFIX records the gateway's side of each frame
+    /// with it).
+    pub address: Option<[u8; 6]>,
+}
+
 /// An rtnetlink socket for traffic control requests.
 pub struct Netlink {
     socket: Socket,
@@ -303,50 +314,32 @@ impl Netlink {
         Ok(found)
     }
 
-    /// The kind of interface `ifindex` (`veth`, `bridge`, ...), or none for a physical
-    /// device (the kernel gives no kind for those).
-    pub fn link_kind(&mut self, ifindex: u32) -> anyhow::Result<Option<String>> {
+    /// What the kernel says of interface `ifindex` (one `RTM_GETLINK`).
+    pub fn link(&mut self, ifindex: u32) -> anyhow::Result<Link> {
         use netlink_packet_route::link::{LinkAttribute, LinkInfo, LinkMessage};
         let mut message = LinkMessage::default();
         message.header.index = ifindex;
         let replies = self.exchange(RouteNetlinkMessage::GetLink(message), 0)?;
-        for reply in replies {
-            let RouteNetlinkMessage::NewLink(link) = reply else {
-                continue;
-            };
-            for attribute in &link.attributes {
-                if let LinkAttribute::LinkInfo(infos) = attribute {
-                    for info in infos {
-                        if let LinkInfo::Kind(kind) = info {
-                            return Ok(Some(kind.to_string()));
-                        }
-                    }
+        let mut found = Link::default();
+        let attributes = replies.iter().flat_map(|reply| match reply {
+            RouteNetlinkMessage::NewLink(link) => link.attributes.as_slice(),
+            _ => &[],
+        });
+        for attribute in attributes {
+            match attribute {
+                LinkAttribute::LinkInfo(infos) if found.kind.is_none() => {
+                    found.kind = infos.iter().find_map(|info| match info {
+                        LinkInfo::Kind(kind) => Some(kind.to_string()),
+                        _ => None,
+                    });
                 }
+                LinkAttribute::Address(bytes) if found.address.is_none() => {
+                    found.address = <[u8; 6]>::try_from(bytes.as_slice()).ok();
+                }
+                _ => {}
             }
         }
-        Ok(None)
-    }
-
-    /// The Ethernet address of interface `ifindex`, if it has one (IPFIX records the
-    /// gateway's side of each frame with it).
-    pub fn link_address(&mut self, ifindex: u32) -> anyhow::Result<Option<[u8; 6]>> {
-        use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-        let mut message = LinkMessage::default();
-        message.header.index = ifindex;
-        let replies = self.exchange(RouteNetlinkMessage::GetLink(message), 0)?;
-        for reply in replies {
-            let RouteNetlinkMessage::NewLink(link) = reply else {
-                continue;
-            };
-            for attribute in &link.attributes {
-                if let LinkAttribute::Address(bytes) = attribute
-                    && let Ok(mac) = <[u8; 6]>::try_from(bytes.as_slice())
-                {
-                    return Ok(Some(mac));
-                }
-            }
-        }
-        Ok(None)
+        Ok(found)
     }
 
     /// Sends one request and collects the replies up to its acknowledgement (or the end
@@ -517,6 +510,23 @@ mod tests {
             u32::from_ne_bytes(value[20..24].try_into().unwrap()),
             64_000
         );
+    }
+
+    /// The loopback interface of the test's namespace: no kind (not a virtual device of a
+    /// kind), and the all-zero Ethernet address the kernel gives it. Reading only.
+    #[test]
+    fn the_loopback_interface_has_no_kind_and_a_zero_address() {
+        let lo = nix::net::if_::if_nametoindex("lo").expect("every namespace has lo");
+        let link = Netlink::open().unwrap().link(lo).unwrap();
+        assert_eq!(
+            link,
+            Link {
+                kind: None,
+                address: Some([0; 6])
+            }
+        );
+        let missing = Netlink::open().unwrap().link(u32::MAX - 1);
+        assert!(missing.is_err(), "no such interface: {missing:?}");
     }
 
     #[test]

@@ -176,10 +176,7 @@ impl Recorder {
     pub fn finish(&mut self, host: &impl Host) {
         self.neighbours.refresh();
         let live = host.lend(|state| {
-            let walk = match state.datapath.flow_table() {
-                Ok(table) => read_entries(&table).entries,
-                Err(_) => self.ends.take_live(),
-            };
+            let walk = read_entries(&state.datapath.maps().flows).entries;
             let ended: Vec<Ended> = walk
                 .into_iter()
                 .map(|(key, entry)| Ended {
@@ -400,9 +397,9 @@ fn observation_point(lan_interface: &str, wan_interface: Option<&str>) -> Observ
     let ifindex = |name: &str| nix::net::if_::if_nametoindex(name).unwrap_or(0);
     let lan_ifindex = ifindex(lan_interface);
     let lan_mac = crate::netlink::Netlink::open()
-        .and_then(|mut netlink| netlink.link_address(lan_ifindex))
+        .and_then(|mut netlink| netlink.link(lan_ifindex))
         .ok()
-        .flatten()
+        .and_then(|link| link.address)
         .unwrap_or_default();
     ObservationPoint {
         lan_ifindex,
@@ -420,7 +417,7 @@ fn take_ended(
     neighbours: &Neighbours,
 ) -> anyhow::Result<(Vec<Ended>, Vec<FlowRecord>)> {
     let rules = state.in_force.policy.records.end_rules;
-    let walk = read_entries(&state.datapath.flow_table()?);
+    let walk = read_entries(&state.datapath.maps().flows);
     let complete = walk.complete;
     *state.flows_at_last_walk = walk.entries.len();
     account(state, ends, &walk);
@@ -440,24 +437,19 @@ fn take_ended(
 /// Takes recorded flows out of the flow table, and their names (`named`: the record had
 /// one) out of the kernel's `NAMES`.
 fn release(state: &mut Lent<'_>, ended: &[Ended], named: &[bool]) {
-    if let Ok(mut table) = state.datapath.flow_table_mut() {
-        for flow in ended.iter().filter(|f| f.reason != EndReason::Evicted) {
-            // Gone already (evicted since the walk) is as good as removed.
-            let _ = table.remove(&flow.key);
+    let maps = state.datapath.maps_mut();
+    for flow in ended.iter().filter(|f| f.reason != EndReason::Evicted) {
+        // Gone already (evicted since the walk) is as good as removed.
+        let _ = maps.flows.remove(&flow.key);
+    }
+    for (flow, named) in ended.iter().zip(named) {
+        if *named || names::may_be_named(&flow.entry) {
+            names::forget(&mut maps.names, &flow.key);
         }
     }
-    if let Ok(mut kept) = state.datapath.names_mut() {
-        for (flow, named) in ended.iter().zip(named) {
-            if *named || names::may_be_named(&flow.entry) {
-                names::forget(&mut kept, &flow.key);
-            }
-        }
-    }
-    if let Ok(mut sources) = state.datapath.public_sources_mut() {
-        for flow in ended {
-            // Absent (no NAT, or nothing went out) is as good as removed.
-            let _ = sources.remove(&flow.key);
-        }
+    for flow in ended {
+        // Absent (no NAT, or nothing went out) is as good as removed.
+        let _ = maps.public_sources.remove(&flow.key);
     }
 }
 
@@ -486,17 +478,16 @@ fn to_records(
 ) -> anyhow::Result<Vec<FlowRecord>> {
     let clock = DatapathClock::now()?;
     let policy = &state.in_force.policy;
-    let kept = state.datapath.names().ok();
-    let public_sources = state.datapath.public_sources().ok();
+    let kept = Some(&state.datapath.maps().names);
+    let public_sources = Some(&state.datapath.maps().public_sources);
     Ok(ended
         .iter()
         .map(|flow| {
-            let flow_names = names::of_flow(state.names, kept.as_ref(), &flow.key, &flow.entry);
+            let flow_names = names::of_flow(state.names, kept, &flow.key, &flow.entry);
             let mut record =
                 FlowRecord::from_entry(&flow.key, &flow.entry, &clock, policy, flow_names.as_ref());
             record.client_mac = neighbours.mac_of(record.client.ip());
-            record.public_source =
-                FlowRecord::public_source_from(public_sources.as_ref(), &flow.key);
+            record.public_source = FlowRecord::public_source_from(public_sources, &flow.key);
             record.ended = Some(flow.reason);
             record
         })

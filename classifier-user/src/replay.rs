@@ -26,6 +26,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::TestRun as _,
 };
+use classifier_common::programs;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::{DataLink, pcap::PcapReader, pcapng::Block, pcapng::PcapNgReader};
 use serde::Serialize;
@@ -33,7 +34,7 @@ use serde::Serialize;
 use crate::{
     events::Learned,
     flows::{self, FlowRecord},
-    loader::{Datapath, program},
+    loader::Datapath,
     policy::Policy,
     tables,
 };
@@ -180,13 +181,13 @@ impl Replay {
         let run = if upload {
             self.counts.upload += 1;
             self.datapath
-                .xdp(program::LAN_INGRESS)?
+                .program(programs::LAN_INGRESS)?
                 .test_run(options)
                 .map(drop)
         } else {
             self.counts.download += 1;
             self.datapath
-                .tc(program::LAN_EGRESS)?
+                .program(programs::LAN_EGRESS)?
                 .test_run(options)
                 .map(drop)
         };
@@ -223,14 +224,18 @@ impl Replay {
     /// most of a short capture's time).
     pub fn take_capture(&mut self) -> anyhow::Result<Replayed> {
         let flows = {
-            let table = self.datapath.flow_table()?;
-            let kept = self.datapath.names().ok();
-            flows::read_table(&table, &self.policy, &self.learned.names, kept.as_ref())?
-                .into_iter()
-                .map(|(_, record)| record)
-                .collect()
+            let maps = self.datapath.maps();
+            flows::read_table(
+                &maps.flows,
+                &self.policy,
+                &self.learned.names,
+                Some(&maps.names),
+            )?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect()
         };
-        self.datapath.forget_traffic()?;
+        self.datapath.forget_traffic();
         self.sides.clear();
         self.learned = Learned::default();
         Ok(Replayed {

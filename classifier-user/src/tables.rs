@@ -5,12 +5,9 @@
 use std::collections::HashSet;
 
 use anyhow::Context as _;
-use aya::{
-    Ebpf,
-    maps::{
-        Array, HashMap, MapData,
-        lpm_trie::{Key, LpmTrie},
-    },
+use aya::maps::{
+    Array, HashMap, MapData,
+    lpm_trie::{Key, LpmTrie},
 };
 use classifier_common::{
     config::{ClassResult, Config, PortKey},
@@ -25,7 +22,7 @@ use classifier_common::{
 };
 
 use crate::{
-    bpf_maps::{get, get_mut},
+    bpf_maps::Maps,
     policy::{ClassIds, ClassTables},
 };
 
@@ -38,17 +35,15 @@ pub fn domain_capacity(domains: usize) -> u32 {
 
 /// Makes the maps hold exactly the tables: inserts or updates every entry, then removes
 /// entries left from a previous policy.
-pub fn install(ebpf: &mut Ebpf, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
+pub fn install(maps: &mut Maps, tables: &ClassTables, config: &Config) -> anyhow::Result<()> {
     // The ids first: once a domain points at a new id, a restart must find that id's name.
-    record_class_ids(ebpf, &tables.ids)?;
-    install_domains(ebpf, tables)?;
-    install_ports(ebpf, tables)?;
-    let mut categories: Array<&mut MapData, u16> = get_mut(ebpf, maps::PROTO_CATS)?;
+    record_class_ids(&mut maps.class_ids, &tables.ids)?;
+    install_domains(&mut maps.domains, tables)?;
+    install_ports(&mut maps.ports, tables)?;
     for (app, category) in tables.protocol_categories.iter().enumerate() {
-        categories.set(app as u32, *category, 0)?;
+        maps.protocol_categories.set(app as u32, *category, 0)?;
     }
-    let mut settings: Array<&mut MapData, Config> = get_mut(ebpf, maps::CONFIG)?;
-    settings
+    maps.config
         .set(0, *config, 0)
         .context("writing the datapath settings")?;
     Ok(())
@@ -56,8 +51,10 @@ pub fn install(ebpf: &mut Ebpf, tables: &ClassTables, config: &Config) -> anyhow
 
 /// Adds the names `ids` has and the `CLASS_IDS` map lacks. Nothing is removed: a flow may
 /// still carry the id of a name the policy dropped.
-fn record_class_ids(ebpf: &mut Ebpf, ids: &ClassIds) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, ClassNameKey, u16> = get_mut(ebpf, maps::CLASS_IDS)?;
+fn record_class_ids(
+    map: &mut HashMap<MapData, ClassNameKey, u16>,
+    ids: &ClassIds,
+) -> anyhow::Result<()> {
     for (key, id) in ids.entries() {
         if map.get(&key, 0).ok() == Some(id) {
             continue;
@@ -81,8 +78,10 @@ pub fn read_class_ids<T: std::borrow::Borrow<MapData>>(
     ClassIds::from_entries(map.iter().filter_map(Result::ok))
 }
 
-fn install_domains(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, u64, DomainEntry> = get_mut(ebpf, maps::DOMAINS)?;
+fn install_domains(
+    map: &mut HashMap<MapData, u64, DomainEntry>,
+    tables: &ClassTables,
+) -> anyhow::Result<()> {
     for (key, entry) in &tables.domains {
         map.insert(key, entry, 0).with_context(|| {
             format!(
@@ -103,8 +102,10 @@ fn install_domains(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn install_ports(ebpf: &mut Ebpf, tables: &ClassTables) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, PortKey, ClassResult> = get_mut(ebpf, maps::PORTS)?;
+fn install_ports(
+    map: &mut HashMap<MapData, PortKey, ClassResult>,
+    tables: &ClassTables,
+) -> anyhow::Result<()> {
     let wanted: HashSet<PortKey> = tables.ports.iter().map(|(key, _)| *key).collect();
     for (key, rule) in &tables.ports {
         map.insert(key, rule, 0).context("writing port rules")?;
@@ -124,34 +125,35 @@ pub use crate::policy::decide::DecisionTables;
 
 /// Writes `tables` into the idle half of every policy map, then makes it the one in force
 /// by bumping the generation (one 4-byte write). Returns the new generation.
-pub fn swap_policy(ebpf: &mut Ebpf, tables: &DecisionTables) -> anyhow::Result<u32> {
-    let generation = current_generation(ebpf)?;
+pub fn swap_policy(maps: &mut Maps, tables: &DecisionTables) -> anyhow::Result<u32> {
+    let generation = current_generation(&maps.policy_generation)?;
     let next = generation.wrapping_add(1);
     let table = table_of(next);
-    fill_prefixes(ebpf, table, &tables.prefixes)?;
-    fill_vlans(ebpf, table, &tables.vlans)?;
-    fill_actions(ebpf, table, &tables.actions)?;
-    fill_exceptions(ebpf, table, &tables.client_exceptions)?;
-    fill_shapers(ebpf, table, &tables.shapers)?;
-    let mut word: Array<&mut MapData, u32> = get_mut(ebpf, maps::POLICY_GEN)?;
-    word.set(0, next, 0)
+    fill_prefixes(&mut maps.group_prefixes, table, &tables.prefixes)?;
+    fill_vlans(&mut maps.group_vlans, table, &tables.vlans)?;
+    fill_actions(&mut maps.actions, table, &tables.actions)?;
+    fill_exceptions(
+        &mut maps.client_exceptions,
+        table,
+        &tables.client_exceptions,
+    )?;
+    fill_shapers(&mut maps.shapers, table, &tables.shapers)?;
+    maps.policy_generation
+        .set(0, next, 0)
         .context("switching to the new policy tables")?;
     Ok(next)
 }
 
 /// The generation in force.
-pub fn current_generation(ebpf: &Ebpf) -> anyhow::Result<u32> {
-    let word: Array<&MapData, u32> = get(ebpf, maps::POLICY_GEN)?;
+fn current_generation(word: &Array<MapData, u32>) -> anyhow::Result<u32> {
     Ok(word.get(&0, 0)?)
 }
 
 fn fill_prefixes(
-    ebpf: &mut Ebpf,
+    trie: &mut LpmTrie<MapData, GroupPrefixData, u16>,
     table: u8,
     prefixes: &[(ipnet::IpNet, u16)],
 ) -> anyhow::Result<()> {
-    let mut trie: LpmTrie<&mut MapData, GroupPrefixData, u16> =
-        get_mut(ebpf, maps::GROUP_PREFIXES)?;
     let stale: Vec<Key<GroupPrefixData>> = trie
         .keys()
         .filter_map(Result::ok)
@@ -170,8 +172,10 @@ fn fill_prefixes(
 }
 
 /// `[datapath] lan_prefixes` into `LAN_PREFIXES`, replacing what was there.
-pub fn install_lan_prefixes(ebpf: &mut Ebpf, prefixes: &[ipnet::IpNet]) -> anyhow::Result<()> {
-    let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> = get_mut(ebpf, maps::LAN_PREFIXES)?;
+pub fn install_lan_prefixes(
+    trie: &mut LpmTrie<MapData, [u8; 16], u8>,
+    prefixes: &[ipnet::IpNet],
+) -> anyhow::Result<()> {
     let stale: Vec<Key<[u8; 16]>> = trie.keys().filter_map(Result::ok).collect();
     for key in stale {
         let _ = trie.remove(&key);
@@ -202,9 +206,12 @@ fn mapped_addr(addr: std::net::IpAddr) -> [u8; 16] {
     }
 }
 
-fn fill_vlans(ebpf: &mut Ebpf, table: u8, vlans: &[(u16, u16)]) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, VlanKey, u16> = get_mut(ebpf, maps::GROUP_VLANS)?;
-    replace_table(&mut map, |key: &VlanKey| key.table == table)?;
+fn fill_vlans(
+    map: &mut HashMap<MapData, VlanKey, u16>,
+    table: u8,
+    vlans: &[(u16, u16)],
+) -> anyhow::Result<()> {
+    replace_table(map, |key: &VlanKey| key.table == table)?;
     for (vlan, group) in vlans {
         let key = VlanKey {
             table,
@@ -217,12 +224,11 @@ fn fill_vlans(ebpf: &mut Ebpf, table: u8, vlans: &[(u16, u16)]) -> anyhow::Resul
 }
 
 fn fill_actions(
-    ebpf: &mut Ebpf,
+    map: &mut HashMap<MapData, ActionKey, ActionEntry>,
     table: u8,
     actions: &[((u16, u16), ActionEntry)],
 ) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, ActionKey, ActionEntry> = get_mut(ebpf, maps::ACTIONS)?;
-    replace_table(&mut map, |key: &ActionKey| key.table == table)?;
+    replace_table(map, |key: &ActionKey| key.table == table)?;
     for ((group, category), entry) in actions {
         let key = ActionKey {
             table,
@@ -238,12 +244,11 @@ fn fill_actions(
 }
 
 fn fill_exceptions(
-    ebpf: &mut Ebpf,
+    map: &mut HashMap<MapData, ExceptionKey, u8>,
     table: u8,
     exceptions: &[(std::net::IpAddr, u16)],
 ) -> anyhow::Result<()> {
-    let mut map: HashMap<&mut MapData, ExceptionKey, u8> = get_mut(ebpf, maps::CLIENT_EXC)?;
-    replace_table(&mut map, |key: &ExceptionKey| key.table == table)?;
+    replace_table(map, |key: &ExceptionKey| key.table == table)?;
     for (client, category) in exceptions {
         let key = ExceptionKey {
             client_addr: mapped_addr(*client),
@@ -258,8 +263,11 @@ fn fill_exceptions(
 
 /// Writes every class of the idle table: the policy's rules, and empty ones (rate 0:
 /// pass) for classes it does not use.
-fn fill_shapers(ebpf: &mut Ebpf, table: u8, shapers: &[(u16, ShapeRule)]) -> anyhow::Result<()> {
-    let mut array: Array<&mut MapData, ShapeRule> = get_mut(ebpf, maps::SHAPERS)?;
+fn fill_shapers(
+    array: &mut Array<MapData, ShapeRule>,
+    table: u8,
+    shapers: &[(u16, ShapeRule)],
+) -> anyhow::Result<()> {
     for class in 0..MAX_SHAPE_CLASSES as u16 {
         let rule = shapers
             .iter()
@@ -274,7 +282,7 @@ fn fill_shapers(ebpf: &mut Ebpf, table: u8, shapers: &[(u16, ShapeRule)]) -> any
 
 /// Removes the keys of one table (the idle one) before it is filled again.
 fn replace_table<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
-    map: &mut HashMap<&mut MapData, K, V>,
+    map: &mut HashMap<MapData, K, V>,
     in_table: impl Fn(&K) -> bool,
 ) -> anyhow::Result<()> {
     let stale: Vec<K> = map

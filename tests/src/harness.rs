@@ -76,7 +76,7 @@ impl Harness {
 
     /// The flow's record as the daemon would write it now.
     pub fn record(&self, key: &FlowKey) -> FlowRecord {
-        let table = self.datapath.flow_table().expect("the flow table");
+        let table = &self.datapath.maps().flows;
         let entry = table
             .get(key, 0)
             .unwrap_or_else(|e| panic!("no flow {key:?}: {e}"));
@@ -92,12 +92,12 @@ impl Harness {
     /// The flow's record as a daemon that heard none of the events would write it (one
     /// started after a crash): its names from the kernel's `NAMES` alone.
     pub fn record_from_kernel(&self, key: &FlowKey) -> FlowRecord {
-        let table = self.datapath.flow_table().expect("the flow table");
+        let table = &self.datapath.maps().flows;
         let entry = table
             .get(key, 0)
             .unwrap_or_else(|e| panic!("no flow {key:?}: {e}"));
-        let kept = self.datapath.names().expect("the kept names");
-        let names = names::of_flow(&FlowNames::default(), Some(&kept), key, &entry);
+        let kept = &self.datapath.maps().names;
+        let names = names::of_flow(&FlowNames::default(), Some(kept), key, &entry);
         FlowRecord::from_entry(
             key,
             &entry,
@@ -109,7 +109,7 @@ impl Harness {
 
     /// A global counter's value.
     pub fn stat(&self, stat: Stat) -> u64 {
-        metrics::read_stats(&self.datapath.stats_table().expect("the counters"))
+        metrics::read_stats(&self.datapath.maps().stats)
             .expect("the counters read")
             .get(stat)
     }

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod frames;
 pub mod harness;
 pub mod iperf;
+pub mod lab_policy;
 pub mod nfdump;
 pub mod nspawn;
 pub mod package;
@@ -25,6 +26,7 @@ pub mod tc;
 pub mod tls_clients;
 pub mod tracker;
 pub mod tshark;
+pub mod vm;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! Running the datapath's programs on frames with `BPF_PROG_TEST_RUN`.
 
 use aya::{TestRunOptions, programs::TestRun as _};
-use classifier_user::loader::{Datapath, program};
+use classifier_common::programs::{self, ProgramDef, Tc, Xdp};
+use classifier_user::loader::Datapath;
 
 use crate::frames::Way;
 
@@ -32,10 +33,13 @@ pub fn try_run_frame(
     };
     let result = match way {
         Way::Up => datapath
-            .xdp(program::LAN_INGRESS)
+            .program(programs::LAN_INGRESS)
             .unwrap()
             .test_run(options),
-        Way::Down => datapath.tc(program::LAN_EGRESS).unwrap().test_run(options),
+        Way::Down => datapath
+            .program(programs::LAN_EGRESS)
+            .unwrap()
+            .test_run(options),
     };
     result.map(|r| r.return_value)
 }
@@ -65,7 +69,7 @@ pub fn run_upload_outcome(datapath: &mut Datapath, frame: &[u8]) -> XdpOutcome {
     ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
     let mut ctx_out = [0u8; XDP_MD_SIZE];
     let result = datapath
-        .xdp(program::LAN_INGRESS)
+        .program(programs::LAN_INGRESS)
         .unwrap()
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -86,11 +90,17 @@ pub fn run_upload_outcome(datapath: &mut Datapath, frame: &[u8]) -> XdpOutcome {
     }
 }
 
-/// Average nanoseconds per run of the XDP program `name` over `repeat` runs on `frame`,
+/// Average nanoseconds per run of the XDP program `program` over `repeat` runs on `frame`,
 /// as the kernel measures it.
-pub fn xdp_ns_per_run(datapath: &mut Datapath, name: &str, frame: &[u8], repeat: u32) -> f64 {
+pub fn xdp_ns_per_run(
+    datapath: &mut Datapath,
+    program: ProgramDef<Xdp>,
+    frame: &[u8],
+    repeat: u32,
+) -> f64 {
+    let name = program.name();
     let result = datapath
-        .xdp(name)
+        .program(program)
         .unwrap()
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -106,12 +116,17 @@ const SKB_PRIORITY_OFFSET: usize = 32;
 /// `sizeof(struct __sk_buff)` on this kernel's UAPI.
 const SKB_CTX_SIZE: usize = 192;
 
-/// Runs the TC program `name` once on `frame`; returns its verdict and the skb's
+/// Runs the TC program `program` once on `frame`; returns its verdict and the skb's
 /// `priority` as the program left it (how shaping picks an HTB class).
-pub fn run_tc_priority(datapath: &mut Datapath, name: &str, frame: &[u8]) -> (u32, u32) {
+pub fn run_tc_priority(
+    datapath: &mut Datapath,
+    program: ProgramDef<Tc>,
+    frame: &[u8],
+) -> (u32, u32) {
+    let name = program.name();
     let mut ctx = vec![0u8; SKB_CTX_SIZE];
     let result = datapath
-        .tc(name)
+        .program(program)
         .unwrap()
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -137,16 +152,17 @@ const SKB_IFINDEX_OFFSET: usize = 40;
 /// The loopback interface's index: the device `BPF_PROG_TEST_RUN` gives the skb.
 pub const LOOPBACK_IFINDEX: u32 = 1;
 
-/// Runs the TC program `name` once on `frame` given an skb `mark` that arrived on
+/// Runs the TC program `program` once on `frame` given an skb `mark` that arrived on
 /// `ingress_ifindex` and leaves by the loopback interface; returns its verdict and the
 /// skb's mark as the program left it.
 pub fn run_tc_marked(
     datapath: &mut Datapath,
-    name: &str,
+    program: ProgramDef<Tc>,
     frame: &[u8],
     mark: u32,
     ingress_ifindex: u32,
 ) -> (u32, u32) {
+    let name = program.name();
     let mut ctx_in = vec![0u8; SKB_CTX_SIZE];
     let mut put = |offset: usize, value: u32| {
         ctx_in[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
@@ -156,7 +172,7 @@ pub fn run_tc_marked(
     put(SKB_IFINDEX_OFFSET, LOOPBACK_IFINDEX);
     let mut ctx_out = vec![0u8; SKB_CTX_SIZE];
     let result = datapath
-        .tc(name)
+        .program(program)
         .unwrap()
         .test_run(TestRunOptions {
             data_in: Some(frame),

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 
 use classifier_user::{
-    degradation::{ClientVolume, IntervalReport},
     flows::{Counters, FlowRecord},
     store::EndReason,
 };
@@ -49,25 +48,5 @@ pub fn youtube_flow(client: SocketAddr, server: SocketAddr, first_seen: Timestam
     }
 }
 
-/// A degradation report of `interval_seconds` that ended at `end`: 8000 bit/s down, 800 up,
-/// one top client (192.0.2.77, streaming video, 1000 bytes).
-pub fn degradation_report(interval_seconds: u64, end: Timestamp) -> IntervalReport {
-    IntervalReport {
-        interval_seconds,
-        start: end - SignedDuration::from_secs(interval_seconds as i64),
-        end,
-        download_bps: 8000,
-        upload_bps: 800,
-        download_utilisation: None,
-        upload_utilisation: None,
-        by_category: Vec::new(),
-        by_group: Vec::new(),
-        withheld: Vec::new(),
-        top_clients: vec![ClientVolume {
-            client: "192.0.2.77".parse().unwrap(),
-            category: "streaming-video".into(),
-            bytes: 1000,
-        }],
-        events: Vec::new(),
-    }
-}
+/// A degradation report of `interval_seconds` that ended at `end` (the unit tests' own).
+pub use classifier_user::degradation::testing::sample_report as degradation_report;

@@ -62,6 +62,26 @@ impl SiteConfig {
         command
     }
 
+    /// The default policy reading GOV.UK's bank holidays for `division` from a copy of the
+    /// shipped file in [`SiteConfig::work_dir`] (`bank-holidays-file`), instead of its own
+    /// list of dates.
+    pub fn default_policy_with_gov_uk_bank_holidays(&self, division: &str) -> String {
+        std::fs::write(
+            self.work_dir().join("bank-holidays.json"),
+            classifier_user::policy::bank_holidays::SHIPPED,
+        )
+        .unwrap();
+        let default = classifier_user::policy::DEFAULT_POLICY;
+        let start = default.find("bank-holidays = [").unwrap();
+        let end = start + default[start..].find("]\n").unwrap() + 2;
+        format!(
+            "{}bank-holidays-file = \"bank-holidays.json\"\nbank-holidays-division = \
+             \"{division}\"\n{}",
+            &default[..start],
+            &default[end..]
+        )
+    }
+
     /// `classifier args...` with the test's /etc/classifier, run to its end.
     pub fn classifier(&self, args: &[&str]) -> Output {
         self.command(classifier_bin())

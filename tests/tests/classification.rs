@@ -79,7 +79,7 @@ impl Harness {
     }
 
     fn record(&self, key: &FlowKey) -> FlowRecord {
-        let table = self.state.datapath.flow_table().unwrap();
+        let table = &self.state.datapath.maps().flows;
         let entry = table
             .get(key, 0)
             .unwrap_or_else(|e| panic!("no flow {key:?}: {e}"));
@@ -95,14 +95,14 @@ impl Harness {
     /// The flow's names as a daemon that heard none of the events finds them (one started
     /// after a crash): in the kernel's `NAMES`.
     fn kept_names(&self, key: &FlowKey) -> Option<Names> {
-        let table = self.state.datapath.flow_table().unwrap();
+        let table = &self.state.datapath.maps().flows;
         let entry = table.get(key, 0).unwrap();
-        let kept = self.state.datapath.names().unwrap();
-        names::of_flow(&FlowNames::default(), Some(&kept), key, &entry)
+        let kept = &self.state.datapath.maps().names;
+        names::of_flow(&FlowNames::default(), Some(kept), key, &entry)
     }
 
     fn stat(&self, stat: Stat) -> u64 {
-        metrics::read_stats(&self.state.datapath.stats_table().unwrap())
+        metrics::read_stats(&self.state.datapath.maps().stats)
             .unwrap()
             .get(stat)
     }
@@ -505,20 +505,15 @@ fn names_kept_in_the_kernel_are_adopted_by_a_new_daemon_and_stale_ones_removed()
         1448,
     ));
     let datapath = &mut harness.state.datapath;
-    let first_seen = datapath
-        .flow_table()
-        .unwrap()
-        .get(&tls, 0)
-        .unwrap()
-        .first_seen_ns;
+    let first_seen = datapath.maps().flows.get(&tls, 0).unwrap().first_seen_ns;
     // Stale names: one of a flow no longer in the table, and a second name of an earlier
     // flow on the TLS flow's addresses and ports (another first packet).
     let gone = key(ip_proto::TCP, 41499, 443);
     {
-        let mut kept = datapath.names_mut().unwrap();
-        names::keep(&mut kept, &gone, version::FIRST, 1, &host("gone.example")).unwrap();
+        let kept = &mut datapath.maps_mut().names;
+        names::keep(kept, &gone, version::FIRST, 1, &host("gone.example")).unwrap();
         names::keep(
-            &mut kept,
+            kept,
             &tls,
             version::SECOND,
             first_seen + 1,
@@ -545,14 +540,14 @@ fn names_kept_in_the_kernel_are_adopted_by_a_new_daemon_and_stale_ones_removed()
     );
     assert_eq!(fresh.names.get(&gone), None);
     let is_kept = |datapath: &Datapath, key: &FlowKey, which| {
-        let kept = datapath.names().unwrap();
+        let kept = &datapath.maps().names;
         kept.get(&NameKey::new(*key, which), 0).is_ok()
     };
     assert!(!is_kept(datapath, &gone, version::FIRST), "removed");
     assert!(!is_kept(datapath, &tls, version::SECOND), "removed");
 
     // Recorded: forgotten.
-    names::forget(&mut datapath.names_mut().unwrap(), &tls);
+    names::forget(&mut datapath.maps_mut().names, &tls);
     assert!(!is_kept(datapath, &tls, version::FIRST));
     assert!(is_kept(datapath, &http, version::FIRST));
 }

@@ -249,7 +249,7 @@ fn datapath_table() {
 }
 
 fn check_flows(datapath: &Datapath, case: &Case) {
-    let table = datapath.flow_table().unwrap();
+    let table = &datapath.maps().flows;
     let mut actual: Vec<(FlowKey, FlowEntry)> = table.iter().map(Result::unwrap).collect();
     assert_eq!(
         actual.len(),
@@ -290,7 +290,7 @@ fn check_flows(datapath: &Datapath, case: &Case) {
 /// Listed counters must match exactly; unlisted ones must be zero, except flows_created,
 /// which must equal the number of flows when not listed.
 fn check_stats(datapath: &Datapath, case: &Case) {
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     for stat in Stat::ALL {
         let expected = case
             .stats
@@ -357,14 +357,14 @@ fn random_frames_never_abort_and_never_make_flows_from_garbage_headers() {
         run >= 1_500,
         "the harness refused {refused_by_harness} of 1000 TC frames"
     );
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::Packets), run);
     let accounted = stats.get(Stat::NotIp)
         + stats.get(Stat::Malformed)
         + stats.get(Stat::Fragments)
         + datapath
-            .flow_table()
-            .unwrap()
+            .maps()
+            .flows
             .iter()
             .map(Result::unwrap)
             .map(|(_, e)| e.upload.packets + e.download.packets)
@@ -395,15 +395,15 @@ fn the_batched_table_walk_reads_what_the_key_by_key_walk_reads() {
         };
         run_frame(&mut datapath, Way::Up, &frame);
     }
-    let table = datapath.flow_table().unwrap();
+    let table = &datapath.maps().flows;
     let sorted = |walk: classifier_user::flows::TableWalk| {
         assert!(walk.complete);
         let mut entries = walk.entries;
         entries.sort_by_key(|(key, _)| (key.client_port, key.protocol));
         entries
     };
-    let batched = sorted(classifier_user::flows::read_entries(&table));
-    let by_key = sorted(classifier_user::flows::read_entries_by_key(&table));
+    let batched = sorted(classifier_user::flows::read_entries(table));
+    let by_key = sorted(classifier_user::flows::read_entries_by_key(table));
     assert_eq!(batched.len(), 5000);
     assert_eq!(batched, by_key);
 }

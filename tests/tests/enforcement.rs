@@ -3,6 +3,7 @@
 //! and a generation swap change verdicts of flows already running.
 
 use classifier_common::config::fail_fast_replies::{self, REPLY_MARK, REPLY_METADATA};
+use classifier_common::programs;
 use classifier_common::{
     flow::{FlowKey, ip_proto, ipv4_mapped},
     policy::{ActionEntry, verdict},
@@ -17,7 +18,6 @@ use classifier_tests::{
         run_upload_outcome,
     },
 };
-use classifier_user::loader::program;
 use classifier_user::{
     in_force::InForce,
     loader::Datapath,
@@ -123,10 +123,10 @@ fn a_blocked_category_is_dropped_from_its_client_hello_on_both_ways() {
         "other sites pass"
     );
 
-    let entry = datapath.flow_table().unwrap().get(&key(46001), 0).unwrap();
+    let entry = datapath.maps().flows.get(&key(46001), 0).unwrap();
     assert_eq!(entry.verdict, verdict::BLOCK);
     assert_eq!(entry.blocked.packets, 3);
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::Blocked), 3);
 }
 
@@ -176,7 +176,7 @@ fn groups_exceptions_and_a_new_generation_decide_again() {
     // And back, for a flow that is already running.
     datapath.swap_policy(&clients_in_staff).unwrap();
     assert_eq!(run_frame(&mut datapath, Way::Up, &next_packet), XDP_DROP);
-    let entry = datapath.flow_table().unwrap().get(&key(47001), 0).unwrap();
+    let entry = datapath.maps().flows.get(&key(47001), 0).unwrap();
     assert_eq!(entry.group, staff);
 }
 
@@ -418,7 +418,7 @@ fn blocked_client_hellos_come_back_as_resets(
             NetSlice::Arp(_) => unreachable!(),
         }
     }
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::ResetsSent), 2);
     // A reset from the client itself is dropped, never answered.
     let reset = frames::tcp4(Way::Up, 47001, 443, "R", b"");
@@ -525,7 +525,7 @@ fn blocked_datagrams_come_back_as_icmp(
         }
         assert_eq!(reply.len(), 14 + ip_len + 8 + quoted.len(), "nothing more");
     }
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::UnreachablesSent), 2);
 }
 
@@ -549,14 +549,8 @@ fn only_an_answer_sent_back_by_lan_replies_passes_a_blocked_flow_s_egress() {
         "answered: passed up marked for lan_replies"
     );
     let download = frames::tcp4(Way::Down, 49001, 443, "R", b"");
-    let downloaded = |datapath: &Datapath| {
-        datapath
-            .flow_table()
-            .unwrap()
-            .get(&key(49001), 0)
-            .unwrap()
-            .download
-    };
+    let downloaded =
+        |datapath: &Datapath| datapath.maps().flows.get(&key(49001), 0).unwrap().download;
     let before = downloaded(&datapath);
     const ANOTHER_IFINDEX: u32 = 7;
     for (mark, ingress_ifindex, what) in [
@@ -574,7 +568,7 @@ fn only_an_answer_sent_back_by_lan_replies_passes_a_blocked_flow_s_egress() {
     ] {
         let (verdict, _) = run_tc_marked(
             &mut datapath,
-            program::LAN_EGRESS,
+            programs::LAN_EGRESS,
             &download,
             mark,
             ingress_ifindex,
@@ -589,7 +583,7 @@ fn only_an_answer_sent_back_by_lan_replies_passes_a_blocked_flow_s_egress() {
 
     let (verdict, mark) = run_tc_marked(
         &mut datapath,
-        program::LAN_EGRESS,
+        programs::LAN_EGRESS,
         &download,
         REPLY_MARK,
         LOOPBACK_IFINDEX,
@@ -616,7 +610,7 @@ fn lan_replies_passes_every_frame_xdp_did_not_mark() {
     for frame in [reset, icmp_like] {
         for mark in [0, REPLY_MARK] {
             let (verdict, mark_out) =
-                run_tc_marked(&mut datapath, program::LAN_REPLIES, &frame, mark, 2);
+                run_tc_marked(&mut datapath, programs::LAN_REPLIES, &frame, mark, 2);
             assert_eq!(verdict, TC_ACT_PIPE, "{frame:02x?}");
             assert_eq!(mark_out, mark, "left untouched");
         }
@@ -670,7 +664,7 @@ fn a_reload_that_adds_and_reorders_categories_leaves_running_flows_in_theirs() {
         XDP_PASS,
         "the running video flow still passes"
     );
-    let entry = datapath.flow_table().unwrap().get(&key(48001), 0).unwrap();
+    let entry = datapath.maps().flows.get(&key(48001), 0).unwrap();
     assert_eq!(classes.category_name(entry.category), "video");
     assert_eq!(entry.verdict, verdict::ALLOW);
 
@@ -684,10 +678,10 @@ fn a_reload_that_adds_and_reorders_categories_leaves_running_flows_in_theirs() {
         XDP_PASS,
         "the new category passes"
     );
-    let news = datapath.flow_table().unwrap().get(&key(48003), 0).unwrap();
+    let news = datapath.maps().flows.get(&key(48003), 0).unwrap();
     assert_eq!(classes.category_name(news.category), "news");
     assert_eq!(
-        datapath.class_ids().unwrap(),
+        datapath.class_ids(),
         classes.ids,
         "the ids are recorded beside the flows, for a restarted daemon"
     );
@@ -765,6 +759,6 @@ fn groups_by_ipv6_prefix_and_by_vlan_decide_in_the_datapath() {
         XDP_PASS,
         "untagged: the default group"
     );
-    let guest_flow = datapath.flow_table().unwrap().get(&key(49003), 0).unwrap();
+    let guest_flow = datapath.maps().flows.get(&key(49003), 0).unwrap();
     assert_eq!((guest_flow.group, guest_flow.vlan_id), (guest, 30));
 }

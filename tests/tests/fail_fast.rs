@@ -24,7 +24,9 @@ use classifier_lab::{
 };
 use classifier_tests::{
     capture::{Capture, CapturedPacket},
-    classifier_bin, privileged,
+    classifier_bin,
+    lab_policy::LabPolicy,
+    privileged,
     tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
 use classifier_user::netns;
@@ -209,14 +211,8 @@ fn a_blocked_udp_flow_is_told_with_icmp_administratively_prohibited_by_tc_redire
 
 fn a_blocked_udp_flow_is_told_with_icmp_administratively_prohibited(way: &str) {
     let lab = Lab::up(&LabSpec::default()).expect("lab comes up");
-    let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
-    std::fs::write(&policy_file, FILE_SHARING_BLOCKED).unwrap();
-    let daemon = daemon_answering_by(
-        &lab,
-        way,
-        vec!["--policy".into(), policy_file.display().to_string()],
-    );
-    let _ = std::fs::remove_file(&policy_file);
+    let policy = LabPolicy::write(&lab, FILE_SHARING_BLOCKED);
+    let daemon = daemon_answering_by(&lab, way, policy.args());
     let client = &lab.clients[0];
 
     // Linux reports ICMP "administratively prohibited" on a connected socket as "host
@@ -255,19 +251,13 @@ fn a_block_rule_with_fail_fast_off_drops_silently_by_tc_redirect() {
 
 fn a_block_rule_with_fail_fast_off_drops_silently(way: &str) {
     let lab = Lab::up(&LabSpec::default()).expect("lab comes up");
-    let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
     let silent = FILE_SHARING_BLOCKED.replace(
         "action = \"block\"",
         "action = \"block\"\nfail_fast = false",
     );
     assert_ne!(silent, FILE_SHARING_BLOCKED);
-    std::fs::write(&policy_file, silent).unwrap();
-    let daemon = daemon_answering_by(
-        &lab,
-        way,
-        vec!["--policy".into(), policy_file.display().to_string()],
-    );
-    let _ = std::fs::remove_file(&policy_file);
+    let policy = LabPolicy::write(&lab, &silent);
+    let daemon = daemon_answering_by(&lab, way, policy.args());
 
     // Nothing comes back: the socket's read times out.
     let v4 = dht_query_error(&lab.clients[0], SocketAddr::new(SERVICE_V4.into(), 6881));
@@ -599,14 +589,12 @@ fn a_flood_of_blocked_datagrams_is_answered_one_for_one_and_the_answers_are_not_
     }
     const FLOOD: u64 = 300;
     let lab = plain_veth_lab(&[]);
-    let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
-    std::fs::write(&policy_file, FILE_SHARING_BLOCKED).unwrap();
+    let policy = LabPolicy::write(&lab, FILE_SHARING_BLOCKED);
     let options = DaemonOptions {
-        extra_args: vec!["--policy".into(), policy_file.display().to_string()],
+        extra_args: policy.args(),
         ..DaemonOptions::default()
     };
     let daemon = DaemonProcess::start(&classifier_bin(), &lab, &options).unwrap();
-    let _ = std::fs::remove_file(&policy_file);
     let client = &lab.clients[0];
     let before = icmp_unreachables_received(client);
     let server = SocketAddr::new(SERVICE_V4.into(), 6881);

@@ -46,12 +46,7 @@ fn syn(conn: &Conn) -> (Way, Vec<u8>) {
 }
 
 fn flows(harness: &Harness) -> usize {
-    harness
-        .datapath
-        .flow_table()
-        .expect("the flow table")
-        .keys()
-        .count()
+    harness.datapath.maps().flows.keys().count()
 }
 
 #[test]

@@ -206,6 +206,23 @@ fn assert_ok(output: &Output) {
     );
 }
 
+/// Asserts that the import `name` was refused, saying `expected` and that the installed
+/// lists stayed as they were.
+#[track_caller]
+fn assert_refused(name: &str, refused: &Output, expected: &str) {
+    assert!(
+        !refused.status.success(),
+        "{name}: accepted:\n{}",
+        stdout(refused)
+    );
+    let message = stderr(refused);
+    assert!(message.contains(expected), "{name}: {message}");
+    assert!(
+        message.contains("refused; the installed lists are unchanged"),
+        "{name}: {message}"
+    );
+}
+
 #[test]
 fn hostile_and_broken_tarballs_are_refused_and_the_lists_stay() {
     let site = Site::new("hostile");
@@ -310,18 +327,7 @@ fn hostile_and_broken_tarballs_are_refused_and_the_lists_stay() {
     ];
     for (name, bytes, extra, expected) in cases {
         let path = site.write(&format!("{name}.tar.gz"), &bytes);
-        let refused = site.import(&path, extra);
-        assert!(
-            !refused.status.success(),
-            "{name}: accepted:\n{}",
-            stdout(&refused)
-        );
-        let message = stderr(&refused);
-        assert!(message.contains(expected), "{name}: {message}");
-        assert!(
-            message.contains("refused; the installed lists are unchanged"),
-            "{name}: {message}"
-        );
+        assert_refused(name, &site.import(&path, extra), expected);
         assert_eq!(
             site.installed(),
             before,
@@ -376,14 +382,10 @@ fn shallalist_tarballs_and_plain_tars_are_read() {
     );
 
     // A list asked for that the source lacks refuses the import.
-    let refused = site.import(&path, &["--category", "weapons"]);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains(
-            "--category weapons: the source has no such list (it has: agressif, gambling)"
-        ),
-        "{}",
-        stderr(&refused)
+    assert_refused(
+        "weapons",
+        &site.import(&path, &["--category", "weapons"]),
+        "--category weapons: the source has no such list (it has: agressif, gambling)",
     );
 }
 
@@ -565,18 +567,7 @@ fn a_list_imported_from_a_url_blocks_its_sites_for_real_clients_and_rollback_und
         ),
         ("missing.tar.gz", &[][..], "404"),
     ] {
-        let refused = import_from_gateway(&url(name), extra);
-        assert!(
-            !refused.status.success(),
-            "{name}: accepted:\n{}",
-            stdout(&refused)
-        );
-        let message = stderr(&refused);
-        assert!(message.contains(expected), "{name}: {message}");
-        assert!(
-            message.contains("the installed lists are unchanged"),
-            "{name}: {message}"
-        );
+        assert_refused(name, &import_from_gateway(&url(name), extra), expected);
         assert_eq!(site.installed().0, first_version, "{name}");
     }
     assert!(

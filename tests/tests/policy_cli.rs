@@ -775,20 +775,7 @@ fn policy_check_reads_gov_uk_bank_holidays_and_warns_when_they_run_out() {
     let Some(scratch) = SiteConfig::new("check-bank-holidays") else {
         return;
     };
-    std::fs::write(
-        scratch.work_dir().join("bank-holidays.json"),
-        classifier_user::policy::bank_holidays::SHIPPED,
-    )
-    .unwrap();
-    let default = classifier_user::policy::DEFAULT_POLICY;
-    let start = default.find("bank-holidays = [").unwrap();
-    let end = start + default[start..].find("]\n").unwrap() + 2;
-    let text = format!(
-        "{}bank-holidays-file = \"bank-holidays.json\"\nbank-holidays-division = \
-         \"northern-ireland\"\n{}",
-        &default[..start],
-        &default[end..]
-    );
+    let text = scratch.default_policy_with_gov_uk_bank_holidays("northern-ireland");
     let (ok, _, err) = check_file(
         &scratch,
         "gov-uk.toml",
@@ -1246,25 +1233,9 @@ fn show_prints_conditions_schedule_holidays_and_retention() {
     let Some(scratch) = SiteConfig::new("show-all") else {
         return;
     };
-    std::fs::write(
-        scratch.work_dir().join("bank-holidays.json"),
-        classifier_user::policy::bank_holidays::SHIPPED,
-    )
-    .unwrap();
-    let default = classifier_user::policy::DEFAULT_POLICY;
-    let start = default.find("bank-holidays = [").unwrap();
-    let end = start + default[start..].find("]\n").unwrap() + 2;
     let policy = scratch.work_dir().join("gov-uk.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "{}bank-holidays-file = \"bank-holidays.json\"\nbank-holidays-division = \
-             \"scotland\"\n{}",
-            &default[..start],
-            &default[end..]
-        ),
-    )
-    .unwrap();
+    let text = scratch.default_policy_with_gov_uk_bank_holidays("scotland");
+    std::fs::write(&policy, text).unwrap();
     let policy = policy.to_str().unwrap();
     let text = stdout(&scratch.classifier(&["policy", "show", "--policy", policy]));
     for expected in [

@@ -5,7 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -20,6 +20,7 @@ use classifier_tests::{
     capture::{self, Capture},
     classifier_bin,
     clients::{finish_download, gateway_has_xdp, slow_download},
+    lab_policy::LabPolicy,
     privileged,
     tc::{TcAttach, clsact_filters, gateway_tc_programs, has_clsact},
 };
@@ -85,7 +86,7 @@ fn policy_reordered() -> String {
 struct Setup {
     lab: Lab,
     _http: HttpServer,
-    policy_file: PathBuf,
+    policy: LabPolicy,
 }
 
 impl Setup {
@@ -103,12 +104,11 @@ impl Setup {
             ],
         )
         .unwrap();
-        let policy_file = std::env::temp_dir().join(format!("classifier-policy-{}.toml", lab.id));
-        std::fs::write(&policy_file, policy_text).unwrap();
+        let policy = LabPolicy::write(&lab, policy_text);
         Self {
             lab,
             _http: http,
-            policy_file,
+            policy,
         }
     }
 
@@ -117,7 +117,7 @@ impl Setup {
     }
 
     fn start_daemon_with(&self, mut extra_args: Vec<String>) -> DaemonProcess {
-        extra_args.extend(["--policy".into(), self.policy_file.display().to_string()]);
+        extra_args.extend(self.policy.args());
         let options = DaemonOptions {
             extra_args,
             ..DaemonOptions::default()
@@ -127,12 +127,6 @@ impl Setup {
 
     fn client(&self) -> &Host {
         &self.lab.clients[0]
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.policy_file);
     }
 }
 
@@ -210,7 +204,7 @@ fn after_kill_9_the_datapath_keeps_enforcing(tc_attach: TcAttach) {
 
     // The next daemon runs a policy whose categories are in another order: the running
     // download must stay in its category (by position it would now be gambling, blocked).
-    std::fs::write(&setup.policy_file, policy_reordered()).unwrap();
+    setup.policy.rewrite(&policy_reordered());
     let daemon = setup.start_daemon();
     let status = daemon.status().unwrap();
     assert_eq!(status.categories, 3, "the reordered policy is in force");
@@ -450,15 +444,13 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
     assert_eq!(before.period, "working");
 
     // A bad file: refused with file, line and field; nothing changes.
-    std::fs::write(
-        &setup.policy_file,
-        policy(false) + "\n[[rules]]\naction = \"explode\"\n",
-    )
-    .unwrap();
+    setup
+        .policy
+        .rewrite(&(policy(false) + "\n[[rules]]\naction = \"explode\"\n"));
     let refused = reload(&daemon.control_socket);
     assert!(!refused.status.success(), "a bad policy is refused");
     let message = String::from_utf8_lossy(&refused.stderr);
-    let file = setup.policy_file.display().to_string();
+    let file = setup.policy.path().display().to_string();
     assert!(
         message.contains(&file)
             && message.contains("rules[1].action")
@@ -486,7 +478,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
     );
 
     // The reload blocks it where it runs.
-    std::fs::write(&setup.policy_file, policy(true)).unwrap();
+    setup.policy.rewrite(&policy(true));
     let reloaded = reload(&daemon.control_socket);
     assert!(
         reloaded.status.success(),
@@ -510,7 +502,7 @@ fn a_reload_blocks_running_and_new_flows_and_a_bad_file_changes_nothing() {
     assert!(!ok && size == 0, "a new download is blocked: {size} bytes");
 
     // SIGHUP reloads too: back to the first policy, downloads allowed again.
-    std::fs::write(&setup.policy_file, policy(false)).unwrap();
+    setup.policy.rewrite(&policy(false));
     let generation = daemon.status().unwrap().policy_generation;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(daemon.pid() as i32),

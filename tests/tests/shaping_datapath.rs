@@ -7,6 +7,7 @@
 
 use classifier_common::{
     flow::{FlowKey, ip_proto, ipv4_mapped},
+    programs,
     shaping::{BucketKey, ClientClassKey, MinuteCount, TokenBucket, bucket_kind, htb_priority},
     stats::Stat,
     testing::Hello,
@@ -18,7 +19,7 @@ use classifier_tests::{
 };
 use classifier_user::{
     events::{self, Event},
-    loader::{Datapath, program},
+    loader::Datapath,
     metrics,
     policy::Policy,
 };
@@ -73,12 +74,12 @@ fn datapath_with_video_flow(policy: &Policy) -> Datapath {
 
 fn download(datapath: &mut Datapath) -> (u32, u32) {
     let frame = frames::tcp4(Way::Down, PORT, 443, "A", &[0; PAYLOAD]);
-    run_tc_priority(datapath, program::LAN_EGRESS, &frame)
+    run_tc_priority(datapath, programs::LAN_EGRESS, &frame)
 }
 
 fn upload_leaving_wan(datapath: &mut Datapath) -> (u32, u32) {
     let frame = frames::tcp4(Way::Up, PORT, 443, "A", &[0; PAYLOAD]);
-    run_tc_priority(datapath, program::WAN_EGRESS, &frame)
+    run_tc_priority(datapath, programs::WAN_EGRESS, &frame)
 }
 
 fn flow_key() -> FlowKey {
@@ -116,10 +117,10 @@ fn the_allowance_passes_the_first_bytes_then_packets_get_their_rule_s_class() {
         (TC_ACT_PIPE, class_1),
         "the upload is shaped on the WAN egress: the allowance is the client's, both ways"
     );
-    let entry = datapath.flow_table().unwrap().get(&flow_key(), 0).unwrap();
+    let entry = datapath.maps().flows.get(&flow_key(), 0).unwrap();
     assert_eq!(entry.shaped.packets, 2);
     assert_eq!(entry.shaped.bytes, 2 * 1040);
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::AllowancePassed), 2);
     assert_eq!(stats.get(Stat::Shaped), 2);
 
@@ -160,8 +161,8 @@ fn a_per_client_rule_asks_for_the_client_s_class_and_uses_it_once_there() {
         _pad: [0; 2],
     };
     datapath
-        .client_classes()
-        .unwrap()
+        .maps_mut()
+        .client_classes
         .insert(client, 0x100, 0)
         .unwrap();
     assert_eq!(download(&mut datapath), (TC_ACT_PIPE, htb_priority(0x100)));
@@ -186,7 +187,7 @@ fn the_policer_passes_its_burst_then_drops() {
     );
     let dropped = verdicts.iter().filter(|(v, _)| *v == TC_ACT_SHOT).count();
     assert!(dropped > 0, "beyond the burst the policer drops");
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::PolicerDropped), dropped as u64);
 }
 
@@ -199,7 +200,7 @@ const SHARED_MINUTES: BucketKey = BucketKey {
 };
 
 fn minutes(datapath: &Datapath) -> MinuteCount {
-    MinuteCount::from(datapath.buckets().unwrap().get(&SHARED_MINUTES, 0).unwrap())
+    MinuteCount::from(datapath.maps().buckets.get(&SHARED_MINUTES, 0).unwrap())
 }
 
 /// Makes the count say what it would `ago` later: one minute used, in a window and a
@@ -212,8 +213,8 @@ fn one_minute_used_since(datapath: &mut Datapath, ago: std::time::Duration) {
         minute_start_ms: 0,
     };
     datapath
-        .buckets_mut()
-        .unwrap()
+        .maps_mut()
+        .buckets
         .insert(SHARED_MINUTES, TokenBucket::from(count), 0)
         .unwrap();
 }
@@ -250,7 +251,7 @@ fn a_time_allowance_passes_its_minutes_then_shapes_and_a_new_window_starts_afres
     assert_eq!(download(&mut datapath), (TC_ACT_PIPE, 0), "a new window");
     assert_eq!(minutes(&datapath).minutes, 1);
 
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::AllowancePassed), 3);
     assert_eq!(stats.get(Stat::Shaped), 2);
 }
@@ -272,11 +273,11 @@ fn a_block_rule_with_a_time_allowance_drops_once_its_minutes_are_spent() {
     one_minute_used_since(&mut datapath, std::time::Duration::from_secs(90));
     assert_eq!(download(&mut datapath), (TC_ACT_SHOT, 0), "spent: dropped");
     assert_eq!(upload_leaving_wan(&mut datapath), (TC_ACT_SHOT, 0));
-    let entry = datapath.flow_table().unwrap().get(&flow_key(), 0).unwrap();
+    let entry = datapath.maps().flows.get(&flow_key(), 0).unwrap();
     assert_eq!(entry.blocked.packets, 2);
     assert_eq!(entry.blocked.bytes, 2 * 1040);
     assert_eq!(entry.shaped.packets, 0);
-    let stats = metrics::read_stats(&datapath.stats_table().unwrap()).unwrap();
+    let stats = metrics::read_stats(&datapath.maps().stats).unwrap();
     assert_eq!(stats.get(Stat::Blocked), 2);
     assert_eq!(stats.get(Stat::AllowancePassed), 1);
 }

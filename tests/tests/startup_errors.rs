@@ -2,7 +2,7 @@
 //! cause and the fix, and nothing left behind.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -43,6 +43,22 @@ fn unique_pin_dir(name: &str) -> PathBuf {
         "/sys/fs/bpf/classifier-test-{name}-{}",
         std::process::id()
     ))
+}
+
+/// A lab with one client, whose gateway the daemons under test run on.
+fn one_client_lab() -> Lab {
+    Lab::up(&LabSpec {
+        clients: 1,
+        ..LabSpec::default()
+    })
+    .unwrap()
+}
+
+/// `classifier run` in `lab`'s gateway namespace on `iface`, its maps pinned in `pin_dir`.
+fn run_on_gateway(lab: &Lab, iface: &str, pin_dir: &Path) -> Command {
+    let mut command = classifier(&["run", "--netns", &lab.gateway.netns, "--iface", iface]);
+    command.arg("--pin-dir").arg(pin_dir);
+    command
 }
 
 #[test]
@@ -257,23 +273,9 @@ fn missing_interface_is_named_with_its_namespace() {
     if !privileged("missing_interface_is_named_with_its_namespace") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let pin_dir = unique_pin_dir("noiface");
-    let output = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        "nosuch0",
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .output()
-    .unwrap();
+    let output = run_on_gateway(&lab, "nosuch0", &pin_dir).output().unwrap();
     assert_fails_with(
         &output,
         &[
@@ -290,24 +292,10 @@ fn interface_with_an_xdp_program_is_refused_and_the_first_keeps_working() {
     if !privileged("interface_with_an_xdp_program_is_refused") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let first = DaemonProcess::start(&classifier_bin(), &lab, &DaemonOptions::default()).unwrap();
     let pin_dir = unique_pin_dir("busy");
-    let output = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        "lan0",
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .output()
-    .unwrap();
+    let output = run_on_gateway(&lab, "lan0", &pin_dir).output().unwrap();
     assert_fails_with(
         &output,
         &[
@@ -348,35 +336,23 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     if !privileged("interface_without_native_xdp_falls_back_to_generic") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
+    let lab = one_client_lab();
     let pin_dir = unique_pin_dir("generic");
     let pid_file =
         std::env::temp_dir().join(format!("classifier-generic-{}.pid", std::process::id()));
     // The loopback device has no native XDP support.
-    let mut daemon = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        "lo",
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .arg("--pid-file")
-    .arg(&pid_file)
-    // Its own socket: the test beside it expects the default one to be free.
-    .arg("--control-socket")
-    .arg(lab.control_socket())
-    // Nothing written outside the lab.
-    .arg("--store")
-    .arg(lab.store_path())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut daemon = run_on_gateway(&lab, "lo", &pin_dir)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        // Its own socket: the test beside it expects the default one to be free.
+        .arg("--control-socket")
+        .arg(lab.control_socket())
+        // Nothing written outside the lab.
+        .arg("--store")
+        .arg(lab.store_path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !pid_file.exists() && std::time::Instant::now() < deadline {
         assert!(daemon.try_wait().unwrap().is_none(), "daemon exited early");
@@ -395,6 +371,80 @@ fn interface_without_native_xdp_falls_back_to_generic_with_a_reason() {
     assert!(!pin_dir.exists());
 }
 
+/// `classifier run` on `lab`'s gateway (both interfaces) with its own pins, pid file and
+/// control socket and `extra` arguments, run to its end; the pin directory is taken away
+/// before the caller asserts anything, so a failing test leaves no pins on the host either.
+struct LateStart {
+    output: Output,
+    pins_left: bool,
+    pin_dir: PathBuf,
+}
+
+impl LateStart {
+    fn run(lab: &Lab, name: &str, pid_file: &Path, extra: &[&str]) -> Self {
+        let pin_dir = unique_pin_dir(name);
+        let output = run_on_gateway(lab, lab.gateway.iface, &pin_dir)
+            .args(["--wan", GATEWAY_WAN_IFACE])
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg("--control-socket")
+            .arg(lab.control_socket())
+            .arg("--store")
+            .arg(lab.store_path())
+            .args(extra)
+            .output()
+            .unwrap();
+        let pins_left = pin_dir.exists();
+        if pins_left {
+            let _ = std::fs::remove_dir_all(&pin_dir);
+        }
+        Self {
+            output,
+            pins_left,
+            pin_dir,
+        }
+    }
+
+    /// Asserts the start failed after attaching, naming `cause` on its last line, and left
+    /// nothing behind: no XDP or TC program on either interface, no pins, no control
+    /// socket, no pid file.
+    #[track_caller]
+    fn assert_failed_leaving_nothing(&self, lab: &Lab, pid_file: &Path, cause: &[&str]) {
+        let stderr = String::from_utf8_lossy(&self.output.stderr);
+        assert_eq!(
+            self.output.status.code(),
+            Some(1),
+            "exit status; stderr: {stderr}"
+        );
+        assert!(
+            stderr.contains("datapath attached"),
+            "the start failed after attaching: {stderr}"
+        );
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && cause.iter().all(|c| last.contains(c)),
+            "the cause ({cause:?}) is the last line: {stderr}"
+        );
+        assert!(
+            !self.pins_left,
+            "pins left in {}: {stderr}",
+            self.pin_dir.display()
+        );
+        assert!(!gateway_has_xdp(lab), "XDP left on the LAN interface");
+        for iface in [lab.gateway.iface, GATEWAY_WAN_IFACE] {
+            let programs = gateway_tc_programs(lab, iface);
+            assert!(programs.is_empty(), "TC left on {iface}: {programs}");
+        }
+        let control_socket = lab.control_socket();
+        assert!(
+            !control_socket.exists(),
+            "control socket {} left",
+            control_socket.display()
+        );
+        assert!(!pid_file.exists(), "pid file {} left", pid_file.display());
+    }
+}
+
 /// The last step of a start fails (the pid file, in a directory that does not exist),
 /// after the programs were attached to both interfaces, the control socket bound, /metrics
 /// bound and the signals installed: the start fails naming the cause, and leaves nothing
@@ -404,65 +454,40 @@ fn a_start_failing_after_attaching_leaves_nothing_attached_or_pinned() {
     if !privileged("a_start_failing_after_attaching_leaves_nothing_attached_or_pinned") {
         return;
     }
-    let lab = Lab::up(&LabSpec {
-        clients: 1,
-        ..LabSpec::default()
-    })
-    .unwrap();
-    let pin_dir = unique_pin_dir("late");
+    let lab = one_client_lab();
     let pid_file = std::env::temp_dir()
         .join(format!("classifier-no-such-dir-{}", std::process::id()))
         .join("classifier.pid");
-    let control_socket = lab.control_socket();
-    let output = classifier(&[
-        "run",
-        "--netns",
-        &lab.gateway.netns,
-        "--iface",
-        lab.gateway.iface,
-        "--wan",
-        GATEWAY_WAN_IFACE,
-        "--pin-dir",
-    ])
-    .arg(&pin_dir)
-    .arg("--pid-file")
-    .arg(&pid_file)
-    .arg("--control-socket")
-    .arg(&control_socket)
-    .arg("--store")
-    .arg(lab.store_path())
-    .output()
+    let start = LateStart::run(&lab, "late", &pid_file, &[]);
+    start.assert_failed_leaving_nothing(&lab, &pid_file, &["writing pid file"]);
+}
+
+/// The adversary's case for the start's guard: another process holds the port `/metrics`
+/// is to be served on, so the start fails between binding the control socket and writing
+/// the pid file. It names the port and the way out, and takes off what it had put on the
+/// host: the control socket it had bound, the programs, the pins; no pid file is left.
+#[test]
+fn a_metrics_port_another_process_holds_stops_the_start_and_leaves_nothing() {
+    if !privileged("a_metrics_port_another_process_holds_stops_the_start") {
+        return;
+    }
+    let lab = one_client_lab();
+    // Held in the gateway's namespace, where the daemon binds /metrics.
+    let squatter = classifier_user::netns::run_in(&lab.gateway.netns, || {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?)
+    })
     .unwrap();
-    // Taken away before any assertion: a failing test leaves no pins on the host either.
-    let pins_left = pin_dir.exists();
-    if pins_left {
-        let _ = std::fs::remove_dir_all(&pin_dir);
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "exit status; stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains("datapath attached"),
-        "the start failed after attaching: {stderr}"
-    );
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with("error: ") && last.contains("writing pid file"),
-        "the cause is the last line: {stderr}"
-    );
-    assert!(!pins_left, "pins left in {}: {stderr}", pin_dir.display());
-    assert!(!gateway_has_xdp(&lab), "XDP left on the LAN interface");
-    for iface in [lab.gateway.iface, GATEWAY_WAN_IFACE] {
-        let programs = gateway_tc_programs(&lab, iface);
-        assert!(programs.is_empty(), "TC left on {iface}: {programs}");
-    }
-    assert!(
-        !control_socket.exists(),
-        "control socket {} left",
-        control_socket.display()
+    let port = squatter.local_addr().unwrap().to_string();
+    let pid_file =
+        std::env::temp_dir().join(format!("classifier-metrics-{}.pid", std::process::id()));
+    let start = LateStart::run(&lab, "metrics", &pid_file, &["--metrics", &port]);
+    start.assert_failed_leaving_nothing(
+        &lab,
+        &pid_file,
+        &[
+            &format!("listening for Prometheus on {port}"),
+            "--no-metrics",
+        ],
     );
 }
 

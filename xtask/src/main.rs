@@ -5,6 +5,7 @@ mod deb;
 mod modgraph;
 mod report;
 mod setup;
+mod test_kernels;
 
 use std::{
     path::{Path, PathBuf},
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need (Debian packages, bpf-linker, bpffs mount).
+    /// Install what building and testing need (Debian packages, bpf-linker, bpffs mount, the
+    /// stock distribution kernels the VM tests boot).
     /// Idempotent: a second run only checks.
     Setup {
         /// Also the browsers and BitTorrent clients that tests/captures/regenerate.sh

@@ -67,6 +67,12 @@ const PACKAGES: &[&str] = &[
     // systemd-nspawn: a real systemd (this host's root, booted in a throw-away overlay) for
     // the unit's lab test, on machines whose PID 1 is not systemd.
     "systemd-container",
+    // The stock distribution kernels' tests (tests/tests/distro_kernels.rs): qemu boots each
+    // kernel (software emulation), busybox is the VM's first userland, and kmod's depmod
+    // makes the modules.dep that modprobe inside the VM reads (xtask/src/test_kernels.rs).
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
 ];
 
 /// Only for re-recording tests/captures (`cargo xtask setup --captures`, which
@@ -103,6 +109,7 @@ pub fn run_with(extras: Extras) -> anyhow::Result<()> {
     install_bpf_linker()?;
     crate::deb::install_cargo_deb()?;
     mount_bpffs()?;
+    crate::test_kernels::ensure_all()?;
     eprintln!("setup: everything present ({:.1?})", started.elapsed());
     Ok(())
 }

@@ -149,12 +149,6 @@ impl FlowEnds {
     pub fn is_live(&self, key: &FlowKey) -> bool {
         self.seen.contains_key(key)
     }
-
-    /// Every flow still live at the last walk: what a stopping daemon records, since the
-    /// datapath goes with it.
-    pub fn take_live(&mut self) -> Vec<(FlowKey, FlowEntry)> {
-        self.seen.drain().collect()
-    }
 }
 
 #[cfg(test)]

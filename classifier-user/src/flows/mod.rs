@@ -268,7 +268,7 @@ pub type OwnedFlowTable = HashMap<MapData, FlowKey, FlowEntry>;
 
 /// A handle on `table` with a file descriptor of its own, so that the table can be walked
 /// by a thread that does not hold the datapath (the daemon's state stays unlocked).
-pub fn own_handle(table: &HashMap<&MapData, FlowKey, FlowEntry>) -> anyhow::Result<OwnedFlowTable> {
+pub fn own_handle(table: &OwnedFlowTable) -> anyhow::Result<OwnedFlowTable> {
     use aya::maps::IterableMap as _;
     use std::os::fd::AsFd as _;
     let fd = table

@@ -25,8 +25,8 @@ use std::{
 };
 
 use aya::programs::{
-    SchedClassifier, Xdp,
-    links::{FdLink, Link as _, PinnedLink},
+    ProgramError, SchedClassifier,
+    links::{FdLink, Link as _, LinkError, PinnedLink},
     tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     xdp::XdpLink,
 };
@@ -155,13 +155,8 @@ impl LinkPins {
             Err(e) if error_is(&e, libc::EEXIST) => {}
             Err(e) => return Err(format!("adding a clsact qdisc: {e}").into()),
         }
-        let options = TcAttachOptions::Netlink(NlOptions {
-            priority: hook.netlink_priority(),
-            handle: TcHandle::from(NETLINK_HANDLE),
-            classid: None,
-        });
         let id = program
-            .attach_with_options(&self.iface, hook.attach_type(), options)
+            .attach_with_options(&self.iface, hook.attach_type(), hook.netlink_options())
             .map_err(|e| {
                 if error_is(&e, libc::EEXIST) {
                     format!(
@@ -293,6 +288,15 @@ impl TcHook {
         }
     }
 
+    /// How our clsact filter on this hook is made: its priority and our handle, no class.
+    pub fn netlink_options(self) -> TcAttachOptions {
+        TcAttachOptions::Netlink(NlOptions {
+            priority: self.netlink_priority(),
+            handle: TcHandle::from(NETLINK_HANDLE),
+            classid: None,
+        })
+    }
+
     /// The clsact hook's parent handle (`ffff:fff2`, `ffff:fff3`).
     fn clsact_parent(self) -> netlink_packet_route::tc::TcHandle {
         use netlink_packet_route::tc::TcHandle as Nl;
@@ -353,18 +357,18 @@ impl std::fmt::Display for TcHook {
     }
 }
 
-/// Puts `program` into the XDP link pinned at `path`, replacing the program there in one
-/// step; returns the pin, kept so a clean shutdown can remove it.
-pub fn adopt_xdp(program: &mut Xdp, path: &Path) -> Result<PinnedLink, PinError> {
-    let link = XdpLink::try_from(FdLink::from(PinnedLink::from_pin(path)?))?;
-    program.attach_to_link(link)?;
-    Ok(PinnedLink::from_pin(path)?)
-}
-
-/// [`adopt_xdp`] for a TC link.
-pub fn adopt_tc(program: &mut SchedClassifier, path: &Path) -> Result<PinnedLink, PinError> {
-    let link = SchedClassifierLink::try_from(FdLink::from(PinnedLink::from_pin(path)?))?;
-    program.attach_to_link(link)?;
+/// Puts a program into the link pinned at `path` (an XDP or TCX link, as `L`) with
+/// `attach_to_link`, replacing the program there in one step; returns the pin, kept so a
+/// clean shutdown can remove it.
+pub fn adopt<L>(
+    path: &Path,
+    attach_to_link: impl FnOnce(L) -> Result<(), ProgramError>,
+) -> Result<PinnedLink, PinError>
+where
+    L: TryFrom<FdLink, Error = LinkError>,
+{
+    let link = L::try_from(FdLink::from(PinnedLink::from_pin(path)?))?;
+    attach_to_link(link)?;
     Ok(PinnedLink::from_pin(path)?)
 }
 

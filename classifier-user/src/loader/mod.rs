@@ -21,22 +21,21 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{HashMap, MapData, RingBuf},
     programs::{
-        ProgramError, SchedClassifier, Xdp, XdpMode,
+        Program, ProgramError, SchedClassifier, Xdp, XdpMode,
         links::{LinkOrder, PinnedLink},
-        tc::{self, NlOptions, TcAttachOptions},
+        tc::{self, TcAttachOptions},
     },
 };
 use classifier_common::{
-    config::{ClassResult, Config, PeerKey, fail_fast_replies},
-    flow::{FlowEntry, FlowKey},
+    config::{Config, fail_fast_replies},
     maps::{self, DOMAINS_DEFAULT_ENTRIES},
-    shaping::{BucketKey, ClientClassKey, TokenBucket},
+    programs::{self, ProgramDef, ProgramKind, ProgramSpec},
 };
 
 use crate::{
-    bpf_maps::{self, get, get_mut},
+    bpf_maps::{self, Maps},
     policy::{ClassTables, DatapathSettings},
     tables,
 };
@@ -93,50 +92,55 @@ pub fn ebpf_object() -> anyhow::Result<&'static [u8]> {
 /// Default directory for the daemon's pinned maps.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/classifier";
 
-/// Names of the programs in [`EBPF_OBJECT`].
-pub mod program {
-    /// XDP, LAN ingress: client → server.
-    pub const LAN_INGRESS: &str = "lan_ingress";
-    /// TC, LAN egress: server → client.
-    pub const LAN_EGRESS: &str = "lan_egress";
-    /// TC, WAN egress: client → server, for shaping uploads.
-    pub const WAN_EGRESS: &str = "wan_egress";
-    /// TC, LAN ingress (only where fail-fast answers go out by TC): sends them back.
-    pub const LAN_REPLIES: &str = "lan_replies";
-    /// TC, LAN ingress (only on a gateway that translates addresses): the NAT hand-over.
-    pub const LAN_NAT_MARK: &str = "lan_nat_mark";
-    /// XDP, tail-called by LAN_INGRESS while a flow's class is open.
-    pub const CLASSIFY_UPLOAD: &str = "classify_upload";
-    /// XDP, tail-called: a flow's first bytes as an HTTP request.
-    pub const PARSE_HTTP: &str = "parse_http";
-    /// XDP, tail-called: a found name to the flow's class.
-    pub const NAME_LOOKUP: &str = "name_lookup";
-    /// XDP, tail-called: a TCP segment into the flow's stream buffer.
-    pub const STREAM_SEGMENT: &str = "stream_segment";
-    /// XDP, tail-called: a ClientHello spread over TLS records, joined and parsed.
-    pub const PARSE_TLS_RECORDS: &str = "parse_tls_records";
-    /// XDP, tail-called: the packet's verdict after classification.
-    pub const ENFORCE_UPLOAD: &str = "enforce_upload";
-    /// The tail-call table: (index in CLASSIFIERS, program).
-    pub const TAIL_CALLS: [(u32, &str); 6] = [
-        (
-            classifier_common::config::tail::CLASSIFY_UPLOAD,
-            CLASSIFY_UPLOAD,
-        ),
-        (classifier_common::config::tail::PARSE_HTTP, PARSE_HTTP),
-        (classifier_common::config::tail::NAME_LOOKUP, NAME_LOOKUP),
-        (
-            classifier_common::config::tail::STREAM_SEGMENT,
-            STREAM_SEGMENT,
-        ),
-        (
-            classifier_common::config::tail::PARSE_TLS_RECORDS,
-            PARSE_TLS_RECORDS,
-        ),
-        (classifier_common::config::tail::ENFORCE, ENFORCE_UPLOAD),
-    ];
-    /// XDP that only passes: the benchmarks' baseline.
-    pub const EMPTY_XDP: &str = "empty_xdp";
+/// aya's type for each kind of program in [`programs`]: what [`Datapath::program`]
+/// returns for an entry of that kind.
+pub trait AyaProgram: programs::Kind {
+    type Program;
+    fn of(program: &mut Program) -> Result<&mut Self::Program, ProgramError>;
+    fn load(program: &mut Self::Program) -> Result<(), ProgramError>;
+}
+
+impl AyaProgram for programs::Xdp {
+    type Program = Xdp;
+    fn of(program: &mut Program) -> Result<&mut Xdp, ProgramError> {
+        program.try_into()
+    }
+    fn load(program: &mut Xdp) -> Result<(), ProgramError> {
+        program.load()
+    }
+}
+
+impl AyaProgram for programs::Tc {
+    type Program = SchedClassifier;
+    fn of(program: &mut Program) -> Result<&mut SchedClassifier, ProgramError> {
+        program.try_into()
+    }
+    fn load(program: &mut SchedClassifier) -> Result<(), ProgramError> {
+        program.load()
+    }
+}
+
+/// The program `name` of `ebpf` as aya's type for kind `K`.
+fn program_of<'a, K: AyaProgram>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> anyhow::Result<&'a mut K::Program> {
+    let program = ebpf
+        .program_mut(name)
+        .with_context(|| format!("no program `{name}` in the BPF object"))?;
+    K::of(program).with_context(|| format!("program `{name}` is not {}", K::KIND))
+}
+
+/// Loads (verifies) the program `spec` of `ebpf`; a refusal carries the verifier's log.
+pub fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec) -> anyhow::Result<()> {
+    fn load<K: AyaProgram>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<()> {
+        K::load(program_of::<K>(ebpf, name)?)
+            .with_context(|| format!("the kernel refused {} program `{name}`", K::KIND))
+    }
+    match spec.kind {
+        ProgramKind::Xdp => load::<programs::Xdp>(ebpf, spec.name),
+        ProgramKind::Tc => load::<programs::Tc>(ebpf, spec.name),
+    }
 }
 
 /// How to attach XDP.
@@ -200,8 +204,12 @@ pub enum AttachError {
 /// The loaded datapath: programs, maps and, once attached, the links that hold the programs
 /// on the interface (dropping the `Ebpf` detaches them).
 pub struct Datapath {
+    /// The programs, and the maps only the kernel side uses.
     ebpf: Ebpf,
-    pins: Option<PinDir>,
+    /// Handles on the maps the daemon uses, taken once at load.
+    maps: Maps,
+    /// The pin directory (pinned datapaths only).
+    pin_dir: Option<PathBuf>,
     /// Pinned attachments (pinned datapaths only), released on a clean shutdown.
     links: Vec<PinnedLink>,
     /// Where each attached interface's links are pinned (pinned datapaths only).
@@ -220,12 +228,6 @@ pub struct Datapath {
     netlink_filters: Vec<(links::LinkPins, TcHook)>,
 }
 
-/// A pin directory and whether this process made it (and so may remove it on failure).
-struct PinDir {
-    path: PathBuf,
-    created: bool,
-}
-
 impl Datapath {
     /// Loads the object with private, unpinned maps: for tests, benchmarks and offline use.
     pub fn load() -> anyhow::Result<Self> {
@@ -238,9 +240,32 @@ impl Datapath {
             .map_max_entries(maps::DOMAINS.name(), domains)
             .load(ebpf_object()?)
             .context("loading the BPF object")?;
+        Self::ready(ebpf, None)
+    }
+
+    /// Loads the object with its maps pinned under `pin_dir`, re-using maps already pinned
+    /// there, and room for `domains` domain entries in a new domain table. On failure, a pin
+    /// directory this call created is removed again.
+    pub fn load_pinned(pin_dir: &Path, domains: u32) -> anyhow::Result<Self> {
+        let created = !pin_dir.exists();
+        std::fs::create_dir_all(pin_dir)
+            .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
+        let loaded = Self::load_with_pins(pin_dir, domains)
+            .and_then(|ebpf| Self::ready(ebpf, Some(pin_dir.to_owned())));
+        if loaded.is_err() && created {
+            remove_pins(pin_dir);
+        }
+        loaded
+    }
+
+    /// The loaded object made ready to attach: the map handles taken, every program
+    /// loaded (verified), the tail-call table filled and the settings defaulted.
+    fn ready(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let maps = Maps::take(&mut ebpf)?;
         let mut datapath = Self {
             ebpf,
-            pins: None,
+            maps,
+            pin_dir,
             links: Vec::new(),
             link_pins: Vec::new(),
             adopted: false,
@@ -254,47 +279,10 @@ impl Datapath {
         Ok(datapath)
     }
 
-    /// Loads the object with its maps pinned under `pin_dir`, re-using maps already pinned
-    /// there, and room for `domains` domain entries in a new domain table. On failure, a pin
-    /// directory this call created is removed again.
-    pub fn load_pinned(pin_dir: &Path, domains: u32) -> anyhow::Result<Self> {
-        let created = !pin_dir.exists();
-        std::fs::create_dir_all(pin_dir)
-            .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
-        let pins = PinDir {
-            path: pin_dir.to_owned(),
-            created,
-        };
-        let loaded = Self::load_with_pins(&pins, domains);
-        if loaded.is_err() && pins.created {
-            remove_pins(&pins.path);
-        }
-        let ebpf = loaded?;
-        let mut datapath = Self {
-            ebpf,
-            pins: Some(pins),
-            links: Vec::new(),
-            link_pins: Vec::new(),
-            adopted: false,
-            checksums: None,
-            fail_fast_replies: None,
-            tc_attach: TcAttachMode::Tcx,
-            netlink_filters: Vec::new(),
-        };
-        if let Err(err) = datapath
-            .load_programs()
-            .and_then(|()| datapath.default_config())
-        {
-            datapath.remove_pins_if_created();
-            return Err(err);
-        }
-        Ok(datapath)
-    }
-
-    fn load_with_pins(pins: &PinDir, domains: u32) -> anyhow::Result<Ebpf> {
-        check_pinned_maps(&pins.path, domains)?;
+    fn load_with_pins(pin_dir: &Path, domains: u32) -> anyhow::Result<Ebpf> {
+        check_pinned_maps(pin_dir, domains)?;
         let paths: Vec<(&str, PathBuf)> = maps::pinned_names()
-            .map(|name| (name, pins.path.join(name)))
+            .map(|name| (name, pin_dir.join(name)))
             .collect();
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(maps::DOMAINS.name(), domains);
@@ -304,67 +292,49 @@ impl Datapath {
         loader.load(ebpf_object()?).with_context(|| {
             format!(
                 "loading the BPF object with maps pinned in {}",
-                pins.path.display()
+                pin_dir.display()
             )
         })
     }
 
     /// Loads (verifies) every program in the object and fills the tail-call table.
     fn load_programs(&mut self) -> anyhow::Result<()> {
-        let tail_calls = program::TAIL_CALLS.iter().map(|(_, name)| *name);
-        for name in [program::LAN_INGRESS, program::EMPTY_XDP]
-            .into_iter()
-            .chain(tail_calls)
-        {
-            self.xdp(name)?
-                .load()
-                .with_context(|| format!("the kernel refused XDP program `{name}`"))?;
+        for spec in programs::ALL {
+            load_program(&mut self.ebpf, spec)?;
         }
-        for name in [
-            program::LAN_EGRESS,
-            program::WAN_EGRESS,
-            program::LAN_REPLIES,
-            program::LAN_NAT_MARK,
-        ] {
-            self.tc(name)?
-                .load()
-                .with_context(|| format!("the kernel refused TC program `{name}`"))?;
-        }
-        self.fill_tail_calls()
-    }
-
-    fn fill_tail_calls(&mut self) -> anyhow::Result<()> {
-        for (index, name) in program::TAIL_CALLS {
+        for (index, def) in programs::TAIL_CALLS {
+            let name = def.name();
             let fd = self
-                .xdp(name)?
+                .program(def)?
                 .fd()
                 .with_context(|| format!("{name} has no file descriptor"))?
                 .try_clone()
                 .with_context(|| format!("duplicating {name}'s file descriptor"))?;
-            let mut table: ProgramArray<&mut MapData> = get_mut(&mut self.ebpf, maps::CLASSIFIERS)?;
-            table
+            self.maps
+                .classifiers
                 .set(index, &fd, 0)
                 .with_context(|| format!("installing {name} as tail call {index}"))?;
         }
         Ok(())
     }
 
-    /// The XDP program `name`, for attaching or `BPF_PROG_TEST_RUN`.
-    pub fn xdp(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
-        self.ebpf
-            .program_mut(name)
-            .with_context(|| format!("no program `{name}` in the BPF object"))?
-            .try_into()
-            .with_context(|| format!("program `{name}` is not XDP"))
+    /// The program `def`, as aya's type for its kind: for attaching or
+    /// `BPF_PROG_TEST_RUN`.
+    pub fn program<K: AyaProgram>(
+        &mut self,
+        def: ProgramDef<K>,
+    ) -> anyhow::Result<&mut K::Program> {
+        program_of::<K>(&mut self.ebpf, def.name())
     }
 
-    /// The TC program `name`, for attaching or `BPF_PROG_TEST_RUN`.
-    pub fn tc(&mut self, name: &str) -> anyhow::Result<&mut SchedClassifier> {
-        self.ebpf
-            .program_mut(name)
-            .with_context(|| format!("no program `{name}` in the BPF object"))?
-            .try_into()
-            .with_context(|| format!("program `{name}` is not TC"))
+    /// The handles on the datapath's maps.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+
+    /// The handles on the datapath's maps, to change them.
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
     }
 
     /// Attaches XDP to the LAN interface's ingress and TC to its egress. A pinned datapath
@@ -376,7 +346,7 @@ impl Datapath {
     ) -> Result<XdpAttachMode, AttachError> {
         let pins = self.link_pins_for(iface);
         let xdp_mode = self.attach_xdp(iface, mode, pins.as_ref())?;
-        self.attach_tc(iface, program::LAN_EGRESS, TcHook::Egress, pins.as_ref())?;
+        self.attach_tc(iface, programs::LAN_EGRESS, TcHook::Egress, pins.as_ref())?;
         self.link_pins.extend(pins);
         Ok(xdp_mode)
     }
@@ -385,7 +355,7 @@ impl Datapath {
     /// taken over on restart as the LAN attachments are.
     pub fn attach_wan(&mut self, iface: &str) -> Result<(), AttachError> {
         let pins = self.link_pins_for(iface);
-        self.attach_tc(iface, program::WAN_EGRESS, TcHook::Egress, pins.as_ref())?;
+        self.attach_tc(iface, programs::WAN_EGRESS, TcHook::Egress, pins.as_ref())?;
         self.link_pins.extend(pins);
         Ok(())
     }
@@ -398,7 +368,7 @@ impl Datapath {
     pub fn send_fail_fast_replies(&mut self, iface: &str, way: u8) -> anyhow::Result<()> {
         let pins = self.link_pins_for(iface);
         if way == fail_fast_replies::TC_REDIRECT {
-            self.attach_tc(iface, program::LAN_REPLIES, TcHook::Ingress, pins.as_ref())?;
+            self.attach_tc(iface, programs::LAN_REPLIES, TcHook::Ingress, pins.as_ref())?;
             return self.set_fail_fast_replies(way);
         }
         self.set_fail_fast_replies(way)?;
@@ -423,14 +393,14 @@ impl Datapath {
         config: classifier_common::nat::NatConfig,
     ) -> anyhow::Result<()> {
         let pins = self.link_pins_for(iface);
-        {
-            let mut array: Array<&mut MapData, _> = get_mut(&mut self.ebpf, maps::NAT_CONFIG)?;
-            array.set(0, config, 0).context("writing NAT_CONFIG")?;
-        }
+        self.maps
+            .nat_config
+            .set(0, config, 0)
+            .with_context(|| format!("writing {}", maps::NAT_CONFIG.name()))?;
         if config.is_on() {
             self.attach_tc(
                 iface,
-                program::LAN_NAT_MARK,
+                programs::LAN_NAT_MARK,
                 TcHook::NatIngress,
                 pins.as_ref(),
             )?;
@@ -456,9 +426,9 @@ impl Datapath {
     }
 
     fn link_pins_for(&self, iface: &str) -> Option<links::LinkPins> {
-        self.pins
+        self.pin_dir
             .as_ref()
-            .map(|pins| links::LinkPins::new(&pins.path, iface))
+            .map(|pin_dir| links::LinkPins::new(pin_dir, iface))
     }
 
     /// Makes TC programs attached from now on TCX links or clsact filters. Attachments a
@@ -499,13 +469,11 @@ impl Datapath {
             source,
         };
         let existing = link_pins.and_then(|p| p.existing_xdp());
-        let program = self
-            .ebpf
-            .program_mut(program::LAN_INGRESS)
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+        let program = program_of::<programs::Xdp>(&mut self.ebpf, programs::LAN_INGRESS.name())
             .expect("lan_ingress is loaded by Datapath::load*");
         if let Some((path, pinned_mode)) = existing {
-            let pinned = links::adopt_xdp(program, &path).map_err(pin_error)?;
+            let pinned = links::adopt(&path, |link| program.attach_to_link(link).map(drop))
+                .map_err(pin_error)?;
             self.links.push(pinned);
             self.adopted = true;
             info!(interface = iface, xdp_mode = %pinned_mode, "took over the XDP attachment a previous daemon left");
@@ -525,7 +493,7 @@ impl Datapath {
     fn attach_tc(
         &mut self,
         iface: &str,
-        program_name: &str,
+        def: ProgramDef<programs::Tc>,
         hook: TcHook,
         link_pins: Option<&links::LinkPins>,
     ) -> Result<(), AttachError> {
@@ -540,10 +508,7 @@ impl Datapath {
         };
         let existing = link_pins.and_then(|p| p.existing_tc(hook).map(|left| (p, left)));
         let tc_attach = self.tc_attach;
-        let program = self
-            .ebpf
-            .program_mut(program_name)
-            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+        let program = program_of::<programs::Tc>(&mut self.ebpf, def.name())
             .expect("the TC programs are loaded by Datapath::load*");
         let tc_error = |source| AttachError::Tc {
             iface: iface.to_owned(),
@@ -552,7 +517,8 @@ impl Datapath {
         };
         match existing {
             Some((_, links::LeftTc::Tcx(path))) => {
-                let pinned = links::adopt_tc(program, &path).map_err(pin_error)?;
+                let pinned = links::adopt(&path, |link| program.attach_to_link(link).map(drop))
+                    .map_err(pin_error)?;
                 self.links.push(pinned);
             }
             Some((pins, links::LeftTc::Netlink(path))) => {
@@ -573,13 +539,8 @@ impl Datapath {
                     (TcAttachMode::Netlink, None) => {
                         // Unpinned (tests): the filter goes when the program is dropped.
                         let _ = tc::qdisc_add_clsact(iface);
-                        let options = TcAttachOptions::Netlink(NlOptions {
-                            priority: hook.netlink_priority(),
-                            handle: NETLINK_HANDLE.into(),
-                            classid: None,
-                        });
                         program
-                            .attach_with_options(iface, hook.attach_type(), options)
+                            .attach_with_options(iface, hook.attach_type(), hook.netlink_options())
                             .map_err(tc_error)?;
                     }
                     (TcAttachMode::Tcx, pins) => {
@@ -603,62 +564,22 @@ impl Datapath {
                         }
                     }
                 }
-                debug!(interface = iface, program = program_name, hook = %hook, tc_attach = %tc_attach, "attached");
+                debug!(interface = iface, program = def.name(), hook = %hook, tc_attach = %tc_attach, "attached");
                 return Ok(());
             }
         }
         info!(
             interface = iface,
-            program = program_name,
+            program = def.name(),
             hook = %hook,
             "took over the TC attachment a previous daemon left"
         );
         Ok(())
     }
 
-    /// Flow → the translated source its uploads left the WAN with (NAT hand-over).
-    pub fn public_sources(
-        &self,
-    ) -> anyhow::Result<HashMap<&MapData, FlowKey, classifier_common::nat::PublicSource>> {
-        get(&self.ebpf, maps::NAT_PUBLIC)
-    }
-
-    /// [`Datapath::public_sources`], to take recorded flows' entries out.
-    pub fn public_sources_mut(
-        &mut self,
-    ) -> anyhow::Result<HashMap<&mut MapData, FlowKey, classifier_common::nat::PublicSource>> {
-        get_mut(&mut self.ebpf, maps::NAT_PUBLIC)
-    }
-
-    /// The flow table.
-    pub fn flow_table(&self) -> anyhow::Result<HashMap<&MapData, FlowKey, FlowEntry>> {
-        get(&self.ebpf, maps::FLOWS)
-    }
-
-    /// The flow table, to take ended flows out of.
-    pub fn flow_table_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, FlowEntry>> {
-        get_mut(&mut self.ebpf, maps::FLOWS)
-    }
-
-    /// The names flows were classified by, kept in the kernel ([`crate::flows::names`]).
-    pub fn names(&self) -> anyhow::Result<crate::flows::names::NamesMap<&MapData>> {
-        get(&self.ebpf, maps::NAMES)
-    }
-
-    /// The kept names, to add to and remove from.
-    pub fn names_mut(&mut self) -> anyhow::Result<crate::flows::names::NamesMap<&mut MapData>> {
-        get_mut(&mut self.ebpf, maps::NAMES)
-    }
-
-    /// The global per-CPU counters.
-    pub fn stats_table(&self) -> anyhow::Result<PerCpuArray<&MapData, u64>> {
-        get(&self.ebpf, maps::STATS)
-    }
-
     /// The category and application ids the datapath's flows were classified with.
-    pub fn class_ids(&self) -> anyhow::Result<crate::policy::ClassIds> {
-        let map: HashMap<&MapData, _, _> = get(&self.ebpf, maps::CLASS_IDS)?;
-        Ok(tables::read_class_ids(&map))
+    pub fn class_ids(&self) -> crate::policy::ClassIds {
+        tables::read_class_ids(&self.maps.class_ids)
     }
 
     /// Writes the policy's lookup tables and settings into the datapath's maps, removing
@@ -675,8 +596,8 @@ impl Datapath {
         if let Some(way) = self.fail_fast_replies {
             config.fail_fast_replies = way;
         }
-        tables::install(&mut self.ebpf, tables, &config)?;
-        tables::install_lan_prefixes(&mut self.ebpf, &settings.lan_prefixes)
+        tables::install(&mut self.maps, tables, &config)?;
+        tables::install_lan_prefixes(&mut self.maps.lan_prefixes, &settings.lan_prefixes)
     }
 
     /// How segment checksums are checked from now on (a `config::checksums` value), kept
@@ -701,22 +622,23 @@ impl Datapath {
     /// buffers, fragments, the peer cache, per-client quotas and allowances, the daemon's
     /// answers, the kept names. The policy's tables stay. For replaying one capture after another, each
     /// from a datapath that has seen nothing (their flows may share addresses and ports).
-    pub fn forget_traffic(&mut self) -> anyhow::Result<()> {
-        clear(&mut self.ebpf, maps::FLOWS)?;
-        clear(&mut self.ebpf, maps::REASM)?;
-        clear(&mut self.ebpf, maps::FRAGMENTS)?;
-        clear(&mut self.ebpf, maps::PEERS)?;
-        clear(&mut self.ebpf, maps::SOURCES)?;
-        clear(&mut self.ebpf, maps::BUCKETS)?;
-        clear(&mut self.ebpf, maps::CLASS_RESULTS)?;
-        clear(&mut self.ebpf, maps::NAMES)?;
-        clear(&mut self.ebpf, maps::NAT_PUBLIC)
+    pub fn forget_traffic(&mut self) {
+        let maps = &mut self.maps;
+        clear(&mut maps.flows);
+        clear(&mut maps.reassembly);
+        clear(&mut maps.fragments);
+        clear(&mut maps.peers);
+        clear(&mut maps.sources);
+        clear(&mut maps.buckets);
+        clear(&mut maps.class_results);
+        clear(&mut maps.names);
+        clear(&mut maps.public_sources);
     }
 
     /// Changes the datapath settings in force (until the next table install writes the
     /// policy's).
     pub fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
-        let mut settings: Array<&mut MapData, Config> = get_mut(&mut self.ebpf, maps::CONFIG)?;
+        let settings = &mut self.maps.config;
         let mut config = settings
             .get(&0, 0)
             .context("reading the datapath settings")?;
@@ -730,56 +652,32 @@ impl Datapath {
     /// Makes `tables` the policy in force (see [`tables::swap_policy`]); returns the new
     /// generation.
     pub fn swap_policy(&mut self, tables: &tables::DecisionTables) -> anyhow::Result<u32> {
-        tables::swap_policy(&mut self.ebpf, tables)
+        tables::swap_policy(&mut self.maps, tables)
     }
 
     /// The ring buffer of events, taken out so the daemon can wait on it on its own.
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        bpf_maps::take(&mut self.ebpf, maps::EVENTS)
-    }
-
-    /// Where the daemon puts the classes it works out (QUIC server names).
-    pub fn class_results(&mut self) -> anyhow::Result<HashMap<&mut MapData, FlowKey, ClassResult>> {
-        get_mut(&mut self.ebpf, maps::CLASS_RESULTS)
+        self.maps.take_events()
     }
 
     /// Entries the domain table has room for.
     pub fn domain_capacity(&self) -> anyhow::Result<u32> {
         use aya::maps::IterableMap as _;
-        let table: HashMap<&MapData, _, _> = get(&self.ebpf, maps::DOMAINS)?;
-        Ok(table
+        Ok(self
+            .maps
+            .domains
             .map()
             .info()
             .context("reading the domain table's size")?
             .max_entries())
     }
 
-    /// Clients' own HTB classes under per-client shaping rules.
-    pub fn client_classes(&mut self) -> anyhow::Result<HashMap<&mut MapData, ClientClassKey, u16>> {
-        get_mut(&mut self.ebpf, maps::CLIENT_CLASSES)
-    }
-
-    /// Token buckets (allowances and policers), for tests and status.
-    pub fn buckets(&self) -> anyhow::Result<HashMap<&MapData, BucketKey, TokenBucket>> {
-        get(&self.ebpf, maps::BUCKETS)
-    }
-
-    /// Token buckets and minute counts, to change: for tests that need a count as it would
-    /// be minutes or hours later.
-    pub fn buckets_mut(&mut self) -> anyhow::Result<HashMap<&mut MapData, BucketKey, TokenBucket>> {
-        get_mut(&mut self.ebpf, maps::BUCKETS)
-    }
-
-    /// The BitTorrent peer cache: peer endpoint → CLOCK_MONOTONIC ns it was last seen.
-    pub fn peer_cache(&mut self) -> anyhow::Result<HashMap<&mut MapData, PeerKey, u64>> {
-        get_mut(&mut self.ebpf, maps::PEERS)
-    }
-
     /// Detaches the programs and removes the pinned attachments and maps.
     pub fn shutdown(self) -> anyhow::Result<()> {
         let Self {
             ebpf,
-            pins,
+            maps,
+            pin_dir,
             links,
             link_pins,
             netlink_filters,
@@ -788,6 +686,7 @@ impl Datapath {
         // Dropping the Ebpf closes the programs' own descriptors (and unpinned links, which
         // detaches them); a pinned link goes once its pin is removed as well.
         drop(ebpf);
+        drop(maps);
         for link in links {
             links::release(link).context("removing a pinned attachment")?;
         }
@@ -805,16 +704,10 @@ impl Datapath {
                 .remove_dirs()
                 .context("removing the attachments' pin directory")?;
         }
-        if let Some(pins) = pins {
-            unpin_all(&pins.path)?;
+        if let Some(pin_dir) = pin_dir {
+            unpin_all(&pin_dir)?;
         }
         Ok(())
-    }
-
-    fn remove_pins_if_created(&mut self) {
-        if let Some(pins) = self.pins.as_ref().filter(|p| p.created) {
-            remove_pins(&pins.path);
-        }
     }
 }
 
@@ -828,16 +721,14 @@ pub fn pinned_class_ids(pin_dir: &Path) -> anyhow::Result<crate::policy::ClassId
     Ok(tables::read_class_ids(&map))
 }
 
-/// Removes every entry of the hash map `def`.
-fn clear<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, def: maps::MapDef<K, V>) -> anyhow::Result<()> {
-    let mut table: HashMap<&mut MapData, K, V> = get_mut(ebpf, def)?;
+/// Removes every entry of `table`.
+fn clear<K: aya::Pod, V: aya::Pod>(table: &mut HashMap<MapData, K, V>) {
     // Keys first: deleting while walking would restart the walk.
     let keys: Vec<K> = table.keys().filter_map(Result::ok).collect();
     for key in keys {
         // Gone already (an LRU eviction) is as good as removed.
         let _ = table.remove(&key);
     }
-    Ok(())
 }
 
 /// Fails with the fix when maps a previous daemon pinned cannot serve this one: a map of
@@ -1170,7 +1061,7 @@ mod tests {
         assert_eq!(missing, ["FLOWS is in the object but not in the list"]);
         let bigger_value = problems_with(&|list| {
             let at = flows(list);
-            list[at].value_size = Some(size_of::<FlowEntry>() + 8);
+            list[at].value_size = Some(size_of::<classifier_common::flow::FlowEntry>() + 8);
         });
         assert_eq!(bigger_value.len(), 1, "{bigger_value:?}");
         assert!(bigger_value[0].starts_with("FLOWS: "), "{bigger_value:?}");
@@ -1193,6 +1084,86 @@ mod tests {
             [
                 "FLOWS is in the object but not in the list",
                 "FLOW_TABLE is listed but not in the object"
+            ]
+        );
+    }
+
+    /// Where the program list `list` and the BPF object `object` disagree: a program of
+    /// the object not listed, or listed as another kind; a listed program not in the
+    /// object.
+    fn program_list_problems(
+        object: &aya_obj::Object,
+        list: &[programs::ProgramSpec],
+    ) -> Vec<String> {
+        use aya_obj::ProgramSection;
+        let mut problems = Vec::new();
+        let mut names: Vec<&String> = object.programs.keys().collect();
+        names.sort();
+        for name in names {
+            let kind = match object.programs[name].section {
+                ProgramSection::Xdp { .. } => Some(ProgramKind::Xdp),
+                ProgramSection::SchedClassifier => Some(ProgramKind::Tc),
+                _ => None,
+            };
+            match list.iter().find(|spec| spec.name == name) {
+                None => problems.push(format!("{name} is in the object but not in the list")),
+                Some(listed) if Some(listed.kind) != kind => problems.push(format!(
+                    "{name}: the object has a {:?} program, the list {}",
+                    object.programs[name].section, listed.kind
+                )),
+                Some(_) => {}
+            }
+        }
+        for listed in list {
+            if !object.programs.contains_key(listed.name) {
+                problems.push(format!("{} is listed but not in the object", listed.name));
+            }
+        }
+        problems
+    }
+
+    /// `classifier_common::programs::ALL` is the object's list of programs.
+    #[test]
+    fn the_program_list_is_the_objects() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        let problems = program_list_problems(&object, programs::ALL);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// The check above sees each way the program list can be wrong.
+    #[test]
+    fn a_wrong_program_list_is_caught() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        let problems_with = |change: &dyn Fn(&mut Vec<programs::ProgramSpec>)| {
+            let mut list = programs::ALL.to_vec();
+            change(&mut list);
+            program_list_problems(&object, &list)
+        };
+        let at = |list: &[programs::ProgramSpec]| {
+            list.iter()
+                .position(|p| p.name == programs::LAN_EGRESS.name())
+                .unwrap()
+        };
+        let missing = problems_with(&|list| {
+            let i = at(list);
+            list.remove(i);
+        });
+        assert_eq!(missing, ["lan_egress is in the object but not in the list"]);
+        let other_kind = problems_with(&|list| {
+            let i = at(list);
+            list[i].kind = ProgramKind::Xdp;
+        });
+        assert_eq!(other_kind.len(), 1, "{other_kind:?}");
+        assert!(other_kind[0].starts_with("lan_egress: "), "{other_kind:?}");
+        let renamed = problems_with(&|list| {
+            let i = at(list);
+            list[i].name = "lan_egress_v2";
+        });
+        assert_eq!(
+            renamed,
+            [
+                "lan_egress is in the object but not in the list",
+                "lan_egress_v2 is listed but not in the object"
             ]
         );
     }

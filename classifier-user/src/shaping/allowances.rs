@@ -20,7 +20,7 @@ use crate::{
 
 /// Reads the buckets once, with both clocks.
 struct Reading<'a> {
-    buckets: HashMap<&'a MapData, BucketKey, TokenBucket>,
+    buckets: &'a HashMap<MapData, BucketKey, TokenBucket>,
     clock: DatapathClock,
     now_ns: u64,
 }
@@ -28,7 +28,7 @@ struct Reading<'a> {
 impl<'a> Reading<'a> {
     fn new(datapath: &'a Datapath) -> anyhow::Result<Self> {
         Ok(Self {
-            buckets: datapath.buckets()?,
+            buckets: &datapath.maps().buckets,
             clock: DatapathClock::now()?,
             now_ns: datapath_clock_ns()?,
         })

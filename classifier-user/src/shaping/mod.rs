@@ -18,7 +18,6 @@ pub use crate::netlink;
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context as _;
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use classifier_common::shaping::{
     CLIENT_MINOR_BASE, ClientClassKey, HTB_MAJOR, ShapeRule, shape_flags,
 };
@@ -203,7 +202,8 @@ impl Shaper {
             }
         };
         datapath
-            .client_classes()?
+            .maps_mut()
+            .client_classes
             .insert(key, minor, 0)
             .context("writing a client's shaping class")?;
         Ok(())
@@ -382,7 +382,7 @@ fn forget_clients(
     datapath: &mut Datapath,
 ) -> anyhow::Result<()> {
     clients.clear();
-    let mut map: BpfHashMap<&mut MapData, ClientClassKey, u16> = datapath.client_classes()?;
+    let map = &mut datapath.maps_mut().client_classes;
     let keys: Vec<ClientClassKey> = map.keys().filter_map(Result::ok).collect();
     for key in keys {
         let _ = map.remove(&key);

@@ -454,26 +454,8 @@ mod tests {
     }
 
     /// A 5-minute degradation report that ended at `end`, naming one top client.
-    pub(crate) fn degradation_report(end: &str) -> crate::degradation::IntervalReport {
-        let end: Timestamp = end.parse().unwrap();
-        crate::degradation::IntervalReport {
-            interval_seconds: 300,
-            start: end - jiff::SignedDuration::from_secs(300),
-            end,
-            download_bps: 8000,
-            upload_bps: 800,
-            download_utilisation: None,
-            upload_utilisation: None,
-            by_category: Vec::new(),
-            by_group: Vec::new(),
-            withheld: Vec::new(),
-            top_clients: vec![crate::degradation::ClientVolume {
-                client: "192.0.2.77".parse().unwrap(),
-                category: "streaming-video".into(),
-                bytes: 1000,
-            }],
-            events: Vec::new(),
-        }
+    fn degradation_report(end: &str) -> crate::degradation::IntervalReport {
+        crate::degradation::testing::sample_report(300, end.parse().unwrap())
     }
 
     #[test]

@@ -24,15 +24,12 @@ use aya::maps::{MapData, RingBuf};
 use bench_results::datapath::{CaseResult, MapMemory, Report};
 use clap::Parser;
 use classifier_common::testing::{Hello, chrome_like};
+use classifier_common::{maps, programs};
 use classifier_tests::{
     frames::{self, Way},
     run::{run_frame, xdp_ns_per_run},
 };
-use classifier_user::{
-    loader::{Datapath, program},
-    policy::Policy,
-    tables,
-};
+use classifier_user::{loader::Datapath, policy::Policy, tables};
 
 #[derive(Parser)]
 struct Args {
@@ -56,27 +53,39 @@ struct Args {
 
 /// The maps that hold the state of reading flows' first bytes, and the flow table.
 const STATE_MAPS: [(&str, &str); 12] = [
-    ("FLOWS", "flow table (for scale)"),
-    ("NAMES", "flows' names, kept for the next daemon"),
-    ("NAME_SLOT", "per CPU: a name being kept"),
+    (maps::FLOWS.name(), "flow table (for scale)"),
+    (maps::NAMES.name(), "flows' names, kept for the next daemon"),
+    (maps::NAME_SLOT.name(), "per CPU: a name being kept"),
     (
-        "REASM",
+        maps::REASM.name(),
         "stream buffers of flows whose first bytes span segments",
     ),
-    ("SCRATCH", "per CPU: a first segment's stream buffer"),
-    ("SEGMENT", "per CPU: a segment over held bytes, to compare"),
-    ("DEFRAG", "per CPU: a hello joined from TLS records"),
     (
-        "SOURCES",
+        maps::SCRATCH.name(),
+        "per CPU: a first segment's stream buffer",
+    ),
+    (
+        maps::SEGMENT.name(),
+        "per CPU: a segment over held bytes, to compare",
+    ),
+    (
+        maps::DEFRAG.name(),
+        "per CPU: a hello joined from TLS records",
+    ),
+    (
+        maps::SOURCES.name(),
         "per client: quotas of flows, buffers, QUIC Initials",
     ),
     (
-        "FRAGMENTS",
+        maps::FRAGMENTS.name(),
         "first IP fragments: their flow, for later ones",
     ),
-    ("LOOPS", "per CPU: bpf_loop state"),
-    ("JOBS", "per CPU: the hand-over between programs"),
-    ("SCRATCH_KEYS", "per CPU: fragment key, TLS record plan"),
+    (maps::LOOPS.name(), "per CPU: bpf_loop state"),
+    (maps::JOBS.name(), "per CPU: the hand-over between programs"),
+    (
+        maps::SCRATCH_KEYS.name(),
+        "per CPU: fragment key, TLS record plan",
+    ),
 ];
 
 /// The name every ClientHello carries; listed in every policy the benchmark loads.
@@ -179,8 +188,8 @@ fn main() -> anyhow::Result<()> {
     let mut over_floor = Vec::new();
     for _ in 0..rounds {
         for (index, (_, frame)) in cases.iter().enumerate() {
-            let empty = xdp_ns_per_run(&mut datapath, program::EMPTY_XDP, &baseline_frame, repeat);
-            let cost = xdp_ns_per_run(&mut datapath, program::LAN_INGRESS, frame, repeat);
+            let empty = xdp_ns_per_run(&mut datapath, programs::EMPTY_XDP, &baseline_frame, repeat);
+            let cost = xdp_ns_per_run(&mut datapath, programs::LAN_INGRESS, frame, repeat);
             baseline.push(empty);
             samples[index].push((cost, cost / empty));
             if index == 0 {
@@ -390,7 +399,7 @@ fn profile_fresh_flows(
         matched > 0,
         "no first-payload case's name contains {only:?}"
     );
-    let stats = classifier_user::metrics::read_stats(&datapath.stats_table()?)?;
+    let stats = classifier_user::metrics::read_stats(&datapath.maps().stats)?;
     for stat in classifier_common::stats::Stat::ALL {
         let value = stats.get(stat);
         if value != 0 {
@@ -427,8 +436,8 @@ fn fresh_flow_samples(
             let mut cost = 0.0;
             let mut empty = 0.0;
             for frame in (case.frames)(port) {
-                cost += xdp_ns_per_run(datapath, program::LAN_INGRESS, &frame, 1);
-                empty += xdp_ns_per_run(datapath, program::EMPTY_XDP, &frame, 1);
+                cost += xdp_ns_per_run(datapath, programs::LAN_INGRESS, &frame, 1);
+                empty += xdp_ns_per_run(datapath, programs::EMPTY_XDP, &frame, 1);
             }
             if case.goes_on {
                 let next_seq = frames::FIRST_SEQ.wrapping_add(case.stream_len as u32);

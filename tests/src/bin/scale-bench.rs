@@ -17,7 +17,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::{EbpfLoader, maps::HashMap};
+use aya::{
+    EbpfLoader,
+    maps::{HashMap, IterableMap as _, MapData},
+};
 use bench_results::scale::{Memory, Results, Walk};
 use clap::Parser;
 use classifier_common::{
@@ -69,15 +72,13 @@ fn main() -> anyhow::Result<()> {
 
 /// The object loaded with a flow table of `capacity` entries; the table's memlock.
 fn flow_table_memory(capacity: usize) -> anyhow::Result<Memory> {
-    let ebpf = EbpfLoader::new()
+    let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::FLOWS.name(), capacity as u32)
         .load(EBPF_OBJECT)
         .context("loading the BPF object")?;
-    let fd = match ebpf.map(maps::FLOWS.name()).context("no FLOWS map")? {
-        aya::maps::Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
-        _ => anyhow::bail!("FLOWS is not an LRU hash map"),
-    };
-    let bytes = memlock(fd)?;
+    let table: HashMap<MapData, FlowKey, FlowEntry> =
+        classifier_user::bpf_maps::take(&mut ebpf, maps::FLOWS)?;
+    let bytes = memlock(table.map().fd().as_fd().as_raw_fd())?;
     Ok(Memory {
         capacity,
         bytes,
@@ -99,8 +100,8 @@ fn walks(sizes: &[usize]) -> anyhow::Result<Vec<Walk>> {
     let mut ebpf = EbpfLoader::new()
         .load(EBPF_OBJECT)
         .context("loading the BPF object")?;
-    let mut table: HashMap<_, FlowKey, FlowEntry> =
-        classifier_user::bpf_maps::get_mut(&mut ebpf, maps::FLOWS)?;
+    let mut table: HashMap<MapData, FlowKey, FlowEntry> =
+        classifier_user::bpf_maps::take(&mut ebpf, maps::FLOWS)?;
     let mut filled = 0;
     let mut results = Vec::new();
     for &size in sizes {

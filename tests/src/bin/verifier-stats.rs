@@ -5,11 +5,9 @@
 //! BPF object file named (e.g. a legacy build in `target/bpf`, or inside a VM of an older
 //! kernel). Every program is tried, whatever the ones before it did.
 
-use aya::{
-    EbpfLoader,
-    programs::{SchedClassifier, Xdp},
-};
-use classifier_user::loader::{EBPF_OBJECT, program};
+use aya::EbpfLoader;
+use classifier_common::programs;
+use classifier_user::loader::{EBPF_OBJECT, load_program};
 
 fn main() -> anyhow::Result<()> {
     let named = std::env::args_os().nth(1).map(std::fs::read).transpose()?;
@@ -18,30 +16,10 @@ fn main() -> anyhow::Result<()> {
         None => EBPF_OBJECT,
     };
     let mut ebpf = EbpfLoader::new().load(object)?;
-    let tail_calls = program::TAIL_CALLS.iter().map(|(_, name)| *name);
-    let names = [
-        program::LAN_INGRESS,
-        program::LAN_EGRESS,
-        program::LAN_REPLIES,
-        program::WAN_EGRESS,
-        program::LAN_NAT_MARK,
-        program::EMPTY_XDP,
-    ];
-    let tc = [
-        program::LAN_EGRESS,
-        program::LAN_REPLIES,
-        program::WAN_EGRESS,
-        program::LAN_NAT_MARK,
-    ];
-    for name in names.into_iter().chain(tail_calls) {
-        let prog = ebpf.program_mut(name).expect("program in object");
-        let loaded = if tc.contains(&name) {
-            let tc: &mut SchedClassifier = prog.try_into()?;
-            tc.load().map(|()| tc.info())
-        } else {
-            let xdp: &mut Xdp = prog.try_into()?;
-            xdp.load().map(|()| xdp.info())
-        };
+    for spec in programs::ALL {
+        let name = spec.name;
+        let loaded = load_program(&mut ebpf, spec)
+            .map(|()| ebpf.program(name).expect("loaded just now").info());
         match loaded {
             Ok(info) => {
                 let info = info?;
@@ -52,9 +30,9 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             Err(e) => {
-                let text = format!("{e:?}");
+                let text = format!("{e:#}");
                 // The log's lines, whether the error quotes them escaped or not.
-                let tail: Vec<&str> = text.split("\\n").flat_map(|l| l.split('\n')).collect();
+                let tail: Vec<&str> = text.split("\\n").flat_map(str::lines).collect();
                 println!("{name:<16} REFUSED:");
                 for line in &tail[tail.len().saturating_sub(log_lines())..] {
                     println!("    {line}");

@@ -2,7 +2,6 @@
 //! counters reported, and questions answered on the control socket.
 
 use std::{
-    path::Path,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -19,6 +18,10 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+mod attachment;
+mod start;
+
+pub use self::start::{ChecksumChoice, Config, Daemon, FailFastChoice};
 pub use crate::in_force::LastReload;
 use crate::{
     control::{self, ErrorReply, Request},
@@ -167,13 +170,13 @@ impl State {
             flows_at_last_walk: self.flows_at_last_walk,
             recorded: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
-            datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
+            datapath: metrics::read_stats(&self.datapath.maps().stats)?,
         })
     }
 
     /// A handle on the flow table of its own, to walk the table with the state unlocked.
     pub fn flow_table_handle(&self) -> anyhow::Result<flows::OwnedFlowTable> {
-        flows::own_handle(&self.datapath.flow_table()?)
+        flows::own_handle(&self.datapath.maps().flows)
     }
 
     /// The status, with `totals` from a walk of the flow table made without the lock.
@@ -209,7 +212,7 @@ impl State {
             allowances: crate::shaping::allowances::all_left(&self.datapath, &in_force.policy)?,
             records: self.recorded,
             quic_initials_shed: self.learned.quic_initials_shed,
-            datapath: metrics::read_stats(&self.datapath.stats_table()?)?,
+            datapath: metrics::read_stats(&self.datapath.maps().stats)?,
         })
     }
 
@@ -315,6 +318,7 @@ impl recorder::Host for Shared {
 }
 
 /// How the daemon reports.
+#[derive(Debug, Clone)]
 pub struct Reporting {
     pub interval: Duration,
     pub print_flows: bool,
@@ -331,106 +335,10 @@ pub enum Exit {
     KeepDatapath,
 }
 
-/// The datapath a start holds (and the shaper, once made): whatever fails after it was
-/// loaded, dropping this takes it off the host (the shaper's qdiscs removed, the programs
-/// detached, the maps unpinned), so no step of the start writes its own clean-up. Only
-/// [`Attachment::finish`] with [`Exit::KeepDatapath`] leaves it attached for the next daemon.
-pub struct Attachment {
-    /// `None` only while lent to the running daemon's [`State`], or once finished.
-    datapath: Option<Datapath>,
-    shaper: Option<Shaper>,
-}
-
-impl Attachment {
-    pub fn new(datapath: Datapath) -> Self {
-        Self {
-            datapath: Some(datapath),
-            shaper: None,
-        }
-    }
-
-    /// The datapath, while the start prepares it.
-    pub fn datapath(&mut self) -> &mut Datapath {
-        self.datapath
-            .as_mut()
-            .expect("the datapath is held outside `lend`..`give_back`")
-    }
-
-    pub fn set_shaper(&mut self, shaper: Shaper) {
-        self.shaper = Some(shaper);
-    }
-
-    /// The datapath and shaper, for the running daemon's state; [`Attachment::give_back`]
-    /// returns them once it has stopped.
-    pub fn lend(&mut self) -> (Datapath, Shaper) {
-        let datapath = self
-            .datapath
-            .take()
-            .expect("the datapath is not lent twice");
-        let shaper = self
-            .shaper
-            .take()
-            .expect("the shaper is made before the state");
-        (datapath, shaper)
-    }
-
-    pub fn give_back(&mut self, datapath: Datapath, shaper: Shaper) {
-        self.datapath = Some(datapath);
-        self.shaper = Some(shaper);
-    }
-
-    /// How the daemon ended: handed over, the datapath stays attached and enforcing (only
-    /// our descriptors close); otherwise it is taken off the host, and an error doing so is
-    /// the answer if the daemon itself ended well.
-    pub fn finish(mut self, outcome: anyhow::Result<Exit>, pin_dir: &Path) -> anyhow::Result<()> {
-        match outcome {
-            Ok(Exit::KeepDatapath) => {
-                // Dropped without `stop`: the pinned attachments, maps and qdiscs stay.
-                self.shaper = None;
-                self.datapath = None;
-                info!(
-                    pin_dir = %pin_dir.display(),
-                    "exited leaving the datapath attached and enforcing: the next `classifier \
-                     run` takes it over"
-                );
-                Ok(())
-            }
-            outcome => {
-                let detached = self.detach();
-                if outcome.is_ok() && detached.is_ok() {
-                    info!(pin_dir = %pin_dir.display(), "programs detached, maps unpinned");
-                }
-                outcome.map(drop).and(detached)
-            }
-        }
-    }
-
-    /// Stops shaping, detaches the programs and unpins the maps (once).
-    fn detach(&mut self) -> anyhow::Result<()> {
-        if let Some(mut shaper) = self.shaper.take() {
-            shaper.stop();
-        }
-        match self.datapath.take() {
-            Some(datapath) => datapath.shutdown(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Attachment {
-    /// A start that failed: its error is the one reported, so a failure to detach is only
-    /// logged.
-    fn drop(&mut self) {
-        if let Err(e) = self.detach() {
-            warn!(error = %format!("{e:#}"), "could not take the datapath off the host");
-        }
-    }
-}
-
 /// The signals the daemon acts on. Installed before the pid file is written: a service
 /// manager (or a test) that reads the pid and sends SIGTERM at once must reach the
 /// handler, not the default action that would leave the programs attached and pinned.
-pub struct Signals {
+struct Signals {
     terminate: Signal,
     interrupt: Signal,
     hangup: Signal,
@@ -454,7 +362,7 @@ impl Signals {
 
 /// Runs until SIGTERM, SIGINT or SIGUSR1: reports, reads events, answers the control
 /// socket, follows the clock and reloads on SIGHUP.
-pub async fn serve(
+async fn serve(
     shared: Shared,
     events: RingBuf<MapData>,
     control: UnixListener,
@@ -646,7 +554,7 @@ fn apply_quic_verdicts(
 fn report(shared: &Shared, reporting: &Reporting) -> anyhow::Result<()> {
     let (table, stats) = {
         let state = shared.lock();
-        let stats = metrics::read_stats(&state.datapath.stats_table()?)?;
+        let stats = metrics::read_stats(&state.datapath.maps().stats)?;
         (state.flow_table_handle()?, stats)
     };
     let entries = flows::read_entries(&table).entries;
@@ -679,17 +587,15 @@ fn for_records(
             let state = shared.lock();
             let policy = &state.in_force.policy;
             // A name whose event the daemon has not read yet is in the kernel's NAMES.
-            let kept = state.datapath.names().ok();
-            let public_sources = state.datapath.public_sources().ok();
+            let kept = Some(&state.datapath.maps().names);
+            let public_sources = Some(&state.datapath.maps().public_sources);
             chunk
                 .iter()
                 .map(|(key, entry)| {
-                    let names =
-                        flows::names::of_flow(&state.learned.names, kept.as_ref(), key, entry);
+                    let names = flows::names::of_flow(&state.learned.names, kept, key, entry);
                     let mut record =
                         FlowRecord::from_entry(key, entry, &clock, policy, names.as_ref());
-                    record.public_source =
-                        FlowRecord::public_source_from(public_sources.as_ref(), key);
+                    record.public_source = FlowRecord::public_source_from(public_sources, key);
                     record
                 })
                 .collect()
