@@ -25,6 +25,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const SETTLED_FOR: Duration = Duration::from_millis(300);
 /// The longest to wait for that.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest [`Capture::finish_when`] waits for the packets it is told to expect.
+const EXPECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running `tcpdump -w` on a lab host's interface.
 pub struct Capture {
@@ -99,6 +101,40 @@ impl Capture {
             }
         }
         Ok(packets)
+    }
+
+    /// Like [`Capture::finish`], but first waits (up to [`EXPECT_TIMEOUT`]) until the
+    /// packets written so far satisfy `expected`. On a loaded machine tcpdump may not be
+    /// scheduled for longer than [`SETTLED_FOR`], so a file that stopped growing is not yet
+    /// proof that it holds everything; the caller knows what it is looking for. If the
+    /// packets never come, this returns what there is and the caller's check fails on it.
+    pub fn finish_when(
+        self,
+        expected: impl Fn(&[CapturedPacket]) -> bool,
+    ) -> anyhow::Result<Vec<CapturedPacket>> {
+        let deadline = Instant::now() + EXPECT_TIMEOUT;
+        while Instant::now() < deadline && !expected(&self.written_so_far()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.finish()
+    }
+
+    /// The whole packets in the pcap file as tcpdump has written it so far (a packet it is
+    /// still writing, or a header not yet written, ends the list).
+    fn written_so_far(&self) -> Vec<CapturedPacket> {
+        let Ok(file) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        let Ok(mut reader) = PcapReader::new(file) else {
+            return Vec::new();
+        };
+        let mut packets = Vec::new();
+        while let Some(Ok(packet)) = reader.next_packet() {
+            if let Some(parsed) = CapturedPacket::parse(&packet.data, packet.timestamp) {
+                packets.push(parsed);
+            }
+        }
+        packets
     }
 
     /// Stops tcpdump and copies its pcap file to `dest`; fails like [`Capture::finish`].

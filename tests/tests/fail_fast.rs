@@ -364,13 +364,22 @@ fn curl_is_reset(lab: &Lab, families: &[&str]) {
         );
         curl_times.push(curl_after_connect(&blocked));
     }
-    let packets = capture.finish().unwrap();
-    for (family, curl_time) in families.iter().zip(curl_times) {
-        let address: IpAddr = if *family == "--ipv4" {
+    let address_of = |family: &str| -> IpAddr {
+        if family == "--ipv4" {
             client.ipv4.into()
         } else {
             client.ipv6.into()
-        };
+        }
+    };
+    let packets = capture
+        .finish_when(|packets| {
+            families
+                .iter()
+                .all(|family| reset_seen(packets, address_of(family)).is_some())
+        })
+        .unwrap();
+    for (family, curl_time) in families.iter().zip(curl_times) {
+        let address = address_of(family);
         let seen = reset_seen(&packets, address)
             .unwrap_or_else(|| panic!("{family}: the capture holds the reset: {packets:?}"));
         eprintln!(
