@@ -25,6 +25,20 @@ const BPF_CRATE: &str = "classifier-ebpf";
 /// Call it from a build script of a crate in the workspace's top directory; it prints the
 /// `rerun-if` lines and stops the build with the fix when a tool is missing or the build fails.
 pub fn embed(objects: &[&str]) {
+    embed_variant(objects, None);
+}
+
+/// The cargo feature of `classifier-ebpf` that makes its build for kernels 5.15 to 5.18.
+pub const LEGACY_FEATURE: &str = "legacy-kernel";
+
+/// [`embed`] for the legacy build (feature [`LEGACY_FEATURE`]): each object is left as
+/// `OUT_DIR/<name>-legacy.o`. Call it after [`embed`] when a crate carries both builds: the
+/// two share the target directory, where cargo keeps each feature set's build apart.
+pub fn embed_legacy(objects: &[&str]) {
+    embed_variant(objects, Some(LEGACY_FEATURE));
+}
+
+fn embed_variant(objects: &[&str], feature: Option<&str>) {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir
         .parent()
@@ -51,11 +65,15 @@ pub fn embed(objects: &[&str]) {
     let cargo = tool_path("CLASSIFIER_BPF_CARGO", "/usr/bin/cargo");
     let rustc = tool_path("CLASSIFIER_BPF_RUSTC", "/usr/bin/rustc");
     let target_dir = workspace.join("target").join("bpf");
-    build_objects(&cargo, &rustc, &workspace, &target_dir, objects);
+    build_objects(&cargo, &rustc, &workspace, &target_dir, objects, feature);
 
     let built = target_dir.join(BPF_TARGET).join(BPF_PROFILE);
+    let suffix = if feature.is_some() { "-legacy" } else { "" };
     for object in objects {
-        let (built, embedded) = (built.join(object), out_dir.join(format!("{object}.o")));
+        let (built, embedded) = (
+            built.join(object),
+            out_dir.join(format!("{object}{suffix}.o")),
+        );
         std::fs::copy(&built, &embedded).unwrap_or_else(|e| {
             panic!("copying {} to {}: {e}", built.display(), embedded.display())
         });
@@ -81,6 +99,7 @@ fn build_objects(
     workspace: &Path,
     target_dir: &Path,
     objects: &[&str],
+    feature: Option<&str>,
 ) {
     let mut command = Command::new(cargo);
     command
@@ -89,6 +108,7 @@ fn build_objects(
         .args(["--profile", BPF_PROFILE, "--target-dir"])
         .arg(target_dir)
         .args(objects.iter().flat_map(|object| ["--bin", *object]))
+        .args(feature.iter().flat_map(|feature| ["--features", *feature]))
         // This script runs inside another cargo whose environment (RUSTC, RUSTFLAGS,
         // clippy's RUSTC_WORKSPACE_WRAPPER, CARGO_TARGET_DIR, ...) must not leak into the
         // nested build: start from a clean one.

@@ -257,6 +257,10 @@ macro_rules! for_each_map {
             /// could hold (which, for the HTTP scanner, ran past its million-instruction
             /// budget).
             LOOPS: PerCpuArray<u32, _>, Private, Fixed(1);
+            /// One element per step of the longest loop: the legacy build's loops run their
+            /// body once per element (`bpf_for_each_map_elem`, for kernels without
+            /// `bpf_loop`). Its values are never read; the modern build does not use it.
+            LOOP_STEPS: Array<u32, u8>, Private, Fixed(LOOP_STEPS_MAX);
             /// Client address → its quotas of new flows, reassembly buffers and QUIC
             /// Initials (`SourceQuota`). LRU: a client gone long enough to have its quota
             /// back is the one that goes.
@@ -338,6 +342,10 @@ macro_rules! for_each_map {
 }
 
 for_each_map!(map_defs);
+
+/// Steps of the longest loop of the kernel side: the HTTP scan (`parse::http::MAX_SCAN`),
+/// one more than a segment's comparison (`STREAM_SLACK - 1` bytes).
+pub const LOOP_STEPS_MAX: usize = crate::parse::http::MAX_SCAN;
 
 /// 256 Ki flows: a council site with a few thousand clients keeps well under this, and an
 /// LRU map evicts the least recently used flow rather than refusing new ones.

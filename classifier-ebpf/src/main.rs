@@ -20,6 +20,11 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 // `atomic_xadd` (see atomic.rs); Debian's BPF `core` is built with RUSTC_BOOTSTRAP.
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+// The legacy build's register-only barrier (`packet::register_opaque`).
+#![cfg_attr(
+    all(target_arch = "bpf", feature = "legacy-kernel"),
+    feature(asm_experimental_arch)
+)]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 mod atomic;
@@ -100,6 +105,9 @@ fn needs_classifier(seen: &Seen<'_>, meta: &PacketMeta) -> bool {
 
 /// Classification of an open flow's client→server packet (tail call from `lan_ingress`).
 #[xdp]
+// Legacy build: the body in the entry's own frame. 5.15 counts the entry's empty frame as
+// 32 bytes of the 512 a chain of calls may use, and the deepest chain needs them all.
+#[cfg_attr(feature = "legacy-kernel", inline(always))]
 pub fn classify_upload(ctx: XdpContext) -> u32 {
     classify::classify_upload(&ctx)
 }
@@ -120,6 +128,8 @@ pub fn name_lookup(ctx: XdpContext) -> u32 {
 /// A TCP segment into the flow's stream buffer, in sequence-number order whatever order it
 /// came in (tail call from `classify_upload`).
 #[xdp]
+// Legacy build: as `classify_upload`.
+#[cfg_attr(feature = "legacy-kernel", inline(always))]
 pub fn stream_segment(ctx: XdpContext) -> u32 {
     classify::stream_segment(&ctx)
 }

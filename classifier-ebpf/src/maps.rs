@@ -23,8 +23,8 @@ use classifier_common::{
         CLASS_RESULTS_MAX_ENTRIES, CLIENT_CLASSES_MAX_ENTRIES, CLIENT_EXCEPTIONS_MAX_ENTRIES,
         DOMAINS_DEFAULT_ENTRIES, EVENTS_BYTES, FLOWS_MAX_ENTRIES, FRAGMENTS_MAX_ENTRIES,
         GROUP_PREFIXES_MAX_ENTRIES, GROUP_VLANS_MAX_ENTRIES, LAN_PREFIXES_MAX_ENTRIES,
-        NAMES_MAX_ENTRIES, NAT_PUBLIC_MAX_ENTRIES, PEERS_MAX_ENTRIES, PORTS_MAX_ENTRIES,
-        REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
+        LOOP_STEPS_MAX, NAMES_MAX_ENTRIES, NAT_PUBLIC_MAX_ENTRIES, PEERS_MAX_ENTRIES,
+        PORTS_MAX_ENTRIES, REASSEMBLY_MAX_ENTRIES, SOURCES_MAX_ENTRIES,
     },
     names::{FlowName, NameKey},
     nat::{NAT_SLOTS_ENTRIES, NatConfig, NatSlot, PublicSource},
@@ -143,7 +143,8 @@ pub struct LoopState {
     pub _pad: u8,
     /// A header copied out of the frame to be summed (checksums), 60 bytes at most.
     pub header: [u32; 15],
-    pub _pad2: u32,
+    /// The legacy build's loop in progress: how many steps it takes (`bounded_loop`).
+    pub steps: u32,
     /// The ClientHello extension walk and what it found.
     pub extensions: classifier_common::parse::tls::ExtensionWalk,
     pub hello: classifier_common::parse::tls::ClientHello,

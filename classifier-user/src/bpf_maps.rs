@@ -115,7 +115,7 @@ handles! {
 }
 
 /// The maps only the kernel side reads and writes, left in the loaded object: its per-CPU
-/// scratch and stream buffers, and the NAT hand-over's slots (the daemon learns a flow's
+/// scratch and stream buffers, the legacy build's loop elements, and the NAT hand-over's slots (the daemon learns a flow's
 /// translated source from `NAT_PUBLIC`).
 pub const KERNEL_ONLY: &[MapSpec] = &[
     maps::NEW_FLOW.spec,
@@ -125,6 +125,7 @@ pub const KERNEL_ONLY: &[MapSpec] = &[
     maps::SCRATCH_KEYS.spec,
     maps::PACKET.spec,
     maps::LOOPS.spec,
+    maps::LOOP_STEPS.spec,
     maps::NAME_SLOT.spec,
     maps::JOBS.spec,
     maps::NAT_SLOTS.spec,

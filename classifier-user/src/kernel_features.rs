@@ -113,6 +113,11 @@ pub const HELPERS: &[Helper] = &[
         Since(4, 18),
     ),
     helper(
+        BpfHelper::BPF_FUNC_probe_read_kernel,
+        "bpf_probe_read_kernel",
+        Since(5, 5),
+    ),
+    helper(
         BpfHelper::BPF_FUNC_ringbuf_output,
         "bpf_ringbuf_output",
         Since(5, 8),
@@ -141,6 +146,11 @@ pub const HELPERS: &[Helper] = &[
         BpfHelper::BPF_FUNC_ktime_get_coarse_ns,
         "bpf_ktime_get_coarse_ns",
         Since(5, 11),
+    ),
+    helper(
+        BpfHelper::BPF_FUNC_for_each_map_elem,
+        "bpf_for_each_map_elem",
+        Since(5, 13),
     ),
     helper(BpfHelper::BPF_FUNC_loop, "bpf_loop", Since(5, 17)),
     helper(
@@ -256,6 +266,55 @@ pub enum TcAttachChoice {
     Tcx,
     /// Filters of a clsact qdisc, made over netlink, as kernels before 6.6 need.
     Netlink,
+}
+
+/// Which build of the BPF programs to load (`--datapath`, [`DATAPATH_ENV`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DatapathChoice {
+    /// The modern build where the kernel has everything it uses, else the legacy one.
+    #[default]
+    Auto,
+    /// The modern build: kernel 5.19 or later (`bpf_loop`, `bpf_xdp_load_bytes`, dynptrs).
+    Modern,
+    /// The legacy build, for kernels 5.15 to 5.18; runs on newer ones too (for tests).
+    Legacy,
+}
+
+/// Sets [`DatapathChoice`] where no `--datapath` is given (and for everything that loads
+/// the datapath without one: the lab, the tests).
+pub const DATAPATH_ENV: &str = "CLASSIFIER_DATAPATH";
+
+impl DatapathChoice {
+    /// The choice [`DATAPATH_ENV`] makes (`auto` when unset); an unknown value is an error
+    /// naming the ones there are.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var(DATAPATH_ENV) {
+            Err(_) => Ok(Self::Auto),
+            Ok(value) => <Self as clap::ValueEnum>::from_str(value.trim(), true).map_err(|_| {
+                anyhow::anyhow!("{DATAPATH_ENV}={value}: expected auto, modern or legacy")
+            }),
+        }
+    }
+}
+
+/// A build of the BPF programs: the same programs and maps, made for different kernels
+/// (docs/kernels.md, "The legacy build").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatapathBuild {
+    /// Kernel 5.19 or later.
+    Modern,
+    /// Kernels 5.15 to 5.18: `bpf_for_each_map_elem` for `bpf_loop`,
+    /// `bpf_probe_read_kernel` for `bpf_xdp_load_bytes` and dynptrs.
+    Legacy,
+}
+
+impl std::fmt::Display for DatapathBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DatapathBuild::Modern => "modern",
+            DatapathBuild::Legacy => "legacy",
+        })
+    }
 }
 
 /// How TC programs are attached.

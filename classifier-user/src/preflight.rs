@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability};
 
-use crate::kernel_features::{self, Missing, Probed, Since, TcAttachChoice, TcAttachMode};
+use crate::kernel_features::{
+    self, DatapathBuild, DatapathChoice, Missing, Probed, Since, TcAttachChoice, TcAttachMode,
+};
 use nix::sys::statfs::{FsType, statfs};
 
 /// Where the kernel exposes its own BTF.
@@ -128,6 +130,27 @@ pub fn require_kernel_features(object: &[u8]) -> Result<Vec<Probed>, PreflightEr
 pub fn probe_kernel(object: &[u8]) -> anyhow::Result<Vec<Probed>> {
     let needs = kernel_features::needs(object)?;
     kernel_features::probe(&needs, require_kernel_btf().is_ok())
+}
+
+/// The build of the BPF programs `choice` means on this kernel: `auto` takes the modern one
+/// (`modern_object`) where the kernel has every feature it uses, and the legacy one where
+/// not (whether the kernel has what that one needs is checked when it is loaded).
+pub fn datapath_build(
+    choice: DatapathChoice,
+    modern_object: &[u8],
+) -> Result<DatapathBuild, PreflightError> {
+    match choice {
+        DatapathChoice::Modern => Ok(DatapathBuild::Modern),
+        DatapathChoice::Legacy => Ok(DatapathBuild::Legacy),
+        DatapathChoice::Auto => {
+            let report = probe_kernel(modern_object).map_err(PreflightError::Probe)?;
+            if kernel_features::missing(&report).is_empty() {
+                Ok(DatapathBuild::Modern)
+            } else {
+                Ok(DatapathBuild::Legacy)
+            }
+        }
+    }
 }
 
 /// How TC programs get attached for `--tc-attach`: TCX links where the kernel has them,

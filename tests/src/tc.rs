@@ -65,6 +65,10 @@ fn tc(lab: &Lab, args: &[&str]) -> String {
 pub fn gateway_tc_programs(lab: &Lab, iface: &'static str) -> String {
     let mut names = netns::run_in(&lab.gateway.netns, move || {
         let mut names = Vec::new();
+        // A kernel without TCX (before 6.6) refuses the query itself: it has no TCX links.
+        if !classifier_user::kernel_features::has_tcx() {
+            return Ok(names);
+        }
         for (hook, attach_type) in [
             ("ingress", TcAttachType::Ingress),
             ("egress", TcAttachType::Egress),

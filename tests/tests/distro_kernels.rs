@@ -18,8 +18,8 @@ use classifier_tests::{
 };
 
 /// What a stock kernel should do with the product.
-// No row is `Enforces` until the datapath loads on 6.1 (or the 5.15 build lands); the check
-// for it is kept for that flip (docs/kernels.md).
+// No row is `Refused` since the legacy build runs on 5.15; the check is kept for a kernel
+// older than it (docs/kernels.md).
 #[allow(dead_code)]
 enum Expect {
     /// `preflight` passes and says how TC goes on (`clsact` or `TCX`), and the enforcement
@@ -74,13 +74,10 @@ const STOCK_KERNELS: &[StockKernel] = &[
     StockKernel {
         name: "ubuntu-22.04",
         release: "5.15.0-204-generic",
-        expect: Expect::Refused {
-            missing: &[
-                "bpf_loop (needs 5.17+)",
-                "bpf_xdp_load_bytes (needs 5.18+)",
-                "bpf_dynptr_from_mem (needs 5.19+)",
-                "bpf_dynptr_read (needs 5.19+)",
-            ],
+        // The legacy build of the BPF programs (docs/kernels.md), which `auto` picks there:
+        // 5.15 lacks `bpf_loop`, `bpf_xdp_load_bytes` and dynptrs.
+        expect: Expect::Enforces {
+            tc_programs: CLSACT,
         },
     },
 ];

@@ -176,7 +176,8 @@ fn a_kernel_lacking_helpers_is_told_which_and_since_when_before_anything_is_made
         return;
     }
     let pin_dir = unique_pin_dir("lacks");
-    let output = classifier(&["run", "--iface", "lo", "--pin-dir"])
+    // The modern build, asked for by name: `auto` would take the legacy one (below).
+    let output = classifier(&["run", "--datapath", "modern", "--iface", "lo", "--pin-dir"])
         .arg(&pin_dir)
         .env(
             "CLASSIFIER_PRETEND_KERNEL_LACKS",
@@ -192,6 +193,25 @@ fn a_kernel_lacking_helpers_is_told_which_and_since_when_before_anything_is_made
         ],
     );
     assert!(!pin_dir.exists(), "nothing is created");
+
+    // Without them, `auto` picks the legacy build, which needs none of them.
+    let legacy = classifier(&["preflight"])
+        .env(
+            "CLASSIFIER_PRETEND_KERNEL_LACKS",
+            "bpf_loop,bpf_xdp_load_bytes,bpf_dynptr_read",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&legacy.stdout);
+    assert!(legacy.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("BPF programs: the legacy build"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("bpf_loop") && stdout.contains("bpf_for_each_map_elem"),
+        "the legacy build's own needs are reported: {stdout}"
+    );
 
     let preflight = classifier(&["preflight"])
         .env("CLASSIFIER_PRETEND_KERNEL_LACKS", "ring buffer")

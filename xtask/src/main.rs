@@ -87,6 +87,19 @@ enum Task {
     },
 }
 
+/// The test binaries run a second time on the legacy build of the BPF programs: every
+/// case table of the parser and the enforcement, in the kernel through `BPF_PROG_TEST_RUN`.
+const LEGACY_DATAPATH_TESTS: &[&str] = &[
+    "datapath",
+    "classification",
+    "evasion",
+    "evasion_captures",
+    "enforcement",
+    "poisoning",
+    "floods",
+    "captures",
+];
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
@@ -131,14 +144,23 @@ fn main() -> anyhow::Result<()> {
             // unit under systemd) share this one package: an optimised build of the daemon.
             let package = deb::build(&root, false)?;
             let mut test = cargo(&["test", "--workspace", "--no-fail-fast"]);
-            test.args(args)
+            test.args(&args)
                 .env("CLASSIFIER_BIN", root.join("target/debug/classifier"))
                 .env(
                     "CLASSIFIER_LAB_BIN",
                     root.join("target/debug/classifier-lab"),
                 )
                 .env("CLASSIFIER_DEB", package);
-            step("tests", test)
+            step("tests", test)?;
+            // The parser's tests again on the legacy build of the BPF programs (kernels
+            // 5.15 to 5.18, docs/kernels.md), which this kernel runs too: both builds must
+            // read every case the same.
+            let mut legacy = cargo(&["test", "-p", "classifier-tests", "--no-fail-fast"]);
+            for test in LEGACY_DATAPATH_TESTS {
+                legacy.args(["--test", test]);
+            }
+            legacy.args(args).env("CLASSIFIER_DATAPATH", "legacy");
+            step("tests on the legacy BPF programs", legacy)
         }
         Task::Deb { no_build } => deb::build(&root, no_build).map(drop),
         Task::Fuzz { seconds, target } => fuzz(&root, seconds, target.as_deref()),

@@ -367,11 +367,12 @@ fn method_len<P: PacketBytes + ?Sized>(p: &P, len: usize) -> MethodMatch {
         }
     }
     let mut prefix_of_some = false;
-    for method in METHODS {
-        if available >= method.len() && start[..method.len()] == *method {
+    let start = u64::from_le_bytes(start);
+    for (word, method_len) in METHOD_WORDS.into_iter().zip(METHOD_LENS) {
+        if available >= method_len && same_first(start, word, method_len) {
             return MethodMatch::Yes;
         }
-        if available < method.len() && start[..available] == method[..available] {
+        if available < method_len && same_first(start, word, available) {
             prefix_of_some = true;
         }
     }
@@ -380,6 +381,54 @@ fn method_len<P: PacketBytes + ?Sized>(p: &P, len: usize) -> MethodMatch {
     } else {
         MethodMatch::No
     }
+}
+
+/// [`METHODS`] as little-endian words, zero-padded (made at compile time: a copy of a
+/// method's bytes at run time is a `memcpy` the verifier cannot follow).
+const METHOD_WORDS: [u64; METHODS.len()] = {
+    let mut words = [0u64; METHODS.len()];
+    let mut i = 0;
+    while i < METHODS.len() {
+        words[i] = method_word(METHODS[i]);
+        i += 1;
+    }
+    words
+};
+
+/// The lengths of [`METHODS`].
+const METHOD_LENS: [usize; METHODS.len()] = {
+    let mut lens = [0usize; METHODS.len()];
+    let mut i = 0;
+    while i < METHODS.len() {
+        lens[i] = METHODS[i].len();
+        i += 1;
+    }
+    lens
+};
+
+/// A method's bytes as a little-endian word, zero-padded to 8 bytes.
+const fn method_word(method: &[u8]) -> u64 {
+    let mut bytes = [0u8; LONGEST_METHOD];
+    let mut i = 0;
+    while i < method.len() && i < LONGEST_METHOD {
+        bytes[i] = method[i];
+        i += 1;
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// Whether the first `n` (at most 8) bytes of two little-endian words agree. A compare of
+/// words under a mask, not of slices: a slice compare of a length known only at run time
+/// is a `memcmp` loop, which the 5.15 verifier walks with lengths past the method's end
+/// (it does not carry `available < method.len()` over to the length it reloads).
+#[inline(always)]
+fn same_first(a: u64, b: u64, n: usize) -> bool {
+    let mask = if n >= LONGEST_METHOD {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    };
+    (a ^ b) & mask == 0
 }
 
 /// ASCII letters of `bytes` in lower case (the first 8 at most).

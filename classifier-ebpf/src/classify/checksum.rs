@@ -7,7 +7,7 @@ use core::ptr::null_mut;
 
 use aya_ebpf::{helpers::generated::bpf_csum_diff, programs::XdpContext};
 use classifier_common::{
-    config::{STREAM_CAP, STREAM_SLACK, StreamBuf},
+    config::{STREAM_CAP, StreamBuf},
     parse::{
         PacketBytes,
         tcp::{ChecksumStatus, checksum, judge_checksum},
@@ -16,7 +16,7 @@ use classifier_common::{
 
 use crate::{
     maps::LOOPS,
-    packet::{DirectPacket, MAX_SEGMENT, verifier_opaque, xdp_load},
+    packet::{DirectPacket, MAX_SEGMENT, verifier_opaque, within, xdp_load},
 };
 
 /// `bpf_csum_diff` sums at most this many bytes a call.
@@ -150,9 +150,13 @@ fn direct_sum<const N: usize>(
     if offset >= 128 || at + 2 > N {
         return None;
     }
+<<<<<<< HEAD
     // 6.1 forgets the bound when LLVM reloads `offset` from the stack: mask the one used.
     let offset = verifier_opaque(offset) & 127;
     let header = DirectPacket::xdp(ctx).read::<N>(offset)?;
+=======
+    let header = DirectPacket::xdp(ctx).read::<N>(within(offset, 127))?;
+>>>>>>> issue21-legacy
     Some((checksum::sum_bytes(&header), [header[at], header[at + 1]]))
 }
 
@@ -187,12 +191,26 @@ pub unsafe fn buffer_sum(buf: *mut StreamBuf, pos: usize, len: usize) -> Option<
         }
         sum += part as u64;
     }
-    // The last one to three bytes, as the first bytes of 16-bit words (even offsets) or
-    // their second bytes (odd ones).
+    // SAFETY: `bytes + pos + words` starts the last one to three of the `len` bytes,
+    // inside the value (above).
+    sum += unsafe { tail_sum(bytes, pos, words, len) }?;
+    Some(sum)
+}
+
+/// The last one to three bytes (`words..len`) of the `len` at `bytes + pos`, as the first
+/// bytes of 16-bit words (even offsets) or their second bytes (odd ones).
+///
+/// # Safety
+/// `[bytes + pos, bytes + pos + len)` must lie inside a live map value, `pos < STREAM_CAP`
+/// and `len ≤ MAX_SEGMENT`.
+#[cfg(not(feature = "legacy-kernel"))]
+#[inline(always)]
+unsafe fn tail_sum(bytes: *mut u8, pos: usize, words: usize, len: usize) -> Option<u64> {
+    let mut sum = 0u64;
     for i in 0..3 {
         if words + i < len {
             let at = verifier_opaque(pos + words + i);
-            if at >= STREAM_CAP + STREAM_SLACK {
+            if at >= STREAM_CAP + classifier_common::config::STREAM_SLACK {
                 break;
             }
             // SAFETY: inside `bytes` (checked just above).
@@ -201,4 +219,27 @@ pub unsafe fn buffer_sum(buf: *mut StreamBuf, pos: usize, len: usize) -> Option<
         }
     }
     Some(sum)
+}
+
+/// The legacy [`tail_sum`]: the bytes are copied by `bpf_probe_read_kernel`. Read in place,
+/// they need the buffer's pointer back from the stack, where the 5.15 verifier, on some
+/// paths, no longer knows it for a pointer ("R2 invalid mem access 'inv'").
+///
+/// # Safety
+/// As the modern one.
+#[cfg(feature = "legacy-kernel")]
+#[inline(always)]
+unsafe fn tail_sum(bytes: *mut u8, pos: usize, words: usize, len: usize) -> Option<u64> {
+    let rest = verifier_opaque(len - words) & 3;
+    if rest == 0 {
+        return Some(0);
+    }
+    let mut tail = [0u8; 4];
+    // SAFETY: `rest` ≤ 3 bytes into `tail`; the source is inside the value (caller).
+    if !unsafe {
+        crate::packet::read_kernel(tail.as_mut_ptr(), rest as u32, bytes.add(pos + words))
+    } {
+        return None;
+    }
+    Some(tail[0] as u64 + ((tail[1] as u64) << 8) + tail[2] as u64)
 }

@@ -222,6 +222,11 @@ impl LoopBody for SuffixWalk<'_> {
         }
         ControlFlow::Continue(())
     }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
+    }
 }
 
 #[inline(always)]

@@ -12,13 +12,9 @@
 //! for more, give up (the flow is then unreadable, a class the policy judges), or name the
 //! flow (`name_lookup`).
 
-use core::{ffi::c_void, ops::ControlFlow};
+use core::ops::ControlFlow;
 
-use aya_ebpf::{
-    bindings::{bpf_dynptr, xdp_action::XDP_PASS},
-    helpers::generated::{bpf_dynptr_from_mem, bpf_dynptr_read},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action::XDP_PASS, programs::XdpContext};
 use classifier_common::{
     classify::{Method, app, class_flags, evasion, state},
     config::{
@@ -51,7 +47,7 @@ use crate::{
     bounded_loop::{LoopBody, bounded_loop},
     flows::Flow,
     maps::{CONFIG, DEFRAG, JOBS, LOOPS, LoopState, REASM, SCRATCH, SCRATCH_KEYS, SEGMENT},
-    packet::{MAX_SEGMENT, StreamView, load_into, verifier_opaque},
+    packet::{MAX_SEGMENT, StreamView, ValueSource, load_into, verifier_opaque},
     sources::{self, Quota},
     stats,
 };
@@ -344,6 +340,11 @@ impl LoopBody for Compare {
         }
         ControlFlow::Continue(())
     }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
+    }
 }
 
 /// The protocol a stream of `kind` is reported as when it cannot be read.
@@ -595,6 +596,11 @@ impl LoopBody for Extensions<'_> {
             tls::extension_step(self.view, &mut state.extensions, &mut state.hello)
         }
     }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
+    }
 }
 
 /// A ClientHello or request read whole without a name: the flow is the protocol, watched
@@ -760,7 +766,7 @@ impl LoopBody for Plan<'_> {
 }
 
 /// Copies the records' parts of the handshake, in order, into this CPU's `DEFRAG`
-/// (`bpf_dynptr_read`: a map value to another, at offsets only known at run time).
+/// ([`ValueSource`]: a map value to another, at offsets only known at run time).
 ///
 /// # Safety
 /// `buf` must point to a live map value.
@@ -768,20 +774,10 @@ impl LoopBody for Plan<'_> {
 unsafe fn join(buf: *mut StreamBuf, plan: *const RecordPlan) -> Option<*mut StreamBuf> {
     let joined = DEFRAG.get_ptr_mut(0)?;
     let state = LOOPS.get_ptr_mut(0)?;
-    let mut source = bpf_dynptr {
-        __opaque: [0u64; 2],
-    };
-    // SAFETY: `buf` is a live map value of this size; the helper checks every later read
-    // against it.
-    let made = unsafe {
-        bpf_dynptr_from_mem(
-            buf.cast::<c_void>(),
-            size_of::<StreamBuf>() as u32,
-            0,
-            &raw mut source,
-        )
-    };
-    if made != 0 {
+    let mut source = ValueSource::empty();
+    // SAFETY: `buf` is a live map value of this size; every later read is checked against
+    // it.
+    if !unsafe { source.attach(buf.cast::<u8>(), size_of::<StreamBuf>()) } {
         return None;
     }
     // SAFETY: this CPU's loop state, live for the program run.
@@ -802,7 +798,7 @@ unsafe fn join(buf: *mut StreamBuf, plan: *const RecordPlan) -> Option<*mut Stre
 
 /// Copies record `index`'s part into `DEFRAG` after the parts before it.
 struct JoinSpans {
-    source: *const bpf_dynptr,
+    source: *const ValueSource,
     plan: *const RecordPlan,
     joined: *mut StreamBuf,
     state: *mut LoopState,
@@ -813,7 +809,7 @@ impl LoopBody for JoinSpans {
     fn step(&mut self, index: u32) -> ControlFlow<()> {
         let index = index as usize;
         // SAFETY: the plan is this CPU's scratch value, the state this CPU's loop state, the
-        // source a dynptr on the caller's stack: all live for the run (see `join`).
+        // source on the caller's stack: all live for the run (see `join`).
         unsafe {
             if index >= MAX_RECORDS || index >= (*self.plan).count {
                 return ControlFlow::Break(());
@@ -842,17 +838,12 @@ impl LoopBody for JoinSpans {
                 let dst_at = written & (STREAM_CAP - 1);
                 // [dst_at, dst_at + take) is inside `bytes` (dst_at < STREAM_CAP, take <
                 // STREAM_SLACK); the helper checks the source.
-                let read = bpf_dynptr_read(
-                    (&raw mut (*self.joined).bytes)
-                        .cast::<u8>()
-                        .add(dst_at)
-                        .cast(),
+                let copied = (*self.source).read(
+                    (&raw mut (*self.joined).bytes).cast::<u8>().add(dst_at),
                     take as u32,
-                    self.source,
                     (bytes_at + span.offset as usize + done) as u32,
-                    0,
                 );
-                if read != 0 {
+                if !copied {
                     (*self.state).failed = 1;
                     return ControlFlow::Break(());
                 }
@@ -861,6 +852,11 @@ impl LoopBody for JoinSpans {
             }
         }
         ControlFlow::Continue(())
+    }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
     }
 }
 

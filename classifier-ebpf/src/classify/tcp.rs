@@ -25,7 +25,7 @@ use super::{
 use crate::{
     bounded_loop::{LoopBody, bounded_loop},
     maps::{LOOPS, LoopState},
-    packet::{DirectPacket, HelperPacket},
+    packet::{DirectPacket, HelperPacket, within},
 };
 
 /// Segments a named flow is watched for at most (a second version of its first bytes comes
@@ -281,6 +281,11 @@ impl LoopBody for Options<'_> {
         // SAFETY: this CPU's loop state (see `options_of`).
         unsafe { (*self.state).options.step(&self.packet) }
     }
+
+    #[inline(always)]
+    fn loop_state(&self) -> Option<*mut LoopState> {
+        Some(self.state)
+    }
 }
 
 /// Whether the IPv4 header's checksum holds: a router drops a packet whose does not, so
@@ -291,7 +296,7 @@ fn ipv4_header_checksum_ok(ctx: &XdpContext, meta: &PacketMeta) -> bool {
     // The usual header, without options, is summed where it lies. (The IP header starts
     // within the first 64 bytes: the bound lets the verifier follow the packet read.)
     if l3 < 64
-        && let Some(header) = DirectPacket::xdp(ctx).read::<20>(l3)
+        && let Some(header) = DirectPacket::xdp(ctx).read::<20>(within(l3, 63))
         && header[0] == 0x45
     {
         return checksum::fold(checksum::sum_bytes(&header)) == 0xffff;

@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::{
     kernel_features,
-    loader::{self, TcAttachChoice},
+    loader::{self, DatapathChoice, TcAttachChoice},
     preflight,
 };
 
@@ -12,15 +12,23 @@ use crate::{
 #[command(after_help = "\
 Examples:
   classifier preflight
-  CLASSIFIER_PRETEND_KERNEL_LACKS=bpf_loop classifier preflight   # see the error path")]
-pub struct PreflightArgs {}
+  CLASSIFIER_PRETEND_KERNEL_LACKS=bpf_loop classifier preflight   # what a 5.15 kernel gets
+  classifier preflight --datapath modern                          # the modern build's needs")]
+pub struct PreflightArgs {
+    /// The build of the BPF programs to report on: `auto` is the one `run` would load.
+    #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_DATAPATH")]
+    datapath: DatapathChoice,
+}
 
 /// Prints each feature the BPF object uses with the kernel that brought it and whether
 /// this kernel has it, then how TC would be attached; fails when a required one is missing.
-pub fn execute(_args: &PreflightArgs) -> anyhow::Result<()> {
+pub fn execute(args: &PreflightArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("preflight", &preflight::RUN_CAPABILITIES)?;
-    let report = preflight::probe_kernel(loader::EBPF_OBJECT)?;
+    let build = preflight::datapath_build(args.datapath, loader::EBPF_OBJECT)?;
+    let object = loader::object_of(build);
+    let report = preflight::probe_kernel(object)?;
     println!("kernel {}", kernel_features::release());
+    println!("BPF programs: the {build} build");
     for probed in &report {
         let state = match (probed.present, probed.required) {
             (true, _) => "yes",
@@ -44,6 +52,6 @@ pub fn execute(_args: &PreflightArgs) -> anyhow::Result<()> {
             kernel_features::TCX
         ),
     }
-    preflight::require_kernel_features(loader::EBPF_OBJECT)?;
+    preflight::require_kernel_features(object)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use crate::{
     control,
     daemon::{self, ChecksumChoice, Daemon, FailFastChoice, Reporting},
-    loader::{DEFAULT_PIN_DIR, TcAttachChoice, XdpModeChoice},
+    loader::{DEFAULT_PIN_DIR, DatapathChoice, TcAttachChoice, XdpModeChoice},
     policy::{ExceptionsChoice, PolicySources},
     store,
 };
@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// Programs a previous daemon left are taken over the way they were attached.
     #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_TC_ATTACH")]
     tc_attach: TcAttachChoice,
+
+    /// Which build of the BPF programs to load: `auto` takes the modern one where the
+    /// kernel has all it uses (5.19 and later), the legacy one (5.15 to 5.18) where not.
+    #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_DATAPATH")]
+    datapath: DatapathChoice,
 
     /// How often to log counters (and print flows with --print-flows), e.g. `10s`, `1m`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -156,6 +161,7 @@ fn config(args: &RunArgs) -> daemon::Config {
         control_socket: args.control_socket.clone(),
         xdp_mode: args.xdp_mode,
         tc_attach: args.tc_attach,
+        datapath: args.datapath,
         reporting: Reporting {
             interval: args.report_interval,
             print_flows: args.print_flows,

@@ -26,7 +26,7 @@ use crate::{
     degradation::Degradation,
     events::Learned,
     in_force::InForce,
-    loader::{self, Datapath, TcAttachChoice, XdpAttachMode, XdpModeChoice},
+    loader::{self, Datapath, DatapathChoice, TcAttachChoice, XdpAttachMode, XdpModeChoice},
     netns,
     policy::{Policy, PolicySources},
     preflight,
@@ -52,6 +52,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     pub xdp_mode: XdpModeChoice,
     pub tc_attach: TcAttachChoice,
+    /// Which build of the BPF programs to load.
+    pub datapath: DatapathChoice,
     pub reporting: Reporting,
     /// The flow store (an SQLite file or a PostgreSQL database); none records nothing.
     pub store: Option<String>,
@@ -245,7 +247,10 @@ fn preflight_and_load(config: &Config) -> anyhow::Result<(Policy, Datapath)> {
     }
     preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
-    preflight::require_kernel_features(loader::EBPF_OBJECT)?;
+    let build = preflight::datapath_build(config.datapath, loader::EBPF_OBJECT)?;
+    loader::use_build(build);
+    preflight::require_kernel_features(loader::object_of(build))?;
+    info!(datapath = %build, "BPF programs chosen");
     let tc_attach = preflight::tc_attach_mode(config.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.

@@ -10,7 +10,7 @@
 
 mod links;
 
-pub use crate::kernel_features::{TcAttachChoice, TcAttachMode};
+pub use crate::kernel_features::{DatapathBuild, DatapathChoice, TcAttachChoice, TcAttachMode};
 pub use links::{NETLINK_HANDLE, NETLINK_PRIORITY, TcHook};
 
 use std::{
@@ -42,9 +42,52 @@ use crate::{
 use tracing::{debug, info, warn};
 
 /// The BPF object built by build.rs from `classifier-ebpf`, embedded in the binary so the
-/// kernel side and the user side always come from the same build.
+/// kernel side and the user side always come from the same build. The modern build.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/classifier-ebpf.o"));
+
+/// The legacy build of [`EBPF_OBJECT`], for kernels 5.15 to 5.18 (docs/kernels.md).
+pub static EBPF_OBJECT_LEGACY: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/classifier-ebpf-legacy.o"));
+
+/// The build this process loads, once chosen: 0 while not, else 1 + [`DatapathBuild`].
+static CHOSEN_BUILD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The object of `build`.
+pub fn object_of(build: DatapathBuild) -> &'static [u8] {
+    match build {
+        DatapathBuild::Modern => EBPF_OBJECT,
+        DatapathBuild::Legacy => EBPF_OBJECT_LEGACY,
+    }
+}
+
+/// Makes `build` the one this process loads (`classifier run` and `preflight` choose it
+/// from `--datapath` before anything loads).
+pub fn use_build(build: DatapathBuild) {
+    let code = match build {
+        DatapathBuild::Modern => 1,
+        DatapathBuild::Legacy => 2,
+    };
+    CHOSEN_BUILD.store(code, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The build this process loads: the one [`use_build`] set, or else the one
+/// `CLASSIFIER_DATAPATH` (default `auto`) means on this kernel, chosen now and kept.
+pub fn chosen_build() -> anyhow::Result<DatapathBuild> {
+    match CHOSEN_BUILD.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => return Ok(DatapathBuild::Modern),
+        2 => return Ok(DatapathBuild::Legacy),
+        _ => {}
+    }
+    let build = crate::preflight::datapath_build(DatapathChoice::from_env()?, EBPF_OBJECT)?;
+    use_build(build);
+    Ok(build)
+}
+
+/// The object of [`chosen_build`].
+pub fn ebpf_object() -> anyhow::Result<&'static [u8]> {
+    Ok(object_of(chosen_build()?))
+}
 
 /// Default directory for the daemon's pinned maps.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/classifier";
@@ -195,7 +238,7 @@ impl Datapath {
     pub fn load_sized(domains: u32) -> anyhow::Result<Self> {
         let ebpf = EbpfLoader::new()
             .map_max_entries(maps::DOMAINS.name(), domains)
-            .load(EBPF_OBJECT)
+            .load(ebpf_object()?)
             .context("loading the BPF object")?;
         Self::ready(ebpf, None)
     }
@@ -246,7 +289,7 @@ impl Datapath {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        loader.load(EBPF_OBJECT).with_context(|| {
+        loader.load(ebpf_object()?).with_context(|| {
             format!(
                 "loading the BPF object with maps pinned in {}",
                 pin_dir.display()
@@ -696,7 +739,7 @@ fn clear<K: aya::Pod, V: aya::Pod>(table: &mut HashMap<MapData, K, V>) {
 /// change that keeps every size gets a new map name instead: see `maps::NAMES`).
 fn check_pinned_maps(pin_dir: &Path, domains: u32) -> anyhow::Result<()> {
     use aya::maps::MapInfo;
-    let object = aya_obj::Object::parse(EBPF_OBJECT).context("reading the BPF object's maps")?;
+    let object = aya_obj::Object::parse(ebpf_object()?).context("reading the BPF object's maps")?;
     let fix = format!(
         "stop any daemon using {dir}, then remove it (`rm -r {dir}`; flow counters start \
          again from zero) and start again",
@@ -983,17 +1026,20 @@ mod tests {
         problems
     }
 
-    /// `classifier_common::maps::ALL` is the object's list of maps.
+    /// `classifier_common::maps::ALL` is the list of maps of both objects (the modern and
+    /// the legacy build share the pinned maps, so a daemon of either can take over).
     #[test]
     fn the_map_list_is_the_objects() {
-        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
-        let problems = map_list_problems(&object, maps::ALL);
-        assert!(problems.is_empty(), "{problems:#?}");
-        // The domain table is the one the loader sizes: the object declares the default.
-        assert_eq!(
-            object.maps[maps::DOMAINS.name()].max_entries(),
-            DOMAINS_DEFAULT_ENTRIES as u32
-        );
+        for bytes in [EBPF_OBJECT, super::EBPF_OBJECT_LEGACY] {
+            let object = aya_obj::Object::parse(bytes).unwrap();
+            let problems = map_list_problems(&object, maps::ALL);
+            assert!(problems.is_empty(), "{problems:#?}");
+            // The domain table is the one the loader sizes: the object declares the default.
+            assert_eq!(
+                object.maps[maps::DOMAINS.name()].max_entries(),
+                DOMAINS_DEFAULT_ENTRIES as u32
+            );
+        }
     }
 
     /// The check above sees each way a list can be wrong.
@@ -1129,11 +1175,46 @@ mod kernel_needs {
     use aya::programs::ProgramType;
     use aya_obj::generated::bpf_map_type;
 
-    use super::EBPF_OBJECT;
+    use super::{EBPF_OBJECT, EBPF_OBJECT_LEGACY};
     use crate::kernel_features::{Since, helper_by_id, map_kind_by_id, needs, required_since};
 
     fn name_of(id: u32) -> &'static str {
         helper_by_id(id).map_or("?", |h| h.name)
+    }
+
+    fn helpers_called(object: &[u8]) -> Vec<&'static str> {
+        let needs = needs(object).unwrap();
+        needs.helpers.iter().map(|(id, _)| name_of(*id)).collect()
+    }
+
+    /// The legacy build calls none of the helpers 5.15 lacks, and their stand-ins instead.
+    #[test]
+    fn the_legacy_object_calls_nothing_newer_than_5_13() {
+        let needs = needs(EBPF_OBJECT_LEGACY).unwrap();
+        assert!(
+            needs.unknown_helpers.is_empty(),
+            "{:?}",
+            needs.unknown_helpers
+        );
+        assert_eq!(needs.kfunc_calls, 0);
+        let called = helpers_called(EBPF_OBJECT_LEGACY);
+        for newer in [
+            "bpf_loop",
+            "bpf_xdp_load_bytes",
+            "bpf_dynptr_from_mem",
+            "bpf_dynptr_read",
+        ] {
+            assert!(!called.contains(&newer), "{newer} in {called:?}");
+        }
+        for stand_in in ["bpf_for_each_map_elem", "bpf_probe_read_kernel"] {
+            assert!(called.contains(&stand_in), "{stand_in} not in {called:?}");
+        }
+        assert_eq!(required_since(&needs), Since(5, 13));
+        // ... and the modern build none of the stand-ins.
+        let modern = helpers_called(EBPF_OBJECT);
+        for stand_in in ["bpf_for_each_map_elem", "bpf_probe_read_kernel"] {
+            assert!(!modern.contains(&stand_in), "{stand_in} in {modern:?}");
+        }
     }
 
     #[test]
@@ -1200,6 +1281,12 @@ mod kernel_needs {
         assert!(
             readme.contains(&format!("kernel {minimum} or later")),
             "the README states the minimum kernel ({minimum})"
+        );
+        // The legacy build's features date from 5.13; it is verified on 5.15, the oldest
+        // kernel the README promises.
+        assert!(
+            readme.contains("kernel 5.15 or later"),
+            "the README states the legacy build's minimum kernel"
         );
     }
 }
