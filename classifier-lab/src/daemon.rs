@@ -21,6 +21,17 @@ use classifier_user::{
 
 /// How long a daemon may take to load, verify and attach before we give up on it.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Overrides [`READY_TIMEOUT`], in seconds: the lab tests run inside a software-emulated VM
+/// (tests/tests/distro_kernels.rs), where the verifier alone takes minutes.
+pub const READY_TIMEOUT_ENV: &str = "CLASSIFIER_LAB_READY_TIMEOUT";
+
+/// How long a daemon may take to attach, or to stop once told.
+fn ready_timeout() -> Duration {
+    std::env::var(READY_TIMEOUT_ENV)
+        .ok()
+        .and_then(|secs| secs.trim().parse().ok())
+        .map_or(READY_TIMEOUT, Duration::from_secs)
+}
 
 /// A `classifier run` process attached to a lab's gateway. Killed if dropped while running.
 pub struct DaemonProcess {
@@ -110,7 +121,7 @@ impl DaemonProcess {
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + ready_timeout();
         while Instant::now() < deadline {
             if self.pid_file.exists() {
                 return Ok(());
@@ -124,7 +135,7 @@ impl DaemonProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("classifier run did not attach within {READY_TIMEOUT:?}")
+        bail!("classifier run did not attach within {:?}", ready_timeout())
     }
 
     pub fn pid(&self) -> u32 {
@@ -175,14 +186,17 @@ impl DaemonProcess {
 
     fn signal_and_wait(mut self, signal: Signal) -> anyhow::Result<ExitStatus> {
         kill(Pid::from_raw(self.child.id() as i32), signal).context("signalling the daemon")?;
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + ready_timeout();
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("classifier run did not stop within {READY_TIMEOUT:?} of {signal}")
+        bail!(
+            "classifier run did not stop within {:?} of {signal}",
+            ready_timeout()
+        )
     }
 }
 

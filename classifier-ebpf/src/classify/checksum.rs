@@ -16,7 +16,7 @@ use classifier_common::{
 
 use crate::{
     maps::LOOPS,
-    packet::{DirectPacket, MAX_SEGMENT, verifier_opaque, within, xdp_load},
+    packet::{DirectPacket, MAX_SEGMENT, verifier_opaque, xdp_load},
 };
 
 /// `bpf_csum_diff` sums at most this many bytes a call.
@@ -150,13 +150,9 @@ fn direct_sum<const N: usize>(
     if offset >= 128 || at + 2 > N {
         return None;
     }
-<<<<<<< HEAD
     // 6.1 forgets the bound when LLVM reloads `offset` from the stack: mask the one used.
     let offset = verifier_opaque(offset) & 127;
     let header = DirectPacket::xdp(ctx).read::<N>(offset)?;
-=======
-    let header = DirectPacket::xdp(ctx).read::<N>(within(offset, 127))?;
->>>>>>> issue21-legacy
     Some((checksum::sum_bytes(&header), [header[at], header[at + 1]]))
 }
 

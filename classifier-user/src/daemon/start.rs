@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use classifier_common::{config::fail_fast_replies, nat::NatConfig};
 use tokio::{net::UnixListener, runtime::Runtime};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     Exit, FailFastReplies, LastReload, Reporting, Shared, Signals, State,
@@ -268,9 +268,44 @@ fn preflight_and_load(config: &Config) -> anyhow::Result<(Policy, Datapath)> {
     // Before touching the pinned datapath: a running daemon must not be taken over.
     control::refuse_if_answered(&config.control_socket)?;
     let capacity = tables::domain_capacity(policy.classes.domains.len());
-    let mut datapath = Datapath::load_pinned(&config.pin_dir, capacity)?;
+    let mut datapath = load_or_fall_back(config, build, capacity)?;
     datapath.set_tc_attach(tc_attach);
     Ok((policy, datapath))
+}
+
+/// The pinned datapath of `build` loaded; under `--datapath auto`, a modern build that
+/// this kernel's verifier refuses is followed by the legacy one. Some kernels with every
+/// feature of the modern build have a verifier that cannot follow parts of it (Debian 12's
+/// 6.1, Debian 13's 6.12: docs/verifier-notes.md), while the legacy build, written for the
+/// weaker verifier of 5.15, passes theirs. Both builds have the same maps, so pins the
+/// refused load left behind serve the legacy one.
+fn load_or_fall_back(
+    config: &Config,
+    build: loader::DatapathBuild,
+    capacity: u32,
+) -> anyhow::Result<Datapath> {
+    let refused = match Datapath::load_pinned(&config.pin_dir, capacity) {
+        Err(error)
+            if config.datapath == DatapathChoice::Auto
+                && build == loader::DatapathBuild::Modern
+                && loader::verifier_refused(&error) =>
+        {
+            error
+        }
+        loaded => return loaded,
+    };
+    warn!(
+        refused = %refused,
+        "this kernel's verifier refuses the modern build of the BPF programs: loading the \
+         legacy build instead (docs/kernels.md)"
+    );
+    let legacy = loader::DatapathBuild::Legacy;
+    loader::use_build(legacy);
+    preflight::require_kernel_features(loader::object_of(legacy))?;
+    info!(datapath = %legacy, "BPF programs chosen");
+    Datapath::load_pinned(&config.pin_dir, capacity).with_context(|| {
+        format!("loading the legacy build after the modern one was refused ({refused})")
+    })
 }
 
 /// How the programs ended up attached to the LAN interface.

@@ -143,6 +143,17 @@ pub fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec) -> anyhow::Result<()> {
     }
 }
 
+/// Whether `error` is the kernel's verifier refusing a program (rather than, say, a map
+/// the kernel could not make or pins that do not fit).
+pub fn verifier_refused(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ProgramError>(),
+            Some(ProgramError::LoadError { .. })
+        )
+    })
+}
+
 /// How to attach XDP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpModeChoice {
