@@ -272,11 +272,12 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro host /lower || exec
 mount -t tmpfs upper /upper
 mkdir -p /upper/data /upper/work
 mount -t overlay root -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /new
-# The kernel's modules before the tmpfs go on /tmp and /run, which would hide a cache there.
+# The kernel's modules before the tmpfs goes on /run, which would hide a cache there. No
+# tmpfs on /tmp: the overlay keeps writes there off the host already, and a checkout under
+# /tmp (a CI clone) must stay visible.
 release=$(uname -r)
 mkdir -p "/new/lib/modules/$release"
 mount --bind "/new$(cat /modules-dir)" "/new/lib/modules/$release" || exec poweroff -f
-mount -t tmpfs tmp /new/tmp
 mount -t tmpfs run /new/run
 mkdir -p /new/run/vm-out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /new/run/vm-out || exec poweroff -f

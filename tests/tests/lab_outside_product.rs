@@ -37,6 +37,10 @@ fn help_of(binary: &std::path::Path) -> String {
 
 /// Where an ELF relocatable object for BPF (e_machine EM_BPF, 247) starts in `bytes`: the
 /// objects `include_bytes_aligned!` put into a binary.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn embedded_bpf_objects(bytes: &[u8]) -> usize {
     const ELF64_LE: [u8; 7] = [0x7f, b'E', b'L', b'F', 2, 1, 1];
     const ET_REL: [u8; 2] = [1, 0];
@@ -105,12 +109,17 @@ fn classifier_man_pages_have_no_lab_page() {
 }
 
 #[test]
-fn classifier_embeds_one_bpf_object_and_the_lab_its_own() {
+fn classifier_embeds_the_datapath_objects_only_and_the_lab_its_own() {
     let product = std::fs::read(classifier_bin()).unwrap();
     assert_eq!(
         embedded_bpf_objects(&product),
-        1,
-        "the product carries the datapath's BPF object only"
+        2,
+        "the product carries the datapath's BPF object in its two builds (modern and legacy, \
+         docs/kernels.md) and nothing else"
+    );
+    assert!(
+        !contains(&product, b"xdp_pass"),
+        "the lab's pass-through program (`xdp_pass`) is in the product"
     );
     // The pass-through program `classifier-lab up` attaches to the switch port (the linker
     // keeps only the objects a binary loads, so not a count).
