@@ -250,7 +250,9 @@ fn preflight_and_load(config: &Config) -> anyhow::Result<(Policy, Datapath)> {
     let build = preflight::datapath_build(config.datapath, loader::EBPF_OBJECT)?;
     loader::use_build(build);
     preflight::require_kernel_features(loader::object_of(build))?;
-    info!(datapath = %build, "BPF programs chosen");
+    // Said at attach ("datapath attached"); before it only for debugging: a start refused
+    // below prints its one line of error and nothing else.
+    tracing::debug!(datapath = %build, "BPF programs chosen");
     let tc_attach = preflight::tc_attach_mode(config.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.
@@ -302,7 +304,6 @@ fn load_or_fall_back(
     let legacy = loader::DatapathBuild::Legacy;
     loader::use_build(legacy);
     preflight::require_kernel_features(loader::object_of(legacy))?;
-    info!(datapath = %legacy, "BPF programs chosen");
     Datapath::load_pinned(&config.pin_dir, capacity).with_context(|| {
         format!("loading the legacy build after the modern one was refused ({refused})")
     })
@@ -353,6 +354,7 @@ fn prepare(
         interface = %iface,
         wan = config.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
+        datapath = %loader::chosen_build().map_or_else(|e| e.to_string(), |b| b.to_string()),
         tc_attach = %datapath.tc_attach(),
         checksums = classifier_common::config::checksums::name(checksums),
         fail_fast_replies = %fail_fast_replies.way,
