@@ -227,6 +227,18 @@ fn step(name: &str, mut command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `command` (a set-up tool: apt-get, mount, dpkg-deb, depmod); an error names it and
+/// how it ended.
+fn run_checked(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
 /// The cargo-fuzz targets in fuzz/Cargo.toml.
 const FUZZ_TARGETS: [&str; 5] = [
     "tls_client_hello",

@@ -130,8 +130,8 @@ fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
         );
     }
     eprintln!("setup: installing {}", missing.join(" "));
-    run_checked(Command::new("apt-get").arg("update").arg("-q"))?;
-    run_checked(
+    crate::run_checked(Command::new("apt-get").arg("update").arg("-q"))?;
+    crate::run_checked(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
@@ -168,7 +168,7 @@ fn install_bpf_linker() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
-    run_checked(
+    crate::run_checked(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
             .args(["--no-default-features", "--features", "llvm-22", "--locked"])
@@ -189,15 +189,5 @@ fn mount_bpffs() -> anyhow::Result<()> {
         bail!("{BPFFS} is not mounted; run `cargo xtask setup` as root to mount it");
     }
     eprintln!("setup: mounting bpffs on {BPFFS}");
-    run_checked(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
-}
-
-fn run_checked(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("starting {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed ({status})");
-    }
-    Ok(())
+    crate::run_checked(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))
 }

@@ -243,10 +243,12 @@ fn unpack(cache: &Path, kernel: &TestKernel, debs: &Path) -> anyhow::Result<()> 
     let _ = fs::remove_dir_all(&fresh);
     fs::create_dir_all(&fresh)?;
     for deb in kernel.debs {
-        run(Command::new("dpkg-deb")
-            .arg("--extract")
-            .arg(debs.join(deb.file))
-            .arg(&fresh))?;
+        crate::run_checked(
+            Command::new("dpkg-deb")
+                .arg("--extract")
+                .arg(debs.join(deb.file))
+                .arg(&fresh),
+        )?;
     }
     for needed in [
         format!("boot/vmlinuz-{}", kernel.release),
@@ -257,22 +259,14 @@ fn unpack(cache: &Path, kernel: &TestKernel, debs: &Path) -> anyhow::Result<()> 
         }
     }
     // modules.dep and friends are made on installation, not shipped.
-    run(Command::new("depmod")
-        .arg("--basedir")
-        .arg(&fresh)
-        .arg(kernel.release))?;
+    crate::run_checked(
+        Command::new("depmod")
+            .arg("--basedir")
+            .arg(&fresh)
+            .arg(kernel.release),
+    )?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&fresh, &dir)?;
-    Ok(())
-}
-
-fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("starting {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed ({status})");
-    }
     Ok(())
 }
 
