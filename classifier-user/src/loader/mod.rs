@@ -1133,12 +1133,15 @@ mod tests {
         problems
     }
 
-    /// `classifier_common::programs::ALL` is the object's list of programs.
+    /// `classifier_common::programs::ALL` is the list of programs of both objects (the
+    /// modern and the legacy build load and attach the same programs).
     #[test]
     fn the_program_list_is_the_objects() {
-        let object = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
-        let problems = program_list_problems(&object, programs::ALL);
-        assert!(problems.is_empty(), "{problems:#?}");
+        for bytes in [EBPF_OBJECT, super::EBPF_OBJECT_LEGACY] {
+            let object = aya_obj::Object::parse(bytes).unwrap();
+            let problems = program_list_problems(&object, programs::ALL);
+            assert!(problems.is_empty(), "{problems:#?}");
+        }
     }
 
     /// The check above sees each way the program list can be wrong.
