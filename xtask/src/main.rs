@@ -209,7 +209,9 @@ fn workspace_root() -> PathBuf {
 
 fn cargo(args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.args(args);
+    // A run of ours builds once from a clean tree: incremental caches would only add gigabytes
+    // to the disk of a CI machine.
+    command.env("CARGO_INCREMENTAL", "0").args(args);
     command
 }
 
