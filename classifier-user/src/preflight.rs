@@ -114,13 +114,18 @@ pub fn require_kernel_btf() -> Result<(), PreflightError> {
 /// types, BTF) and TCX; fails naming each missing one and the kernel that brought it.
 pub fn require_kernel_features(object: &[u8]) -> Result<Vec<Probed>, PreflightError> {
     let report = probe_kernel(object).map_err(PreflightError::Probe)?;
-    let missing = kernel_features::missing(&report);
+    require_present(&report)?;
+    Ok(report)
+}
+
+fn require_present(report: &[Probed]) -> Result<(), PreflightError> {
+    let missing = kernel_features::missing(report);
     if missing.is_empty() {
-        Ok(report)
+        Ok(())
     } else {
         Err(PreflightError::KernelLacks {
             release: kernel_features::release(),
-            minimum: kernel_features::minimum_kernel(&report),
+            minimum: kernel_features::minimum_kernel(report),
             missing,
         })
     }
@@ -132,22 +137,43 @@ pub fn probe_kernel(object: &[u8]) -> anyhow::Result<Vec<Probed>> {
     kernel_features::probe(&needs, require_kernel_btf().is_ok())
 }
 
-/// The build of the BPF programs `choice` means on this kernel: `auto` takes the modern one
-/// (`modern_object`) where the kernel has every feature it uses, and the legacy one where
-/// not (whether the kernel has what that one needs is checked when it is loaded).
+/// A build of the BPF programs and what this kernel has of the features it uses.
+#[derive(Debug)]
+pub struct ChosenBuild {
+    pub build: DatapathBuild,
+    pub features: Vec<Probed>,
+}
+
+impl ChosenBuild {
+    /// Fails unless the kernel has every feature the build requires, naming each missing
+    /// one and the kernel that brought it.
+    pub fn require_features(&self) -> Result<(), PreflightError> {
+        require_present(&self.features)
+    }
+}
+
+/// The build of the BPF programs `choice` means on this kernel, with the probe of its
+/// features: `auto` takes the modern build where the kernel has every feature it uses, and
+/// the legacy one where not. `object_of` gives each build's BPF object. Whether the
+/// kernel's verifier takes the build is known only by loading it
+/// (`loader::load_falling_back`).
 pub fn datapath_build(
     choice: DatapathChoice,
-    modern_object: &[u8],
-) -> Result<DatapathBuild, PreflightError> {
+    object_of: fn(DatapathBuild) -> &'static [u8],
+) -> Result<ChosenBuild, PreflightError> {
+    let probe = |build| {
+        let features = probe_kernel(object_of(build)).map_err(PreflightError::Probe)?;
+        Ok(ChosenBuild { build, features })
+    };
     match choice {
-        DatapathChoice::Modern => Ok(DatapathBuild::Modern),
-        DatapathChoice::Legacy => Ok(DatapathBuild::Legacy),
+        DatapathChoice::Modern => probe(DatapathBuild::Modern),
+        DatapathChoice::Legacy => probe(DatapathBuild::Legacy),
         DatapathChoice::Auto => {
-            let report = probe_kernel(modern_object).map_err(PreflightError::Probe)?;
-            if kernel_features::missing(&report).is_empty() {
-                Ok(DatapathBuild::Modern)
+            let modern = probe(DatapathBuild::Modern)?;
+            if kernel_features::missing(&modern.features).is_empty() {
+                Ok(modern)
             } else {
-                Ok(DatapathBuild::Legacy)
+                probe(DatapathBuild::Legacy)
             }
         }
     }

@@ -22,12 +22,17 @@ use classifier_tests::{
 // older than it (docs/kernels.md).
 #[allow(dead_code)]
 enum Expect {
-    /// `preflight` passes and says how TC goes on (`clsact` or `TCX`), and the enforcement
-    /// lab tests pass inside the VM.
-    Enforces { tc_programs: &'static str },
-    /// `preflight` passes and says how TC goes on, the kernel's verifier refuses the modern
-    /// build's `program`, and the daemon (`--datapath auto`) falls back to the legacy build,
-    /// with which the enforcement lab tests pass inside the VM. The refusal is a defect of
+    /// `preflight` passes and says which `build` of the BPF programs the kernel's verifier
+    /// takes and how TC goes on (`clsact` or `TCX`), and the enforcement lab tests pass
+    /// inside the VM.
+    Enforces {
+        build: &'static str,
+        tc_programs: &'static str,
+    },
+    /// `preflight` passes and says how TC goes on, `preflight` and the daemon
+    /// (`--datapath auto`) find that the kernel's verifier refuses the modern build's
+    /// `program` and take the legacy build, with which the enforcement lab tests pass inside
+    /// the VM. The refusal is a defect of
     /// the modern build this test found; when it is fixed, this fails and the kernel's row
     /// becomes `Enforces`.
     FallsBackToLegacy {
@@ -46,6 +51,8 @@ struct StockKernel {
 }
 
 const TCX: &str = "TC programs: TCX links";
+const MODERN: &str = "modern";
+const LEGACY: &str = "legacy";
 const CLSACT: &str = "TC programs: clsact filters over netlink (no TCX: it needs 6.6+)";
 
 const STOCK_KERNELS: &[StockKernel] = &[
@@ -69,7 +76,10 @@ const STOCK_KERNELS: &[StockKernel] = &[
         // leaves `offset` with bounds that turn `map value + offset` into a scalar: the
         // HTTP scanner's stream read in `parse_http` was refused (docs/verifier-notes.md)
         // until the method check became a comparison of masked words (for 5.15).
-        expect: Expect::Enforces { tc_programs: TCX },
+        expect: Expect::Enforces {
+            build: MODERN,
+            tc_programs: TCX,
+        },
     },
     StockKernel {
         name: "ubuntu-22.04",
@@ -77,6 +87,7 @@ const STOCK_KERNELS: &[StockKernel] = &[
         // The legacy build of the BPF programs (docs/kernels.md), which `auto` picks there:
         // 5.15 lacks `bpf_loop`, `bpf_xdp_load_bytes` and dynptrs.
         expect: Expect::Enforces {
+            build: LEGACY,
             tc_programs: CLSACT,
         },
     },
@@ -138,7 +149,15 @@ fn check_stock_kernel(name: &str) {
          setup`"
     );
     match stock.expect {
-        Expect::Enforces { tc_programs } => drop(enforces(&kernel, tc_programs, LAB_TESTS)),
+        Expect::Enforces { build, tc_programs } => {
+            let (preflight, _) = enforces(&kernel, tc_programs, LAB_TESTS);
+            let takes = format!("verifier: takes every program of the {build} build");
+            assert!(
+                preflight.output.contains(&takes),
+                "{takes}: {}",
+                preflight.output
+            );
+        }
         Expect::FallsBackToLegacy {
             tc_programs,
             program,
@@ -169,12 +188,12 @@ fn kernel_or_skip(name: &str) -> Option<Kernel> {
 }
 
 /// Boots `kernel` and runs `preflight`, then each of `lab_tests` inside; checks that
-/// preflight passes and says `tc_programs`.
+/// preflight passes and says `tc_programs`. Returns preflight's run, then the lab tests'.
 fn preflight_and_lab_tests(
     kernel: &Kernel,
     tc_programs: &str,
     lab_tests: &[(&str, &str)],
-) -> Vec<Section> {
+) -> (Section, Vec<Section>) {
     let classifier = classifier_bin();
     let mut script = format!(
         "set -u\nexport CI=true RUST_BACKTRACE=1 CLASSIFIER_BIN={} {}=600\n",
@@ -219,14 +238,21 @@ fn preflight_and_lab_tests(
         "{tc_programs}: {}",
         preflight.output
     );
-    lab_tests
+    let lab_tests = lab_tests
         .iter()
         .map(|(_, test)| section_of(&outcome, test))
-        .collect()
+        .collect();
+    (preflight, lab_tests)
 }
 
-fn enforces(kernel: &Kernel, tc_programs: &str, lab_tests: &[(&str, &str)]) -> Vec<Section> {
-    let ran = preflight_and_lab_tests(kernel, tc_programs, lab_tests);
+/// Preflight passes saying `tc_programs` and every one of `lab_tests` passes in a VM of
+/// `kernel`; returns preflight's run and the lab tests'.
+fn enforces(
+    kernel: &Kernel,
+    tc_programs: &str,
+    lab_tests: &[(&str, &str)],
+) -> (Section, Vec<Section>) {
+    let (preflight, ran) = preflight_and_lab_tests(kernel, tc_programs, lab_tests);
     let failed: Vec<String> = ran
         .iter()
         .filter(|ran| ran.exit_code != Some(0) || !ran.output.contains("1 passed"))
@@ -239,12 +265,23 @@ fn enforces(kernel: &Kernel, tc_programs: &str, lab_tests: &[(&str, &str)]) -> V
         kernel.release,
         failed.join("\n")
     );
-    ran
+    (preflight, ran)
 }
 
 fn falls_back_to_legacy(kernel: &Kernel, tc_programs: &str, program: &str) {
-    let ran = enforces(kernel, tc_programs, LAB_TESTS);
+    let (preflight, ran) = enforces(kernel, tc_programs, LAB_TESTS);
     let refusal = format!("the kernel refused XDP program `{program}`");
+    let preflight_says = format!("verifier: refuses the modern build ({refusal}");
+    assert!(
+        preflight.output.contains(&preflight_says)
+            && preflight.output.contains("BPF programs: the legacy build")
+            && preflight
+                .output
+                .contains("takes every program of the legacy build"),
+        "preflight on {} says the modern build is refused and the legacy one taken: {}",
+        kernel.name,
+        preflight.output
+    );
     for test in &ran {
         assert!(
             test.output.contains(FALLBACK) && test.output.contains(&refusal),
@@ -261,7 +298,7 @@ fn falls_back_to_legacy(kernel: &Kernel, tc_programs: &str, program: &str) {
 /// What the daemon logs when the kernel's verifier refuses the modern build
 /// (`daemon::start::load_or_fall_back`).
 const FALLBACK: &str = "this kernel's verifier refuses the modern build of the BPF programs: \
-                        loading the legacy build instead";
+                        loaded the legacy build instead";
 
 fn refused(kernel: &Kernel, missing: &[&str]) {
     let classifier = classifier_bin();

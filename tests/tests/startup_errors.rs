@@ -151,6 +151,10 @@ fn preflight_lists_what_the_datapath_needs_and_this_kernel_has_it() {
         "{stdout}"
     );
     assert!(stdout.contains("TC programs: TCX links"), "{stdout}");
+    assert!(
+        stdout.contains("verifier: takes every program of the modern build"),
+        "preflight loads the programs it reports on: {stdout}"
+    );
 
     let without_tcx = classifier(&["preflight"])
         .env("CLASSIFIER_PRETEND_KERNEL_LACKS", "tcx")
@@ -205,7 +209,8 @@ fn a_kernel_lacking_helpers_is_told_which_and_since_when_before_anything_is_made
     let stdout = String::from_utf8_lossy(&legacy.stdout);
     assert!(legacy.status.success(), "{stdout}");
     assert!(
-        stdout.contains("BPF programs: the legacy build"),
+        stdout.contains("BPF programs: the legacy build")
+            && stdout.contains("verifier: takes every program of the legacy build"),
         "{stdout}"
     );
     assert!(

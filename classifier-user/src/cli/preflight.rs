@@ -3,9 +3,9 @@
 use clap::Args;
 
 use crate::{
-    kernel_features,
-    loader::{self, DatapathChoice, TcAttachChoice},
-    preflight,
+    kernel_features::{self, Probed},
+    loader::{self, Datapath, DatapathChoice, TcAttachChoice},
+    preflight::{self, ChosenBuild},
 };
 
 #[derive(Debug, Args)]
@@ -21,15 +21,82 @@ pub struct PreflightArgs {
 }
 
 /// Prints each feature the BPF object uses with the kernel that brought it and whether
-/// this kernel has it, then how TC would be attached; fails when a required one is missing.
+/// this kernel has it, whether the kernel's verifier takes the build (its programs loaded
+/// with private maps, nothing attached), then how TC would be attached; fails when a
+/// required feature is missing or the verifier refuses the build.
 pub fn execute(args: &PreflightArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("preflight", &preflight::RUN_CAPABILITIES)?;
-    let build = preflight::datapath_build(args.datapath, loader::EBPF_OBJECT)?;
-    let object = loader::object_of(build);
-    let report = preflight::probe_kernel(object)?;
+    let mut chosen = preflight::datapath_build(args.datapath, loader::object_of)?;
     println!("kernel {}", kernel_features::release());
-    println!("BPF programs: the {build} build");
-    for probed in &report {
+    let verdict = match chosen.require_features() {
+        Ok(()) => Some(verify(args.datapath, &mut chosen)),
+        Err(_) => None,
+    };
+    println!("BPF programs: the {} build", chosen.build);
+    print_features(&chosen.features);
+    if let Some(verdict) = &verdict {
+        println!("verifier: {}", verdict.said);
+    }
+    match preflight::tc_attach_mode(TcAttachChoice::Auto)? {
+        loader::TcAttachMode::Tcx => println!("TC programs: TCX links"),
+        loader::TcAttachMode::Netlink => println!(
+            "TC programs: clsact filters over netlink (no TCX: it needs {}+)",
+            kernel_features::TCX
+        ),
+    }
+    chosen.require_features()?;
+    verdict
+        .expect("verified when every feature is present")
+        .result
+}
+
+/// What the kernel's verifier made of the build: one line to print, and whether it passed.
+struct Verdict {
+    said: String,
+    result: anyhow::Result<()>,
+}
+
+/// Loads `chosen`'s programs the way `run` would (`auto` falling back to the legacy build
+/// when the verifier refuses the modern one), and makes `chosen` the build that loaded.
+fn verify(choice: DatapathChoice, chosen: &mut ChosenBuild) -> Verdict {
+    let build = chosen.build;
+    match loader::load_falling_back(choice, build, Datapath::load) {
+        Ok((_, None)) => Verdict {
+            said: format!("takes every program of the {build} build"),
+            result: Ok(()),
+        },
+        Ok((_, Some(refused))) => {
+            let said = format!(
+                "refuses the modern build ({refused}: {}); takes every program of the legacy \
+                 build, which `run` loads instead",
+                loader::verifier_reason(&refused).unwrap_or_default()
+            );
+            match preflight::datapath_build(DatapathChoice::Legacy, loader::object_of) {
+                Ok(legacy) => {
+                    *chosen = legacy;
+                    Verdict {
+                        said,
+                        result: Ok(()),
+                    }
+                }
+                Err(error) => Verdict {
+                    said,
+                    result: Err(error.into()),
+                },
+            }
+        }
+        Err(error) => Verdict {
+            said: format!(
+                "REFUSES the {build} build ({error}{})",
+                loader::verifier_reason(&error).map_or_else(String::new, |r| format!(": {r}"))
+            ),
+            result: Err(error),
+        },
+    }
+}
+
+fn print_features(report: &[Probed]) {
+    for probed in report {
         let state = match (probed.present, probed.required) {
             (true, _) => "yes",
             (false, true) => "MISSING",
@@ -43,15 +110,6 @@ pub fn execute(args: &PreflightArgs) -> anyhow::Result<()> {
     }
     println!(
         "minimum kernel for the datapath: {}",
-        kernel_features::minimum_kernel(&report)
+        kernel_features::minimum_kernel(report)
     );
-    match preflight::tc_attach_mode(TcAttachChoice::Auto)? {
-        loader::TcAttachMode::Tcx => println!("TC programs: TCX links"),
-        loader::TcAttachMode::Netlink => println!(
-            "TC programs: clsact filters over netlink (no TCX: it needs {}+)",
-            kernel_features::TCX
-        ),
-    }
-    preflight::require_kernel_features(object)?;
-    Ok(())
 }

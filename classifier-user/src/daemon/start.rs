@@ -247,12 +247,8 @@ fn preflight_and_load(config: &Config) -> anyhow::Result<(Policy, Datapath)> {
     }
     preflight::require_capabilities("run", &needed)?;
     preflight::require_kernel_btf()?;
-    let build = preflight::datapath_build(config.datapath, loader::EBPF_OBJECT)?;
-    loader::use_build(build);
-    preflight::require_kernel_features(loader::object_of(build))?;
-    // Said at attach ("datapath attached"); before it only for debugging: a start refused
-    // below prints its one line of error and nothing else.
-    tracing::debug!(datapath = %build, "BPF programs chosen");
+    let chosen = preflight::datapath_build(config.datapath, loader::object_of)?;
+    chosen.require_features()?;
     let tc_attach = preflight::tc_attach_mode(config.tc_attach)?;
     // Before touching the kernel: a policy that does not load stops the start here. Its
     // names keep the ids a previous daemon's flows were classified with.
@@ -270,43 +266,32 @@ fn preflight_and_load(config: &Config) -> anyhow::Result<(Policy, Datapath)> {
     // Before touching the pinned datapath: a running daemon must not be taken over.
     control::refuse_if_answered(&config.control_socket)?;
     let capacity = tables::domain_capacity(policy.classes.domains.len());
-    let mut datapath = load_or_fall_back(config, build, capacity)?;
+    let mut datapath = load_or_fall_back(config, chosen.build, capacity)?;
     datapath.set_tc_attach(tc_attach);
     Ok((policy, datapath))
 }
 
-/// The pinned datapath of `build` loaded; under `--datapath auto`, a modern build that
-/// this kernel's verifier refuses is followed by the legacy one. Some kernels with every
-/// feature of the modern build have a verifier that cannot follow parts of it (Debian 12's
-/// 6.1, Debian 13's 6.12: docs/verifier-notes.md), while the legacy build, written for the
-/// weaker verifier of 5.15, passes theirs. Both builds have the same maps, so pins the
-/// refused load left behind serve the legacy one.
+/// The pinned datapath of `build` loaded, or under `--datapath auto` the legacy build's
+/// when this kernel's verifier refuses the modern one ([`loader::load_falling_back`]), with a
+/// warning. Both builds have the same maps, so pins the refused load left behind serve the
+/// legacy one.
 fn load_or_fall_back(
     config: &Config,
     build: loader::DatapathBuild,
     capacity: u32,
 ) -> anyhow::Result<Datapath> {
-    let refused = match Datapath::load_pinned(&config.pin_dir, capacity) {
-        Err(error)
-            if config.datapath == DatapathChoice::Auto
-                && build == loader::DatapathBuild::Modern
-                && loader::verifier_refused(&error) =>
-        {
-            error
-        }
-        loaded => return loaded,
-    };
-    warn!(
-        refused = %refused,
-        "this kernel's verifier refuses the modern build of the BPF programs: loading the \
-         legacy build instead (docs/kernels.md)"
-    );
-    let legacy = loader::DatapathBuild::Legacy;
-    loader::use_build(legacy);
-    preflight::require_kernel_features(loader::object_of(legacy))?;
-    Datapath::load_pinned(&config.pin_dir, capacity).with_context(|| {
-        format!("loading the legacy build after the modern one was refused ({refused})")
-    })
+    let (datapath, refused) = loader::load_falling_back(config.datapath, build, || {
+        Datapath::load_pinned(&config.pin_dir, capacity)
+    })?;
+    if let Some(refused) = refused {
+        warn!(
+            refused = %refused,
+            reason = loader::verifier_reason(&refused).unwrap_or_default(),
+            "this kernel's verifier refuses the modern build of the BPF programs: loaded the \
+             legacy build instead (docs/kernels.md)"
+        );
+    }
+    Ok(datapath)
 }
 
 /// How the programs ended up attached to the LAN interface.

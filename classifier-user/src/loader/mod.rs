@@ -79,7 +79,7 @@ pub fn chosen_build() -> anyhow::Result<DatapathBuild> {
         2 => return Ok(DatapathBuild::Legacy),
         _ => {}
     }
-    let build = crate::preflight::datapath_build(DatapathChoice::from_env()?, EBPF_OBJECT)?;
+    let build = crate::preflight::datapath_build(DatapathChoice::from_env()?, object_of)?.build;
     use_build(build);
     Ok(build)
 }
@@ -152,6 +152,62 @@ pub fn verifier_refused(error: &anyhow::Error) -> bool {
             Some(ProgramError::LoadError { .. })
         )
     })
+}
+
+/// What the kernel's verifier said when it refused a program: the last line of its log
+/// that is not its statistics (the reason, such as "invalid zero-sized read"), or None when
+/// `error` is not a refusal.
+pub fn verifier_reason(error: &anyhow::Error) -> Option<String> {
+    error
+        .chain()
+        .find_map(|cause| match cause.downcast_ref::<ProgramError>() {
+            Some(ProgramError::LoadError { verifier_log, .. }) => Some(
+                verifier_log
+                    .to_string()
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|line| {
+                        !line.is_empty()
+                            && !line.starts_with("processed ")
+                            && !line.starts_with("verification time")
+                            && !line.starts_with("stack depth")
+                    })
+                    .unwrap_or("(the verifier gave no reason)")
+                    .to_owned(),
+            ),
+            _ => None,
+        })
+}
+
+/// `load()` of the build `chosen`, made the one this process loads; under `--datapath
+/// auto`, a modern build this kernel's verifier refuses is followed by the legacy one
+/// (checked for its own features first), and the refusal comes back beside what loaded.
+/// Some kernels with every feature of the modern build have a verifier that cannot follow
+/// parts of it (Debian 12's 6.1: docs/verifier-notes.md), while the legacy build, written
+/// for the weaker verifier of 5.15, passes theirs.
+pub fn load_falling_back<T>(
+    choice: DatapathChoice,
+    chosen: DatapathBuild,
+    mut load: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, Option<anyhow::Error>)> {
+    use_build(chosen);
+    let refused = match load() {
+        Err(error)
+            if choice == DatapathChoice::Auto
+                && chosen == DatapathBuild::Modern
+                && verifier_refused(&error) =>
+        {
+            error
+        }
+        loaded => return loaded.map(|loaded| (loaded, None)),
+    };
+    let legacy = DatapathBuild::Legacy;
+    use_build(legacy);
+    crate::preflight::require_kernel_features(object_of(legacy))?;
+    let loaded = load().with_context(|| {
+        format!("loading the legacy build after the modern one was refused ({refused})")
+    })?;
+    Ok((loaded, Some(refused)))
 }
 
 /// How to attach XDP.
