@@ -6,8 +6,11 @@
 pub mod datapath {
     use serde::{Deserialize, Serialize};
 
-    /// `target/bench/datapath.json`.
+    /// `target/bench/datapath.json`: the modern build of the BPF programs.
     pub const FILE: &str = "datapath.json";
+    /// `target/bench/datapath-legacy.json`: the same benchmark on the legacy build (what
+    /// kernels before 5.19, and 6.1, whose verifier refuses the modern build, run).
+    pub const FILE_LEGACY: &str = "datapath-legacy.json";
 
     /// One case under BPF_PROG_TEST_RUN: ns per run and its ratio to the empty XDP program
     /// measured in the same round, median and spread over the rounds.
@@ -25,6 +28,8 @@ pub mod datapath {
     #[derive(Clone, Debug, Serialize, Deserialize)]
     pub struct Report {
         pub kernel: String,
+        /// The build of the BPF programs measured: `modern` or `legacy`.
+        pub build: String,
         pub rounds: usize,
         pub repeat: u32,
         pub empty_xdp_median_ns: f64,

@@ -193,8 +193,26 @@ fn main() -> anyhow::Result<()> {
                 // The lab's daemon (shaping, throughput) and classify-pcap (nDPI comparison)
                 // are the release build made above.
                 bench.env("CLASSIFIER_BIN", release.join("classifier"));
+                if bin == "datapath-bench" {
+                    bench.env("CLASSIFIER_DATAPATH", "modern");
+                }
                 step(what, bench)?;
             }
+            // The legacy build, which Debian 12 and Ubuntu 22.04 gateways run, measured the
+            // same way after the modern one; the report sets the two side by side.
+            let mut legacy = Command::new(release.join("datapath-bench"));
+            legacy
+                .current_dir(&root)
+                .env("CLASSIFIER_DATAPATH", "legacy")
+                .arg("--out")
+                .arg(
+                    root.join("target/bench")
+                        .join(bench_results::datapath::FILE_LEGACY),
+                );
+            if quick {
+                legacy.arg("--quick");
+            }
+            step("datapath benchmark, legacy build", legacy)?;
             report::write(&report::Paths::of(&root), Some(quick))
         }
     }

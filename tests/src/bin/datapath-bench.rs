@@ -15,7 +15,11 @@
 //! The per-client quotas are lifted (the benchmark is one client opening flows far faster
 //! than any real one), and the checksums verified as on a NIC.
 //!
-//! Run with `cargo xtask bench [--quick]`; writes target/bench/datapath.json. `--only CASE
+//! The build of the BPF programs is the one `CLASSIFIER_DATAPATH` names (default `auto`);
+//! `cargo xtask bench` measures both, in turn.
+//!
+//! Run with `cargo xtask bench [--quick]`; writes target/bench/datapath.json (and
+//! datapath-legacy.json for the legacy build). `--only CASE
 //! --flows N` runs one first-payload case, for `perf record`.
 
 use std::path::PathBuf;
@@ -29,7 +33,11 @@ use classifier_tests::{
     frames::{self, Way},
     run::{run_frame, xdp_ns_per_run},
 };
-use classifier_user::{loader::Datapath, policy::Policy, tables};
+use classifier_user::{
+    loader::{self, Datapath},
+    policy::Policy,
+    tables,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -235,6 +243,7 @@ fn main() -> anyhow::Result<()> {
 
     let report = Report {
         kernel: kernel_release(),
+        build: loader::chosen_build()?.to_string(),
         rounds,
         repeat,
         empty_xdp_median_ns: median(&baseline),
@@ -573,8 +582,9 @@ fn median(values: &[f64]) -> f64 {
 
 fn print_report(report: &Report) {
     println!(
-        "BPF_PROG_TEST_RUN, kernel {}, {} rounds x {} runs; empty XDP program: {:.1} ns",
-        report.kernel, report.rounds, report.repeat, report.empty_xdp_median_ns
+        "BPF_PROG_TEST_RUN of the {} build, kernel {}, {} rounds x {} runs; empty XDP \
+         program: {:.1} ns",
+        report.build, report.kernel, report.rounds, report.repeat, report.empty_xdp_median_ns
     );
     println!(
         "{:<50} {:>10} {:>16} {:>18}",
