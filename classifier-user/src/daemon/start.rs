@@ -339,7 +339,7 @@ fn prepare(
         interface = %iface,
         wan = config.wan.as_deref().unwrap_or("(none: uploads are not shaped)"),
         xdp_mode = %xdp_mode,
-        datapath = %loader::chosen_build().map_or_else(|e| e.to_string(), |b| b.to_string()),
+        datapath = %datapath.build(),
         tc_attach = %datapath.tc_attach(),
         checksums = classifier_common::config::checksums::name(checksums),
         fail_fast_replies = %fail_fast_replies.way,

@@ -293,6 +293,8 @@ pub struct Datapath {
     tc_attach: TcAttachMode,
     /// Our clsact filters (the netlink way), taken off on a clean shutdown.
     netlink_filters: Vec<(links::LinkPins, TcHook)>,
+    /// The build of the BPF programs loaded.
+    build: DatapathBuild,
 }
 
 impl Datapath {
@@ -303,11 +305,12 @@ impl Datapath {
 
     /// [`Datapath::load`] with room for `domains` domain entries.
     pub fn load_sized(domains: u32) -> anyhow::Result<Self> {
+        let build = chosen_build()?;
         let ebpf = EbpfLoader::new()
             .map_max_entries(maps::DOMAINS.name(), domains)
-            .load(ebpf_object()?)
+            .load(object_of(build))
             .context("loading the BPF object")?;
-        Self::ready(ebpf, None)
+        Self::ready(ebpf, build, None)
     }
 
     /// Loads the object with its maps pinned under `pin_dir`, re-using maps already pinned
@@ -317,8 +320,10 @@ impl Datapath {
         let created = !pin_dir.exists();
         std::fs::create_dir_all(pin_dir)
             .with_context(|| format!("creating pin directory {}", pin_dir.display()))?;
-        let loaded = Self::load_with_pins(pin_dir, domains)
-            .and_then(|ebpf| Self::ready(ebpf, Some(pin_dir.to_owned())));
+        let loaded = chosen_build().and_then(|build| {
+            let ebpf = Self::load_with_pins(object_of(build), pin_dir, domains)?;
+            Self::ready(ebpf, build, Some(pin_dir.to_owned()))
+        });
         if loaded.is_err() && created {
             remove_pins(pin_dir);
         }
@@ -327,7 +332,11 @@ impl Datapath {
 
     /// The loaded object made ready to attach: the map handles taken, every program
     /// loaded (verified), the tail-call table filled and the settings defaulted.
-    fn ready(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    fn ready(
+        mut ebpf: Ebpf,
+        build: DatapathBuild,
+        pin_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let maps = Maps::take(&mut ebpf)?;
         let mut datapath = Self {
             ebpf,
@@ -340,13 +349,14 @@ impl Datapath {
             fail_fast_replies: None,
             tc_attach: TcAttachMode::Tcx,
             netlink_filters: Vec::new(),
+            build,
         };
         datapath.load_programs()?;
         datapath.default_config()?;
         Ok(datapath)
     }
 
-    fn load_with_pins(pin_dir: &Path, domains: u32) -> anyhow::Result<Ebpf> {
+    fn load_with_pins(object: &[u8], pin_dir: &Path, domains: u32) -> anyhow::Result<Ebpf> {
         check_pinned_maps(pin_dir, domains)?;
         let paths: Vec<(&str, PathBuf)> = maps::pinned_names()
             .map(|name| (name, pin_dir.join(name)))
@@ -356,7 +366,7 @@ impl Datapath {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        loader.load(ebpf_object()?).with_context(|| {
+        loader.load(object).with_context(|| {
             format!(
                 "loading the BPF object with maps pinned in {}",
                 pin_dir.display()
@@ -392,6 +402,11 @@ impl Datapath {
         def: ProgramDef<K>,
     ) -> anyhow::Result<&mut K::Program> {
         program_of::<K>(&mut self.ebpf, def.name())
+    }
+
+    /// The build of the BPF programs loaded.
+    pub fn build(&self) -> DatapathBuild {
+        self.build
     }
 
     /// The handles on the datapath's maps.

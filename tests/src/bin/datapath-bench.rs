@@ -33,11 +33,7 @@ use classifier_tests::{
     frames::{self, Way},
     run::{run_frame, xdp_ns_per_run},
 };
-use classifier_user::{
-    loader::{self, Datapath},
-    policy::Policy,
-    tables,
-};
+use classifier_user::{loader::Datapath, policy::Policy, tables};
 
 #[derive(Parser)]
 struct Args {
@@ -160,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         (15, 1_000_000)
     };
     let mut datapath = Datapath::load()?;
+    let build = datapath.build();
     lift_quotas(&mut datapath)?;
     let mut events = datapath.take_events()?;
     let memory = map_memory()?;
@@ -243,7 +240,7 @@ fn main() -> anyhow::Result<()> {
 
     let report = Report {
         kernel: kernel_release(),
-        build: loader::chosen_build()?.to_string(),
+        build: build.to_string(),
         rounds,
         repeat,
         empty_xdp_median_ns: median(&baseline),
