@@ -284,7 +284,9 @@ fn falls_back_to_legacy(kernel: &Kernel, tc_programs: &str, program: &str) {
     );
     for test in &ran {
         assert!(
-            test.output.contains(FALLBACK) && test.output.contains(&refusal),
+            test.output.contains(FALLBACK)
+                && test.output.contains(&refusal)
+                && test.output.contains("datapath=legacy"),
             "{} passed on {} without the modern build's refusal of {program} and the fall-back \
              to the legacy build: if the modern build loads there now, make its row \
              `Enforces`:\n{}",
