@@ -86,10 +86,11 @@ fn verify(choice: DatapathChoice, chosen: &mut ChosenBuild) -> Verdict {
             }
         }
         Err(error) => Verdict {
-            said: format!(
-                "REFUSES the {build} build ({error}{})",
-                loader::verifier_reason(&error).map_or_else(String::new, |r| format!(": {r}"))
-            ),
+            said: match loader::verifier_reason(&error) {
+                Some(reason) => format!("REFUSES the {build} build ({error}: {reason})"),
+                // Not the verifier: a map the kernel could not make, say; the error says.
+                None => format!("not reached: the {build} build did not load ({error:#})"),
+            },
             result: Err(error),
         },
     }
