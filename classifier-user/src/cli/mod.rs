@@ -78,7 +78,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: load and attach the datapath and report per-flow counters.
     Run(run::RunArgs),
-    /// Check this kernel for every feature the datapath needs (helpers, maps, BTF, TCX).
+    /// Check this kernel for every feature the datapath needs (helpers, maps, BTF, TCX), and
+    /// whether its verifier takes the BPF programs `run` would load.
     Preflight(preflight::PreflightArgs),
     /// What the running daemon enforces: interface, policy, period in force, counters.
     Status(status::StatusArgs),

@@ -13,7 +13,12 @@ use crate::{
 Examples:
   classifier preflight
   CLASSIFIER_PRETEND_KERNEL_LACKS=bpf_loop classifier preflight   # what a 5.15 kernel gets
-  classifier preflight --datapath modern                          # the modern build's needs")]
+  classifier preflight --datapath modern                          # the modern build's needs
+
+The verifier check loads the programs as `run` would, with maps of their own (not pinned, \
+nothing attached, all gone when preflight ends): a daemon already running is not touched, \
+but the kernel holds that second set of maps (the flow state alone is about 130 MiB at the \
+default sizes) for the moment of the check.")]
 pub struct PreflightArgs {
     /// The build of the BPF programs to report on: `auto` is the one `run` would load.
     #[arg(long, value_enum, default_value_t, env = "CLASSIFIER_DATAPATH")]
