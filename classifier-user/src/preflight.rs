@@ -110,29 +110,9 @@ pub fn require_kernel_btf() -> Result<(), PreflightError> {
     }
 }
 
-/// Probes the kernel for every feature the BPF `object` (the datapath's) uses (helpers, map
-/// types, BTF) and TCX; fails naming each missing one and the kernel that brought it.
-pub fn require_kernel_features(object: &[u8]) -> Result<Vec<Probed>, PreflightError> {
-    let report = probe_kernel(object).map_err(PreflightError::Probe)?;
-    require_present(&report)?;
-    Ok(report)
-}
-
-fn require_present(report: &[Probed]) -> Result<(), PreflightError> {
-    let missing = kernel_features::missing(report);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(PreflightError::KernelLacks {
-            release: kernel_features::release(),
-            minimum: kernel_features::minimum_kernel(report),
-            missing,
-        })
-    }
-}
-
-/// Every feature of [`require_kernel_features`], present or not.
-pub fn probe_kernel(object: &[u8]) -> anyhow::Result<Vec<Probed>> {
+/// Every feature the BPF `object` (the datapath's) uses (helpers, map types, BTF) and TCX,
+/// each present or not.
+fn probe_kernel(object: &[u8]) -> anyhow::Result<Vec<Probed>> {
     let needs = kernel_features::needs(object)?;
     kernel_features::probe(&needs, require_kernel_btf().is_ok())
 }
@@ -148,7 +128,16 @@ impl ChosenBuild {
     /// Fails unless the kernel has every feature the build requires, naming each missing
     /// one and the kernel that brought it.
     pub fn require_features(&self) -> Result<(), PreflightError> {
-        require_present(&self.features)
+        let missing = kernel_features::missing(&self.features);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(PreflightError::KernelLacks {
+                release: kernel_features::release(),
+                minimum: kernel_features::minimum_kernel(&self.features),
+                missing,
+            })
+        }
     }
 }
 

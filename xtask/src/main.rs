@@ -177,42 +177,38 @@ fn main() -> anyhow::Result<()> {
                 cargo(&["build", "--release", "--workspace", "--bins"]),
             )?;
             let release = root.join("target/release");
-            for (what, bin) in [
-                ("datapath benchmark", "datapath-bench"),
-                ("shaping benchmark", "shaping-bench"),
-                ("flow store benchmark", "store-bench"),
-                ("nDPI comparison", "ndpi-compare"),
-                ("scale benchmark", "scale-bench"),
-                ("throughput benchmark", "throughput-bench"),
-            ] {
+            // The datapath is measured on each build of the BPF programs: the legacy one is
+            // what Debian 12 and Ubuntu 22.04 gateways run; the report sets the two side by
+            // side. (What, binary, its arguments, the build it loads if it loads the datapath.)
+            let legacy_out = format!("target/bench/{}", bench_results::datapath::FILE_LEGACY);
+            let benches: [(&str, &str, &[&str], Option<&str>); 7] = [
+                ("datapath benchmark", "datapath-bench", &[], Some("modern")),
+                (
+                    "datapath benchmark, legacy build",
+                    "datapath-bench",
+                    &["--out", &legacy_out],
+                    Some("legacy"),
+                ),
+                ("shaping benchmark", "shaping-bench", &[], None),
+                ("flow store benchmark", "store-bench", &[], None),
+                ("nDPI comparison", "ndpi-compare", &[], None),
+                ("scale benchmark", "scale-bench", &[], None),
+                ("throughput benchmark", "throughput-bench", &[], None),
+            ];
+            for (what, bin, args, datapath) in benches {
                 let mut bench = Command::new(release.join(bin));
-                bench.current_dir(&root);
+                bench.current_dir(&root).args(args);
                 if quick {
                     bench.arg("--quick");
                 }
                 // The lab's daemon (shaping, throughput) and classify-pcap (nDPI comparison)
                 // are the release build made above.
                 bench.env("CLASSIFIER_BIN", release.join("classifier"));
-                if bin == "datapath-bench" {
-                    bench.env("CLASSIFIER_DATAPATH", "modern");
+                if let Some(build) = datapath {
+                    bench.env("CLASSIFIER_DATAPATH", build);
                 }
                 step(what, bench)?;
             }
-            // The legacy build, which Debian 12 and Ubuntu 22.04 gateways run, measured the
-            // same way after the modern one; the report sets the two side by side.
-            let mut legacy = Command::new(release.join("datapath-bench"));
-            legacy
-                .current_dir(&root)
-                .env("CLASSIFIER_DATAPATH", "legacy")
-                .arg("--out")
-                .arg(
-                    root.join("target/bench")
-                        .join(bench_results::datapath::FILE_LEGACY),
-                );
-            if quick {
-                legacy.arg("--quick");
-            }
-            step("datapath benchmark, legacy build", legacy)?;
             report::write(&report::Paths::of(&root), Some(quick))
         }
     }

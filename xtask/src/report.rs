@@ -278,17 +278,11 @@ fn legacy_build(doc: &mut String, legacy: &datapath::Report, paths: &Paths) -> a
          legacy ÷ modern |"
     );
     let _ = writeln!(doc, "| --- | ---: | ---: | ---: | ---: |");
-    let both = |report: &datapath::Report| {
-        report
-            .cases
-            .iter()
-            .chain(&report.fresh_flow_cases)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let modern_cases = both(&modern);
-    for case in both(legacy) {
-        let Some(of_modern) = modern_cases.iter().find(|m| m.case == case.case) else {
+    fn steady_and_fresh(report: &datapath::Report) -> impl Iterator<Item = &datapath::CaseResult> {
+        report.cases.iter().chain(&report.fresh_flow_cases)
+    }
+    for case in steady_and_fresh(legacy) {
+        let Some(of_modern) = steady_and_fresh(&modern).find(|m| m.case == case.case) else {
             continue;
         };
         let _ = writeln!(

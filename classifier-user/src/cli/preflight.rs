@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::{
     kernel_features::{self, Probed},
-    loader::{self, Datapath, DatapathChoice, TcAttachChoice},
+    loader::{self, Datapath, DatapathChoice, FellBack, TcAttachChoice},
     preflight::{self, ChosenBuild},
 };
 
@@ -33,10 +33,8 @@ pub fn execute(args: &PreflightArgs) -> anyhow::Result<()> {
     preflight::require_capabilities("preflight", &preflight::RUN_CAPABILITIES)?;
     let mut chosen = preflight::datapath_build(args.datapath, loader::object_of)?;
     println!("kernel {}", kernel_features::release());
-    let verdict = match chosen.require_features() {
-        Ok(()) => Some(verify(args.datapath, &mut chosen)),
-        Err(_) => None,
-    };
+    let features = chosen.require_features();
+    let verdict = features.is_ok().then(|| verify(args.datapath, &mut chosen));
     println!("BPF programs: the {} build", chosen.build);
     print_features(&chosen.features);
     if let Some(verdict) = &verdict {
@@ -49,10 +47,8 @@ pub fn execute(args: &PreflightArgs) -> anyhow::Result<()> {
             kernel_features::TCX
         ),
     }
-    chosen.require_features()?;
-    verdict
-        .expect("verified when every feature is present")
-        .result
+    features?;
+    verdict.map_or(Ok(()), |verdict| verdict.result)
 }
 
 /// What the kernel's verifier made of the build: one line to print, and whether it passed.
@@ -65,40 +61,27 @@ struct Verdict {
 /// when the verifier refuses the modern one), and makes `chosen` the build that loaded.
 fn verify(choice: DatapathChoice, chosen: &mut ChosenBuild) -> Verdict {
     let build = chosen.build;
-    match loader::load_falling_back(choice, build, Datapath::load) {
-        Ok((_, None)) => Verdict {
-            said: format!("takes every program of the {build} build"),
-            result: Ok(()),
-        },
-        Ok((_, Some(refused))) => {
+    let (said, result) = match loader::load_falling_back(choice, build, Datapath::load) {
+        Ok((_, None)) => (format!("takes every program of the {build} build"), Ok(())),
+        Ok((_, Some(FellBack { refused, legacy }))) => {
+            *chosen = legacy;
             let said = format!(
                 "refuses the modern build ({refused}: {}); takes every program of the legacy \
                  build, which `run` loads instead",
                 loader::verifier_reason(&refused).unwrap_or_default()
             );
-            match preflight::datapath_build(DatapathChoice::Legacy, loader::object_of) {
-                Ok(legacy) => {
-                    *chosen = legacy;
-                    Verdict {
-                        said,
-                        result: Ok(()),
-                    }
-                }
-                Err(error) => Verdict {
-                    said,
-                    result: Err(error.into()),
-                },
-            }
+            (said, Ok(()))
         }
-        Err(error) => Verdict {
-            said: match loader::verifier_reason(&error) {
+        Err(error) => {
+            let said = match loader::verifier_reason(&error) {
                 Some(reason) => format!("REFUSES the {build} build ({error}: {reason})"),
                 // Not the verifier: a map the kernel could not make, say; the error says.
                 None => format!("not reached: the {build} build did not load ({error:#})"),
-            },
-            result: Err(error),
-        },
-    }
+            };
+            (said, Err(error))
+        }
+    };
+    Verdict { said, result }
 }
 
 fn print_features(report: &[Probed]) {

@@ -280,10 +280,10 @@ fn load_or_fall_back(
     build: loader::DatapathBuild,
     capacity: u32,
 ) -> anyhow::Result<Datapath> {
-    let (datapath, refused) = loader::load_falling_back(config.datapath, build, || {
+    let (datapath, fell_back) = loader::load_falling_back(config.datapath, build, || {
         Datapath::load_pinned(&config.pin_dir, capacity)
     })?;
-    if let Some(refused) = refused {
+    if let Some(loader::FellBack { refused, .. }) = fell_back {
         warn!(
             refused = %refused,
             reason = loader::verifier_reason(&refused).unwrap_or_default(),

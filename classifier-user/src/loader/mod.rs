@@ -37,6 +37,7 @@ use classifier_common::{
 use crate::{
     bpf_maps::{self, Maps},
     policy::{ClassTables, DatapathSettings},
+    preflight::{self, ChosenBuild},
     tables,
 };
 use tracing::{debug, info, warn};
@@ -79,7 +80,7 @@ pub fn chosen_build() -> anyhow::Result<DatapathBuild> {
         2 => return Ok(DatapathBuild::Legacy),
         _ => {}
     }
-    let build = crate::preflight::datapath_build(DatapathChoice::from_env()?, object_of)?.build;
+    let build = preflight::datapath_build(DatapathChoice::from_env()?, object_of)?.build;
     use_build(build);
     Ok(build)
 }
@@ -143,40 +144,41 @@ pub fn load_program(ebpf: &mut Ebpf, spec: &ProgramSpec) -> anyhow::Result<()> {
     }
 }
 
-/// Whether `error` is the kernel's verifier refusing a program (rather than, say, a map
-/// the kernel could not make or pins that do not fit).
+/// The verifier's log, when `error` is the kernel's verifier refusing a program (rather
+/// than, say, a map the kernel could not make or pins that do not fit).
+fn verifier_log(error: &anyhow::Error) -> Option<&aya_obj::VerifierLog> {
+    error
+        .chain()
+        .find_map(|cause| match cause.downcast_ref::<ProgramError>() {
+            Some(ProgramError::LoadError { verifier_log, .. }) => Some(verifier_log),
+            _ => None,
+        })
+}
+
+/// Whether `error` is the kernel's verifier refusing a program.
 pub fn verifier_refused(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<ProgramError>(),
-            Some(ProgramError::LoadError { .. })
-        )
-    })
+    verifier_log(error).is_some()
 }
 
 /// What the kernel's verifier said when it refused a program: the last line of its log
 /// that is not its statistics (the reason, such as "invalid zero-sized read"), or None when
 /// `error` is not a refusal.
 pub fn verifier_reason(error: &anyhow::Error) -> Option<String> {
-    error
-        .chain()
-        .find_map(|cause| match cause.downcast_ref::<ProgramError>() {
-            Some(ProgramError::LoadError { verifier_log, .. }) => Some(
-                verifier_log
-                    .to_string()
-                    .lines()
-                    .map(str::trim)
-                    .rfind(|line| {
-                        !line.is_empty()
-                            && !line.starts_with("processed ")
-                            && !line.starts_with("verification time")
-                            && !line.starts_with("stack depth")
-                    })
-                    .unwrap_or("(the verifier gave no reason)")
-                    .to_owned(),
-            ),
-            _ => None,
-        })
+    let log = verifier_log(error)?.to_string();
+    let reason = log.lines().map(str::trim).rfind(|line| {
+        !line.is_empty()
+            && !line.starts_with("processed ")
+            && !line.starts_with("verification time")
+            && !line.starts_with("stack depth")
+    });
+    Some(reason.unwrap_or("(the verifier gave no reason)").to_owned())
+}
+
+/// A modern build the kernel's verifier refused, and the legacy build loaded instead.
+pub struct FellBack {
+    pub refused: anyhow::Error,
+    /// The legacy build, with the probe of its features.
+    pub legacy: ChosenBuild,
 }
 
 /// `load()` of the build `chosen`, made the one this process loads; under `--datapath
@@ -189,7 +191,7 @@ pub fn load_falling_back<T>(
     choice: DatapathChoice,
     chosen: DatapathBuild,
     mut load: impl FnMut() -> anyhow::Result<T>,
-) -> anyhow::Result<(T, Option<anyhow::Error>)> {
+) -> anyhow::Result<(T, Option<FellBack>)> {
     use_build(chosen);
     let refused = match load() {
         Err(error)
@@ -201,13 +203,13 @@ pub fn load_falling_back<T>(
         }
         loaded => return loaded.map(|loaded| (loaded, None)),
     };
-    let legacy = DatapathBuild::Legacy;
-    use_build(legacy);
-    crate::preflight::require_kernel_features(object_of(legacy))?;
+    let legacy = preflight::datapath_build(DatapathChoice::Legacy, object_of)?;
+    legacy.require_features()?;
+    use_build(legacy.build);
     let loaded = load().with_context(|| {
         format!("loading the legacy build after the modern one was refused ({refused})")
     })?;
-    Ok((loaded, Some(refused)))
+    Ok((loaded, Some(FellBack { refused, legacy })))
 }
 
 /// How to attach XDP.
